@@ -13,6 +13,7 @@ The worker process sets :data:`NODE` (its identity) at start; see
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import signal
@@ -204,12 +205,60 @@ def kill_process_tree(proc: psutil.Process | int, sig: int = signal.SIGKILL) -> 
             pass
 
 
+def base_environment() -> dict[str, str]:
+    """Return this process's environment without Dask's, Batch's and SSH's own variables.
+
+    Every task's environment starts from it. A node process computes it once
+    (its environment does not change); elsewhere it is computed per call.
+    """
+    if _BASE_ENV is not None:
+        return _BASE_ENV
+    return {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+
+
+_PRIVATE_PREFIXES = ("DASK_", "AZ_BATCH_", "CCP_", "SSH_")
+_BASE_ENV: dict[str, str] | None = None
+_JOB_DIRS: set[Path] = set()
+"""Parents of task directories known to exist (one ``mkdir`` per task instead of four)."""
+
+
+def freeze_base_environment() -> None:
+    """Compute :func:`base_environment` once for the rest of this process (node processes)."""
+    global _BASE_ENV
+    _BASE_ENV = None
+    _BASE_ENV = base_environment()
+
+
+def _prepare(launch: Launch, node: NodeIdentity) -> tuple[Path, Path, dict[str, str]]:
+    """Create the task directory and its files; return (task dir, working dir, environment)."""
+    tdir = Path(node.root_dir, launch.task_dir)
+    wd = tdir / "wd"
+    parent = tdir.parent
+    if parent not in _JOB_DIRS:
+        parent.mkdir(parents=True, exist_ok=True)
+        _JOB_DIRS.add(parent)
+    tdir.mkdir(exist_ok=True)
+    wd.mkdir(exist_ok=True)
+    env = dict(base_environment())
+    env.update(task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
+                                task_id=launch.task_id, settings=launch.settings,
+                                extra=launch.extra_env))
+    env[RUN_TAG] = launch.key
+    for rel, data in launch.files.items():
+        path = tdir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o700 if rel.endswith("/ssh") else 0o600)
+    return tdir, wd, env
+
+
 def run_task(launch: Launch) -> Outcome:
     """Run one task on this node and wait for it (executes in a worker thread).
 
     Steps: prepare the task directory and environment, download the resource
     files, run the command line, then upload the output files whose upload
     condition holds and persist ``stdout.txt``/``stderr.txt`` as ``$TaskLog``.
+    The outcome is also reported to the service (:data:`OUTCOME_TOPIC`).
 
     Parameters
     ----------
@@ -229,21 +278,7 @@ def run_task(launch: Launch) -> Outcome:
         with the exit code kept.
     """
     node = current_node()
-    tdir = Path(node.root_dir, launch.task_dir)
-    wd = tdir / "wd"
-    wd.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    for k in [k for k in env if k.startswith(("DASK_", "AZ_BATCH_", "CCP_", "SSH_"))]:
-        del env[k]
-    env.update(task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
-                                task_id=launch.task_id, settings=launch.settings,
-                                extra=launch.extra_env))
-    env[RUN_TAG] = launch.key
-    for rel, data in launch.files.items():
-        path = tdir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(0o700 if rel.endswith("/ssh") else 0o600)
+    tdir, wd, env = _prepare(launch, node)
     start = _now()
     code, failure = _execute(launch, node, tdir, wd, env)
     failure = _persist(launch, tdir, wd, code, failure)
@@ -256,17 +291,33 @@ _EXECUTOR: ThreadPoolExecutor | None = None
 _WORKER: Any = None
 _EXECUTOR_LOCK = threading.Lock()
 EXECUTOR_THREADS = 64
-"""Most runs one node executes at once (task slots, plus start, preparation and
-coordination tasks); the service never sends more runs than a node has slots for."""
+"""Most runs one node executes in threads at once (start, preparation and
+coordination tasks, and tasks with files to transfer); the service never sends
+more runs than a node has slots for."""
+
+INLINE_LOG_BYTES = 1 << 20
+"""Task logs up to this size (stdout + stderr) are saved to local storage on the
+worker's event loop; larger ones, and any remote storage, in a thread."""
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="hpcbatch-run")
+        return _EXECUTOR
 
 
 def enqueue(launches: list[Launch], dask_worker: Any = None) -> int:
     """Start runs on this node without waiting for them (called through ``Client.run``).
 
-    Each run executes on the node's own thread pool; its outcome is pushed to
-    the service as a Dask event (:data:`OUTCOME_TOPIC`) when it ends. One call
-    carries every run the service dispatched to this node in one pass, so a
-    run costs no Dask task of its own.
+    A plain run (no packages, resource or output files, logs kept in local
+    storage) starts right here on the worker's event loop and is awaited
+    through a pidfd, with no thread of its own; any other run executes
+    :func:`run_task` on the node's thread pool. Outcomes are pushed to the
+    service in batches as Dask events (:data:`OUTCOME_TOPIC`). One call carries
+    every run the service dispatched to this node in one pass, so a run costs
+    no Dask task of its own.
 
     Parameters
     ----------
@@ -280,47 +331,189 @@ def enqueue(launches: list[Launch], dask_worker: Any = None) -> int:
     int
         How many runs were queued.
     """
-    global _EXECUTOR, _WORKER
+    global _WORKER
     if dask_worker is not None:
         _WORKER = dask_worker
-    with _EXECUTOR_LOCK:
-        if _EXECUTOR is None:
-            _EXECUTOR = ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="hpcbatch-run")
-        for launch in launches:
-            _EXECUTOR.submit(_run_and_report, launch)
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    for launch in launches:
+        if loop is not None and _HAS_PIDFD and _is_plain(launch):
+            _start_on_loop(launch, loop)
+        else:
+            _executor().submit(_run_and_report, launch)
     return len(launches)
+
+
+_HAS_PIDFD = hasattr(os, "pidfd_open")
+
+
+def _is_plain(launch: Launch) -> bool:
+    """A run with nothing to transfer but its logs to local storage: it can start on the loop."""
+    return (not launch.packages and not launch.resource_files and not launch.output_files
+            and not launch.keep_background
+            and (not launch.persist_logs or launch.storage is None
+                 or launch.storage.url.startswith("file://")))
+
+
+@dataclass
+class _LoopRun:
+    """A plain run started on the worker's event loop, until its process exits."""
+
+    launch: Launch
+    node: NodeIdentity
+    tdir: Path
+    wd: Path
+    start: datetime
+    proc: subprocess.Popen[bytes]
+    pidfd: int
+    timer: asyncio.TimerHandle | None = None
+    timed_out: bool = False
+
+
+def _start_on_loop(launch: Launch, loop: asyncio.AbstractEventLoop) -> None:
+    """Start a plain run's process and watch its pidfd; report at once if it cannot start."""
+    node = current_node()
+    start = _now()
+    try:
+        tdir, wd, env = _prepare(launch, node)
+        with open(tdir / launch.stdout_name, "wb") as out, \
+                open(tdir / launch.stderr_name, "wb") as err:
+            proc, failure = _spawn(launch, node, wd, env, out, err)
+        if proc is None:
+            _report(launch.key, Outcome(None, start, _now(), failure, str(tdir), node.node_id))
+            return
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError:  # the kernel refuses pidfds after all: wait in a thread
+            _executor().submit(_wait_and_report, launch, node, tdir, wd, proc, start)
+            return
+    except BaseException as exc:  # report every end, even an agent fault
+        _report_fault(launch, exc)
+        return
+    run = _LoopRun(launch, node, tdir, wd, start, proc, pidfd)
+    if launch.max_wall_clock_s is not None:
+        run.timer = loop.call_later(launch.max_wall_clock_s, _time_out, run)
+    loop.add_reader(pidfd, _exited, run, loop)
+
+
+def _time_out(run: _LoopRun) -> None:
+    run.timed_out = True
+    kill_process_tree(run.proc.pid)
+
+
+def _exited(run: _LoopRun, loop: asyncio.AbstractEventLoop) -> None:
+    """A loop run's process ended: settle its exit, save its logs, report its outcome."""
+    loop.remove_reader(run.pidfd)
+    os.close(run.pidfd)
+    if run.timer is not None:
+        run.timer.cancel()
+    launch = run.launch
+    try:
+        rc = run.proc.wait()
+        if run.timed_out:
+            kill_tagged(launch.key)
+        code, failure = _settle(launch, run.proc, rc, run.timed_out)
+        if _log_bytes(run.tdir, launch) > INLINE_LOG_BYTES:
+            _executor().submit(_persist_and_report, run.launch, run.node, run.tdir, run.wd,
+                               run.start, code, failure)
+        else:
+            _persist_and_report(launch, run.node, run.tdir, run.wd, run.start, code, failure)
+    except BaseException as exc:
+        _report_fault(launch, exc)
+
+
+def _log_bytes(tdir: Path, launch: Launch) -> int:
+    if not launch.persist_logs:
+        return 0
+    total = 0
+    for name in (launch.stdout_name, launch.stderr_name):
+        try:
+            total += os.stat(tdir / name).st_size
+        except OSError:
+            pass
+    return total
+
+
+def _persist_and_report(launch: Launch, node: NodeIdentity, tdir: Path, wd: Path,
+                        start: datetime, code: int | None,
+                        failure: dict[str, Any] | None) -> None:
+    try:
+        failure = _persist(launch, tdir, wd, code, failure)
+        _report(launch.key, Outcome(code, start, _now(), failure, str(tdir), node.node_id))
+    except BaseException as exc:
+        _report_fault(launch, exc)
+
+
+def _wait_and_report(launch: Launch, node: NodeIdentity, tdir: Path, wd: Path,
+                     proc: subprocess.Popen[bytes], start: datetime) -> None:
+    """Wait for a started process in this thread (no pidfd), then persist and report."""
+    try:
+        code, failure = _wait(launch, proc)
+    except BaseException as exc:
+        _report_fault(launch, exc)
+        return
+    _persist_and_report(launch, node, tdir, wd, start, code, failure)
 
 
 def _run_and_report(launch: Launch) -> None:
     try:
         run_task(launch)
     except BaseException as exc:  # report every end, even an agent fault
-        node = NODE
-        now = _now()
-        _report(launch.key, Outcome(None, now, now, _failure(
-            "servererror", "NodeAgentError",
-            f"node {node.node_id if node else '?'}: {type(exc).__name__}: {exc}"),
-            "", node.node_id if node else ""))
+        _report_fault(launch, exc)
+
+
+def _report_fault(launch: Launch, exc: BaseException) -> None:
+    """Report a run that ended because the agent itself failed (``NodeAgentError``)."""
+    node = NODE
+    now = _now()
+    _report(launch.key, Outcome(None, now, now, _failure(
+        "servererror", "NodeAgentError",
+        f"node {node.node_id if node else '?'}: {type(exc).__name__}: {exc}"),
+        "", node.node_id if node else ""))
 
 
 OUTCOME_TOPIC = "hpcbatch-outcome"
-"""Dask event topic on which a node pushes each run's outcome to the service."""
+"""Dask event topic on which a node pushes run outcomes to the service:
+``{"outcomes": [{"key", **outcome_to_wire(...)}, ...]}``."""
+
+_PENDING: list[dict[str, Any]] = []
+_FLUSH_SCHEDULED = False
 
 
 def _report(key: str, outcome: Outcome) -> None:
-    """Push the outcome to the service as a Dask event, ahead of the task's own completion.
+    """Queue an outcome for the service; every outcome queued before the flush goes in one event.
 
-    The service then needs no extra round trip to the worker to fetch the result.
+    The flush runs on the worker's event loop, so outcomes of runs that end
+    together (several processes reaped in one loop iteration) share one
+    message, and the service needs no round trip to fetch them.
     """
+    global _FLUSH_SCHEDULED
     worker = _WORKER
     if worker is None:
         try:
             from distributed import get_worker
 
             worker = get_worker()
-        except ValueError:  # not inside a worker (tests calling run_task directly)
+        except ValueError:  # not inside a worker (called directly)
             return
-    worker.log_event(OUTCOME_TOPIC, {"key": key, **outcome_to_wire(outcome)})
+    with _LOCK:
+        _PENDING.append({"key": key, **outcome_to_wire(outcome)})
+        if _FLUSH_SCHEDULED:
+            return
+        _FLUSH_SCHEDULED = True
+    worker.loop.add_callback(_flush, worker)  # thread-safe
+
+
+def _flush(worker: Any) -> None:
+    global _FLUSH_SCHEDULED
+    with _LOCK:
+        batch = list(_PENDING)
+        _PENDING.clear()
+        _FLUSH_SCHEDULED = False
+    if batch:
+        worker.log_event(OUTCOME_TOPIC, {"outcomes": batch})
 
 
 def outcome_to_wire(outcome: Outcome) -> dict[str, Any]:
@@ -339,7 +532,7 @@ def outcome_from_wire(msg: dict[str, Any]) -> Outcome:
 
 def _execute(launch: Launch, node: NodeIdentity, tdir: Path, wd: Path,
              env: dict[str, str]) -> tuple[int | None, dict[str, Any] | None]:
-    """Download inputs and run the command line; return (exit code, failure info)."""
+    """Download inputs, run the command line and wait; return (exit code, failure info)."""
     with open(tdir / launch.stdout_name, "wb") as out, open(tdir / launch.stderr_name, "wb") as err:
         for ref in launch.packages:
             try:
@@ -359,37 +552,60 @@ def _execute(launch: Launch, node: NodeIdentity, tdir: Path, wd: Path,
             except transfer.TransferError as exc:
                 err.write((exc.message + "\n").encode())
                 return None, _failure("usererror", exc.code, exc.message)
-        try:
-            argv = shlex.split(launch.command_line)
-        except ValueError as exc:
-            return None, _failure("usererror", "CommandLineInvalid",
-                                  f"The command line cannot be parsed: {exc}")
-        if not argv:
-            return None, _failure("usererror", "CommandLineInvalid", "The command line is empty.")
-        try:
-            proc = subprocess.Popen(
-                argv, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, close_fds=True,
-            )
-        except OSError as exc:
-            msg = (f"The command program {argv[0]!r} could not be started on node "
-                   f"{node.node_id}: {exc.strerror or exc}")
-            err.write((msg + "\n").encode())
-            code = ("CommandProgramNotFound" if isinstance(exc, FileNotFoundError)
-                    else "CommandProgramFailed")
-            return None, _failure("usererror", code, msg)
+        proc, failure = _spawn(launch, node, wd, env, out, err)
+    if proc is None:
+        return None, failure
+    return _wait(launch, proc)
+
+
+def _spawn(launch: Launch, node: NodeIdentity, wd: Path, env: dict[str, str], out: Any,
+           err: Any) -> tuple[subprocess.Popen[bytes] | None, dict[str, Any] | None]:
+    """Start the command line without a shell in its own session; (process, None) or (None, failure)."""
+    try:
+        argv = shlex.split(launch.command_line)
+    except ValueError as exc:
+        return None, _failure("usererror", "CommandLineInvalid",
+                              f"The command line cannot be parsed: {exc}")
+    if not argv:
+        return None, _failure("usererror", "CommandLineInvalid", "The command line is empty.")
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:
+        msg = (f"The command program {argv[0]!r} could not be started on node "
+               f"{node.node_id}: {exc.strerror or exc}")
+        err.write((msg + "\n").encode())
+        code = ("CommandProgramNotFound" if isinstance(exc, FileNotFoundError)
+                else "CommandProgramFailed")
+        return None, _failure("usererror", code, msg)
     with _LOCK:
         _RUNNING[launch.key] = proc
         ended_early = launch.key in _KILLED
     if ended_early:  # kill_task came before the process existed
         kill_process_tree(proc.pid)
+    return proc, None
+
+
+def _wait(launch: Launch, proc: subprocess.Popen[bytes]) -> tuple[int | None, dict[str, Any] | None]:
+    """Wait for a started process in this thread, within the wall-clock limit."""
     try:
-        try:
-            rc = proc.wait(timeout=launch.max_wall_clock_s)
-        except subprocess.TimeoutExpired:
-            kill_process_tree(proc.pid)
-            proc.wait()
-            kill_tagged(launch.key)
+        rc = proc.wait(timeout=launch.max_wall_clock_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        kill_process_tree(proc.pid)
+        rc = proc.wait()
+        kill_tagged(launch.key)
+        timed_out = True
+    return _settle(launch, proc, rc, timed_out)
+
+
+def _settle(launch: Launch, proc: subprocess.Popen[bytes], rc: int,
+            timed_out: bool) -> tuple[int | None, dict[str, Any] | None]:
+    """Turn an ended process into (exit code, failure info); leave nothing of its group behind."""
+    try:
+        if timed_out:
             return EXIT_CODE_TASK_ENDED, _failure(
                 "servererror", "TaskEnded",
                 "The task was ended because it exceeded its maxWallClockTime "

@@ -69,6 +69,7 @@ class DaskEngine:
         self.client: Client | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._outcomes: dict[str, Any] = {}
+        self._sinks: dict[str, Callable[[str, Any], None]] = {}
         self.port: int = 0
         self.address: str = ""
 
@@ -133,14 +134,19 @@ class DaskEngine:
         self.client.subscribe_topic(agent.OUTCOME_TOPIC, self._on_outcome)
 
     def _on_outcome(self, event: tuple[float, dict[str, Any]]) -> None:
-        """A node pushed a run's outcome: hand it to whoever awaits that run."""
-        msg = event[1]
-        outcome = agent.outcome_from_wire(msg)
-        waiter = self._waiters.pop(msg["key"], None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(outcome)
-        else:
-            self._outcomes[msg["key"]] = outcome
+        """A node pushed run outcomes: hand each to its sink or to whoever awaits that run."""
+        for msg in event[1]["outcomes"]:
+            key = msg["key"]
+            outcome = agent.outcome_from_wire(msg)
+            sink = self._sinks.pop(key, None)
+            if sink is not None:
+                sink(key, outcome)
+                continue
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(outcome)
+            else:
+                self._outcomes[key] = outcome
 
     async def outcome(self, future: Future) -> Any:
         """Return the result of a node-agent run, preferably from its pushed outcome event.
@@ -168,8 +174,8 @@ class DaskEngine:
     async def launch(self, worker: str, launches: list[Any]) -> list[asyncio.Future[Any]]:
         """Start node-agent runs on one worker; return one future of the outcome per run.
 
-        The runs travel in one message (:func:`hpcbatch.agent.enqueue`); each
-        outcome arrives as a pushed event. A worker that dies leaves its
+        The runs travel in one message (:func:`hpcbatch.agent.enqueue`); the
+        outcomes arrive as pushed events. A worker that dies leaves its
         futures pending: the pool manager notices the lost node and the
         service requeues its runs.
 
@@ -195,6 +201,28 @@ class DaskEngine:
             raise
         return futures
 
+    async def launch_to(self, worker: str, launches: list[Any],
+                        sink: Callable[[str, Any], None]) -> None:
+        """Start node-agent runs on one worker; each outcome is handed to ``sink(key, outcome)``.
+
+        Like :meth:`launch` without a future per run: the cheapest way to run
+        many short tasks. ``sink`` is called on the event loop, once per run,
+        unless the run is :meth:`forget`-ten first.
+
+        Raises
+        ------
+        Exception
+            The worker could not be reached (the runs did not start; no sink is kept).
+        """
+        for launch in launches:
+            self._sinks[launch.key] = sink
+        try:
+            await self.run_on(worker, agent.enqueue, launches)
+        except BaseException:
+            for launch in launches:
+                self._sinks.pop(launch.key, None)
+            raise
+
     async def run_launch(self, worker: str, launch: Any) -> Any:
         """Run one node-agent run on a worker and return its outcome."""
         [fut] = await self.launch(worker, [launch])
@@ -206,6 +234,7 @@ class DaskEngine:
     def forget(self, key: str) -> None:
         """Drop a pushed outcome or a waiter nobody needs any more (the run was requeued)."""
         self._outcomes.pop(key, None)
+        self._sinks.pop(key, None)
         waiter = self._waiters.pop(key, None)
         if waiter is not None and not waiter.done():
             waiter.cancel()

@@ -76,6 +76,7 @@ async def serve(config: dict[str, Any]) -> None:
         account_name=config["account_name"],
         account_url=config["account_url"],
     )
+    agent.freeze_base_environment()
     tls = config["tls"]
     security = Security(
         tls_ca_file=tls["ca_file"],

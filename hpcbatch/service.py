@@ -287,6 +287,9 @@ class BatchService:
         self.housekeeping_interval_s = 1.0
         self._apps: dict[str, dict[str, Any]] | None = None
         self._prep_failed: dict[str, set[str]] = {}
+        self._job_hooks: dict[str, bool] = {}
+        """Per job: whether a task's completion can affect other tasks or the job
+        (dependencies, ``onTaskFailure``, ``onAllTasksComplete``); unknown until first seen."""
 
     # ================================================================ lifecycle
 
@@ -1011,6 +1014,7 @@ class BatchService:
             if patch.pool_info and patch.pool_info.pool_id:
                 values["pool_key"] = patch.pool_info.pool_id.lower()
             Store.update(conn, jobs, {"key": row["key"]}, **values)
+        self._job_hooks.pop(row["key"], None)
         self.kick()
 
     def _set_job_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str,
@@ -1761,8 +1765,7 @@ class BatchService:
             await asyncio.sleep(0)  # events already queued join this pass
             self._wake.clear()
             try:
-                self._record_ended()
-                self._dispatch()
+                self._pass()
                 if self._resizing:
                     self._finish_resizes()
             except Exception:
@@ -1840,8 +1843,25 @@ class BatchService:
                 alive = False
         return alive
 
-    def _record_ended(self) -> None:
-        """Record every run that ended since the last pass, in one transaction."""
+    def _pass(self) -> None:
+        """One scheduling pass in one transaction: record ended runs, then fill free slots.
+
+        The new runs are sent to their nodes once the transaction is committed.
+        """
+        with self.store.begin() as conn:
+            self._record_ended(conn)
+            try:
+                plans = self._plan(conn)
+            except Exception:  # what ended is recorded all the same
+                log.exception("cannot plan new runs")
+                plans = []
+            if plans:
+                self._mark_started(conn, plans)
+        if plans:
+            self._start_runs(plans)
+
+    def _record_ended(self, conn: sa.Connection) -> None:
+        """Record every run that ended since the last pass."""
         if not self._ended:
             return
         batch, self._ended = self._ended, []
@@ -1912,24 +1932,24 @@ class BatchService:
              else (dumps({"category": "servererror", "code": "NodeAgentError",
                           "message": r.error}) if r.error else None)}
             for e in batch for r in e.run.subtasks]
-        with self.store.begin() as conn:
-            if sub_rows:
-                conn.execute(subtasks.update().where(
-                    subtasks.c.job_key == sa.bindparam("b_job"),
-                    subtasks.c.task_key == sa.bindparam("b_task"),
-                    subtasks.c.id == sa.bindparam("b_id"),
-                ).values(state="completed", state_transition_time=sa.bindparam("b_end"),
-                         end_time=sa.bindparam("b_end"), exit_code=sa.bindparam("b_exit"),
-                         result=sa.bindparam("b_result"), failure_info=sa.bindparam("b_failure")),
-                    sub_rows)
-            if with_start:
-                conn.execute(_END_WITH_START, with_start)
-            if without:
-                conn.execute(_END, without)
+        if sub_rows:
+            conn.execute(subtasks.update().where(
+                subtasks.c.job_key == sa.bindparam("b_job"),
+                subtasks.c.task_key == sa.bindparam("b_task"),
+                subtasks.c.id == sa.bindparam("b_id"),
+            ).values(state="completed", state_transition_time=sa.bindparam("b_end"),
+                     end_time=sa.bindparam("b_end"), exit_code=sa.bindparam("b_exit"),
+                     result=sa.bindparam("b_result"), failure_info=sa.bindparam("b_failure")),
+                sub_rows)
+        if with_start:
+            conn.execute(_END_WITH_START, with_start)
+        if without:
+            conn.execute(_END, without)
         if ended:
-            self._after_completions(ended)
+            self._after_completions(conn, ended)
 
-    def _after_completions(self, ended: Sequence[tuple[Run, bool, dependencies.Ending]]) -> None:
+    def _after_completions(self, conn: sa.Connection,
+                            ended: Sequence[tuple[Run, bool, dependencies.Ending]]) -> None:
         """Apply what completed tasks mean for their dependents and their jobs.
 
         Dependents are re-evaluated; then, per job: a job manager's completion
@@ -1941,37 +1961,43 @@ class BatchService:
         """
         by_job: dict[str, list[tuple[Run, bool, dependencies.Ending]]] = {}
         for item in ended:
-            by_job.setdefault(item[0].job_key, []).append(item)
-        with self.store.begin() as conn:
-            for job_key, items in by_job.items():
-                job = Store.fetch_one(conn, jobs, key=job_key)
-                if job is None:
-                    continue
-                spec = loads(job["spec"])
-                if spec.get("usesTaskDependencies"):
-                    done = [{"key": r.task_key, "int_id": r.int_id} for r, _, _ in items]
-                    self._resolve_dependencies(conn, job_key, self._dependents(conn, job_key, done))
-                if job["state"] not in ("active", "disabling", "disabled"):
-                    continue
-                action, reason = None, None
-                for run, ok, ending in items:
-                    if run.is_manager and run.kill_job_on_completion:
-                        action, reason = "terminate", "JMComplete"
-                    elif (not ok and spec.get("onTaskFailure") == "performexitoptionsjobaction"
-                          and ending.job_action != "none"):
-                        action, reason = ending.job_action, "TaskFailed"
-                if action is None and spec.get("onAllTasksComplete") == "terminatejob":
-                    open_tasks = conn.execute(sa.select(sa.func.count()).where(
-                        tasks.c.job_key == job_key, tasks.c.state != "completed")).scalar()
-                    if open_tasks == 0:
-                        action, reason = "terminate", "AllTasksComplete"
-                if action == "terminate":
-                    self._begin_terminate(conn, job, reason or "TaskFailed")
-                elif action == "disable":
-                    self._begin_disable(conn, job, "requeue")
+            if self._job_hooks.get(item[0].job_key) is not False or item[0].is_manager:
+                by_job.setdefault(item[0].job_key, []).append(item)
+        for job_key, items in by_job.items():
+            job = Store.fetch_one(conn, jobs, key=job_key)
+            if job is None:
+                continue
+            spec = loads(job["spec"])
+            self._job_hooks[job_key] = bool(
+                spec.get("usesTaskDependencies")
+                or spec.get("onTaskFailure") == "performexitoptionsjobaction"
+                or spec.get("onAllTasksComplete") == "terminatejob")
+            if spec.get("usesTaskDependencies"):
+                done = [{"key": r.task_key, "int_id": r.int_id} for r, _, _ in items]
+                self._resolve_dependencies(conn, job_key, self._dependents(conn, job_key, done))
+            if job["state"] not in ("active", "disabling", "disabled"):
+                continue
+            action, reason = None, None
+            for run, ok, ending in items:
+                if run.is_manager and run.kill_job_on_completion:
+                    action, reason = "terminate", "JMComplete"
+                elif (not ok and spec.get("onTaskFailure") == "performexitoptionsjobaction"
+                      and ending.job_action != "none"):
+                    action, reason = ending.job_action, "TaskFailed"
+            if action is None and spec.get("onAllTasksComplete") == "terminatejob":
+                open_task = conn.execute(sa.select(tasks.c.seq).where(
+                    tasks.c.job_key == job_key,
+                    tasks.c.state.in_(("active", "preparing", "running"))).limit(1)).first()
+                if open_task is None:
+                    action, reason = "terminate", "AllTasksComplete"
+            if action == "terminate":
+                self._begin_terminate(conn, job, reason or "TaskFailed")
+            elif action == "disable":
+                self._begin_disable(conn, job, "requeue")
 
-    def _dispatch(self) -> None:
-        """Fill free task slots of every pool; one transaction for all new runs.
+    def _plan(self, conn: sa.Connection) -> list[tuple[Mapping[str, Any], Mapping[str, Any],
+                                                      list[NodeRuntime]]]:
+        """Choose the tasks that fill free task slots of every pool: ``[(job, task row, nodes)]``.
 
         Candidates are taken in Batch's order. A multi-instance task takes its
         whole gang of nodes at once or waits; while it waits at the head of
@@ -1980,64 +2006,69 @@ class BatchService:
         partial set of nodes.
         """
         plans: list[tuple[Mapping[str, Any], Mapping[str, Any], list[NodeRuntime]]] = []
-        with self.store.read() as conn:
-            for pool_key, spec in self.pool_manager.specs.items():
-                ready = [n for n in self.pool_manager.nodes_of(pool_key) if n.free_slots > 0]
-                if not ready:
+        for pool_key, spec in self.pool_manager.specs.items():
+            ready = [n for n in self.pool_manager.nodes_of(pool_key) if n.free_slots > 0]
+            if not ready:
+                continue
+            free = {n.node_id: n.free_slots for n in ready}
+            node_by_id = {n.node_id: n for n in ready}
+            job_rows = conn.execute(
+                sa.select(jobs).where(jobs.c.pool_key == pool_key, jobs.c.state == "active")
+            ).mappings().all()
+            fill = (spec.task_scheduling_policy.node_fill_type
+                    if spec.task_scheduling_policy else "spread")
+            blocked = False
+            for job in job_order((j, j["priority"], j["seq"]) for j in job_rows):
+                excluded = self._prep_failed.get(job["key"], set())
+                budget = sum(f for nid, f in free.items() if nid not in excluded)
+                if budget <= 0 or blocked:
+                    if blocked:
+                        break
                     continue
-                free = {n.node_id: n.free_slots for n in ready}
-                node_by_id = {n.node_id: n for n in ready}
-                job_rows = conn.execute(
-                    sa.select(jobs).where(jobs.c.pool_key == pool_key, jobs.c.state == "active")
-                ).mappings().all()
-                fill = (spec.task_scheduling_policy.node_fill_type
-                        if spec.task_scheduling_policy else "spread")
-                blocked = False
-                for job in job_order((j, j["priority"], j["seq"]) for j in job_rows):
-                    excluded = self._prep_failed.get(job["key"], set())
-                    budget = sum(f for nid, f in free.items() if nid not in excluded)
-                    if budget <= 0 or blocked:
-                        if blocked:
+                candidates = Store.next_active_tasks(conn, job["key"], budget)
+                for segment in _segments(candidates):
+                    slots = [NodeSlots(nid, f, node_by_id[nid].order)
+                             for nid, f in free.items() if f > 0 and nid not in excluded]
+                    if segment[0]["instances"] > 1:
+                        gang = place_gang(segment[0]["instances"], slots)
+                        if gang is None:
+                            blocked = True
                             break
+                        for nid in gang:
+                            free[nid] -= 1
+                        plans.append((job, segment[0], [node_by_id[nid] for nid in gang]))
                         continue
-                    candidates = Store.next_active_tasks(conn, job["key"], budget)
-                    for segment in _segments(candidates):
-                        slots = [NodeSlots(nid, f, node_by_id[nid].order)
-                                 for nid, f in free.items() if f > 0 and nid not in excluded]
-                        if segment[0]["instances"] > 1:
-                            gang = place_gang(segment[0]["instances"], slots)
-                            if gang is None:
-                                blocked = True
-                                break
-                            for nid in gang:
-                                free[nid] -= 1
-                            plans.append((job, segment[0], [node_by_id[nid] for nid in gang]))
-                            continue
-                        chosen = place([c["required_slots"] for c in segment], slots, fill)
-                        for cand, nid in zip(segment, chosen):
-                            if nid is not None:
-                                free[nid] -= cand["required_slots"]
-                                plans.append((job, cand, [node_by_id[nid]]))
-        if not plans:
-            return
+                    chosen = place([c["required_slots"] for c in segment], slots, fill)
+                    for cand, nid in zip(segment, chosen):
+                        if nid is not None:
+                            free[nid] -= cand["required_slots"]
+                            plans.append((job, cand, [node_by_id[nid]]))
+        return plans
+
+    def _mark_started(self, conn: sa.Connection, plans: Sequence[tuple[
+            Mapping[str, Any], Mapping[str, Any], list[NodeRuntime]]]) -> None:
+        """Record planned tasks as running (or preparing), and a gang's subtasks."""
         now = utcnow()
-        with self.store.begin() as conn:
-            etag = new_etag()
-            conn.execute(_START, [
-                {"b_seq": c["seq"], "b_node": ns[0].node_id, "b_pool": ns[0].pool_id,
-                 "b_now": now, "b_etag": etag,
-                 "b_state": "preparing" if '"jobPreparationTask"' in job["spec"] else "running"}
-                for job, c, ns in plans])
-            gangs = [(job, c, ns) for job, c, ns in plans if len(ns) > 1]
-            for job, c, _ in gangs:
-                conn.execute(subtasks.delete().where(subtasks.c.job_key == job["key"],
-                                                     subtasks.c.task_key == c["key"]))
-            Store.insert_many(conn, subtasks, [
-                {"job_key": job["key"], "task_key": c["key"], "id": i, "node_id": n.node_id,
-                 "pool_id": n.pool_id, "state": "running", "state_transition_time": now,
-                 "start_time": now, "end_time": None, "exit_code": None, "result": None,
-                 "failure_info": None}
-                for job, c, ns in gangs for i, n in enumerate(ns) if i > 0])
+        etag = new_etag()
+        conn.execute(_START, [
+            {"b_seq": c["seq"], "b_node": ns[0].node_id, "b_pool": ns[0].pool_id,
+             "b_now": now, "b_etag": etag,
+             "b_state": "preparing" if '"jobPreparationTask"' in job["spec"] else "running"}
+            for job, c, ns in plans])
+        gangs = [(job, c, ns) for job, c, ns in plans if len(ns) > 1]
+        for job, c, _ in gangs:
+            conn.execute(subtasks.delete().where(subtasks.c.job_key == job["key"],
+                                                 subtasks.c.task_key == c["key"]))
+        Store.insert_many(conn, subtasks, [
+            {"job_key": job["key"], "task_key": c["key"], "id": i, "node_id": n.node_id,
+             "pool_id": n.pool_id, "state": "running", "state_transition_time": now,
+             "start_time": now, "end_time": None, "exit_code": None, "result": None,
+             "failure_info": None}
+            for job, c, ns in gangs for i, n in enumerate(ns) if i > 0])
+
+    def _start_runs(self, plans: Sequence[tuple[Mapping[str, Any], Mapping[str, Any],
+                                                list[NodeRuntime]]]) -> None:
+        """Start the planned runs: one message per node for the plain ones."""
         batches: dict[str, tuple[NodeRuntime, list[tuple[Run, agent.Launch]]]] = {}
         for job, cand, nodes_ in plans:
             run, launch = self._launch(job, cand, nodes_)
@@ -2135,9 +2166,9 @@ class BatchService:
         return run, None
 
     async def _send(self, node: NodeRuntime, batch: list[tuple[Run, agent.Launch]]) -> None:
-        """Send one pass's runs for a node in one message; watch each run's outcome."""
+        """Send one pass's runs for a node in one message; their outcomes come to :meth:`_ran`."""
         try:
-            futures = await self.engine.launch(node.worker or "", [lc for _, lc in batch])
+            await self.engine.launch_to(node.worker or "", [lc for _, lc in batch], self._ran)
         except Exception as exc:
             log.warning("cannot send %d run(s) to node %s: %s", len(batch), node.node_id, exc)
             for run, _ in batch:
@@ -2145,10 +2176,13 @@ class BatchService:
                     run.future = asyncio.get_running_loop().create_future()
                     run.future.set_exception(exc)
                     self._background_task(self._watch(run))
-            return
-        for (run, _), fut in zip(batch, futures):
-            run.future = fut
-            self._background_task(self._watch(run))
+
+    def _ran(self, key: str, outcome: agent.Outcome) -> None:
+        """A run sent by :meth:`_send` ended: record it in the next pass."""
+        run = self.runs.get(key)
+        if run is not None:
+            self._ended.append(Ended(run, outcome))
+            self.kick()
 
     # ------------------------------------------------- job preparation and release
 

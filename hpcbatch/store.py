@@ -112,6 +112,7 @@ tasks = sa.Table(
     sa.Index("ix_tasks_queue", "job_key", "state", "dep_state", "seq"),
     sa.Index("ix_tasks_int_id", "job_key", "int_id"),
     sa.Index("ix_tasks_node", "node_id", "state"),
+    sa.Index("ix_tasks_counts", "job_key", "state", "result", "required_slots"),  # task counts
 )
 
 task_deps = sa.Table(
