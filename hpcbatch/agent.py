@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import shlex
 import signal
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -258,7 +260,7 @@ def run_task(launch: Launch) -> Outcome:
     Steps: prepare the task directory and environment, download the resource
     files, run the command line, then upload the output files whose upload
     condition holds and persist ``stdout.txt``/``stderr.txt`` as ``$TaskLog``.
-    The outcome is also reported to the service (:data:`OUTCOME_TOPIC`).
+    The outcome is also queued for the service (:func:`exchange`).
 
     Parameters
     ----------
@@ -308,32 +310,25 @@ def _executor() -> ThreadPoolExecutor:
         return _EXECUTOR
 
 
-def enqueue(launches: list[Launch], dask_worker: Any = None) -> int:
-    """Start runs on this node without waiting for them (called through ``Client.run``).
+def enqueue(launches: list[Launch]) -> int:
+    """Start runs on this node without waiting for them (:func:`exchange` calls it).
 
     A plain run (no packages, resource or output files, logs kept in local
     storage) starts right here on the worker's event loop and is awaited
     through a pidfd, with no thread of its own; any other run executes
-    :func:`run_task` on the node's thread pool. Outcomes are pushed to the
-    service in batches as Dask events (:data:`OUTCOME_TOPIC`). One call carries
-    every run the service dispatched to this node in one pass, so a run costs
-    no Dask task of its own.
+    :func:`run_task` on the node's thread pool. Outcomes wait for the
+    service's next :func:`exchange`.
 
     Parameters
     ----------
     launches
         The runs.
-    dask_worker
-        Filled in by ``Client.run``: the worker, which pushes the outcome events.
 
     Returns
     -------
     int
         How many runs were queued.
     """
-    global _WORKER
-    if dask_worker is not None:
-        _WORKER = dask_worker
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
@@ -474,46 +469,86 @@ def _report_fault(launch: Launch, exc: BaseException) -> None:
         "", node.node_id if node else ""))
 
 
-OUTCOME_TOPIC = "hpcbatch-outcome"
-"""Dask event topic on which a node pushes run outcomes to the service:
-``{"outcomes": [{"key", **outcome_to_wire(...)}, ...]}``."""
+EXCHANGE_HANDLER = "hpcbatch_exchange"
+"""Name of the worker handler the service calls (:func:`exchange`)."""
+
+MAX_PENDING_OUTCOMES = 100_000
+"""Most outcomes a node keeps for the service; beyond it the oldest are dropped (the
+service collects them continuously, so only runs started outside it can pile up)."""
 
 _PENDING: list[dict[str, Any]] = []
-_FLUSH_SCHEDULED = False
+_OUTCOME_READY: asyncio.Event | None = None
+_NOTIFY_SCHEDULED = False
 
 
 def _report(key: str, outcome: Outcome) -> None:
-    """Queue an outcome for the service; every outcome queued before the flush goes in one event.
-
-    The flush runs on the worker's event loop, so outcomes of runs that end
-    together (several processes reaped in one loop iteration) share one
-    message, and the service needs no round trip to fetch them.
-    """
-    global _FLUSH_SCHEDULED
-    worker = _WORKER
-    if worker is None:
-        try:
-            from distributed import get_worker
-
-            worker = get_worker()
-        except ValueError:  # not inside a worker (called directly)
-            return
+    """Queue an outcome for the service's next :func:`exchange` (any thread)."""
+    global _NOTIFY_SCHEDULED
     with _LOCK:
         _PENDING.append({"key": key, **outcome_to_wire(outcome)})
-        if _FLUSH_SCHEDULED:
+        if len(_PENDING) > MAX_PENDING_OUTCOMES:
+            del _PENDING[: len(_PENDING) - MAX_PENDING_OUTCOMES]
+        if _NOTIFY_SCHEDULED or _WORKER is None:
             return
-        _FLUSH_SCHEDULED = True
-    worker.loop.add_callback(_flush, worker)  # thread-safe
+        _NOTIFY_SCHEDULED = True
+    _WORKER.loop.add_callback(_notify)  # thread-safe
 
 
-def _flush(worker: Any) -> None:
-    global _FLUSH_SCHEDULED
+def _notify() -> None:
+    global _NOTIFY_SCHEDULED
+    with _LOCK:
+        _NOTIFY_SCHEDULED = False
+    if _OUTCOME_READY is not None:
+        _OUTCOME_READY.set()
+
+
+async def exchange(launches: bytes | None = None, collect: bool = True,
+                   wait_s: float = 0.0) -> list[dict[str, Any]] | None:
+    """The worker handler the service calls with new runs and for outcomes.
+
+    Parameters
+    ----------
+    launches
+        A pickled list of :class:`Launch` to start now (see :func:`enqueue`), or None.
+    collect
+        Return the outcomes of ended runs (each is returned once).
+    wait_s
+        With ``collect``: when no outcome is ready, wait up to this many
+        seconds for one (the service's long poll).
+
+    Returns
+    -------
+    list of dict or None
+        ``[{"key", **outcome_to_wire(...)}]`` with ``collect``, else None.
+    """
+    global _OUTCOME_READY
+    if launches:
+        enqueue(pickle.loads(launches))
+    if not collect:
+        return None
+    if _OUTCOME_READY is None:
+        _OUTCOME_READY = asyncio.Event()
+    deadline = time.monotonic() + wait_s
+    while not _PENDING:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return []
+        _OUTCOME_READY.clear()
+        try:
+            await asyncio.wait_for(_OUTCOME_READY.wait(), remaining)
+        except TimeoutError:
+            return []
     with _LOCK:
         batch = list(_PENDING)
         _PENDING.clear()
-        _FLUSH_SCHEDULED = False
-    if batch:
-        worker.log_event(OUTCOME_TOPIC, {"outcomes": batch})
+    return batch
+
+
+def serve_exchanges(worker: Any) -> None:
+    """Register :func:`exchange` on a node's Dask worker (called by :mod:`hpcbatch.node`)."""
+    global _WORKER
+    _WORKER = worker
+    worker.handlers[EXCHANGE_HANDLER] = exchange
 
 
 def outcome_to_wire(outcome: Outcome) -> dict[str, Any]:

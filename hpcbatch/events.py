@@ -28,6 +28,7 @@ import os
 import threading
 import time as _time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -887,6 +888,7 @@ class EventLog:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._last_flush = float("-inf")
+        self._held = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ write
@@ -925,13 +927,32 @@ class EventLog:
             if self._size and self._size + len(line) > self.max_bytes:
                 self._rotate()
             self._file.write(line)
-            self._file.flush()
+            if not self._held:
+                self._file.flush()
             self._size += len(line)
             if self.storage is not None:
                 self._pending.append(line)
                 self._pending_bytes += len(line)
                 self._trim_pending()
         return record
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Write the events emitted inside the block to the local file once, when it ends.
+
+        For a burst of events (a scheduling pass): readers such as
+        ``hpcbatch events tail --follow`` see them together, at the cost of
+        one write instead of one per event.
+        """
+        with self._lock:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= 1
+                if not self._held and self._file is not None:
+                    self._file.flush()
 
     def _open(self) -> None:
         self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across emits

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import pickle as std_pickle
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,28 @@ from hpcbatch import agent
 
 from hpcbatch.errors import HpcbatchError
 from hpcbatch.security import TlsFiles, dask_security, dask_tls_cli_args
+
+log = logging.getLogger(__name__)
+
+
+COLLECT_WAIT_S = 30.0
+"""Longest a worker holds a request for outcomes before replying with none (then asked again)."""
+COLLECT_RETRY_S = 0.5
+"""Pause before asking a worker that could not be reached for outcomes again."""
+PARK_S = 0.02
+"""Longest a worker's collector waits for the scheduling pass its outcomes started,
+to carry the new runs of that pass (normally the pass comes within a millisecond)."""
+
+
+@dataclass
+class _Channel:
+    """The service's side of one worker's runs: what is queued, in flight, and its collector."""
+
+    worker: str
+    keys: set[str] = field(default_factory=set)
+    queued: list[tuple[list[Any], Any]] = field(default_factory=list)
+    collector: asyncio.Task[Any] | None = None
+    parked: asyncio.Future[None] | None = None
 
 
 def route_address(target: str, port: int = 22) -> str:
@@ -68,8 +93,10 @@ class DaskEngine:
         self.proc: subprocess.Popen[bytes] | None = None
         self.client: Client | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
-        self._outcomes: dict[str, Any] = {}
         self._sinks: dict[str, Callable[[str, Any], None]] = {}
+        self._key_worker: dict[str, str] = {}
+        self._channels: dict[str, _Channel] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.port: int = 0
         self.address: str = ""
 
@@ -131,100 +158,162 @@ class DaskEngine:
             self.address, security=dask_security(self.tls), asynchronous=True,
             set_as_default=False, name="hpcbatch-service",
         )
-        self.client.subscribe_topic(agent.OUTCOME_TOPIC, self._on_outcome)
+    # ------------------------------------------------------------------ runs
 
-    def _on_outcome(self, event: tuple[float, dict[str, Any]]) -> None:
-        """A node pushed run outcomes: hand each to its sink or to whoever awaits that run."""
-        for msg in event[1]["outcomes"]:
+    def post(self, worker: str, launches: list[Any], *,
+             sink: Callable[[str, Any], None] | None = None,
+             on_error: Callable[[list[Any], BaseException], None] | None = None) -> None:
+        """Queue node-agent runs for one worker; they leave at the next :meth:`flush`.
+
+        Each outcome is handed to ``sink(key, outcome)`` on the event loop,
+        unless the run is :meth:`forget`-ten first. Runs that cannot be sent
+        (the worker cannot be reached) go to ``on_error(launches, exc)``.
+
+        Every run queued for a worker between two flushes travels in one
+        message (:func:`hpcbatch.agent.exchange`), and the outcomes come back
+        in the replies of one long-polling request per worker with runs in
+        flight: a run costs no Dask task and no message of its own, and the
+        scheduler is not on its path.
+        """
+        ch = self._channels.get(worker)
+        if ch is None:
+            ch = self._channels[worker] = _Channel(worker)
+        for launch in launches:
+            if sink is not None:
+                self._sinks[launch.key] = sink
+            self._key_worker[launch.key] = worker
+            ch.keys.add(launch.key)
+        ch.queued.append((launches, on_error))
+
+    def flush(self) -> None:
+        """Send every queued run (see :meth:`post`): the service calls it at the end of a pass."""
+        for ch in self._channels.values():
+            if ch.parked is not None and not ch.parked.done():
+                ch.parked.set_result(None)  # its collector takes the queued runs along
+            elif ch.queued and ch.collector is not None:
+                batch, ch.queued = ch.queued, []
+                self._spawn(self._send_only(ch, batch))
+            if ch.collector is None and ch.keys:
+                ch.collector = self._spawn(self._collect(ch))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _exchange(self, worker: str, batch: list[tuple[list[Any], Any]], *,
+                        collect: bool) -> list[dict[str, Any]] | None:
+        assert self.client is not None
+        launches = [lc for lcs, _ in batch for lc in lcs]
+        payload = std_pickle.dumps(launches, protocol=5) if launches else None
+        if not collect:
+            await self.client.rpc(worker).hpcbatch_exchange(launches=payload, collect=False,
+                                                            reply=False)
+            return None
+        return await self.client.rpc(worker).hpcbatch_exchange(  # type: ignore[no-any-return]
+            launches=payload, collect=True, wait_s=COLLECT_WAIT_S)
+
+    def _failed(self, ch: _Channel, batch: list[tuple[list[Any], Any]],
+                exc: BaseException) -> None:
+        log.warning("cannot send %d run(s) to worker %s: %s",
+                    sum(len(lcs) for lcs, _ in batch), ch.worker, exc)
+        for launches, on_error in batch:
+            for launch in launches:
+                self._drop(launch.key)
+                waiter = self._waiters.pop(launch.key, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(exc)
+            if on_error is not None:
+                on_error(launches, exc)
+
+    async def _send_only(self, ch: _Channel, batch: list[tuple[list[Any], Any]]) -> None:
+        try:
+            await self._exchange(ch.worker, batch, collect=False)
+        except Exception as exc:
+            self._failed(ch, batch, exc)
+
+    async def _collect(self, ch: _Channel) -> None:
+        """Long-poll one worker for outcomes while it has runs in flight; carry queued runs."""
+        loop = asyncio.get_running_loop()
+        try:
+            while ch.keys:
+                batch, ch.queued = ch.queued, []
+                try:
+                    outs = await self._exchange(ch.worker, batch, collect=True)
+                except Exception as exc:
+                    if batch:
+                        self._failed(ch, batch, exc)
+                    # The worker may be gone: the pool manager then forgets its runs.
+                    await asyncio.sleep(COLLECT_RETRY_S)
+                    continue
+                if self._deliver(outs or []) and ch.keys and not ch.queued:
+                    # A sink kicked the service: its pass will queue runs for this
+                    # worker; wait for that flush and take them along.
+                    ch.parked = loop.create_future()
+                    try:
+                        await asyncio.wait_for(ch.parked, PARK_S)
+                    except TimeoutError:
+                        pass
+                    ch.parked = None
+        finally:
+            ch.collector = None
+        if not ch.keys and not ch.queued and self._channels.get(ch.worker) is ch:
+            del self._channels[ch.worker]
+
+    def _deliver(self, outs: list[dict[str, Any]]) -> bool:
+        """Hand outcomes to their sinks or waiters; return True when a sink got one."""
+        sank = False
+        for msg in outs:
             key = msg["key"]
+            if not self._drop(key):
+                continue  # forgotten meanwhile (requeued): void
             outcome = agent.outcome_from_wire(msg)
             sink = self._sinks.pop(key, None)
             if sink is not None:
                 sink(key, outcome)
+                sank = True
                 continue
             waiter = self._waiters.pop(key, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(outcome)
-            else:
-                self._outcomes[key] = outcome
+        return sank
 
-    async def outcome(self, future: Future) -> Any:
-        """Return the result of a node-agent run, preferably from its pushed outcome event.
-
-        Falls back to fetching the result from the worker when the run ended
-        without an event (an exception in the agent: it is raised here).
-        """
-        key = future.key
-        if key in self._outcomes:
-            return self._outcomes.pop(key)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters[key] = waiter
-        done = asyncio.ensure_future(future.exception())  # waits; fetches no result
-        try:
-            await asyncio.wait({waiter, done}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._waiters.pop(key, None)
-            done.cancel()
-        if waiter.done():
-            return waiter.result()
-        if key in self._outcomes:
-            return self._outcomes.pop(key)
-        return await future
+    def _drop(self, key: str) -> bool:
+        """Stop expecting ``key`` from its worker; return whether it was expected."""
+        worker = self._key_worker.pop(key, None)
+        if worker is None:
+            return False
+        ch = self._channels.get(worker)
+        if ch is not None:
+            ch.keys.discard(key)
+        return True
 
     async def launch(self, worker: str, launches: list[Any]) -> list[asyncio.Future[Any]]:
-        """Start node-agent runs on one worker; return one future of the outcome per run.
+        """Start node-agent runs on one worker now; return one future of the outcome per run.
 
-        The runs travel in one message (:func:`hpcbatch.agent.enqueue`); the
-        outcomes arrive as pushed events. A worker that dies leaves its
-        futures pending: the pool manager notices the lost node and the
-        service requeues its runs.
-
-        Raises
-        ------
-        Exception
-            The worker could not be reached (the runs did not start).
+        See :meth:`post`. A worker that dies leaves its futures pending: the
+        pool manager notices the lost node and the service requeues its runs.
+        A worker that cannot be reached sets the futures' exception.
         """
         loop = asyncio.get_running_loop()
         futures = []
         for launch in launches:
             fut = loop.create_future()
-            if launch.key in self._outcomes:
-                fut.set_result(self._outcomes.pop(launch.key))
-            else:
-                self._waiters[launch.key] = fut
+            self._waiters[launch.key] = fut
             futures.append(fut)
-        try:
-            await self.run_on(worker, agent.enqueue, launches)
-        except BaseException:
-            for launch in launches:
-                self._waiters.pop(launch.key, None)
-            raise
+        self.post(worker, launches)
+        self.flush()
         return futures
 
-    async def launch_to(self, worker: str, launches: list[Any],
-                        sink: Callable[[str, Any], None]) -> None:
-        """Start node-agent runs on one worker; each outcome is handed to ``sink(key, outcome)``.
-
-        Like :meth:`launch` without a future per run: the cheapest way to run
-        many short tasks. ``sink`` is called on the event loop, once per run,
-        unless the run is :meth:`forget`-ten first.
+    async def run_launch(self, worker: str, launch: Any) -> Any:
+        """Run one node-agent run on a worker and return its outcome.
 
         Raises
         ------
         Exception
-            The worker could not be reached (the runs did not start; no sink is kept).
+            The worker could not be reached.
         """
-        for launch in launches:
-            self._sinks[launch.key] = sink
-        try:
-            await self.run_on(worker, agent.enqueue, launches)
-        except BaseException:
-            for launch in launches:
-                self._sinks.pop(launch.key, None)
-            raise
-
-    async def run_launch(self, worker: str, launch: Any) -> Any:
-        """Run one node-agent run on a worker and return its outcome."""
         [fut] = await self.launch(worker, [launch])
         try:
             return await fut
@@ -232,12 +321,13 @@ class DaskEngine:
             self._waiters.pop(launch.key, None)
 
     def forget(self, key: str) -> None:
-        """Drop a pushed outcome or a waiter nobody needs any more (the run was requeued)."""
-        self._outcomes.pop(key, None)
+        """Drop a run nobody needs any more (requeued): its outcome, if any comes, is void."""
+        self._drop(key)
         self._sinks.pop(key, None)
         waiter = self._waiters.pop(key, None)
         if waiter is not None and not waiter.done():
             waiter.cancel()
+
 
     def contact_address(self, host_address: str) -> str:
         """Return the scheduler address a worker on ``host_address`` connects to."""
@@ -292,6 +382,8 @@ class DaskEngine:
 
     async def close(self) -> None:
         """Close the client and end the scheduler process (workers then exit)."""
+        for task in list(self._tasks):
+            task.cancel()
         if self.client is not None:
             try:
                 await asyncio.wait_for(self.client.close(), 10)

@@ -99,6 +99,7 @@ async def serve(config: dict[str, Any]) -> None:
         dashboard=False,
         host=config.get("listen_host"),
     )
+    agent.serve_exchanges(worker)
     try:
         await worker
         await worker.finished()

@@ -16,6 +16,7 @@ running in one transaction and submitted to the chosen nodes' Dask workers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import logging
@@ -114,6 +115,8 @@ _START = (tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"), tasks.c.sta
                   state_transition_time=sa.bindparam("b_now"), start_time=sa.bindparam("b_now"),
                   end_time=None, node_id=sa.bindparam("b_node"), pool_key=sa.bindparam("b_pool"),
                   last_modified=sa.bindparam("b_now"), etag=sa.bindparam("b_etag")))
+_ACTIVE_JOBS = (sa.select(jobs).where(jobs.c.pool_key == sa.bindparam("b_pool"),
+                                       jobs.c.state == "active"))
 """Hot statements of the dispatch loop, built once (building them is a pass's largest cost)."""
 
 PREP_DIR = "jobpreparation"
@@ -1848,6 +1851,10 @@ class BatchService:
 
         The new runs are sent to their nodes once the transaction is committed.
         """
+        with self.events.held() if self.events is not None else contextlib.nullcontext():
+            self._pass_held()
+
+    def _pass_held(self) -> None:
         with self.store.begin() as conn:
             self._record_ended(conn)
             try:
@@ -1859,6 +1866,7 @@ class BatchService:
                 self._mark_started(conn, plans)
         if plans:
             self._start_runs(plans)
+        self.engine.flush()
 
     def _record_ended(self, conn: sa.Connection) -> None:
         """Record every run that ended since the last pass."""
@@ -2012,9 +2020,7 @@ class BatchService:
                 continue
             free = {n.node_id: n.free_slots for n in ready}
             node_by_id = {n.node_id: n for n in ready}
-            job_rows = conn.execute(
-                sa.select(jobs).where(jobs.c.pool_key == pool_key, jobs.c.state == "active")
-            ).mappings().all()
+            job_rows = conn.execute(_ACTIVE_JOBS, {"b_pool": pool_key}).mappings().all()
             fill = (spec.task_scheduling_policy.node_fill_type
                     if spec.task_scheduling_policy else "spread")
             blocked = False
@@ -2070,26 +2076,31 @@ class BatchService:
                                                 list[NodeRuntime]]]) -> None:
         """Start the planned runs: one message per node for the plain ones."""
         batches: dict[str, tuple[NodeRuntime, list[tuple[Run, agent.Launch]]]] = {}
+        job_specs: dict[str, dict[str, Any]] = {}
         for job, cand, nodes_ in plans:
-            run, launch = self._launch(job, cand, nodes_)
+            job_spec = job_specs.get(job["key"])
+            if job_spec is None:
+                job_spec = job_specs[job["key"]] = loads(job["spec"])
+            run, launch = self._launch(job, cand, nodes_, job_spec)
             if launch is not None:
                 batches.setdefault(nodes_[0].node_id, (nodes_[0], []))[1].append((run, launch))
         for node, batch in batches.values():
-            self._background_task(self._send(node, batch))
+            self.engine.post(node.worker or "", [lc for _, lc in batch], sink=self._ran,
+                             on_error=self._not_sent)
 
     def _launch(self, job: Mapping[str, Any], row: Mapping[str, Any],
-                nodes_: list[NodeRuntime]) -> tuple[Run, agent.Launch | None]:
-        """Register a run; start it, or return its launch for :meth:`_send` to batch."""
-        job_spec = loads(job["spec"])
+                nodes_: list[NodeRuntime], job_spec: dict[str, Any]) -> tuple[Run, agent.Launch | None]:
+        """Register a run; start it, or return its launch for :meth:`_start_runs` to post."""
+        task_wire = loads(row["spec"])
         spec: TaskSpec | JobManagerTask
         extra_env: dict[str, str] = dict(self.storage_env)
         if row["is_manager"]:
-            spec = JobManagerTask.model_validate(loads(row["spec"]))
+            spec = JobManagerTask.model_validate(task_wire)
             extra_env = {"AZURE_BATCH_ENDPOINT": self.base_url,
                          "AZURE_BATCH_ACCOUNT": self.account_name,
                          "AZURE_BATCH_ACCESS_KEY": self.account_key}
         else:
-            spec = TaskSpec.model_validate(loads(row["spec"]))
+            spec = TaskSpec.model_validate(task_wire)
         constraints = spec.constraints
         job_retries = (job_spec.get("constraints") or {}).get("maxTaskRetryCount")
         max_retries = (constraints.max_task_retry_count if constraints and
@@ -2104,7 +2115,7 @@ class BatchService:
                   task_id=row["id"], nodes=nodes_, slots=row["required_slots"],
                   max_retries=max_retries, retry_count=row["retry_count"],
                   task_key=row["key"], int_id=row["int_id"],
-                  exit_conditions=loads(row["spec"]).get("exitConditions"),
+                  exit_conditions=task_wire.get("exitConditions"),
                   is_manager=bool(row["is_manager"]),
                   kill_job_on_completion=bool(row["is_manager"]) and getattr(
                       spec, "kill_job_on_completion", None) is not False,
@@ -2165,20 +2176,17 @@ class BatchService:
         self._background_task(self._watch(run))
         return run, None
 
-    async def _send(self, node: NodeRuntime, batch: list[tuple[Run, agent.Launch]]) -> None:
-        """Send one pass's runs for a node in one message; their outcomes come to :meth:`_ran`."""
-        try:
-            await self.engine.launch_to(node.worker or "", [lc for _, lc in batch], self._ran)
-        except Exception as exc:
-            log.warning("cannot send %d run(s) to node %s: %s", len(batch), node.node_id, exc)
-            for run, _ in batch:
-                if run.key in self.runs:
-                    run.future = asyncio.get_running_loop().create_future()
-                    run.future.set_exception(exc)
-                    self._background_task(self._watch(run))
+    def _not_sent(self, launches: list[agent.Launch], exc: BaseException) -> None:
+        """Runs posted to a node could not be sent: they end with the error (see :meth:`_watch`)."""
+        for launch in launches:
+            run = self.runs.get(launch.key)
+            if run is not None:
+                run.future = asyncio.get_running_loop().create_future()
+                run.future.set_exception(exc)
+                self._background_task(self._watch(run))
 
     def _ran(self, key: str, outcome: agent.Outcome) -> None:
-        """A run sent by :meth:`_send` ended: record it in the next pass."""
+        """A run posted by :meth:`_start_runs` ended: record it in the next pass."""
         run = self.runs.get(key)
         if run is not None:
             self._ended.append(Ended(run, outcome))

@@ -218,6 +218,14 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{os.fspath(path)}"
 
 
+_NEXT_ACTIVE = (sa.select(tasks)
+                .where(tasks.c.job_key == sa.bindparam("b_job"), tasks.c.state == "active",
+                       tasks.c.dep_state == "ready")
+                .order_by(tasks.c.seq)
+                .limit(sa.bindparam("b_limit", type_=sa.Integer)))
+"""Statement of :meth:`Store.next_active_tasks`, built once (it runs in every scheduling pass)."""
+
+
 class Store:
     """The service's durable store.
 
@@ -321,14 +329,7 @@ class Store:
         Uses the ``(job_key, state, dep_state, seq)`` index: the cost is in proportion to
         ``limit``, however many tasks the job holds.
         """
-        stmt = (
-            sa.select(tasks)
-            .where(tasks.c.job_key == job_key, tasks.c.state == "active",
-                   tasks.c.dep_state == "ready")
-            .order_by(tasks.c.seq)
-            .limit(limit)
-        )
-        return list(conn.execute(stmt).mappings())
+        return list(conn.execute(_NEXT_ACTIVE, {"b_job": job_key, "b_limit": limit}).mappings())
 
     @staticmethod
     def count_tasks_by_state(conn: Connection, job_key: str) -> dict[str, int]:
