@@ -20,7 +20,6 @@ import shlex
 import signal
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -239,7 +238,11 @@ def _prepare(launch: Launch, node: NodeIdentity) -> tuple[Path, Path, dict[str, 
     if parent not in _JOB_DIRS:
         parent.mkdir(parents=True, exist_ok=True)
         _JOB_DIRS.add(parent)
-    tdir.mkdir(exist_ok=True)
+    try:
+        tdir.mkdir()
+    except FileExistsError:  # an earlier run (a retry): its logs may be stored as links
+        for name in (launch.stdout_name, launch.stderr_name):
+            (tdir / name).unlink(missing_ok=True)
     wd.mkdir(exist_ok=True)
     env = dict(base_environment())
     env.update(task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
@@ -296,11 +299,6 @@ EXECUTOR_THREADS = 64
 """Most runs one node executes in threads at once (start, preparation and
 coordination tasks, and tasks with files to transfer); the service never sends
 more runs than a node has slots for."""
-
-INLINE_LOG_BYTES = 1 << 20
-"""Task logs up to this size (stdout + stderr) are saved to local storage on the
-worker's event loop; larger ones, and any remote storage, in a thread."""
-
 
 def _executor() -> ThreadPoolExecutor:
     global _EXECUTOR
@@ -410,25 +408,10 @@ def _exited(run: _LoopRun, loop: asyncio.AbstractEventLoop) -> None:
         if run.timed_out:
             kill_tagged(launch.key)
         code, failure = _settle(launch, run.proc, rc, run.timed_out)
-        if _log_bytes(run.tdir, launch) > INLINE_LOG_BYTES:
-            _executor().submit(_persist_and_report, run.launch, run.node, run.tdir, run.wd,
-                               run.start, code, failure)
-        else:
-            _persist_and_report(launch, run.node, run.tdir, run.wd, run.start, code, failure)
+        # Logs go to local storage as hard links (no copy): cheap enough for the loop.
+        _persist_and_report(launch, run.node, run.tdir, run.wd, run.start, code, failure)
     except BaseException as exc:
         _report_fault(launch, exc)
-
-
-def _log_bytes(tdir: Path, launch: Launch) -> int:
-    if not launch.persist_logs:
-        return 0
-    total = 0
-    for name in (launch.stdout_name, launch.stderr_name):
-        try:
-            total += os.stat(tdir / name).st_size
-        except OSError:
-            pass
-    return total
 
 
 def _persist_and_report(launch: Launch, node: NodeIdentity, tdir: Path, wd: Path,
@@ -477,7 +460,7 @@ MAX_PENDING_OUTCOMES = 100_000
 service collects them continuously, so only runs started outside it can pile up)."""
 
 _PENDING: list[dict[str, Any]] = []
-_OUTCOME_READY: asyncio.Event | None = None
+_COLLECTORS: list[asyncio.Future[None]] = []
 _NOTIFY_SCHEDULED = False
 
 
@@ -495,11 +478,15 @@ def _report(key: str, outcome: Outcome) -> None:
 
 
 def _notify() -> None:
+    """Wake the requests waiting for outcomes (on the worker's event loop)."""
     global _NOTIFY_SCHEDULED
     with _LOCK:
         _NOTIFY_SCHEDULED = False
-    if _OUTCOME_READY is not None:
-        _OUTCOME_READY.set()
+    waiting = list(_COLLECTORS)
+    _COLLECTORS.clear()
+    for fut in waiting:
+        if not fut.done():
+            fut.set_result(None)
 
 
 async def exchange(launches: bytes | None = None, collect: bool = True,
@@ -521,27 +508,30 @@ async def exchange(launches: bytes | None = None, collect: bool = True,
     list of dict or None
         ``[{"key", **outcome_to_wire(...)}]`` with ``collect``, else None.
     """
-    global _OUTCOME_READY
     if launches:
         enqueue(pickle.loads(launches))
     if not collect:
         return None
-    if _OUTCOME_READY is None:
-        _OUTCOME_READY = asyncio.Event()
-    deadline = time.monotonic() + wait_s
-    while not _PENDING:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return []
-        _OUTCOME_READY.clear()
-        try:
-            await asyncio.wait_for(_OUTCOME_READY.wait(), remaining)
-        except TimeoutError:
-            return []
+    if not _PENDING and wait_s > 0:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not _PENDING and loop.time() < deadline:
+            fut = loop.create_future()
+            _COLLECTORS.append(fut)
+            timer = loop.call_at(deadline, _wake_up, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
     with _LOCK:
         batch = list(_PENDING)
         _PENDING.clear()
     return batch
+
+
+def _wake_up(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def serve_exchanges(worker: Any) -> None:

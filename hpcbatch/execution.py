@@ -57,6 +57,11 @@ class _Channel:
     parked: asyncio.Future[None] | None = None
 
 
+def _release(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def route_address(target: str, port: int = 22) -> str:
     """Return this machine's address on the route to ``target``.
 
@@ -250,12 +255,13 @@ class DaskEngine:
                 if self._deliver(outs or []) and ch.keys and not ch.queued:
                     # A sink kicked the service: its pass will queue runs for this
                     # worker; wait for that flush and take them along.
-                    ch.parked = loop.create_future()
+                    ch.parked = parked = loop.create_future()
+                    timer = loop.call_later(PARK_S, _release, parked)
                     try:
-                        await asyncio.wait_for(ch.parked, PARK_S)
-                    except TimeoutError:
-                        pass
-                    ch.parked = None
+                        await parked
+                    finally:
+                        timer.cancel()
+                        ch.parked = None
         finally:
             ch.collector = None
         if not ch.keys and not ch.queued and self._channels.get(ch.worker) is ch:

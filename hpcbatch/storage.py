@@ -48,6 +48,7 @@ with messages naming the storage URL and key.
 from __future__ import annotations
 
 import builtins
+import errno
 import functools
 import json
 import os
@@ -434,7 +435,8 @@ class Storage:
 
     # -- writes
 
-    def put_file(self, local_path: str | os.PathLike[str], key: str) -> None:
+    def put_file(self, local_path: str | os.PathLike[str], key: str, *,
+                 link: bool = False) -> None:
         """Upload a local file as ``key``, replacing any object of that name.
 
         Parameters
@@ -443,6 +445,11 @@ class Storage:
             The file to upload.
         key
             ``container/path`` to store it under.
+        link
+            On local storage, store the object as a hard link to ``local_path``
+            (no copy, whatever the size) when both are on one file system;
+            the caller then replaces ``local_path`` instead of rewriting it.
+            Elsewhere the file is copied as usual.
 
         Raises
         ------
@@ -459,6 +466,14 @@ class Storage:
 
         def write(path: str) -> None:
             if self.is_local:
+                if link:
+                    try:
+                        _replace_via_temp(path, lambda tmp: os.link(source, tmp))
+                        return
+                    except OSError as exc:
+                        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK,
+                                             errno.ENOTSUP):
+                            raise
                 _atomic_copy(source, path)
             else:
                 self.fs.put_file(source, path)

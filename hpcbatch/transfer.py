@@ -247,6 +247,10 @@ def persist_task_logs(task_dir: Path, *, job_id: str, task_id: str,
                       storage: StorageRef | None) -> None:
     """Save ``stdout.txt`` and ``stderr.txt`` as the task's ``$TaskLog`` outputs (conventions).
 
+    On local storage on the node's file system the outputs are hard links to
+    the task's files (no copy): a later run of the task replaces its log
+    files rather than rewriting them (:func:`hpcbatch.agent.run_task`).
+
     Raises
     ------
     TransferError
@@ -260,7 +264,7 @@ def persist_task_logs(task_dir: Path, *, job_id: str, task_id: str,
         path = task_dir / name
         if path.is_file():
             try:
-                st.put_file(path, f"{container}/{task_id}/$TaskLog/{name}")
+                st.put_file(path, f"{container}/{task_id}/$TaskLog/{name}", link=True)
             except Exception as exc:
                 raise TransferError(f"{name} could not be saved as a TaskLog output: {exc}",
                                     code="FileUploadError") from None

@@ -202,3 +202,31 @@ def test_service_storage_on_azurite_holds_outputs_where_azure_tools_look(tmp_pat
         assert "t1/$TaskOutput/all/Extra.txt" in names
         data = container.download_blob("t1/$TaskOutput/TaskOutput.txt").readall()
         assert data == b"TaskOutput data"
+
+
+RETRY_ONCE = (
+    "import os, pathlib, sys\n"
+    "m = pathlib.Path(os.environ['MARKER'])\n"
+    "n = 2 if m.exists() else 1\n"
+    "m.touch()\n"
+    "print(f'attempt {n}'); print(f'err {n}', file=sys.stderr)\n"
+    "sys.exit(0 if n == 2 else 3)\n"
+)
+
+
+def test_task_logs_of_a_retried_task_are_its_last_attempt(batch):
+    """Logs are stored as links to the task's files: a retry must not rewrite the stored ones."""
+    client, _, storage_url, root = batch
+    client.create_job({"id": "retry-logs", "poolInfo": {"poolId": "p"}})
+    client.create_task("retry-logs", {
+        "id": "r1", "commandLine": f"{sys.executable} -c \"{RETRY_ONCE}\"",
+        "environmentSettings": [{"name": "MARKER", "value": str(root / "retry-marker")}],
+        "constraints": {"maxTaskRetryCount": 1}})
+    assert client.wait_for_tasks("retry-logs", timeout_s=120)["succeeded"] == 1
+    task = client.get_task("retry-logs", "r1")
+    assert task.execution_info.retry_count == 1
+    outputs = TaskOutputStorage(open_storage(storage_url), "retry-logs", "r1")
+    assert outputs.get_bytes(TaskOutputKind.TaskLog, "stdout.txt") == b"attempt 2\n"
+    assert outputs.get_bytes(TaskOutputKind.TaskLog, "stderr.txt") == b"err 2\n"
+    stdout = client.download_task_file("retry-logs", "r1", "stdout.txt")
+    assert stdout == b"attempt 2\n"
