@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import sys
+import time
 import zipfile
 
 import pytest
@@ -205,11 +206,12 @@ def test_service_storage_on_azurite_holds_outputs_where_azure_tools_look(tmp_pat
 
 
 RETRY_ONCE = (
-    "import os, pathlib, sys\n"
+    "import os, pathlib, sys, time\n"
     "m = pathlib.Path(os.environ['MARKER'])\n"
     "n = 2 if m.exists() else 1\n"
     "m.touch()\n"
-    "print(f'attempt {n}'); print(f'err {n}', file=sys.stderr)\n"
+    "print(f'attempt {n}', flush=True); print(f'err {n}', file=sys.stderr, flush=True)\n"
+    "while n == 2 and not pathlib.Path(os.environ['GATE']).exists(): time.sleep(0.02)\n"
     "sys.exit(0 if n == 2 else 3)\n"
 )
 
@@ -220,13 +222,23 @@ def test_task_logs_of_a_retried_task_are_its_last_attempt(batch):
     client.create_job({"id": "retry-logs", "poolInfo": {"poolId": "p"}})
     client.create_task("retry-logs", {
         "id": "r1", "commandLine": f"{sys.executable} -c \"{RETRY_ONCE}\"",
-        "environmentSettings": [{"name": "MARKER", "value": str(root / "retry-marker")}],
+        "environmentSettings": [{"name": "MARKER", "value": str(root / "retry-marker")},
+                                {"name": "GATE", "value": str(root / "retry-gate")}],
         "constraints": {"maxTaskRetryCount": 1}})
-    assert client.wait_for_tasks("retry-logs", timeout_s=120)["succeeded"] == 1
-    task = client.get_task("retry-logs", "r1")
-    assert task.execution_info.retry_count == 1
     outputs = TaskOutputStorage(open_storage(storage_url), "retry-logs", "r1")
+    deadline = time.monotonic() + 60
+    while True:  # the second attempt runs and has printed; the first one's logs stay stored
+        try:
+            if client.download_task_file("retry-logs", "r1", "stdout.txt") == b"attempt 2\n":
+                break
+        except BatchError:
+            pass
+        assert time.monotonic() < deadline, "the second attempt did not start"
+        time.sleep(0.05)
+    assert outputs.get_bytes(TaskOutputKind.TaskLog, "stdout.txt") == b"attempt 1\n"
+    assert outputs.get_bytes(TaskOutputKind.TaskLog, "stderr.txt") == b"err 1\n"
+    (root / "retry-gate").touch()
+    assert client.wait_for_tasks("retry-logs", timeout_s=120)["succeeded"] == 1
+    assert client.get_task("retry-logs", "r1").execution_info.retry_count == 1
     assert outputs.get_bytes(TaskOutputKind.TaskLog, "stdout.txt") == b"attempt 2\n"
     assert outputs.get_bytes(TaskOutputKind.TaskLog, "stderr.txt") == b"err 2\n"
-    stdout = client.download_task_file("retry-logs", "r1", "stdout.txt")
-    assert stdout == b"attempt 2\n"
