@@ -200,7 +200,8 @@ class Probe:
     Works with each way the service has had of starting a run on a node:
     ``engine.submit`` (a Dask task whose result is fetched), ``engine.submit``
     + ``engine.outcome`` (outcome pushed as a Dask event), ``engine.launch``
-    (runs sent with ``client.run``, outcomes pushed as events). Everything runs
+    (runs sent with ``client.run``, outcomes pushed as events; today: runs and
+    outcomes exchanged with each worker's ``hpcbatch_exchange`` handler). Everything runs
     in this process: the service loop thread appends, the main thread reads
     after the task has completed.
     """
@@ -281,17 +282,17 @@ class Probe:
                 probe.run_ons.append((getattr(fn, "__name__", str(fn)), args[0] if args else None,
                                       t, time.time()))
 
-        def p_record() -> Any:
+        def p_record(*args: Any) -> Any:
             pending = [e.run.key for e in svc._ended]
             t = time.time()
-            out = record()
+            out = record(*args)
             if pending:
                 probe.records.append((t, time.time(), pending))
             return out
 
-        def p_launch(job: Any, row: Any, nodes_: Any) -> Any:
+        def p_launch(job: Any, row: Any, nodes_: Any, *rest: Any) -> Any:
             t = time.time()
-            out = launch(job, row, nodes_)
+            out = launch(job, row, nodes_, *rest)
             key = svc._runs_by_task.get((job["key"], row["key"]), "?")
             probe.launches[f"{job['id']}/{row['id']}"] = (t, key)
             return out
@@ -333,9 +334,10 @@ class Probe:
         seg["app: sent to node -> mpiexec process started"] = app["start"] - prev
         seg["app: mpiexec runs"] = app["end"] - app["start"]
         seg["app: process exit -> result at the service"] = app["result"] - app["end"]
-        kill_end = max(r[3] for r in kills)
-        seg[f"kill_tagged x{len(kills)} (client.run; psutil scan of every process)"] = (
-            kill_end - app["result"])
+        kill_end = max((r[3] for r in kills), default=app["result"])
+        if kills:  # only with a coordination command: its daemons are ended
+            seg[f"kill_tagged x{len(kills)} (client.run; psutil scan of every process)"] = (
+                kill_end - app["result"])
         seg["run ended -> recording pass starts (kick, pass coalescing)"] = rec[0] - kill_end
         seg["recording pass (SQLite transaction)"] = rec[1] - rec[0]
         seg["client observation (recorded -> poll saw it)"] = ts["client_seen"] - rec[1]
@@ -509,7 +511,10 @@ def code_under_test(thread: ServiceThread) -> dict[str, Any]:
     except (OSError, TypeError, AttributeError):
         loop_src = ""
     sleeps = [ln.strip() for ln in loop_src.splitlines() if "sleep(" in ln]
-    path = ("engine.launch: runs sent with client.run, outcomes pushed as Dask events"
+    path = ("engine.post/flush: runs and outcomes exchanged with each worker's "
+            "hpcbatch_exchange handler (long poll), no scheduler on the path"
+            if hasattr(engine, "post") else
+            "engine.launch: runs sent with client.run, outcomes pushed as Dask events"
             if hasattr(engine, "launch") else
             "engine.submit + engine.outcome: Dask task, outcome pushed as a Dask event"
             if hasattr(engine, "outcome") else "engine.submit: Dask task, result fetched")
@@ -719,7 +724,9 @@ def main() -> int:
             def new_client() -> BatchClient:
                 return BatchClient(thread.runtime.endpoint, creds.account_name, creds.key)
 
-            workers = thread.call(thread.runtime.engine.workers(), 60)
+            # Worker names are "{node id}@{incarnation}"; node IDs are the host names here.
+            workers = {name.split("@")[0]: addr for name, addr in
+                       thread.call(thread.runtime.engine.workers(), 60).items()}
             prof: dict[str, list[Any]] = {k: [] for k in (
                 "bare", "bare_while_polling", "bare_pool_ssh_wrapper", "agent_via_dask",
                 "hpcbatch", "hpcbatch_coord", "hpcbatch_poll_250ms")}
