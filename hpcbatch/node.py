@@ -63,6 +63,7 @@ def end_previous_incarnation(root: Path) -> None:
 
 async def serve(config: dict[str, Any]) -> None:
     """Run the node's Dask worker until it closes."""
+    import dask
     from distributed import Security, Worker
 
     root = Path(os.path.expanduser(config["root_dir"])).resolve()
@@ -86,6 +87,11 @@ async def serve(config: dict[str, Any]) -> None:
         tls_client_key=tls["key_file"],
         require_encryption=True,
     )
+    # Nothing reads a node worker's statistical profile (no dashboard): sampling
+    # its threads every 10 ms, and checking the loop every 20 ms, only costs CPU
+    # that the node's tasks need.
+    dask.config.set({"distributed.worker.profile.enabled": False,
+                     "distributed.admin.tick.interval": "500ms"})
     # One line per out-of-band call would fill node.log: keep warnings only.
     logging.getLogger("distributed.worker").setLevel(logging.WARNING)
     worker = Worker(
