@@ -206,19 +206,21 @@ def kill_process_tree(proc: psutil.Process | int, sig: int = signal.SIGKILL) -> 
             pass
 
 
-def base_environment() -> dict[str, str]:
+def base_environment() -> dict[bytes, bytes]:
     """Return this process's environment without Dask's, Batch's and SSH's own variables.
 
-    Every task's environment starts from it. A node process computes it once
-    (its environment does not change); elsewhere it is computed per call.
+    Every task's environment starts from it (encoded, as ``Popen`` passes it
+    on). A node process computes it once (its environment does not change);
+    elsewhere it is computed per call.
     """
     if _BASE_ENV is not None:
         return _BASE_ENV
-    return {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+    return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()
+            if not k.startswith(_PRIVATE_PREFIXES)}
 
 
 _PRIVATE_PREFIXES = ("DASK_", "AZ_BATCH_", "CCP_", "SSH_")
-_BASE_ENV: dict[str, str] | None = None
+_BASE_ENV: dict[bytes, bytes] | None = None
 _JOB_DIRS: set[Path] = set()
 """Parents of task directories known to exist (one ``mkdir`` per task instead of four)."""
 
@@ -231,7 +233,10 @@ def freeze_base_environment() -> None:
 
 
 def _prepare(launch: Launch, node: NodeIdentity) -> tuple[Path, Path, dict[str, str]]:
-    """Create the task directory and its files; return (task dir, working dir, environment)."""
+    """Create the task directory and its files; return (task dir, working dir, Batch variables).
+
+    The variables are those the task adds to :func:`base_environment`.
+    """
     tdir = Path(node.root_dir, launch.task_dir)
     wd = tdir / "wd"
     parent = tdir.parent
@@ -244,10 +249,9 @@ def _prepare(launch: Launch, node: NodeIdentity) -> tuple[Path, Path, dict[str, 
         for name in (launch.stdout_name, launch.stderr_name):
             (tdir / name).unlink(missing_ok=True)
     wd.mkdir(exist_ok=True)
-    env = dict(base_environment())
-    env.update(task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
-                                task_id=launch.task_id, settings=launch.settings,
-                                extra=launch.extra_env))
+    env = task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
+                           task_id=launch.task_id, settings=launch.settings,
+                           extra=launch.extra_env)
     env[RUN_TAG] = launch.key
     for rel, data in launch.files.items():
         path = tdir / rel
@@ -593,9 +597,11 @@ def _spawn(launch: Launch, node: NodeIdentity, wd: Path, env: dict[str, str], ou
                               f"The command line cannot be parsed: {exc}")
     if not argv:
         return None, _failure("usererror", "CommandLineInvalid", "The command line is empty.")
+    full_env = dict(base_environment())
+    full_env.update((os.fsencode(k), os.fsencode(v)) for k, v in env.items())
     try:
         proc = subprocess.Popen(
-            argv, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            argv, cwd=wd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
             start_new_session=True, close_fds=True,
         )
     except OSError as exc:

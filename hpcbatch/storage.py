@@ -468,7 +468,7 @@ class Storage:
             if self.is_local:
                 if link:
                     try:
-                        _replace_via_temp(path, lambda tmp: os.link(source, tmp))
+                        _link(source, path)
                         return
                     except OSError as exc:
                         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK,
@@ -740,6 +740,19 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 def _atomic_copy(source: str, path: str) -> None:
     _replace_via_temp(path, lambda tmp: shutil.copyfile(source, tmp))  # copies in the kernel
+
+
+def _link(source: str, path: str) -> None:
+    """Make ``path`` a hard link to ``source``, replacing an existing ``path`` atomically."""
+    try:
+        os.link(source, path)  # one metadata operation: the usual case
+    except FileNotFoundError:
+        if not os.path.exists(source):
+            raise
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.link(source, path)
+    except FileExistsError:
+        _replace_via_temp(path, lambda tmp: os.link(source, tmp))
 
 
 def _replace_via_temp(path: str, write: Callable[[str], Any]) -> None:
