@@ -457,7 +457,11 @@ def _report_fault(launch: Launch, exc: BaseException) -> None:
 
 
 EXCHANGE_HANDLER = "hpcbatch_exchange"
-"""Name of the worker handler the service calls (:func:`exchange`)."""
+"""Name of the worker handler the service sends runs to (:func:`exchange`)."""
+OUTCOME_STREAM_HANDLER = "hpcbatch_outcomes"
+"""Name of the worker handler that streams outcomes to the service (:func:`outcome_stream`)."""
+STREAM_KEEPALIVE_S = 30.0
+"""An outcome stream with nothing to say sends an empty message this often."""
 
 MAX_PENDING_OUTCOMES = 100_000
 """Most outcomes a node keeps for the service; beyond it the oldest are dropped (the
@@ -493,44 +497,16 @@ def _notify() -> None:
             fut.set_result(None)
 
 
-async def exchange(launches: bytes | None = None, collect: bool = True,
-                   wait_s: float = 0.0) -> list[dict[str, Any]] | None:
-    """The worker handler the service calls with new runs and for outcomes.
+def exchange(launches: bytes) -> None:
+    """The worker handler the service sends runs to (one-way: nothing is replied).
 
     Parameters
     ----------
     launches
-        A pickled list of :class:`Launch` to start now (see :func:`enqueue`), or None.
-    collect
-        Return the outcomes of ended runs (each is returned once).
-    wait_s
-        With ``collect``: when no outcome is ready, wait up to this many
-        seconds for one (the service's long poll).
-
-    Returns
-    -------
-    list of dict or None
-        ``[{"key", **outcome_to_wire(...)}]`` with ``collect``, else None.
+        A pickled list of :class:`Launch` to start now (see :func:`enqueue`);
+        their outcomes go to the service on :func:`outcome_stream`.
     """
-    if launches:
-        enqueue(pickle.loads(launches))
-    if not collect:
-        return None
-    if not _PENDING and wait_s > 0:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while not _PENDING and loop.time() < deadline:
-            fut = loop.create_future()
-            _COLLECTORS.append(fut)
-            timer = loop.call_at(deadline, _wake_up, fut)
-            try:
-                await fut
-            finally:
-                timer.cancel()
-    with _LOCK:
-        batch = list(_PENDING)
-        _PENDING.clear()
-    return batch
+    enqueue(pickle.loads(launches))
 
 
 def _wake_up(fut: asyncio.Future[None]) -> None:
@@ -538,11 +514,53 @@ def _wake_up(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+_STREAM_GENERATION = 0
+
+
+async def outcome_stream(comm: Any) -> None:
+    """Write outcomes to the service as they come, on the service's own comm, until it closes.
+
+    The service opens the comm with op :data:`OUTCOME_STREAM_HANDLER` and then
+    only reads: each message is a list ``[{"key", **outcome_to_wire(...)}]``
+    of every outcome ready at that moment (empty every
+    :data:`STREAM_KEEPALIVE_S` when idle). A newer stream replaces an older
+    one; outcomes whose write failed wait for the next stream.
+    """
+    global _STREAM_GENERATION
+    _STREAM_GENERATION += 1
+    generation = _STREAM_GENERATION
+    loop = asyncio.get_running_loop()
+    while generation == _STREAM_GENERATION and not comm.closed():
+        if not _PENDING:
+            fut = loop.create_future()
+            _COLLECTORS.append(fut)
+            timer = loop.call_later(STREAM_KEEPALIVE_S, _wake_up, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+            if generation != _STREAM_GENERATION:
+                return
+        with _LOCK:
+            batch = list(_PENDING)
+            _PENDING.clear()
+        try:
+            await comm.write(batch)
+        except Exception:
+            with _LOCK:
+                _PENDING[:0] = batch
+            return
+
+
 def serve_exchanges(worker: Any) -> None:
-    """Register :func:`exchange` on a node's Dask worker (called by :mod:`hpcbatch.node`)."""
+    """Register :func:`exchange` and :func:`outcome_stream` on a node's Dask worker.
+
+    Called by :mod:`hpcbatch.node` before the worker starts.
+    """
     global _WORKER
     _WORKER = worker
     worker.handlers[EXCHANGE_HANDLER] = exchange
+    worker.handlers[OUTCOME_STREAM_HANDLER] = outcome_stream
 
 
 def outcome_to_wire(outcome: Outcome) -> dict[str, Any]:

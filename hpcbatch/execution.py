@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 from distributed import Client, Future
+from distributed.comm import connect
 from distributed.core import clean_exception
 from distributed.protocol import pickle
 
@@ -37,29 +38,18 @@ from hpcbatch.security import TlsFiles, dask_security, dask_tls_cli_args
 log = logging.getLogger(__name__)
 
 
-COLLECT_WAIT_S = 30.0
-"""Longest a worker holds a request for outcomes before replying with none (then asked again)."""
-COLLECT_RETRY_S = 0.5
-"""Pause before asking a worker that could not be reached for outcomes again."""
-PARK_S = 0.02
-"""Longest a worker's collector waits for the scheduling pass its outcomes started,
-to carry the new runs of that pass (normally the pass comes within a millisecond)."""
+STREAM_RETRY_S = 0.5
+"""Pause before reconnecting a worker's outcome stream that broke."""
 
 
 @dataclass
 class _Channel:
-    """The service's side of one worker's runs: what is queued, in flight, and its collector."""
+    """The service's side of one worker's runs: what is queued, in flight, and its stream."""
 
     worker: str
     keys: set[str] = field(default_factory=set)
     queued: list[tuple[list[Any], Any]] = field(default_factory=list)
-    collector: asyncio.Task[Any] | None = None
-    parked: asyncio.Future[None] | None = None
-
-
-def _release(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+    stream: asyncio.Task[Any] | None = None
 
 
 def route_address(target: str, port: int = 22) -> str:
@@ -175,10 +165,10 @@ class DaskEngine:
         (the worker cannot be reached) go to ``on_error(launches, exc)``.
 
         Every run queued for a worker between two flushes travels in one
-        message (:func:`hpcbatch.agent.exchange`), and the outcomes come back
-        in the replies of one long-polling request per worker with runs in
-        flight: a run costs no Dask task and no message of its own, and the
-        scheduler is not on its path.
+        one-way message (:func:`hpcbatch.agent.exchange`); outcomes come back
+        on one long-lived stream per worker (:func:`hpcbatch.agent.outcome_stream`),
+        several to a message when they end together. A run costs no Dask
+        task and no round trip of its own, and the scheduler is not on its path.
         """
         ch = self._channels.get(worker)
         if ch is None:
@@ -193,13 +183,11 @@ class DaskEngine:
     def flush(self) -> None:
         """Send every queued run (see :meth:`post`): the service calls it at the end of a pass."""
         for ch in self._channels.values():
-            if ch.parked is not None and not ch.parked.done():
-                ch.parked.set_result(None)  # its collector takes the queued runs along
-            elif ch.queued and ch.collector is not None:
+            if ch.queued:
                 batch, ch.queued = ch.queued, []
-                self._spawn(self._send_only(ch, batch))
-            if ch.collector is None and ch.keys:
-                ch.collector = self._spawn(self._collect(ch))
+                self._spawn(self._send(ch, batch))
+            if ch.stream is None and ch.keys:
+                ch.stream = self._spawn(self._read_outcomes(ch))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -207,69 +195,56 @@ class DaskEngine:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _exchange(self, worker: str, batch: list[tuple[list[Any], Any]], *,
-                        collect: bool) -> list[dict[str, Any]] | None:
+    async def _send(self, ch: _Channel, batch: list[tuple[list[Any], Any]]) -> None:
+        """Send queued runs to a worker in one one-way message."""
         assert self.client is not None
         launches = [lc for lcs, _ in batch for lc in lcs]
-        payload = std_pickle.dumps(launches, protocol=5) if launches else None
-        if not collect:
-            await self.client.rpc(worker).hpcbatch_exchange(launches=payload, collect=False,
-                                                            reply=False)
-            return None
-        return await self.client.rpc(worker).hpcbatch_exchange(  # type: ignore[no-any-return]
-            launches=payload, collect=True, wait_s=COLLECT_WAIT_S)
-
-    def _failed(self, ch: _Channel, batch: list[tuple[list[Any], Any]],
-                exc: BaseException) -> None:
-        log.warning("cannot send %d run(s) to worker %s: %s",
-                    sum(len(lcs) for lcs, _ in batch), ch.worker, exc)
-        for launches, on_error in batch:
-            for launch in launches:
-                self._drop(launch.key)
-                waiter = self._waiters.pop(launch.key, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_exception(exc)
-            if on_error is not None:
-                on_error(launches, exc)
-
-    async def _send_only(self, ch: _Channel, batch: list[tuple[list[Any], Any]]) -> None:
         try:
-            await self._exchange(ch.worker, batch, collect=False)
+            await self.client.rpc(ch.worker).hpcbatch_exchange(
+                launches=std_pickle.dumps(launches, protocol=5), reply=False)
         except Exception as exc:
-            self._failed(ch, batch, exc)
+            log.warning("cannot send %d run(s) to worker %s: %s", len(launches), ch.worker, exc)
+            for lcs, on_error in batch:
+                for launch in lcs:
+                    self._drop(launch.key)
+                    waiter = self._waiters.pop(launch.key, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_exception(exc)
+                if on_error is not None:
+                    on_error(lcs, exc)
 
-    async def _collect(self, ch: _Channel) -> None:
-        """Long-poll one worker for outcomes while it has runs in flight; carry queued runs."""
-        loop = asyncio.get_running_loop()
+    async def _read_outcomes(self, ch: _Channel) -> None:
+        """Read one worker's outcome stream; reconnect if it breaks while runs are in flight.
+
+        The stream stays open while the worker lives (one comm per worker),
+        so a run never waits for a connection to be made.
+        """
+        assert self.client is not None
         try:
-            while ch.keys:
-                batch, ch.queued = ch.queued, []
+            while True:
+                comm = None
                 try:
-                    outs = await self._exchange(ch.worker, batch, collect=True)
+                    comm = await connect(ch.worker, **self.client.connection_args)
+                    await comm.write({"op": agent.OUTCOME_STREAM_HANDLER, "reply": False})
+                    while True:
+                        self._deliver(await comm.read())
                 except Exception as exc:
-                    if batch:
-                        self._failed(ch, batch, exc)
+                    if not ch.keys and not ch.queued:
+                        break  # the worker is gone and owes nothing
                     # The worker may be gone: the pool manager then forgets its runs.
-                    await asyncio.sleep(COLLECT_RETRY_S)
-                    continue
-                if self._deliver(outs or []) and ch.keys and not ch.queued:
-                    # A sink kicked the service: its pass will queue runs for this
-                    # worker; wait for that flush and take them along.
-                    ch.parked = parked = loop.create_future()
-                    timer = loop.call_later(PARK_S, _release, parked)
-                    try:
-                        await parked
-                    finally:
-                        timer.cancel()
-                        ch.parked = None
+                    log.warning("outcome stream of worker %s broke (%s); reconnecting",
+                                ch.worker, exc)
+                    await asyncio.sleep(STREAM_RETRY_S)
+                finally:
+                    if comm is not None:
+                        comm.abort()
         finally:
-            ch.collector = None
-        if not ch.keys and not ch.queued and self._channels.get(ch.worker) is ch:
+            ch.stream = None
+        if self._channels.get(ch.worker) is ch and not ch.keys and not ch.queued:
             del self._channels[ch.worker]
 
-    def _deliver(self, outs: list[dict[str, Any]]) -> bool:
-        """Hand outcomes to their sinks or waiters; return True when a sink got one."""
-        sank = False
+    def _deliver(self, outs: list[dict[str, Any]]) -> None:
+        """Hand outcomes to their sinks or waiters."""
         for msg in outs:
             key = msg["key"]
             if not self._drop(key):
@@ -278,12 +253,10 @@ class DaskEngine:
             sink = self._sinks.pop(key, None)
             if sink is not None:
                 sink(key, outcome)
-                sank = True
                 continue
             waiter = self._waiters.pop(key, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(outcome)
-        return sank
 
     def _drop(self, key: str) -> bool:
         """Stop expecting ``key`` from its worker; return whether it was expected."""
