@@ -1,11 +1,15 @@
 """The node agent: code that runs inside a compute node's Dask worker.
 
-The service submits :func:`run_task` to the worker of the node it chose; the
-function prepares the task directory, sets Batch's variables, runs the command
-line (without a shell unless the command line invokes one), captures
-``stdout.txt`` and ``stderr.txt``, enforces the wall-clock limit and kills the
-whole process tree on timeout or on :func:`kill_task`. Nothing here decides
-what runs where: that is the scheduler's policy.
+The service sends runs to the worker of the node it chose (:func:`exchange`,
+a worker handler); the agent prepares each task directory, sets Batch's
+variables, runs the command line (without a shell unless the command line
+invokes one), captures ``stdout.txt`` and ``stderr.txt``, enforces the
+wall-clock limit and kills the whole process tree on timeout or on
+:func:`kill_task`. A plain run is started and awaited on the worker's event
+loop (a pidfd per process, no thread); a run with files to transfer runs in a
+thread (:func:`run_task`). Outcomes go back to the service on its outcome
+stream (:func:`outcome_stream`). Nothing here decides what runs where: that
+is the scheduler's policy.
 
 The worker process sets :data:`NODE` (its identity) at start; see
 :mod:`hpcbatch.node`.

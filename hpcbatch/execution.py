@@ -3,8 +3,14 @@
 The scheduler runs as a child process of the service (``dask scheduler`` with
 the service's TLS certificates; a process without them cannot connect). Each
 compute node runs one Dask worker named after the node (:mod:`hpcbatch.node`).
-The service holds an asynchronous Dask client and submits node-agent calls
-(:mod:`hpcbatch.agent`) to the worker of the node the scheduler policy chose.
+The service holds an asynchronous Dask client. Runs of tasks go straight to
+the worker of the node the scheduling policy chose, over the client's pooled
+TLS comms and the worker's ``hpcbatch_exchange`` handler, in one one-way
+message per worker per scheduling pass; outcomes come back on one long-lived
+comm per worker (``hpcbatch_outcomes``). The scheduler keeps the workers'
+membership and serves out-of-band calls (:meth:`DaskEngine.run_on`), but is
+not on a run's path: at thousands of short tasks a second, each message it
+relayed cost CPU that the tasks need.
 """
 
 from __future__ import annotations
