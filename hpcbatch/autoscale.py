@@ -56,6 +56,7 @@ truncates a computed 0.5 node to 0) and negative values become 0.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -355,7 +356,13 @@ COMMENT: /\/\/[^\n]*/ | /\/\*[\s\S]*?\*\//
 %ignore COMMENT
 %ignore /\s+/
 """
-_PARSER = Lark(GRAMMAR, start="formula", parser="lalr", propagate_positions=True)
+
+
+@functools.cache
+def _parser() -> Lark:
+    """The formula parser, built on first use (node processes import this module for
+    :class:`MetricsSnapshot` only and never parse a formula)."""
+    return Lark(GRAMMAR, start="formula", parser="lalr", propagate_positions=True)
 
 
 @dataclass
@@ -497,9 +504,12 @@ class Formula:
 
 # -- parsing --------------------------------------------------------------------------
 
-_TERMINAL_NAMES = {"NUMBER": "a number", "STRING": "a string", "VARIABLE": "a $variable", "NAME": "a name"}
-_TERMINAL_NAMES |= {t.name: f"'{t.pattern.value}'" for t in _PARSER.terminals if t.pattern.type == "str"}
-_TERMINAL_NAMES["$END"] = "end of formula"
+@functools.cache
+def _terminal_names() -> dict[str, str]:
+    names = {"NUMBER": "a number", "STRING": "a string", "VARIABLE": "a $variable", "NAME": "a name"}
+    names |= {t.name: f"'{t.pattern.value}'" for t in _parser().terminals if t.pattern.type == "str"}
+    names["$END"] = "end of formula"
+    return names
 
 
 def _position(text: str, index: int) -> tuple[int, int]:
@@ -516,7 +526,7 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> FormulaError:
         return FormulaError(f"unexpected character {text[exc.pos_in_stream]!r}", exc.line, exc.column)
     assert isinstance(exc, UnexpectedToken)
     token = exc.token
-    expected = sorted({_TERMINAL_NAMES.get(name, name) for name in exc.expected})
+    expected = sorted({_terminal_names().get(name, name) for name in exc.expected})
     hint = f"; expected {_one_of(expected)}" if expected else ""
     if token.type == "$END":
         line, column = _position(text, len(text.rstrip()))
@@ -569,7 +579,7 @@ def parse_formula(text: str) -> Formula:
             column,
         )
     try:
-        tree = _PARSER.parse(text)
+        tree = _parser().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
     _check_nesting(tree)
