@@ -1904,7 +1904,7 @@ class BatchService:
                         "requiredSlots": run.slots,
                         "multiInstanceSettings": {"numberOfInstances": len(run.nodes)},
                         "constraints": {"maxTaskRetryCount": run.max_retries},
-                        "executionInfo": {"startTime": _iso(start), "endTime": _iso(end),
+                        "executionInfo": {"startTime": start, "endTime": end,
                                           "exitCode": exit_code, "retryCount": run.retry_count,
                                           "failureInfo": failure,
                                           "result": "success" if ok else "failure"}}
@@ -2128,7 +2128,7 @@ class BatchService:
                 "nodeInfo": {"poolId": nodes_[0].pool_id, "nodeId": nodes_[0].node_id},
                 "multiInstanceSettings": {"numberOfInstances": row["instances"]},
                 "constraints": {"maxTaskRetryCount": max_retries},
-                "executionInfo": {"startTime": _iso(utcnow()), "retryCount": row["retry_count"],
+                "executionInfo": {"retryCount": row["retry_count"],
                                   "requeueCount": row["requeue_count"]}}))
         for node in nodes_:
             node.running[key] = (job["id"], row["id"])
