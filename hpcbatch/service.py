@@ -290,6 +290,9 @@ class BatchService:
         self.housekeeping_interval_s = 1.0
         self._apps: dict[str, dict[str, Any]] | None = None
         self._prep_failed: dict[str, set[str]] = {}
+        self._active_jobs: dict[str, list[Mapping[str, Any]]] = {}
+        """Per pool: its active jobs' rows, as the scheduling passes read them; emptied
+        by every change to the jobs table (:meth:`_jobs_changed`)."""
         self._job_hooks: dict[str, bool] = {}
         """Per job: whether a task's completion can affect other tasks or the job
         (dependencies, ``onTaskFailure``, ``onAllTasksComplete``); unknown until first seen."""
@@ -945,6 +948,7 @@ class BatchService:
                           priority=spec.priority or 0, spec=dumps(spec.to_wire()),
                           status=dumps(status))
             conn.execute(jobs.insert().values(**values))
+            self._jobs_changed()
             jm = spec.job_manager_task
             if jm is not None:
                 # Queued first: the job manager gets the job's lowest insertion order.
@@ -1017,6 +1021,7 @@ class BatchService:
             if patch.pool_info and patch.pool_info.pool_id:
                 values["pool_key"] = patch.pool_info.pool_id.lower()
             Store.update(conn, jobs, {"key": row["key"]}, **values)
+            self._jobs_changed()
         self._job_hooks.pop(row["key"], None)
         self.kick()
 
@@ -1029,6 +1034,7 @@ class BatchService:
                       stateTransitionTime=now, lastModified=now, eTag=new_etag())
         status["executionInfo"].update(execution)
         Store.update(conn, jobs, {"key": row["key"]}, state=state, status=dumps(status))
+        self._jobs_changed()
 
     def terminate_job(self, job_id: str, reason: str | None = None) -> None:
         """Terminate a job ("Job - Terminate").
@@ -1152,6 +1158,7 @@ class BatchService:
                 conn.execute(table.delete().where(table.c.job_key == job_key))
             conn.execute(job_nodes.delete().where(job_nodes.c.job_key == job_key))
             conn.execute(jobs.delete().where(jobs.c.key == job_key))
+            self._jobs_changed()
         self._prep_failed.pop(job_key, None)
 
     def task_counts(self, job_id: str) -> dict[str, Any]:
@@ -1846,13 +1853,21 @@ class BatchService:
                 alive = False
         return alive
 
+    def _jobs_changed(self) -> None:
+        """Forget the active jobs the passes keep (a job was added, changed or removed)."""
+        self._active_jobs.clear()
+
     def _pass(self) -> None:
         """One scheduling pass in one transaction: record ended runs, then fill free slots.
 
         The new runs are sent to their nodes once the transaction is committed.
         """
-        with self.events.held() if self.events is not None else contextlib.nullcontext():
-            self._pass_held()
+        try:
+            with self.events.held() if self.events is not None else contextlib.nullcontext():
+                self._pass_held()
+        except BaseException:
+            self._jobs_changed()  # what this pass read may have been rolled back
+            raise
 
     def _pass_held(self) -> None:
         with self.store.begin() as conn:
@@ -2020,7 +2035,10 @@ class BatchService:
                 continue
             free = {n.node_id: n.free_slots for n in ready}
             node_by_id = {n.node_id: n for n in ready}
-            job_rows = conn.execute(_ACTIVE_JOBS, {"b_pool": pool_key}).mappings().all()
+            job_rows = self._active_jobs.get(pool_key)
+            if job_rows is None:
+                job_rows = self._active_jobs[pool_key] = list(
+                    conn.execute(_ACTIVE_JOBS, {"b_pool": pool_key}).mappings().all())
             fill = (spec.task_scheduling_policy.node_fill_type
                     if spec.task_scheduling_policy else "spread")
             blocked = False
