@@ -259,10 +259,7 @@ def main() -> int:
     results: dict[str, Any] = {"benchmark": "dispatch", "tasks": n, "nodes": NODES,
                                "target_fraction_of_raw": TARGET_FRACTION}
     raw_spawn(50, 1)  # warm-up
-    raw = {"sequential": raw_spawn(n, 1), "2_threads": raw_spawn(n, 2)}
-    results["raw_spawn"] = {k: {"s": v, "per_s": n / v} for k, v in raw.items()}
-    raw_rate = n / raw["sequential"]
-    raw_2_threads = n / raw["2_threads"]
+    raw_before = {"sequential": raw_spawn(n, 1), "2_threads": raw_spawn(n, 2)}
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hpcbatch-bench-dispatch-") as tmpdir:
         tmp = Path(tmpdir)
@@ -274,17 +271,26 @@ def main() -> int:
             for k, slots in enumerate(slot_values):
                 r = run_pool(client, thread, slots, n, floor=k == 0,
                              testbed_dir=bed.directory)
-                r["fraction_of_raw"] = r["tasks_per_s"] / raw_rate
-                r["fraction_of_raw_2_threads"] = r["tasks_per_s"] / raw_2_threads
                 runs.append(r)
                 print(f"  taskSlotsPerNode={slots}: {n} tasks in {r['wall_s']:.2f} s "
                       f"({r['tasks_per_s']:.0f}/s)", flush=True)
+    # The raw rate drifts with the machine: measured before and after the pools,
+    # the faster of the two is the baseline (the stricter comparison).
+    raw_after = {"sequential": raw_spawn(n, 1), "2_threads": raw_spawn(n, 2)}
+    raw = {k: min(raw_before[k], raw_after[k]) for k in raw_before}
+    results["raw_spawn"] = {k: {"s": v, "per_s": n / v, "s_before": raw_before[k],
+                                "s_after": raw_after[k]} for k, v in raw.items()}
+    raw_rate = n / raw["sequential"]
+    raw_2_threads = n / raw["2_threads"]
+    for r in runs:
+        r["fraction_of_raw"] = r["tasks_per_s"] / raw_rate
+        r["fraction_of_raw_2_threads"] = r["tasks_per_s"] / raw_2_threads
     results["dispatch"] = runs
     headline = runs[0]
     results["target_met"] = headline["fraction_of_raw"] >= TARGET_FRACTION
 
-    rows = [[f"raw subprocess.run, {k.replace('_', ' ')}", n, v["s"], v["per_s"], "", "", ""]
-            for k, v in results["raw_spawn"].items()]
+    rows = [[f"raw subprocess.run, {k.replace('_', ' ')} (best of before/after)", n, v["s"],
+             v["per_s"], "", "", ""] for k, v in results["raw_spawn"].items()]
     for r in runs:
         rows.append([f"hpcbatch, {NODES} nodes x {r['slots_per_node']} slots", n, r["wall_s"],
                      r["tasks_per_s"], f"{r['fraction_of_raw']:.0%}",
@@ -296,8 +302,8 @@ def main() -> int:
                      f"{headline['dask_floor_tasks_per_s'] / raw_rate:.0%}",
                      f"{headline['dask_floor_tasks_per_s'] / raw_2_threads:.0%}", ""])
     table(f"dispatch of {n:,} /bin/true tasks: first add -> all completed",
-          ["", "tasks", "s", "tasks/s", "of raw (1 loop)", "of raw (2 threads)",
-           "task run ms (median)"], rows)
+          ["", "tasks", "s", "tasks/s", "% raw, 1 loop", "% raw, 2 threads",
+           "run ms (median)"], rows)
     print(f"target: {NODES} nodes x {headline['slots_per_node']} slots >= "
           f"{TARGET_FRACTION:.0%} of the raw spawn rate ({raw_rate:.0f}/s, one loop) -> "
           f"{verdict(results['target_met'])} ({headline['fraction_of_raw']:.0%}); "
