@@ -271,7 +271,7 @@ def run_task(launch: Launch) -> Outcome:
     Steps: prepare the task directory and environment, download the resource
     files, run the command line, then upload the output files whose upload
     condition holds and persist ``stdout.txt``/``stderr.txt`` as ``$TaskLog``.
-    The outcome is also queued for the service (:func:`exchange`).
+    The outcome is also queued for the service (:func:`outcome_stream`).
 
     Parameters
     ----------
@@ -322,8 +322,8 @@ def enqueue(launches: list[Launch]) -> int:
     A plain run (no packages, resource or output files, logs kept in local
     storage) starts right here on the worker's event loop and is awaited
     through a pidfd, with no thread of its own; any other run executes
-    :func:`run_task` on the node's thread pool. Outcomes wait for the
-    service's next :func:`exchange`.
+    :func:`run_task` on the node's thread pool. Outcomes go to the
+    service on its outcome stream (:func:`outcome_stream`).
 
     Parameters
     ----------
@@ -469,15 +469,15 @@ STREAM_KEEPALIVE_S = 30.0
 
 MAX_PENDING_OUTCOMES = 100_000
 """Most outcomes a node keeps for the service; beyond it the oldest are dropped (the
-service collects them continuously, so only runs started outside it can pile up)."""
+service reads them as they come, so only runs started outside it can pile up)."""
 
 _PENDING: list[dict[str, Any]] = []
-_COLLECTORS: list[asyncio.Future[None]] = []
+_STREAM_WAITERS: list[asyncio.Future[None]] = []
 _NOTIFY_SCHEDULED = False
 
 
 def _report(key: str, outcome: Outcome) -> None:
-    """Queue an outcome for the service's next :func:`exchange` (any thread)."""
+    """Queue an outcome for the service's outcome stream (:func:`outcome_stream`; any thread)."""
     global _NOTIFY_SCHEDULED
     with _LOCK:
         _PENDING.append({"key": key, **outcome_to_wire(outcome)})
@@ -490,12 +490,12 @@ def _report(key: str, outcome: Outcome) -> None:
 
 
 def _notify() -> None:
-    """Wake the requests waiting for outcomes (on the worker's event loop)."""
+    """Wake the outcome stream waiting for outcomes (on the worker's event loop)."""
     global _NOTIFY_SCHEDULED
     with _LOCK:
         _NOTIFY_SCHEDULED = False
-    waiting = list(_COLLECTORS)
-    _COLLECTORS.clear()
+    waiting = list(_STREAM_WAITERS)
+    _STREAM_WAITERS.clear()
     for fut in waiting:
         if not fut.done():
             fut.set_result(None)
@@ -537,7 +537,7 @@ async def outcome_stream(comm: Any) -> None:
     while generation == _STREAM_GENERATION and not comm.closed():
         if not _PENDING:
             fut = loop.create_future()
-            _COLLECTORS.append(fut)
+            _STREAM_WAITERS.append(fut)
             timer = loop.call_later(STREAM_KEEPALIVE_S, _wake_up, fut)
             try:
                 await fut

@@ -37,7 +37,6 @@ from distributed.core import clean_exception
 from distributed.protocol import pickle
 
 from hpcbatch import agent
-
 from hpcbatch.errors import HpcbatchError
 from hpcbatch.security import TlsFiles, dask_security, dask_tls_cli_args
 

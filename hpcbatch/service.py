@@ -33,7 +33,8 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from hpcbatch import agent, dependencies, multiinstance, odata
+from hpcbatch import agent, dependencies, events, multiinstance, odata
+from hpcbatch.autoscaler import Autoscaler
 from hpcbatch.environment import task_dir
 from hpcbatch.errors import (
     BadRequestError,
@@ -44,17 +45,19 @@ from hpcbatch.errors import (
     exists,
     not_found,
 )
+from hpcbatch.events import EventLog
 from hpcbatch.inventory import Host
+from hpcbatch.jobschedules import JobSchedules
 from hpcbatch.models import (
     MAX_TASKS_PER_COLLECTION,
     UNLIMITED,
+    ComputeNodeInformation,
     JobManagerTask,
     JobPatch,
     JobPreparationTask,
     JobReleaseTask,
     JobSpec,
     PoolResize,
-    ComputeNodeInformation,
     PoolSpec,
     Task,
     TaskExecutionInformation,
@@ -62,16 +65,11 @@ from hpcbatch.models import (
     validate_id,
     wire_error,
 )
-from hpcbatch import events
-from hpcbatch.autoscaler import Autoscaler
-from hpcbatch.events import EventLog
-from hpcbatch.jobschedules import JobSchedules
+from hpcbatch.packages import PackageRef
 from hpcbatch.pools import NodeRuntime, PoolManager, _iso
+from hpcbatch.scheduling import NodeSlots, job_order, place, place_gang
 from hpcbatch.security import pool_ssh_key
 from hpcbatch.storage import Storage, open_storage, storage_environment
-from hpcbatch.transfer import StorageRef
-from hpcbatch.scheduling import NodeSlots, job_order, place, place_gang
-from hpcbatch.packages import PackageRef
 from hpcbatch.store import (
     Store,
     app_packages,
@@ -89,6 +87,7 @@ from hpcbatch.store import (
     tasks,
     utcnow,
 )
+from hpcbatch.transfer import StorageRef
 
 log = logging.getLogger(__name__)
 
