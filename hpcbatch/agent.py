@@ -474,6 +474,7 @@ service reads them as they come, so only runs started outside it can pile up).""
 _PENDING: list[dict[str, Any]] = []
 _STREAM_WAITERS: list[asyncio.Future[None]] = []
 _NOTIFY_SCHEDULED = False
+_LOOP_THREAD: int | None = None
 
 
 def _report(key: str, outcome: Outcome) -> None:
@@ -486,7 +487,10 @@ def _report(key: str, outcome: Outcome) -> None:
         if _NOTIFY_SCHEDULED or _WORKER is None:
             return
         _NOTIFY_SCHEDULED = True
-    _WORKER.loop.add_callback(_notify)  # thread-safe
+    if threading.get_ident() == _LOOP_THREAD:
+        _notify()  # on the loop already: no wake-up through the loop's self-pipe
+    else:
+        _WORKER.loop.add_callback(_notify)  # thread-safe
 
 
 def _notify() -> None:
@@ -559,10 +563,11 @@ async def outcome_stream(comm: Any) -> None:
 def serve_exchanges(worker: Any) -> None:
     """Register :func:`exchange` and :func:`outcome_stream` on a node's Dask worker.
 
-    Called by :mod:`hpcbatch.node` before the worker starts.
+    Called by :mod:`hpcbatch.node` on the worker's event loop, before the worker starts.
     """
-    global _WORKER
+    global _WORKER, _LOOP_THREAD
     _WORKER = worker
+    _LOOP_THREAD = threading.get_ident()
     worker.handlers[EXCHANGE_HANDLER] = exchange
     worker.handlers[OUTCOME_STREAM_HANDLER] = outcome_stream
 
