@@ -257,7 +257,10 @@ class DaskEngine:
             outcome = agent.outcome_from_wire(msg)
             sink = self._sinks.pop(key, None)
             if sink is not None:
-                sink(key, outcome)
+                try:
+                    sink(key, outcome)
+                except Exception:  # one sink's fault must not lose the others' outcomes
+                    log.exception("handling the outcome of run %s failed", key)
                 continue
             waiter = self._waiters.pop(key, None)
             if waiter is not None and not waiter.done():
