@@ -316,6 +316,10 @@ def _executor() -> ThreadPoolExecutor:
         return _EXECUTOR
 
 
+_HAS_PIDFD = hasattr(os, "pidfd_open")
+"""Linux >= 5.3: a process exit can be awaited on the event loop (else: in a thread)."""
+
+
 def enqueue(launches: list[Launch]) -> int:
     """Start runs on this node without waiting for them (:func:`exchange` calls it).
 
@@ -346,8 +350,6 @@ def enqueue(launches: list[Launch]) -> int:
             _executor().submit(_run_and_report, launch)
     return len(launches)
 
-
-_HAS_PIDFD = hasattr(os, "pidfd_open")
 
 
 def _is_plain(launch: Launch) -> bool:

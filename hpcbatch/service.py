@@ -1771,7 +1771,7 @@ class BatchService:
     async def _dispatch_loop(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(0)  # events already queued join this pass
+            await asyncio.sleep(0)  # outcomes already delivered join this pass
             self._wake.clear()
             try:
                 self._pass()
