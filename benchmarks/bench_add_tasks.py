@@ -6,7 +6,7 @@ in parallel) returns in <= 0.5 s for 5,000 tasks. Azure Batch's own sample
 
 Baselines, measured in the same run:
   (i)  the same 5,000 task rows inserted straight into a fresh SQLite store
-       (``hpcbatch.store.Store``) with one executemany + commit: the lower
+       (``hpcbatch.store.database.Store``) with one executemany + commit: the lower
        bound of durable acceptance;
   (ii) the same SDK call with ``max_workers=1`` (requests one after another).
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from _common import parse_args, service, stats, table, timed, verdict, write_json
 
-from hpcbatch.store import Store, dumps, new_etag, sqlite_url, tasks, utcnow
+from hpcbatch.store.database import Store, dumps, new_etag, sqlite_url, tasks, utcnow
 
 TARGET_S = 0.5
 AZURE_SAMPLE_S = 47.0

@@ -25,9 +25,9 @@ import requests
 import sqlalchemy as sa
 from _common import parse_args, service, stats, table, timed, verdict, write_json
 
-from hpcbatch.auth import SharedKeyAuth
-from hpcbatch.client import API_VERSION
-from hpcbatch.store import new_etag, tasks, utcnow
+from hpcbatch.batch.sharedkey import SharedKeyAuth
+from hpcbatch.client.sdk import API_VERSION
+from hpcbatch.store.database import new_etag, tasks, utcnow
 
 TARGET_S = 0.050
 JOB = "listjob"

@@ -20,7 +20,7 @@ Setup: a testbed of 4 sshd hosts (127.0.8.1-4), added to a service; a pool of
    (app end -> completed), client observation (completed -> poll saw it).
 
 2. **mpi4py ping-pong between ranks on two different nodes**
-   (:mod:`hpcbatch.mpipingpong`): 8-byte half round trip (us) and 1 MiB /
+   (:mod:`hpcbatch.testing.mpipingpong`): 8-byte half round trip (us) and 1 MiB /
    16 MiB bandwidth (MB/s), as a 2-instance task vs bare ``mpiexec`` on the
    hosts that task ran on; R repeats each, interleaved (5; ``--quick`` 3).
    Target: equal within noise (ratio hpcbatch / bare). The client polls
@@ -60,9 +60,10 @@ from typing import Any
 import psutil
 from _common import parse_args, service, stats, table, verdict, write_json
 
-from hpcbatch import agent, testbed
-from hpcbatch.client import BatchClient
-from hpcbatch.server import ServiceThread
+from hpcbatch.execution import agent
+from hpcbatch.testing import testbed
+from hpcbatch.client.sdk import BatchClient
+from hpcbatch.api.server import ServiceThread
 
 NODES = 4
 BASE_ADDRESS = "127.0.8.1"
@@ -71,7 +72,7 @@ PINGPONG_POLL_S = 0.25
 TARGET_ADDED_S = 0.5
 COORDINATION = "/bin/true"
 HELLO = "/bin/sh -c 'mpiexec -hosts {hosts} -n {n} python -m hpcbatch.mpihello'"
-PINGPONG = "/bin/sh -c 'mpiexec -hosts {hosts} -n 2 python -m hpcbatch.mpipingpong --iterations {it}'"
+PINGPONG = "/bin/sh -c 'mpiexec -hosts {hosts} -n 2 python -m hpcbatch.testing.mpipingpong --iterations {it}'"
 TASK_HOSTS = "$AZ_BATCH_HOST_LIST"
 RUN_TIMEOUT_S = 120.0
 

@@ -46,8 +46,12 @@ from typing import Any
 
 from _common import parse_args, stats, table, verdict, write_json
 
-from hpcbatch.conventions import TaskOutputKind, TaskOutputStorage, job_output_container_name
-from hpcbatch.storage import open_storage
+from hpcbatch.storage.conventions import (
+    TaskOutputKind,
+    TaskOutputStorage,
+    job_output_container_name,
+)
+from hpcbatch.storage.fs import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.80

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _common import parse_args, service, stats, table, timed, verdict, write_json
 
-from hpcbatch.store import tasks
+from hpcbatch.store.database import tasks
 
 TARGET_S = 0.05
 

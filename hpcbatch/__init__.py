@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hpcbatch.errors import HpcbatchError
+from hpcbatch.batch.errors import HpcbatchError
 
 if TYPE_CHECKING:
-    from hpcbatch.client import BatchClient, BatchError, LocalBatch
+    from hpcbatch.client.sdk import BatchClient, BatchError, LocalBatch
 
 __all__ = ["BatchClient", "BatchError", "HpcbatchError", "LocalBatch"]
 __version__ = "0.1.0"
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name in ("BatchClient", "BatchError", "LocalBatch"):
-        from hpcbatch import client
+        from hpcbatch.client import sdk as client
 
         return getattr(client, name)
     raise AttributeError(f"module 'hpcbatch' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 ``testbed``: a session-wide SSH testbed of 3 real sshd daemons on 127.0.5.1-3
-(see :mod:`hpcbatch.testbed`), torn down at the end of the session.
+(see :mod:`hpcbatch.testing.testbed`), torn down at the end of the session.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hpcbatch import testbed as _testbed
+from hpcbatch.testing import testbed as _testbed
 
 
 @pytest.fixture(scope="session")

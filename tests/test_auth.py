@@ -13,8 +13,14 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from hpcbatch.auth import SharedKeyAuth, generate_account_key, sign, string_to_sign, verify
-from hpcbatch.errors import AuthenticationError
+from hpcbatch.batch.sharedkey import (
+    SharedKeyAuth,
+    generate_account_key,
+    sign,
+    string_to_sign,
+    verify,
+)
+from hpcbatch.batch.errors import AuthenticationError
 
 # ---------------------------------------------------------------------------
 # Known vectors from the official SDKs.

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hpcbatch.autoscale import (
+from hpcbatch.batch.autoscale import (
     MAX_FORMULA_BYTES,
     AutoScaleResult,
     Formula,
@@ -26,7 +26,7 @@ from hpcbatch.autoscale import (
     evaluate,
     parse_formula,
 )
-from hpcbatch.errors import BadRequestError
+from hpcbatch.batch.errors import BadRequestError
 
 NOW = datetime(2016, 10, 13, 19, 18, 47, 805000, tzinfo=timezone.utc)  # a Thursday
 SECOND = timedelta(seconds=1)

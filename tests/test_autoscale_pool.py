@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpcbatch.client import BatchError
+from hpcbatch.client.sdk import BatchError
 from tests.helpers import service_on_testbed, wait_until
 
 FORMULA = """

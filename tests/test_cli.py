@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hpcbatch import LocalBatch
-from hpcbatch.cli import cli
+from hpcbatch.client.cli import cli
 
 NO_SERVICE_ENV = {"AZURE_BATCH_ENDPOINT": None, "AZURE_BATCH_ACCOUNT": None,
                   "AZURE_BATCH_ACCESS_KEY": None, "HPCBATCH_STATE_DIR": None}

@@ -1,4 +1,4 @@
-"""Batch File Conventions (hpcbatch.conventions) on hpcbatch.storage.
+"""Batch File Conventions (hpcbatch.storage.conventions) on hpcbatch.storage.fs.
 
 Container-name vectors come from the .NET library's own unit tests
 (Azure/azure-sdk-for-net, sdk/batch/Microsoft.Azure.Batch.Conventions.Files/
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from hpcbatch.conventions import (
+from hpcbatch.storage.conventions import (
     JobOutputKind,
     JobOutputStorage,
     OutputFile,
@@ -36,8 +36,8 @@ from hpcbatch.conventions import (
     job_output_container_name,
     prepare_output_storage,
 )
-from hpcbatch.errors import HpcbatchError
-from hpcbatch.storage import (
+from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.storage.fs import (
     ENV_STORAGE_OPTIONS,
     ENV_STORAGE_URL,
     Storage,
@@ -284,7 +284,12 @@ def _task_env(backend: Backend, job_id: str, task_id: str, task_dir: Path) -> di
 TASK_SCRIPT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from hpcbatch.conventions import JobOutputKind, JobOutputStorage, TaskOutputKind, TaskOutputStorage
+    from hpcbatch.storage.conventions import (
+        JobOutputKind,
+        JobOutputStorage,
+        TaskOutputKind,
+        TaskOutputStorage,
+    )
 
     outputs = TaskOutputStorage.from_environment()
     stdout = Path("..", "stdout.txt")

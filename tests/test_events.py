@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from hpcbatch import events as ev
-from hpcbatch.models import Pool
-from hpcbatch.storage import Storage, open_storage
+from hpcbatch.batch import events as ev
+from hpcbatch.store.events import EventLog
+from hpcbatch.batch.models import Pool
+from hpcbatch.storage.fs import Storage, open_storage
 
 T0 = datetime(2016, 9, 8, 16, 32, 23, 799000, tzinfo=UTC)
 T1 = datetime(2016, 9, 8, 16, 34, 0, 666000, tzinfo=UTC)
@@ -572,7 +573,7 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 def test_emit_appends_one_json_line(tmp_path: Path) -> None:
     path = tmp_path / "logs" / "events.jsonl"
-    with ev.EventLog(path) as log:
+    with EventLog(path) as log:
         body = ev.pool_delete_start_event("p1")
         record = log.emit(ev.POOL_DELETE_START, body, time=T0)
         log.emit(ev.TASK_START, ev.task_start_event("myJob", _task()))
@@ -589,14 +590,14 @@ def test_emit_appends_one_json_line(tmp_path: Path) -> None:
 
 
 def test_read_and_since(tmp_path: Path) -> None:
-    log = ev.EventLog(tmp_path / "events.jsonl")
+    log = EventLog(tmp_path / "events.jsonl")
     for i in range(5):
         log.emit(ev.POOL_DELETE_START, {"id": f"p{i}"})
     assert [e["body"]["id"] for e in log.read()] == ["p0", "p1", "p2", "p3", "p4"]
     assert [e["body"]["id"] for e in log.read(since=3)] == ["p3", "p4"]
     log.close()
     # a second EventLog on the same file appends and reads everything
-    again = ev.EventLog(tmp_path / "events.jsonl")
+    again = EventLog(tmp_path / "events.jsonl")
     again.emit(ev.POOL_DELETE_START, {"id": "p5"})
     assert len(again.read()) == 6
     again.close()
@@ -604,12 +605,12 @@ def test_read_and_since(tmp_path: Path) -> None:
 
 def test_read_skips_a_torn_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "events.jsonl"
-    log = ev.EventLog(path)
+    log = EventLog(path)
     log.emit(ev.POOL_DELETE_START, {"id": "a"})
     with open(path, "ab") as f:
         f.write(b'{"time": "2016-09-0')  # a crash in mid-write
     log.close()
-    log = ev.EventLog(path)
+    log = EventLog(path)
     with caplog.at_level(logging.WARNING):
         assert [e["body"]["id"] for e in log.read()] == ["a"]
     log.close()
@@ -617,7 +618,7 @@ def test_read_skips_a_torn_line(tmp_path: Path, caplog: pytest.LogCaptureFixture
 
 def test_rotation_keeps_the_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    log = ev.EventLog(path, max_bytes=1000)
+    log = EventLog(path, max_bytes=1000)
     for i in range(40):
         log.emit(ev.POOL_DELETE_START, {"id": f"pool-{i:03d}"})
     log.close()
@@ -632,7 +633,7 @@ def test_rotation_keeps_the_previous_file(tmp_path: Path) -> None:
 
 def test_emit_is_thread_safe(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    log = ev.EventLog(path, max_bytes=200_000)
+    log = EventLog(path, max_bytes=200_000)
 
     def work(n: int) -> None:
         for i in range(200):
@@ -656,7 +657,7 @@ def test_emit_is_thread_safe(tmp_path: Path) -> None:
 def test_storage_mirror_is_batched(tmp_path: Path) -> None:
     storage = open_storage(tmp_path / "store")
     key = "insights-logs-servicelog/events.jsonl"
-    log = ev.EventLog(
+    log = EventLog(
         tmp_path / "events.jsonl", storage=storage, storage_key=key, flush_interval_s=3600
     )
     log.emit(ev.POOL_DELETE_START, {"id": "a"}, time=T0)
@@ -690,11 +691,11 @@ def test_storage_errors_never_reach_the_caller(
     real = open_storage(tmp_path / "store")
     storage = FlakyStorage(real.fs, real.root, url=real.url)
     key = "logs/events.jsonl"
-    log = ev.EventLog(
+    log = EventLog(
         tmp_path / "events.jsonl", storage=storage, storage_key=key, flush_interval_s=0
     )
     log.emit(ev.POOL_DELETE_START, {"id": "a"})
-    with caplog.at_level(logging.WARNING, logger="hpcbatch.events"):
+    with caplog.at_level(logging.WARNING, logger="hpcbatch.batch.events"):
         assert log.flush() == 0
     assert "storage account unreachable" in caplog.text
     log.emit(ev.POOL_DELETE_START, {"id": "b"})
@@ -710,10 +711,10 @@ def test_storage_errors_never_reach_the_caller(
 def test_storage_buffer_is_bounded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     real = open_storage(tmp_path / "store")
     storage = FlakyStorage(real.fs, real.root, url=real.url)
-    log = ev.EventLog(
+    log = EventLog(
         tmp_path / "events.jsonl", storage=storage, storage_key="logs/e.jsonl", max_buffer_bytes=500
     )
-    with caplog.at_level(logging.WARNING, logger="hpcbatch.events"):
+    with caplog.at_level(logging.WARNING, logger="hpcbatch.batch.events"):
         for i in range(30):
             log.emit(ev.POOL_DELETE_START, {"id": f"p{i}"})
     assert "dropped" in caplog.text
@@ -729,11 +730,11 @@ def test_storage_buffer_is_bounded(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 def test_storage_requires_a_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="storage_key"):
-        ev.EventLog(tmp_path / "e.jsonl", storage=open_storage(tmp_path / "store"))
+        EventLog(tmp_path / "e.jsonl", storage=open_storage(tmp_path / "store"))
 
 
 def _collect(
-    log: ev.EventLog, count: int, **kwargs: Any
+    log: EventLog, count: int, **kwargs: Any
 ) -> tuple[list[dict[str, Any]], threading.Thread, threading.Event]:
     got: list[dict[str, Any]] = []
     stop = threading.Event()
@@ -752,7 +753,7 @@ def _collect(
 
 def test_follow_yields_new_events_across_rotation(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    log = ev.EventLog(path, max_bytes=1200)  # ~13 events per file: 4 rotations
+    log = EventLog(path, max_bytes=1200)  # ~13 events per file: 4 rotations
     log.emit(ev.POOL_DELETE_START, {"id": "old"})
     got, thread, stop = _collect(log, 60)
     for i in range(60):
@@ -768,7 +769,7 @@ def test_follow_yields_new_events_across_rotation(tmp_path: Path) -> None:
 
 def test_follow_survives_two_rotations_between_polls(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    log = ev.EventLog(path, max_bytes=400)  # 4 events of 87 bytes per file
+    log = EventLog(path, max_bytes=400)  # 4 events of 87 bytes per file
     follower = log.follow(poll_interval_s=0.01)  # iterated in this thread: polls only on next()
     log.emit(ev.POOL_DELETE_START, {"id": "p-00"})
     assert next(follower)["body"]["id"] == "p-00"
@@ -781,7 +782,7 @@ def test_follow_survives_two_rotations_between_polls(tmp_path: Path) -> None:
 
 def test_follow_from_beginning_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    log = ev.EventLog(path)
+    log = EventLog(path)
     got, thread, stop = _collect(log, 3, from_beginning=True)  # the file does not exist yet
     for i in range(3):
         log.emit(ev.POOL_DELETE_START, {"id": f"p{i}"})
@@ -797,7 +798,7 @@ def test_follow_from_beginning_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_follow_stops_when_told(tmp_path: Path) -> None:
-    log = ev.EventLog(tmp_path / "events.jsonl")
+    log = EventLog(tmp_path / "events.jsonl")
     log.emit(ev.POOL_DELETE_START, {"id": "a"})
     stop = threading.Event()
     stop.set()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hpcbatch.schedules import ManualClock
+from hpcbatch.batch.schedules import ManualClock
 from tests.helpers import running_service, wait_until
 
 
@@ -87,7 +87,7 @@ def test_schedule_creates_jobs_at_the_right_times_with_an_injected_clock(env):
 def test_one_real_recurrence_end_to_end(env):
     client, thread, _ = env
     svc = thread.runtime.service
-    from hpcbatch.schedules import SystemClock
+    from hpcbatch.batch.schedules import SystemClock
 
     svc.schedules.clock = SystemClock()
     _on_loop(thread, svc.schedules.add, {
@@ -104,8 +104,8 @@ def test_one_real_recurrence_end_to_end(env):
 
 
 def test_quotas_give_batch_errors(tmp_path):
-    from hpcbatch.client import BatchError
-    from hpcbatch.service import Quotas
+    from hpcbatch.client.sdk import BatchError
+    from hpcbatch.core.service import Quotas
 
     quotas = Quotas(pools=1, active_jobs_and_job_schedules=1, dedicated_cores=2)
     with running_service(tmp_path / "state", scheduler_host="127.0.0.1",

@@ -1,9 +1,9 @@
-"""MPI launch lines (:mod:`hpcbatch.mpi`) and the ``mpi``/``subtask``/``node file`` commands.
+"""MPI launch lines (:mod:`hpcbatch.execution.mpi`) and the ``mpi``/``subtask``/``node file`` commands.
 
 The pure functions are checked argv by argv, and one launch line is run for
 real with MPICH's hydra ``mpiexec``; the CLI tests run multi-instance tasks on
 an in-process service (:class:`hpcbatch.LocalBatch`, 2 local nodes at distinct
-loopback addresses, which hydra reaches through :mod:`hpcbatch.locallaunch`).
+loopback addresses, which hydra reaches through :mod:`hpcbatch.providers.locallaunch`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hpcbatch import LocalBatch
-from hpcbatch.cli import cli
-from hpcbatch.mpi import (
+from hpcbatch.client.cli import cli
+from hpcbatch.execution.mpi import (
     FLAVORS,
     batch_command_line,
     hostfile,

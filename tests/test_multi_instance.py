@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hpcbatch.client import BatchError
+from hpcbatch.client.sdk import BatchError
 from tests.helpers import service_on_testbed, wait_until
 
 MPI_HELLO = f"/bin/sh -c 'mpiexec -hosts $AZ_BATCH_HOST_LIST -n {{n}} {sys.executable} -m hpcbatch.mpihello'"

@@ -1,4 +1,4 @@
-"""Tests of :mod:`hpcbatch.odata`: Batch's ``$filter``/``$select``/``$expand``
+"""Tests of :mod:`hpcbatch.store.odata`: Batch's ``$filter``/``$select``/``$expand``
 ("Create queries to list Batch resources efficiently"), run against a real
 SQLite store."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hpcbatch.errors import BadRequestError
-from hpcbatch.odata import (
+from hpcbatch.batch.errors import BadRequestError
+from hpcbatch.store.odata import (
     JOB_PROPERTIES,
     POOL_PROPERTIES,
     TASK_PROPERTIES,
@@ -24,7 +24,7 @@ from hpcbatch.odata import (
     parse_expand,
     parse_select,
 )
-from hpcbatch.store import Store, jobs, pools, sqlite_url, tasks
+from hpcbatch.store.database import Store, jobs, pools, sqlite_url, tasks
 
 T0 = datetime(2017, 5, 16, 2, 0, 0)
 

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from hpcbatch import quickstart
+from hpcbatch.client import quickstart
 
 
 def test_quickstart_runs_tasks_and_an_mpi_task_on_local_nodes(tmp_path):

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from hpcbatch.errors import BadRequestError, InvalidPropertyValueError
-from hpcbatch.schedules import (
+from hpcbatch.batch.errors import BadRequestError, InvalidPropertyValueError
+from hpcbatch.batch.schedules import (
     MIN_INTERVAL,
     JobScheduleSpec,
     ManualClock,

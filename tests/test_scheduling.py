@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hpcbatch.client import BatchError
+from hpcbatch.client.sdk import BatchError
 from tests.helpers import service_on_testbed, wait_until
 
 

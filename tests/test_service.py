@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from hpcbatch import testbed as tb
-from hpcbatch.client import BatchClient, BatchError
-from hpcbatch.inventory import Host
+from hpcbatch.testing import testbed as tb
+from hpcbatch.client.sdk import BatchClient, BatchError
+from hpcbatch.providers.inventory import Host
 from tests.helpers import account_key, running_service, service_on_testbed, wait_until
 
 ENV_PRINT = "/bin/sh -c 'echo $AZ_BATCH_NODE_ID $AZ_BATCH_TASK_ID $AZ_BATCH_TASK_WORKING_DIR'"
@@ -250,7 +250,7 @@ def test_client_without_certificates_cannot_join_the_scheduler(tmp_path):
 
 
 def _start_service_process(state_dir: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "hpcbatch.server", "--state-dir", str(state_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "hpcbatch.api.server", "--state-dir", str(state_dir),
                              "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=open(state_dir.parent / "service.log", "ab"))
     line = proc.stdout.readline()

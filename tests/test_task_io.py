@@ -11,9 +11,13 @@ import zipfile
 import pytest
 
 from hpcbatch import LocalBatch
-from hpcbatch.client import BatchError
-from hpcbatch.conventions import TaskOutputKind, TaskOutputStorage, job_output_container_name
-from hpcbatch.storage import open_storage
+from hpcbatch.client.sdk import BatchError
+from hpcbatch.storage.conventions import (
+    TaskOutputKind,
+    TaskOutputStorage,
+    job_output_container_name,
+)
+from hpcbatch.storage.fs import open_storage
 
 SAVE_EVERY_KIND = (
     "from pathlib import Path\n"

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hpcbatch.cli import cli
-from hpcbatch.conventions import TaskOutputKind, TaskOutputStorage
-from hpcbatch.storage import default_storage_url, open_storage, storage_environment
+from hpcbatch.client.cli import cli
+from hpcbatch.storage.conventions import TaskOutputKind, TaskOutputStorage
+from hpcbatch.storage.fs import default_storage_url, open_storage, storage_environment
 from hpcbatch.templates import TEMPLATE_NAMES, copy_template, template_files
 from hpcbatch.templates.job_manager import (
     JobManagerException,
@@ -520,7 +520,7 @@ PROCESSOR = """\
     import sys
     from pathlib import Path
 
-    from hpcbatch.conventions import TaskOutputKind
+    from hpcbatch.storage.conventions import TaskOutputKind
     from hpcbatch.templates.task_processor import TaskProcessor, run_task_processor
 
 

@@ -1,4 +1,4 @@
-"""hpcbatch.testbed (own testbeds on 127.0.6.x) and hpcbatch.inventory."""
+"""hpcbatch.testing.testbed (own testbeds on 127.0.6.x) and hpcbatch.providers.inventory."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hpcbatch import testbed as tb
-from hpcbatch.errors import BadRequestError, HpcbatchError, InvalidPropertyValueError, NodeConnectionError
-from hpcbatch.inventory import dump_inventory, load_inventory, parse_inventory
-from hpcbatch.transport import SshTransport
+from hpcbatch.testing import testbed as tb
+from hpcbatch.batch.errors import (
+    BadRequestError,
+    HpcbatchError,
+    InvalidPropertyValueError,
+    NodeConnectionError,
+)
+from hpcbatch.providers.inventory import dump_inventory, load_inventory, parse_inventory
+from hpcbatch.providers.transport import SshTransport
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""hpcbatch.transport against real sshd daemons (the session ``testbed`` on 127.0.5.x)."""
+"""hpcbatch.providers.transport against real sshd daemons (the session ``testbed`` on 127.0.5.x)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hpcbatch.errors import NodeConnectionError
-from hpcbatch.inventory import Host
-from hpcbatch.testbed import Testbed
-from hpcbatch.transport import (
+from hpcbatch.batch.errors import NodeConnectionError
+from hpcbatch.providers.inventory import Host
+from hpcbatch.testing.testbed import Testbed
+from hpcbatch.providers.transport import (
     CommandResult,
     LocalTransport,
     SshTransport,

@@ -28,7 +28,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from hpcbatch.errors import HpcbatchError
+from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.templates.job_manager import (
     JobManagerException,
     JobManagerExitCode,

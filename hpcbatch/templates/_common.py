@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from hpcbatch.errors import HpcbatchError
+from hpcbatch.batch.errors import HpcbatchError
 
 PARAMETERS_FILE = "parameters.json"
 """The name both templates look for (the reference: "a resource file named ``parameters.json``")."""

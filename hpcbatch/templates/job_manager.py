@@ -46,7 +46,7 @@ On failure, tasks already yielded are still added and run as normal
 C# ``yield break``) is success.
 
 Differences from the C# template: ``split()`` yields Batch JSON dicts or
-:class:`hpcbatch.models.TaskSpec` instead of ``CloudTask``; parameters may be
+:class:`hpcbatch.batch.models.TaskSpec` instead of ``CloudTask``; parameters may be
 any JSON values (C#: strings only); the service's credentials come from the
 ``AZURE_BATCH_*`` variables it sets itself (C#: ``YOUR_BATCH_URL`` /
 ``YOUR_BATCH_KEY`` set by the client).
@@ -67,9 +67,9 @@ from typing import Any, ClassVar, TextIO
 import requests
 from pydantic import BaseModel
 
-from hpcbatch.client import BatchClient, BatchError
-from hpcbatch.errors import HpcbatchError, ServiceNotRunningError
-from hpcbatch.models import MAX_TASKS_PER_COLLECTION, Job, Task, TaskSpec
+from hpcbatch.client.sdk import BatchClient, BatchError
+from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
+from hpcbatch.batch.models import MAX_TASKS_PER_COLLECTION, Job, Task, TaskSpec
 from hpcbatch.templates._common import (
     Log,
     TemplateFrameworkError,
@@ -147,7 +147,7 @@ class JobSplitter:
     job_manager_task
         The job manager task (``_jobManagerTask``); None when not run as one.
     client
-        The :class:`~hpcbatch.client.BatchClient` the tasks are added with.
+        The :class:`~hpcbatch.client.sdk.BatchClient` the tasks are added with.
     environment
         The process environment (``AZ_BATCH_*`` and the job's settings).
     argv
@@ -189,7 +189,7 @@ class JobSplitter:
         dict or TaskSpec
             A task in Batch's REST JSON (``{"id": "myTask1", "commandLine":
             "/bin/echo 1"}``, with any ``TaskAddParameter`` property) or a
-            :class:`hpcbatch.models.TaskSpec`. Task IDs must be unique.
+            :class:`hpcbatch.batch.models.TaskSpec`. Task IDs must be unique.
 
         Raises
         ------
@@ -388,7 +388,7 @@ def _task_wire(item: object, index: int) -> dict[str, Any]:
     raise JobManagerException(
         f"split() yielded a {type(item).__name__} as task #{index + 1}: {item!r:.200}",
         hint='yield a dict in Batch\'s JSON ({"id": "t1", "commandLine": "..."}) or an '
-             "hpcbatch.models.TaskSpec")
+             "hpcbatch.batch.models.TaskSpec")
 
 
 def _client_from(env: Mapping[str, str]) -> BatchClient:

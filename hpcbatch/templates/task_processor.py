@@ -66,9 +66,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
-from hpcbatch.conventions import OutputFile, TaskOutputKind, TaskOutputStorage, destination_path
-from hpcbatch.errors import HpcbatchError
-from hpcbatch.storage import ENV_STORAGE_URL
+from hpcbatch.conventions import (
+    OutputFile,
+    TaskOutputKind,
+    TaskOutputStorage,
+    destination_path,
+)
+from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.storage.fs import ENV_STORAGE_URL
 from hpcbatch.templates._common import (
     Log,
     TemplateFrameworkError,
@@ -264,7 +269,7 @@ class TaskProcessor:
                     f"{type(self).__name__}.outputs_to_save declares outputs but the task has no "
                     f"output storage ({ENV_STORAGE_URL} is not set)",
                     hint=f"give the job a storage: commonEnvironmentSettings with {ENV_STORAGE_URL} "
-                         "(see hpcbatch.storage.storage_environment)")
+                         "(see hpcbatch.storage.fs.storage_environment)")
             for pattern, kind in self.outputs_to_save.items():
                 matches = sorted(glob.glob(os.path.join(glob.escape(str(self.working_dir)), pattern),
                                            recursive=True))

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from hpcbatch.auth import SharedKeyAuth
-from hpcbatch.rest import JSON_CONTENT_TYPE, MAX_TASK_COLLECTION_BYTES
+from hpcbatch.batch.sharedkey import SharedKeyAuth
+from hpcbatch.api.rest import JSON_CONTENT_TYPE, MAX_TASK_COLLECTION_BYTES
 from tests.helpers import running_service
 
 

@@ -29,7 +29,7 @@ class MyJobSplitter(JobSplitter):
         """Yield the tasks of the job; each is added to the job as soon as possible.
 
         Yield Batch task JSON (any "Add a task" property) or an
-        ``hpcbatch.models.TaskSpec``. Task IDs must be unique. Returning early is
+        ``hpcbatch.batch.models.TaskSpec``. Task IDs must be unique. Returning early is
         success; raising JobManagerException exits 1, any other exception 2 --
         either way the tasks yielded so far run.
         """

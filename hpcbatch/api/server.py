@@ -1,0 +1,239 @@
+"""Running the service: state dir, credentials, TLS, store, Dask, REST server.
+
+``hpcbatch service start`` runs :func:`main` (in the foreground, or detached);
+:class:`hpcbatch.LocalBatch` runs :class:`ServiceRuntime` in a thread of the
+calling process. A running service writes ``{state_dir}/service.json``
+(endpoint, account, key file, pid), by which the CLI and SDK find it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from hpcbatch.store.events import EventLog
+from hpcbatch.execution.engine import DaskEngine
+from hpcbatch.api.rest import make_app
+from hpcbatch.api.security import AccountCredentials, ensure_account_credentials, ensure_tls
+from hpcbatch.core.service import BatchService, Quotas
+from hpcbatch.storage.fs import default_storage_url
+from hpcbatch.store.database import Store, sqlite_url
+from hpcbatch.execution.transfer import StorageRef
+
+DEFAULT_PORT = 8600
+"""Default port of the REST API."""
+
+log = logging.getLogger("hpcbatch")
+
+
+def default_state_dir() -> Path:
+    """Return the state dir: ``$HPCBATCH_STATE_DIR``, else ``~/.hpcbatch``."""
+    return Path(os.environ.get("HPCBATCH_STATE_DIR") or Path.home() / ".hpcbatch")
+
+
+@dataclass
+class ServiceConfig:
+    """How to run a service.
+
+    Attributes
+    ----------
+    state_dir
+        Folder of the database, credentials, certificates and logs.
+    host, port
+        Where the REST API listens (port 0: any free port).
+    database_url
+        SQLAlchemy URL; default a SQLite file ``{state_dir}/state.db``.
+    scheduler_host
+        Interface the Dask scheduler listens on (``0.0.0.0`` so remote SSH
+        hosts reach it; ``127.0.0.1`` when every node is on this machine).
+    account
+        Account name used at first start.
+    storage_url, storage_options
+        The service's storage (fsspec URL and driver options) for resource
+        files, application packages and task outputs; default
+        ``file://{state_dir}/storage``.
+    metrics_interval_s, min_autoscale_interval_s
+        Autoscale's metric sample period (Batch: 30 s) and the smallest
+        ``autoScaleEvaluationInterval`` accepted (Batch: 300 s; lower it for
+        tests and demos; also ``HPCBATCH_MIN_AUTOSCALE_INTERVAL_S``).
+    quotas
+        Account limits (:class:`hpcbatch.core.service.Quotas`); Batch's defaults when None.
+    """
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    database_url: str | None = None
+    scheduler_host: str = "0.0.0.0"
+    account: str = "hpcbatch"
+    storage_url: str | None = None
+    storage_options: dict[str, Any] | None = None
+    metrics_interval_s: float = 30.0
+    min_autoscale_interval_s: float | None = None
+    quotas: Quotas | None = None
+
+
+class ServiceRuntime:
+    """One running service: store, Dask engine, service core and REST server."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.state_dir = config.state_dir.expanduser().resolve()
+        self.credentials: AccountCredentials | None = None
+        self.store: Store | None = None
+        self.engine: DaskEngine | None = None
+        self.service: BatchService | None = None
+        self.runner: web.AppRunner | None = None
+        self.endpoint = ""
+
+    @property
+    def info_file(self) -> Path:
+        return self.state_dir / "service.json"
+
+    async def start(self) -> None:
+        """Start everything and write ``service.json``."""
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        creds = ensure_account_credentials(self.state_dir, self.config.account)
+        self.credentials = creds
+        tls = ensure_tls(self.state_dir)
+        self.store = Store(self.config.database_url or sqlite_url(self.state_dir / "state.db"))
+        self.engine = DaskEngine(self.state_dir / "run", tls, self.config.scheduler_host)
+        await self.engine.start()
+        # Bind the REST socket first so the endpoint (and any port 0) is known.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.host, self.config.port))
+        port = sock.getsockname()[1]
+        host = self.config.host if self.config.host not in ("0.0.0.0", "") else "127.0.0.1"
+        self.endpoint = f"http://{host}:{port}"
+        storage = StorageRef(self.config.storage_url or default_storage_url(self.state_dir),
+                             dict(self.config.storage_options or {}))
+        self.service = BatchService(self.store, self.engine, tls, account_name=creds.account_name,
+                                    account_key=creds.key, base_url=self.endpoint,
+                                    storage=storage,
+                                    event_log=EventLog(self.state_dir / "events.jsonl"),
+                                    quotas=self.config.quotas,
+                                    metrics_interval_s=self.config.metrics_interval_s,
+                                    min_autoscale_interval_s=self.config.min_autoscale_interval_s)
+        app = make_app(self.service, creds.account_name, creds.key)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, sock).start()
+        await self.service.start()
+        self.info_file.write_text(json.dumps({
+            "endpoint": self.endpoint, "account": creds.account_name,
+            "key_file": str(creds.key_file), "pid": os.getpid(),
+            "state_dir": str(self.state_dir), "storage_url": storage.url,
+        }))
+
+    async def stop(self) -> None:
+        """Stop the REST server, the nodes' workers and the Dask scheduler."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.service is not None:
+            await self.service.close(stop_nodes=True)
+            if self.service.events is not None:
+                self.service.events.close()
+        if self.engine is not None:
+            await self.engine.close()
+        if self.store is not None:
+            self.store.close()
+        try:
+            info = json.loads(self.info_file.read_text())
+            if info.get("pid") == os.getpid():
+                self.info_file.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+class ServiceThread:
+    """Run a :class:`ServiceRuntime` on its own event loop in a daemon thread."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.runtime = ServiceRuntime(config)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="hpcbatch-service", daemon=True)
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.runtime.start())
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self.loop.run_forever()
+
+    def start(self, timeout_s: float = 120) -> ServiceRuntime:
+        """Start the thread and wait until the service answers; re-raise a start error."""
+        self._thread.start()
+        self._started.wait(timeout_s)
+        if self._error is not None:
+            raise self._error
+        return self.runtime
+
+    def call(self, coro: Any, timeout_s: float = 60) -> Any:
+        """Run a coroutine on the service loop from another thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def stop(self, timeout_s: float = 60) -> None:
+        """Stop the service and the thread."""
+        if self.loop.is_running():
+            try:
+                self.call(self.runtime.stop(), timeout_s)
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(timeout_s)
+
+
+async def _serve(config: ServiceConfig) -> None:
+    runtime = ServiceRuntime(config)
+    await runtime.start()
+    creds = runtime.credentials
+    assert creds is not None
+    print(json.dumps({"endpoint": runtime.endpoint, "account": creds.account_name,
+                      "key_file": str(creds.key_file), "pid": os.getpid()}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runtime.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the service in the foreground: ``python -m hpcbatch.api.server``."""
+    p = argparse.ArgumentParser(prog="python -m hpcbatch.api.server")
+    p.add_argument("--state-dir", type=Path, default=default_state_dir())
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--database-url", default=None)
+    p.add_argument("--scheduler-host", default="0.0.0.0")
+    p.add_argument("--storage-url", default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServiceConfig(state_dir=args.state_dir, host=args.host, port=args.port,
+                           database_url=args.database_url, scheduler_host=args.scheduler_host,
+                           storage_url=args.storage_url)
+    asyncio.run(_serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Batch semantics with no I/O: wire models, states, OData, formulas, schedules, events."""

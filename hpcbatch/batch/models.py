@@ -1,0 +1,749 @@
+"""Batch resources as pydantic models: camelCase wire names, snake_case attributes.
+
+Every model reads and writes the Batch REST JSON of api-version 2025-06-01
+(``poolId``, ``targetDedicatedNodes``, ``executionInfo`` ...) while Python code
+uses ``pool_id``, ``target_dedicated_nodes``, ``execution_info``. The ``*Spec``
+models are the bodies clients send ("add" parameters); they forbid unknown
+properties so a mistyped name is an error naming it. The resource models
+(:class:`Pool`, :class:`Job`, :class:`Task`, :class:`ComputeNode`) are what
+the service returns.
+
+Validation follows Batch: IDs hold letters, digits, hyphens and underscores,
+at most 64 characters (tasks: same), compared case-insensitively.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+
+from hpcbatch.batch.errors import BadRequestError, InvalidPropertyValueError
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""Batch's rule for pool, job, task and schedule IDs."""
+
+UNLIMITED = timedelta(days=10675199, seconds=10085, microseconds=477580)
+"""Batch's "unlimited" duration (.NET ``TimeSpan.MaxValue``), e.g. for maxWallClockTime."""
+
+MAX_TASKS_PER_COLLECTION = 100
+"""Batch's limit of tasks in one ``addtaskcollection`` request."""
+
+
+def validate_id(value: str, field: str = "id") -> str:
+    """Check a Batch ID: letters, digits, ``-`` and ``_``, 1 to 64 characters.
+
+    Parameters
+    ----------
+    value
+        The ID as the client gave it (case is kept; uniqueness is case-insensitive).
+    field
+        Wire name of the property, for the error message.
+
+    Returns
+    -------
+    str
+        ``value`` unchanged.
+
+    Raises
+    ------
+    InvalidPropertyValueError
+        When the ID breaks the rule.
+    """
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise InvalidPropertyValueError(
+            field,
+            value,
+            "an ID may contain only letters, digits, hyphens and underscores, "
+            "and must be 1 to 64 characters long",
+        )
+    return value
+
+
+def _id(value: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise ValueError(
+            "an ID may contain only letters, digits, hyphens and underscores, "
+            "and must be 1 to 64 characters long"
+        )
+    return value
+
+
+BatchId = Annotated[str, AfterValidator(_id)]
+
+
+def _relative_path(value: str) -> str:
+    norm = posixpath.normpath(value.replace("\\", "/"))
+    if posixpath.isabs(norm) or norm == ".." or norm.startswith("../"):
+        raise ValueError("filePath must be a relative path inside the task's working directory "
+                         "(no absolute path, no '..')")
+    return value
+
+
+RelativePath = Annotated[str, AfterValidator(_relative_path)]
+
+
+class WireModel(BaseModel):
+    """Base of every Batch wire model: camelCase aliases, snake_case attributes."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the Batch REST JSON of this object (camelCase, no null properties)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @classmethod
+    def from_wire(cls, data: Any, *, what: str | None = None) -> Any:
+        """Parse Batch REST JSON, turning validation errors into Batch errors.
+
+        Parameters
+        ----------
+        data
+            The decoded JSON object.
+        what
+            Name of the body for messages (defaults to the class name).
+
+        Raises
+        ------
+        InvalidPropertyValueError
+            A property has a wrong value or type; the message names it by its
+            wire path (``constraints.maxTaskRetryCount``).
+        BadRequestError
+            An unknown property (code ``InvalidRequestBody``), or a body that
+            is not a JSON object.
+        """
+        if not isinstance(data, dict):
+            raise BadRequestError(
+                f"The request body for {what or cls.__name__} must be a JSON object."
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise wire_error(exc) from None
+
+
+def wire_error(exc: ValidationError) -> BadRequestError:
+    """Turn the first pydantic error into a Batch error naming the wire property."""
+    err = exc.errors()[0]
+    path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"])
+    path = path.replace(".[", "[")
+    if err["type"] == "extra_forbidden":
+        return BadRequestError(
+            f"The property {path} is not a known property of this request body.",
+            code="InvalidRequestBody",
+            values={"PropertyName": path},
+        )
+    if err["type"] == "missing":
+        return BadRequestError(
+            f"The required property {path} is missing.",
+            code="MissingRequiredProperty",
+            values={"PropertyName": path},
+        )
+    msg = err["msg"].removeprefix("Value error, ")
+    return InvalidPropertyValueError(path, err.get("input"), msg)
+
+
+class Output(BaseModel):
+    """Base of response models: they ignore unknown properties when read back."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the Batch REST JSON of this object (camelCase, no null properties)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --------------------------------------------------------------------------- states
+
+
+class TaskState(str, enum.Enum):
+    """Batch task states (``TaskState``)."""
+
+    active = "active"
+    preparing = "preparing"
+    running = "running"
+    completed = "completed"
+
+
+class JobState(str, enum.Enum):
+    """Batch job states (``JobState``)."""
+
+    active = "active"
+    disabling = "disabling"
+    disabled = "disabled"
+    enabling = "enabling"
+    terminating = "terminating"
+    completed = "completed"
+    deleting = "deleting"
+
+
+class PoolState(str, enum.Enum):
+    """Batch pool states (``PoolState``)."""
+
+    active = "active"
+    deleting = "deleting"
+
+
+class AllocationState(str, enum.Enum):
+    """Batch pool allocation states (``AllocationState``)."""
+
+    steady = "steady"
+    resizing = "resizing"
+    stopping = "stopping"
+
+
+class NodeState(str, enum.Enum):
+    """Batch compute node states (``ComputeNodeState``)."""
+
+    creating = "creating"
+    starting = "starting"
+    waitingforstarttask = "waitingforstarttask"
+    starttaskfailed = "starttaskfailed"
+    idle = "idle"
+    running = "running"
+    rebooting = "rebooting"
+    reimaging = "reimaging"
+    leavingpool = "leavingpool"
+    offline = "offline"
+    unusable = "unusable"
+    unknown = "unknown"
+
+
+class TaskExecutionResult(str, enum.Enum):
+    """Batch ``TaskExecutionResult``."""
+
+    success = "success"
+    failure = "failure"
+
+
+# --------------------------------------------------------------------- common parts
+
+
+class EnvironmentSetting(WireModel):
+    """An environment variable for a task (``EnvironmentSetting``)."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    value: str | None = None
+
+
+class ResourceFile(WireModel):
+    """A file to download to a node before a task runs (``ResourceFile``).
+
+    Exactly one of ``http_url``, ``storage_container_url`` or
+    ``auto_storage_container_name`` is given; ``file_path`` is relative to the
+    task working directory.
+    """
+
+    auto_storage_container_name: str | None = None
+    storage_container_url: str | None = None
+    http_url: str | None = None
+    blob_prefix: str | None = None
+    file_path: RelativePath | None = None
+    file_mode: str | None = None
+    identity_reference: dict[str, Any] | None = None
+
+
+class TaskConstraints(WireModel):
+    """Execution constraints of a task (``TaskConstraints``).
+
+    ``max_task_retry_count``: 0 (default) no retries, -1 unlimited.
+    ``retention_time``: how long the task directory is kept after completion.
+    """
+
+    max_wall_clock_time: timedelta | None = None
+    retention_time: timedelta | None = None
+    max_task_retry_count: Annotated[int, Field(ge=-1)] | None = None
+
+
+class JobConstraints(WireModel):
+    """Execution constraints of a job (``JobConstraints``)."""
+
+    max_wall_clock_time: timedelta | None = None
+    max_task_retry_count: Annotated[int, Field(ge=-1)] | None = None
+
+
+class UserIdentity(WireModel):
+    """Accepted for wire compatibility; tasks run as the inventory host's SSH user."""
+
+    user_name: str | None = Field(default=None, alias="username")
+    auto_user: dict[str, Any] | None = None
+
+
+class StartTask(WireModel):
+    """A pool's start task (``StartTask``): runs on every node as it joins or restarts."""
+
+    command_line: Annotated[str, Field(min_length=1)]
+    resource_files: list[ResourceFile] | None = None
+    environment_settings: list[EnvironmentSetting] | None = None
+    user_identity: UserIdentity | None = None
+    max_task_retry_count: Annotated[int, Field(ge=-1)] | None = None
+    wait_for_success: bool | None = None
+    container_settings: dict[str, Any] | None = None
+
+
+class TaskSchedulingPolicy(WireModel):
+    """How tasks are spread over a pool's nodes (``TaskSchedulingPolicy``)."""
+
+    node_fill_type: Literal["spread", "pack"] = "spread"
+    job_default_order: Literal["none", "creationtime"] | None = None
+
+
+class MultiInstanceSettings(WireModel):
+    """Settings of a multi-instance (MPI) task (``MultiInstanceSettings``)."""
+
+    number_of_instances: Annotated[int, Field(ge=1)] | None = None
+    coordination_command_line: str | None = None
+    common_resource_files: list[ResourceFile] | None = None
+
+
+class ExitOptions(WireModel):
+    """What Batch does when a task ends a given way (``ExitOptions``)."""
+
+    job_action: Literal["none", "disable", "terminate"] | None = None
+    dependency_action: Literal["satisfy", "block"] | None = None
+
+
+class ExitCodeMapping(WireModel):
+    code: int
+    exit_options: ExitOptions
+
+
+class ExitCodeRangeMapping(WireModel):
+    start: int
+    end: int
+    exit_options: ExitOptions
+
+
+class ExitConditions(WireModel):
+    """A task's exit conditions (``ExitConditions``)."""
+
+    exit_codes: list[ExitCodeMapping] | None = None
+    exit_code_ranges: list[ExitCodeRangeMapping] | None = None
+    pre_processing_error: ExitOptions | None = None
+    file_upload_error: ExitOptions | None = None
+    default: ExitOptions | None = None
+
+
+class TaskIdRange(WireModel):
+    start: int
+    end: int
+
+
+class TaskDependencies(WireModel):
+    """Tasks a task depends on (``TaskDependencies``)."""
+
+    task_ids: list[str] | None = None
+    task_id_ranges: list[TaskIdRange] | None = None
+
+
+class OutputFile(WireModel):
+    """A file to upload after a task ends (``OutputFile``)."""
+
+    file_pattern: str
+    destination: dict[str, Any]
+    upload_options: dict[str, Any]
+
+
+class ApplicationPackageReference(WireModel):
+    application_id: str
+    version: str | None = None
+
+
+class AffinityInformation(WireModel):
+    affinity_id: str
+
+
+# ---------------------------------------------------------------------------- pools
+
+
+class PoolSpec(WireModel):
+    """The body of "Add a pool" (``POST /pools``, ``PoolAddParameter``).
+
+    ``vm_size`` selects inventory hosts by label (``any`` matches every host);
+    ``target_dedicated_nodes`` is how many hosts to take. Azure-only properties
+    (``virtualMachineConfiguration``, ``cloudServiceConfiguration``, network
+    and identity settings) are accepted and ignored.
+    """
+
+    id: BatchId
+    display_name: Annotated[str, Field(max_length=1024)] | None = None
+    vm_size: Annotated[str, Field(min_length=1)]
+    target_dedicated_nodes: Annotated[int, Field(ge=0)] | None = None
+    target_low_priority_nodes: Annotated[int, Field(ge=0)] | None = None
+    enable_auto_scale: bool | None = None
+    auto_scale_formula: str | None = None
+    auto_scale_evaluation_interval: timedelta | None = None
+    resize_timeout: timedelta | None = None
+    enable_inter_node_communication: bool | None = None
+    task_slots_per_node: Annotated[int, Field(ge=1, le=256)] | None = None
+    max_tasks_per_node: Annotated[int, Field(ge=1, le=256)] | None = None
+    task_scheduling_policy: TaskSchedulingPolicy | None = None
+    start_task: StartTask | None = None
+    application_package_references: list[ApplicationPackageReference] | None = None
+    metadata: list[dict[str, str]] | None = None
+    # Azure-only properties, accepted for wire compatibility.
+    virtual_machine_configuration: dict[str, Any] | None = None
+    cloud_service_configuration: dict[str, Any] | None = None
+    network_configuration: dict[str, Any] | None = None
+    user_accounts: list[dict[str, Any]] | None = None
+    certificate_references: list[dict[str, Any]] | None = None
+    mount_configuration: list[dict[str, Any]] | None = None
+    target_node_communication_mode: str | None = None
+    upgrade_policy: dict[str, Any] | None = None
+    resource_tags: dict[str, str] | None = None
+    identity: dict[str, Any] | None = None
+    application_licenses: list[str] | None = None
+
+    @property
+    def slots(self) -> int:
+        """Task slots per node (``taskSlotsPerNode``, or the older ``maxTasksPerNode``), default 1."""
+        return self.task_slots_per_node or self.max_tasks_per_node or 1
+
+
+class ResizeError(Output):
+    code: str
+    message: str
+    values: list[dict[str, str]] | None = None
+
+
+class ResourceFields(BaseModel):
+    """Properties the service adds to every resource it returns (pool, job, task)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+                              use_enum_values=True)
+
+    id: str  # as the service returns it (schedule-created jobs contain ':')
+    url: str | None = None
+    e_tag: str | None = Field(default=None, alias="eTag")
+    last_modified: datetime | None = None
+    creation_time: datetime | None = None
+    state_transition_time: datetime | None = None
+
+
+class Pool(ResourceFields, PoolSpec):
+    """A pool as the service returns it (``CloudPool``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: PoolState = PoolState.active
+    allocation_state: AllocationState = AllocationState.steady
+    allocation_state_transition_time: datetime | None = None
+    current_dedicated_nodes: int = 0
+    current_low_priority_nodes: int = 0
+    resize_errors: list[ResizeError] | None = None
+    auto_scale_run: dict[str, Any] | None = None
+
+
+class PoolResize(WireModel):
+    """The body of "Resize a pool" (``PoolResizeParameter``)."""
+
+    target_dedicated_nodes: Annotated[int, Field(ge=0)] | None = None
+    target_low_priority_nodes: Annotated[int, Field(ge=0)] | None = None
+    resize_timeout: timedelta | None = None
+    node_deallocation_option: (
+        Literal["requeue", "terminate", "taskcompletion", "retaineddata"] | None
+    ) = None
+
+
+class ComputeNodeError(Output):
+    code: str
+    message: str
+    error_details: list[dict[str, str]] | None = None
+
+
+class TaskFailureInformation(Output):
+    """Why a task failed (``TaskFailureInformation``): category ``usererror|servererror``."""
+
+    category: Literal["usererror", "servererror"]
+    code: str | None = None
+    message: str | None = None
+    details: list[dict[str, str]] | None = None
+
+
+class StartTaskInformation(Output):
+    """The start task's state on a node (``StartTaskInformation``)."""
+
+    state: Literal["running", "completed"]
+    start_time: datetime
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    failure_info: TaskFailureInformation | None = None
+    retry_count: int = 0
+    last_retry_time: datetime | None = None
+    result: TaskExecutionResult | None = None
+
+
+class TaskInformation(Output):
+    """A task running on a node (``TaskInformation``)."""
+
+    task_url: str | None = None
+    job_id: str
+    task_id: str
+    subtask_id: int | None = None
+    task_state: TaskState
+    execution_info: dict[str, Any] | None = None
+
+
+class ComputeNode(Output):
+    """A compute node (``ComputeNode``). ``id`` is the inventory host name."""
+
+    id: str
+    url: str | None = None
+    state: NodeState
+    scheduling_state: Literal["enabled", "disabled"] = "enabled"
+    state_transition_time: datetime | None = None
+    last_boot_time: datetime | None = None
+    allocation_time: datetime | None = None
+    ip_address: str | None = None
+    affinity_id: str | None = None
+    vm_size: str | None = None
+    total_tasks_run: int = 0
+    running_tasks_count: int = 0
+    running_task_slots_count: int = 0
+    total_tasks_succeeded: int = 0
+    recent_tasks: list[TaskInformation] | None = None
+    start_task: StartTask | None = None
+    start_task_info: StartTaskInformation | None = None
+    errors: list[ComputeNodeError] | None = None
+    is_dedicated: bool = True
+    endpoint_configuration: dict[str, Any] | None = None
+    node_agent_info: dict[str, Any] | None = None
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+class PoolInformation(WireModel):
+    """Which pool a job runs on (``PoolInformation``). Auto pools are not supported."""
+
+    pool_id: BatchId | None = None
+    auto_pool_specification: dict[str, Any] | None = None
+
+
+class JobManagerTask(WireModel):
+    """A job's job manager task (``JobManagerTask``)."""
+
+    id: BatchId
+    display_name: str | None = None
+    command_line: Annotated[str, Field(min_length=1)]
+    resource_files: list[ResourceFile] | None = None
+    output_files: list[OutputFile] | None = None
+    environment_settings: list[EnvironmentSetting] | None = None
+    constraints: TaskConstraints | None = None
+    required_slots: Annotated[int, Field(ge=1)] | None = None
+    kill_job_on_completion: bool | None = None
+    user_identity: UserIdentity | None = None
+    run_exclusive: bool | None = None
+    application_package_references: list[ApplicationPackageReference] | None = None
+    authentication_token_settings: dict[str, Any] | None = None
+    allow_low_priority_node: bool | None = None
+    container_settings: dict[str, Any] | None = None
+
+
+class JobPreparationTask(WireModel):
+    """A job's preparation task (``JobPreparationTask``)."""
+
+    id: BatchId | None = None
+    command_line: Annotated[str, Field(min_length=1)]
+    resource_files: list[ResourceFile] | None = None
+    environment_settings: list[EnvironmentSetting] | None = None
+    constraints: TaskConstraints | None = None
+    wait_for_success: bool | None = None
+    user_identity: UserIdentity | None = None
+    rerun_on_node_reboot_after_success: bool | None = None
+    container_settings: dict[str, Any] | None = None
+
+
+class JobReleaseTask(WireModel):
+    """A job's release task (``JobReleaseTask``)."""
+
+    id: BatchId | None = None
+    command_line: Annotated[str, Field(min_length=1)]
+    resource_files: list[ResourceFile] | None = None
+    environment_settings: list[EnvironmentSetting] | None = None
+    max_wall_clock_time: timedelta | None = None
+    retention_time: timedelta | None = None
+    user_identity: UserIdentity | None = None
+    container_settings: dict[str, Any] | None = None
+
+
+class JobSpec(WireModel):
+    """The body of "Add a job" (``POST /jobs``, ``JobAddParameter``)."""
+
+    id: BatchId
+    display_name: Annotated[str, Field(max_length=1024)] | None = None
+    priority: Annotated[int, Field(ge=-1000, le=1000)] | None = None
+    max_parallel_tasks: Annotated[int, Field(ge=-1)] | None = None
+    allow_task_preemption: bool | None = None
+    constraints: JobConstraints | None = None
+    job_manager_task: JobManagerTask | None = None
+    job_preparation_task: JobPreparationTask | None = None
+    job_release_task: JobReleaseTask | None = None
+    common_environment_settings: list[EnvironmentSetting] | None = None
+    pool_info: PoolInformation
+    on_all_tasks_complete: Literal["noaction", "terminatejob"] | None = None
+    on_task_failure: Literal["noaction", "performexitoptionsjobaction"] | None = None
+    metadata: list[dict[str, str]] | None = None
+    uses_task_dependencies: bool | None = None
+    network_configuration: dict[str, Any] | None = None
+
+
+class JobExecutionInformation(Output):
+    """When a job started and ended (``JobExecutionInformation``)."""
+
+    start_time: datetime
+    end_time: datetime | None = None
+    pool_id: str | None = None
+    scheduling_error: dict[str, Any] | None = None
+    terminate_reason: str | None = None
+
+
+class Job(ResourceFields, JobSpec):
+    """A job as the service returns it (``CloudJob``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: JobState = JobState.active
+    previous_state: JobState | None = None
+    previous_state_transition_time: datetime | None = None
+    execution_info: JobExecutionInformation | None = None
+
+
+class JobPatch(WireModel):
+    """The body of "Update a job" (``PATCH /jobs/{jobId}``, ``JobPatchParameter``)."""
+
+    network_configuration: dict[str, Any] | None = None
+    priority: Annotated[int, Field(ge=-1000, le=1000)] | None = None
+    max_parallel_tasks: Annotated[int, Field(ge=-1)] | None = None
+    allow_task_preemption: bool | None = None
+    on_all_tasks_complete: Literal["noaction", "terminatejob"] | None = None
+    constraints: JobConstraints | None = None
+    pool_info: PoolInformation | None = None
+    metadata: list[dict[str, str]] | None = None
+
+
+class JobTerminate(WireModel):
+    """The body of "Terminate a job" (``JobTerminateParameter``)."""
+
+    terminate_reason: Annotated[str, Field(max_length=1024)] | None = None
+
+
+# ---------------------------------------------------------------------------- tasks
+
+
+class TaskSpec(WireModel):
+    """The body of "Add a task" (``POST /jobs/{jobId}/tasks``, ``TaskAddParameter``)."""
+
+    id: BatchId
+    display_name: Annotated[str, Field(max_length=1024)] | None = None
+    command_line: Annotated[str, Field(min_length=1)]
+    resource_files: list[ResourceFile] | None = None
+    output_files: list[OutputFile] | None = None
+    environment_settings: list[EnvironmentSetting] | None = None
+    affinity_info: AffinityInformation | None = None
+    constraints: TaskConstraints | None = None
+    required_slots: Annotated[int, Field(ge=1)] | None = None
+    user_identity: UserIdentity | None = None
+    multi_instance_settings: MultiInstanceSettings | None = None
+    depends_on: TaskDependencies | None = None
+    exit_conditions: ExitConditions | None = None
+    application_package_references: list[ApplicationPackageReference] | None = None
+    authentication_token_settings: dict[str, Any] | None = None
+    container_settings: dict[str, Any] | None = None
+
+
+class TaskCollection(WireModel):
+    """The body of "Add a task collection" (``TaskAddCollectionParameter``): 1 to 100 tasks."""
+
+    value: Annotated[list[dict[str, Any]], Field(min_length=1)]
+
+
+class ComputeNodeInformation(Output):
+    """Where a task ran (``ComputeNodeInformation``)."""
+
+    affinity_id: str | None = None
+    node_url: str | None = None
+    pool_id: str | None = None
+    node_id: str | None = None
+    task_root_directory: str | None = None
+    task_root_directory_url: str | None = None
+
+
+class TaskExecutionInformation(Output):
+    """How a task ran (``TaskExecutionInformation``)."""
+
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    failure_info: TaskFailureInformation | None = None
+    retry_count: int = 0
+    last_retry_time: datetime | None = None
+    requeue_count: int = 0
+    last_requeue_time: datetime | None = None
+    result: TaskExecutionResult | None = None
+
+
+class Task(ResourceFields, TaskSpec):
+    """A task as the service returns it (``CloudTask``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: TaskState = TaskState.active
+    previous_state: TaskState | None = None
+    previous_state_transition_time: datetime | None = None
+    execution_info: TaskExecutionInformation | None = None
+    node_info: ComputeNodeInformation | None = None
+
+
+class TaskAddResult(Output):
+    """One entry of the "Add a task collection" reply (``TaskAddResult``)."""
+
+    status: Literal["success", "clienterror", "servererror"]
+    task_id: str
+    e_tag: str | None = Field(default=None, alias="eTag")
+    last_modified: datetime | None = None
+    location: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class NodeFile(Output):
+    """A file or directory on a node (``NodeFile``); ``name`` is relative to the task dir."""
+
+    name: str
+    url: str | None = None
+    is_directory: bool = False
+    properties: dict[str, Any] | None = None
+
+
+class SubtaskInformation(Output):
+    """A subtask (instance 1..N-1) of a multi-instance task (``SubtaskInformation``)."""
+
+    id: int
+    node_info: ComputeNodeInformation | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    failure_info: TaskFailureInformation | None = None
+    state: Literal["preparing", "running", "completed"] | None = None
+    state_transition_time: datetime | None = None
+    previous_state: Literal["preparing", "running", "completed"] | None = None
+    previous_state_transition_time: datetime | None = None
+    result: TaskExecutionResult | None = None

@@ -1,0 +1,1 @@
+"""Clients: the Python SDK (BatchClient, LocalBatch), the hpcbatch CLI, the quickstart."""

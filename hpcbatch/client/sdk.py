@@ -1,0 +1,665 @@
+"""The Python SDK: :class:`BatchClient` over the REST API, and :class:`LocalBatch`.
+
+Method names follow today's azure-batch SDK (``create_pool``, ``list_tasks``,
+``download_task_file`` ...). Arguments are the wire models of
+:mod:`hpcbatch.batch.models` or plain dicts in Batch's JSON; results are models.
+
+Examples
+--------
+>>> with LocalBatch(nodes=3) as client:                        # doctest: +SKIP
+...     client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 3})
+...     client.wait_for_pool("p")
+...     client.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+...     client.create_tasks("j", [{"id": f"t{i}", "commandLine": "hostname"} for i in range(9)])
+...     client.wait_for_tasks("j")
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, Field, create_model
+
+from hpcbatch.batch.sharedkey import SharedKeyAuth
+from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
+from hpcbatch.batch.models import (
+    MAX_TASKS_PER_COLLECTION,
+    ComputeNode,
+    Job,
+    NodeFile,
+    Pool,
+    SubtaskInformation,
+    Task,
+    TaskAddResult,
+)
+
+API_VERSION = "2025-06-01"
+"""The Batch REST api-version this client speaks."""
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class BatchError(HpcbatchError):
+    """An error answered by the service, with Batch's code and HTTP status."""
+
+
+def _wire(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return obj
+
+
+@functools.cache
+def _partial(model: type[M]) -> type[M]:
+    """A subclass of ``model`` whose every field is optional: what a ``$select`` reply holds."""
+    fields: dict[str, Any] = {name: (f.annotation | None, Field(None, alias=f.alias))
+                              for name, f in model.model_fields.items()}
+    return create_model(f"Partial{model.__name__}", __base__=model, **fields)  # type: ignore[call-overload]
+
+
+def _parse(model: type[M], data: Mapping[str, Any], partial: bool = False) -> M:
+    """Build a model from wire JSON; ``partial``: a ``$select`` reply, fields may be missing."""
+    cls = _partial(model) if partial else model
+    return cls.model_validate({k: v for k, v in data.items() if k != "odata.metadata"})
+
+
+class BatchClient:
+    """A client of an hpcbatch service (or any Batch REST endpoint).
+
+    Parameters
+    ----------
+    endpoint
+        Service URL, e.g. ``http://127.0.0.1:8600``.
+    account
+        Account name.
+    key
+        Base64 account key (SharedKey authentication).
+    timeout_s
+        Per-request timeout in seconds.
+    """
+
+    def __init__(self, endpoint: str, account: str, key: str, *, timeout_s: float = 120.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.account = account
+        self.timeout_s = timeout_s
+        self._auth = SharedKeyAuth(account, key)
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=16)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    # ----------------------------------------------------------- construction
+
+    @classmethod
+    def from_environment(cls, state_dir: Path | str | None = None) -> BatchClient:
+        """Find a service: ``AZURE_BATCH_ENDPOINT``/``_ACCOUNT``/``_ACCESS_KEY``, else a state dir.
+
+        Parameters
+        ----------
+        state_dir
+            The service's state dir; default ``$HPCBATCH_STATE_DIR`` or ``~/.hpcbatch``.
+
+        Raises
+        ------
+        ServiceNotRunningError
+            When neither the variables nor a running service's ``service.json`` is found.
+        """
+        env = os.environ
+        if state_dir is None and env.get("AZURE_BATCH_ENDPOINT"):
+            missing = [v for v in ("AZURE_BATCH_ACCOUNT", "AZURE_BATCH_ACCESS_KEY") if not env.get(v)]
+            if missing:
+                raise ServiceNotRunningError(
+                    f"AZURE_BATCH_ENDPOINT is set but {', '.join(missing)} is not.")
+            return cls(env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"],
+                       env["AZURE_BATCH_ACCESS_KEY"])
+        from hpcbatch.api.server import default_state_dir
+
+        sdir = Path(state_dir).expanduser() if state_dir else default_state_dir()
+        info_file = sdir / "service.json"
+        try:
+            info = json.loads(info_file.read_text())
+            key = json.loads(Path(info["key_file"]).read_text())["key"]
+        except (OSError, ValueError, KeyError):
+            raise ServiceNotRunningError(
+                f"No hpcbatch service is running for state dir {sdir} (no {info_file}). "
+                "Start one with 'hpcbatch service start', or set AZURE_BATCH_ENDPOINT, "
+                "AZURE_BATCH_ACCOUNT and AZURE_BATCH_ACCESS_KEY.") from None
+        return cls(info["endpoint"], info["account"], key)
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._session.close()
+
+    def __enter__(self) -> BatchClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- transport
+
+    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                 body: Any = None, headers: Mapping[str, str] | None = None,
+                 raw: bytes | None = None) -> requests.Response:
+        query = {"api-version": API_VERSION, **{k: v for k, v in (params or {}).items()
+                                                 if v is not None}}
+        data = raw
+        hdrs = dict(headers or {})
+        if raw is not None:
+            hdrs["Content-Type"] = "application/octet-stream"
+        if body is not None:
+            data = json.dumps(_wire(body), separators=(",", ":")).encode()
+            hdrs["Content-Type"] = "application/json; odata=minimalmetadata"
+        url = path if path.startswith("http") else f"{self.endpoint}{path}"
+        try:
+            resp = self._session.request(method, url, params=None if path.startswith("http")
+                                         else query, data=data, headers=hdrs, auth=self._auth,
+                                         timeout=self.timeout_s)
+        except requests.ConnectionError as exc:
+            raise ServiceNotRunningError(f"cannot reach the hpcbatch service at "
+                                         f"{self.endpoint}: {exc}") from None
+        if resp.status_code >= 400:
+            try:
+                err = resp.json()
+                msg = err.get("message", {}).get("value", resp.text).split("\nRequestId:")[0]
+                values = {v["key"]: v["value"] for v in err.get("values", [])}
+                raise BatchError(msg, code=err.get("code", "Unknown"), status=resp.status_code,
+                                 values=values)
+            except ValueError:
+                raise BatchError(resp.text or resp.reason, code="Unknown",
+                                 status=resp.status_code) from None
+        return resp
+
+    def _list(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        resp = self._request("GET", path, params=params)
+        while True:
+            body = resp.json()
+            yield from body.get("value", [])
+            nxt = body.get("odata.nextLink")
+            if not nxt:
+                return
+            resp = self._request("GET", nxt)
+
+    @staticmethod
+    def _q(value: str) -> str:
+        return quote(value, safe="")
+
+    # ---------------------------------------------------------------- inventory
+
+    def add_hosts(self, hosts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Add hosts to the service's inventory (see :class:`hpcbatch.providers.inventory.Host`)."""
+        body = [h.model_dump(mode="json") if isinstance(h, BaseModel) else dict(h) for h in hosts]
+        return self._request("POST", "/inventory/hosts", body={"hosts": body}).json()["value"]
+
+    def list_hosts(self) -> list[dict[str, Any]]:
+        """Return the inventory: hosts with the pool each belongs to."""
+        return self._request("GET", "/inventory/hosts").json()["value"]
+
+    def remove_host(self, name: str) -> None:
+        """Remove a host that belongs to no pool from the inventory."""
+        self._request("DELETE", f"/inventory/hosts/{self._q(name)}")
+
+    # ------------------------------------------------------ application packages
+
+    def create_application_package(self, application_id: str, version: str,
+                                   package_file: str | Path) -> None:
+        """Upload a zip as an application package version (the first becomes the default)."""
+        data = Path(package_file).read_bytes()
+        self._request("PUT", f"/applications/{self._q(application_id)}/versions/"
+                      f"{self._q(version)}", raw=data)
+
+    def set_default_application_version(self, application_id: str, version: str | None) -> None:
+        """Set (None: clear) an application's default version."""
+        self._request("PATCH", f"/applications/{self._q(application_id)}",
+                      body={"defaultVersion": version})
+
+    def delete_application_package(self, application_id: str, version: str) -> None:
+        """Delete an application package version."""
+        self._request("DELETE", f"/applications/{self._q(application_id)}/versions/"
+                      f"{self._q(version)}")
+
+    def list_applications(self) -> list[dict[str, Any]]:
+        """List applications ("Application - List"): id, displayName, versions, defaultVersion."""
+        return list(self._list("/applications"))
+
+    def get_application(self, application_id: str) -> dict[str, Any]:
+        """Return one application ("Application - Get")."""
+        data = self._request("GET", f"/applications/{self._q(application_id)}").json()
+        data.pop("odata.metadata", None)
+        return data
+
+    # -------------------------------------------------------------------- pools
+
+    def create_pool(self, pool: Any) -> None:
+        """Add a pool ("Pool - Add"); ``pool`` is a :class:`~hpcbatch.batch.models.PoolSpec` or its JSON."""
+        self._request("POST", "/pools", body=pool)
+
+    def get_pool(self, pool_id: str) -> Pool:
+        """Return a pool ("Pool - Get"); raises :class:`BatchError` ``PoolNotFound``."""
+        return _parse(Pool, self._request("GET", f"/pools/{self._q(pool_id)}").json())
+
+    def list_pools(self, filter: str | None = None) -> list[Pool]:  # noqa: A002 - SDK name
+        """Return pools ("Pool - List"), with an optional OData ``$filter``."""
+        return [_parse(Pool, p) for p in self._list("/pools", {"$filter": filter})]
+
+    def resize_pool(self, pool_id: str, target_dedicated_nodes: int,
+                    node_deallocation_option: str | None = None) -> None:
+        """Resize a pool ("Pool - Resize") to ``target_dedicated_nodes`` nodes."""
+        body: dict[str, Any] = {"targetDedicatedNodes": target_dedicated_nodes}
+        if node_deallocation_option:
+            body["nodeDeallocationOption"] = node_deallocation_option
+        self._request("POST", f"/pools/{self._q(pool_id)}/resize", body=body)
+
+    def delete_pool(self, pool_id: str) -> None:
+        """Delete a pool ("Pool - Delete"); its hosts return to the inventory."""
+        self._request("DELETE", f"/pools/{self._q(pool_id)}")
+
+    def enable_pool_auto_scale(self, pool_id: str, auto_scale_formula: str,
+                               auto_scale_evaluation_interval: str | None = None) -> None:
+        """Enable autoscale ("Pool - Enable Auto Scale"); the interval is ISO 8601 (``PT5M``)."""
+        body = {"autoScaleFormula": auto_scale_formula}
+        if auto_scale_evaluation_interval:
+            body["autoScaleEvaluationInterval"] = auto_scale_evaluation_interval
+        self._request("POST", f"/pools/{self._q(pool_id)}/enableautoscale", body=body)
+
+    def disable_pool_auto_scale(self, pool_id: str) -> None:
+        """Disable autoscale ("Pool - Disable Auto Scale")."""
+        self._request("POST", f"/pools/{self._q(pool_id)}/disableautoscale")
+
+    def evaluate_pool_auto_scale(self, pool_id: str, auto_scale_formula: str) -> dict[str, Any]:
+        """Evaluate a formula without applying it ("Pool - Evaluate Auto Scale").
+
+        Returns
+        -------
+        dict
+            ``AutoScaleRun``: ``timestamp``, ``results`` (``$TargetDedicatedNodes=...;``), ``error``.
+        """
+        return self._request("POST", f"/pools/{self._q(pool_id)}/evaluateautoscale",
+                             body={"autoScaleFormula": auto_scale_formula}).json()
+
+    def list_nodes(self, pool_id: str) -> list[ComputeNode]:
+        """Return a pool's compute nodes ("Compute Node - List")."""
+        return [_parse(ComputeNode, n) for n in self._list(f"/pools/{self._q(pool_id)}/nodes")]
+
+    def get_node(self, pool_id: str, node_id: str) -> ComputeNode:
+        """Return one compute node ("Compute Node - Get")."""
+        return _parse(ComputeNode, self._request(
+            "GET", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}").json())
+
+    def reboot_node(self, pool_id: str, node_id: str, node_reboot_option: str | None = None) -> None:
+        """Reboot a node ("Compute Node - Reboot"): requeue, terminate, taskcompletion or retaineddata."""
+        body = {"nodeRebootOption": node_reboot_option} if node_reboot_option else None
+        self._request("POST", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/reboot",
+                      body=body)
+
+    def reimage_node(self, pool_id: str, node_id: str, node_reimage_option: str | None = None) -> None:
+        """Reimage a node ("Compute Node - Reimage"): its root dir is wiped, then it reboots."""
+        body = {"nodeReimageOption": node_reimage_option} if node_reimage_option else None
+        self._request("POST", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/reimage",
+                      body=body)
+
+    def disable_node_scheduling(self, pool_id: str, node_id: str,
+                                node_disable_scheduling_option: str | None = None) -> None:
+        """Stop new tasks on a node ("Compute Node - Disable Scheduling")."""
+        body = ({"nodeDisableSchedulingOption": node_disable_scheduling_option}
+                if node_disable_scheduling_option else None)
+        self._request("POST", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}"
+                      "/disablescheduling", body=body)
+
+    def enable_node_scheduling(self, pool_id: str, node_id: str) -> None:
+        """Let a node take tasks again ("Compute Node - Enable Scheduling")."""
+        self._request("POST", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}"
+                      "/enablescheduling")
+
+    def remove_nodes(self, pool_id: str, node_ids: Sequence[str],
+                     node_deallocation_option: str | None = None) -> None:
+        """Remove nodes from a pool ("Pool - Remove Nodes"); the target drops with them."""
+        body: dict[str, Any] = {"nodeList": list(node_ids)}
+        if node_deallocation_option:
+            body["nodeDeallocationOption"] = node_deallocation_option
+        self._request("POST", f"/pools/{self._q(pool_id)}/removenodes", body=body)
+
+    def wait_for_pool(self, pool_id: str, timeout_s: float = 300.0,
+                      poll_interval_s: float = 0.25) -> list[ComputeNode]:
+        """Wait until a pool is steady and none of its nodes is still starting.
+
+        Returns
+        -------
+        list of ComputeNode
+            The nodes, in whatever final state each reached (``idle``, ``unusable`` ...).
+
+        Raises
+        ------
+        TimeoutError
+            After ``timeout_s`` seconds.
+        """
+        deadline = time.monotonic() + timeout_s
+        settling = {"creating", "starting", "waitingforstarttask", "leavingpool", "rebooting",
+                    "reimaging"}
+        while True:
+            pool = self.get_pool(pool_id)
+            nodes = self.list_nodes(pool_id)
+            if pool.allocation_state == "steady" and not any(n.state in settling for n in nodes):
+                return nodes
+            if time.monotonic() > deadline:
+                states = ", ".join(f"{n.id}={n.state}" for n in nodes) or "no nodes"
+                raise TimeoutError(f"pool {pool_id} did not settle within {timeout_s:g} s ({states})")
+            time.sleep(poll_interval_s)
+
+    # --------------------------------------------------------------------- jobs
+
+    def create_job(self, job: Any) -> None:
+        """Add a job ("Job - Add"); ``job`` is a :class:`~hpcbatch.batch.models.JobSpec` or its JSON."""
+        self._request("POST", "/jobs", body=job)
+
+    def get_job(self, job_id: str) -> Job:
+        """Return a job ("Job - Get")."""
+        return _parse(Job, self._request("GET", f"/jobs/{self._q(job_id)}").json())
+
+    def list_jobs(self, filter: str | None = None) -> list[Job]:  # noqa: A002
+        """Return jobs ("Job - List")."""
+        return [_parse(Job, j) for j in self._list("/jobs", {"$filter": filter})]
+
+    def update_job(self, job_id: str, patch: Mapping[str, Any]) -> None:
+        """Update a job's mutable properties, e.g. ``{"priority": 100}`` ("Job - Patch")."""
+        self._request("PATCH", f"/jobs/{self._q(job_id)}", body=patch)
+
+    def terminate_job(self, job_id: str, terminate_reason: str | None = None) -> None:
+        """Terminate a job ("Job - Terminate")."""
+        body = {"terminateReason": terminate_reason} if terminate_reason else None
+        self._request("POST", f"/jobs/{self._q(job_id)}/terminate", body=body)
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job and its tasks ("Job - Delete")."""
+        self._request("DELETE", f"/jobs/{self._q(job_id)}")
+
+    def disable_job(self, job_id: str, disable_tasks: str = "requeue") -> None:
+        """Disable a job ("Job - Disable"); ``disable_tasks``: requeue, terminate or wait."""
+        self._request("POST", f"/jobs/{self._q(job_id)}/disable",
+                      body={"disableTasks": disable_tasks})
+
+    def enable_job(self, job_id: str) -> None:
+        """Enable a disabled job ("Job - Enable")."""
+        self._request("POST", f"/jobs/{self._q(job_id)}/enable")
+
+    def list_job_preparation_and_release_task_status(self, job_id: str) -> list[dict[str, Any]]:
+        """Per node, the job preparation and release task execution info
+        ("Job - List Preparation and Release Task Status")."""
+        return list(self._list(f"/jobs/{self._q(job_id)}/jobpreparationandreleasetaskstatus"))
+
+    def get_task_counts(self, job_id: str) -> dict[str, int]:
+        """Return ``{active, running, completed, succeeded, failed}`` ("Job - Get Task Counts")."""
+        return self._request("GET", f"/jobs/{self._q(job_id)}/taskcounts").json()["taskCounts"]
+
+    # ------------------------------------------------------------ job schedules
+
+    def create_job_schedule(self, job_schedule: Any) -> None:
+        """Add a job schedule ("Job Schedule - Add"): ``id``, ``schedule``, ``jobSpecification``."""
+        self._request("POST", "/jobschedules", body=job_schedule)
+
+    def get_job_schedule(self, job_schedule_id: str) -> dict[str, Any]:
+        """Return a job schedule ("Job Schedule - Get")."""
+        data = self._request("GET", f"/jobschedules/{self._q(job_schedule_id)}").json()
+        data.pop("odata.metadata", None)
+        return data
+
+    def list_job_schedules(self) -> list[dict[str, Any]]:
+        """List job schedules ("Job Schedule - List")."""
+        return list(self._list("/jobschedules"))
+
+    def list_jobs_from_schedule(self, job_schedule_id: str) -> list[Job]:
+        """List the jobs a schedule created ("Job - List From Job Schedule")."""
+        return [_parse(Job, j) for j in self._list(f"/jobschedules/{self._q(job_schedule_id)}/jobs")]
+
+    def disable_job_schedule(self, job_schedule_id: str) -> None:
+        """Disable a job schedule ("Job Schedule - Disable")."""
+        self._request("POST", f"/jobschedules/{self._q(job_schedule_id)}/disable")
+
+    def enable_job_schedule(self, job_schedule_id: str) -> None:
+        """Enable a job schedule ("Job Schedule - Enable")."""
+        self._request("POST", f"/jobschedules/{self._q(job_schedule_id)}/enable")
+
+    def terminate_job_schedule(self, job_schedule_id: str) -> None:
+        """Terminate a job schedule and its active job ("Job Schedule - Terminate")."""
+        self._request("POST", f"/jobschedules/{self._q(job_schedule_id)}/terminate")
+
+    def delete_job_schedule(self, job_schedule_id: str) -> None:
+        """Delete a job schedule and its jobs ("Job Schedule - Delete")."""
+        self._request("DELETE", f"/jobschedules/{self._q(job_schedule_id)}")
+
+    # -------------------------------------------------------------------- tasks
+
+    def create_task(self, job_id: str, task: Any) -> None:
+        """Add one task ("Task - Add")."""
+        self._request("POST", f"/jobs/{self._q(job_id)}/tasks", body=task)
+
+    def create_tasks(self, job_id: str, tasks: Iterable[Any], *, max_workers: int = 4,
+                     raise_on_error: bool = True) -> list[TaskAddResult]:
+        """Add many tasks ("Task - Add Collection"), 100 per request, requests in parallel.
+
+        Parameters
+        ----------
+        job_id
+            The job.
+        tasks
+            Task specifications (models or JSON); any number.
+        max_workers
+            Requests sent at once.
+        raise_on_error
+            Raise :class:`BatchError` naming the first rejected task (after all
+            chunks were sent; accepted tasks stay accepted).
+
+        Returns
+        -------
+        list of TaskAddResult
+            One per task, in input order.
+        """
+        items = [_wire(t) for t in tasks]
+        chunks = [items[i:i + MAX_TASKS_PER_COLLECTION]
+                  for i in range(0, len(items), MAX_TASKS_PER_COLLECTION)]
+        path = f"/jobs/{self._q(job_id)}/addtaskcollection"
+
+        def send(chunk: list[Any]) -> list[dict[str, Any]]:
+            try:
+                return self._request("POST", path, body={"value": chunk}).json()["value"]
+            except BatchError as exc:  # over Batch's 1 MiB request limit: halve, as Azure's SDKs do
+                if exc.code != "RequestBodyTooLarge" or len(chunk) == 1:
+                    raise
+                half = len(chunk) // 2
+                return send(chunk[:half]) + send(chunk[half:])
+
+        with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(chunks) or 1))) as pool:
+            replies = list(pool.map(send, chunks))
+        results = [_parse(TaskAddResult, r) for reply in replies for r in reply]
+        bad = [r for r in results if r.status != "success"]
+        if bad and raise_on_error:
+            err = bad[0].error or {}
+            raise BatchError(
+                f"{len(bad)} of {len(results)} tasks were rejected; first: task "
+                f"{bad[0].task_id}: {err.get('message', {}).get('value', err)}",
+                code=err.get("code", "TaskAddFailed"), status=400)
+        return results
+
+    def get_task(self, job_id: str, task_id: str, select: str | None = None) -> Task:
+        """Return a task ("Task - Get")."""
+        data = self._request("GET", f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}",
+                             params={"$select": select}).json()
+        return _parse(Task, data, partial=bool(select))
+
+    def list_tasks(self, job_id: str, filter: str | None = None,  # noqa: A002
+                   select: str | None = None, max_results: int | None = None) -> list[Task]:
+        """Return a job's tasks ("Task - List"), with OData ``$filter`` and ``$select``.
+
+        With ``select``, the returned models hold only the selected properties.
+        """
+        params = {"$filter": filter, "$select": select, "maxresults": max_results}
+        return [_parse(Task, t, partial=bool(select))
+                for t in self._list(f"/jobs/{self._q(job_id)}/tasks", params)]
+
+    def terminate_task(self, job_id: str, task_id: str) -> None:
+        """Terminate a task ("Task - Terminate")."""
+        self._request("POST", f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/terminate")
+
+    def reactivate_task(self, job_id: str, task_id: str) -> None:
+        """Reactivate a failed task ("Task - Reactivate")."""
+        self._request("POST", f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/reactivate")
+
+    def delete_task(self, job_id: str, task_id: str) -> None:
+        """Delete a task ("Task - Delete")."""
+        self._request("DELETE", f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}")
+
+    def list_task_files(self, job_id: str, task_id: str, recursive: bool = False) -> list[NodeFile]:
+        """List files of a task's directory ("File - List From Task")."""
+        path = f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/files"
+        return [_parse(NodeFile, f) for f in self._list(path, {"recursive": str(recursive).lower()})]
+
+    def download_task_file(self, job_id: str, task_id: str, file_path: str,
+                           destination: str | Path | None = None) -> bytes:
+        """Download a file of a task ("File - Get From Task"), e.g. ``stdout.txt``.
+
+        Parameters
+        ----------
+        file_path
+            Path relative to the task directory (``stdout.txt``, ``wd/out.csv``).
+        destination
+            When given, the bytes are also written to this local path.
+
+        Returns
+        -------
+        bytes
+            The file's content.
+        """
+        path = (f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/files/"
+                f"{quote(file_path, safe='/')}")
+        data = self._request("GET", path).content
+        if destination is not None:
+            Path(destination).write_bytes(data)
+        return data
+
+    def list_subtasks(self, job_id: str, task_id: str) -> list[SubtaskInformation]:
+        """List the subtasks of a multi-instance task ("Task - List Subtasks")."""
+        path = f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/subtasksinfo"
+        return [_parse(SubtaskInformation, s) for s in self._list(path)]
+
+    def list_node_files(self, pool_id: str, node_id: str, recursive: bool = False) -> list[NodeFile]:
+        """List files under a node's root dir ("File - List From Compute Node")."""
+        path = f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/files"
+        return [_parse(NodeFile, f) for f in self._list(path, {"recursive": str(recursive).lower()})]
+
+    def download_node_file(self, pool_id: str, node_id: str, file_path: str,
+                           destination: str | Path | None = None) -> bytes:
+        """Download a file of a node, by path relative to its root ("File - Get From Compute Node").
+
+        A subtask's output is at ``workitems/{job}/job-1/{task}/stdout.txt`` on its node
+        (``SubtaskInformation.node_info.task_root_directory``).
+        """
+        path = (f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/files/"
+                f"{quote(file_path, safe='/')}")
+        data = self._request("GET", path).content
+        if destination is not None:
+            Path(destination).write_bytes(data)
+        return data
+
+    def wait_for_tasks(self, job_id: str, timeout_s: float = 3600.0, poll_interval_s: float = 0.2,
+                       progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
+        """Wait until every task of a job has completed.
+
+        Parameters
+        ----------
+        progress
+            Called with the task counts after every poll (for progress bars).
+
+        Returns
+        -------
+        dict
+            Final task counts (``succeeded``, ``failed`` ...).
+
+        Raises
+        ------
+        TimeoutError
+            After ``timeout_s`` seconds, naming the counts.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            counts = self.get_task_counts(job_id)
+            if progress:
+                progress(counts)
+            if counts["active"] == 0 and counts["running"] == 0:
+                return counts
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id}: tasks still not complete after {timeout_s:g} s: "
+                                   f"{counts}")
+            time.sleep(poll_interval_s)
+
+
+class LocalBatch:
+    """Run an hpcbatch service in this process on local nodes, and yield its client.
+
+    The embedded default: SQLite, local storage, and ``nodes`` local compute
+    nodes (processes on this machine, each with its own root dir) in the
+    inventory, labelled ``local``. Create a pool with ``vmSize`` ``any`` or
+    ``local`` to use them.
+
+    Parameters
+    ----------
+    nodes
+        Number of local hosts to put in the inventory. Node ``local-i`` has the
+        loopback address ``127.0.0.{10+i}``, so MPI launchers see distinct hosts;
+        multi-instance tasks reach them through :mod:`hpcbatch.providers.locallaunch`.
+    state_dir
+        Where to keep state; default a new temporary folder, removed on exit.
+    cores_per_node
+        ``cores`` of each local host (default: this machine's CPU count).
+    storage_url, storage_options
+        The service's storage (default: ``storage/`` in the state dir).
+    """
+
+    def __init__(self, nodes: int = 3, *, state_dir: Path | str | None = None,
+                 cores_per_node: int | None = None, storage_url: str | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        self.nodes = nodes
+        self.storage_url = storage_url
+        self.storage_options = dict(storage_options or {})
+        self._own_dir = state_dir is None
+        self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="hpcbatch-"))
+        self.cores_per_node = cores_per_node or os.cpu_count() or 1
+        self._thread: Any = None
+        self.client: BatchClient | None = None
+
+    def __enter__(self) -> BatchClient:
+        from hpcbatch.api.server import ServiceConfig, ServiceThread
+
+        self._thread = ServiceThread(ServiceConfig(
+            state_dir=self.state_dir, port=0, scheduler_host="127.0.0.1",
+            storage_url=self.storage_url, storage_options=self.storage_options))
+        runtime = self._thread.start()
+        creds = runtime.credentials
+        self.client = BatchClient(runtime.endpoint, creds.account_name, creds.key)
+        self.client.add_hosts([
+            {"name": f"local-{i + 1}", "address": f"127.0.0.{11 + i}", "provider": "local",
+             "root_dir": str(self.state_dir / "nodes" / f"local-{i + 1}"),
+             "python": sys.executable, "cores": self.cores_per_node, "labels": ["local"]}
+            for i in range(self.nodes)
+        ])
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self._thread is not None:
+            self._thread.stop()
+        if self._own_dir:
+            import shutil
+
+            shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""The service split by Batch resource, the dispatcher, scheduling policy, pool manager."""

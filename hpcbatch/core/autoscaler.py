@@ -1,0 +1,258 @@
+"""Autoscale: sampling pools' metrics and applying their formulas.
+
+Implements the operations of "Create an automatic scaling formula for scaling
+compute nodes in a Batch pool": enable (formula and
+``autoScaleEvaluationInterval``), disable, evaluate without applying; the
+pool's ``autoScaleRun`` (timestamp, results, error). Every sample period the
+pools' metrics are recorded (:mod:`hpcbatch.execution.metrics`); every evaluation
+interval each autoscaled pool's formula is evaluated (:mod:`hpcbatch.batch.autoscale`)
+and its result becomes the pool's target, shrinking with the formula's
+``$NodeDeallocationOption``.
+
+Batch bounds ``autoScaleEvaluationInterval`` to 5 minutes .. 168 hours;
+``min_interval_s`` (``ServiceConfig.min_autoscale_interval_s``,
+``HPCBATCH_MIN_AUTOSCALE_INTERVAL_S``) lowers the lower bound for tests and demos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hpcbatch.batch import autoscale
+from hpcbatch.execution import metrics
+from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
+from hpcbatch.batch.models import PoolSpec
+from hpcbatch.store.database import Store, dumps, jobs, loads, pools, tasks
+
+if TYPE_CHECKING:
+    from hpcbatch.core.service import BatchService
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = timedelta(minutes=15)
+MAX_INTERVAL = timedelta(hours=168)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Autoscaler:
+    """Metrics sampling and autoscale evaluation for a service's pools.
+
+    Parameters
+    ----------
+    service
+        The service whose pools are scaled.
+    sample_interval_s
+        Seconds between metric samples (Batch: 30).
+    min_interval_s
+        Smallest ``autoScaleEvaluationInterval`` accepted, in seconds (Batch: 300).
+    """
+
+    def __init__(self, service: BatchService, *, sample_interval_s: float = 30.0,
+                 min_interval_s: float | None = None) -> None:
+        self.service = service
+        self.sample_interval_s = sample_interval_s
+        env_min = os.environ.get("HPCBATCH_MIN_AUTOSCALE_INTERVAL_S")
+        self.min_interval = timedelta(seconds=min_interval_s if min_interval_s is not None
+                                      else float(env_min) if env_min else 300.0)
+        self.history = metrics.MetricsHistory()
+        self.clock = _now
+        self._next_eval: dict[str, datetime] = {}
+
+    # ------------------------------------------------------------- operations
+
+    def _interval(self, value: timedelta | None) -> timedelta:
+        interval = value or DEFAULT_INTERVAL
+        if not self.min_interval <= interval <= MAX_INTERVAL:
+            raise InvalidPropertyValueError(
+                "autoScaleEvaluationInterval", interval,
+                f"must be between {self.min_interval} and {MAX_INTERVAL}")
+        return interval
+
+    def check(self, spec: PoolSpec) -> None:
+        """Validate a new pool's autoscale settings (formula parses, interval in bounds)."""
+        if spec.enable_auto_scale:
+            if not spec.auto_scale_formula:
+                raise InvalidPropertyValueError("autoScaleFormula", None,
+                                                "required when enableAutoScale is true")
+            autoscale.parse_formula(spec.auto_scale_formula)
+            self._interval(spec.auto_scale_evaluation_interval)
+
+    def enable(self, pool_id: str, body: Mapping[str, Any]) -> None:
+        """Enable autoscale on a pool ("Pool - Enable Auto Scale"); evaluates at once.
+
+        Raises
+        ------
+        FormulaError
+            ``InvalidAutoScaleFormula`` naming line, column and token.
+        InvalidPropertyValueError
+            An interval outside Batch's bounds.
+        """
+        formula = body.get("autoScaleFormula")
+        interval_raw = body.get("autoScaleEvaluationInterval")
+        spec_patch = PoolSpec.model_validate({"id": "x", "vmSize": "x", "enableAutoScale": True,
+                                              "autoScaleFormula": formula,
+                                              "autoScaleEvaluationInterval": interval_raw})
+        with self.service.store.begin() as conn:
+            row = self.service._pool_row(conn, pool_id)
+            spec = loads(row["spec"])
+            if not formula:
+                formula = spec.get("autoScaleFormula")
+            if not formula:
+                raise InvalidPropertyValueError("autoScaleFormula", None, "a formula is required")
+            autoscale.parse_formula(formula)
+            interval = self._interval(spec_patch.auto_scale_evaluation_interval)
+            spec.update(enableAutoScale=True, autoScaleFormula=formula,
+                        autoScaleEvaluationInterval=PoolSpec.model_validate(
+                            {"id": "x", "vmSize": "x", "autoScaleEvaluationInterval": interval}
+                        ).to_wire()["autoScaleEvaluationInterval"])
+            Store.update(conn, pools, {"key": row["key"]}, spec=dumps(spec))
+        self.service.pool_manager.specs[row["key"]] = PoolSpec.model_validate(spec)
+        self._next_eval[row["key"]] = self.clock()
+        self.service._background_task(self.evaluate_due())
+
+    def disable(self, pool_id: str) -> None:
+        """Disable autoscale ("Pool - Disable Auto Scale"); the target stays where it is."""
+        with self.service.store.begin() as conn:
+            row = self.service._pool_row(conn, pool_id)
+            spec = loads(row["spec"])
+            spec["enableAutoScale"] = False
+            for k in ("autoScaleFormula", "autoScaleEvaluationInterval"):
+                spec.pop(k, None)
+            Store.update(conn, pools, {"key": row["key"]}, spec=dumps(spec))
+        self.service.pool_manager.specs[row["key"]] = PoolSpec.model_validate(spec)
+        self._next_eval.pop(row["key"], None)
+
+    def evaluate(self, pool_id: str, formula: str | None) -> dict[str, Any]:
+        """Evaluate a formula on a pool without applying it ("Pool - Evaluate Auto Scale").
+
+        Returns
+        -------
+        dict
+            Batch's ``AutoScaleRun``: ``timestamp``, ``results``, ``error``.
+        """
+        with self.service.store.read() as conn:
+            row = self.service._pool_row(conn, pool_id)
+        if not formula:
+            raise InvalidPropertyValueError("autoScaleFormula", None, "a formula is required")
+        if not loads(row["spec"]).get("enableAutoScale"):
+            raise ConflictError("Autoscale is not enabled on this pool; enable it first.",
+                                code="AutoScaleNotEnabled")
+        return self._run(row, autoscale.parse_formula(formula)).to_wire()
+
+    # --------------------------------------------------------------- the loops
+
+    def _snapshot(self, row: Mapping[str, Any]) -> autoscale.MetricsSnapshot:
+        key = row["key"]
+        nodes = self.service.pool_manager.nodes_of(key)
+        spec = PoolSpec.model_validate(loads(row["spec"]))
+        return self.history.snapshot(
+            key, self.clock(), current_dedicated_nodes=len(nodes),
+            target_dedicated_nodes=loads(row["status"])["target"],
+            task_slots_per_node=spec.slots)
+
+    def _run(self, row: Mapping[str, Any], formula: autoscale.Formula) -> autoscale.AutoScaleResult:
+        return autoscale.evaluate(formula, self._snapshot(row))
+
+    async def sample_loop(self) -> None:
+        """Record every pool's metrics once per sample interval."""
+        while True:
+            try:
+                await self.sample()
+            except Exception:
+                log.exception("metrics sampling failed")
+            await asyncio.sleep(self.sample_interval_s)
+
+    async def sample(self) -> None:
+        """Record one sample period for every pool."""
+        at = self.clock()
+        svc = self.service
+        for key in list(svc.pool_manager.specs):
+            counts = self._task_counts(key)
+            nodes = [n for n in svc.pool_manager.nodes_of(key) if n.worker]
+            results = await asyncio.gather(
+                *(svc.engine.run_on(n.worker, metrics.node_sample) for n in nodes),
+                return_exceptions=True)
+            samples = [r for r in results if isinstance(r, dict)]
+            self.history.record(key, at, counts, samples)
+
+    def _task_counts(self, pool_key: str) -> dict[str, float]:
+        with self.service.store.read() as conn:
+            job_keys = conn.execute(sa.select(jobs.c.key).where(
+                jobs.c.pool_key == pool_key, jobs.c.state.in_(("active", "disabling",
+                                                                 "disabled", "terminating"))
+            )).scalars().all()
+            counts: dict[str, float] = {"ActiveTasks": 0, "RunningTasks": 0,
+                                        "SucceededTasks": 0, "FailedTasks": 0}
+            for i in range(0, len(job_keys), 500):
+                stmt = (sa.select(tasks.c.state, tasks.c.result, sa.func.count())
+                        .where(tasks.c.job_key.in_(job_keys[i:i + 500]))
+                        .group_by(tasks.c.state, tasks.c.result))
+                for state, result, n in conn.execute(stmt):
+                    if state == "active":
+                        counts["ActiveTasks"] += n
+                    elif state in ("running", "preparing"):
+                        counts["RunningTasks"] += n
+                    elif result == "success":
+                        counts["SucceededTasks"] += n
+                    else:
+                        counts["FailedTasks"] += n
+        counts["PendingTasks"] = counts["ActiveTasks"] + counts["RunningTasks"]
+        return counts
+
+    async def eval_loop(self) -> None:
+        """Evaluate due formulas, once a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.evaluate_due()
+            except Exception:
+                log.exception("autoscale evaluation failed")
+
+    async def evaluate_due(self) -> None:
+        """Evaluate and apply the formula of every autoscaled pool whose interval elapsed."""
+        now = self.clock()
+        with self.service.store.read() as conn:
+            rows = conn.execute(sa.select(pools).where(pools.c.state == "active")).mappings().all()
+        for row in rows:
+            spec = PoolSpec.model_validate(loads(row["spec"]))
+            if not spec.enable_auto_scale or not spec.auto_scale_formula:
+                continue
+            due = self._next_eval.setdefault(row["key"], now)
+            if due > now:
+                continue
+            self._next_eval[row["key"]] = now + (spec.auto_scale_evaluation_interval
+                                                 or DEFAULT_INTERVAL)
+            result = self._run(row, autoscale.parse_formula(spec.auto_scale_formula))
+            self.apply(row["key"], result)
+
+    def apply(self, pool_key: str, result: autoscale.AutoScaleResult) -> None:
+        """Record ``autoScaleRun`` and, without error, make its result the pool's target."""
+        with self.service.store.begin() as conn:
+            row = Store.fetch_one(conn, pools, key=pool_key)
+            if row is None:
+                return
+            status = loads(row["status"])
+            status["autoScaleRun"] = result.to_wire()
+            if result.error is None:
+                status["target"] = result.target_dedicated_nodes
+            Store.update(conn, pools, {"key": pool_key}, status=dumps(status))
+        if result.error is None:
+            pm = self.service.pool_manager
+            pm.targets[pool_key] = result.target_dedicated_nodes
+            pm.deallocation[pool_key] = result.node_deallocation_option
+            pm.reconcile(pool_key)
+
+    def forget(self, pool_key: str) -> None:
+        """Drop a deleted pool's samples and schedule."""
+        self.history.forget(pool_key)
+        self._next_eval.pop(pool_key, None)

@@ -1,0 +1,248 @@
+"""Job schedules in the service: storage, operations and the loop that creates their jobs.
+
+Implements "Schedule jobs" / "Job Schedule - Add, Get, List, Enable, Disable,
+Terminate, Delete" and "Job - List From Job Schedule". The timing rules are
+pure (:mod:`hpcbatch.batch.schedules`); this module keeps schedules durable, asks
+those rules once a second (the clock is injectable) and creates the jobs,
+named ``{scheduleId}:job-{n}`` as Batch names them, through the service's
+own job creation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hpcbatch.batch import schedules
+from hpcbatch.batch.errors import ConflictError, HpcbatchError, exists, not_found
+from hpcbatch.batch.models import JobSpec
+from hpcbatch.store.database import Store, dumps, jobs, loads, metadata, new_etag
+
+if TYPE_CHECKING:
+    from hpcbatch.core.service import BatchService
+
+log = logging.getLogger(__name__)
+
+job_schedules = sa.Table(
+    "job_schedules",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+)
+"""Job schedules (``CloudJobSchedule``): spec as given, status as the service keeps it."""
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z")
+
+
+def _parse(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class JobSchedules:
+    """The job schedules of a service.
+
+    Parameters
+    ----------
+    service
+        The service whose jobs the schedules create.
+    clock
+        Where "now" comes from; tests pass a :class:`hpcbatch.batch.schedules.ManualClock`.
+    """
+
+    def __init__(self, service: BatchService,
+                 clock: schedules.ScheduleClock | None = None) -> None:
+        self.service = service
+        self.clock = clock or schedules.SystemClock()
+        metadata.create_all(service.store.engine, tables=[job_schedules])
+
+    # ------------------------------------------------------------- operations
+
+    def _row(self, conn: sa.Connection, schedule_id: str) -> Mapping[str, Any]:
+        row = Store.fetch_one(conn, job_schedules, key=schedule_id.lower())
+        if row is None:
+            raise not_found("JobSchedule", schedule_id)
+        return row
+
+    def add(self, body: Mapping[str, Any]) -> str:
+        """Add a job schedule ("Job Schedule - Add").
+
+        Raises
+        ------
+        BadRequestError
+            Invalid schedule or job specification (named property).
+        ConflictError
+            ``JobScheduleExists``.
+        """
+        spec = schedules.JobScheduleSpec.from_wire(body, what="job schedule")
+        job_spec = dict(spec.job_specification)
+        JobSpec.from_wire({**job_spec, "id": "validate"}, what="jobSpecification")
+        now = self.clock.now()
+        with self.service.store.begin() as conn:
+            if Store.fetch_one(conn, job_schedules, key=spec.id.lower()) is not None:
+                raise exists("JobSchedule", spec.id)
+            self.service.check_job_quota(conn)
+            status = {"creationTime": _iso(now), "stateTransitionTime": _iso(now),
+                      "lastModified": _iso(now), "eTag": new_etag(), "jobsCreated": 0,
+                      "lastRun": None, "executionInfo": {}}
+            conn.execute(job_schedules.insert().values(
+                key=spec.id.lower(), id=spec.id, seq=self.service.store.next_seq(conn, "schedule"),
+                state="active", spec=dumps(spec.to_wire()), status=dumps(status)))
+        self.service._background_task(self.tick())
+        return spec.id
+
+    def _wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        out = loads(row["spec"])
+        status = loads(row["status"])
+        out.update({"url": f"{self.service.base_url}/jobschedules/{row['id']}",
+                    "eTag": status["eTag"], "lastModified": status["lastModified"],
+                    "creationTime": status["creationTime"], "state": row["state"],
+                    "stateTransitionTime": status["stateTransitionTime"],
+                    "executionInfo": status["executionInfo"]})
+        if "previousState" in status:
+            out["previousState"] = status["previousState"]
+        return out
+
+    def get(self, schedule_id: str) -> dict[str, Any]:
+        """Return a job schedule ("Job Schedule - Get"). Raises ``JobScheduleNotFound``."""
+        with self.service.store.read() as conn:
+            return self._wire(self._row(conn, schedule_id))
+
+    def list(self) -> list[dict[str, Any]]:
+        """List job schedules ("Job Schedule - List")."""
+        with self.service.store.read() as conn:
+            rows = conn.execute(sa.select(job_schedules).order_by(job_schedules.c.seq)).mappings()
+            return [self._wire(r) for r in rows]
+
+    def jobs_of(self, schedule_id: str) -> list[dict[str, Any]]:
+        """List the jobs a schedule created ("Job - List From Job Schedule")."""
+        with self.service.store.read() as conn:
+            row = self._row(conn, schedule_id)
+            prefix = f"{row['key']}:job-"
+            rows = conn.execute(sa.select(jobs).where(jobs.c.key.startswith(prefix, autoescape=True))
+                                .order_by(jobs.c.seq)).mappings().all()
+        return [self.service._job_wire(r) for r in rows]
+
+    def _set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str) -> None:
+        now = _iso(self.clock.now())
+        status = loads(row["status"])
+        status.update(previousState=row["state"], stateTransitionTime=now, lastModified=now,
+                      eTag=new_etag())
+        if state == "completed":
+            status["executionInfo"]["endTime"] = now
+            status["executionInfo"].pop("nextRunTime", None)
+        Store.update(conn, job_schedules, {"key": row["key"]}, state=state, status=dumps(status))
+
+    def disable(self, schedule_id: str) -> None:
+        """Disable a schedule ("Job Schedule - Disable"): it creates no job until enabled."""
+        with self.service.store.begin() as conn:
+            row = self._row(conn, schedule_id)
+            if row["state"] not in ("active", "disabled"):
+                raise ConflictError(f"The job schedule is {row['state']}.",
+                                    code="JobScheduleNotActive")
+            self._set_state(conn, row, "disabled")
+
+    def enable(self, schedule_id: str) -> None:
+        """Enable a disabled schedule ("Job Schedule - Enable")."""
+        with self.service.store.begin() as conn:
+            row = self._row(conn, schedule_id)
+            if row["state"] != "disabled":
+                raise ConflictError(f"The job schedule is {row['state']}, not disabled.",
+                                    code="JobScheduleNotDisabled")
+            self._set_state(conn, row, "active")
+        self.service._background_task(self.tick())
+
+    def terminate(self, schedule_id: str) -> None:
+        """Terminate a schedule ("Job Schedule - Terminate"): its active job is terminated
+        (``TerminateJobSchedule``) and it completes."""
+        with self.service.store.begin() as conn:
+            row = self._row(conn, schedule_id)
+            if row["state"] in ("completed", "terminating", "deleting"):
+                return
+            self._set_state(conn, row, "terminating")
+            self._end_jobs(conn, row, delete=False)
+            self._set_state(conn, self._row(conn, schedule_id), "completed")
+
+    def delete(self, schedule_id: str) -> None:
+        """Delete a schedule and its jobs ("Job Schedule - Delete")."""
+        with self.service.store.begin() as conn:
+            row = self._row(conn, schedule_id)
+            self._end_jobs(conn, row, delete=True)
+            conn.execute(job_schedules.delete().where(job_schedules.c.key == row["key"]))
+
+    def _end_jobs(self, conn: sa.Connection, row: Mapping[str, Any], *, delete: bool) -> None:
+        prefix = f"{row['key']}:job-"
+        for job in conn.execute(sa.select(jobs).where(
+                jobs.c.key.startswith(prefix, autoescape=True))).mappings().all():
+            if delete:
+                if job["state"] != "deleting":
+                    self.service._set_job_state(conn, job, "deleting")
+                    self.service._background_task(self.service._finish_delete(job["key"]))
+            else:
+                self.service._begin_terminate(conn, job, "TerminateJobSchedule")
+
+    # --------------------------------------------------------------- the loop
+
+    async def loop(self, interval_s: float = 1.0) -> None:
+        """Create due jobs, once per ``interval_s``."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("job schedule pass failed")
+
+    async def tick(self) -> None:
+        """Ask every active schedule whether a job is due now; create it or complete it."""
+        now = self.clock.now()
+        with self.service.store.read() as conn:
+            rows = conn.execute(sa.select(job_schedules).where(
+                job_schedules.c.state == "active")).mappings().all()
+        for row in rows:
+            try:
+                self._tick_one(row, now)
+            except HpcbatchError as exc:
+                log.warning("job schedule %s: %s", row["id"], exc)
+
+    def _tick_one(self, row: Mapping[str, Any], now: datetime) -> None:
+        spec = schedules.JobScheduleSpec.model_validate(loads(row["spec"]))
+        status = loads(row["status"])
+        recent = status["executionInfo"].get("recentJob")
+        active = False
+        if recent:
+            with self.service.store.read() as conn:
+                job = Store.fetch_one(conn, jobs, key=recent["id"].lower())
+            active = job is not None and job["state"] != "completed"
+        state = schedules.ScheduleState(created=_parse(status["creationTime"]),
+                                        last_run=_parse(status.get("lastRun")),
+                                        jobs_created=status["jobsCreated"], active_job=active)
+        decision = schedules.due(spec.schedule, state, now)
+        if decision.action == "create":
+            job_id = schedules.job_id_for(spec.id, decision.job_number)
+            self.service.add_job(dict(spec.job_specification), schedule_job_id=job_id)
+            status["jobsCreated"] = decision.job_number
+            status["lastRun"] = _iso(now)
+            status["executionInfo"]["recentJob"] = {
+                "id": job_id, "url": f"{self.service.base_url}/jobs/{job_id}"}
+            state = schedules.ScheduleState(created=state.created, last_run=now,
+                                            jobs_created=decision.job_number, active_job=True)
+            decision = schedules.due(spec.schedule, state, now)
+        if decision.next_run_time is not None:
+            status["executionInfo"]["nextRunTime"] = _iso(decision.next_run_time)
+        else:
+            status["executionInfo"].pop("nextRunTime", None)
+        with self.service.store.begin() as conn:
+            Store.update(conn, job_schedules, {"key": row["key"]}, status=dumps(status))
+            if decision.action == "complete":
+                self._set_state(conn, self._row(conn, row["id"]), "completed")

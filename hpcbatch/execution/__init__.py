@@ -1,0 +1,1 @@
+"""The Dask engine, the node process and agent, environment, multi-instance, MPI."""

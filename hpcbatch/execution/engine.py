@@ -1,0 +1,386 @@
+"""The execution engine: one Dask distributed scheduler per service, over TLS.
+
+The scheduler runs as a child process of the service (``dask scheduler`` with
+the service's TLS certificates; a process without them cannot connect). Each
+compute node runs one Dask worker named after the node (:mod:`hpcbatch.node`).
+The service holds an asynchronous Dask client. Runs of tasks go straight to
+the worker of the node the scheduling policy chose, over the client's pooled
+TLS comms and the worker's ``hpcbatch_exchange`` handler, in one one-way
+message per worker per scheduling pass; outcomes come back on one long-lived
+comm per worker (``hpcbatch_outcomes``). The scheduler keeps the workers'
+membership and serves out-of-band calls (:meth:`DaskEngine.run_on`), but is
+not on a run's path: at thousands of short tasks a second, each message it
+relayed cost CPU that the tasks need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pickle as std_pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from distributed import Client, Future
+from distributed.comm import connect
+from distributed.core import clean_exception
+from distributed.protocol import pickle
+
+from hpcbatch.execution import agent
+from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.execution.tls import TlsFiles, dask_security, dask_tls_cli_args
+
+log = logging.getLogger(__name__)
+
+
+STREAM_RETRY_S = 0.5
+"""Pause before reconnecting a worker's outcome stream that broke."""
+
+
+@dataclass
+class _Channel:
+    """The service's side of one worker's runs: what is queued, in flight, and its stream."""
+
+    worker: str
+    keys: set[str] = field(default_factory=set)
+    queued: list[tuple[list[Any], Any]] = field(default_factory=list)
+    stream: asyncio.Task[Any] | None = None
+
+
+def route_address(target: str, port: int = 22) -> str:
+    """Return this machine's address on the route to ``target``.
+
+    A worker on ``target`` reaches the scheduler (listening on all interfaces)
+    at this address. No packet is sent: a UDP socket is only connected.
+    """
+    fam = socket.AF_INET6 if ":" in target else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((target, port))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+class DaskEngine:
+    """The service's Dask scheduler process and its client.
+
+    Parameters
+    ----------
+    run_dir
+        Folder for the scheduler's pid file, scheduler file and log.
+    tls
+        Certificates shared by scheduler, workers and the service's client.
+    listen_host
+        Interface the scheduler listens on: ``127.0.0.1`` when every node is
+        on this machine, ``0.0.0.0`` when SSH hosts elsewhere must reach it.
+    """
+
+    def __init__(self, run_dir: Path, tls: TlsFiles, listen_host: str = "0.0.0.0") -> None:
+        self.run_dir = run_dir
+        self.tls = tls
+        self.listen_host = listen_host
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client: Client | None = None
+        self._waiters: dict[str, asyncio.Future[Any]] = {}
+        self._sinks: dict[str, Callable[[str, Any], None]] = {}
+        self._key_worker: dict[str, str] = {}
+        self._channels: dict[str, _Channel] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.port: int = 0
+        self.address: str = ""
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "dask-scheduler.pid"
+
+    def _kill_stale(self) -> None:
+        """End a scheduler left by an earlier service process that was killed."""
+        try:
+            pid = int(self.pid_file.read_text())
+            proc = psutil.Process(pid)
+            if "dask_scheduler" in " ".join(proc.cmdline()):
+                proc.kill()
+                proc.wait(timeout=10)
+        except (OSError, ValueError, psutil.Error):
+            pass
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        """Start the scheduler process and connect the client.
+
+        Raises
+        ------
+        HpcbatchError
+            When the scheduler does not come up within ``timeout_s``.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._kill_stale()
+        sched_file = self.run_dir / "dask-scheduler.json"
+        sched_file.unlink(missing_ok=True)
+        log = open(self.run_dir / "dask-scheduler.log", "ab")
+        argv = [
+            sys.executable, "-m", "distributed.cli.dask_scheduler",
+            "--host", self.listen_host, "--port", "0", "--protocol", "tls",
+            *dask_tls_cli_args(self.tls),
+            "--no-dashboard", "--scheduler-file", str(sched_file),
+            "--pid-file", str(self.pid_file),
+        ]
+        env = dict(os.environ)
+        # Nodes' task processes, not the Dask scheduler, decide when work is done.
+        env.setdefault("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")
+        env.setdefault("DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL", "None")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            if self.proc.poll() is not None:
+                raise HpcbatchError(
+                    f"the Dask scheduler exited with code {self.proc.returncode}; "
+                    f"see {self.run_dir / 'dask-scheduler.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise HpcbatchError("the Dask scheduler did not start within "
+                                    f"{timeout_s:g} s; see {self.run_dir / 'dask-scheduler.log'}")
+            await asyncio.sleep(0.05)
+        self.address = json.loads(sched_file.read_text())["address"]
+        self.port = int(self.address.rsplit(":", 1)[1])
+        self.client = await Client(
+            self.address, security=dask_security(self.tls), asynchronous=True,
+            set_as_default=False, name="hpcbatch-service",
+        )
+    # ------------------------------------------------------------------ runs
+
+    def post(self, worker: str, launches: list[Any], *,
+             sink: Callable[[str, Any], None] | None = None,
+             on_error: Callable[[list[Any], BaseException], None] | None = None) -> None:
+        """Queue node-agent runs for one worker; they leave at the next :meth:`flush`.
+
+        Each outcome is handed to ``sink(key, outcome)`` on the event loop,
+        unless the run is :meth:`forget`-ten first. Runs that cannot be sent
+        (the worker cannot be reached) go to ``on_error(launches, exc)``.
+
+        Every run queued for a worker between two flushes travels in one
+        one-way message (:func:`hpcbatch.execution.agent.exchange`); outcomes come back
+        on one long-lived stream per worker (:func:`hpcbatch.execution.agent.outcome_stream`),
+        several to a message when they end together. A run costs no Dask
+        task and no round trip of its own, and the scheduler is not on its path.
+        """
+        ch = self._channels.get(worker)
+        if ch is None:
+            ch = self._channels[worker] = _Channel(worker)
+        for launch in launches:
+            if sink is not None:
+                self._sinks[launch.key] = sink
+            self._key_worker[launch.key] = worker
+            ch.keys.add(launch.key)
+        ch.queued.append((launches, on_error))
+
+    def flush(self) -> None:
+        """Send every queued run (see :meth:`post`): the service calls it at the end of a pass."""
+        for ch in self._channels.values():
+            if ch.queued:
+                batch, ch.queued = ch.queued, []
+                self._spawn(self._send(ch, batch))
+            if ch.stream is None and ch.keys:
+                ch.stream = self._spawn(self._read_outcomes(ch))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _send(self, ch: _Channel, batch: list[tuple[list[Any], Any]]) -> None:
+        """Send queued runs to a worker in one one-way message."""
+        assert self.client is not None
+        launches = [lc for lcs, _ in batch for lc in lcs]
+        try:
+            await self.client.rpc(ch.worker).hpcbatch_exchange(
+                launches=std_pickle.dumps(launches, protocol=5), reply=False)
+        except Exception as exc:
+            log.warning("cannot send %d run(s) to worker %s: %s", len(launches), ch.worker, exc)
+            for lcs, on_error in batch:
+                for launch in lcs:
+                    self._drop(launch.key)
+                    waiter = self._waiters.pop(launch.key, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_exception(exc)
+                if on_error is not None:
+                    on_error(lcs, exc)
+
+    async def _read_outcomes(self, ch: _Channel) -> None:
+        """Read one worker's outcome stream; reconnect if it breaks while runs are in flight.
+
+        The stream stays open while the worker lives (one comm per worker),
+        so a run never waits for a connection to be made.
+        """
+        assert self.client is not None
+        try:
+            while True:
+                comm = None
+                try:
+                    comm = await connect(ch.worker, **self.client.connection_args)
+                    await comm.write({"op": agent.OUTCOME_STREAM_HANDLER, "reply": False})
+                    while True:
+                        self._deliver(await comm.read())
+                except Exception as exc:
+                    if not ch.keys and not ch.queued:
+                        break  # the worker is gone and owes nothing
+                    # The worker may be gone: the pool manager then forgets its runs.
+                    log.warning("outcome stream of worker %s broke (%s); reconnecting",
+                                ch.worker, exc)
+                    await asyncio.sleep(STREAM_RETRY_S)
+                finally:
+                    if comm is not None:
+                        comm.abort()
+        finally:
+            ch.stream = None
+        if self._channels.get(ch.worker) is ch and not ch.keys and not ch.queued:
+            del self._channels[ch.worker]
+
+    def _deliver(self, outs: list[dict[str, Any]]) -> None:
+        """Hand outcomes to their sinks or waiters."""
+        for msg in outs:
+            key = msg["key"]
+            if not self._drop(key):
+                continue  # forgotten meanwhile (requeued): void
+            outcome = agent.outcome_from_wire(msg)
+            sink = self._sinks.pop(key, None)
+            if sink is not None:
+                try:
+                    sink(key, outcome)
+                except Exception:  # one sink's fault must not lose the others' outcomes
+                    log.exception("handling the outcome of run %s failed", key)
+                continue
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(outcome)
+
+    def _drop(self, key: str) -> bool:
+        """Stop expecting ``key`` from its worker; return whether it was expected."""
+        worker = self._key_worker.pop(key, None)
+        if worker is None:
+            return False
+        ch = self._channels.get(worker)
+        if ch is not None:
+            ch.keys.discard(key)
+        return True
+
+    async def launch(self, worker: str, launches: list[Any]) -> list[asyncio.Future[Any]]:
+        """Start node-agent runs on one worker now; return one future of the outcome per run.
+
+        See :meth:`post`. A worker that dies leaves its futures pending: the
+        pool manager notices the lost node and the service requeues its runs.
+        A worker that cannot be reached sets the futures' exception.
+        """
+        loop = asyncio.get_running_loop()
+        futures = []
+        for launch in launches:
+            fut = loop.create_future()
+            self._waiters[launch.key] = fut
+            futures.append(fut)
+        self.post(worker, launches)
+        self.flush()
+        return futures
+
+    async def run_launch(self, worker: str, launch: Any) -> Any:
+        """Run one node-agent run on a worker and return its outcome.
+
+        Raises
+        ------
+        Exception
+            The worker could not be reached.
+        """
+        [fut] = await self.launch(worker, [launch])
+        try:
+            return await fut
+        finally:
+            self._waiters.pop(launch.key, None)
+
+    def forget(self, key: str) -> None:
+        """Drop a run nobody needs any more (requeued): its outcome, if any comes, is void."""
+        self._drop(key)
+        self._sinks.pop(key, None)
+        waiter = self._waiters.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+
+
+    def contact_address(self, host_address: str) -> str:
+        """Return the scheduler address a worker on ``host_address`` connects to."""
+        if self.listen_host not in ("0.0.0.0", "::", ""):
+            return f"tls://{self.listen_host}:{self.port}"
+        return f"tls://{route_address(host_address)}:{self.port}"
+
+    async def workers(self) -> dict[str, str]:
+        """Return ``{worker name (node ID): worker address}`` of connected workers."""
+        assert self.client is not None
+        info = await self.client.scheduler.identity()
+        return {str(w.get("name")): addr for addr, w in info.get("workers", {}).items()}
+
+    def submit(self, fn: Callable[..., Any], *args: Any, worker: str, key: str) -> Future:
+        """Submit ``fn(*args)`` to run on exactly one worker; returns its future."""
+        assert self.client is not None
+        return self.client.submit(
+            fn, *args, key=key, workers=[worker], allow_other_workers=False,
+            pure=False, retries=0,
+        )
+
+    async def run_on(self, worker: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` on one worker out of band (not in a task slot); return its result.
+
+        The call goes straight from the service's client to the worker over a
+        pooled TLS connection (the worker's ``run`` handler), not through the
+        scheduler, so it costs one round trip.
+
+        Raises
+        ------
+        Exception
+            Whatever ``fn`` raised on the worker, or a connection error.
+        """
+        assert self.client is not None
+        resp = await self.client.rpc(worker).run(
+            function=pickle.dumps(fn), args=pickle.dumps(args), kwargs=pickle.dumps(kwargs),
+            wait=True)
+        if resp.get("status") == "OK":
+            return resp["result"]
+        _, exc, tb = clean_exception(**resp)
+        raise exc.with_traceback(tb)
+
+    async def close_worker(self, worker: str) -> None:
+        """Ask one worker to close (its node process then exits)."""
+        assert self.client is not None
+        try:
+            await asyncio.wait_for(
+                self.client.retire_workers(workers=[worker], close_workers=True, remove=True), 15
+            )
+        except Exception:  # the worker is gone already, or the scheduler is closing
+            pass
+
+    async def close(self) -> None:
+        """Close the client and end the scheduler process (workers then exit)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self.client is not None:
+            try:
+                await asyncio.wait_for(self.client.close(), 10)
+            except Exception:
+                pass
+            self.client = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.pid_file.unlink(missing_ok=True)

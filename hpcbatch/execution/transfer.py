@@ -1,0 +1,279 @@
+"""Task inputs and outputs on the node: resource files in, output files and logs out.
+
+Runs inside the node agent. Implements Batch's ``resourceFiles`` (``httpUrl``,
+``storageContainerUrl`` with ``blobPrefix``, ``autoStorageContainerName``;
+``filePath``, ``fileMode``), ``outputFiles`` (``filePattern`` with ``*`` and
+``**``, ``destination.container`` ``containerUrl``/``path``,
+``uploadOptions.uploadCondition``) and the persistence of ``stdout.txt`` and
+``stderr.txt`` as ``$TaskLog`` outputs by the File Conventions.
+
+Where a container lives: an fsspec URL whose last path segment is the
+container (``file:///srv/store/inputs``, ``az://inputs``, ``s3://bucket``), or
+an Azure blob container URL with a SAS (``https://acct.blob.core.windows.net/
+inputs?sv=...``). An ``outputFiles`` destination without ``containerUrl`` goes
+to the service's own storage, in the job's conventions container.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import posixpath
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import fsspec
+
+from hpcbatch.storage.conventions import job_output_container_name
+from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.storage.fs import Storage, open_storage
+
+_CACHE: dict[str, Storage] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+class TransferError(HpcbatchError):
+    """A resource file could not be downloaded or an output file uploaded.
+
+    ``code`` is ``ResourceFileDownloadFailed`` or ``FileUploadError``; the
+    message names the file and the storage.
+    """
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    """The service's storage, as a node reaches it."""
+
+    url: str
+    options: Mapping[str, Any]
+
+
+def _storage(url: str, options: Mapping[str, Any] | None = None) -> Storage:
+    key = json.dumps([url, dict(options or {})], sort_keys=True, default=str)
+    with _CACHE_LOCK:
+        st = _CACHE.get(key)
+        if st is None:
+            st = _CACHE[key] = open_storage(url, options)
+        return st
+
+
+def container_location(url: str, default: StorageRef | None = None) -> tuple[Storage, str]:
+    """Return the storage and the container name a container URL names.
+
+    Parameters
+    ----------
+    url
+        ``https://{account}.blob.core.windows.net/{container}?{sas}`` or an
+        fsspec URL whose last path segment is the container.
+    default
+        The service storage, whose options (credentials) apply to ``az://``
+        URLs that bring none.
+
+    Raises
+    ------
+    TransferError
+        A URL that names no container.
+    """
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc.endswith(".blob.core.windows.net"):
+        account = parts.netloc.split(".", 1)[0]
+        container = parts.path.strip("/").split("/", 1)[0]
+        options: dict[str, Any] = {"account_name": account}
+        if parts.query:
+            options["sas_token"] = parts.query
+        return _storage("az://", options), container
+    base, _, container = url.split("?", 1)[0].rstrip("/").rpartition("/")
+    if not container or base.endswith(":/"):
+        base, container = base + "/", container
+    if not container:
+        raise TransferError(f"the container URL {url!r} names no container",
+                            code="ResourceFileDownloadFailed")
+    opts = dict(default.options) if default and urlsplit(base).scheme == urlsplit(
+        default.url).scheme else {}
+    return _storage(base if "://" in base else base or "/", opts), container
+
+
+def _inside(base: Path, rel: str) -> Path:
+    path = (base / rel).resolve()
+    if not path.is_relative_to(base.resolve()):
+        raise TransferError(f"{rel!r} leaves the working directory", code="ResourceFileDownloadFailed")
+    return path
+
+
+def download_resource_files(files: Sequence[Mapping[str, Any]], dest: Path,
+                            storage: StorageRef | None) -> None:
+    """Download a task's resource files into ``dest`` (its working or shared directory).
+
+    Parameters
+    ----------
+    files
+        ``ResourceFile`` wire dicts.
+    dest
+        Folder the ``filePath`` values are relative to.
+    storage
+        The service storage (for ``autoStorageContainerName``).
+
+    Raises
+    ------
+    TransferError
+        Code ``ResourceFileDownloadFailed``; the message names the file and source.
+    """
+    for rf in files:
+        source = rf.get("httpUrl") or rf.get("storageContainerUrl") or rf.get(
+            "autoStorageContainerName") or "?"
+        try:
+            written = _download_one(rf, dest, storage)
+        except TransferError:
+            raise
+        except Exception as exc:  # fsspec and drivers raise many kinds
+            target = rf.get("filePath") or "(container contents)"
+            raise TransferError(
+                f"The resource file {target} could not be downloaded from {source}: "
+                f"{type(exc).__name__}: {exc}", code="ResourceFileDownloadFailed",
+                values={"FilePath": str(target), "Source": str(source)}) from None
+        mode = rf.get("fileMode")
+        if mode:
+            for path in written:
+                path.chmod(int(mode, 8))
+
+
+def _download_one(rf: Mapping[str, Any], dest: Path, storage: StorageRef | None) -> list[Path]:
+    if rf.get("httpUrl"):
+        if not rf.get("filePath"):
+            raise TransferError(f"the resource file {rf['httpUrl']} has no filePath",
+                                code="ResourceFileDownloadFailed")
+        target = _inside(dest, rf["filePath"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with fsspec.open(rf["httpUrl"], "rb") as src, open(target, "wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+        return [target]
+    if rf.get("storageContainerUrl"):
+        st, container = container_location(rf["storageContainerUrl"], storage)
+    elif rf.get("autoStorageContainerName"):
+        if storage is None:
+            raise TransferError("autoStorageContainerName needs the service's storage",
+                                code="ResourceFileDownloadFailed")
+        st, container = _storage(storage.url, storage.options), rf["autoStorageContainerName"]
+    else:
+        raise TransferError("a resource file needs httpUrl, storageContainerUrl or "
+                            "autoStorageContainerName", code="ResourceFileDownloadFailed")
+    prefix = rf.get("blobPrefix") or ""
+    objects = st.list(f"{container}/{prefix}")
+    if not objects:
+        raise TransferError(f"no blob in container {container!r}"
+                            + (f" with prefix {prefix!r}" if prefix else ""),
+                            code="ResourceFileDownloadFailed")
+    base = _inside(dest, rf.get("filePath") or ".")
+    written = []
+    for obj in objects:
+        name = obj.key.split("/", 1)[1]
+        target = _inside(base, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        st.get_file(obj.key, target)
+        written.append(target)
+    return written
+
+
+def _pattern_base(pattern: str) -> str:
+    """The part of a glob pattern before its first wildcard segment."""
+    segments = pattern.split("/")
+    fixed = []
+    for seg in segments:
+        if any(ch in seg for ch in "*?["):
+            break
+        fixed.append(seg)
+    return "/".join(fixed[:-1] if len(fixed) == len(segments) else fixed)
+
+
+def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeeded: bool,
+                        job_id: str, task_id: str, storage: StorageRef | None) -> int:
+    """Upload a task's ``outputFiles`` whose ``uploadCondition`` holds; return files uploaded.
+
+    Raises
+    ------
+    TransferError
+        Code ``FileUploadError``, naming the file and destination.
+    """
+    count = 0
+    for spec in specs:
+        condition = (spec.get("uploadOptions") or {}).get("uploadCondition", "taskCompletion")
+        condition = condition.lower()
+        if (condition == "tasksuccess" and not succeeded) or (
+                condition == "taskfailure" and succeeded):
+            continue
+        dest = (spec.get("destination") or {}).get("container") or {}
+        pattern = spec["filePattern"]
+        try:
+            if dest.get("containerUrl"):
+                st, container = container_location(dest["containerUrl"], storage)
+                prefix = dest.get("path") or ""
+            else:
+                if storage is None:
+                    raise TransferError("no containerUrl, and the service has no storage",
+                                        code="FileUploadError")
+                st = _storage(storage.url, storage.options)
+                container = job_output_container_name(job_id)
+                prefix = dest.get("path") or f"{task_id}/$TaskOutput"
+            wildcard = any(ch in pattern for ch in "*?[")
+            root = wd if not os.path.isabs(pattern) else Path("/")
+            matches = sorted(p for p in glob.glob(pattern, root_dir=root, recursive=True)
+                             if (root / p).is_file())
+            base = _pattern_base(pattern)
+            for rel in matches:
+                if wildcard:
+                    name = posixpath.relpath(rel, base or ".")
+                    blob = posixpath.join(prefix, name) if prefix else name
+                else:
+                    blob = prefix or posixpath.basename(rel)
+                st.put_file(root / rel, f"{container}/{blob.lstrip('/')}")
+                count += 1
+        except TransferError:
+            raise
+        except Exception as exc:
+            raise TransferError(
+                f"Output files matching {pattern!r} could not be uploaded: "
+                f"{type(exc).__name__}: {exc}", code="FileUploadError",
+                values={"FilePattern": pattern}) from None
+    return count
+
+
+def persist_task_logs(task_dir: Path, *, job_id: str, task_id: str,
+                      storage: StorageRef | None) -> None:
+    """Save ``stdout.txt`` and ``stderr.txt`` as the task's ``$TaskLog`` outputs (conventions).
+
+    On local storage on the node's file system the outputs are hard links to
+    the task's files (no copy): a later run of the task replaces its log
+    files rather than rewriting them (:func:`hpcbatch.execution.agent.run_task`).
+
+    Raises
+    ------
+    TransferError
+        Code ``FileUploadError``.
+    """
+    if storage is None:
+        return
+    st = _storage(storage.url, storage.options)
+    container = job_output_container_name(job_id)
+    for name in ("stdout.txt", "stderr.txt"):
+        path = task_dir / name
+        if path.is_file():
+            try:
+                st.put_file(path, f"{container}/{task_id}/$TaskLog/{name}", link=True)
+            except Exception as exc:
+                raise TransferError(f"{name} could not be saved as a TaskLog output: {exc}",
+                                    code="FileUploadError") from None
+
+
+def fetcher(storage: StorageRef | None) -> Callable[[str, Path], None]:
+    """Return ``fetch(key, local_path)`` that downloads one object of the service storage."""
+    def fetch(key: str, local_path: Path) -> None:
+        if storage is None:
+            raise TransferError("the service has no storage", code="ApplicationPackageFailed")
+        _storage(storage.url, storage.options).get_file(key, local_path)
+    return fetch

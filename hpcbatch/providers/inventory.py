@@ -1,0 +1,291 @@
+"""The host inventory: the SSH-reachable machines that play Azure's capacity.
+
+A pool's ``vmSize`` selects inventory hosts by label (``any`` matches all) and
+``targetDedicatedNodes`` says how many to take (see DESIGN.md, "Host inventory
+and pools"). The inventory is a YAML file::
+
+    defaults:                 # optional; any Host field except name/address
+      user: batch
+      identity_file: keys/id_ed25519   # relative to this file's folder
+      cores: 8
+    hosts:
+      - {address: 10.0.0.11, labels: [standard_d2]}
+      - {name: gpu1, address: 10.0.0.12, port: 2222, cores: 16, labels: [gpu]}
+
+A bare list of hosts (no ``defaults``) is accepted too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from hpcbatch.batch.errors import BadRequestError, InvalidPropertyValueError
+
+__all__ = ["Host", "dump_inventory", "load_inventory", "parse_inventory"]
+
+#: Host fields holding paths on *this* machine; relative ones are resolved
+#: against the inventory file's folder.
+LOCAL_PATH_FIELDS = ("identity_file", "ssh_config", "known_hosts")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class Host(pydantic.BaseModel):
+    """One SSH-reachable machine of the inventory.
+
+    Attributes
+    ----------
+    name
+        Inventory name (letters, digits, ``.``, ``-``, ``_``; at most 64
+        characters); defaults to ``address``. Unique, case-insensitively.
+    address
+        Host name or IP address (or an ``ssh_config`` ``Host`` alias).
+    port
+        SSH port; with the default 22, a ``Port`` the ssh config gives for
+        ``address`` applies.
+    user
+        Login user; ``None`` means the ssh config's ``User`` or the current user.
+    identity_file
+        Private key file on this machine.
+    cores
+        Number of cores the node offers (its task slots are derived from it).
+    memory_gb
+        Memory of the host, in GiB.
+    labels
+        Labels a pool's ``vmSize`` selects the host by.
+    provider
+        ``"ssh"`` (reach the host over SSH) or ``"local"`` (this machine).
+    root_dir
+        Node root directory on the host (``AZ_BATCH_NODE_ROOT_DIR``); ``~`` is
+        expanded on the host.
+    python
+        Interpreter on the host that has hpcbatch and distributed installed.
+    ssh_config
+        Path of an ssh_config file honoured in addition to ``~/.ssh/config``.
+    known_hosts
+        Path of the known_hosts file; ``None`` means the ssh config's
+        ``UserKnownHostsFile`` or ``~/.ssh/known_hosts``.
+    strict_host_key_checking
+        Reject hosts whose key is not in ``known_hosts`` (``False`` accepts any
+        host key: for throw-away test machines only).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    address: str = Field(min_length=1)
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    identity_file: str | None = None
+    cores: int = Field(default=1, ge=1)
+    memory_gb: float = Field(default=1.0, gt=0)
+    labels: list[str] = Field(default_factory=list)
+    provider: Literal["ssh", "local"] = "ssh"
+    root_dir: str = "~/.hpcbatch-node"
+    python: str = "python3"
+    ssh_config: str | None = None
+    known_hosts: str | None = None
+    strict_host_key_checking: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_defaults_to_address(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("name") is None and "address" in data:
+            data = {**data, "name": str(data["address"])}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError(
+                "must be 1 to 64 letters, digits, '.', '-' or '_' "
+                "(give the host a name when its address is not one)"
+            )
+        return value
+
+    def matches(self, vm_size: str) -> bool:
+        """Tell whether a pool of this ``vmSize`` may take the host.
+
+        Parameters
+        ----------
+        vm_size
+            The pool's ``vmSize``; compared case-insensitively.
+
+        Returns
+        -------
+        bool
+            ``True`` when ``vm_size`` is ``"any"`` or one of the host's labels.
+        """
+        wanted = vm_size.lower()
+        return wanted == "any" or any(label.lower() == wanted for label in self.labels)
+
+
+def load_inventory(path: str | os.PathLike[str]) -> list[Host]:
+    """Read an inventory YAML file.
+
+    Parameters
+    ----------
+    path
+        The YAML file; relative key/config paths in it are resolved against
+        its folder.
+
+    Returns
+    -------
+    list of Host
+        The hosts, in file order.
+
+    Raises
+    ------
+    BadRequestError
+        The file cannot be read, is not valid YAML, or names a host twice.
+    InvalidPropertyValueError
+        A host has a bad or unknown field (the message names it).
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadRequestError(f"cannot read inventory {file}: {exc.strerror or exc}") from exc
+    return parse_inventory(text, str(file), base_dir=file.resolve().parent)
+
+
+def parse_inventory(
+    text: str, source: str, *, base_dir: str | os.PathLike[str] | None = None
+) -> list[Host]:
+    """Parse inventory YAML text.
+
+    Parameters
+    ----------
+    text
+        YAML: ``{defaults: {...}, hosts: [...]}`` or a bare list of hosts.
+    source
+        Where the text comes from (a file name), used in error messages.
+    base_dir
+        Folder that relative ``identity_file``, ``ssh_config`` and
+        ``known_hosts`` paths are resolved against; ``None`` keeps them as given.
+
+    Returns
+    -------
+    list of Host
+        The hosts, in document order, with the defaults applied.
+
+    Raises
+    ------
+    BadRequestError
+        Invalid YAML, a wrong document shape, or a duplicate host name
+        (compared case-insensitively).
+    InvalidPropertyValueError
+        A bad or unknown field; its name reads like ``hosts[2].port`` and the
+        reason names the host and the source.
+    """
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadRequestError(f"inventory {source} is not valid YAML: {exc}") from exc
+    if doc is None:
+        doc = {"hosts": []}
+    if isinstance(doc, list):
+        doc = {"hosts": doc}
+    if not isinstance(doc, dict) or set(doc) - {"defaults", "hosts"}:
+        raise BadRequestError(
+            f"inventory {source} must be a mapping with the keys 'defaults' (optional) "
+            f"and 'hosts', or a list of hosts"
+        )
+    defaults = doc.get("defaults") or {}
+    entries = doc.get("hosts") or []
+    if not isinstance(defaults, dict):
+        raise InvalidPropertyValueError("defaults", defaults, f"must be a mapping (in {source})")
+    if not isinstance(entries, list):
+        raise InvalidPropertyValueError("hosts", entries, f"must be a list (in {source})")
+    for key in ("name", "address"):
+        if key in defaults:
+            raise InvalidPropertyValueError(
+                f"defaults.{key}", defaults[key], f"each host needs its own {key} (in {source})"
+            )
+
+    hosts: list[Host] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InvalidPropertyValueError(
+                f"hosts[{index}]", entry, f"must be a mapping of host fields (in {source})"
+            )
+        host = _validate_host({**defaults, **entry}, index, entry, source)
+        if base_dir is not None:
+            host = _resolve_paths(host, Path(base_dir))
+        key = host.name.lower()
+        if key in seen:
+            raise BadRequestError(
+                f"inventory {source}: duplicate host name '{host.name}' "
+                f"(hosts[{seen[key]}] and hosts[{index}])",
+                values={"HostName": host.name},
+            )
+        seen[key] = index
+        hosts.append(host)
+    return hosts
+
+
+def dump_inventory(hosts: Iterable[Host], path: str | os.PathLike[str]) -> None:
+    """Write hosts as an inventory YAML file that :func:`load_inventory` reads back.
+
+    The file is replaced atomically and gets mode 0644.
+
+    Parameters
+    ----------
+    hosts
+        The hosts to write; fields equal to their default are left out.
+    path
+        The YAML file to (over)write.
+    """
+    file = Path(path)
+    doc = {"hosts": [h.model_dump(exclude_defaults=True) for h in hosts]}
+    text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _validate_host(data: dict[str, Any], index: int, own: Mapping[str, Any], source: str) -> Host:
+    """Build a Host, turning the first validation error into a named error."""
+    try:
+        return Host.model_validate(data)
+    except pydantic.ValidationError as exc:
+        # A missing address also leaves the name unset: report the address.
+        errors = sorted(exc.errors(), key=lambda e: e["loc"] == ("name",) and e["type"] == "missing")
+        error = errors[0]
+        loc = error["loc"]
+        field = ".".join(str(part) for part in loc) or "host"
+        top = str(loc[0]) if loc else ""
+        where = "defaults" if top in data and top not in own else f"hosts[{index}]"
+        reason = error["msg"]
+        if error["type"] == "extra_forbidden":
+            reason = f"unknown field; valid fields are: {', '.join(Host.model_fields)}"
+        label = own.get("name") or own.get("address")
+        reason += f" (host {label}, in {source})" if label else f" (in {source})"
+        raise InvalidPropertyValueError(f"{where}.{field}", error.get("input"), reason) from exc
+
+
+def _resolve_paths(host: Host, base_dir: Path) -> Host:
+    """Resolve the host's relative local paths against ``base_dir``."""
+    update = {}
+    for field in LOCAL_PATH_FIELDS:
+        value = getattr(host, field)
+        if value and not value.startswith("~") and not os.path.isabs(value):
+            update[field] = str(base_dir / value)
+    return host.model_copy(update=update) if update else host

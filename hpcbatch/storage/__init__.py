@@ -1,0 +1,1 @@
+"""Storage (fsspec URLs) and Batch File Conventions outputs."""

@@ -1,0 +1,1 @@
+"""The durable store: the schema (every table), queries, the event log."""

@@ -1,0 +1,1 @@
+"""The SSH testbed (real sshd daemons on loopback) and demo MPI programs."""
