@@ -23,7 +23,8 @@ from typing import Any
 
 from _common import parse_args, service, stats, table, timed, verdict, write_json
 
-from hpcbatch.store.database import Store, dumps, new_etag, sqlite_url, tasks, utcnow
+from hpcbatch.batch.wire import new_etag, utcnow
+from hpcbatch.store.database import Store, dumps, sqlite_url, tasks
 
 TARGET_S = 0.5
 AZURE_SAMPLE_S = 47.0

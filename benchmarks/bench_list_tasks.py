@@ -27,7 +27,8 @@ from _common import parse_args, service, stats, table, timed, verdict, write_jso
 
 from hpcbatch.batch.sharedkey import SharedKeyAuth
 from hpcbatch.client.sdk import API_VERSION
-from hpcbatch.store.database import new_etag, tasks, utcnow
+from hpcbatch.batch.wire import new_etag, utcnow
+from hpcbatch.store.database import tasks
 
 TARGET_S = 0.050
 JOB = "listjob"

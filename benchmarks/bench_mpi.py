@@ -226,7 +226,7 @@ class Probe:
 
     def install(self) -> None:
         engine, svc, probe = self.engine, self.svc, self
-        run_on, record, launch = engine.run_on, svc._record_ended, svc._launch
+        run_on, record, launch = engine.run_on, svc.dispatcher._record_ended, svc.dispatcher._launch
         wraps: list[tuple[Any, str, Any]] = []
         has_outcome = hasattr(engine, "outcome")
 
@@ -284,7 +284,7 @@ class Probe:
                                       t, time.time()))
 
         def p_record(*args: Any) -> Any:
-            pending = [e.run.key for e in svc._ended]
+            pending = [e.run.key for e in svc.dispatcher._ended]
             t = time.time()
             out = record(*args)
             if pending:
@@ -294,12 +294,12 @@ class Probe:
         def p_launch(job: Any, row: Any, nodes_: Any, *rest: Any) -> Any:
             t = time.time()
             out = launch(job, row, nodes_, *rest)
-            key = svc._runs_by_task.get((job["key"], row["key"]), "?")
+            key = svc.runs.by_task.get((job["key"], row["key"]), "?")
             probe.launches[f"{job['id']}/{row['id']}"] = (t, key)
             return out
 
-        wraps += [(engine, "run_on", p_run_on), (svc, "_record_ended", p_record),
-                  (svc, "_launch", p_launch)]
+        wraps += [(engine, "run_on", p_run_on), (svc.dispatcher, "_record_ended", p_record),
+                  (svc.dispatcher, "_launch", p_launch)]
         for obj, name, fn in wraps:
             self._saved[(obj, name)] = obj.__dict__.get(name)
             setattr(obj, name, fn)
@@ -508,7 +508,7 @@ def code_under_test(thread: ServiceThread) -> dict[str, Any]:
 
     engine, svc = thread.runtime.engine, thread.runtime.service
     try:
-        loop_src = inspect.getsource(type(svc)._dispatch_loop)
+        loop_src = inspect.getsource(type(svc.dispatcher).loop)
     except (OSError, TypeError, AttributeError):
         loop_src = ""
     sleeps = [ln.strip() for ln in loop_src.splitlines() if "sleep(" in ln]

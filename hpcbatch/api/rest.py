@@ -45,10 +45,16 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from hpcbatch.batch import sharedkey as auth
+from hpcbatch.batch.errors import (
+    BadRequestError,
+    HpcbatchError,
+    NotFoundError,
+    not_found,
+)
+from hpcbatch.batch.wire import utcnow
+from hpcbatch.core.service import BatchService
+from hpcbatch.core.tasks import DEFAULT_MAX_RESULTS
 from hpcbatch.store import odata
-from hpcbatch.batch.errors import BadRequestError, HpcbatchError, NotFoundError, not_found
-from hpcbatch.core.service import DEFAULT_MAX_RESULTS, BatchService
-from hpcbatch.store.database import utcnow
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -431,9 +437,14 @@ def unsupported(operation: str, why: str) -> HpcbatchError:
                          values={"Operation": operation})
 
 
+_COMPONENT = {"update_pool": "pools", "replace_pool_properties": "pools", "update_task": "tasks",
+              "delete_task_file": "files", "delete_node_file": "files"}
+"""The part of the service core (``service.pools`` ...) holding each operation's method."""
+
+
 def _core(request: web.Request, method: str, operation: str) -> Callable[..., Any]:
     """The service method implementing ``operation``, or ``FeatureNotSupported``."""
-    fn = getattr(svc(request), method, None)
+    fn = getattr(getattr(svc(request), _COMPONENT[method]), method, None)
     if fn is None:
         raise unsupported(operation, "this hpcbatch service does not implement it yet.")
     return fn  # type: ignore[no-any-return]
@@ -449,7 +460,7 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/inventory/hosts")
 async def list_hosts(request: web.Request) -> web.Response:
-    return _json({"value": svc(request).list_hosts()})
+    return _json({"value": svc(request).inventory.list_hosts()})
 
 
 @routes.post("/inventory/hosts")
@@ -458,12 +469,12 @@ async def add_hosts(request: web.Request) -> web.Response:
     items = body.get("hosts") if isinstance(body, dict) else body
     if not isinstance(items, list):
         raise BadRequestError("The body must be {\"hosts\": [...]} or a list of hosts.")
-    return _json({"value": svc(request).add_hosts(items)}, status=201)
+    return _json({"value": svc(request).inventory.add_hosts(items)}, status=201)
 
 
 @routes.delete("/inventory/hosts/{name}")
 async def remove_host(request: web.Request) -> web.Response:
-    svc(request).remove_host(_m(request, "name"))
+    svc(request).inventory.remove_host(_m(request, "name"))
     return web.Response(status=204)
 
 
@@ -475,31 +486,31 @@ def _pool_url(request: web.Request) -> str:
 
 
 def _pool_fetch(request: web.Request) -> Callable[[], dict[str, Any]]:
-    return lambda: svc(request).get_pool(_m(request, "pool"))
+    return lambda: svc(request).pools.get_pool(_m(request, "pool"))
 
 
 @routes.post("/pools")
 async def add_pool(request: web.Request) -> web.Response:
-    pool_id = svc(request).add_pool(await _body(request))
-    return _created(request, f"{_base(request)}/pools/{pool_id}", svc(request).get_pool(pool_id))
+    pool_id = svc(request).pools.add_pool(await _body(request))
+    return _created(request, f"{_base(request)}/pools/{pool_id}", svc(request).pools.get_pool(pool_id))
 
 
 @routes.get("/pools")
 async def list_pools(request: web.Request) -> web.Response:
-    items = svc(request).list_pools(request.query.get("$filter"))
+    items = svc(request).pools.list_pools(request.query.get("$filter"))
     return _page(request, "pools", items, POOL_SELECTABLE, expand=True)
 
 
 @routes.get("/pools/{pool}")
 async def get_pool(request: web.Request) -> web.Response:
-    return _entity(request, svc(request).get_pool(_m(request, "pool")), "pools/@Element",
+    return _entity(request, svc(request).pools.get_pool(_m(request, "pool")), "pools/@Element",
                    POOL_SELECTABLE)
 
 
 @routes.delete("/pools/{pool}")
 async def delete_pool(request: web.Request) -> web.Response:
     _guard(request, _pool_fetch(request))
-    svc(request).delete_pool(_m(request, "pool"))
+    svc(request).pools.delete_pool(_m(request, "pool"))
     return _done(request, 202, url=_pool_url(request))
 
 
@@ -522,7 +533,7 @@ async def update_pool_properties(request: web.Request) -> web.Response:
 @routes.post("/pools/{pool}/resize")
 async def resize_pool(request: web.Request) -> web.Response:
     _guard(request, _pool_fetch(request))
-    svc(request).resize_pool(_m(request, "pool"), await _body(request))
+    svc(request).pools.resize_pool(_m(request, "pool"), await _body(request))
     return _done(request, 202, _pool_fetch(request), _pool_url(request))
 
 
@@ -530,13 +541,13 @@ async def resize_pool(request: web.Request) -> web.Response:
 async def stop_resize_pool(request: web.Request) -> web.Response:
     """Stop a resize: the pool keeps the nodes it has now (Batch's "Pool - Stop Resize")."""
     _guard(request, _pool_fetch(request))
-    stop = getattr(svc(request), "stop_resize_pool", None)
+    stop = getattr(svc(request).pools, "stop_resize_pool", None)
     if stop is not None:
         stop(_m(request, "pool"))
     else:
-        pool = svc(request).get_pool(_m(request, "pool"))
+        pool = svc(request).pools.get_pool(_m(request, "pool"))
         if pool.get("allocationState") == "resizing":
-            svc(request).resize_pool(_m(request, "pool"),
+            svc(request).pools.resize_pool(_m(request, "pool"),
                                      {"targetDedicatedNodes": pool["currentDedicatedNodes"]})
     return _done(request, 202, _pool_fetch(request), _pool_url(request))
 
@@ -567,18 +578,18 @@ async def evaluate_autoscale(request: web.Request) -> web.Response:
 @routes.post("/pools/{pool}/removenodes")
 async def remove_nodes(request: web.Request) -> web.Response:
     _guard(request, _pool_fetch(request))
-    svc(request).remove_nodes(_m(request, "pool"), await _body(request))
+    svc(request).nodes.remove_nodes(_m(request, "pool"), await _body(request))
     return _done(request, 202, _pool_fetch(request), _pool_url(request))
 
 
 @routes.get("/nodecounts")
 async def list_pool_node_counts(request: web.Request) -> web.Response:
     """"Account - List Pool Node Counts": node counts by state, per pool."""
-    pools = svc(request).list_pools(request.query.get("$filter"))
+    pools = svc(request).pools.list_pools(request.query.get("$filter"))
     items = []
     for pool in pools:
         try:
-            nodes = svc(request).list_nodes(pool["id"])
+            nodes = svc(request).nodes.list_nodes(pool["id"])
         except NotFoundError:
             continue
         items.append({"poolId": pool["id"], "dedicated": _node_counts(nodes),
@@ -718,7 +729,7 @@ def filter_nodes(nodes: list[dict[str, Any]], text: str) -> list[dict[str, Any]]
 
 @routes.get("/pools/{pool}/nodes")
 async def list_nodes(request: web.Request) -> web.Response:
-    nodes = svc(request).list_nodes(_m(request, "pool"))
+    nodes = svc(request).nodes.list_nodes(_m(request, "pool"))
     if request.query.get("$filter"):
         nodes = filter_nodes(nodes, request.query["$filter"])
     return _page(request, "nodes", nodes, NODE_SELECTABLE)
@@ -726,7 +737,7 @@ async def list_nodes(request: web.Request) -> web.Response:
 
 @routes.get("/pools/{pool}/nodes/{node}")
 async def get_node(request: web.Request) -> web.Response:
-    node = svc(request).get_node(_m(request, "pool"), _m(request, "node"))
+    node = svc(request).nodes.get_node(_m(request, "pool"), _m(request, "node"))
     return _entity(request, node, "nodes/@Element", NODE_SELECTABLE)
 
 
@@ -737,7 +748,7 @@ def _node_url(request: web.Request) -> str:
 @routes.post("/pools/{pool}/nodes/{node}/reboot")
 async def reboot_node(request: web.Request) -> web.Response:
     body = await _optional_body(request)
-    svc(request).reboot_node(_m(request, "pool"), _m(request, "node"),
+    svc(request).nodes.reboot_node(_m(request, "pool"), _m(request, "node"),
                              body.get("nodeRebootOption"))
     return _done(request, 202, url=_node_url(request))
 
@@ -745,7 +756,7 @@ async def reboot_node(request: web.Request) -> web.Response:
 @routes.post("/pools/{pool}/nodes/{node}/reimage")
 async def reimage_node(request: web.Request) -> web.Response:
     body = await _optional_body(request)
-    svc(request).reboot_node(_m(request, "pool"), _m(request, "node"),
+    svc(request).nodes.reboot_node(_m(request, "pool"), _m(request, "node"),
                              body.get("nodeReimageOption"), reimage=True)
     return _done(request, 202, url=_node_url(request))
 
@@ -753,22 +764,22 @@ async def reimage_node(request: web.Request) -> web.Response:
 @routes.post("/pools/{pool}/nodes/{node}/disablescheduling")
 async def disable_scheduling(request: web.Request) -> web.Response:
     body = await _optional_body(request)
-    svc(request).set_node_scheduling(_m(request, "pool"), _m(request, "node"),
+    svc(request).nodes.set_node_scheduling(_m(request, "pool"), _m(request, "node"),
                                      False, body.get("nodeDisableSchedulingOption"))
     return _done(request, 200, url=_node_url(request))
 
 
 @routes.post("/pools/{pool}/nodes/{node}/enablescheduling")
 async def enable_scheduling(request: web.Request) -> web.Response:
-    svc(request).set_node_scheduling(_m(request, "pool"), _m(request, "node"), True)
+    svc(request).nodes.set_node_scheduling(_m(request, "pool"), _m(request, "node"), True)
     return _done(request, 200, url=_node_url(request))
 
 
 @routes.get("/pools/{pool}/nodes/{node}/remoteloginsettings")
 async def remote_login_settings(request: web.Request) -> web.Response:
     """The SSH address of the node's inventory host ("Compute Node - Get Remote Login Settings")."""
-    node = svc(request).get_node(_m(request, "pool"), _m(request, "node"))
-    host = next((h for h in svc(request).list_hosts()
+    node = svc(request).nodes.get_node(_m(request, "pool"), _m(request, "node"))
+    host = next((h for h in svc(request).inventory.list_hosts()
                  if h.get("name") == node["id"] or h.get("address") == node.get("ipAddress")),
                 None)
     if host is None or host.get("provider") == "local":
@@ -782,13 +793,13 @@ async def remote_login_settings(request: web.Request) -> web.Response:
 
 @routes.get("/pools/{pool}/nodes/{node}/extensions")
 async def list_node_extensions(request: web.Request) -> web.Response:
-    svc(request).get_node(_m(request, "pool"), _m(request, "node"))
+    svc(request).nodes.get_node(_m(request, "pool"), _m(request, "node"))
     return _page(request, "extensions", [])
 
 
 @routes.get("/pools/{pool}/nodes/{node}/extensions/{name}")
 async def get_node_extension(request: web.Request) -> web.Response:
-    svc(request).get_node(_m(request, "pool"), _m(request, "node"))
+    svc(request).nodes.get_node(_m(request, "pool"), _m(request, "node"))
     raise NotFoundError("hpcbatch nodes have no VM extensions.", code="ResourceNotFound",
                         values={"ExtensionName": _m(request, "name")})
 
@@ -801,31 +812,31 @@ def _job_url(request: web.Request) -> str:
 
 
 def _job_fetch(request: web.Request) -> Callable[[], dict[str, Any]]:
-    return lambda: svc(request).get_job(_m(request, "job"))
+    return lambda: svc(request).jobs.get_job(_m(request, "job"))
 
 
 @routes.post("/jobs")
 async def add_job(request: web.Request) -> web.Response:
-    job_id = svc(request).add_job(await _body(request))
-    return _created(request, f"{_base(request)}/jobs/{job_id}", svc(request).get_job(job_id))
+    job_id = svc(request).jobs.add_job(await _body(request))
+    return _created(request, f"{_base(request)}/jobs/{job_id}", svc(request).jobs.get_job(job_id))
 
 
 @routes.get("/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    items = svc(request).list_jobs(request.query.get("$filter"))
+    items = svc(request).jobs.list_jobs(request.query.get("$filter"))
     return _page(request, "jobs", items, JOB_SELECTABLE, expand=True)
 
 
 @routes.get("/jobs/{job}")
 async def get_job(request: web.Request) -> web.Response:
-    return _entity(request, svc(request).get_job(_m(request, "job")), "jobs/@Element",
+    return _entity(request, svc(request).jobs.get_job(_m(request, "job")), "jobs/@Element",
                    JOB_SELECTABLE)
 
 
 @routes.patch("/jobs/{job}")
 async def patch_job(request: web.Request) -> web.Response:
     _guard(request, _job_fetch(request))
-    svc(request).update_job(_m(request, "job"), await _body(request))
+    svc(request).jobs.update_job(_m(request, "job"), await _body(request))
     return _done(request, 200, _job_fetch(request), _job_url(request))
 
 
@@ -843,18 +854,18 @@ async def replace_job(request: web.Request) -> web.Response:
     body = await _body(request)
     if not isinstance(body, dict):
         raise BadRequestError("The request body must be a JSON object.")
-    replace = getattr(svc(request), "replace_job", None)
+    replace = getattr(svc(request).jobs, "replace_job", None)
     if replace is not None:
         replace(_m(request, "job"), body)
     else:
-        svc(request).update_job(_m(request, "job"), {**JOB_REPLACE_DEFAULTS, **body})
+        svc(request).jobs.update_job(_m(request, "job"), {**JOB_REPLACE_DEFAULTS, **body})
     return _done(request, 200, _job_fetch(request), _job_url(request))
 
 
 @routes.delete("/jobs/{job}")
 async def delete_job(request: web.Request) -> web.Response:
     _guard(request, _job_fetch(request))
-    svc(request).delete_job(_m(request, "job"))
+    svc(request).jobs.delete_job(_m(request, "job"))
     return _done(request, 202, url=_job_url(request))
 
 
@@ -862,7 +873,7 @@ async def delete_job(request: web.Request) -> web.Response:
 async def terminate_job(request: web.Request) -> web.Response:
     _guard(request, _job_fetch(request))
     body = await _optional_body(request)
-    svc(request).terminate_job(_m(request, "job"), body.get("terminateReason"))
+    svc(request).jobs.terminate_job(_m(request, "job"), body.get("terminateReason"))
     return _done(request, 202, _job_fetch(request), _job_url(request))
 
 
@@ -870,20 +881,20 @@ async def terminate_job(request: web.Request) -> web.Response:
 async def disable_job(request: web.Request) -> web.Response:
     _guard(request, _job_fetch(request))
     body = await _optional_body(request)
-    svc(request).disable_job(_m(request, "job"), body.get("disableTasks", "requeue"))
+    svc(request).jobs.disable_job(_m(request, "job"), body.get("disableTasks", "requeue"))
     return _done(request, 202, _job_fetch(request), _job_url(request))
 
 
 @routes.post("/jobs/{job}/enable")
 async def enable_job(request: web.Request) -> web.Response:
     _guard(request, _job_fetch(request))
-    svc(request).enable_job(_m(request, "job"))
+    svc(request).jobs.enable_job(_m(request, "job"))
     return _done(request, 202, _job_fetch(request), _job_url(request))
 
 
 @routes.get("/jobs/{job}/jobpreparationandreleasetaskstatus")
 async def prep_release_status(request: web.Request) -> web.Response:
-    items = svc(request).preparation_and_release_status(_m(request, "job"))
+    items = svc(request).preparation.preparation_and_release_status(_m(request, "job"))
     if request.query.get("$filter"):
         items = _filter_by_node(items, request.query["$filter"])
     return _page(request, "jobpreparationandreleasetaskstatus", items, PREP_RELEASE_SELECTABLE)
@@ -902,7 +913,7 @@ def _filter_by_node(items: list[dict[str, Any]], text: str) -> list[dict[str, An
 
 @routes.get("/jobs/{job}/taskcounts")
 async def task_counts(request: web.Request) -> web.Response:
-    counts = svc(request).task_counts(_m(request, "job"))
+    counts = svc(request).jobs.task_counts(_m(request, "job"))
     return _json({"odata.metadata": _metadata(request, "taskcountsresult/@Element"), **counts})
 
 
@@ -911,12 +922,12 @@ async def task_counts(request: web.Request) -> web.Response:
 
 @routes.get("/applications")
 async def list_applications(request: web.Request) -> web.Response:
-    return _page(request, "applications", svc(request).list_applications())
+    return _page(request, "applications", svc(request).applications.list_applications())
 
 
 @routes.get("/applications/{app}")
 async def get_application(request: web.Request) -> web.Response:
-    return _entity(request, svc(request).get_application(_m(request, "app")),
+    return _entity(request, svc(request).applications.get_application(_m(request, "app")),
                    "applications/@Element")
 
 
@@ -926,20 +937,20 @@ async def update_application(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or "defaultVersion" not in body:
         raise BadRequestError("The body must be {\"defaultVersion\": \"...\"}.",
                               values={"PropertyName": "defaultVersion"})
-    svc(request).set_default_version(_m(request, "app"), body["defaultVersion"])
+    svc(request).applications.set_default_version(_m(request, "app"), body["defaultVersion"])
     return web.Response(status=200)
 
 
 @routes.put("/applications/{app}/versions/{version}")
 async def put_package(request: web.Request) -> web.Response:
-    svc(request).create_application_package(_m(request, "app"), _m(request, "version"),
+    svc(request).applications.create_application_package(_m(request, "app"), _m(request, "version"),
                                             await request.read())
     return web.Response(status=201)
 
 
 @routes.delete("/applications/{app}/versions/{version}")
 async def delete_package(request: web.Request) -> web.Response:
-    svc(request).delete_application_package(_m(request, "app"), _m(request, "version"))
+    svc(request).applications.delete_application_package(_m(request, "app"), _m(request, "version"))
     return web.Response(status=204)
 
 
@@ -951,15 +962,15 @@ def _task_url(request: web.Request) -> str:
 
 
 def _task_fetch(request: web.Request) -> Callable[[], dict[str, Any]]:
-    return lambda: svc(request).get_task(_m(request, "job"), _m(request, "task"))
+    return lambda: svc(request).tasks.get_task(_m(request, "job"), _m(request, "task"))
 
 
 @routes.post("/jobs/{job}/tasks")
 async def add_task(request: web.Request) -> web.Response:
     job = _m(request, "job")
-    task_id = svc(request).add_task(job, await _body(request))
+    task_id = svc(request).tasks.add_task(job, await _body(request))
     return _created(request, f"{_base(request)}/jobs/{job}/tasks/{task_id}",
-                    svc(request).get_task(job, task_id))
+                    svc(request).tasks.get_task(job, task_id))
 
 
 @routes.post("/jobs/{job}/addtaskcollection")
@@ -975,7 +986,7 @@ async def add_task_collection(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or set(body) - {"value"}:
         raise BadRequestError("The body must be {\"value\": [task, ...]}.",
                               values={"PropertyName": "value"})
-    results = svc(request).add_tasks(_m(request, "job"), body.get("value") or [])
+    results = svc(request).tasks.add_tasks(_m(request, "job"), body.get("value") or [])
     return _json({"odata.metadata": _metadata(request, "taskaddresult"), "value": results})
 
 
@@ -984,7 +995,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     token = request.query.get("$skiptoken")
     if "$expand" in request.query:
         odata.parse_expand(request.query["$expand"])
-    items, nxt = svc(request).list_tasks(
+    items, nxt = svc(request).tasks.list_tasks(
         _m(request, "job"), filter_=request.query.get("$filter"),
         select=request.query.get("$select"), max_results=_max_results(request),
         after_seq=int(token) if token and token.isdigit() else None,
@@ -996,7 +1007,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def get_task(request: web.Request) -> web.Response:
     if "$expand" in request.query:
         odata.parse_expand(request.query["$expand"])
-    data = svc(request).get_task(_m(request, "job"), _m(request, "task"),
+    data = svc(request).tasks.get_task(_m(request, "job"), _m(request, "task"),
                                  request.query.get("$select"))
     not_modified = _conditions(request, data)
     if not_modified is not None:
@@ -1016,27 +1027,27 @@ async def replace_task(request: web.Request) -> web.Response:
 @routes.delete("/jobs/{job}/tasks/{task}")
 async def delete_task(request: web.Request) -> web.Response:
     _guard(request, _task_fetch(request))
-    svc(request).delete_task(_m(request, "job"), _m(request, "task"))
+    svc(request).tasks.delete_task(_m(request, "job"), _m(request, "task"))
     return _done(request, 200, url=_task_url(request))
 
 
 @routes.post("/jobs/{job}/tasks/{task}/terminate")
 async def terminate_task(request: web.Request) -> web.Response:
     _guard(request, _task_fetch(request))
-    svc(request).terminate_task(_m(request, "job"), _m(request, "task"))
+    svc(request).tasks.terminate_task(_m(request, "job"), _m(request, "task"))
     return _done(request, 204, _task_fetch(request), _task_url(request))
 
 
 @routes.post("/jobs/{job}/tasks/{task}/reactivate")
 async def reactivate_task(request: web.Request) -> web.Response:
     _guard(request, _task_fetch(request))
-    svc(request).reactivate_task(_m(request, "job"), _m(request, "task"))
+    svc(request).tasks.reactivate_task(_m(request, "job"), _m(request, "task"))
     return _done(request, 204, _task_fetch(request), _task_url(request))
 
 
 @routes.get("/jobs/{job}/tasks/{task}/subtasksinfo")
 async def list_subtasks(request: web.Request) -> web.Response:
-    items = svc(request).list_subtasks(_m(request, "job"), _m(request, "task"))
+    items = svc(request).tasks.list_subtasks(_m(request, "job"), _m(request, "task"))
     select = request.query.get("$select")
     if select:
         sel = odata.parse_select(select, ("id", "nodeInfo", "startTime", "endTime", "exitCode",
@@ -1091,14 +1102,14 @@ def _find_file(entries: list[dict[str, Any]], name: str) -> dict[str, Any] | Non
 
 
 async def _task_file_entry(request: web.Request) -> dict[str, Any] | None:
-    entries = await svc(request).list_task_files(_m(request, "job"), _m(request, "task"), True)
+    entries = await svc(request).files.list_task_files(_m(request, "job"), _m(request, "task"), True)
     return _find_file(entries, _m(request, "path"))
 
 
 async def _node_file_entry(request: web.Request) -> dict[str, Any] | None:
     path = _m(request, "path").strip("/")
     parent, _, _ = path.rpartition("/")
-    entries = await svc(request).list_node_files(_m(request, "pool"), _m(request, "node"),
+    entries = await svc(request).files.list_node_files(_m(request, "pool"), _m(request, "node"),
                                                  parent, False)
     return _find_file(entries, path)
 
@@ -1131,7 +1142,7 @@ def _files_filter(request: web.Request, files: list[dict[str, Any]]) -> list[dic
 
 @routes.get("/pools/{pool}/nodes/{node}/files")
 async def list_node_files(request: web.Request) -> web.Response:
-    files = await svc(request).list_node_files(_m(request, "pool"), _m(request, "node"), "",
+    files = await svc(request).files.list_node_files(_m(request, "pool"), _m(request, "node"), "",
                                                _bool_query(request, "recursive"))
     return _page(request, "files", _files_filter(request, files))
 
@@ -1142,7 +1153,7 @@ async def get_node_file(request: web.Request) -> web.Response:
     if _file_if_modified(request, entry):
         return _empty(304)
     offset, length = _range(request)
-    data = await svc(request).get_node_file(_m(request, "pool"), _m(request, "node"),
+    data = await svc(request).files.get_node_file(_m(request, "pool"), _m(request, "node"),
                                             _m(request, "path"), offset, length)
     return _file_reply(request, entry, data)
 
@@ -1158,7 +1169,7 @@ async def node_file_properties(request: web.Request) -> web.Response:
 
 @routes.get("/jobs/{job}/tasks/{task}/files")
 async def list_task_files(request: web.Request) -> web.Response:
-    files = await svc(request).list_task_files(_m(request, "job"), _m(request, "task"),
+    files = await svc(request).files.list_task_files(_m(request, "job"), _m(request, "task"),
                                                _bool_query(request, "recursive"))
     return _page(request, "files", _files_filter(request, files))
 
@@ -1169,7 +1180,7 @@ async def get_task_file(request: web.Request) -> web.Response:
     if _file_if_modified(request, entry):
         return _empty(304)
     offset, length = _range(request)
-    data = await svc(request).get_task_file(_m(request, "job"), _m(request, "task"),
+    data = await svc(request).files.get_task_file(_m(request, "job"), _m(request, "task"),
                                             _m(request, "path"), offset, length)
     return _file_reply(request, entry, data)
 

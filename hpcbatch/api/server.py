@@ -23,14 +23,18 @@ from typing import Any
 
 from aiohttp import web
 
-from hpcbatch.store.events import EventLog
-from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.api.rest import make_app
-from hpcbatch.api.security import AccountCredentials, ensure_account_credentials, ensure_tls
+from hpcbatch.api.security import (
+    AccountCredentials,
+    ensure_account_credentials,
+    ensure_tls,
+)
 from hpcbatch.core.service import BatchService, Quotas
+from hpcbatch.execution.engine import DaskEngine
+from hpcbatch.execution.transfer import StorageRef
 from hpcbatch.storage.fs import default_storage_url
 from hpcbatch.store.database import Store, sqlite_url
-from hpcbatch.execution.transfer import StorageRef
+from hpcbatch.store.events import EventLog
 
 DEFAULT_PORT = 8600
 """Default port of the REST API."""
@@ -144,8 +148,8 @@ class ServiceRuntime:
             await self.runner.cleanup()
         if self.service is not None:
             await self.service.close(stop_nodes=True)
-            if self.service.events is not None:
-                self.service.events.close()
+            if self.service.ctx.events is not None:
+                self.service.ctx.events.close()
         if self.engine is not None:
             await self.engine.close()
         if self.store is not None:

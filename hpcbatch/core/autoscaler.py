@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpcbatch.batch import autoscale
-from hpcbatch.execution import metrics
 from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
 from hpcbatch.batch.models import PoolSpec
+from hpcbatch.core.rows import pool_row
+from hpcbatch.execution import metrics
 from hpcbatch.store.database import Store, dumps, jobs, loads, pools, tasks
 
 if TYPE_CHECKING:
-    from hpcbatch.core.service import BatchService
+    from hpcbatch.core.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,17 @@ class Autoscaler:
 
     Parameters
     ----------
-    service
-        The service whose pools are scaled.
+    ctx
+        The service context (store, pool manager, engine).
     sample_interval_s
         Seconds between metric samples (Batch: 30).
     min_interval_s
         Smallest ``autoScaleEvaluationInterval`` accepted, in seconds (Batch: 300).
     """
 
-    def __init__(self, service: BatchService, *, sample_interval_s: float = 30.0,
+    def __init__(self, ctx: ServiceContext, *, sample_interval_s: float = 30.0,
                  min_interval_s: float | None = None) -> None:
-        self.service = service
+        self.ctx = ctx
         self.sample_interval_s = sample_interval_s
         env_min = os.environ.get("HPCBATCH_MIN_AUTOSCALE_INTERVAL_S")
         self.min_interval = timedelta(seconds=min_interval_s if min_interval_s is not None
@@ -102,8 +103,8 @@ class Autoscaler:
         spec_patch = PoolSpec.model_validate({"id": "x", "vmSize": "x", "enableAutoScale": True,
                                               "autoScaleFormula": formula,
                                               "autoScaleEvaluationInterval": interval_raw})
-        with self.service.store.begin() as conn:
-            row = self.service._pool_row(conn, pool_id)
+        with self.ctx.store.begin() as conn:
+            row = pool_row(conn, pool_id)
             spec = loads(row["spec"])
             if not formula:
                 formula = spec.get("autoScaleFormula")
@@ -116,20 +117,20 @@ class Autoscaler:
                             {"id": "x", "vmSize": "x", "autoScaleEvaluationInterval": interval}
                         ).to_wire()["autoScaleEvaluationInterval"])
             Store.update(conn, pools, {"key": row["key"]}, spec=dumps(spec))
-        self.service.pool_manager.specs[row["key"]] = PoolSpec.model_validate(spec)
+        self.ctx.pool_manager.specs[row["key"]] = PoolSpec.model_validate(spec)
         self._next_eval[row["key"]] = self.clock()
-        self.service._background_task(self.evaluate_due())
+        self.ctx.background(self.evaluate_due())
 
     def disable(self, pool_id: str) -> None:
         """Disable autoscale ("Pool - Disable Auto Scale"); the target stays where it is."""
-        with self.service.store.begin() as conn:
-            row = self.service._pool_row(conn, pool_id)
+        with self.ctx.store.begin() as conn:
+            row = pool_row(conn, pool_id)
             spec = loads(row["spec"])
             spec["enableAutoScale"] = False
             for k in ("autoScaleFormula", "autoScaleEvaluationInterval"):
                 spec.pop(k, None)
             Store.update(conn, pools, {"key": row["key"]}, spec=dumps(spec))
-        self.service.pool_manager.specs[row["key"]] = PoolSpec.model_validate(spec)
+        self.ctx.pool_manager.specs[row["key"]] = PoolSpec.model_validate(spec)
         self._next_eval.pop(row["key"], None)
 
     def evaluate(self, pool_id: str, formula: str | None) -> dict[str, Any]:
@@ -140,8 +141,8 @@ class Autoscaler:
         dict
             Batch's ``AutoScaleRun``: ``timestamp``, ``results``, ``error``.
         """
-        with self.service.store.read() as conn:
-            row = self.service._pool_row(conn, pool_id)
+        with self.ctx.store.read() as conn:
+            row = pool_row(conn, pool_id)
         if not formula:
             raise InvalidPropertyValueError("autoScaleFormula", None, "a formula is required")
         if not loads(row["spec"]).get("enableAutoScale"):
@@ -153,7 +154,7 @@ class Autoscaler:
 
     def _snapshot(self, row: Mapping[str, Any]) -> autoscale.MetricsSnapshot:
         key = row["key"]
-        nodes = self.service.pool_manager.nodes_of(key)
+        nodes = self.ctx.pool_manager.nodes_of(key)
         spec = PoolSpec.model_validate(loads(row["spec"]))
         return self.history.snapshot(
             key, self.clock(), current_dedicated_nodes=len(nodes),
@@ -175,7 +176,7 @@ class Autoscaler:
     async def sample(self) -> None:
         """Record one sample period for every pool."""
         at = self.clock()
-        svc = self.service
+        svc = self.ctx
         for key in list(svc.pool_manager.specs):
             counts = self._task_counts(key)
             nodes = [n for n in svc.pool_manager.nodes_of(key) if n.worker]
@@ -186,7 +187,7 @@ class Autoscaler:
             self.history.record(key, at, counts, samples)
 
     def _task_counts(self, pool_key: str) -> dict[str, float]:
-        with self.service.store.read() as conn:
+        with self.ctx.store.read() as conn:
             job_keys = conn.execute(sa.select(jobs.c.key).where(
                 jobs.c.pool_key == pool_key, jobs.c.state.in_(("active", "disabling",
                                                                  "disabled", "terminating"))
@@ -221,7 +222,7 @@ class Autoscaler:
     async def evaluate_due(self) -> None:
         """Evaluate and apply the formula of every autoscaled pool whose interval elapsed."""
         now = self.clock()
-        with self.service.store.read() as conn:
+        with self.ctx.store.read() as conn:
             rows = conn.execute(sa.select(pools).where(pools.c.state == "active")).mappings().all()
         for row in rows:
             spec = PoolSpec.model_validate(loads(row["spec"]))
@@ -237,7 +238,7 @@ class Autoscaler:
 
     def apply(self, pool_key: str, result: autoscale.AutoScaleResult) -> None:
         """Record ``autoScaleRun`` and, without error, make its result the pool's target."""
-        with self.service.store.begin() as conn:
+        with self.ctx.store.begin() as conn:
             row = Store.fetch_one(conn, pools, key=pool_key)
             if row is None:
                 return
@@ -247,7 +248,7 @@ class Autoscaler:
                 status["target"] = result.target_dedicated_nodes
             Store.update(conn, pools, {"key": pool_key}, status=dumps(status))
         if result.error is None:
-            pm = self.service.pool_manager
+            pm = self.ctx.pool_manager
             pm.targets[pool_key] = result.target_dedicated_nodes
             pm.deallocation[pool_key] = result.node_deallocation_option
             pm.reconcile(pool_key)

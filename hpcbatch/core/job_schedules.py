@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -21,29 +21,15 @@ import sqlalchemy as sa
 from hpcbatch.batch import schedules
 from hpcbatch.batch.errors import ConflictError, HpcbatchError, exists, not_found
 from hpcbatch.batch.models import JobSpec
-from hpcbatch.store.database import Store, dumps, jobs, loads, metadata, new_etag
+from hpcbatch.batch.wire import iso, new_etag
+from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads
 
 if TYPE_CHECKING:
-    from hpcbatch.core.service import BatchService
+    from hpcbatch.core.context import ServiceContext
+    from hpcbatch.core.jobs import Jobs
 
 log = logging.getLogger(__name__)
 
-job_schedules = sa.Table(
-    "job_schedules",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("id", sa.String(64), nullable=False),
-    sa.Column("seq", sa.Integer, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("spec", sa.Text, nullable=False),
-    sa.Column("status", sa.Text, nullable=False),
-)
-"""Job schedules (``CloudJobSchedule``): spec as given, status as the service keeps it."""
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.astimezone(UTC).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -55,17 +41,19 @@ class JobSchedules:
 
     Parameters
     ----------
-    service
-        The service whose jobs the schedules create.
+    ctx
+        The service context.
+    jobs
+        Creates, terminates and deletes the schedules' jobs.
     clock
         Where "now" comes from; tests pass a :class:`hpcbatch.batch.schedules.ManualClock`.
     """
 
-    def __init__(self, service: BatchService,
+    def __init__(self, ctx: ServiceContext, jobs: Jobs,
                  clock: schedules.ScheduleClock | None = None) -> None:
-        self.service = service
+        self.ctx = ctx
+        self.jobs = jobs
         self.clock = clock or schedules.SystemClock()
-        metadata.create_all(service.store.engine, tables=[job_schedules])
 
     # ------------------------------------------------------------- operations
 
@@ -89,23 +77,23 @@ class JobSchedules:
         job_spec = dict(spec.job_specification)
         JobSpec.from_wire({**job_spec, "id": "validate"}, what="jobSpecification")
         now = self.clock.now()
-        with self.service.store.begin() as conn:
+        with self.ctx.store.begin() as conn:
             if Store.fetch_one(conn, job_schedules, key=spec.id.lower()) is not None:
                 raise exists("JobSchedule", spec.id)
-            self.service.check_job_quota(conn)
-            status = {"creationTime": _iso(now), "stateTransitionTime": _iso(now),
-                      "lastModified": _iso(now), "eTag": new_etag(), "jobsCreated": 0,
+            self.jobs.check_job_quota(conn)
+            status = {"creationTime": iso(now), "stateTransitionTime": iso(now),
+                      "lastModified": iso(now), "eTag": new_etag(), "jobsCreated": 0,
                       "lastRun": None, "executionInfo": {}}
             conn.execute(job_schedules.insert().values(
-                key=spec.id.lower(), id=spec.id, seq=self.service.store.next_seq(conn, "schedule"),
+                key=spec.id.lower(), id=spec.id, seq=self.ctx.store.next_seq(conn, "schedule"),
                 state="active", spec=dumps(spec.to_wire()), status=dumps(status)))
-        self.service._background_task(self.tick())
+        self.ctx.background(self.tick())
         return spec.id
 
     def _wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
         out = loads(row["spec"])
         status = loads(row["status"])
-        out.update({"url": f"{self.service.base_url}/jobschedules/{row['id']}",
+        out.update({"url": f"{self.ctx.base_url}/jobschedules/{row['id']}",
                     "eTag": status["eTag"], "lastModified": status["lastModified"],
                     "creationTime": status["creationTime"], "state": row["state"],
                     "stateTransitionTime": status["stateTransitionTime"],
@@ -116,26 +104,26 @@ class JobSchedules:
 
     def get(self, schedule_id: str) -> dict[str, Any]:
         """Return a job schedule ("Job Schedule - Get"). Raises ``JobScheduleNotFound``."""
-        with self.service.store.read() as conn:
+        with self.ctx.store.read() as conn:
             return self._wire(self._row(conn, schedule_id))
 
     def list(self) -> list[dict[str, Any]]:
         """List job schedules ("Job Schedule - List")."""
-        with self.service.store.read() as conn:
+        with self.ctx.store.read() as conn:
             rows = conn.execute(sa.select(job_schedules).order_by(job_schedules.c.seq)).mappings()
             return [self._wire(r) for r in rows]
 
     def jobs_of(self, schedule_id: str) -> list[dict[str, Any]]:
         """List the jobs a schedule created ("Job - List From Job Schedule")."""
-        with self.service.store.read() as conn:
+        with self.ctx.store.read() as conn:
             row = self._row(conn, schedule_id)
             prefix = f"{row['key']}:job-"
             rows = conn.execute(sa.select(jobs).where(jobs.c.key.startswith(prefix, autoescape=True))
                                 .order_by(jobs.c.seq)).mappings().all()
-        return [self.service._job_wire(r) for r in rows]
+        return [self.jobs.job_wire(r) for r in rows]
 
     def _set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str) -> None:
-        now = _iso(self.clock.now())
+        now = iso(self.clock.now())
         status = loads(row["status"])
         status.update(previousState=row["state"], stateTransitionTime=now, lastModified=now,
                       eTag=new_etag())
@@ -146,7 +134,7 @@ class JobSchedules:
 
     def disable(self, schedule_id: str) -> None:
         """Disable a schedule ("Job Schedule - Disable"): it creates no job until enabled."""
-        with self.service.store.begin() as conn:
+        with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
             if row["state"] not in ("active", "disabled"):
                 raise ConflictError(f"The job schedule is {row['state']}.",
@@ -155,18 +143,18 @@ class JobSchedules:
 
     def enable(self, schedule_id: str) -> None:
         """Enable a disabled schedule ("Job Schedule - Enable")."""
-        with self.service.store.begin() as conn:
+        with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
             if row["state"] != "disabled":
                 raise ConflictError(f"The job schedule is {row['state']}, not disabled.",
                                     code="JobScheduleNotDisabled")
             self._set_state(conn, row, "active")
-        self.service._background_task(self.tick())
+        self.ctx.background(self.tick())
 
     def terminate(self, schedule_id: str) -> None:
         """Terminate a schedule ("Job Schedule - Terminate"): its active job is terminated
         (``TerminateJobSchedule``) and it completes."""
-        with self.service.store.begin() as conn:
+        with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
             if row["state"] in ("completed", "terminating", "deleting"):
                 return
@@ -176,7 +164,7 @@ class JobSchedules:
 
     def delete(self, schedule_id: str) -> None:
         """Delete a schedule and its jobs ("Job Schedule - Delete")."""
-        with self.service.store.begin() as conn:
+        with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
             self._end_jobs(conn, row, delete=True)
             conn.execute(job_schedules.delete().where(job_schedules.c.key == row["key"]))
@@ -187,10 +175,10 @@ class JobSchedules:
                 jobs.c.key.startswith(prefix, autoescape=True))).mappings().all():
             if delete:
                 if job["state"] != "deleting":
-                    self.service._set_job_state(conn, job, "deleting")
-                    self.service._background_task(self.service._finish_delete(job["key"]))
+                    self.jobs.set_state(conn, job, "deleting")
+                    self.ctx.background(self.jobs.finish_delete(job["key"]))
             else:
-                self.service._begin_terminate(conn, job, "TerminateJobSchedule")
+                self.jobs.begin_terminate(conn, job, "TerminateJobSchedule")
 
     # --------------------------------------------------------------- the loop
 
@@ -206,7 +194,7 @@ class JobSchedules:
     async def tick(self) -> None:
         """Ask every active schedule whether a job is due now; create it or complete it."""
         now = self.clock.now()
-        with self.service.store.read() as conn:
+        with self.ctx.store.read() as conn:
             rows = conn.execute(sa.select(job_schedules).where(
                 job_schedules.c.state == "active")).mappings().all()
         for row in rows:
@@ -221,7 +209,7 @@ class JobSchedules:
         recent = status["executionInfo"].get("recentJob")
         active = False
         if recent:
-            with self.service.store.read() as conn:
+            with self.ctx.store.read() as conn:
                 job = Store.fetch_one(conn, jobs, key=recent["id"].lower())
             active = job is not None and job["state"] != "completed"
         state = schedules.ScheduleState(created=_parse(status["creationTime"]),
@@ -230,19 +218,19 @@ class JobSchedules:
         decision = schedules.due(spec.schedule, state, now)
         if decision.action == "create":
             job_id = schedules.job_id_for(spec.id, decision.job_number)
-            self.service.add_job(dict(spec.job_specification), schedule_job_id=job_id)
+            self.jobs.add_job(dict(spec.job_specification), schedule_job_id=job_id)
             status["jobsCreated"] = decision.job_number
-            status["lastRun"] = _iso(now)
+            status["lastRun"] = iso(now)
             status["executionInfo"]["recentJob"] = {
-                "id": job_id, "url": f"{self.service.base_url}/jobs/{job_id}"}
+                "id": job_id, "url": f"{self.ctx.base_url}/jobs/{job_id}"}
             state = schedules.ScheduleState(created=state.created, last_run=now,
                                             jobs_created=decision.job_number, active_job=True)
             decision = schedules.due(spec.schedule, state, now)
         if decision.next_run_time is not None:
-            status["executionInfo"]["nextRunTime"] = _iso(decision.next_run_time)
+            status["executionInfo"]["nextRunTime"] = iso(decision.next_run_time)
         else:
             status["executionInfo"].pop("nextRunTime", None)
-        with self.service.store.begin() as conn:
+        with self.ctx.store.begin() as conn:
             Store.update(conn, job_schedules, {"key": row["key"]}, status=dumps(status))
             if decision.action == "complete":
                 self._set_state(conn, self._row(conn, row["id"]), "completed")

@@ -23,14 +23,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hpcbatch.execution import agent
 from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
-from hpcbatch.execution.engine import DaskEngine
-from hpcbatch.providers.inventory import Host
 from hpcbatch.batch.models import PoolSpec
+from hpcbatch.batch.wire import utcnow
+from hpcbatch.execution import agent
+from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
-from hpcbatch.store.database import Store, dumps, hosts, loads, nodes, utcnow
+from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.transport import Transport, known_hosts_line, open_transport
+from hpcbatch.store.database import Store, dumps, hosts, loads, nodes
 
 log = logging.getLogger(__name__)
 

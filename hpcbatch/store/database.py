@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,14 +191,17 @@ counters = sa.Table(
 )
 
 
-def utcnow() -> datetime:
-    """Return the current time as a naive UTC datetime (the store's time format)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def new_etag() -> str:
-    """Return a Batch-style ETag (``0x8DE...``): a hex of the current time in 100 ns units."""
-    return f"0x{time.time_ns() // 100 + 0x8D000000000000:X}"
+job_schedules = sa.Table(
+    "job_schedules",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+)
+"""Job schedules (``CloudJobSchedule``): spec as given, status as the service keeps it."""
 
 
 def dumps(value: Any) -> str:

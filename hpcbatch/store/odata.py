@@ -80,11 +80,16 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
-from hpcbatch.store import database as store
 from hpcbatch.batch.errors import BadRequestError
+from hpcbatch.store import database as store
 
 __all__ = [
     "FILTER_GRAMMAR",

@@ -1,0 +1,101 @@
+"""The small context the service's parts share: store, pool manager, engine, events, clock.
+
+Every part of the core (pools, nodes, jobs, tasks, the dispatcher ...) gets one
+:class:`ServiceContext` and talks to the others only through their public
+methods. All of them run on the service's event loop thread: no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hpcbatch.core.quotas import Quotas
+from hpcbatch.store.database import Store
+
+if TYPE_CHECKING:
+    from hpcbatch.core.pool_manager import PoolManager
+    from hpcbatch.execution.engine import DaskEngine
+    from hpcbatch.execution.transfer import StorageRef
+    from hpcbatch.store.events import EventLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What the parts of the core share.
+
+    Attributes
+    ----------
+    store
+        The durable store.
+    engine
+        The Dask engine that carries runs to nodes.
+    pool_manager
+        Nodes of every pool (set once, when the service builds it).
+    account_name, account_key
+        The Batch account this service answers for.
+    base_url
+        The service endpoint (``http://host:port``) used in resource URLs.
+    storage, storage_env
+        The service's storage and the variables that give tasks access to it.
+    events
+        Where diagnostic events go; None: nowhere.
+    quotas
+        Account limits.
+    """
+
+    store: Store
+    engine: DaskEngine
+    account_name: str
+    base_url: str
+    account_key: str = ""
+    storage: StorageRef | None = None
+    storage_env: dict[str, str] = field(default_factory=dict)
+    events: EventLog | None = None
+    quotas: Quotas = field(default_factory=Quotas)
+    pool_manager: PoolManager = field(init=False)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _nonce: str = field(default_factory=lambda: secrets.token_hex(4))
+    _counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def kick(self) -> None:
+        """Ask for a scheduling pass soon (coalesced)."""
+        self.wake.set()
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` on the service's loop; it is cancelled when the service closes."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def cancel_background(self) -> None:
+        """Cancel every background task (service shutdown)."""
+        for t in list(self._background):
+            t.cancel()
+
+    def emit(self, name: str, body: dict[str, Any]) -> None:
+        """Record a diagnostic event ("Log events for diagnostic evaluation and monitoring")."""
+        if self.events is not None:
+            try:
+                self.events.emit(name, body)
+            except Exception as exc:  # events never break the operation that caused them
+                log.warning("cannot record %s: %s", name, exc)
+
+    def run_key(self, prefix: str) -> str:
+        """Return a new run key, unique across this service's incarnations (``{prefix}-{nonce}-{n}``)."""
+        return f"{prefix}-{self._nonce}-{next(self._counter)}"
+
+    def node_url(self, pool_id: str, node_id: str) -> str:
+        """Return a node's URL (``{base}/pools/{pool}/nodes/{node}``)."""
+        return f"{self.base_url}/pools/{pool_id}/nodes/{node_id}"
+
+
+Callback = Callable[..., Any]

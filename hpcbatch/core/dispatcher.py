@@ -1,0 +1,505 @@
+"""The dispatcher: scheduling passes that record ended runs and fill free task slots.
+
+The loop is woken by events (task added, task ended, node ready) and
+coalesces them into passes. A pass (1) records the tasks that ended since the
+last pass, in one transaction, and (2) fills free task slots: pools' jobs in
+Batch's order (priority, then age), their active tasks first-in first-out
+straight from the database index, placed by :mod:`hpcbatch.core.scheduling`, marked
+running in one transaction and submitted to the chosen nodes' Dask workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hpcbatch.batch import dependencies, events
+from hpcbatch.batch.errors import (
+    HpcbatchError,
+)
+from hpcbatch.batch.models import (
+    JobManagerTask,
+    TaskSpec,
+)
+from hpcbatch.batch.wire import new_etag, utcnow
+from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.core.preparation import PREP_DIR
+from hpcbatch.core.runs import RUN_STATES, Ended, PreparationFailed, Run, _wall_clock_s
+from hpcbatch.core.scheduling import NodeSlots, job_order, place, place_gang
+from hpcbatch.execution import agent, multiinstance
+from hpcbatch.execution.environment import task_dir
+from hpcbatch.store.database import (
+    Store,
+    dumps,
+    loads,
+    subtasks,
+    tasks,
+)
+
+if TYPE_CHECKING:
+    from hpcbatch.core.applications import Applications
+    from hpcbatch.core.jobs import Jobs
+    from hpcbatch.core.pools import Pools
+    from hpcbatch.core.preparation import JobPreparation
+    from hpcbatch.core.runs import Runs
+    from hpcbatch.core.tasks import Tasks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+"""Batch's default ``retentionTime``: a task directory is kept 7 days after the task ends."""
+
+
+_END_VALUES = dict(
+    state=sa.bindparam("b_state"), previous_state=tasks.c.state,
+    previous_state_transition_time=tasks.c.state_transition_time,
+    state_transition_time=sa.bindparam("b_now"), exit_code=sa.bindparam("b_exit"),
+    failure_info=sa.bindparam("b_failure"), end_time=sa.bindparam("b_end"),
+    result=sa.bindparam("b_result"), retry_count=sa.bindparam("b_retry"),
+    last_retry_time=sa.func.coalesce(sa.bindparam("b_retry_time"), tasks.c.last_retry_time),
+    last_modified=sa.bindparam("b_now"), etag=sa.bindparam("b_etag"),
+    satisfies=sa.bindparam("b_satisfies"), cleanup_at=sa.bindparam("b_cleanup"),
+)
+_END_WHERE = (tasks.c.seq == sa.bindparam("b_seq"), RUN_STATES)
+_END = tasks.update().where(*_END_WHERE).values(**_END_VALUES)
+_END_WITH_START = tasks.update().where(*_END_WHERE).values(start_time=sa.bindparam("b_start"),
+                                                           **_END_VALUES)
+_START = (tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"), tasks.c.state == "active")
+          .values(state=sa.bindparam("b_state"), previous_state="active",
+                  previous_state_transition_time=tasks.c.state_transition_time,
+                  state_transition_time=sa.bindparam("b_now"), start_time=sa.bindparam("b_now"),
+                  end_time=None, node_id=sa.bindparam("b_node"), pool_key=sa.bindparam("b_pool"),
+                  last_modified=sa.bindparam("b_now"), etag=sa.bindparam("b_etag")))
+"""Hot statements of the dispatch loop, built once (building them is a pass's largest cost)."""
+
+
+class Dispatcher:
+    """Scheduling passes: what runs where, and what ended.
+
+    Parameters
+    ----------
+    ctx
+        The service context.
+    runs
+        The runs in flight.
+    jobs, tasks
+        Job actions and dependencies applied when tasks complete.
+    preparation
+        Job preparation before a job's first task on a node.
+    applications
+        Resolves the packages a task or its pool references.
+    pools
+        Told after each pass, to finish resizes whose allocation became steady.
+    """
+
+    def __init__(self, ctx: ServiceContext, runs: Runs, jobs: Jobs, tasks: Tasks,
+                 preparation: JobPreparation, applications: Applications, pools: Pools) -> None:
+        self.ctx = ctx
+        self.pools = pools
+        self.runs = runs
+        self.jobs = jobs
+        self.tasks = tasks
+        self.preparation = preparation
+        self.applications = applications
+        self._ended: list[Ended] = []
+
+    async def loop(self) -> None:
+        while True:
+            await self.ctx.wake.wait()
+            await asyncio.sleep(0)  # outcomes already delivered join this pass
+            self.ctx.wake.clear()
+            try:
+                self.run_pass()
+                if self.pools.resizing:
+                    self.pools.finish_resizes()
+            except Exception:
+                log.exception("scheduling pass failed")
+                await asyncio.sleep(0.5)
+                self.ctx.kick()
+
+
+    async def _watch(self, run: Run) -> None:
+        try:
+            outcome = await run.future
+            self._ended.append(Ended(run, outcome))
+        except PreparationFailed:
+            if run.key in self.runs.by_key:
+                self.runs.requeue([run])
+        except (asyncio.CancelledError, Exception) as exc:
+            if run.key in self.runs.by_key:
+                if await self._nodes_alive(run):
+                    self._ended.append(Ended(run, None, f"{type(exc).__name__}: {exc}"
+                                             if str(exc) else type(exc).__name__))
+                # else: the node was lost; its runs are requeued, not failed.
+        self.ctx.kick()
+
+
+    async def _nodes_alive(self, run: Run) -> bool:
+        """Check that the run's nodes still have their workers; report the lost ones."""
+        try:
+            workers = await self.ctx.engine.workers()
+        except Exception:
+            return True
+        alive = True
+        for node in run.nodes:
+            if node.worker and workers.get(node.worker_name) != node.worker:
+                self.ctx.pool_manager.lost(node)
+                alive = False
+        return alive
+
+
+    def run_pass(self) -> None:
+        """One scheduling pass in one transaction: record ended runs, then fill free slots.
+
+        The new runs are sent to their nodes once the transaction is committed.
+        """
+        try:
+            with self.ctx.events.held() if self.ctx.events is not None else contextlib.nullcontext():
+                self._pass_held()
+        except BaseException:
+            self.jobs.forget_active()  # what this pass read may have been rolled back
+            raise
+
+
+    def _pass_held(self) -> None:
+        with self.ctx.store.begin() as conn:
+            self._record_ended(conn)
+            try:
+                plans = self._plan(conn)
+            except Exception:  # what ended is recorded all the same
+                log.exception("cannot plan new runs")
+                plans = []
+            if plans:
+                self._mark_started(conn, plans)
+        if plans:
+            self._start_runs(plans)
+        self.ctx.engine.flush()
+
+
+    def _record_ended(self, conn: sa.Connection) -> None:
+        """Record every run that ended since the last pass."""
+        if not self._ended:
+            return
+        batch, self._ended = self._ended, []
+        now = utcnow()
+        updates = []
+        ended: list[tuple[Run, bool, dependencies.Ending]] = []
+        for e in batch:
+            run = e.run
+            if run.key not in self.runs.by_key:
+                continue  # requeued meanwhile (node lost); this result is void
+            self.runs.forget(run)
+            out = e.outcome
+            if out is None:
+                failure = {"category": "servererror", "code": "NodeAgentError",
+                           "message": f"node {run.node.node_id}: {e.error}"}
+                exit_code, start, end = None, None, now
+            else:
+                failure, exit_code = out.failure_info, out.exit_code
+                start, end = out.start_time.replace(tzinfo=None), out.end_time.replace(tzinfo=None)
+            ok = exit_code == 0 and failure is None
+            run.node.total_tasks_run += 1
+            run.node.total_tasks_succeeded += ok
+            retry = (not ok and not run.terminated
+                     and (run.max_retries == -1 or run.retry_count < run.max_retries))
+            ending = dependencies.task_ending(run.exit_conditions, exit_code,
+                                              failure.get("code") if failure else None)
+            if not retry:
+                ended.append((run, ok, ending))
+            if self.ctx.events is not None:
+                task = {"id": run.task_id, "nodeInfo": {"poolId": run.node.pool_id,
+                                                        "nodeId": run.node.node_id},
+                        "requiredSlots": run.slots,
+                        "multiInstanceSettings": {"numberOfInstances": len(run.nodes)},
+                        "constraints": {"maxTaskRetryCount": run.max_retries},
+                        "executionInfo": {"startTime": start, "endTime": end,
+                                          "exitCode": exit_code, "retryCount": run.retry_count,
+                                          "failureInfo": failure,
+                                          "result": "success" if ok else "failure"}}
+                if ok:
+                    self.ctx.emit("TaskCompleteEvent", events.task_complete_event(run.job_id, task))
+                else:
+                    self.ctx.emit("TaskFailEvent", events.task_fail_event(run.job_id, task))
+            row = {
+                "b_seq": run.seq, "b_exit": exit_code, "b_failure": dumps(failure) if failure else None,
+                "b_end": end, "b_now": now, "b_etag": new_etag(),
+                "b_result": None if retry else ("success" if ok else "failure"),
+                "b_state": "active" if retry else "completed",
+                "b_retry": run.retry_count + (1 if retry else 0),
+                "b_retry_time": now if retry else None,
+                "b_satisfies": None if retry else ending.dependency_action == "satisfy",
+                "b_cleanup": None if retry else end + timedelta(
+                    seconds=run.retention_s if run.retention_s is not None
+                    else DEFAULT_RETENTION_S),
+            }
+            if start is not None:
+                row["b_start"] = start
+            updates.append(row)
+        if not updates:
+            return
+        with_start = [u for u in updates if "b_start" in u]
+        without = [u for u in updates if "b_start" not in u]
+        sub_rows = [
+            {"b_job": e.run.job_key, "b_task": e.run.task_id.lower(), "b_id": r.instance,
+             "b_end": now, "b_exit": r.outcome.exit_code if r.outcome else None,
+             "b_result": "success" if r.outcome and r.outcome.exit_code == 0
+             and not r.outcome.failure_info else ("failure" if r.outcome or r.error else "success"),
+             "b_failure": dumps(r.outcome.failure_info) if r.outcome and r.outcome.failure_info
+             else (dumps({"category": "servererror", "code": "NodeAgentError",
+                          "message": r.error}) if r.error else None)}
+            for e in batch for r in e.run.subtasks]
+        if sub_rows:
+            conn.execute(subtasks.update().where(
+                subtasks.c.job_key == sa.bindparam("b_job"),
+                subtasks.c.task_key == sa.bindparam("b_task"),
+                subtasks.c.id == sa.bindparam("b_id"),
+            ).values(state="completed", state_transition_time=sa.bindparam("b_end"),
+                     end_time=sa.bindparam("b_end"), exit_code=sa.bindparam("b_exit"),
+                     result=sa.bindparam("b_result"), failure_info=sa.bindparam("b_failure")),
+                sub_rows)
+        if with_start:
+            conn.execute(_END_WITH_START, with_start)
+        if without:
+            conn.execute(_END, without)
+        if ended:
+            self.jobs.after_completions(conn, ended)
+
+
+    def _plan(self, conn: sa.Connection) -> list[tuple[Mapping[str, Any], Mapping[str, Any],
+                                                      list[NodeRuntime]]]:
+        """Choose the tasks that fill free task slots of every pool: ``[(job, task row, nodes)]``.
+
+        Candidates are taken in Batch's order. A multi-instance task takes its
+        whole gang of nodes at once or waits; while it waits at the head of
+        its pool's queue, nothing behind it is started there (no backfill), so
+        a stream of single-node tasks cannot starve it and it never holds a
+        partial set of nodes.
+        """
+        plans: list[tuple[Mapping[str, Any], Mapping[str, Any], list[NodeRuntime]]] = []
+        for pool_key, spec in self.ctx.pool_manager.specs.items():
+            ready = [n for n in self.ctx.pool_manager.nodes_of(pool_key) if n.free_slots > 0]
+            if not ready:
+                continue
+            free = {n.node_id: n.free_slots for n in ready}
+            node_by_id = {n.node_id: n for n in ready}
+            job_rows = self.jobs.active_jobs(conn, pool_key)
+            fill = (spec.task_scheduling_policy.node_fill_type
+                    if spec.task_scheduling_policy else "spread")
+            blocked = False
+            for job in job_order((j, j["priority"], j["seq"]) for j in job_rows):
+                excluded = self.preparation.failed_nodes.get(job["key"], set())
+                budget = sum(f for nid, f in free.items() if nid not in excluded)
+                if budget <= 0 or blocked:
+                    if blocked:
+                        break
+                    continue
+                candidates = Store.next_active_tasks(conn, job["key"], budget)
+                for segment in _segments(candidates):
+                    slots = [NodeSlots(nid, f, node_by_id[nid].order)
+                             for nid, f in free.items() if f > 0 and nid not in excluded]
+                    if segment[0]["instances"] > 1:
+                        gang = place_gang(segment[0]["instances"], slots)
+                        if gang is None:
+                            blocked = True
+                            break
+                        for nid in gang:
+                            free[nid] -= 1
+                        plans.append((job, segment[0], [node_by_id[nid] for nid in gang]))
+                        continue
+                    chosen = place([c["required_slots"] for c in segment], slots, fill)
+                    for cand, nid in zip(segment, chosen):
+                        if nid is not None:
+                            free[nid] -= cand["required_slots"]
+                            plans.append((job, cand, [node_by_id[nid]]))
+        return plans
+
+
+    def _mark_started(self, conn: sa.Connection, plans: Sequence[tuple[
+            Mapping[str, Any], Mapping[str, Any], list[NodeRuntime]]]) -> None:
+        """Record planned tasks as running (or preparing), and a gang's subtasks."""
+        now = utcnow()
+        etag = new_etag()
+        conn.execute(_START, [
+            {"b_seq": c["seq"], "b_node": ns[0].node_id, "b_pool": ns[0].pool_id,
+             "b_now": now, "b_etag": etag,
+             "b_state": "preparing" if '"jobPreparationTask"' in job["spec"] else "running"}
+            for job, c, ns in plans])
+        gangs = [(job, c, ns) for job, c, ns in plans if len(ns) > 1]
+        for job, c, _ in gangs:
+            conn.execute(subtasks.delete().where(subtasks.c.job_key == job["key"],
+                                                 subtasks.c.task_key == c["key"]))
+        Store.insert_many(conn, subtasks, [
+            {"job_key": job["key"], "task_key": c["key"], "id": i, "node_id": n.node_id,
+             "pool_id": n.pool_id, "state": "running", "state_transition_time": now,
+             "start_time": now, "end_time": None, "exit_code": None, "result": None,
+             "failure_info": None}
+            for job, c, ns in gangs for i, n in enumerate(ns) if i > 0])
+
+
+    def _start_runs(self, plans: Sequence[tuple[Mapping[str, Any], Mapping[str, Any],
+                                                list[NodeRuntime]]]) -> None:
+        """Start the planned runs: one message per node for the plain ones."""
+        batches: dict[str, tuple[NodeRuntime, list[tuple[Run, agent.Launch]]]] = {}
+        job_specs: dict[str, dict[str, Any]] = {}
+        for job, cand, nodes_ in plans:
+            job_spec = job_specs.get(job["key"])
+            if job_spec is None:
+                job_spec = job_specs[job["key"]] = loads(job["spec"])
+            run, launch = self._launch(job, cand, nodes_, job_spec)
+            if launch is not None:
+                batches.setdefault(nodes_[0].node_id, (nodes_[0], []))[1].append((run, launch))
+        for node, batch in batches.values():
+            self.ctx.engine.post(node.worker or "", [lc for _, lc in batch], sink=self.ran,
+                             on_error=self._not_sent)
+
+
+    def _launch(self, job: Mapping[str, Any], row: Mapping[str, Any],
+                nodes_: list[NodeRuntime], job_spec: dict[str, Any]) -> tuple[Run, agent.Launch | None]:
+        """Register a run; start it, or return its launch for :meth:`_start_runs` to post."""
+        task_wire = loads(row["spec"])
+        spec: TaskSpec | JobManagerTask
+        extra_env: dict[str, str] = dict(self.ctx.storage_env)
+        if row["is_manager"]:
+            spec = JobManagerTask.model_validate(task_wire)
+            extra_env = {"AZURE_BATCH_ENDPOINT": self.ctx.base_url,
+                         "AZURE_BATCH_ACCOUNT": self.ctx.account_name,
+                         "AZURE_BATCH_ACCESS_KEY": self.ctx.account_key}
+        else:
+            spec = TaskSpec.model_validate(task_wire)
+        constraints = spec.constraints
+        job_retries = (job_spec.get("constraints") or {}).get("maxTaskRetryCount")
+        max_retries = (constraints.max_task_retry_count if constraints and
+                       constraints.max_task_retry_count is not None else job_retries or 0)
+        key = self.ctx.run_key("run")
+        tdir = task_dir(job["id"], row["id"])
+        settings = [*(job_spec.get("commonEnvironmentSettings") or []),
+                    *[s.to_wire() for s in spec.environment_settings or []]]
+        wall_s = _wall_clock_s(constraints.max_wall_clock_time if constraints else None)
+        retention = constraints.retention_time if constraints else None
+        run = Run(key=key, seq=row["seq"], job_key=job["key"], job_id=job["id"],
+                  task_id=row["id"], nodes=nodes_, slots=row["required_slots"],
+                  max_retries=max_retries, retry_count=row["retry_count"],
+                  task_key=row["key"], int_id=row["int_id"],
+                  exit_conditions=task_wire.get("exitConditions"),
+                  is_manager=bool(row["is_manager"]),
+                  kill_job_on_completion=bool(row["is_manager"]) and getattr(
+                      spec, "kill_job_on_completion", None) is not False,
+                  retention_s=retention.total_seconds() if retention else None)
+        self.runs.add(run)
+        if self.ctx.events is not None:
+            self.ctx.emit("TaskStartEvent", events.task_start_event(job["id"], {
+                "id": row["id"], "requiredSlots": row["required_slots"],
+                "nodeInfo": {"poolId": nodes_[0].pool_id, "nodeId": nodes_[0].node_id},
+                "multiInstanceSettings": {"numberOfInstances": row["instances"]},
+                "constraints": {"maxTaskRetryCount": max_retries},
+                "executionInfo": {"retryCount": row["retry_count"],
+                                  "requeueCount": row["requeue_count"]}}))
+        for node in nodes_:
+            node.running[key] = (job["id"], row["id"])
+            node.used_slots += run.slots
+            if node.state == "idle":
+                node.state = "running"
+                node.state_transition_time = utcnow()
+        if job_spec.get("jobPreparationTask"):
+            prep_dir = posixpath.join(nodes_[0].root_dir or "", task_dir(job["id"], PREP_DIR))
+            extra_env.update(AZ_BATCH_JOB_PREP_DIR=prep_dir,
+                             AZ_BATCH_JOB_PREP_WORKING_DIR=posixpath.join(prep_dir, "wd"))
+        mis = getattr(spec, "multi_instance_settings", None)
+        if len(nodes_) == 1 and mis is None:
+            launch = agent.Launch(key=key, task_dir=tdir, command_line=spec.command_line,
+                                  job_id=job["id"], task_id=row["id"], settings=settings,
+                                  extra_env=extra_env, max_wall_clock_s=wall_s,
+                                  **self.launch_io(spec, nodes_[0].pool_key))
+            if not job_spec.get("jobPreparationTask"):
+                return run, launch  # sent with the other runs of this pass to the node
+
+            def start() -> Any:
+                return asyncio.ensure_future(self.ctx.engine.run_launch(nodes_[0].worker or "",
+                                                                    launch))
+        else:
+            assert isinstance(spec, TaskSpec)
+            gang = [multiinstance.GangNode(
+                node_id=n.node_id, address=n.host.address, port=n.host.port, user=n.ssh_user,
+                root_dir=n.root_dir or "", worker=n.worker or "", host_key=n.host_key)
+                for n in nodes_]
+            pool_key = self.ctx.pool_manager.pool_key_path(nodes_[0])
+            local = all(n.host.provider == "local" for n in nodes_)
+            coordination, app = multiinstance.launches(
+                spec, key=key, job_id=job["id"], task_dir=tdir, nodes=gang,
+                settings=settings, max_wall_clock_s=wall_s, identity_file=pool_key,
+                local_python=nodes_[0].host.python if local else None,
+                extra_env=extra_env, io=self.launch_io(spec, nodes_[0].pool_key),
+                storage=self.ctx.storage)
+
+            def start() -> Any:
+                return asyncio.ensure_future(self._run_gang(run, gang, coordination, app))
+        if job_spec.get("jobPreparationTask"):
+            run.future = asyncio.ensure_future(self.preparation.after_preparation(run, job, start))
+        else:
+            run.future = start()
+        self.ctx.background(self._watch(run))
+        return run, None
+
+
+    def _not_sent(self, launches: list[agent.Launch], exc: BaseException) -> None:
+        """Runs posted to a node could not be sent: they end with the error (see :meth:`_watch`)."""
+        for launch in launches:
+            run = self.runs.by_key.get(launch.key)
+            if run is not None:
+                run.future = asyncio.get_running_loop().create_future()
+                run.future.set_exception(exc)
+                self.ctx.background(self._watch(run))
+
+
+    def ran(self, key: str, outcome: agent.Outcome) -> None:
+        """A run posted by :meth:`_start_runs` ended: record it in the next pass."""
+        run = self.runs.by_key.get(key)
+        if run is not None:
+            self._ended.append(Ended(run, outcome))
+            self.ctx.kick()
+
+
+    def launch_io(self, spec: Any, pool_key: str = "") -> dict[str, Any]:
+        """Launch fields for a task's packages, resource files, output files and logs."""
+        pool = self.ctx.pool_manager.specs.get(pool_key)
+        refs = [r.to_wire() for r in (pool.application_package_references if pool else None) or []]
+        refs += [r.to_wire() for r in getattr(spec, "application_package_references", None) or []]
+        try:
+            pkgs = self.applications.resolve_packages(refs, "applicationPackageReferences")
+        except HpcbatchError:
+            pkgs = []  # deleted since the task was added: the agent reports nothing to install
+        return {
+            "packages": pkgs,
+            "resource_files": [r.to_wire() for r in getattr(spec, "resource_files", None) or []],
+            "output_files": [o.to_wire() for o in getattr(spec, "output_files", None) or []],
+            "storage": self.ctx.storage, "persist_logs": self.ctx.storage is not None,
+        }
+
+
+    async def _run_gang(self, run: Run, gang: list[multiinstance.GangNode],
+                        coordination: list[agent.Launch], app: agent.Launch) -> agent.Outcome:
+        outcome, error, run.subtasks = await multiinstance.run_gang(
+            self.ctx.engine, gang, coordination, app)
+        if outcome is None:
+            raise HpcbatchError(error or "the multi-instance task produced no outcome")
+        return outcome
+
+
+
+def _segments(candidates: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Split candidates into runs of ordinary tasks, each multi-instance task on its own."""
+    out: list[list[Mapping[str, Any]]] = []
+    for c in candidates:
+        if c["instances"] > 1 or not out or out[-1][0]["instances"] > 1:
+            out.append([c])
+        else:
+            out[-1].append(c)
+    return out

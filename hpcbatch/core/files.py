@@ -1,0 +1,134 @@
+"""Files on nodes: "File - List/Get From Compute Node" and "File - List/Get From Task"."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from hpcbatch.batch.errors import (
+    ConflictError,
+    NotFoundError,
+    not_found,
+)
+from hpcbatch.batch.wire import iso
+from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.core.rows import job_row, pool_row, task_row
+from hpcbatch.execution import agent
+from hpcbatch.execution.environment import task_dir
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+
+class NodeFiles:
+    """Read node and task files through the node's agent.
+
+    Parameters
+    ----------
+    ctx
+        The service context.
+    """
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def _node_worker(self, pool_id: str, node_id: str) -> NodeRuntime:
+        with self.ctx.store.read() as conn:
+            row = pool_row(conn, pool_id)
+        node = self.ctx.pool_manager.node(row["key"], node_id)
+        if node is None:
+            raise not_found("Node", node_id)
+        if not node.worker:
+            raise ConflictError(f"Node {node_id} is {node.state}; its files cannot be read.",
+                                code="NodeNotReady")
+        return node
+
+
+    async def list_node_files(self, pool_id: str, node_id: str, path: str = "",
+                              recursive: bool = False) -> list[dict[str, Any]]:
+        """List files under a node's root dir ("File - List From Compute Node")."""
+        node = self._node_worker(pool_id, node_id)
+        rel = _safe_rel(path) if path else ""
+        entries = await self.ctx.engine.run_on(node.worker, agent.list_files, rel, recursive)
+        base = f"{self.ctx.base_url}/pools/{pool_id}/nodes/{node_id}/files"
+        return [_file_wire(e, f"{rel}/{e['name']}".lstrip("/"), base) for e in entries]
+
+
+    async def get_node_file(self, pool_id: str, node_id: str, path: str, offset: int = 0,
+                            length: int | None = None) -> bytes:
+        """Return a file under a node's root dir ("File - Get From Compute Node")."""
+        node = self._node_worker(pool_id, node_id)
+        data = await self.ctx.engine.run_on(node.worker, agent.read_file, _safe_rel(path),
+                                        offset, length)
+        if data is None:
+            raise not_found("File", path)
+        return data
+
+
+    def _task_location(self, job_id: str, task_id: str) -> tuple[NodeRuntime, str]:
+        with self.ctx.store.read() as conn:
+            job = job_row(conn, job_id)
+            row = task_row(conn, job["key"], task_id)
+        if not row["node_id"]:
+            raise ConflictError(
+                f"Task {task_id} has not run on a node yet, so it has no files.",
+                code="OperationInvalidForCurrentState")
+        node = self.ctx.pool_manager.node((row["pool_key"] or "").lower(), row["node_id"])
+        if node is None or not node.worker:
+            raise NotFoundError(
+                f"The node {row['node_id']} that ran task {task_id} is not available "
+                "(it left the pool or is not running).", code="NodeNotFound",
+                values={"NodeId": row["node_id"]})
+        return node, task_dir(job["id"], row["id"])
+
+
+    async def list_task_files(self, job_id: str, task_id: str,
+                              recursive: bool = False) -> list[dict[str, Any]]:
+        """List the files of a task's directory on its node ("File - List From Task")."""
+        node, tdir = self._task_location(job_id, task_id)
+        entries = await self.ctx.engine.run_on(node.worker, agent.list_files, tdir, recursive)
+        base = f"{self.ctx.base_url}/jobs/{job_id}/tasks/{task_id}/files"
+        return [_file_wire(e, e["name"], base) for e in entries]
+
+
+    async def get_task_file(self, job_id: str, task_id: str, path: str, offset: int = 0,
+                            length: int | None = None) -> bytes:
+        """Return a file of a task's directory ("File - Get From Task").
+
+        Raises
+        ------
+        NotFoundError
+            ``FileNotFound`` (also for a path that leaves the task directory).
+        """
+        node, tdir = self._task_location(job_id, task_id)
+        data = await self.ctx.engine.run_on(node.worker, agent.read_file,
+                                        f"{tdir}/{_safe_rel(path)}", offset, length)
+        if data is None:
+            raise not_found("File", path)
+        return data
+
+
+
+def _safe_rel(path: str) -> str:
+    """Normalise a client-given relative path; one that leaves its folder is not found."""
+    norm = os.path.normpath(path.lstrip("/")) if path.strip("/") else ""
+    if norm.startswith("..") or os.path.isabs(norm):
+        raise not_found("File", path)
+    return "" if norm == "." else norm
+
+
+
+def _file_wire(entry: Mapping[str, Any], name: str, base: str) -> dict[str, Any]:
+    """Return Batch ``NodeFile`` JSON for an agent's file entry."""
+    item: dict[str, Any] = {"name": name, "url": f"{base}/{name}",
+                            "isDirectory": entry["isDirectory"]}
+    if not entry["isDirectory"]:
+        item["properties"] = {"contentLength": entry["size_bytes"],
+                              "lastModified": iso(entry["mtime"].replace(tzinfo=None)),
+                              "contentType": "application/octet-stream"}
+    return item

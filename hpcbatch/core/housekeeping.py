@@ -1,0 +1,79 @@
+"""Housekeeping: jobs' ``maxWallClockTime`` and tasks' ``retentionTime``, once a second."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from hpcbatch.batch.wire import utcnow
+from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.execution import agent
+from hpcbatch.execution.environment import task_dir
+from hpcbatch.store.database import (
+    jobs,
+    tasks,
+)
+
+if TYPE_CHECKING:
+    from hpcbatch.core.jobs import Jobs
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeping:
+    """Periodic upkeep of jobs and task directories.
+
+    Parameters
+    ----------
+    ctx
+        The service context.
+    jobs
+        Ends jobs past their ``maxWallClockTime``.
+    interval_s
+        Seconds between rounds.
+    """
+
+    def __init__(self, ctx: ServiceContext, jobs: Jobs, interval_s: float = 1.0) -> None:
+        self.ctx = ctx
+        self.jobs = jobs
+        self.interval_s = interval_s
+
+    async def loop(self) -> None:
+        """Enforce jobs' maxWallClockTime and tasks' retentionTime, once a second."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self.jobs.expire()
+                await self._remove_expired_task_dirs()
+            except Exception:
+                log.exception("housekeeping failed")
+
+
+    async def _remove_expired_task_dirs(self) -> None:
+        """Remove the directories of tasks whose ``retentionTime`` has elapsed."""
+        now = utcnow()
+        with self.ctx.store.read() as conn:
+            rows = conn.execute(sa.select(tasks.c.seq, tasks.c.job_key, tasks.c.id,
+                                          tasks.c.pool_key, tasks.c.node_id)
+                                .where(tasks.c.cleanup_at <= now).limit(500)).all()
+            job_ids = dict(conn.execute(sa.select(jobs.c.key, jobs.c.id).where(
+                jobs.c.key.in_({r.job_key for r in rows}))).all()) if rows else {}
+        by_node: dict[str, tuple[NodeRuntime, list[str]]] = {}
+        for r in rows:
+            node = self.ctx.pool_manager.node((r.pool_key or "").lower(), r.node_id or "")
+            if node is not None and node.worker and r.job_key in job_ids:
+                by_node.setdefault(node.node_id, (node, []))[1].append(
+                    task_dir(job_ids[r.job_key], r.id))
+        for node, dirs in by_node.values():
+            try:
+                await self.ctx.engine.run_on(node.worker, agent.remove_dirs, dirs)
+            except Exception as exc:
+                log.warning("cannot remove task dirs on node %s: %s", node.node_id, exc)
+        if rows:
+            with self.ctx.store.begin() as conn:
+                conn.execute(tasks.update().where(tasks.c.seq.in_([r.seq for r in rows]))
+                             .values(cleanup_at=None))

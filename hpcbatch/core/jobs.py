@@ -1,0 +1,437 @@
+"""Jobs: "Job - Add/Get/List/Patch/Terminate/Disable/Enable/Delete/Get Task Counts" and job actions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hpcbatch.batch import dependencies
+from hpcbatch.batch.errors import (
+    BadRequestError,
+    ConflictError,
+    InvalidPropertyValueError,
+    exists,
+)
+from hpcbatch.batch.models import (
+    UNLIMITED,
+    JobPatch,
+    JobSpec,
+)
+from hpcbatch.batch.wire import iso, new_etag, utcnow
+from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.rows import job_row
+from hpcbatch.core.runs import Run
+from hpcbatch.store import odata
+from hpcbatch.store.database import (
+    Store,
+    dumps,
+    job_nodes,
+    job_schedules,
+    jobs,
+    loads,
+    subtasks,
+    task_dep_ranges,
+    task_deps,
+    tasks,
+)
+
+if TYPE_CHECKING:
+    from hpcbatch.core.preparation import JobPreparation
+    from hpcbatch.core.runs import Runs
+    from hpcbatch.core.tasks import Tasks
+
+log = logging.getLogger(__name__)
+
+_ACTIVE_JOBS = (sa.select(jobs).where(jobs.c.pool_key == sa.bindparam("b_pool"),
+                                       jobs.c.state == "active"))
+
+
+class Jobs:
+    """The account's jobs.
+
+    Parameters
+    ----------
+    ctx
+        The service context.
+    runs
+        The runs in flight (ended when a job terminates, is disabled or deleted).
+    tasks
+        The jobs' tasks (a job manager task is queued with its job; dependents resolve).
+    preparation
+        Runs release tasks when a job ends.
+    """
+
+    def __init__(self, ctx: ServiceContext, runs: Runs, tasks: Tasks,
+                 preparation: JobPreparation) -> None:
+        self.ctx = ctx
+        self.runs = runs
+        self.tasks = tasks
+        self.preparation = preparation
+        self._active: dict[str, list[Mapping[str, Any]]] = {}
+        """Per pool: its active jobs' rows, as the scheduling passes read them; emptied
+        by every change to the jobs table (:meth:`forget_active`)."""
+        self._hooks: dict[str, bool] = {}
+        """Per job: whether a task's completion can affect other tasks or the job
+        (dependencies, ``onTaskFailure``, ``onAllTasksComplete``); unknown until first seen."""
+
+    def active_jobs(self, conn: sa.Connection, pool_key: str) -> list[Mapping[str, Any]]:
+        """Return a pool's active jobs' rows, kept between scheduling passes until a job changes."""
+        rows = self._active.get(pool_key)
+        if rows is None:
+            rows = self._active[pool_key] = list(
+                conn.execute(_ACTIVE_JOBS, {"b_pool": pool_key}).mappings().all())
+        return rows
+
+    def forget_active(self) -> None:
+        """Forget the active jobs the passes keep (a job was added, changed or removed)."""
+        self._active.clear()
+
+    def add_job(self, body: Mapping[str, Any], schedule_job_id: str | None = None) -> str:
+        """Add a job ("Job - Add"). Raises ``JobExists``, or 400 for bad properties.
+
+        The pool need not exist yet (Batch allows that); tasks wait for it.
+        """
+        if schedule_job_id is not None:  # Batch names schedules' jobs "{schedule}:job-{n}"
+            spec = JobSpec.from_wire({**body, "id": "scheduled"}, what="jobSpecification")
+            spec.id = schedule_job_id
+        else:
+            spec = JobSpec.from_wire(body, what="job")
+        if spec.pool_info.pool_id is None:
+            raise BadRequestError(
+                "poolInfo.poolId is required: auto pools (autoPoolSpecification) are not "
+                "supported by this service.", code="FeatureNotSupported",
+                values={"PropertyName": "poolInfo.autoPoolSpecification"})
+        if spec.job_release_task and not spec.job_preparation_task:
+            raise BadRequestError(
+                "A job release task cannot be specified without a job preparation task.",
+                code="InvalidPropertyValue", values={"PropertyName": "jobReleaseTask"})
+        now = utcnow()
+        with self.ctx.store.begin() as conn:
+            if Store.fetch_one(conn, jobs, key=spec.id.lower()) is not None:
+                raise exists("Job", spec.id)
+            self.check_job_quota(conn)
+            status = {"creationTime": iso(now), "stateTransitionTime": iso(now),
+                      "lastModified": iso(now), "eTag": new_etag(),
+                      "executionInfo": {"startTime": iso(now), "poolId": spec.pool_info.pool_id}}
+            values = dict(key=spec.id.lower(), id=spec.id, seq=self.ctx.store.next_seq(conn, "job"),
+                          pool_key=spec.pool_info.pool_id.lower(), state="active",
+                          priority=spec.priority or 0, spec=dumps(spec.to_wire()),
+                          status=dumps(status))
+            conn.execute(jobs.insert().values(**values))
+            self.forget_active()
+            jm = spec.job_manager_task
+            if jm is not None:
+                # Queued first: the job manager gets the job's lowest insertion order.
+                row = self.tasks.row_values(jm, values["key"], now)
+                if jm.run_exclusive is not False:
+                    pool = self.ctx.pool_manager.specs.get(values["pool_key"])
+                    row["required_slots"] = pool.slots if pool else (jm.required_slots or 1)
+                conn.execute(tasks.insert().values(row))
+            elif spec.on_all_tasks_complete == "terminatejob":
+                # Batch: a job without tasks has all its tasks complete.
+                self.begin_terminate(conn, {**values, "status": dumps(status)},
+                                      "AllTasksComplete")
+        self.ctx.kick()
+        return spec.id
+
+
+    def check_job_quota(self, conn: sa.Connection) -> None:
+        """Raise ``ActiveJobAndScheduleQuotaReached`` when active jobs and schedules are at quota."""
+
+        active = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
+            jobs.c.state != "completed")).scalar() or 0
+        active += conn.execute(sa.select(sa.func.count()).select_from(job_schedules).where(
+            job_schedules.c.state != "completed")).scalar() or 0
+        if active >= self.ctx.quotas.active_jobs_and_job_schedules:
+            raise ConflictError(
+                "The account has reached its quota of "
+                f"{self.ctx.quotas.active_jobs_and_job_schedules} active jobs and job schedules.",
+                code="ActiveJobAndScheduleQuotaReached",
+                values={"Quota": str(self.ctx.quotas.active_jobs_and_job_schedules)})
+
+
+    def job_wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        out = loads(row["spec"])
+        status = loads(row["status"])
+        out.update({
+            "url": f"{self.ctx.base_url}/jobs/{row['id']}", "eTag": status["eTag"],
+            "lastModified": status["lastModified"], "creationTime": status["creationTime"],
+            "state": row["state"], "stateTransitionTime": status["stateTransitionTime"],
+            "priority": row["priority"], "executionInfo": status["executionInfo"],
+        })
+        if "previousState" in status:
+            out["previousState"] = status["previousState"]
+            out["previousStateTransitionTime"] = status["previousStateTransitionTime"]
+        return out
+
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """Return a job's ``CloudJob`` JSON ("Job - Get"). Raises ``JobNotFound``."""
+        with self.ctx.store.read() as conn:
+            return self.job_wire(job_row(conn, job_id))
+
+
+    def list_jobs(self, filter_: str | None = None) -> list[dict[str, Any]]:
+        """Return every job's JSON ("Job - List"), optionally OData-filtered."""
+        stmt = sa.select(jobs).order_by(jobs.c.seq)
+        if filter_:
+            stmt = stmt.where(odata.compile_filter(filter_, odata.JOB_PROPERTIES))
+        with self.ctx.store.read() as conn:
+            return [self.job_wire(r) for r in conn.execute(stmt).mappings()]
+
+
+    def update_job(self, job_id: str, body: Mapping[str, Any]) -> None:
+        """Update a job's priority and other mutable properties ("Job - Update/Patch")."""
+        patch = JobPatch.from_wire(body, what="job update")
+        with self.ctx.store.begin() as conn:
+            row = job_row(conn, job_id)
+            spec = loads(row["spec"])
+            spec.update(patch.to_wire())
+            status = loads(row["status"])
+            status.update(lastModified=iso(utcnow()), eTag=new_etag())
+            values: dict[str, Any] = {"spec": dumps(spec), "status": dumps(status)}
+            if patch.priority is not None:
+                values["priority"] = patch.priority
+            if patch.pool_info and patch.pool_info.pool_id:
+                values["pool_key"] = patch.pool_info.pool_id.lower()
+            Store.update(conn, jobs, {"key": row["key"]}, **values)
+            self.forget_active()
+        self._hooks.pop(row["key"], None)
+        self.ctx.kick()
+
+
+    def set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str,
+                       **execution: Any) -> None:
+        now = iso(utcnow())
+        status = loads(row["status"])
+        status.update(previousState=row["state"],
+                      previousStateTransitionTime=status["stateTransitionTime"],
+                      stateTransitionTime=now, lastModified=now, eTag=new_etag())
+        status["executionInfo"].update(execution)
+        Store.update(conn, jobs, {"key": row["key"]}, state=state, status=dumps(status))
+        self.forget_active()
+
+
+    def terminate_job(self, job_id: str, reason: str | None = None) -> None:
+        """Terminate a job ("Job - Terminate").
+
+        Running tasks are ended; active tasks stay active, as Batch documents;
+        the job moves to ``terminating`` and then ``completed`` with
+        ``executionInfo.terminateReason`` (default ``UserTerminate``).
+
+        Raises
+        ------
+        NotFoundError
+            ``JobNotFound``.
+        ConflictError
+            ``JobCompleted`` when the job has completed already.
+        """
+        with self.ctx.store.begin() as conn:
+            row = job_row(conn, job_id)
+            if row["state"] == "completed":
+                raise ConflictError("The specified job is already in a completed state.",
+                                    code="JobCompleted")
+            self.begin_terminate(conn, row, reason or "UserTerminate")
+
+
+    def begin_terminate(self, conn: sa.Connection, row: Mapping[str, Any], reason: str) -> None:
+        """Move a job to ``terminating`` (in ``conn``'s transaction) and end it in the background."""
+        if row["state"] in ("terminating", "deleting", "completed"):
+            return
+        self.set_state(conn, row, "terminating", terminateReason=reason)
+        self.ctx.background(self._finish_terminate(row["key"]))
+
+
+    async def _finish_terminate(self, job_key: str) -> None:
+        await self.runs.end_job_runs(job_key)
+        await self.preparation.run_releases(job_key)
+        with self.ctx.store.begin() as conn:
+            row = Store.fetch_one(conn, jobs, key=job_key)
+            if row is not None and row["state"] == "terminating":
+                self.set_state(conn, row, "completed", endTime=iso(utcnow()))
+
+
+    def disable_job(self, job_id: str, disable_tasks: str = "requeue") -> None:
+        """Disable a job ("Job - Disable"): no new task of it starts.
+
+        Parameters
+        ----------
+        disable_tasks
+            What happens to its running tasks: ``requeue`` (ended and put back
+            to active, no retry spent), ``terminate`` (ended, completed with
+            ``TaskEnded``) or ``wait`` (left to finish).
+
+        Raises
+        ------
+        ConflictError
+            ``JobNotActive`` when the job is not active.
+        InvalidPropertyValueError
+            An unknown ``disableTasks``.
+        """
+        if disable_tasks not in ("requeue", "terminate", "wait"):
+            raise InvalidPropertyValueError("disableTasks", disable_tasks,
+                                            "allowed values are requeue, terminate, wait")
+        with self.ctx.store.begin() as conn:
+            row = job_row(conn, job_id)
+            if row["state"] != "active":
+                raise ConflictError(f"The job is {row['state']}; only an active job can be "
+                                    "disabled.", code="JobNotActive")
+            self.begin_disable(conn, row, disable_tasks)
+
+
+    def begin_disable(self, conn: sa.Connection, row: Mapping[str, Any], how: str) -> None:
+        if row["state"] != "active":
+            return
+        self.set_state(conn, row, "disabling")
+        self.ctx.background(self._finish_disable(row["key"], how))
+
+
+    async def _finish_disable(self, job_key: str, how: str) -> None:
+        runs = self.runs.of_job(job_key)
+        if how == "requeue":
+            self.runs.requeue(runs)
+            await asyncio.gather(*(self.runs.kill(r) for r in runs), return_exceptions=True)
+        elif how == "terminate":
+            await asyncio.gather(*(self.runs.kill(r) for r in runs), return_exceptions=True)
+        while how != "wait" and self.runs.of_job(job_key):
+            await asyncio.sleep(0.05)
+        with self.ctx.store.begin() as conn:
+            row = Store.fetch_one(conn, jobs, key=job_key)
+            if row is not None and row["state"] == "disabling":
+                self.set_state(conn, row, "disabled")
+
+
+    def enable_job(self, job_id: str) -> None:
+        """Enable a disabled job ("Job - Enable"); its tasks are scheduled again.
+
+        Raises ``JobNotDisabled`` (409) unless the job is disabled or disabling.
+        """
+        with self.ctx.store.begin() as conn:
+            row = job_row(conn, job_id)
+            if row["state"] not in ("disabled", "disabling"):
+                raise ConflictError(f"The job is {row['state']}, not disabled.",
+                                    code="JobNotDisabled")
+            self.set_state(conn, row, "active")
+        self.ctx.kick()
+
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job and its tasks ("Job - Delete"); running tasks are ended first."""
+        with self.ctx.store.begin() as conn:
+            row = job_row(conn, job_id)
+            if row["state"] == "deleting":
+                return
+            self.set_state(conn, row, "deleting")
+        self.ctx.background(self.finish_delete(row["key"]))
+
+
+    async def finish_delete(self, job_key: str) -> None:
+        await self.runs.end_job_runs(job_key)
+        with self.ctx.store.read() as conn:
+            job = Store.fetch_one(conn, jobs, key=job_key)
+        if job is not None and loads(job["status"]).get("previousState") != "terminating":
+            await self.preparation.run_releases(job_key)
+        with self.ctx.store.begin() as conn:
+            for table in (tasks, task_deps, task_dep_ranges, subtasks):
+                conn.execute(table.delete().where(table.c.job_key == job_key))
+            conn.execute(job_nodes.delete().where(job_nodes.c.job_key == job_key))
+            conn.execute(jobs.delete().where(jobs.c.key == job_key))
+            self.forget_active()
+        self.preparation.failed_nodes.pop(job_key, None)
+
+
+    def task_counts(self, job_id: str) -> dict[str, Any]:
+        """Return the job's task counts ("Job - Get Task Counts").
+
+        Returns
+        -------
+        dict
+            ``{"taskCounts": {active, running, completed, succeeded, failed},
+            "taskSlotCounts": {...}}``.
+        """
+        with self.ctx.store.read() as conn:
+            row = job_row(conn, job_id)
+            stmt = (sa.select(tasks.c.state, tasks.c.result, sa.func.count(),
+                              sa.func.sum(tasks.c.required_slots))
+                    .where(tasks.c.job_key == row["key"])
+                    .group_by(tasks.c.state, tasks.c.result))
+            counts = {k: 0 for k in ("active", "running", "completed", "succeeded", "failed")}
+            slots = dict(counts)
+            for state, result, n, s in conn.execute(stmt):
+                key = "running" if state == "preparing" else state
+                counts[key] += n
+                slots[key] += s or 0
+                if state == "completed":
+                    counts["succeeded" if result == "success" else "failed"] += n
+                    slots["succeeded" if result == "success" else "failed"] += s or 0
+        return {"taskCounts": counts, "taskSlotCounts": slots}
+
+
+    def after_completions(self, conn: sa.Connection,
+                            ended: Sequence[tuple[Run, bool, dependencies.Ending]]) -> None:
+        """Apply what completed tasks mean for their dependents and their jobs.
+
+        Dependents are re-evaluated; then, per job: a job manager's completion
+        with ``killJobOnCompletion`` terminates the job (``JMComplete``); a
+        failure whose exit condition has a ``jobAction`` acts on the job when
+        ``onTaskFailure`` is ``performexitoptionsjobaction`` (``TaskFailed``);
+        ``onAllTasksComplete`` ``terminatejob`` terminates a job with no task
+        left active or running (``AllTasksComplete``).
+        """
+        by_job: dict[str, list[tuple[Run, bool, dependencies.Ending]]] = {}
+        for item in ended:
+            if self._hooks.get(item[0].job_key) is not False or item[0].is_manager:
+                by_job.setdefault(item[0].job_key, []).append(item)
+        for job_key, items in by_job.items():
+            job = Store.fetch_one(conn, jobs, key=job_key)
+            if job is None:
+                continue
+            spec = loads(job["spec"])
+            self._hooks[job_key] = bool(
+                spec.get("usesTaskDependencies")
+                or spec.get("onTaskFailure") == "performexitoptionsjobaction"
+                or spec.get("onAllTasksComplete") == "terminatejob")
+            if spec.get("usesTaskDependencies"):
+                done = [{"key": r.task_key, "int_id": r.int_id} for r, _, _ in items]
+                self.tasks.resolve_dependencies(conn, job_key, self.tasks.dependents(conn, job_key, done))
+            if job["state"] not in ("active", "disabling", "disabled"):
+                continue
+            action, reason = None, None
+            for run, ok, ending in items:
+                if run.is_manager and run.kill_job_on_completion:
+                    action, reason = "terminate", "JMComplete"
+                elif (not ok and spec.get("onTaskFailure") == "performexitoptionsjobaction"
+                      and ending.job_action != "none"):
+                    action, reason = ending.job_action, "TaskFailed"
+            if action is None and spec.get("onAllTasksComplete") == "terminatejob":
+                open_task = conn.execute(sa.select(tasks.c.seq).where(
+                    tasks.c.job_key == job_key,
+                    tasks.c.state.in_(("active", "preparing", "running"))).limit(1)).first()
+                if open_task is None:
+                    action, reason = "terminate", "AllTasksComplete"
+            if action == "terminate":
+                self.begin_terminate(conn, job, reason or "TaskFailed")
+            elif action == "disable":
+                self.begin_disable(conn, job, "requeue")
+
+
+    def expire(self) -> None:
+        """Terminate jobs past their ``constraints.maxWallClockTime`` (``MaxWallClockTimeExpiry``)."""
+        now = utcnow()
+        with self.ctx.store.begin() as conn:
+            rows = conn.execute(sa.select(jobs).where(
+                jobs.c.state.in_(("active", "disabling", "disabled", "enabling")))).mappings().all()
+            for row in rows:
+                limit = (loads(row["spec"]).get("constraints") or {}).get("maxWallClockTime")
+                if not limit:
+                    continue
+                wall = JobSpec.model_validate(loads(row["spec"])).constraints.max_wall_clock_time
+                created = datetime.strptime(loads(row["status"])["creationTime"],
+                                            "%Y-%m-%dT%H:%M:%S.%fZ")
+                if wall is not None and wall < UNLIMITED and now - created >= wall:
+                    self.begin_terminate(conn, row, "MaxWallClockTimeExpiry")

@@ -1,0 +1,293 @@
+"""Pools: "Pool - Add/Get/List/Patch/Update Properties/Resize/Delete" and resize events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hpcbatch.batch import events
+from hpcbatch.batch.errors import (
+    BadRequestError,
+    ConflictError,
+    InvalidPropertyValueError,
+    exists,
+)
+from hpcbatch.batch.models import (
+    PoolResize,
+    PoolSpec,
+)
+from hpcbatch.batch.wire import iso, new_etag, utcnow
+from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.rows import pool_row
+from hpcbatch.providers.trust import pool_ssh_key
+from hpcbatch.store import odata
+from hpcbatch.store.database import (
+    Store,
+    dumps,
+    hosts,
+    loads,
+    pools,
+)
+
+if TYPE_CHECKING:
+    from hpcbatch.core.applications import Applications
+    from hpcbatch.core.autoscaler import Autoscaler
+
+log = logging.getLogger(__name__)
+
+
+class Pools:
+    """The account's pools.
+
+    Parameters
+    ----------
+    ctx
+        The service context.
+    applications
+        Resolves ``applicationPackageReferences``.
+    autoscaler
+        Checks and evaluates autoscale formulas.
+    """
+
+    def __init__(self, ctx: ServiceContext, applications: Applications,
+                 autoscaler: Autoscaler) -> None:
+        self.ctx = ctx
+        self.applications = applications
+        self.autoscaler = autoscaler
+        self.resizing: dict[str, datetime] = {}
+        """Pools being resized, with the time the resize started (for PoolResizeCompleteEvent)."""
+
+    def add_pool(self, body: Mapping[str, Any]) -> str:
+        """Add a pool (``POST /pools``, "Pool - Add").
+
+        Parameters
+        ----------
+        body
+            ``PoolAddParameter`` JSON.
+
+        Returns
+        -------
+        str
+            The pool ID.
+
+        Raises
+        ------
+        BadRequestError
+            Invalid or unknown properties (the message names them).
+        ConflictError
+            ``PoolExists``.
+        """
+        spec = PoolSpec.from_wire(body, what="pool")
+        self.autoscaler.check(spec)
+        if spec.enable_auto_scale and spec.target_dedicated_nodes is not None:
+            raise InvalidPropertyValueError(
+                "targetDedicatedNodes", spec.target_dedicated_nodes,
+                "targetDedicatedNodes must not be given when enableAutoScale is true")
+        target = spec.target_dedicated_nodes or 0
+        self.applications.resolve_packages([r.to_wire() for r in spec.application_package_references or []],
+                              "applicationPackageReferences")
+        now = utcnow()
+        with self.ctx.store.begin() as conn:
+            if Store.fetch_one(conn, pools, key=spec.id.lower()) is not None:
+                raise exists("Pool", spec.id)
+            count = conn.execute(sa.select(sa.func.count()).select_from(pools)).scalar() or 0
+            if count >= self.ctx.quotas.pools:
+                raise ConflictError(
+                    f"The account has reached its pool quota of {self.ctx.quotas.pools}.",
+                    code="PoolQuotaReached", values={"Quota": str(self.ctx.quotas.pools)})
+            status = {"creationTime": iso(now), "stateTransitionTime": iso(now),
+                      "allocationStateTransitionTime": iso(now), "lastModified": iso(now),
+                      "eTag": new_etag(), "target": target}
+            if spec.enable_inter_node_communication:
+                status["sshKey"] = list(pool_ssh_key(spec.id))
+            conn.execute(pools.insert().values(
+                key=spec.id.lower(), id=spec.id, seq=self.ctx.store.next_seq(conn, "pool"),
+                state="active", allocation_state="resizing",
+                spec=dumps(spec.to_wire()), status=dumps(status)))
+        key = status.get("sshKey")
+        self.ctx.pool_manager.set_pool(spec.id.lower(), spec, target, tuple(key) if key else None)
+        if spec.enable_auto_scale:
+            self.ctx.background(self.autoscaler.evaluate_due())
+        pool_json = self.get_pool(spec.id)
+        self.ctx.emit("PoolCreateEvent", events.pool_create_event(pool_json))
+        self._start_resize(spec.id.lower(), pool_json)
+        return spec.id
+
+
+    def pool_wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        spec = loads(row["spec"])
+        status = loads(row["status"])
+        key = row["key"]
+        nodes_ = self.ctx.pool_manager.nodes_of(key)
+        out = dict(spec)
+        out.update({
+            "url": f"{self.ctx.base_url}/pools/{row['id']}",
+            "eTag": status["eTag"], "lastModified": status["lastModified"],
+            "creationTime": status["creationTime"], "state": row["state"],
+            "stateTransitionTime": status["stateTransitionTime"],
+            "allocationState": self.ctx.pool_manager.allocation_state(key)
+            if row["state"] == "active" else "stopping",
+            "allocationStateTransitionTime": status["allocationStateTransitionTime"],
+            "targetDedicatedNodes": status["target"],
+            "currentDedicatedNodes": len(nodes_),  # leaving nodes count until they are gone
+            "currentLowPriorityNodes": 0,
+            "targetLowPriorityNodes": 0,
+            "taskSlotsPerNode": PoolSpec.model_validate(spec).slots,
+        })
+        if "autoScaleRun" in status:
+            out["autoScaleRun"] = status["autoScaleRun"]
+        short = status["target"] - out["currentDedicatedNodes"]
+        if row["state"] == "active" and short > 0 and not self.ctx.pool_manager._can_grow(key):
+            if not any(n.state in ("creating", "starting") for n in nodes_):
+                out["resizeErrors"] = [{
+                    "code": "InsufficientInventory",
+                    "message": f"The inventory has no free host matching vmSize "
+                               f"'{spec['vmSize']}' for {short} more node(s).",
+                }]
+        if row["state"] == "active" and short > 0 and key in self.ctx.pool_manager.quota_blocked:
+            out["resizeErrors"] = [{
+                "code": "AccountCoreQuotaReached",
+                "message": f"The account's dedicated core quota ({self.ctx.quotas.dedicated_cores}) "
+                           f"leaves no room for {short} more node(s).",
+            }]
+        return out
+
+
+    def get_pool(self, pool_id: str) -> dict[str, Any]:
+        """Return a pool's ``CloudPool`` JSON ("Pool - Get"). Raises ``PoolNotFound``."""
+        with self.ctx.store.read() as conn:
+            return self.pool_wire(pool_row(conn, pool_id))
+
+
+    def list_pools(self, filter_: str | None = None) -> list[dict[str, Any]]:
+        """Return every pool's JSON ("Pool - List"), optionally OData-filtered."""
+        stmt = sa.select(pools).order_by(pools.c.seq)
+        if filter_:
+            stmt = stmt.where(odata.compile_filter(filter_, odata.POOL_PROPERTIES))
+        with self.ctx.store.read() as conn:
+            return [self.pool_wire(r) for r in conn.execute(stmt).mappings()]
+
+
+    def update_pool(self, pool_id: str, body: Mapping[str, Any], replace: bool = False) -> None:
+        """Update a pool's mutable properties ("Pool - Patch"; with ``replace``,
+        "Pool - Update Properties", which clears what the body leaves out).
+
+        Mutable: ``startTask``, ``metadata``, ``applicationPackageReferences``,
+        ``targetNodeCommunicationMode``. A new start task runs on nodes that join
+        or restart from now on, as in Batch.
+
+        Raises
+        ------
+        BadRequestError
+            Another property, or an invalid value (named).
+        """
+        mutable = {"startTask", "metadata", "applicationPackageReferences",
+                   "targetNodeCommunicationMode"}
+        if not isinstance(body, Mapping):
+            raise BadRequestError("The request body must be a JSON object.")
+        extra = set(body) - mutable
+        if extra:
+            name = sorted(extra)[0]
+            raise BadRequestError(f"The property {name} cannot be updated on a pool; updatable: "
+                                  + ", ".join(sorted(mutable)) + ".",
+                                  code="InvalidRequestBody", values={"PropertyName": name})
+        with self.ctx.store.begin() as conn:
+            row = pool_row(conn, pool_id)
+            spec = loads(row["spec"])
+            if replace:
+                for k in mutable - {"targetNodeCommunicationMode"}:
+                    spec.pop(k, None)
+            spec.update({k: v for k, v in body.items() if v is not None})
+            parsed = PoolSpec.from_wire(spec, what="pool")
+            self.applications.resolve_packages([r.to_wire() for r in parsed.application_package_references
+                                   or []], "applicationPackageReferences")
+            status = loads(row["status"])
+            status.update(lastModified=iso(utcnow()), eTag=new_etag())
+            Store.update(conn, pools, {"key": row["key"]}, spec=dumps(parsed.to_wire()),
+                         status=dumps(status))
+        self.ctx.pool_manager.specs[row["key"]] = parsed
+
+
+    def replace_pool_properties(self, pool_id: str, body: Mapping[str, Any]) -> None:
+        """"Pool - Update Properties": replace the mutable properties; see :meth:`update_pool`."""
+        self.update_pool(pool_id, body, replace=True)
+
+
+    def resize_pool(self, pool_id: str, body: Mapping[str, Any]) -> None:
+        """Resize a pool ("Pool - Resize"): take or give back inventory hosts.
+
+        Raises
+        ------
+        NotFoundError
+            ``PoolNotFound``.
+        ConflictError
+            ``PoolBeingDeleted``.
+        """
+        resize = PoolResize.from_wire(body, what="resize")
+        with self.ctx.store.begin() as conn:
+            row = pool_row(conn, pool_id)
+            if row["state"] == "deleting":
+                raise ConflictError("The specified pool is being deleted.", code="PoolBeingDeleted")
+            if loads(row["spec"]).get("enableAutoScale"):
+                raise ConflictError("The pool has autoscale enabled; disable it to resize by hand.",
+                                    code="AutoScaleEnabled")
+            status = loads(row["status"])
+            status["target"] = resize.target_dedicated_nodes or 0
+            status["lastModified"] = iso(utcnow())
+            status["eTag"] = new_etag()
+            Store.update(conn, pools, {"key": row["key"]}, status=dumps(status))
+        self.ctx.pool_manager.targets[row["key"]] = status["target"]
+        self.ctx.pool_manager.deallocation[row["key"]] = resize.node_deallocation_option or "requeue"
+        self.ctx.pool_manager.reconcile(row["key"])
+        self._start_resize(row["key"], self.get_pool(pool_id), resize.node_deallocation_option)
+
+
+    def _start_resize(self, pool_key: str, pool_json: dict[str, Any],
+                      option: str | None = None) -> None:
+        """Emit PoolResizeStartEvent; PoolResizeCompleteEvent follows once allocation is steady."""
+        self.resizing[pool_key] = utcnow()
+        self.ctx.emit("PoolResizeStartEvent",
+                  events.pool_resize_start_event(pool_json, node_deallocation_option=option))
+
+
+    def finish_resizes(self) -> None:
+        for key, started in list(self.resizing.items()):
+            if key not in self.ctx.pool_manager.specs:
+                self.resizing.pop(key)
+            elif self.ctx.pool_manager.allocation_state(key) == "steady":
+                self.resizing.pop(key)
+                pool = self.get_pool(self.ctx.pool_manager.specs[key].id)
+                self.ctx.emit("PoolResizeCompleteEvent", events.pool_resize_complete_event(
+                    pool, start_time=started, end_time=utcnow()))
+
+
+    def delete_pool(self, pool_id: str) -> None:
+        """Delete a pool ("Pool - Delete"): stop its nodes, give their hosts back.
+
+        The pool is ``deleting`` until its nodes are gone. Raises ``PoolNotFound``.
+        """
+        with self.ctx.store.begin() as conn:
+            row = pool_row(conn, pool_id)
+            if row["state"] == "deleting":
+                return
+            Store.update(conn, pools, {"key": row["key"]}, state="deleting")
+        self.ctx.emit("PoolDeleteStartEvent", events.pool_delete_start_event(row["id"]))
+        self.ctx.background(self.finish_delete(row["key"]))
+
+
+    async def finish_delete(self, key: str) -> None:
+        started = utcnow()
+        await self.ctx.pool_manager.delete_pool(key)
+        self.autoscaler.forget(key)
+        with self.ctx.store.read() as conn:
+            row = Store.fetch_one(conn, pools, key=key)
+        if row is not None:
+            self.ctx.emit("PoolDeleteCompleteEvent", events.pool_delete_complete_event(
+                row["id"], start_time=started, end_time=utcnow()))
+        with self.ctx.store.begin() as conn:
+            conn.execute(pools.delete().where(pools.c.key == key))
+            conn.execute(hosts.update().where(hosts.c.pool_key == key).values(pool_key=None))

@@ -1,0 +1,218 @@
+"""Job preparation and release tasks: once per node before a job's tasks, and at the job's end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hpcbatch.batch.models import (
+    JobPreparationTask,
+    JobReleaseTask,
+)
+from hpcbatch.batch.wire import iso, new_etag, utcnow
+from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.core.rows import job_row
+from hpcbatch.core.runs import PreparationFailed, Run, _wall_clock_s
+from hpcbatch.execution import agent
+from hpcbatch.execution.environment import task_dir
+from hpcbatch.store.database import (
+    Store,
+    dumps,
+    job_nodes,
+    jobs,
+    loads,
+    tasks,
+)
+
+if TYPE_CHECKING:
+    from hpcbatch.core.runs import Runs
+
+log = logging.getLogger(__name__)
+
+PREP_DIR = "jobpreparation"
+RELEASE_DIR = "jobrelease"
+"""Task directory names of a job's preparation and release tasks (under the job's dir)."""
+
+
+class JobPreparation:
+    """Runs jobs' preparation tasks before their tasks on each node, and release tasks after.
+
+    Parameters
+    ----------
+    ctx
+        The service context.
+    runs
+        The runs in flight.
+    """
+
+    def __init__(self, ctx: ServiceContext, runs: Runs) -> None:
+        self.ctx = ctx
+        self.runs = runs
+        self._preps: dict[tuple[str, str, int], asyncio.Future[bool]] = {}
+        self.failed_nodes: dict[str, set[str]] = {}
+        """Per job: the nodes where its preparation task failed (its tasks stay off them)."""
+
+    async def after_preparation(self, run: Run, job: Mapping[str, Any],
+                                 start: Callable[[], Any]) -> agent.Outcome:
+        """Run the job preparation task on the run's nodes (once per node), then the run."""
+        results = await asyncio.gather(*(self._prepare(job, n) for n in run.nodes))
+        if run.key not in self.runs.by_key:
+            raise asyncio.CancelledError()
+        if not all(results):
+            raise PreparationFailed(run.node.node_id)
+        now = utcnow()
+        with self.ctx.store.begin() as conn:
+            conn.execute(tasks.update().where(tasks.c.seq == run.seq,
+                                              tasks.c.state == "preparing")
+                         .values(state="running", previous_state="preparing",
+                                 previous_state_transition_time=tasks.c.state_transition_time,
+                                 state_transition_time=now, start_time=now, last_modified=now,
+                                 etag=new_etag()))
+        return await start()
+
+
+    async def _prepare(self, job: Mapping[str, Any], node: NodeRuntime) -> bool:
+        """Return whether tasks of ``job`` may run on ``node``, running its preparation task once.
+
+        The preparation runs once per node per boot (again after a reboot only
+        when ``rerunOnNodeRebootAfterSuccess``); concurrent tasks wait for the
+        same run. With ``waitForSuccess`` (the default) a failed preparation
+        keeps the job's tasks off the node.
+        """
+        key = (job["key"], node.node_id, node.generation)
+        fut = self._preps.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._run_preparation(job, node))
+            self._preps[key] = fut
+        return await asyncio.shield(fut)
+
+
+    def _job_node(self, conn: sa.Connection, job_key: str, node_id: str) -> Mapping[str, Any] | None:
+        return Store.fetch_one(conn, job_nodes, job_key=job_key, node_id=node_id)
+
+
+    def _save_job_node(self, job_key: str, node: NodeRuntime, **info: Any) -> None:
+        values = {k: dumps(v) for k, v in info.items()}
+        with self.ctx.store.begin() as conn:
+            if self._job_node(conn, job_key, node.node_id) is None:
+                conn.execute(job_nodes.insert().values(job_key=job_key, node_id=node.node_id,
+                                                       pool_id=node.pool_id, **values))
+            else:
+                Store.update(conn, job_nodes, {"job_key": job_key, "node_id": node.node_id},
+                             **values)
+
+
+    async def _run_preparation(self, job: Mapping[str, Any], node: NodeRuntime) -> bool:
+        spec = JobPreparationTask.model_validate(loads(job["spec"])["jobPreparationTask"])
+        with self.ctx.store.read() as conn:
+            row = self._job_node(conn, job["key"], node.node_id)
+        previous = loads(row["preparation"]) if row and row["preparation"] else None
+        if (previous and previous.get("result") == "success"
+                and spec.rerun_on_node_reboot_after_success is False):
+            return True
+        info = await self._run_job_task(job, node, spec, PREP_DIR, "preparation")
+        ok = info.get("result") == "success"
+        if not ok and spec.wait_for_success is not False:
+            self.failed_nodes.setdefault(job["key"], set()).add(node.node_id)
+            self.ctx.kick()
+            return False
+        return True
+
+
+    async def _run_job_task(self, job: Mapping[str, Any], node: NodeRuntime,
+                            spec: JobPreparationTask | JobReleaseTask, dirname: str,
+                            column: str) -> dict[str, Any]:
+        """Run a job preparation or release task on one node, with retries; record its info."""
+        job_spec = loads(job["spec"])
+        constraints = getattr(spec, "constraints", None)
+        retries = (constraints.max_task_retry_count if constraints else None) or 0
+        wall = (constraints.max_wall_clock_time if constraints
+                else getattr(spec, "max_wall_clock_time", None) or timedelta(minutes=15))
+        rel = task_dir(job["id"], dirname)
+        node_url = f"{self.ctx.base_url}/pools/{node.pool_id}/nodes/{node.node_id}"
+        attempt = 0
+        while True:
+            now = utcnow()
+            info: dict[str, Any] = {"state": "running", "startTime": iso(now), "retryCount": attempt,
+                                    "taskRootDirectory": rel,
+                                    "taskRootDirectoryUrl": f"{node_url}/files/{rel}"}
+            self._save_job_node(job["key"], node, **{column: info})
+            launch = agent.Launch(
+                key=self.ctx.run_key(dirname), task_dir=rel,
+                command_line=spec.command_line, job_id=job["id"], task_id=spec.id or dirname,
+                settings=[*(job_spec.get("commonEnvironmentSettings") or []),
+                          *[s.to_wire() for s in spec.environment_settings or []]],
+                extra_env=dict(self.ctx.storage_env), max_wall_clock_s=_wall_clock_s(wall),
+                resource_files=[r.to_wire() for r in spec.resource_files or []],
+                storage=self.ctx.storage)
+            try:
+                out: agent.Outcome = await self.ctx.engine.run_launch(node.worker or "", launch)
+                failure, code = out.failure_info, out.exit_code
+                info.update(startTime=iso(out.start_time.replace(tzinfo=None)),
+                            endTime=iso(out.end_time.replace(tzinfo=None)))
+            except Exception as exc:  # node lost or agent error
+                failure = {"category": "servererror", "code": "NodeAgentError",
+                           "message": f"node {node.node_id}: {exc}"}
+                code = None
+                info["endTime"] = iso(utcnow())
+            ok = code == 0 and failure is None
+            info.update(state="completed", result="success" if ok else "failure")
+            if code is not None:
+                info["exitCode"] = code
+            if failure:
+                info["failureInfo"] = failure
+            if not ok and (retries == -1 or attempt < retries) and node.worker:
+                attempt += 1
+                info["lastRetryTime"] = iso(utcnow())
+                continue
+            self._save_job_node(job["key"], node, **{column: info})
+            return info
+
+
+    async def run_releases(self, job_key: str) -> None:
+        """Run the job release task on every node where the job's preparation task ran."""
+        with self.ctx.store.read() as conn:
+            job = Store.fetch_one(conn, jobs, key=job_key)
+            rows = conn.execute(sa.select(job_nodes).where(job_nodes.c.job_key == job_key)).all()
+        if job is None:
+            return
+        release = loads(job["spec"]).get("jobReleaseTask")
+        if not release:
+            return
+        spec = JobReleaseTask.model_validate(release)
+        targets = []
+        for row in rows:
+            node = self.ctx.pool_manager.node(row.pool_id.lower(), row.node_id)
+            if node is not None and node.worker:
+                targets.append(node)
+        await asyncio.gather(*(self._run_job_task(job, n, spec, RELEASE_DIR, "release")
+                               for n in targets), return_exceptions=True)
+
+
+    def preparation_and_release_status(self, job_id: str) -> list[dict[str, Any]]:
+        """List the job's preparation and release task status per node.
+
+        Implements "Job - List Preparation and Release Task Status"
+        (``GET /jobs/{jobId}/jobpreparationandreleasetaskstatus``).
+        """
+        with self.ctx.store.read() as conn:
+            job = job_row(conn, job_id)
+            rows = conn.execute(sa.select(job_nodes).where(job_nodes.c.job_key == job["key"])
+                                .order_by(job_nodes.c.node_id)).mappings().all()
+        out = []
+        for r in rows:
+            item: dict[str, Any] = {
+                "poolId": r["pool_id"], "nodeId": r["node_id"],
+                "nodeUrl": f"{self.ctx.base_url}/pools/{r['pool_id']}/nodes/{r['node_id']}"}
+            if r["preparation"]:
+                item["jobPreparationTaskExecutionInfo"] = loads(r["preparation"])
+            if r["release"]:
+                item["jobReleaseTaskExecutionInfo"] = loads(r["release"])
+            out.append(item)
+        return out

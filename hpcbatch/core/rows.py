@@ -1,0 +1,70 @@
+"""Reading one resource's row, or Batch's NotFound error: the one helper every part uses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from hpcbatch.batch.errors import ConflictError, not_found
+from hpcbatch.store.database import Store, jobs, pools, tasks
+
+
+def pool_row(conn: sa.Connection, pool_id: str) -> Mapping[str, Any]:
+    """Return a pool's row. Raises ``PoolNotFound``."""
+    row = Store.fetch_one(conn, pools, key=pool_id.lower())
+    if row is None:
+        raise not_found("Pool", pool_id)
+    return row
+
+
+def job_row(conn: sa.Connection, job_id: str) -> Mapping[str, Any]:
+    """Return a job's row. Raises ``JobNotFound``."""
+    row = Store.fetch_one(conn, jobs, key=job_id.lower())
+    if row is None:
+        raise not_found("Job", job_id)
+    return row
+
+
+def task_row(conn: sa.Connection, job_key: str, task_id: str) -> Mapping[str, Any]:
+    """Return a task's row within a job (``job_key``: the job's lower-cased ID). Raises ``TaskNotFound``."""
+    row = Store.fetch_one(conn, tasks, job_key=job_key, key=task_id.lower())
+    if row is None:
+        raise not_found("Task", task_id)
+    return row
+
+
+def check_job_open(row: Mapping[str, Any]) -> None:
+    """Raise Batch's error for adding to or reactivating in a job that is ending.
+
+    Raises
+    ------
+    ConflictError
+        ``JobCompleted``, ``JobBeingTerminated`` or ``JobBeingDeleted``.
+    """
+    if row["state"] == "completed":
+        raise ConflictError("The specified job is already in a completed state.",
+                            code="JobCompleted")
+    if row["state"] in ("terminating", "deleting"):
+        raise ConflictError(f"The specified job is in the {row['state']} state.",
+                            code="JobBeingTerminated" if row["state"] == "terminating"
+                            else "JobBeingDeleted")
+
+
+def node_info(base_url: str, pool_id: str, node_id: str, task_root: str) -> dict[str, Any]:
+    """Return Batch's ``ComputeNodeInformation`` for a task (or subtask) that ran on a node.
+
+    Parameters
+    ----------
+    base_url
+        The service endpoint.
+    pool_id, node_id
+        Where the task ran.
+    task_root
+        The task's directory relative to the node's root (``workitems/{job}/job-1/{task}``).
+    """
+    node_url = f"{base_url}/pools/{pool_id}/nodes/{node_id}"
+    return {"affinityId": f"TVM:{node_id}", "nodeUrl": node_url, "poolId": pool_id,
+            "nodeId": node_id, "taskRootDirectory": task_root,
+            "taskRootDirectoryUrl": f"{node_url}/files/{task_root}"}

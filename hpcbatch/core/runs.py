@@ -1,0 +1,205 @@
+"""Runs: the task runs dispatched to nodes and not yet recorded as ended.
+
+The registry every part consults to end, requeue or wait for a task's run
+(job terminate/disable/delete, node reboot/removal, task terminate/delete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from hpcbatch.batch.errors import (
+    HpcbatchError,
+)
+from hpcbatch.batch.models import (
+    UNLIMITED,
+)
+from hpcbatch.batch.wire import new_etag, utcnow
+from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.execution import agent
+from hpcbatch.store.database import (
+    tasks,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_STATES = sa.or_(tasks.c.state == "running", tasks.c.state == "preparing")
+"""A task that holds a node: running, or preparing (its job preparation task runs first)."""
+
+
+@dataclass
+class Run:
+    """A task run dispatched to a node and not yet recorded as ended."""
+
+    key: str
+    seq: int
+    job_key: str
+    job_id: str
+    task_id: str
+    nodes: list[NodeRuntime]
+    slots: int
+    max_retries: int
+    retry_count: int
+    future: Any = None
+    terminated: bool = False
+    subtasks: list[Any] = field(default_factory=list)
+    task_key: str = ""
+    int_id: int | None = None
+    exit_conditions: dict[str, Any] | None = None
+    is_manager: bool = False
+    kill_job_on_completion: bool = False
+    retention_s: float | None = None
+
+    @property
+    def node(self) -> NodeRuntime:
+        """The node the task (its primary, for a multi-instance task) runs on."""
+        return self.nodes[0]
+
+    @property
+    def instance_keys(self) -> list[tuple[NodeRuntime, str]]:
+        """``(node, run key)`` of every process set of this run."""
+        if len(self.nodes) == 1:
+            return [(self.nodes[0], self.key)]
+        return [(self.nodes[0], self.key)] + [(n, f"{self.key}.{i}")
+                                              for i, n in enumerate(self.nodes)]
+
+
+
+class PreparationFailed(HpcbatchError):
+    """The job preparation task failed on a node: the task goes back to the queue."""
+
+
+
+@dataclass
+class Ended:
+    run: Run
+    outcome: agent.Outcome | None
+    error: str | None = None
+
+
+
+def _wall_clock_s(value: timedelta | None) -> float | None:
+    if value is None or value >= UNLIMITED:
+        return None
+    return value.total_seconds()
+
+
+
+class Runs:
+    """The runs in flight, by run key and by task.
+
+    Parameters
+    ----------
+    ctx
+        The service context.
+    """
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.by_key: dict[str, Run] = {}
+        self.by_task: dict[tuple[str, str], str] = {}
+
+    def add(self, run: Run) -> None:
+        """Register a run that was just dispatched."""
+        self.by_key[run.key] = run
+        self.by_task[(run.job_key, run.task_key)] = run.key
+
+    def of_task(self, job_key: str, task_key: str) -> Run | None:
+        """Return the run of a task (lower-cased keys), or None when it is not running."""
+        key = self.by_task.get((job_key, task_key))
+        return self.by_key.get(key) if key else None
+
+    def of_job(self, job_key: str) -> list[Run]:
+        """Return the runs of a job's tasks."""
+        return [r for r in self.by_key.values() if r.job_key == job_key]
+
+    def of_node(self, node: NodeRuntime) -> list[Run]:
+        """Return the runs that hold a node."""
+        return [self.by_key[k] for k in list(node.running) if k in self.by_key]
+
+    def requeue(self, lost: Sequence[Run]) -> None:
+        """Put runs' tasks back to ``active`` (``requeueCount`` + 1) and cancel the runs."""
+        if not lost:
+            return
+        now = utcnow()
+        with self.ctx.store.begin() as conn:
+            conn.execute(
+                tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"),
+                                     RUN_STATES)
+                .values(state="active", previous_state=tasks.c.state,
+                        previous_state_transition_time=tasks.c.state_transition_time,
+                        state_transition_time=now, requeue_count=tasks.c.requeue_count + 1,
+                        last_requeue_time=now, last_modified=now, etag=new_etag()),
+                [{"b_seq": r.seq} for r in lost],
+            )
+        for r in lost:
+            self.forget(r)
+            self.ctx.engine.forget(r.key)
+            if r.future is not None:
+                cancelled = r.future.cancel()
+                if asyncio.iscoroutine(cancelled):  # an asynchronous Dask future
+                    self.ctx.background(cancelled)
+        self.ctx.kick()
+
+
+    def forget(self, run: Run) -> None:
+        self.by_key.pop(run.key, None)
+        self.by_task.pop((run.job_key, run.task_id.lower()), None)
+        for node in run.nodes:
+            if node.running.pop(run.key, None) is not None:
+                node.used_slots -= run.slots
+                if not node.running and node.state == "running":
+                    node.state = "idle"
+                    node.state_transition_time = utcnow()
+
+
+    async def kill(self, run: Run) -> None:
+        run.terminated = True
+        for node, key in run.instance_keys:
+            if not node.worker:
+                continue
+            try:
+                await self.ctx.engine.run_on(node.worker, agent.kill_task, key)
+            except Exception as exc:
+                log.warning("cannot end task %s on node %s: %s", run.task_id, node.node_id, exc)
+
+
+    async def end_job_runs(self, job_key: str) -> None:
+        runs = [r for r in self.by_key.values() if r.job_key == job_key]
+        await asyncio.gather(*(self.kill(r) for r in runs), return_exceptions=True)
+        while any(r.job_key == job_key for r in self.by_key.values()):
+            await asyncio.sleep(0.05)
+
+
+    async def drain(self, node: NodeRuntime, option: str) -> None:
+        """Deal with a node's running tasks before it reboots, reimages or leaves.
+
+        ``requeue``: end them and put them back to active (no retry spent);
+        ``terminate``: end them (completed with ``TaskEnded``);
+        ``taskcompletion``/``retaineddata``: let them finish (no new task starts).
+        """
+        runs = [self.by_key[k] for k in list(node.running) if k in self.by_key]
+        if option == "requeue":
+            self.requeue(runs)
+            await asyncio.gather(*(self.kill(r) for r in runs), return_exceptions=True)
+        elif option == "terminate":
+            await asyncio.gather(*(self.kill(r) for r in runs), return_exceptions=True)
+        while any(k in self.by_key for k in list(node.running)):
+            await asyncio.sleep(0.05)
+
+
+    def node_lost(self, node: NodeRuntime) -> None:
+        """Requeue the tasks of a node that left or was lost, without spending retries.
+
+        A multi-instance task with an instance on the node fails as a gang: it
+        is requeued and its other instances are ended.
+        """
+        self.requeue([self.by_key[k] for k in list(node.running) if k in self.by_key])

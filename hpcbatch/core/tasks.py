@@ -1,0 +1,549 @@
+"""Tasks: "Task - Add/Add Collection/Get/List/Terminate/Reactivate/Delete/List Subtasks", dependencies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hpcbatch.batch import dependencies
+from hpcbatch.batch.errors import (
+    BadRequestError,
+    ConflictError,
+    HpcbatchError,
+    InvalidPropertyValueError,
+    exists,
+)
+from hpcbatch.batch.models import (
+    MAX_TASKS_PER_COLLECTION,
+    ComputeNodeInformation,
+    JobManagerTask,
+    Task,
+    TaskExecutionInformation,
+    TaskSpec,
+)
+from hpcbatch.batch.wire import iso, new_etag, utcnow
+from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.rows import check_job_open, job_row, task_row
+from hpcbatch.execution import multiinstance
+from hpcbatch.execution.environment import task_dir
+from hpcbatch.store import odata
+from hpcbatch.store.database import (
+    Store,
+    dumps,
+    loads,
+    subtasks,
+    task_dep_ranges,
+    task_deps,
+    tasks,
+)
+
+if TYPE_CHECKING:
+    from hpcbatch.core.applications import Applications
+    from hpcbatch.core.runs import Runs
+
+log = logging.getLogger(__name__)
+
+TASK_COLUMN_PROPERTIES = frozenset({
+    "id", "url", "eTag", "lastModified", "creationTime", "state", "stateTransitionTime",
+    "previousState", "previousStateTransitionTime", "executionInfo", "nodeInfo", "requiredSlots",
+})
+"""Top-level ``CloudTask`` properties served from columns, without reading the task's spec."""
+
+_TASK_PLAIN = {
+    "id": tasks.c.id, "state": tasks.c.state, "eTag": tasks.c.etag,
+    "creationTime": tasks.c.creation_time, "lastModified": tasks.c.last_modified,
+    "stateTransitionTime": tasks.c.state_transition_time, "previousState": tasks.c.previous_state,
+    "previousStateTransitionTime": tasks.c.previous_state_transition_time,
+    "requiredSlots": tasks.c.required_slots,
+}
+"""Task properties that are one column each: a ``$select`` of only these reads no spec."""
+
+TASK_SELECTABLE = frozenset(
+    {f.alias or name for name, f in Task.model_fields.items()}
+    | {f"executionInfo/{f.alias or n}" for n, f in TaskExecutionInformation.model_fields.items()}
+    | {f"nodeInfo/{f.alias or n}" for n, f in ComputeNodeInformation.model_fields.items()}
+)
+"""Property paths a task ``$select`` may name."""
+
+DEFAULT_MAX_RESULTS = 1000
+"""Batch's page size for list operations."""
+
+
+class Tasks:
+    """The tasks of every job.
+
+    Parameters
+    ----------
+    ctx
+        The service context.
+    runs
+        The runs in flight (a running task is ended through its run).
+    applications
+        Resolves ``applicationPackageReferences``.
+    """
+
+    def __init__(self, ctx: ServiceContext, runs: Runs, applications: Applications) -> None:
+        self.ctx = ctx
+        self.runs = runs
+        self.applications = applications
+
+    def _check_task(self, spec: TaskSpec, job: Mapping[str, Any]) -> None:
+        """Reject a task its job can never run: dependencies and multi-instance rules."""
+        if spec.depends_on is not None:
+            if not loads(job["spec"]).get("usesTaskDependencies"):
+                raise BadRequestError(
+                    f"Task {spec.id} has dependsOn, but job {job['id']} does not set "
+                    "usesTaskDependencies.", code="TaskDependenciesNotSpecifiedOnJob",
+                    values={"PropertyName": "dependsOn"})
+            ids, ranges = dependencies.upstream(spec.depends_on)
+            if spec.id.lower() in ids or any(
+                    a <= (dependencies.integer_id(spec.id) or -1) <= b for a, b in ranges):
+                raise InvalidPropertyValueError("dependsOn", spec.id,
+                                                "a task cannot depend on itself")
+            if any(a > b for a, b in ranges):
+                raise InvalidPropertyValueError("dependsOn.taskIdRanges", ranges,
+                                                "each range needs start <= end")
+        if spec.application_package_references:
+            self.applications.resolve_packages([r.to_wire() for r in spec.application_package_references],
+                                  "applicationPackageReferences")
+        if spec.multi_instance_settings is not None:
+            pool = self.ctx.pool_manager.specs.get(job["pool_key"] or "")
+            capacity = self.ctx.pool_manager.capacity(job["pool_key"]) if pool else None
+            multiinstance.validate(spec, pool, capacity)
+
+
+    def row_values(self, spec: TaskSpec | JobManagerTask, job_key: str,
+                         now: datetime) -> dict[str, Any]:
+        mis = getattr(spec, "multi_instance_settings", None)
+        waits = getattr(spec, "depends_on", None) is not None
+        return {
+            "job_key": job_key, "key": spec.id.lower(), "id": spec.id, "state": "active",
+            "creation_time": now, "state_transition_time": now, "last_modified": now,
+            "etag": new_etag(), "required_slots": spec.required_slots or 1,
+            "instances": (mis.number_of_instances or 1) if mis else 1,
+            "is_manager": isinstance(spec, JobManagerTask),
+            "int_id": dependencies.integer_id(spec.id),
+            "dep_state": "waiting" if waits else "ready",
+            "retry_count": 0, "requeue_count": 0, "spec": dumps(spec.to_wire()),
+        }
+
+
+    def insert(self, conn: sa.Connection, job: Mapping[str, Any],
+                      specs: Sequence[TaskSpec], now: datetime) -> dict[str, HpcbatchError]:
+        """Insert tasks of one job in one executemany; return the rejected ones by ID.
+
+        Tasks with ``dependsOn`` get their dependency rows and their initial
+        dependency state (their upstream tasks may be complete already).
+        """
+        errors: dict[str, HpcbatchError] = {}
+        taken = Store.existing_task_keys(conn, job["key"], [s.id.lower() for s in specs])
+        rows, deps, dep_ranges, waiting = [], [], [], []
+        for spec in specs:
+            key = spec.id.lower()
+            if key in taken:
+                errors[spec.id] = exists("Task", spec.id)
+                continue
+            try:
+                self._check_task(spec, job)
+            except HpcbatchError as exc:
+                errors[spec.id] = exc
+                continue
+            taken.add(key)
+            rows.append(self.row_values(spec, job["key"], now))
+            if spec.depends_on is not None:
+                ids, ranges = dependencies.upstream(spec.depends_on)
+                deps += [{"job_key": job["key"], "task_key": key, "upstream_key": u} for u in ids]
+                dep_ranges += [{"job_key": job["key"], "task_key": key, "start": a, "end": b}
+                               for a, b in ranges]
+                waiting.append(key)
+        Store.insert_many(conn, tasks, rows)
+        Store.insert_many(conn, task_deps, deps)
+        Store.insert_many(conn, task_dep_ranges, dep_ranges)
+        self.resolve_dependencies(conn, job["key"], waiting)
+        return errors
+
+
+    def add_task(self, job_id: str, body: Mapping[str, Any]) -> str:
+        """Add one task ("Task - Add").
+
+        Raises
+        ------
+        NotFoundError
+            ``JobNotFound``.
+        ConflictError
+            ``TaskExists``; ``JobCompleted`` for a completed job.
+        BadRequestError
+            Invalid or unknown properties; ``TaskDependenciesNotSpecifiedOnJob``;
+            a multi-instance task its pool can never run.
+        """
+        spec = TaskSpec.from_wire(body, what="task")
+        with self.ctx.store.begin() as conn:
+            job = job_row(conn, job_id)
+            check_job_open(job)
+            errors = self.insert(conn, job, [spec], utcnow())
+        if errors:
+            raise errors[spec.id]
+        self.ctx.kick()
+        return spec.id
+
+
+    def add_tasks(self, job_id: str, items: Sequence[Any]) -> list[dict[str, Any]]:
+        """Add up to 100 tasks at once ("Task - Add Collection").
+
+        Each task succeeds or fails on its own: the reply lists a
+        ``TaskAddResult`` per task, in request order (``status``
+        success|clienterror, with Batch's error for a bad or duplicate task).
+        All accepted tasks are committed in one transaction before the reply.
+
+        Raises
+        ------
+        NotFoundError
+            ``JobNotFound``.
+        BadRequestError
+            More than 100 tasks (``RequestBodyTooLarge``) or an empty list.
+        """
+        if not isinstance(items, list) or not items:
+            raise BadRequestError("The request body must hold a non-empty 'value' list of tasks.",
+                                  values={"PropertyName": "value"})
+        if len(items) > MAX_TASKS_PER_COLLECTION:
+            raise BadRequestError(
+                f"A task collection may hold at most {MAX_TASKS_PER_COLLECTION} tasks; "
+                f"this one holds {len(items)}.", code="RequestBodyTooLarge", status=413)
+        now = utcnow()
+        parsed: list[TaskSpec | HpcbatchError] = []
+        for i, item in enumerate(items):
+            try:
+                parsed.append(TaskSpec.from_wire(item, what=f"value[{i}]"))
+            except HpcbatchError as exc:
+                parsed.append(exc)
+        first: dict[str, TaskSpec] = {}
+        for p in parsed:
+            if isinstance(p, TaskSpec):
+                first.setdefault(p.id.lower(), p)
+        with self.ctx.store.begin() as conn:
+            job = job_row(conn, job_id)
+            check_job_open(job)
+            errors = self.insert(conn, job, list(first.values()), now)
+        results: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for item, p in zip(items, parsed):
+            if isinstance(p, HpcbatchError):
+                tid = item.get("id", "") if isinstance(item, dict) else ""
+                results.append(_add_error(tid, p))
+            elif p.id.lower() in seen:  # the same ID earlier in this request
+                results.append(_add_error(p.id, exists("Task", p.id)))
+            elif p.id in errors:
+                results.append(_add_error(p.id, errors[p.id]))
+            else:
+                results.append({"status": "success", "taskId": p.id, "eTag": new_etag(),
+                                "lastModified": iso(now),
+                                "location": f"{self.ctx.base_url}/jobs/{job['id']}/tasks/{p.id}"})
+            if not isinstance(p, HpcbatchError):
+                seen.add(p.id.lower())
+        if any(r["status"] == "success" for r in results):
+            self.ctx.kick()
+        return results
+
+
+    def resolve_dependencies(self, conn: sa.Connection, job_key: str,
+                              task_keys: Iterable[str]) -> None:
+        """Recompute the dependency state of waiting tasks (``ready``, ``waiting``, ``blocked``).
+
+        A task is ready when every task it names has completed with a
+        ``satisfy`` dependency action, and every existing task in its ID
+        ranges has too; blocked as soon as one of them completed with ``block``.
+        """
+        for key in task_keys:
+            ids = conn.execute(sa.select(task_deps.c.upstream_key).where(
+                task_deps.c.job_key == job_key, task_deps.c.task_key == key)).scalars().all()
+            ranges = conn.execute(sa.select(task_dep_ranges.c.start, task_dep_ranges.c.end).where(
+                task_dep_ranges.c.job_key == job_key, task_dep_ranges.c.task_key == key)).all()
+            conds = ([tasks.c.key.in_(ids)] if ids else []) + [
+                tasks.c.int_id.between(a, b) for a, b in ranges]
+            rows = conn.execute(sa.select(tasks.c.id, tasks.c.key, tasks.c.state,
+                                          tasks.c.satisfies)
+                                .where(tasks.c.job_key == job_key, sa.or_(*conds))).all() \
+                if conds else []
+            blocking = [r for r in rows if r.state == "completed" and r.satisfies is False]
+            pending = [r.id for r in rows if r.state != "completed"]
+            missing = sorted(set(ids) - {r.key for r in rows})
+            if blocking:
+                state = "blocked"
+                reason = (f"task {blocking[0].id} completed with an exit condition whose "
+                          "dependencyAction is block")
+            elif pending or missing:
+                state = "waiting"
+                names = (pending + missing)[:5]
+                more = len(pending) + len(missing) - len(names)
+                reason = ("waiting for task(s) " + ", ".join(names)
+                          + (f" and {more} more" if more else "") + " to complete")
+            else:
+                state, reason = "ready", None
+            conn.execute(tasks.update().where(tasks.c.job_key == job_key, tasks.c.key == key,
+                                              tasks.c.state == "active")
+                         .values(dep_state=state, dep_reason=reason))
+
+
+    def dependents(self, conn: sa.Connection, job_key: str,
+                    completed: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Return the keys of tasks that depend on any of ``completed`` (rows with key, int_id)."""
+        keys = [c["key"] for c in completed]
+        out: set[str] = set()
+        for i in range(0, len(keys), 500):
+            out.update(conn.execute(sa.select(task_deps.c.task_key).where(
+                task_deps.c.job_key == job_key,
+                task_deps.c.upstream_key.in_(keys[i:i + 500]))).scalars())
+        ints = [c["int_id"] for c in completed if c["int_id"] is not None]
+        if ints:
+            lo, hi = min(ints), max(ints)
+            for key, a, b in conn.execute(sa.select(
+                    task_dep_ranges.c.task_key, task_dep_ranges.c.start, task_dep_ranges.c.end)
+                    .where(task_dep_ranges.c.job_key == job_key, task_dep_ranges.c.start <= hi,
+                           task_dep_ranges.c.end >= lo)):
+                if any(a <= x <= b for x in ints):
+                    out.add(key)
+        return out
+
+
+    def task_wire(self, row: Mapping[str, Any], job_id: str,
+                  select: Sequence[str] | None = None) -> dict[str, Any]:
+        """Return a task row as ``CloudTask`` JSON, limited to ``select`` when given."""
+        needs_spec = select is None or any(
+            s.split("/")[0] not in TASK_COLUMN_PROPERTIES for s in select)
+        out: dict[str, Any] = loads(row["spec"]) if needs_spec else {"id": row["id"]}
+        out.update({
+            "id": row["id"],
+            "url": f"{self.ctx.base_url}/jobs/{job_id}/tasks/{row['id']}",
+            "eTag": row["etag"], "lastModified": iso(row["last_modified"]),
+            "creationTime": iso(row["creation_time"]), "state": row["state"],
+            "stateTransitionTime": iso(row["state_transition_time"]),
+        })
+        if row["required_slots"] != 1 or "requiredSlots" in out:
+            out["requiredSlots"] = row["required_slots"]
+        if row["dep_state"] and row["dep_state"] != "ready" and row["state"] == "active":
+            out["dependencyState"] = {"state": row["dep_state"], "reason": row["dep_reason"]}
+        if row["previous_state"]:
+            out["previousState"] = row["previous_state"]
+            out["previousStateTransitionTime"] = iso(row["previous_state_transition_time"])
+        info: dict[str, Any] = {"retryCount": row["retry_count"],
+                                "requeueCount": row["requeue_count"]}
+        for wire, col in (("startTime", "start_time"), ("endTime", "end_time"),
+                          ("lastRetryTime", "last_retry_time"),
+                          ("lastRequeueTime", "last_requeue_time")):
+            if row[col] is not None:
+                info[wire] = iso(row[col])
+        if row["exit_code"] is not None:
+            info["exitCode"] = row["exit_code"]
+        if row["result"]:
+            info["result"] = row["result"]
+        if row["failure_info"]:
+            info["failureInfo"] = loads(row["failure_info"])
+        out["executionInfo"] = info
+        if row["node_id"]:
+            pool_id = row["pool_key"]
+            node_url = f"{self.ctx.base_url}/pools/{pool_id}/nodes/{row['node_id']}"
+            out["nodeInfo"] = {
+                "affinityId": f"TVM:{row['node_id']}", "nodeUrl": node_url,
+                "poolId": pool_id, "nodeId": row["node_id"],
+                "taskRootDirectory": task_dir(job_id, row["id"]),
+                "taskRootDirectoryUrl": f"{node_url}/files/{task_dir(job_id, row['id'])}",
+            }
+        return odata.apply_select(out, list(select)) if select else out
+
+
+    def get_task(self, job_id: str, task_id: str, select: str | None = None) -> dict[str, Any]:
+        """Return a task's JSON ("Task - Get"). Raises ``JobNotFound``/``TaskNotFound``."""
+        sel = odata.parse_select(select, TASK_SELECTABLE) if select else None
+        with self.ctx.store.read() as conn:
+            job = job_row(conn, job_id)
+            return self.task_wire(task_row(conn, job["key"], task_id), job["id"], sel)
+
+
+    def list_tasks(self, job_id: str, *, filter_: str | None = None, select: str | None = None,
+                   max_results: int = DEFAULT_MAX_RESULTS,
+                   after_seq: int | None = None) -> tuple[list[dict[str, Any]], int | None]:
+        """List a job's tasks ("Task - List") with OData ``$filter`` and ``$select``.
+
+        The filter runs in the database; pages are keyset-paged on insertion order.
+
+        Parameters
+        ----------
+        job_id
+            The job.
+        filter_, select
+            OData ``$filter`` and ``$select`` strings.
+        max_results
+            Page size, 1..1000 (``maxresults``).
+        after_seq
+            Continuation token from the previous page.
+
+        Returns
+        -------
+        (list of dict, int or None)
+            The page and the token of the next page (None at the end).
+        """
+        if not 1 <= max_results <= 1000:
+            raise BadRequestError("maxresults must be between 1 and 1000.",
+                                  code="InvalidQueryParameterValue",
+                                  values={"QueryParameterName": "maxresults"})
+        sel = odata.parse_select(select, TASK_SELECTABLE) if select else None
+        plain = sel is not None and all(s in _TASK_PLAIN for s in sel)
+        with self.ctx.store.read() as conn:
+            job = job_row(conn, job_id)
+            if plain:  # every selected property is a column: no per-row object building
+                assert sel is not None
+                stmt = sa.select(tasks.c.seq, *(_TASK_PLAIN[s] for s in sel)).where(
+                    tasks.c.job_key == job["key"])
+                if filter_:
+                    stmt = stmt.where(odata.compile_filter(filter_, odata.TASK_PROPERTIES))
+                if after_seq is not None:
+                    stmt = stmt.where(tasks.c.seq > after_seq)
+                rows = conn.execute(stmt.order_by(tasks.c.seq).limit(max_results + 1)).all()
+                more = len(rows) > max_results
+                rows = rows[:max_results]
+                items = [{k: (iso(v) if isinstance(v, datetime) else v)
+                          for k, v in zip(sel, row[1:]) if v is not None} for row in rows]
+                return items, (rows[-1][0] if more else None)
+            cols = list(tasks.c) if sel is None or any(
+                s.split("/")[0] not in TASK_COLUMN_PROPERTIES for s in sel) else [
+                c for c in tasks.c if c.name != "spec"]
+            stmt = sa.select(*cols).where(tasks.c.job_key == job["key"])
+            if filter_:
+                stmt = stmt.where(odata.compile_filter(filter_, odata.TASK_PROPERTIES))
+            if after_seq is not None:
+                stmt = stmt.where(tasks.c.seq > after_seq)
+            rows = conn.execute(stmt.order_by(tasks.c.seq).limit(max_results + 1)).mappings().all()
+        more = len(rows) > max_results
+        rows = rows[:max_results]
+        wires = [self.task_wire(_RowWithSpec(r), job["id"], sel) for r in rows]
+        return wires, (rows[-1]["seq"] if more else None)
+
+
+    def terminate_task(self, job_id: str, task_id: str) -> None:
+        """Terminate a task ("Task - Terminate"): a running task's process tree is killed.
+
+        The task completes with failureInfo code ``TaskEnded``; a completed
+        task is left as it is.
+        """
+        with self.ctx.store.begin() as conn:
+            job = job_row(conn, job_id)
+            row = task_row(conn, job["key"], task_id)
+            if row["state"] == "active":
+                now = utcnow()
+                Store.update(conn, tasks, {"seq": row["seq"]}, state="completed",
+                             previous_state="active",
+                             previous_state_transition_time=row["state_transition_time"],
+                             state_transition_time=now, end_time=now, result="failure",
+                             exit_code=None, last_modified=now, etag=new_etag(),
+                             failure_info=dumps({"category": "usererror", "code": "TaskEnded",
+                                                 "message": "The task was ended by user request."}))
+                return
+        run = self.runs.of_task(job["key"], row["key"])
+        if run is not None:
+            self.ctx.background(self.runs.kill(run))
+
+
+    def reactivate_task(self, job_id: str, task_id: str) -> None:
+        """Reactivate a failed task ("Task - Reactivate"): it may run again, retries reset.
+
+        Raises
+        ------
+        ConflictError
+            ``TaskNotCompleted`` for a task that has not completed, or
+            ``TaskCompletedSuccessfully`` for one that succeeded; ``JobCompleted``.
+        """
+        with self.ctx.store.begin() as conn:
+            job = job_row(conn, job_id)
+            check_job_open(job)
+            row = task_row(conn, job["key"], task_id)
+            if row["state"] != "completed":
+                raise ConflictError(f"Task {task_id} is {row['state']}; only a completed task "
+                                    "can be reactivated.", code="TaskNotCompleted")
+            if row["result"] == "success":
+                raise ConflictError(f"Task {task_id} completed successfully and cannot be "
+                                    "reactivated.", code="TaskCompletedSuccessfully")
+            now = utcnow()
+            Store.update(conn, tasks, {"seq": row["seq"]}, state="active",
+                         previous_state="completed",
+                         previous_state_transition_time=row["state_transition_time"],
+                         state_transition_time=now, retry_count=0, last_retry_time=None,
+                         exit_code=None, result=None, failure_info=None, start_time=None,
+                         end_time=None, node_id=None, satisfies=None, cleanup_at=None,
+                         last_modified=now, etag=new_etag())
+        self.ctx.kick()
+
+
+    def delete_task(self, job_id: str, task_id: str) -> None:
+        """Delete a task ("Task - Delete"); a running task is ended first."""
+        with self.ctx.store.begin() as conn:
+            job = job_row(conn, job_id)
+            row = task_row(conn, job["key"], task_id)
+            conn.execute(tasks.delete().where(tasks.c.seq == row["seq"]))
+        run = self.runs.of_task(job["key"], row["key"])
+        if run is not None:
+            self.ctx.background(self.runs.kill(run))
+
+
+    def list_subtasks(self, job_id: str, task_id: str) -> list[dict[str, Any]]:
+        """List the subtasks of a multi-instance task ("Task - List Subtasks").
+
+        Returns
+        -------
+        list of dict
+            ``SubtaskInformation`` JSON for instances 1..N-1 of the task's
+            latest run (empty for an ordinary task or one that has not run).
+        """
+        with self.ctx.store.read() as conn:
+            job = job_row(conn, job_id)
+            row = task_row(conn, job["key"], task_id)
+            subs = conn.execute(sa.select(subtasks).where(
+                subtasks.c.job_key == job["key"], subtasks.c.task_key == row["key"])
+                .order_by(subtasks.c.id)).mappings().all()
+        out = []
+        tdir = task_dir(job["id"], row["id"])
+        for r in subs:
+            node_url = f"{self.ctx.base_url}/pools/{r['pool_id']}/nodes/{r['node_id']}"
+            item: dict[str, Any] = {
+                "id": r["id"], "state": r["state"],
+                "stateTransitionTime": iso(r["state_transition_time"]),
+                "startTime": iso(r["start_time"]),
+                "nodeInfo": {"affinityId": f"TVM:{r['node_id']}", "nodeUrl": node_url,
+                             "poolId": r["pool_id"], "nodeId": r["node_id"],
+                             "taskRootDirectory": tdir,
+                             "taskRootDirectoryUrl": f"{node_url}/files/{tdir}"},
+            }
+            if r["state"] == "completed":
+                item["previousState"] = "running"
+            for k, col in (("endTime", "end_time"),):
+                if r[col] is not None:
+                    item[k] = iso(r[col])
+            if r["exit_code"] is not None:
+                item["exitCode"] = r["exit_code"]
+            if r["result"]:
+                item["result"] = r["result"]
+            if r["failure_info"]:
+                item["failureInfo"] = loads(r["failure_info"])
+            out.append(item)
+        return out
+
+
+
+def _add_error(task_id: str, exc: HpcbatchError) -> dict[str, Any]:
+    """Return a ``TaskAddResult`` for a task that was not added."""
+    err = {k: v for k, v in exc.to_wire().items() if k != "odata.metadata"}
+    return {"status": "clienterror", "taskId": task_id, "error": err}
+
+
+
+class _RowWithSpec(dict):  # type: ignore[type-arg]
+    """A row mapping where a column left out of the SELECT reads as None."""
+
+    def __init__(self, row: Mapping[str, Any]) -> None:
+        super().__init__(row)
+
+    def __missing__(self, key: str) -> Any:
+        return None
