@@ -10,6 +10,7 @@ the ``exitConditions`` of today's Batch REST API (``exitCodes``,
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,3 +114,74 @@ def upstream(depends_on: TaskDependencies | dict[str, Any] | None
     ids = sorted({t.lower() for t in depends_on.task_ids or []})
     ranges = [(r.start, r.end) for r in depends_on.task_id_ranges or []]
     return ids, ranges
+
+
+def dependency_state(upstream_tasks: Sequence[tuple[str, str, str, bool | None]],
+                     named: Collection[str]) -> tuple[str, str | None]:
+    """Decide a waiting task's dependency state from its upstream tasks ("Task dependencies").
+
+    A task is ready when every task it names has completed with a ``satisfy``
+    dependency action and every existing task in its ID ranges has too;
+    blocked as soon as one of them completed with ``block``; else waiting.
+
+    Parameters
+    ----------
+    upstream_tasks
+        ``(id, key, state, satisfies)`` of every existing upstream task: the
+        named ones and those in its ranges (``key``: lower-cased ID;
+        ``satisfies``: the dependency action of a completed task, None before).
+    named
+        Lower-cased IDs the task names in ``taskIds`` (a named task that does not
+        exist yet keeps it waiting).
+
+    Returns
+    -------
+    (str, str or None)
+        ``ready``, ``waiting`` or ``blocked``, and the reason shown in
+        ``dependencyState.reason`` (None when ready).
+    """
+    blocking = [t for t in upstream_tasks if t[2] == "completed" and t[3] is False]
+    if blocking:
+        return "blocked", (f"task {blocking[0][0]} completed with an exit condition whose "
+                           "dependencyAction is block")
+    pending = [t[0] for t in upstream_tasks if t[2] != "completed"]
+    missing = sorted(set(named) - {t[1] for t in upstream_tasks})
+    if pending or missing:
+        names = (pending + missing)[:5]
+        more = len(pending) + len(missing) - len(names)
+        return "waiting", ("waiting for task(s) " + ", ".join(names)
+                           + (f" and {more} more" if more else "") + " to complete")
+    return "ready", None
+
+
+def job_action_after(completions: Iterable[tuple[bool, bool, bool, str]], *,
+                     on_task_failure: str | None) -> tuple[str, str] | None:
+    """Decide what completed tasks do to their job (Batch's job actions).
+
+    A job manager task with ``killJobOnCompletion`` terminates the job
+    (``JMComplete``); a failed task whose exit condition names a ``jobAction``
+    acts on the job when the job's ``onTaskFailure`` is
+    ``performexitoptionsjobaction`` (``TaskFailed``). The last such completion wins.
+
+    Parameters
+    ----------
+    completions
+        ``(succeeded, is_manager, kill_job_on_completion, job_action)`` of each
+        task that completed in this pass, ``job_action`` from :func:`task_ending`.
+    on_task_failure
+        The job's ``onTaskFailure`` (``noaction`` or ``performexitoptionsjobaction``).
+
+    Returns
+    -------
+    (str, str) or None
+        ``(action, terminateReason)`` with action ``terminate`` or ``disable``; None:
+        nothing to do (``onAllTasksComplete`` is decided separately, over the whole job).
+    """
+    out: tuple[str, str] | None = None
+    for ok, is_manager, kill_job, job_action in completions:
+        if is_manager and kill_job:
+            out = ("terminate", "JMComplete")
+        elif (not ok and on_task_failure == "performexitoptionsjobaction"
+              and job_action != "none"):
+            out = (job_action, "TaskFailed")
+    return out

@@ -33,7 +33,7 @@ from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
 from hpcbatch.core.runs import RUN_STATES, Ended, PreparationFailed, Run, _wall_clock_s
-from hpcbatch.core.scheduling import NodeSlots, job_order, place, place_gang
+from hpcbatch.core.scheduling import NodeSlots, plan_pool, should_retry
 from hpcbatch.execution import agent, multiinstance
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
@@ -208,8 +208,7 @@ class Dispatcher:
             ok = exit_code == 0 and failure is None
             run.node.total_tasks_run += 1
             run.node.total_tasks_succeeded += ok
-            retry = (not ok and not run.terminated
-                     and (run.max_retries == -1 or run.retry_count < run.max_retries))
+            retry = should_retry(ok, run.terminated, run.max_retries, run.retry_count)
             ending = dependencies.task_ending(run.exit_conditions, exit_code,
                                               failure.get("code") if failure else None)
             if not retry:
@@ -284,41 +283,21 @@ class Dispatcher:
         partial set of nodes.
         """
         plans: list[tuple[Mapping[str, Any], Mapping[str, Any], list[NodeRuntime]]] = []
+        failed = self.preparation.failed_nodes
         for pool_key, spec in self.ctx.pool_manager.specs.items():
-            ready = [n for n in self.ctx.pool_manager.nodes_of(pool_key) if n.free_slots > 0]
+            ready = {n.node_id: n for n in self.ctx.pool_manager.nodes_of(pool_key)
+                     if n.free_slots > 0}
             if not ready:
                 continue
-            free = {n.node_id: n.free_slots for n in ready}
-            node_by_id = {n.node_id: n for n in ready}
-            job_rows = self.jobs.active_jobs(conn, pool_key)
             fill = (spec.task_scheduling_policy.node_fill_type
                     if spec.task_scheduling_policy else "spread")
-            blocked = False
-            for job in job_order((j, j["priority"], j["seq"]) for j in job_rows):
-                excluded = self.preparation.failed_nodes.get(job["key"], set())
-                budget = sum(f for nid, f in free.items() if nid not in excluded)
-                if budget <= 0 or blocked:
-                    if blocked:
-                        break
-                    continue
-                candidates = Store.next_active_tasks(conn, job["key"], budget)
-                for segment in _segments(candidates):
-                    slots = [NodeSlots(nid, f, node_by_id[nid].order)
-                             for nid, f in free.items() if f > 0 and nid not in excluded]
-                    if segment[0]["instances"] > 1:
-                        gang = place_gang(segment[0]["instances"], slots)
-                        if gang is None:
-                            blocked = True
-                            break
-                        for nid in gang:
-                            free[nid] -= 1
-                        plans.append((job, segment[0], [node_by_id[nid] for nid in gang]))
-                        continue
-                    chosen = place([c["required_slots"] for c in segment], slots, fill)
-                    for cand, nid in zip(segment, chosen):
-                        if nid is not None:
-                            free[nid] -= cand["required_slots"]
-                            plans.append((job, cand, [node_by_id[nid]]))
+            chosen = plan_pool(
+                [NodeSlots(n.node_id, n.free_slots, n.order) for n in ready.values()],
+                ((j, j["priority"], j["seq"]) for j in self.jobs.active_jobs(conn, pool_key)),
+                lambda job, budget: Store.next_active_tasks(conn, job["key"], budget),
+                lambda c: (c["instances"], c["required_slots"]),
+                lambda job: failed.get(job["key"], ()), fill)
+            plans += [(job, cand, [ready[nid] for nid in nids]) for job, cand, nids in chosen]
         return plans
 
 
@@ -493,13 +472,3 @@ class Dispatcher:
         return outcome
 
 
-
-def _segments(candidates: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
-    """Split candidates into runs of ordinary tasks, each multi-instance task on its own."""
-    out: list[list[Mapping[str, Any]]] = []
-    for c in candidates:
-        if c["instances"] > 1 or not out or out[-1][0]["instances"] > 1:
-            out.append([c])
-        else:
-            out[-1].append(c)
-    return out

@@ -401,13 +401,10 @@ class Jobs:
                 self.tasks.resolve_dependencies(conn, job_key, self.tasks.dependents(conn, job_key, done))
             if job["state"] not in ("active", "disabling", "disabled"):
                 continue
-            action, reason = None, None
-            for run, ok, ending in items:
-                if run.is_manager and run.kill_job_on_completion:
-                    action, reason = "terminate", "JMComplete"
-                elif (not ok and spec.get("onTaskFailure") == "performexitoptionsjobaction"
-                      and ending.job_action != "none"):
-                    action, reason = ending.job_action, "TaskFailed"
+            decided = dependencies.job_action_after(
+                ((ok, run.is_manager, run.kill_job_on_completion, ending.job_action)
+                 for run, ok, ending in items), on_task_failure=spec.get("onTaskFailure"))
+            action, reason = decided if decided else (None, None)
             if action is None and spec.get("onAllTasksComplete") == "terminatejob":
                 open_task = conn.execute(sa.select(tasks.c.seq).where(
                     tasks.c.job_key == job_key,

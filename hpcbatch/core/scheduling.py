@@ -13,7 +13,7 @@ nodes" (task slots, ``nodeFillType`` spread|pack) and "Job priority".
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -40,6 +40,8 @@ class NodeSlots:
 
 
 T = TypeVar("T")
+J = TypeVar("J")
+C = TypeVar("C")
 
 
 def job_order(jobs: Iterable[tuple[T, int, int]]) -> list[T]:
@@ -130,3 +132,109 @@ def place_gang(instances: int, nodes: Sequence[NodeSlots]) -> list[str] | None:
     if len(free) < instances:
         return None
     return [n.node_id for n in free[:instances]]
+
+
+def segments(candidates: Sequence[C], instances: Callable[[C], int]) -> list[list[C]]:
+    """Split candidates (in scheduling order) into runs of ordinary tasks; each
+    multi-instance task (``instances(c) > 1``) stands alone in its segment."""
+    out: list[list[C]] = []
+    for c in candidates:
+        if instances(c) > 1 or not out or instances(out[-1][0]) > 1:
+            out.append([c])
+        else:
+            out[-1].append(c)
+    return out
+
+
+def plan_pool(
+    nodes: Sequence[NodeSlots],
+    jobs: Iterable[tuple[J, int, int]],
+    next_tasks: Callable[[J, int], Sequence[C]],
+    demand: Callable[[C], tuple[int, int]],
+    excluded: Callable[[J], Collection[str]] = lambda _: (),
+    fill: FillType = "spread",
+) -> list[tuple[J, C, list[str]]]:
+    """Choose the tasks that fill one pool's free task slots in one scheduling pass.
+
+    Jobs are taken in Batch's order (:func:`job_order`), each job's active
+    tasks first in, first out, up to the slots still free on nodes the job may
+    use (a job is kept off the nodes where its preparation task failed). A
+    multi-instance task takes its whole gang of nodes at once or waits; while it
+    waits at the head of the pool's queue, nothing behind it starts in the pool
+    (no backfill): a stream of single-node tasks cannot starve it, and it never
+    holds a partial set of nodes, so two gangs cannot deadlock.
+
+    Parameters
+    ----------
+    nodes
+        The pool's nodes with free slots (``free_slots`` > 0) and their order.
+    jobs
+        ``(job, priority, creation_seq)`` of the pool's active jobs.
+    next_tasks
+        ``next_tasks(job, budget)``: up to ``budget`` of the job's ready active
+        tasks, in scheduling order (called at most once per job).
+    demand
+        ``demand(task)``: ``(numberOfInstances, requiredSlots)``.
+    excluded
+        ``excluded(job)``: node IDs the job's tasks must not use.
+    fill
+        ``nodeFillType``: spread or pack.
+
+    Returns
+    -------
+    list of (job, task, list of str)
+        The runs to start: each task with its node IDs (the master first for a gang).
+
+    Implements the Batch documents "Run tasks concurrently to maximize usage of
+    Batch compute nodes", "Job priority" and "Use multi-instance tasks to run MPI
+    applications" (a gang runs on dedicated nodes, all at once).
+    """
+    free = {n.node_id: n.free_slots for n in nodes if n.free_slots > 0}
+    order = {n.node_id: n.order for n in nodes}
+    plans: list[tuple[J, C, list[str]]] = []
+    for job in job_order(jobs):
+        barred = excluded(job)
+        budget = sum(f for nid, f in free.items() if nid not in barred)
+        if budget <= 0:
+            continue
+        for segment in segments(next_tasks(job, budget), lambda c: demand(c)[0]):
+            slots = [NodeSlots(nid, f, order[nid])
+                     for nid, f in free.items() if f > 0 and nid not in barred]
+            instances = demand(segment[0])[0]
+            if instances > 1:
+                gang = place_gang(instances, slots)
+                if gang is None:
+                    return plans  # head-of-line: nothing behind a waiting gang starts
+                for nid in gang:
+                    free[nid] -= 1
+                plans.append((job, segment[0], gang))
+                continue
+            chosen = place([demand(c)[1] for c in segment], slots, fill)
+            for cand, nid in zip(segment, chosen):
+                if nid is not None:
+                    free[nid] -= demand(cand)[1]
+                    plans.append((job, cand, [nid]))
+    return plans
+
+
+def should_retry(succeeded: bool, terminated: bool, max_retries: int, retry_count: int) -> bool:
+    """Decide whether a task run that ended is retried (back to active) or completes.
+
+    A failed run is retried while ``retryCount`` < ``maxTaskRetryCount`` (-1:
+    without limit); a run ended by request (terminate) is not. A run lost
+    with its node is not decided here: it is requeued without spending a
+    retry (``requeueCount`` + 1), as Batch does when a node fails.
+
+    Parameters
+    ----------
+    succeeded
+        Exit code 0 and no failure information.
+    terminated
+        The run was ended by request (Task - Terminate, job terminate ...).
+    max_retries
+        ``constraints.maxTaskRetryCount`` of the task (or its job's default).
+    retry_count
+        Retries already spent.
+    """
+    return (not succeeded and not terminated
+            and (max_retries == -1 or retry_count < max_retries))

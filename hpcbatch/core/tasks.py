@@ -253,9 +253,8 @@ class Tasks:
                               task_keys: Iterable[str]) -> None:
         """Recompute the dependency state of waiting tasks (``ready``, ``waiting``, ``blocked``).
 
-        A task is ready when every task it names has completed with a
-        ``satisfy`` dependency action, and every existing task in its ID
-        ranges has too; blocked as soon as one of them completed with ``block``.
+        The rule is :func:`hpcbatch.batch.dependencies.dependency_state`; this
+        reads each task's upstream tasks and writes the result.
         """
         for key in task_keys:
             ids = conn.execute(sa.select(task_deps.c.upstream_key).where(
@@ -268,21 +267,8 @@ class Tasks:
                                           tasks.c.satisfies)
                                 .where(tasks.c.job_key == job_key, sa.or_(*conds))).all() \
                 if conds else []
-            blocking = [r for r in rows if r.state == "completed" and r.satisfies is False]
-            pending = [r.id for r in rows if r.state != "completed"]
-            missing = sorted(set(ids) - {r.key for r in rows})
-            if blocking:
-                state = "blocked"
-                reason = (f"task {blocking[0].id} completed with an exit condition whose "
-                          "dependencyAction is block")
-            elif pending or missing:
-                state = "waiting"
-                names = (pending + missing)[:5]
-                more = len(pending) + len(missing) - len(names)
-                reason = ("waiting for task(s) " + ", ".join(names)
-                          + (f" and {more} more" if more else "") + " to complete")
-            else:
-                state, reason = "ready", None
+            state, reason = dependencies.dependency_state(
+                [(r.id, r.key, r.state, r.satisfies) for r in rows], ids)
             conn.execute(tasks.update().where(tasks.c.job_key == job_key, tasks.c.key == key,
                                               tasks.c.state == "active")
                          .values(dep_state=state, dep_reason=reason))
