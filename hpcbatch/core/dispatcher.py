@@ -118,8 +118,7 @@ class Dispatcher:
             self.ctx.wake.clear()
             try:
                 self.run_pass()
-                if self.pools.resizing:
-                    self.pools.finish_resizes()
+                self.pools.finish_resizes()
             except Exception:
                 log.exception("scheduling pass failed")
                 await asyncio.sleep(0.5)

@@ -20,6 +20,7 @@ from hpcbatch.store.database import (
 
 if TYPE_CHECKING:
     from hpcbatch.core.jobs import Jobs
+    from hpcbatch.core.pools import Pools
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +34,26 @@ class Housekeeping:
         The service context.
     jobs
         Ends jobs past their ``maxWallClockTime``.
+    pools
+        Records pools' ``allocationState`` as it changes.
     interval_s
         Seconds between rounds.
     """
 
-    def __init__(self, ctx: ServiceContext, jobs: Jobs, interval_s: float = 1.0) -> None:
+    def __init__(self, ctx: ServiceContext, jobs: Jobs, pools: Pools,
+                 interval_s: float = 1.0) -> None:
         self.ctx = ctx
         self.jobs = jobs
+        self.pools = pools
         self.interval_s = interval_s
 
     async def loop(self) -> None:
-        """Enforce jobs' maxWallClockTime and tasks' retentionTime, once a second."""
+        """Enforce jobs' maxWallClockTime and tasks' retentionTime, record allocation states."""
         while True:
             await asyncio.sleep(self.interval_s)
             try:
                 self.jobs.expire()
+                self.pools.sync_allocation_states()
                 await self._remove_expired_task_dirs()
             except Exception:
                 log.exception("housekeeping failed")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,8 @@ class Pools:
         self.applications = applications
         self.autoscaler = autoscaler
         self.resizing: dict[str, datetime] = {}
+        self._allocation: dict[str, str] = {}
+        """Per pool: the ``allocationState`` last written to the store."""
         """Pools being resized, with the time the resize started (for PoolResizeCompleteEvent)."""
 
     def add_pool(self, body: Mapping[str, Any]) -> str:
@@ -250,11 +252,51 @@ class Pools:
                       option: str | None = None) -> None:
         """Emit PoolResizeStartEvent; PoolResizeCompleteEvent follows once allocation is steady."""
         self.resizing[pool_key] = utcnow()
+        self.sync_allocation_states([pool_key])
         self.ctx.emit("PoolResizeStartEvent",
                   events.pool_resize_start_event(pool_json, node_deallocation_option=option))
 
 
+    def sync_allocation_states(self, pool_keys: Iterable[str] | None = None) -> None:
+        """Record pools' ``allocationState`` (and its transition time) where it changed.
+
+        The pool manager knows the live state (``resizing`` while nodes are
+        created or leave, ``steady`` once the pool holds its target); the store
+        keeps it for ``$filter=allocationState eq '...'``. Called when a resize
+        starts or completes, and once a second by housekeeping (autoscale, node loss).
+
+        Parameters
+        ----------
+        pool_keys
+            The pools to check (lower-cased IDs); None: every active pool.
+        """
+        pm = self.ctx.pool_manager
+        changed = {}
+        for key in (pm.specs if pool_keys is None else pool_keys):
+            if key not in pm.specs:
+                continue
+            state = pm.allocation_state(key)
+            if self._allocation.get(key) != state:
+                changed[key] = state
+        if not changed:
+            return
+        now = iso(utcnow())
+        with self.ctx.store.begin() as conn:
+            for key, state in changed.items():
+                row = Store.fetch_one(conn, pools, key=key)
+                if row is None or row["state"] != "active":
+                    continue
+                if row["allocation_state"] != state:
+                    status = loads(row["status"])
+                    status["allocationStateTransitionTime"] = now
+                    Store.update(conn, pools, {"key": key}, allocation_state=state,
+                                 status=dumps(status))
+        self._allocation.update(changed)
+
     def finish_resizes(self) -> None:
+        """Emit PoolResizeCompleteEvent for the resizes whose allocation became steady."""
+        if self.resizing:
+            self.sync_allocation_states(list(self.resizing))
         for key, started in list(self.resizing.items()):
             if key not in self.ctx.pool_manager.specs:
                 self.resizing.pop(key)
@@ -274,7 +316,11 @@ class Pools:
             row = pool_row(conn, pool_id)
             if row["state"] == "deleting":
                 return
-            Store.update(conn, pools, {"key": row["key"]}, state="deleting")
+            status = loads(row["status"])
+            now = iso(utcnow())
+            status.update(stateTransitionTime=now, allocationStateTransitionTime=now)
+            Store.update(conn, pools, {"key": row["key"]}, state="deleting",
+                         allocation_state="stopping", status=dumps(status))
         self.ctx.emit("PoolDeleteStartEvent", events.pool_delete_start_event(row["id"]))
         self.ctx.background(self.finish_delete(row["key"]))
 

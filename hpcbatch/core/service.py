@@ -112,7 +112,7 @@ class BatchService:
         self.pools = Pools(ctx, self.applications, self.autoscaler)
         self.dispatcher = Dispatcher(ctx, self.runs, self.jobs, self.tasks, self.preparation,
                                      self.applications, self.pools)
-        self.housekeeping = Housekeeping(ctx, self.jobs)
+        self.housekeeping = Housekeeping(ctx, self.jobs, self.pools)
         self.schedules = JobSchedules(ctx, self.jobs)
         ctx.pool_manager = PoolManager(
             store, engine, tls, account_name=account_name, account_url=ctx.base_url,
