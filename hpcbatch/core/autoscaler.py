@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import autoscale
+from hpcbatch.batch import autoscale, events
 from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.core.rows import pool_row
@@ -244,9 +244,12 @@ class Autoscaler:
                 return
             status = loads(row["status"])
             status["autoScaleRun"] = result.to_wire()
+            formula = loads(row["spec"]).get("autoScaleFormula")
             if result.error is None:
                 status["target"] = result.target_dedicated_nodes
             Store.update(conn, pools, {"key": pool_key}, status=dumps(status))
+        self.ctx.emit("PoolAutoscaleEvent", events.pool_autoscale_event(
+            {"id": row["id"], "autoScaleFormula": formula}, status["autoScaleRun"]))
         if result.error is None:
             pm = self.ctx.pool_manager
             pm.targets[pool_key] = result.target_dedicated_nodes

@@ -129,9 +129,12 @@ class Dispatcher:
         try:
             outcome = await run.future
             self._ended.append(Ended(run, outcome))
-        except PreparationFailed:
+        except PreparationFailed as exc:
             if run.key in self.runs.by_key:
-                self.runs.requeue([run])
+                self.runs.requeue([run], schedule_error={
+                    "category": "usererror", "code": "JobPreparationTaskFailed",
+                    "message": f"The job preparation task failed on node {exc}; the task "
+                               "goes back to the queue for another node."})
         except (asyncio.CancelledError, Exception) as exc:
             if run.key in self.runs.by_key:
                 if await self._nodes_alive(run):

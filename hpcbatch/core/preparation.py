@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from hpcbatch.batch import events
 from hpcbatch.batch.models import (
     JobPreparationTask,
     JobReleaseTask,
@@ -172,6 +173,9 @@ class JobPreparation:
                 info["lastRetryTime"] = iso(utcnow())
                 continue
             self._save_job_node(job["key"], node, **{column: info})
+            self.ctx.emit("SpecialTaskEvent", events.special_task_event(
+                job["id"], spec.id or dirname, "JobPrep" if dirname == PREP_DIR else "JobRelease",
+                pool_id=node.pool_id, node_id=node.node_id, execution_info=info))
             return info
 
 

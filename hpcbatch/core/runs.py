@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hpcbatch.batch import events
 from hpcbatch.batch.errors import (
     HpcbatchError,
 )
@@ -125,8 +126,21 @@ class Runs:
         """Return the runs that hold a node."""
         return [self.by_key[k] for k in list(node.running) if k in self.by_key]
 
-    def requeue(self, lost: Sequence[Run]) -> None:
-        """Put runs' tasks back to ``active`` (``requeueCount`` + 1) and cancel the runs."""
+    def requeue(self, lost: Sequence[Run], *, schedule_error: dict[str, Any] | None = None) -> None:
+        """Put runs' tasks back to ``active`` (``requeueCount`` + 1) and cancel the runs.
+
+        Each requeued task gets a ``TaskRequeueEvent``; with ``schedule_error``
+        (the run never started its command: its job preparation task failed on
+        the node) a ``TaskScheduleFailEvent`` carrying that error as well.
+
+        Parameters
+        ----------
+        lost
+            The runs whose tasks go back to the queue (node lost or removed, job
+            disabled with ``requeue``, preparation failed).
+        schedule_error
+            ``{"category", "code", "message"}`` when the tasks could not be scheduled.
+        """
         if not lost:
             return
         now = utcnow()
@@ -140,6 +154,11 @@ class Runs:
                         last_requeue_time=now, last_modified=now, etag=new_etag()),
                 [{"b_seq": r.seq} for r in lost],
             )
+            if self.ctx.events is not None:
+                counts = dict(conn.execute(sa.select(tasks.c.seq, tasks.c.requeue_count).where(
+                    tasks.c.seq.in_([r.seq for r in lost]))).all())
+                for r in lost:
+                    self._emit_requeue(r, counts.get(r.seq, 0), schedule_error)
         for r in lost:
             self.forget(r)
             self.ctx.engine.forget(r.key)
@@ -149,6 +168,21 @@ class Runs:
                     self.ctx.background(cancelled)
         self.ctx.kick()
 
+
+    def _emit_requeue(self, run: Run, requeue_count: int,
+                      schedule_error: dict[str, Any] | None) -> None:
+        task = {"id": run.task_id, "requiredSlots": run.slots,
+                "nodeInfo": {"poolId": run.node.pool_id, "nodeId": run.node.node_id},
+                "multiInstanceSettings": {"numberOfInstances": len(run.nodes)},
+                "constraints": {"maxTaskRetryCount": run.max_retries},
+                "executionInfo": {"retryCount": run.retry_count, "requeueCount": requeue_count}}
+        task_type = "JobManager" if run.is_manager else "User"
+        if schedule_error is not None:
+            self.ctx.emit("TaskScheduleFailEvent", events.task_schedule_fail_event(
+                run.job_id, task, error=schedule_error, task_type=task_type,
+                pool_id=run.node.pool_id))
+        self.ctx.emit("TaskRequeueEvent", events.task_requeue_event(
+            run.job_id, task, task_type=task_type, pool_id=run.node.pool_id))
 
     def forget(self, run: Run) -> None:
         self.by_key.pop(run.key, None)
