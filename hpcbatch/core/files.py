@@ -55,7 +55,7 @@ class NodeFiles:
         node = self._node_worker(pool_id, node_id)
         rel = _safe_rel(path) if path else ""
         entries = await self.ctx.engine.run_on(node.worker, agent.list_files, rel, recursive)
-        base = f"{self.ctx.base_url}/pools/{pool_id}/nodes/{node_id}/files"
+        base = f"{self.ctx.node_url(pool_id, node_id)}/files"
         return [_file_wire(e, f"{rel}/{e['name']}".lstrip("/"), base) for e in entries]
 
 

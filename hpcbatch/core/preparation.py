@@ -136,7 +136,7 @@ class JobPreparation:
         wall = (constraints.max_wall_clock_time if constraints
                 else getattr(spec, "max_wall_clock_time", None) or timedelta(minutes=15))
         rel = task_dir(job["id"], dirname)
-        node_url = f"{self.ctx.base_url}/pools/{node.pool_id}/nodes/{node.node_id}"
+        node_url = self.ctx.node_url(node.pool_id, node.node_id)
         attempt = 0
         while True:
             now = utcnow()
@@ -213,7 +213,7 @@ class JobPreparation:
         for r in rows:
             item: dict[str, Any] = {
                 "poolId": r["pool_id"], "nodeId": r["node_id"],
-                "nodeUrl": f"{self.ctx.base_url}/pools/{r['pool_id']}/nodes/{r['node_id']}"}
+                "nodeUrl": self.ctx.node_url(r["pool_id"], r["node_id"])}
             if r["preparation"]:
                 item["jobPreparationTaskExecutionInfo"] = loads(r["preparation"])
             if r["release"]:

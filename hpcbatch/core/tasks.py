@@ -27,7 +27,7 @@ from hpcbatch.batch.models import (
 )
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.rows import check_job_open, job_row, task_row
+from hpcbatch.core.rows import check_job_open, job_row, node_info, task_row
 from hpcbatch.execution import multiinstance
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store import odata
@@ -330,14 +330,8 @@ class Tasks:
             info["failureInfo"] = loads(row["failure_info"])
         out["executionInfo"] = info
         if row["node_id"]:
-            pool_id = row["pool_key"]
-            node_url = f"{self.ctx.base_url}/pools/{pool_id}/nodes/{row['node_id']}"
-            out["nodeInfo"] = {
-                "affinityId": f"TVM:{row['node_id']}", "nodeUrl": node_url,
-                "poolId": pool_id, "nodeId": row["node_id"],
-                "taskRootDirectory": task_dir(job_id, row["id"]),
-                "taskRootDirectoryUrl": f"{node_url}/files/{task_dir(job_id, row['id'])}",
-            }
+            out["nodeInfo"] = node_info(self.ctx.base_url, row["pool_key"], row["node_id"],
+                                        task_dir(job_id, row["id"]))
         return odata.apply_select(out, list(select)) if select else out
 
 
@@ -492,15 +486,11 @@ class Tasks:
         out = []
         tdir = task_dir(job["id"], row["id"])
         for r in subs:
-            node_url = f"{self.ctx.base_url}/pools/{r['pool_id']}/nodes/{r['node_id']}"
             item: dict[str, Any] = {
                 "id": r["id"], "state": r["state"],
                 "stateTransitionTime": iso(r["state_transition_time"]),
                 "startTime": iso(r["start_time"]),
-                "nodeInfo": {"affinityId": f"TVM:{r['node_id']}", "nodeUrl": node_url,
-                             "poolId": r["pool_id"], "nodeId": r["node_id"],
-                             "taskRootDirectory": tdir,
-                             "taskRootDirectoryUrl": f"{node_url}/files/{tdir}"},
+                "nodeInfo": node_info(self.ctx.base_url, r["pool_id"], r["node_id"], tdir),
             }
             if r["state"] == "completed":
                 item["previousState"] = "running"
