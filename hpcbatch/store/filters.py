@@ -67,11 +67,6 @@ class FilterColumn:
     column: ColumnElement[Any]
     key_column: ColumnElement[Any] | None = None
 
-    @property
-    def nullable(self) -> bool:
-        """Whether the column may hold NULL (the property may be absent)."""
-        return bool(getattr(self.column, "nullable", True))
-
 
 def bind_columns(
     table: sa.Table,
@@ -193,7 +188,7 @@ def _compared_column(bound: FilterColumn) -> ColumnElement[Any]:
 def _guard(bound: FilterColumn, expr: ColumnElement[bool]) -> ColumnElement[bool]:
     """Make a comparison on an absent (NULL) property false, not unknown,
     so that ``not`` is an exact complement."""
-    if bound.nullable:
+    if getattr(bound.column, "nullable", True):  # the property may be absent
         return sa.and_(bound.column.is_not(None), expr)
     return expr
 
