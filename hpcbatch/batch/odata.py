@@ -101,6 +101,7 @@ __all__ = [
     "JOB_STATES",
     "MAX_FILTER_DEPTH",
     "MAX_FILTER_LENGTH",
+    "OPERATOR_FUNCTIONS",
     "POOL_PROPERTIES",
     "POOL_STATES",
     "TASK_PROPERTIES",
@@ -946,7 +947,9 @@ def parse_filter(text: str, properties: Mapping[str, Property]) -> Expression | 
 
 # ------------------------------------------------------------------ evaluation
 
-_ORDERING: dict[ComparisonOperator, Callable[[Any, Any], bool]] = {
+#: The Python operator of each comparison: ``a OP b``. It serves
+#: :func:`matches` and, applied to SQLAlchemy columns, the SQL compiler.
+OPERATOR_FUNCTIONS: dict[ComparisonOperator, Callable[[Any, Any], Any]] = {
     "eq": operator.eq,
     "ne": operator.ne,
     "gt": operator.gt,
@@ -993,7 +996,7 @@ def _evaluate(expression: Expression, value_of: Callable[[Property], Value]) -> 
                 return False
             if prop.kind == "string":
                 actual = str(actual).lower()
-            return _ORDERING[op](actual, wanted)
+            return bool(OPERATOR_FUNCTIONS[op](actual, wanted))
         case StartsWith(prop, prefix):
             actual = value_of(prop)
             return actual is not None and str(actual).lower().startswith(prefix)

@@ -20,8 +20,7 @@ guarded with ``column IS NOT NULL``, so it is false rather than unknown and
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,16 +164,6 @@ POOL_COLUMNS: dict[str, FilterColumn] = bind_columns(
 )
 
 
-_SQL_OPS: dict[odata.ComparisonOperator, Callable[[Any, Any], Any]] = {
-    "eq": operator.eq,
-    "ne": operator.ne,
-    "gt": operator.gt,
-    "ge": operator.ge,
-    "lt": operator.lt,
-    "le": operator.le,
-}
-
-
 def _compared_column(bound: FilterColumn) -> ColumnElement[Any]:
     """The column a value is compared with: the key column for IDs,
     ``lower(column)`` for other strings, else the bare column."""
@@ -218,7 +207,7 @@ def to_sql(
             bound = columns[prop.wire_name]
             if value is None:
                 return bound.column.is_(None) if op == "eq" else bound.column.is_not(None)
-            return _guard(bound, _SQL_OPS[op](_compared_column(bound), value))
+            return _guard(bound, odata.OPERATOR_FUNCTIONS[op](_compared_column(bound), value))
         case odata.StartsWith(prop, prefix):
             bound = columns[prop.wire_name]
             return _guard(bound, _compared_column(bound).startswith(prefix, autoescape=True))
