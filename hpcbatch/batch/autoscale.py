@@ -207,16 +207,26 @@ class Metrics(Protocol):
 
     ``samples`` maps a metric variable's name without ``$`` (``"ActiveTasks"``,
     ``"CPUPercent"``) to its history; a missing name is an empty history.
+    Read-only: an evaluation never changes them (so a ``dict`` of ``list``
+    samples, as :class:`MetricsSnapshot` holds, qualifies).
     """
 
-    now: datetime
-    samples: Mapping[str, Sequence[Sample]]
-    current_dedicated_nodes: int
-    current_low_priority_nodes: int
-    target_dedicated_nodes: int
-    target_low_priority_nodes: int
-    task_slots_per_node: int
-    sample_period: timedelta
+    @property
+    def now(self) -> datetime: ...
+    @property
+    def samples(self) -> Mapping[str, Sequence[Sample]]: ...
+    @property
+    def current_dedicated_nodes(self) -> int: ...
+    @property
+    def current_low_priority_nodes(self) -> int: ...
+    @property
+    def target_dedicated_nodes(self) -> int: ...
+    @property
+    def target_low_priority_nodes(self) -> int: ...
+    @property
+    def task_slots_per_node(self) -> int: ...
+    @property
+    def sample_period(self) -> timedelta: ...
 
 
 @dataclass
