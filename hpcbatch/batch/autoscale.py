@@ -60,13 +60,14 @@ import functools
 import math
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from lark import Lark, Token, Transformer, Tree, v_args
+from lark.tree import Meta
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from .errors import BadRequestError
@@ -172,7 +173,7 @@ _TICKS |= {"Minute": 60 * _TICKS["Second"]}
 _TICKS |= {"Hour": 60 * _TICKS["Minute"]}
 _TICKS |= {"Day": 24 * _TICKS["Hour"]}
 _TICKS |= {"Week": 7 * _TICKS["Day"], "Year": 365 * _TICKS["Day"]}
-_CONSTANTS: dict[str, Any] = {f"TimeInterval_{k}": TimeInterval(v) for k, v in _TICKS.items()}
+_CONSTANTS: dict[str, Value] = {f"TimeInterval_{k}": TimeInterval(v) for k, v in _TICKS.items()}
 _CONSTANTS |= {option: option for option in NODE_DEALLOCATION_OPTIONS}  # `= taskcompletion;`
 
 Value = float | tuple[float, ...] | str | datetime | TimeInterval
@@ -206,16 +207,26 @@ class Metrics(Protocol):
 
     ``samples`` maps a metric variable's name without ``$`` (``"ActiveTasks"``,
     ``"CPUPercent"``) to its history; a missing name is an empty history.
+    Read-only: an evaluation never changes them (so a ``dict`` of ``list``
+    samples, as :class:`MetricsSnapshot` holds, qualifies).
     """
 
-    now: datetime
-    samples: Mapping[str, Sequence[Sample]]
-    current_dedicated_nodes: int
-    current_low_priority_nodes: int
-    target_dedicated_nodes: int
-    target_low_priority_nodes: int
-    task_slots_per_node: int
-    sample_period: timedelta
+    @property
+    def now(self) -> datetime: ...
+    @property
+    def samples(self) -> Mapping[str, Sequence[Sample]]: ...
+    @property
+    def current_dedicated_nodes(self) -> int: ...
+    @property
+    def current_low_priority_nodes(self) -> int: ...
+    @property
+    def target_dedicated_nodes(self) -> int: ...
+    @property
+    def target_low_priority_nodes(self) -> int: ...
+    @property
+    def task_slots_per_node(self) -> int: ...
+    @property
+    def sample_period(self) -> timedelta: ...
 
 
 @dataclass
@@ -386,7 +397,7 @@ class _Ref(_Node):
     text: str  # as written: "$x", "x", "$CPUPercent", "TimeInterval_Minute"
     kind: str = ""  # set by the checker: user | rw | ro | metric | const
     key: str = ""  # user: "$x"; rw: the name written; ro: snapshot attribute; const: ""
-    const: Any = None
+    const: Value | None = None
 
 
 @dataclass
@@ -437,49 +448,59 @@ class _Assign(_Node):
     key: str = ""  # set by the checker
 
 
-class _ToAst(Transformer):
-    """Turns lark's parse tree into the small syntax tree the checker and evaluator walk."""
+def _where(token: Token) -> tuple[int, int]:
+    """A token's line and column (lark sets both on every token it lexes)."""
+    assert token.line is not None and token.column is not None
+    return token.line, token.column
 
-    def number(self, c):
-        return _Num(c[0].line, c[0].column, float(c[0]))
 
-    def string(self, c):
-        return _Str(c[0].line, c[0].column, str(c[0])[1:-1])
+class _ToAst(Transformer[Token, list[Any]]):
+    """Turns lark's parse tree into the small syntax tree the checker and evaluator walk.
 
-    def var(self, c):
-        return _Ref(c[0].line, c[0].column, str(c[0]))
+    Each method gets the node's children: tokens, nodes already turned, and
+    argument lists (lark types them ``Any``).
+    """
 
-    def args(self, c):
+    def number(self, c: list[Token]) -> _Num:
+        return _Num(*_where(c[0]), float(c[0]))
+
+    def string(self, c: list[Token]) -> _Str:
+        return _Str(*_where(c[0]), str(c[0])[1:-1])
+
+    def var(self, c: list[Token]) -> _Ref:
+        return _Ref(*_where(c[0]), str(c[0]))
+
+    def args(self, c: list[_Node]) -> list[_Node]:
         return list(c)
 
-    def binop(self, c):
+    def binop(self, c: list[Any]) -> _Binary:
         left, op, right = c
         return _Binary(op.line, op.column, str(op), left, right)
 
-    def unop(self, c):
+    def unop(self, c: list[Any]) -> _Unary:
         op, operand = c
         return _Unary(op.line, op.column, str(op), operand)
 
-    def ternary(self, c):
+    def ternary(self, c: list[_Node]) -> _Cond:
         return _Cond(c[0].line, c[0].column, *c)
 
-    def method(self, c):
+    def method(self, c: list[Any]) -> _Method:
         target, name, args = c
         return _Method(name.line, name.column, target, str(name), args)
 
-    def member(self, c):
+    def member(self, c: list[Any]) -> _Member:
         obj, name = c
         return _Member(name.line, name.column, obj, str(name))
 
     @v_args(meta=True)
-    def call(self, meta, c):
+    def call(self, meta: Meta, c: list[Any]) -> _Call:
         return _Call(c[0].line, c[0].column, str(c[0]), c[1], end_line=meta.end_line)
 
     @v_args(meta=True)
-    def assign(self, meta, c):
+    def assign(self, meta: Meta, c: list[Any]) -> _Assign:
         return _Assign(c[0].line, c[0].column, str(c[0]), c[1], end_line=meta.end_line)
 
-    def formula(self, c):
+    def formula(self, c: list[_Node | Token]) -> list[_Node | Token]:
         return list(c)
 
 
@@ -523,7 +544,8 @@ def _one_of(names: list[str]) -> str:
 
 def _syntax_error(text: str, exc: UnexpectedInput) -> FormulaError:
     if isinstance(exc, UnexpectedCharacters):
-        return FormulaError(f"unexpected character {text[exc.pos_in_stream]!r}", exc.line, exc.column)
+        char = text[exc.pos_in_stream] if exc.pos_in_stream is not None else ""
+        return FormulaError(f"unexpected character {char!r}", exc.line, exc.column)
     assert isinstance(exc, UnexpectedToken)
     token = exc.token
     expected = sorted({_terminal_names().get(name, name) for name in exc.expected})
@@ -590,7 +612,8 @@ def parse_formula(text: str) -> Formula:
         if isinstance(item, Token):  # a ';'
             separated = True
             continue
-        first = item.target if isinstance(item, _Assign) else item.name  # type: ignore[attr-defined]
+        assert isinstance(item, (_Assign, _Call))  # the grammar's two statements
+        first = item.target if isinstance(item, _Assign) else item.name
         if not separated and item.line == previous_end:
             raise FormulaError(
                 f"unexpected token '{first}'; expected ';' or a line break between statements",
@@ -602,7 +625,7 @@ def parse_formula(text: str) -> Formula:
                 f"a formula can include at most {MAX_STATEMENTS} statements", item.line, item.column
             )
         statements.append(item)
-        separated, previous_end = False, item.end_line  # type: ignore[attr-defined]
+        separated, previous_end = False, item.end_line
     if not statements:
         raise FormulaError("the formula contains no statements", 1, 1)
     _Checker().check(statements)
@@ -915,7 +938,7 @@ def _percentile(values: tuple[float, ...], p: float) -> float:
     return ordered[rank - 1]
 
 
-def _log(function):
+def _log(function: Callable[[float], float]) -> Callable[[float], float]:
     def log(x: float) -> float:  # IEEE 754 at the edges, as .NET: log(0) = -Infinity, log(-1) = NaN
         if x > 0:
             return function(x)
@@ -1021,15 +1044,17 @@ class _Evaluator:
             case _Ref(kind="ro", key=key):
                 return float(getattr(self.metrics, key))
             case _Ref(kind="const", const=const):
+                assert const is not None  # the checker set it
                 return const
             case _Unary(op=op, operand=operand):
-                value = self.eval(operand)
-                kind = _type_of(value)
+                result = self.eval(operand)
+                kind = _type_of(result)
                 if (op, kind) not in _UNARY:
                     raise _Fault(f"operator '{op}' cannot be applied to a {kind}")
-                if kind == INTERVAL:
-                    return TimeInterval(-value.ticks)  # type: ignore[union-attr]
-                return -value if op == "-" else float(value == 0)  # type: ignore[operator]
+                if isinstance(result, TimeInterval):
+                    return TimeInterval(-result.ticks)
+                assert isinstance(result, float)  # _UNARY takes doubles and timeintervals
+                return -result if op == "-" else float(result == 0)
             case _Binary(op="&&" | "||" as op, left=left, right=right):
                 a = self.eval(left)
                 if not isinstance(a, float):
@@ -1059,7 +1084,8 @@ class _Evaluator:
                     return float((moment.weekday() + 1) % 7)  # Sunday 0, Monday 1, ... Saturday 6
                 return float(getattr(moment, name))
             case _Method(target=target, name=name, args=args):
-                return self.method(target.text, name, [self.eval(a) for a in args])  # type: ignore[attr-defined]
+                assert isinstance(target, _Ref)  # the checker allows metric variables only
+                return self.method(target.text, name, [self.eval(a) for a in args])
             case _Call(name=name, args=args):
                 return self.call(name, [self.eval(a) for a in args])
         raise AssertionError(node)  # pragma: no cover
@@ -1151,7 +1177,10 @@ class _Evaluator:
             if len(found) < wanted:
                 raise _insufficient(metric, 100.0, 100.0 * len(found) / wanted)
             return tuple(s.value for s in found)
-        percent = args.pop() if isinstance(args[-1], float) else None
+        percent: float | None = None
+        if isinstance(args[-1], float):
+            percent = args[-1]
+            args.pop()
         found, available = self.window(metric, args)
         if percent is not None:
             if not 0 <= percent <= 100:

@@ -112,8 +112,11 @@ def task_environment(
         env["AZ_BATCH_JOB_ID"] = job_id
     if task_id is not None:
         env["AZ_BATCH_TASK_ID"] = task_id
-    user = {s["name"]: s.get("value") or "" for s in settings}
-    user = {k: v for k, v in user.items() if not k.startswith("AZ_BATCH_")}
+    user: dict[str, str] = {}
+    for setting in settings:
+        name = setting["name"]
+        if name is not None and not name.startswith("AZ_BATCH_"):
+            user[name] = setting.get("value") or ""
     return {**user, **env, **(extra or {})}
 
 

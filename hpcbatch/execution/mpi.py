@@ -59,7 +59,7 @@ _BAD_HOST = re.compile(r"[\s,;]")
 def _check_flavor(flavor: str) -> Flavor:
     if flavor not in FLAVORS:
         raise ValueError(f"unknown MPI flavor {flavor!r}; expected one of: {', '.join(FLAVORS)}")
-    return flavor  # type: ignore[return-value]
+    return flavor
 
 
 def _check_ppn(ppn: int) -> int:

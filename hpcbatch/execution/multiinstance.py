@@ -30,12 +30,15 @@ import posixpath
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hpcbatch.execution import agent
+from hpcbatch.execution import agent, transfer
 from hpcbatch.execution.environment import multi_instance_environment
 from hpcbatch.batch.errors import InvalidPropertyValueError
 from hpcbatch.batch.models import PoolSpec, TaskSpec
+
+if TYPE_CHECKING:
+    from hpcbatch.execution.engine import DaskEngine
 
 MASTER_PORT = 6000
 """Port Batch reports in ``AZ_BATCH_MASTER_NODE`` (``addr:6000``)."""
@@ -163,7 +166,7 @@ def launches(
     local_python: str | None = None,
     extra_env: dict[str, str] | None = None,
     io: dict[str, Any] | None = None,
-    storage: Any = None,
+    storage: transfer.StorageRef | None = None,
 ) -> tuple[list[agent.Launch], agent.Launch]:
     """Build the coordination launch of every instance and the primary's application launch.
 
@@ -254,7 +257,7 @@ class InstanceResult:
     error: str | None = None
 
 
-async def run_gang(engine: Any, nodes: Sequence[GangNode], coordination: Sequence[agent.Launch],
+async def run_gang(engine: DaskEngine, nodes: Sequence[GangNode], coordination: Sequence[agent.Launch],
                    app: agent.Launch) -> tuple[agent.Outcome | None, str | None, list[InstanceResult]]:
     """Run a multi-instance task on its gang and end every instance's processes.
 
@@ -282,7 +285,7 @@ async def run_gang(engine: Any, nodes: Sequence[GangNode], coordination: Sequenc
             outs = await asyncio.gather(*(engine.run_launch(n.worker, launch)
                                           for n, launch in zip(nodes, coordination)),
                                         return_exceptions=True)
-            failed = None
+            failed: tuple[int, GangNode, agent.Outcome | None, str | None] | None = None
             for i, (n, out) in enumerate(zip(nodes, outs)):
                 if isinstance(out, BaseException):
                     results.append(InstanceResult(i, n.node_id, None, f"{type(out).__name__}: {out}"))
@@ -295,13 +298,14 @@ async def run_gang(engine: Any, nodes: Sequence[GangNode], coordination: Sequenc
                 i, n, out, err = failed
                 what = f"exit code {out.exit_code}" if out and out.exit_code is not None else (
                     out.failure_info["message"] if out and out.failure_info else err)
+                message = (f"The coordination command failed on node {n.node_id} "
+                           f"({n.address}, instance {i}): {what}")
                 failure = {"category": "usererror", "code": "CoordinationCommandFailed",
-                           "message": f"The coordination command failed on node {n.node_id} "
-                                      f"({n.address}, instance {i}): {what}",
+                           "message": message,
                            "details": [{"name": "NodeId", "value": n.node_id}]}
                 base = out or next((r.outcome for r in results if r.outcome), None)
                 if base is None:
-                    return None, failure["message"], results[1:]
+                    return None, message, results[1:]
                 return agent.Outcome(out.exit_code if out else None, base.start_time,
                                      base.end_time, failure, base.task_root_dir,
                                      nodes[0].node_id), None, results[1:]

@@ -205,7 +205,7 @@ class _OutputKind:
         return f"{type(self).__name__}({self._text!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._text == self._text  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._text == self._text
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._text))

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -296,7 +296,8 @@ class Store:
         """Return the row of ``table`` matching every ``column=value``, or None."""
         stmt = sa.select(table).where(*(table.c[k] == v for k, v in where.items()))
         row = conn.execute(stmt).mappings().first()
-        return row
+        # SQLAlchemy types a RowMapping's keys as str | Column; its keys are column names.
+        return cast("Mapping[str, Any] | None", row)
 
     @staticmethod
     def update(conn: Connection, table: sa.Table, where: Mapping[str, Any], **values: Any) -> int:
@@ -330,7 +331,8 @@ class Store:
         Uses the ``(job_key, state, dep_state, seq)`` index: the cost is in proportion to
         ``limit``, however many tasks the job holds.
         """
-        return list(conn.execute(_NEXT_ACTIVE, {"b_job": job_key, "b_limit": limit}).mappings())
+        rows = conn.execute(_NEXT_ACTIVE, {"b_job": job_key, "b_limit": limit}).mappings()
+        return cast("list[Mapping[str, Any]]", list(rows))  # as in fetch_one
 
     @staticmethod
     def count_tasks_by_state(conn: Connection, job_key: str) -> dict[str, int]:

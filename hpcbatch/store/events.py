@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from hpcbatch.storage.fs import Storage
@@ -82,7 +82,7 @@ class EventLog:
         self.max_buffer_bytes = max_buffer_bytes
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._file: Any = None
+        self._file: BinaryIO | None = None
         self._size = 0
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -121,13 +121,12 @@ class EventLog:
         record = {"time": format_time(time or datetime.now(UTC)), "name": name, "body": dict(body)}
         line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         with self._lock:
-            if self._file is None:
-                self._open()
+            file = self._file if self._file is not None else self._open()
             if self._size and self._size + len(line) > self.max_bytes:
-                self._rotate()
-            self._file.write(line)
+                file = self._rotate()
+            file.write(line)
             if not self._held:
-                self._file.flush()
+                file.flush()
             self._size += len(line)
             if self.storage is not None:
                 self._pending.append(line)
@@ -153,14 +152,16 @@ class EventLog:
                 if not self._held and self._file is not None:
                     self._file.flush()
 
-    def _open(self) -> None:
-        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across emits
-        self._size = self._file.tell()
+    def _open(self) -> BinaryIO:
+        file = self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across emits
+        self._size = file.tell()
+        return file
 
-    def _rotate(self) -> None:
-        self._file.close()
+    def _rotate(self) -> BinaryIO:
+        if self._file is not None:
+            self._file.close()
         os.replace(self.path, self.rotated_path)
-        self._open()
+        return self._open()
 
     def _trim_pending(self) -> None:
         dropped = 0
@@ -287,8 +288,9 @@ class EventLog:
             ``{"time", "name", "body"}`` records, in order; endless unless
             ``stop`` is set.
         """
+        handle: BinaryIO | None
         try:
-            handle: Any = open(self.path, "rb")  # noqa: SIM115 - closed by _follow
+            handle = open(self.path, "rb")  # noqa: SIM115 - closed by _follow
         except FileNotFoundError:
             handle = None  # events in a file created later are all new
         else:
@@ -297,7 +299,7 @@ class EventLog:
         return self._follow(handle, poll_interval_s, stop)
 
     def _follow(
-        self, handle: Any, poll_interval_s: float, stop: threading.Event | None
+        self, handle: BinaryIO | None, poll_interval_s: float, stop: threading.Event | None
     ) -> Iterator[dict[str, Any]]:
         inode = os.fstat(handle.fileno()).st_ino if handle is not None else None
         partial = b""

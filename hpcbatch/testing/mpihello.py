@@ -21,4 +21,5 @@ total = comm.allreduce(comm.rank + 1, op=MPI.SUM)
 lines = comm.gather(json.dumps({"rank": comm.rank, "size": comm.size, "address": address,
                                 "sum": total}), root=0)
 if comm.rank == 0:
+    assert lines is not None  # the root gathers every rank's line
     print("\n".join(lines), flush=True)

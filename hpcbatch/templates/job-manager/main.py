@@ -13,6 +13,7 @@ See README.md.
 """
 
 import sys
+from collections.abc import Iterator
 
 from hpcbatch.templates.job_manager import JobSplitter, run_job_manager
 
@@ -25,7 +26,7 @@ class MyJobSplitter(JobSplitter):
     ``self.client``.
     """
 
-    def split(self):
+    def split(self) -> Iterator[dict[str, str]]:
         """Yield the tasks of the job; each is added to the job as soon as possible.
 
         Yield Batch task JSON (any "Add a task" property) or an

@@ -32,7 +32,7 @@ class MyTaskProcessor(TaskProcessor):
         "output.txt": TaskOutputKind.TaskOutput,
     }
 
-    def run(self):
+    def run(self) -> int:
         """Run the task's program, wait for it, and return its exit code (0: success)."""
         # Your code for the task processor goes here.
         message = self.parameters.get("Message", "hello")
