@@ -27,6 +27,7 @@ from hpcbatch.store.database import (
     Store,
     app_packages,
     applications,
+    mappings,
 )
 
 log = logging.getLogger(__name__)
@@ -49,21 +50,19 @@ class Applications:
         if self._apps is None:
             apps: dict[str, dict[str, Any]] = {}
             with self.ctx.store.read() as conn:
-                for r in conn.execute(sa.select(applications)).mappings():
+                for r in mappings(conn.execute(sa.select(applications))):
                     apps[r["key"]] = {"id": r["id"], "displayName": r["display_name"],
                                       "default": r["default_version"], "versions": {}}
-                for r in conn.execute(sa.select(app_packages)).mappings():
+                for r in mappings(conn.execute(sa.select(app_packages))):
                     apps[r["app_key"]]["versions"][r["version"]] = dict(r)
             self._apps = apps
         return self._apps
-
 
     def _app_storage(self) -> Storage:
         if self.ctx.storage is None:
             raise ConflictError("This service has no storage for application packages.",
                                 code="AutoStorageNotConfigured")
         return open_storage(self.ctx.storage.url, self.ctx.storage.options)
-
 
     def create_application_package(self, application_id: str, version: str, data: bytes) -> None:
         """Upload an application package version (a zip); replaces an existing one.
@@ -98,7 +97,6 @@ class Applications:
                 last_activation_time=utcnow()))
         self._apps = None
 
-
     def set_default_version(self, application_id: str, version: str | None) -> None:
         """Set (or clear, with None) an application's default version ("Application - Update")."""
         app = self._application(application_id)
@@ -108,7 +106,6 @@ class Applications:
             Store.update(conn, applications, {"key": application_id.lower()},
                          default_version=version)
         self._apps = None
-
 
     def delete_application_package(self, application_id: str, version: str) -> None:
         """Delete a package version ("Application Package - Delete")."""
@@ -124,29 +121,24 @@ class Applications:
                              default_version=None)
         self._apps = None
 
-
     def _application(self, application_id: str) -> dict[str, Any]:
         app = self._load_apps().get(application_id.lower())
         if app is None:
             raise not_found("Application", application_id)
         return app
 
-
     @staticmethod
     def _application_wire(app: Mapping[str, Any]) -> dict[str, Any]:
         return {"id": app["id"], "displayName": app["displayName"] or app["id"],
                 "versions": sorted(app["versions"]), "defaultVersion": app["default"]}
 
-
     def list_applications(self) -> list[dict[str, Any]]:
         """List applications ("Application - List"): id, displayName, versions."""
         return [self._application_wire(a) for _, a in sorted(self._load_apps().items())]
 
-
     def get_application(self, application_id: str) -> dict[str, Any]:
         """Return one application ("Application - Get"). Raises ``ApplicationNotFound``."""
         return self._application_wire(self._application(application_id))
-
 
     def resolve_packages(self, refs: Iterable[Mapping[str, Any]], field: str
                          ) -> list[PackageRef]:

@@ -30,7 +30,7 @@ from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.core.rows import pool_row
 from hpcbatch.execution import metrics
-from hpcbatch.store.database import Store, dumps, jobs, loads, pools, tasks
+from hpcbatch.store.database import Store, dumps, jobs, loads, mappings, pools, tasks
 
 if TYPE_CHECKING:
     from hpcbatch.core.context import ServiceContext
@@ -179,9 +179,9 @@ class Autoscaler:
         svc = self.ctx
         for key in list(svc.pool_manager.specs):
             counts = self._task_counts(key)
-            nodes = [n for n in svc.pool_manager.nodes_of(key) if n.worker]
+            workers = [n.worker for n in svc.pool_manager.nodes_of(key) if n.worker]
             results = await asyncio.gather(
-                *(svc.engine.run_on(n.worker, metrics.node_sample) for n in nodes),
+                *(svc.engine.run_on(w, metrics.node_sample) for w in workers),
                 return_exceptions=True)
             samples = [r for r in results if isinstance(r, dict)]
             self.history.record(key, at, counts, samples)
@@ -223,7 +223,7 @@ class Autoscaler:
         """Evaluate and apply the formula of every autoscaled pool whose interval elapsed."""
         now = self.clock()
         with self.ctx.store.read() as conn:
-            rows = conn.execute(sa.select(pools).where(pools.c.state == "active")).mappings().all()
+            rows = mappings(conn.execute(sa.select(pools).where(pools.c.state == "active")))
         for row in rows:
             spec = PoolSpec.model_validate(loads(row["spec"]))
             if not spec.enable_auto_scale or not spec.auto_scale_formula:

@@ -32,7 +32,7 @@ from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
-from hpcbatch.core.runs import RUN_STATES, Ended, PreparationFailed, Run, _wall_clock_s
+from hpcbatch.core.runs import RUN_STATES, Ended, PreparationFailed, Run, wall_clock_s
 from hpcbatch.core.scheduling import NodeSlots, plan_pool, should_retry
 from hpcbatch.execution import agent, multiinstance
 from hpcbatch.execution.environment import task_dir
@@ -124,7 +124,6 @@ class Dispatcher:
                 await asyncio.sleep(0.5)
                 self.ctx.kick()
 
-
     async def _watch(self, run: Run) -> None:
         try:
             outcome = await run.future
@@ -143,7 +142,6 @@ class Dispatcher:
                 # else: the node was lost; its runs are requeued, not failed.
         self.ctx.kick()
 
-
     async def _nodes_alive(self, run: Run) -> bool:
         """Check that the run's nodes still have their workers; report the lost ones."""
         try:
@@ -157,7 +155,6 @@ class Dispatcher:
                 alive = False
         return alive
 
-
     def run_pass(self) -> None:
         """One scheduling pass in one transaction: record ended runs, then fill free slots.
 
@@ -169,7 +166,6 @@ class Dispatcher:
         except BaseException:
             self.jobs.forget_active()  # what this pass read may have been rolled back
             raise
-
 
     def _pass_held(self) -> None:
         with self.ctx.store.begin() as conn:
@@ -185,7 +181,6 @@ class Dispatcher:
             self._start_runs(plans)
         self.ctx.engine.flush()
 
-
     def _record_ended(self, conn: sa.Connection) -> None:
         """Record every run that ended since the last pass."""
         if not self._ended:
@@ -200,6 +195,7 @@ class Dispatcher:
                 continue  # requeued meanwhile (node lost); this result is void
             self.runs.forget(run)
             out = e.outcome
+            failure: dict[str, Any] | None
             if out is None:
                 failure = {"category": "servererror", "code": "NodeAgentError",
                            "message": f"node {run.node.node_id}: {e.error}"}
@@ -273,7 +269,6 @@ class Dispatcher:
         if ended:
             self.jobs.after_completions(conn, ended)
 
-
     def _plan(self, conn: sa.Connection) -> list[tuple[Mapping[str, Any], Mapping[str, Any],
                                                       list[NodeRuntime]]]:
         """Choose the tasks that fill free task slots of every pool: ``[(job, task row, nodes)]``.
@@ -302,7 +297,6 @@ class Dispatcher:
             plans += [(job, cand, [ready[nid] for nid in nids]) for job, cand, nids in chosen]
         return plans
 
-
     def _mark_started(self, conn: sa.Connection, plans: Sequence[tuple[
             Mapping[str, Any], Mapping[str, Any], list[NodeRuntime]]]) -> None:
         """Record planned tasks as running (or preparing), and a gang's subtasks."""
@@ -324,7 +318,6 @@ class Dispatcher:
              "failure_info": None}
             for job, c, ns in gangs for i, n in enumerate(ns) if i > 0])
 
-
     def _start_runs(self, plans: Sequence[tuple[Mapping[str, Any], Mapping[str, Any],
                                                 list[NodeRuntime]]]) -> None:
         """Start the planned runs: one message per node for the plain ones."""
@@ -340,7 +333,6 @@ class Dispatcher:
         for node, batch in batches.values():
             self.ctx.engine.post(node.worker or "", [lc for _, lc in batch], sink=self.ran,
                              on_error=self._not_sent)
-
 
     def _launch(self, job: Mapping[str, Any], row: Mapping[str, Any],
                 nodes_: list[NodeRuntime], job_spec: dict[str, Any]) -> tuple[Run, agent.Launch | None]:
@@ -363,7 +355,7 @@ class Dispatcher:
         tdir = task_dir(job["id"], row["id"])
         settings = [*(job_spec.get("commonEnvironmentSettings") or []),
                     *[s.to_wire() for s in spec.environment_settings or []]]
-        wall_s = _wall_clock_s(constraints.max_wall_clock_time if constraints else None)
+        wall_s = wall_clock_s(constraints.max_wall_clock_time if constraints else None)
         retention = constraints.retention_time if constraints else None
         run = Run(key=key, seq=row["seq"], job_key=job["key"], job_id=job["id"],
                   task_id=row["id"], nodes=nodes_, slots=row["required_slots"],
@@ -429,7 +421,6 @@ class Dispatcher:
         self.ctx.background(self._watch(run))
         return run, None
 
-
     def _not_sent(self, launches: list[agent.Launch], exc: BaseException) -> None:
         """Runs posted to a node could not be sent: they end with the error (see :meth:`_watch`)."""
         for launch in launches:
@@ -439,14 +430,12 @@ class Dispatcher:
                 run.future.set_exception(exc)
                 self.ctx.background(self._watch(run))
 
-
     def ran(self, key: str, outcome: agent.Outcome) -> None:
         """A run posted by :meth:`_start_runs` ended: record it in the next pass."""
         run = self.runs.by_key.get(key)
         if run is not None:
             self._ended.append(Ended(run, outcome))
             self.ctx.kick()
-
 
     def launch_io(self, spec: Any, pool_key: str = "") -> dict[str, Any]:
         """Launch fields for a task's packages, resource files, output files and logs."""
@@ -463,7 +452,6 @@ class Dispatcher:
             "output_files": [o.to_wire() for o in getattr(spec, "output_files", None) or []],
             "storage": self.ctx.storage, "persist_logs": self.ctx.storage is not None,
         }
-
 
     async def _run_gang(self, run: Run, gang: list[multiinstance.GangNode],
                         coordination: list[agent.Launch], app: agent.Launch) -> agent.Outcome:

@@ -14,7 +14,6 @@ from hpcbatch.batch.errors import (
 )
 from hpcbatch.batch.wire import iso
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.rows import job_row, pool_row, task_row
 from hpcbatch.execution import agent
 from hpcbatch.execution.environment import task_dir
@@ -37,7 +36,8 @@ class NodeFiles:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def _node_worker(self, pool_id: str, node_id: str) -> NodeRuntime:
+    def _node_worker(self, pool_id: str, node_id: str) -> str:
+        """Return the Dask worker address of a node that can serve files."""
         with self.ctx.store.read() as conn:
             row = pool_row(conn, pool_id)
         node = self.ctx.pool_manager.node(row["key"], node_id)
@@ -46,31 +46,29 @@ class NodeFiles:
         if not node.worker:
             raise ConflictError(f"Node {node_id} is {node.state}; its files cannot be read.",
                                 code="NodeNotReady")
-        return node
-
+        return node.worker
 
     async def list_node_files(self, pool_id: str, node_id: str, path: str = "",
                               recursive: bool = False) -> list[dict[str, Any]]:
         """List files under a node's root dir ("File - List From Compute Node")."""
-        node = self._node_worker(pool_id, node_id)
+        worker = self._node_worker(pool_id, node_id)
         rel = _safe_rel(path) if path else ""
-        entries = await self.ctx.engine.run_on(node.worker, agent.list_files, rel, recursive)
+        entries = await self.ctx.engine.run_on(worker, agent.list_files, rel, recursive)
         base = f"{self.ctx.node_url(pool_id, node_id)}/files"
         return [_file_wire(e, f"{rel}/{e['name']}".lstrip("/"), base) for e in entries]
-
 
     async def get_node_file(self, pool_id: str, node_id: str, path: str, offset: int = 0,
                             length: int | None = None) -> bytes:
         """Return a file under a node's root dir ("File - Get From Compute Node")."""
-        node = self._node_worker(pool_id, node_id)
-        data = await self.ctx.engine.run_on(node.worker, agent.read_file, _safe_rel(path),
-                                        offset, length)
+        worker = self._node_worker(pool_id, node_id)
+        data = await self.ctx.engine.run_on(worker, agent.read_file, _safe_rel(path),
+                                            offset, length)
         if data is None:
             raise not_found("File", path)
         return data
 
-
-    def _task_location(self, job_id: str, task_id: str) -> tuple[NodeRuntime, str]:
+    def _task_location(self, job_id: str, task_id: str) -> tuple[str, str]:
+        """Return the worker address of the node that ran a task, and the task's directory."""
         with self.ctx.store.read() as conn:
             job = job_row(conn, job_id)
             row = task_row(conn, job["key"], task_id)
@@ -84,17 +82,15 @@ class NodeFiles:
                 f"The node {row['node_id']} that ran task {task_id} is not available "
                 "(it left the pool or is not running).", code="NodeNotFound",
                 values={"NodeId": row["node_id"]})
-        return node, task_dir(job["id"], row["id"])
-
+        return node.worker, task_dir(job["id"], row["id"])
 
     async def list_task_files(self, job_id: str, task_id: str,
                               recursive: bool = False) -> list[dict[str, Any]]:
         """List the files of a task's directory on its node ("File - List From Task")."""
-        node, tdir = self._task_location(job_id, task_id)
-        entries = await self.ctx.engine.run_on(node.worker, agent.list_files, tdir, recursive)
+        worker, tdir = self._task_location(job_id, task_id)
+        entries = await self.ctx.engine.run_on(worker, agent.list_files, tdir, recursive)
         base = f"{self.ctx.base_url}/jobs/{job_id}/tasks/{task_id}/files"
         return [_file_wire(e, e["name"], base) for e in entries]
-
 
     async def get_task_file(self, job_id: str, task_id: str, path: str, offset: int = 0,
                             length: int | None = None) -> bytes:
@@ -105,9 +101,9 @@ class NodeFiles:
         NotFoundError
             ``FileNotFound`` (also for a path that leaves the task directory).
         """
-        node, tdir = self._task_location(job_id, task_id)
-        data = await self.ctx.engine.run_on(node.worker, agent.read_file,
-                                        f"{tdir}/{_safe_rel(path)}", offset, length)
+        worker, tdir = self._task_location(job_id, task_id)
+        data = await self.ctx.engine.run_on(worker, agent.read_file,
+                                            f"{tdir}/{_safe_rel(path)}", offset, length)
         if data is None:
             raise not_found("File", path)
         return data

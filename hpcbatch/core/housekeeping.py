@@ -10,7 +10,6 @@ import sqlalchemy as sa
 
 from hpcbatch.batch.wire import utcnow
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.execution import agent
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
@@ -58,7 +57,6 @@ class Housekeeping:
             except Exception:
                 log.exception("housekeeping failed")
 
-
     async def _remove_expired_task_dirs(self) -> None:
         """Remove the directories of tasks whose ``retentionTime`` has elapsed."""
         now = utcnow()
@@ -68,17 +66,17 @@ class Housekeeping:
                                 .where(tasks.c.cleanup_at <= now).limit(500)).all()
             job_ids = dict(conn.execute(sa.select(jobs.c.key, jobs.c.id).where(
                 jobs.c.key.in_({r.job_key for r in rows}))).all()) if rows else {}
-        by_node: dict[str, tuple[NodeRuntime, list[str]]] = {}
+        by_worker: dict[str, tuple[str, list[str]]] = {}
         for r in rows:
             node = self.ctx.pool_manager.node((r.pool_key or "").lower(), r.node_id or "")
             if node is not None and node.worker and r.job_key in job_ids:
-                by_node.setdefault(node.node_id, (node, []))[1].append(
+                by_worker.setdefault(node.worker, (node.node_id, []))[1].append(
                     task_dir(job_ids[r.job_key], r.id))
-        for node, dirs in by_node.values():
+        for worker, (node_id, dirs) in by_worker.items():
             try:
-                await self.ctx.engine.run_on(node.worker, agent.remove_dirs, dirs)
+                await self.ctx.engine.run_on(worker, agent.remove_dirs, dirs)
             except Exception as exc:
-                log.warning("cannot remove task dirs on node %s: %s", node.node_id, exc)
+                log.warning("cannot remove task dirs on node %s: %s", node_id, exc)
         if rows:
             with self.ctx.store.begin() as conn:
                 conn.execute(tasks.update().where(tasks.c.seq.in_([r.seq for r in rows]))

@@ -23,6 +23,7 @@ from hpcbatch.store.database import (
     dumps,
     hosts,
     loads,
+    mappings,
     pools,
 )
 
@@ -83,20 +84,17 @@ class Inventory:
             self.ctx.pool_manager.reconcile(key)
         return [self._host_wire(h.model_dump(mode="json"), None) for h in parsed]
 
-
     @staticmethod
     def _host_wire(spec: dict[str, Any], pool_key: str | None) -> dict[str, Any]:
         return {**spec, "poolId": pool_key}
 
-
     def list_hosts(self) -> list[dict[str, Any]]:
         """Return the inventory: each host with the pool it belongs to (or None)."""
         with self.ctx.store.read() as conn:
-            rows = conn.execute(sa.select(hosts).order_by(hosts.c.key)).mappings().all()
+            rows = mappings(conn.execute(sa.select(hosts).order_by(hosts.c.key)))
             pool_ids = dict(conn.execute(sa.select(pools.c.key, pools.c.id)).all())
         return [self._host_wire(loads(r["spec"]), pool_ids.get(r["pool_key"], r["pool_key"]))
                 for r in rows]
-
 
     def remove_host(self, name: str) -> None:
         """Remove a host from the inventory.

@@ -11,6 +11,7 @@ own job creation.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -22,7 +23,7 @@ from hpcbatch.batch import schedules
 from hpcbatch.batch.errors import ConflictError, HpcbatchError, exists, not_found
 from hpcbatch.batch.models import JobSpec
 from hpcbatch.batch.wire import iso, new_etag
-from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads
+from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads, mappings
 
 if TYPE_CHECKING:
     from hpcbatch.core.context import ServiceContext
@@ -32,8 +33,9 @@ log = logging.getLogger(__name__)
 
 
 
-def _parse(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _parse(text: str) -> datetime:
+    """Parse a time this module wrote (:func:`hpcbatch.batch.wire.iso`) as an aware UTC datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class JobSchedules:
@@ -81,7 +83,7 @@ class JobSchedules:
             if Store.fetch_one(conn, job_schedules, key=spec.id.lower()) is not None:
                 raise exists("JobSchedule", spec.id)
             self.jobs.check_job_quota(conn)
-            status = {"creationTime": iso(now), "stateTransitionTime": iso(now),
+            status: dict[str, Any] = {"creationTime": iso(now), "stateTransitionTime": iso(now),
                       "lastModified": iso(now), "eTag": new_etag(), "jobsCreated": 0,
                       "lastRun": None, "executionInfo": {}}
             conn.execute(job_schedules.insert().values(
@@ -110,16 +112,16 @@ class JobSchedules:
     def list(self) -> list[dict[str, Any]]:
         """List job schedules ("Job Schedule - List")."""
         with self.ctx.store.read() as conn:
-            rows = conn.execute(sa.select(job_schedules).order_by(job_schedules.c.seq)).mappings()
+            rows = mappings(conn.execute(sa.select(job_schedules).order_by(job_schedules.c.seq)))
             return [self._wire(r) for r in rows]
 
-    def jobs_of(self, schedule_id: str) -> list[dict[str, Any]]:
+    def jobs_of(self, schedule_id: str) -> builtins.list[dict[str, Any]]:
         """List the jobs a schedule created ("Job - List From Job Schedule")."""
         with self.ctx.store.read() as conn:
             row = self._row(conn, schedule_id)
             prefix = f"{row['key']}:job-"
-            rows = conn.execute(sa.select(jobs).where(jobs.c.key.startswith(prefix, autoescape=True))
-                                .order_by(jobs.c.seq)).mappings().all()
+            rows = mappings(conn.execute(sa.select(jobs).where(jobs.c.key.startswith(prefix, autoescape=True))
+                                .order_by(jobs.c.seq)))
         return [self.jobs.job_wire(r) for r in rows]
 
     def _set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str) -> None:
@@ -171,8 +173,8 @@ class JobSchedules:
 
     def _end_jobs(self, conn: sa.Connection, row: Mapping[str, Any], *, delete: bool) -> None:
         prefix = f"{row['key']}:job-"
-        for job in conn.execute(sa.select(jobs).where(
-                jobs.c.key.startswith(prefix, autoescape=True))).mappings().all():
+        for job in mappings(conn.execute(sa.select(jobs).where(
+                jobs.c.key.startswith(prefix, autoescape=True)))):
             if delete:
                 if job["state"] != "deleting":
                     self.jobs.set_state(conn, job, "deleting")
@@ -195,8 +197,8 @@ class JobSchedules:
         """Ask every active schedule whether a job is due now; create it or complete it."""
         now = self.clock.now()
         with self.ctx.store.read() as conn:
-            rows = conn.execute(sa.select(job_schedules).where(
-                job_schedules.c.state == "active")).mappings().all()
+            rows = mappings(conn.execute(sa.select(job_schedules).where(
+                job_schedules.c.state == "active")))
         for row in rows:
             try:
                 self._tick_one(row, now)
@@ -212,11 +214,12 @@ class JobSchedules:
             with self.ctx.store.read() as conn:
                 job = Store.fetch_one(conn, jobs, key=recent["id"].lower())
             active = job is not None and job["state"] != "completed"
+        last_run = status.get("lastRun")
         state = schedules.ScheduleState(created=_parse(status["creationTime"]),
-                                        last_run=_parse(status.get("lastRun")),
+                                        last_run=_parse(last_run) if last_run else None,
                                         jobs_created=status["jobsCreated"], active_job=active)
         decision = schedules.due(spec.schedule, state, now)
-        if decision.action == "create":
+        if decision.action == "create" and decision.job_number is not None:
             job_id = schedules.job_id_for(spec.id, decision.job_number)
             self.jobs.add_job(dict(spec.job_specification), schedule_job_id=job_id)
             status["jobsCreated"] = decision.job_number

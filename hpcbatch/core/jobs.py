@@ -26,7 +26,7 @@ from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import job_row
 from hpcbatch.core.runs import Run
-from hpcbatch.store import odata
+from hpcbatch.store import filters
 from hpcbatch.store.database import (
     Store,
     dumps,
@@ -34,6 +34,7 @@ from hpcbatch.store.database import (
     job_schedules,
     jobs,
     loads,
+    mappings,
     subtasks,
     task_dep_ranges,
     task_deps,
@@ -84,7 +85,7 @@ class Jobs:
         rows = self._active.get(pool_key)
         if rows is None:
             rows = self._active[pool_key] = list(
-                conn.execute(_ACTIVE_JOBS, {"b_pool": pool_key}).mappings().all())
+                mappings(conn.execute(_ACTIVE_JOBS, {"b_pool": pool_key})))
         return rows
 
     def forget_active(self) -> None:
@@ -139,7 +140,6 @@ class Jobs:
         self.ctx.kick()
         return spec.id
 
-
     def check_job_quota(self, conn: sa.Connection) -> None:
         """Raise ``ActiveJobAndScheduleQuotaReached`` when active jobs and schedules are at quota."""
 
@@ -153,7 +153,6 @@ class Jobs:
                 f"{self.ctx.quotas.active_jobs_and_job_schedules} active jobs and job schedules.",
                 code="ActiveJobAndScheduleQuotaReached",
                 values={"Quota": str(self.ctx.quotas.active_jobs_and_job_schedules)})
-
 
     def job_wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
         out = loads(row["spec"])
@@ -169,21 +168,18 @@ class Jobs:
             out["previousStateTransitionTime"] = status["previousStateTransitionTime"]
         return out
 
-
     def get_job(self, job_id: str) -> dict[str, Any]:
         """Return a job's ``CloudJob`` JSON ("Job - Get"). Raises ``JobNotFound``."""
         with self.ctx.store.read() as conn:
             return self.job_wire(job_row(conn, job_id))
 
-
     def list_jobs(self, filter_: str | None = None) -> list[dict[str, Any]]:
         """Return every job's JSON ("Job - List"), optionally OData-filtered."""
         stmt = sa.select(jobs).order_by(jobs.c.seq)
         if filter_:
-            stmt = stmt.where(odata.compile_filter(filter_, odata.JOB_PROPERTIES))
+            stmt = stmt.where(filters.compile_filter(filter_, filters.JOB_COLUMNS))
         with self.ctx.store.read() as conn:
-            return [self.job_wire(r) for r in conn.execute(stmt).mappings()]
-
+            return [self.job_wire(r) for r in mappings(conn.execute(stmt))]
 
     def update_job(self, job_id: str, body: Mapping[str, Any]) -> None:
         """Update a job's priority and other mutable properties ("Job - Update/Patch")."""
@@ -204,7 +200,6 @@ class Jobs:
         self._hooks.pop(row["key"], None)
         self.ctx.kick()
 
-
     def set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str,
                        **execution: Any) -> None:
         now = iso(utcnow())
@@ -215,7 +210,6 @@ class Jobs:
         status["executionInfo"].update(execution)
         Store.update(conn, jobs, {"key": row["key"]}, state=state, status=dumps(status))
         self.forget_active()
-
 
     def terminate_job(self, job_id: str, reason: str | None = None) -> None:
         """Terminate a job ("Job - Terminate").
@@ -238,14 +232,12 @@ class Jobs:
                                     code="JobCompleted")
             self.begin_terminate(conn, row, reason or "UserTerminate")
 
-
     def begin_terminate(self, conn: sa.Connection, row: Mapping[str, Any], reason: str) -> None:
         """Move a job to ``terminating`` (in ``conn``'s transaction) and end it in the background."""
         if row["state"] in ("terminating", "deleting", "completed"):
             return
         self.set_state(conn, row, "terminating", terminateReason=reason)
         self.ctx.background(self._finish_terminate(row["key"]))
-
 
     async def _finish_terminate(self, job_key: str) -> None:
         await self.runs.end_job_runs(job_key)
@@ -254,7 +246,6 @@ class Jobs:
             row = Store.fetch_one(conn, jobs, key=job_key)
             if row is not None and row["state"] == "terminating":
                 self.set_state(conn, row, "completed", endTime=iso(utcnow()))
-
 
     def disable_job(self, job_id: str, disable_tasks: str = "requeue") -> None:
         """Disable a job ("Job - Disable"): no new task of it starts.
@@ -283,13 +274,11 @@ class Jobs:
                                     "disabled.", code="JobNotActive")
             self.begin_disable(conn, row, disable_tasks)
 
-
     def begin_disable(self, conn: sa.Connection, row: Mapping[str, Any], how: str) -> None:
         if row["state"] != "active":
             return
         self.set_state(conn, row, "disabling")
         self.ctx.background(self._finish_disable(row["key"], how))
-
 
     async def _finish_disable(self, job_key: str, how: str) -> None:
         runs = self.runs.of_job(job_key)
@@ -305,7 +294,6 @@ class Jobs:
             if row is not None and row["state"] == "disabling":
                 self.set_state(conn, row, "disabled")
 
-
     def enable_job(self, job_id: str) -> None:
         """Enable a disabled job ("Job - Enable"); its tasks are scheduled again.
 
@@ -319,7 +307,6 @@ class Jobs:
             self.set_state(conn, row, "active")
         self.ctx.kick()
 
-
     def delete_job(self, job_id: str) -> None:
         """Delete a job and its tasks ("Job - Delete"); running tasks are ended first."""
         with self.ctx.store.begin() as conn:
@@ -328,7 +315,6 @@ class Jobs:
                 return
             self.set_state(conn, row, "deleting")
         self.ctx.background(self.finish_delete(row["key"]))
-
 
     async def finish_delete(self, job_key: str) -> None:
         await self.runs.end_job_runs(job_key)
@@ -343,7 +329,6 @@ class Jobs:
             conn.execute(jobs.delete().where(jobs.c.key == job_key))
             self.forget_active()
         self.preparation.failed_nodes.pop(job_key, None)
-
 
     def task_counts(self, job_id: str) -> dict[str, Any]:
         """Return the job's task counts ("Job - Get Task Counts").
@@ -370,7 +355,6 @@ class Jobs:
                     counts["succeeded" if result == "success" else "failed"] += n
                     slots["succeeded" if result == "success" else "failed"] += s or 0
         return {"taskCounts": counts, "taskSlotCounts": slots}
-
 
     def after_completions(self, conn: sa.Connection,
                             ended: Sequence[tuple[Run, bool, dependencies.Ending]]) -> None:
@@ -416,18 +400,18 @@ class Jobs:
             elif action == "disable":
                 self.begin_disable(conn, job, "requeue")
 
-
     def expire(self) -> None:
         """Terminate jobs past their ``constraints.maxWallClockTime`` (``MaxWallClockTimeExpiry``)."""
         now = utcnow()
         with self.ctx.store.begin() as conn:
-            rows = conn.execute(sa.select(jobs).where(
-                jobs.c.state.in_(("active", "disabling", "disabled", "enabling")))).mappings().all()
+            rows = mappings(conn.execute(sa.select(jobs).where(
+                jobs.c.state.in_(("active", "disabling", "disabled", "enabling")))))
             for row in rows:
                 limit = (loads(row["spec"]).get("constraints") or {}).get("maxWallClockTime")
                 if not limit:
                     continue
-                wall = JobSpec.model_validate(loads(row["spec"])).constraints.max_wall_clock_time
+                constraints = JobSpec.model_validate(loads(row["spec"])).constraints
+                wall = constraints.max_wall_clock_time if constraints else None
                 created = datetime.strptime(loads(row["status"])["creationTime"],
                                             "%Y-%m-%dT%H:%M:%S.%fZ")
                 if wall is not None and wall < UNLIMITED and now - created >= wall:

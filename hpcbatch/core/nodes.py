@@ -48,7 +48,6 @@ class Nodes:
             row = pool_row(conn, pool_id)
         return [n.to_wire(self.ctx.base_url) for n in self.ctx.pool_manager.nodes_of(row["key"])]
 
-
     def get_node(self, pool_id: str, node_id: str) -> dict[str, Any]:
         """Return one node's JSON ("Compute Node - Get"). Raises ``PoolNotFound``/``NodeNotFound``."""
         with self.ctx.store.read() as conn:
@@ -58,7 +57,6 @@ class Nodes:
             raise not_found("Node", node_id)
         return node.to_wire(self.ctx.base_url)
 
-
     def _node(self, pool_id: str, node_id: str) -> NodeRuntime:
         with self.ctx.store.read() as conn:
             row = pool_row(conn, pool_id)
@@ -67,14 +65,12 @@ class Nodes:
             raise not_found("Node", node_id)
         return node
 
-
     @staticmethod
     def _option(name: str, value: str | None, allowed: Sequence[str], default: str) -> str:
         value = value or default
         if value not in allowed:
             raise InvalidPropertyValueError(name, value, "allowed values are " + ", ".join(allowed))
         return value
-
 
     def reboot_node(self, pool_id: str, node_id: str, option: str | None = None,
                     reimage: bool = False) -> None:
@@ -101,11 +97,9 @@ class Nodes:
         self.ctx.pool_manager.set_state(node, "reimaging" if reimage else "rebooting")
         self.ctx.background(self._restart_node(node, option, reimage))
 
-
     async def _restart_node(self, node: NodeRuntime, option: str, reimage: bool) -> None:
         await self.runs.drain(node, option)
         await self.ctx.pool_manager.restart(node, wipe=reimage)
-
 
     def set_node_scheduling(self, pool_id: str, node_id: str, enabled: bool,
                             option: str | None = None) -> None:
@@ -123,7 +117,6 @@ class Nodes:
                               ("requeue", "terminate", "taskcompletion"), "requeue")
         node.scheduling_state = "disabled"
         self.ctx.background(self.runs.drain(node, option))
-
 
     def remove_nodes(self, pool_id: str, body: Mapping[str, Any]) -> None:
         """Remove nodes from a pool ("Pool - Remove Nodes"); the pool's target drops with them.
@@ -150,7 +143,6 @@ class Nodes:
         for node in nodes_:
             node.scheduling_state = "disabled"
             self.ctx.background(self.remove_node(node, option))
-
 
     async def remove_node(self, node: NodeRuntime, option: str) -> None:
         node.removing = True

@@ -24,12 +24,13 @@ from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import pool_row
 from hpcbatch.providers.trust import pool_ssh_key
-from hpcbatch.store import odata
+from hpcbatch.store import filters
 from hpcbatch.store.database import (
     Store,
     dumps,
     hosts,
     loads,
+    mappings,
     pools,
 )
 
@@ -104,21 +105,21 @@ class Pools:
             status = {"creationTime": iso(now), "stateTransitionTime": iso(now),
                       "allocationStateTransitionTime": iso(now), "lastModified": iso(now),
                       "eTag": new_etag(), "target": target}
-            if spec.enable_inter_node_communication:
-                status["sshKey"] = list(pool_ssh_key(spec.id))
+            ssh_key = pool_ssh_key(spec.id) if spec.enable_inter_node_communication else None
+            if ssh_key is not None:
+                status["sshKey"] = list(ssh_key)
             conn.execute(pools.insert().values(
                 key=spec.id.lower(), id=spec.id, seq=self.ctx.store.next_seq(conn, "pool"),
                 state="active", allocation_state="resizing",
                 spec=dumps(spec.to_wire()), status=dumps(status)))
-        key = status.get("sshKey")
-        self.ctx.pool_manager.set_pool(spec.id.lower(), spec, target, tuple(key) if key else None)
+        key = ssh_key
+        self.ctx.pool_manager.set_pool(spec.id.lower(), spec, target, key)
         if spec.enable_auto_scale:
             self.ctx.background(self.autoscaler.evaluate_due())
         pool_json = self.get_pool(spec.id)
         self.ctx.emit("PoolCreateEvent", events.pool_create_event(pool_json))
         self._start_resize(spec.id.lower(), pool_json)
         return spec.id
-
 
     def pool_wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
         spec = loads(row["spec"])
@@ -158,21 +159,18 @@ class Pools:
             }]
         return out
 
-
     def get_pool(self, pool_id: str) -> dict[str, Any]:
         """Return a pool's ``CloudPool`` JSON ("Pool - Get"). Raises ``PoolNotFound``."""
         with self.ctx.store.read() as conn:
             return self.pool_wire(pool_row(conn, pool_id))
 
-
     def list_pools(self, filter_: str | None = None) -> list[dict[str, Any]]:
         """Return every pool's JSON ("Pool - List"), optionally OData-filtered."""
         stmt = sa.select(pools).order_by(pools.c.seq)
         if filter_:
-            stmt = stmt.where(odata.compile_filter(filter_, odata.POOL_PROPERTIES))
+            stmt = stmt.where(filters.compile_filter(filter_, filters.POOL_COLUMNS))
         with self.ctx.store.read() as conn:
-            return [self.pool_wire(r) for r in conn.execute(stmt).mappings()]
-
+            return [self.pool_wire(r) for r in mappings(conn.execute(stmt))]
 
     def update_pool(self, pool_id: str, body: Mapping[str, Any], replace: bool = False) -> None:
         """Update a pool's mutable properties ("Pool - Patch"; with ``replace``,
@@ -213,11 +211,9 @@ class Pools:
                          status=dumps(status))
         self.ctx.pool_manager.specs[row["key"]] = parsed
 
-
     def replace_pool_properties(self, pool_id: str, body: Mapping[str, Any]) -> None:
         """"Pool - Update Properties": replace the mutable properties; see :meth:`update_pool`."""
         self.update_pool(pool_id, body, replace=True)
-
 
     def resize_pool(self, pool_id: str, body: Mapping[str, Any]) -> None:
         """Resize a pool ("Pool - Resize"): take or give back inventory hosts.
@@ -247,7 +243,6 @@ class Pools:
         self.ctx.pool_manager.reconcile(row["key"])
         self._start_resize(row["key"], self.get_pool(pool_id), resize.node_deallocation_option)
 
-
     def _start_resize(self, pool_key: str, pool_json: dict[str, Any],
                       option: str | None = None) -> None:
         """Emit PoolResizeStartEvent; PoolResizeCompleteEvent follows once allocation is steady."""
@@ -255,7 +250,6 @@ class Pools:
         self.sync_allocation_states([pool_key])
         self.ctx.emit("PoolResizeStartEvent",
                   events.pool_resize_start_event(pool_json, node_deallocation_option=option))
-
 
     def sync_allocation_states(self, pool_keys: Iterable[str] | None = None) -> None:
         """Record pools' ``allocationState`` (and its transition time) where it changed.
@@ -306,7 +300,6 @@ class Pools:
                 self.ctx.emit("PoolResizeCompleteEvent", events.pool_resize_complete_event(
                     pool, start_time=started, end_time=utcnow()))
 
-
     def delete_pool(self, pool_id: str) -> None:
         """Delete a pool ("Pool - Delete"): stop its nodes, give their hosts back.
 
@@ -323,7 +316,6 @@ class Pools:
                          allocation_state="stopping", status=dumps(status))
         self.ctx.emit("PoolDeleteStartEvent", events.pool_delete_start_event(row["id"]))
         self.ctx.background(self.finish_delete(row["key"]))
-
 
     async def finish_delete(self, key: str) -> None:
         started = utcnow()

@@ -19,7 +19,7 @@ from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.rows import job_row
-from hpcbatch.core.runs import PreparationFailed, Run, _wall_clock_s
+from hpcbatch.core.runs import PreparationFailed, Run, wall_clock_s
 from hpcbatch.execution import agent
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
@@ -28,6 +28,7 @@ from hpcbatch.store.database import (
     job_nodes,
     jobs,
     loads,
+    mappings,
     tasks,
 )
 
@@ -77,7 +78,6 @@ class JobPreparation:
                                  etag=new_etag()))
         return await start()
 
-
     async def _prepare(self, job: Mapping[str, Any], node: NodeRuntime) -> bool:
         """Return whether tasks of ``job`` may run on ``node``, running its preparation task once.
 
@@ -93,10 +93,8 @@ class JobPreparation:
             self._preps[key] = fut
         return await asyncio.shield(fut)
 
-
     def _job_node(self, conn: sa.Connection, job_key: str, node_id: str) -> Mapping[str, Any] | None:
         return Store.fetch_one(conn, job_nodes, job_key=job_key, node_id=node_id)
-
 
     def _save_job_node(self, job_key: str, node: NodeRuntime, **info: Any) -> None:
         values = {k: dumps(v) for k, v in info.items()}
@@ -107,7 +105,6 @@ class JobPreparation:
             else:
                 Store.update(conn, job_nodes, {"job_key": job_key, "node_id": node.node_id},
                              **values)
-
 
     async def _run_preparation(self, job: Mapping[str, Any], node: NodeRuntime) -> bool:
         spec = JobPreparationTask.model_validate(loads(job["spec"])["jobPreparationTask"])
@@ -124,7 +121,6 @@ class JobPreparation:
             self.ctx.kick()
             return False
         return True
-
 
     async def _run_job_task(self, job: Mapping[str, Any], node: NodeRuntime,
                             spec: JobPreparationTask | JobReleaseTask, dirname: str,
@@ -149,7 +145,7 @@ class JobPreparation:
                 command_line=spec.command_line, job_id=job["id"], task_id=spec.id or dirname,
                 settings=[*(job_spec.get("commonEnvironmentSettings") or []),
                           *[s.to_wire() for s in spec.environment_settings or []]],
-                extra_env=dict(self.ctx.storage_env), max_wall_clock_s=_wall_clock_s(wall),
+                extra_env=dict(self.ctx.storage_env), max_wall_clock_s=wall_clock_s(wall),
                 resource_files=[r.to_wire() for r in spec.resource_files or []],
                 storage=self.ctx.storage)
             try:
@@ -178,7 +174,6 @@ class JobPreparation:
                 pool_id=node.pool_id, node_id=node.node_id, execution_info=info))
             return info
 
-
     async def run_releases(self, job_key: str) -> None:
         """Run the job release task on every node where the job's preparation task ran."""
         with self.ctx.store.read() as conn:
@@ -198,7 +193,6 @@ class JobPreparation:
         await asyncio.gather(*(self._run_job_task(job, n, spec, RELEASE_DIR, "release")
                                for n in targets), return_exceptions=True)
 
-
     def preparation_and_release_status(self, job_id: str) -> list[dict[str, Any]]:
         """List the job's preparation and release task status per node.
 
@@ -207,8 +201,8 @@ class JobPreparation:
         """
         with self.ctx.store.read() as conn:
             job = job_row(conn, job_id)
-            rows = conn.execute(sa.select(job_nodes).where(job_nodes.c.job_key == job["key"])
-                                .order_by(job_nodes.c.node_id)).mappings().all()
+            rows = mappings(conn.execute(sa.select(job_nodes).where(job_nodes.c.job_key == job["key"])
+                                .order_by(job_nodes.c.node_id)))
         out = []
         for r in rows:
             item: dict[str, Any] = {

@@ -87,7 +87,8 @@ class Ended:
 
 
 
-def _wall_clock_s(value: timedelta | None) -> float | None:
+def wall_clock_s(value: timedelta | None) -> float | None:
+    """Return a ``maxWallClockTime`` in seconds; None when unlimited or not given."""
     if value is None or value >= UNLIMITED:
         return None
     return value.total_seconds()
@@ -168,7 +169,6 @@ class Runs:
                     self.ctx.background(cancelled)
         self.ctx.kick()
 
-
     def _emit_requeue(self, run: Run, requeue_count: int,
                       schedule_error: dict[str, Any] | None) -> None:
         task = {"id": run.task_id, "requiredSlots": run.slots,
@@ -176,7 +176,7 @@ class Runs:
                 "multiInstanceSettings": {"numberOfInstances": len(run.nodes)},
                 "constraints": {"maxTaskRetryCount": run.max_retries},
                 "executionInfo": {"retryCount": run.retry_count, "requeueCount": requeue_count}}
-        task_type = "JobManager" if run.is_manager else "User"
+        task_type: events.TaskType = "JobManager" if run.is_manager else "User"
         if schedule_error is not None:
             self.ctx.emit("TaskScheduleFailEvent", events.task_schedule_fail_event(
                 run.job_id, task, error=schedule_error, task_type=task_type,
@@ -194,7 +194,6 @@ class Runs:
                     node.state = "idle"
                     node.state_transition_time = utcnow()
 
-
     async def kill(self, run: Run) -> None:
         run.terminated = True
         for node, key in run.instance_keys:
@@ -205,13 +204,11 @@ class Runs:
             except Exception as exc:
                 log.warning("cannot end task %s on node %s: %s", run.task_id, node.node_id, exc)
 
-
     async def end_job_runs(self, job_key: str) -> None:
         runs = [r for r in self.by_key.values() if r.job_key == job_key]
         await asyncio.gather(*(self.kill(r) for r in runs), return_exceptions=True)
         while any(r.job_key == job_key for r in self.by_key.values()):
             await asyncio.sleep(0.05)
-
 
     async def drain(self, node: NodeRuntime, option: str) -> None:
         """Deal with a node's running tasks before it reboots, reimages or leaves.
@@ -228,7 +225,6 @@ class Runs:
             await asyncio.gather(*(self.kill(r) for r in runs), return_exceptions=True)
         while any(k in self.by_key for k in list(node.running)):
             await asyncio.sleep(0.05)
-
 
     def node_lost(self, node: NodeRuntime) -> None:
         """Requeue the tasks of a node that left or was lost, without spending retries.

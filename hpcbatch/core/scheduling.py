@@ -210,10 +210,10 @@ def plan_pool(
                 plans.append((job, segment[0], gang))
                 continue
             chosen = place([demand(c)[1] for c in segment], slots, fill)
-            for cand, nid in zip(segment, chosen):
-                if nid is not None:
-                    free[nid] -= demand(cand)[1]
-                    plans.append((job, cand, [nid]))
+            for cand, where in zip(segment, chosen):
+                if where is not None:
+                    free[where] -= demand(cand)[1]
+                    plans.append((job, cand, [where]))
     return plans
 
 

@@ -53,7 +53,7 @@ from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
 from hpcbatch.execution.transfer import StorageRef
 from hpcbatch.storage.fs import storage_environment
-from hpcbatch.store.database import Store, loads, pools, tasks
+from hpcbatch.store.database import Store, loads, mappings, pools, tasks
 from hpcbatch.store.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class BatchService:
                     last_requeue_time=now, last_modified=now, etag=new_etag(),
                 )
             )
-            rows = conn.execute(sa.select(pools)).mappings().all()
+            rows = mappings(conn.execute(sa.select(pools)))
         for row in rows:
             spec = PoolSpec.model_validate(loads(row["spec"]))
             if row["state"] == "deleting":

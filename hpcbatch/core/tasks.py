@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import dependencies
+from hpcbatch.batch import dependencies, odata
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
@@ -30,11 +30,12 @@ from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import check_job_open, job_row, node_info, task_row
 from hpcbatch.execution import multiinstance
 from hpcbatch.execution.environment import task_dir
-from hpcbatch.store import odata
+from hpcbatch.store import filters
 from hpcbatch.store.database import (
     Store,
     dumps,
     loads,
+    mappings,
     subtasks,
     task_dep_ranges,
     task_deps,
@@ -115,7 +116,6 @@ class Tasks:
             capacity = self.ctx.pool_manager.capacity(job["pool_key"]) if pool else None
             multiinstance.validate(spec, pool, capacity)
 
-
     def row_values(self, spec: TaskSpec | JobManagerTask, job_key: str,
                          now: datetime) -> dict[str, Any]:
         mis = getattr(spec, "multi_instance_settings", None)
@@ -130,7 +130,6 @@ class Tasks:
             "dep_state": "waiting" if waits else "ready",
             "retry_count": 0, "requeue_count": 0, "spec": dumps(spec.to_wire()),
         }
-
 
     def insert(self, conn: sa.Connection, job: Mapping[str, Any],
                       specs: Sequence[TaskSpec], now: datetime) -> dict[str, HpcbatchError]:
@@ -166,7 +165,6 @@ class Tasks:
         self.resolve_dependencies(conn, job["key"], waiting)
         return errors
 
-
     def add_task(self, job_id: str, body: Mapping[str, Any]) -> str:
         """Add one task ("Task - Add").
 
@@ -189,7 +187,6 @@ class Tasks:
             raise errors[spec.id]
         self.ctx.kick()
         return spec.id
-
 
     def add_tasks(self, job_id: str, items: Sequence[Any]) -> list[dict[str, Any]]:
         """Add up to 100 tasks at once ("Task - Add Collection").
@@ -248,7 +245,6 @@ class Tasks:
             self.ctx.kick()
         return results
 
-
     def resolve_dependencies(self, conn: sa.Connection, job_key: str,
                               task_keys: Iterable[str]) -> None:
         """Recompute the dependency state of waiting tasks (``ready``, ``waiting``, ``blocked``).
@@ -273,7 +269,6 @@ class Tasks:
                                               tasks.c.state == "active")
                          .values(dep_state=state, dep_reason=reason))
 
-
     def dependents(self, conn: sa.Connection, job_key: str,
                     completed: Sequence[Mapping[str, Any]]) -> set[str]:
         """Return the keys of tasks that depend on any of ``completed`` (rows with key, int_id)."""
@@ -293,7 +288,6 @@ class Tasks:
                 if any(a <= x <= b for x in ints):
                     out.add(key)
         return out
-
 
     def task_wire(self, row: Mapping[str, Any], job_id: str,
                   select: Sequence[str] | None = None) -> dict[str, Any]:
@@ -334,14 +328,12 @@ class Tasks:
                                         task_dir(job_id, row["id"]))
         return odata.apply_select(out, list(select)) if select else out
 
-
     def get_task(self, job_id: str, task_id: str, select: str | None = None) -> dict[str, Any]:
         """Return a task's JSON ("Task - Get"). Raises ``JobNotFound``/``TaskNotFound``."""
         sel = odata.parse_select(select, TASK_SELECTABLE) if select else None
         with self.ctx.store.read() as conn:
             job = job_row(conn, job_id)
             return self.task_wire(task_row(conn, job["key"], task_id), job["id"], sel)
-
 
     def list_tasks(self, job_id: str, *, filter_: str | None = None, select: str | None = None,
                    max_results: int = DEFAULT_MAX_RESULTS,
@@ -379,7 +371,7 @@ class Tasks:
                 stmt = sa.select(tasks.c.seq, *(_TASK_PLAIN[s] for s in sel)).where(
                     tasks.c.job_key == job["key"])
                 if filter_:
-                    stmt = stmt.where(odata.compile_filter(filter_, odata.TASK_PROPERTIES))
+                    stmt = stmt.where(filters.compile_filter(filter_, filters.TASK_COLUMNS))
                 if after_seq is not None:
                     stmt = stmt.where(tasks.c.seq > after_seq)
                 rows = conn.execute(stmt.order_by(tasks.c.seq).limit(max_results + 1)).all()
@@ -393,15 +385,14 @@ class Tasks:
                 c for c in tasks.c if c.name != "spec"]
             stmt = sa.select(*cols).where(tasks.c.job_key == job["key"])
             if filter_:
-                stmt = stmt.where(odata.compile_filter(filter_, odata.TASK_PROPERTIES))
+                stmt = stmt.where(filters.compile_filter(filter_, filters.TASK_COLUMNS))
             if after_seq is not None:
                 stmt = stmt.where(tasks.c.seq > after_seq)
-            rows = conn.execute(stmt.order_by(tasks.c.seq).limit(max_results + 1)).mappings().all()
-        more = len(rows) > max_results
-        rows = rows[:max_results]
-        wires = [self.task_wire(_RowWithSpec(r), job["id"], sel) for r in rows]
-        return wires, (rows[-1]["seq"] if more else None)
-
+            found = mappings(conn.execute(stmt.order_by(tasks.c.seq).limit(max_results + 1)))
+        more = len(found) > max_results
+        found = found[:max_results]
+        wires = [self.task_wire(_RowWithSpec(r), job["id"], sel) for r in found]
+        return wires, (found[-1]["seq"] if more else None)
 
     def terminate_task(self, job_id: str, task_id: str) -> None:
         """Terminate a task ("Task - Terminate"): a running task's process tree is killed.
@@ -425,7 +416,6 @@ class Tasks:
         run = self.runs.of_task(job["key"], row["key"])
         if run is not None:
             self.ctx.background(self.runs.kill(run))
-
 
     def reactivate_task(self, job_id: str, task_id: str) -> None:
         """Reactivate a failed task ("Task - Reactivate"): it may run again, retries reset.
@@ -456,7 +446,6 @@ class Tasks:
                          last_modified=now, etag=new_etag())
         self.ctx.kick()
 
-
     def delete_task(self, job_id: str, task_id: str) -> None:
         """Delete a task ("Task - Delete"); a running task is ended first."""
         with self.ctx.store.begin() as conn:
@@ -466,7 +455,6 @@ class Tasks:
         run = self.runs.of_task(job["key"], row["key"])
         if run is not None:
             self.ctx.background(self.runs.kill(run))
-
 
     def list_subtasks(self, job_id: str, task_id: str) -> list[dict[str, Any]]:
         """List the subtasks of a multi-instance task ("Task - List Subtasks").
@@ -480,9 +468,9 @@ class Tasks:
         with self.ctx.store.read() as conn:
             job = job_row(conn, job_id)
             row = task_row(conn, job["key"], task_id)
-            subs = conn.execute(sa.select(subtasks).where(
+            subs = mappings(conn.execute(sa.select(subtasks).where(
                 subtasks.c.job_key == job["key"], subtasks.c.task_key == row["key"])
-                .order_by(subtasks.c.id)).mappings().all()
+                .order_by(subtasks.c.id)))
         out = []
         tdir = task_dir(job["id"], row["id"])
         for r in subs:
@@ -515,7 +503,7 @@ def _add_error(task_id: str, exc: HpcbatchError) -> dict[str, Any]:
 
 
 
-class _RowWithSpec(dict):  # type: ignore[type-arg]
+class _RowWithSpec(dict[str, Any]):
     """A row mapping where a column left out of the SELECT reads as None."""
 
     def __init__(self, row: Mapping[str, Any]) -> None:

@@ -227,6 +227,12 @@ _NEXT_ACTIVE = (sa.select(tasks)
 """Statement of :meth:`Store.next_active_tasks`, built once (it runs in every scheduling pass)."""
 
 
+def mappings(result: sa.Result[Any]) -> list[Mapping[str, Any]]:
+    """Return a result's rows as mappings of column name to value."""
+    # SQLAlchemy types a RowMapping's keys as str | Column; its keys are column names.
+    return cast("list[Mapping[str, Any]]", list(result.mappings()))
+
+
 class Store:
     """The service's durable store.
 

@@ -32,7 +32,13 @@ from hpcbatch.batch.odata import (
     parse_expand,
     parse_select,
 )
-from hpcbatch.store.filters import JOB_COLUMNS, POOL_COLUMNS, TASK_COLUMNS, FilterColumn, compile_filter
+from hpcbatch.store.filters import (
+    JOB_COLUMNS,
+    POOL_COLUMNS,
+    TASK_COLUMNS,
+    FilterColumn,
+    compile_filter,
+)
 
 __all__ = [
     "EXPANDABLE",
