@@ -197,8 +197,21 @@ class Jobs:
                 values["pool_key"] = patch.pool_info.pool_id.lower()
             Store.update(conn, jobs, {"key": row["key"]}, **values)
             self.forget_active()
+            # Batch evaluates onAllTasksComplete when it is set, not only when a task
+            # completes: a job whose tasks have all completed (or that has none) ends now.
+            if (patch.on_all_tasks_complete == "terminatejob"
+                    and row["state"] in ("active", "disabling", "disabled")
+                    and self._all_tasks_complete(conn, row["key"])):
+                self.begin_terminate(conn, {**row, **values}, "AllTasksComplete")
         self._hooks.pop(row["key"], None)
         self.ctx.kick()
+
+    @staticmethod
+    def _all_tasks_complete(conn: sa.Connection, job_key: str) -> bool:
+        """Whether no task of the job is active, preparing or running (an indexed LIMIT 1)."""
+        return conn.execute(sa.select(tasks.c.seq).where(
+            tasks.c.job_key == job_key,
+            tasks.c.state.in_(("active", "preparing", "running"))).limit(1)).first() is None
 
     def set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str,
                        **execution: Any) -> None:
@@ -389,12 +402,9 @@ class Jobs:
                 ((ok, run.is_manager, run.kill_job_on_completion, ending.job_action)
                  for run, ok, ending in items), on_task_failure=spec.get("onTaskFailure"))
             action, reason = decided if decided else (None, None)
-            if action is None and spec.get("onAllTasksComplete") == "terminatejob":
-                open_task = conn.execute(sa.select(tasks.c.seq).where(
-                    tasks.c.job_key == job_key,
-                    tasks.c.state.in_(("active", "preparing", "running"))).limit(1)).first()
-                if open_task is None:
-                    action, reason = "terminate", "AllTasksComplete"
+            if (action is None and spec.get("onAllTasksComplete") == "terminatejob"
+                    and self._all_tasks_complete(conn, job_key)):
+                action, reason = "terminate", "AllTasksComplete"
             if action == "terminate":
                 self.begin_terminate(conn, job, reason or "TaskFailed")
             elif action == "disable":
