@@ -539,22 +539,8 @@ class PoolManager:
             self.set_state(node, "running", notify=False)
 
     def release_run(self, node: NodeRuntime, run_key: str, slots: int) -> bool:
-        """Forget a run on a node: its slots are free; a node left without runs becomes ``idle``.
-
-        Parameters
-        ----------
-        node
-            The node.
-        run_key
-            The run's key.
-        slots
-            Task slots the run held.
-
-        Returns
-        -------
-        bool
-            Whether the node was running that run.
-        """
+        """Undo :meth:`assign_run`: the run's ``slots`` are free again, and a node left
+        without runs becomes ``idle``. Return whether the node was running ``run_key``."""
         if node.running.pop(run_key, None) is None:
             return False
         node.used_slots -= slots

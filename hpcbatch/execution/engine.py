@@ -393,20 +393,8 @@ class DaskEngine:
                          recursive: bool = False) -> list[dict[str, Any]]:
         """List files under a directory of a node ("File - List From Compute Node").
 
-        Parameters
-        ----------
-        worker
-            Address of the node's worker.
-        rel_dir
-            Directory relative to the node root.
-        recursive
-            Descend into subfolders.
-
-        Returns
-        -------
-        list of dict
-            ``{"name", "isDirectory", "size_bytes", "mtime"}``; see
-            :meth:`hpcbatch.execution.agent.NodeAgent.list_files`.
+        ``worker`` is the node's worker address; the other arguments and the
+        entries returned are :meth:`hpcbatch.execution.agent.NodeAgent.list_files`'s.
         """
         return list(await self.run_on(worker, agent.list_files, rel_dir, recursive))
 
@@ -414,19 +402,9 @@ class DaskEngine:
                         length: int | None = None) -> bytes | None:
         """Read part of a file on a node ("File - Get From Compute Node").
 
-        Parameters
-        ----------
-        worker
-            Address of the node's worker.
-        rel_path
-            Path relative to the node root.
-        offset, length
-            Byte range (bytes); ``length`` None reads to the end.
-
-        Returns
-        -------
-        bytes or None
-            None when the file does not exist or is outside the node root.
+        ``worker`` is the node's worker address; the other arguments and the
+        result (None: no such file in the node root) are
+        :meth:`hpcbatch.execution.agent.NodeAgent.read_file`'s.
         """
         data = await self.run_on(worker, agent.read_file, rel_path, offset, length)
         return None if data is None else bytes(data)
