@@ -334,7 +334,8 @@ def _describe(exc: BaseException, conn: Connection) -> str:
     """Turn an SSH connect failure into a sentence naming the address."""
     where = f"{conn.host}:{conn.port}"
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        refused = all(e.errno == errno.ECONNREFUSED for e in exc.errors.values())
+        refused = all(getattr(e, "errno", None) == errno.ECONNREFUSED
+                      for e in exc.errors.values())
         return f"cannot connect to {where}: " + ("Connection refused" if refused else str(exc))
     if isinstance(exc, _UnknownHostKey):
         return str(exc)
