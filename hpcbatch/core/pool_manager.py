@@ -259,8 +259,6 @@ class PoolManager:
                 and len(self.pools.get(pool_key, {})) < self.targets.get(pool_key, 0)
                 and bool(self._free_hosts(pool_key, 1)))
 
-    _can_grow = can_grow  # the service's old name, until it calls can_grow
-
     def is_quota_blocked(self, pool_key: str) -> bool:
         """Tell whether the pool's last growth stopped at the account's core quota."""
         return pool_key in self.quota_blocked
