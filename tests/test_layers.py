@@ -60,9 +60,6 @@ ALLOWED_PRIVATE_USES: frozenset[tuple[str, str]] = frozenset({
     # TODO(issue 11): client -- `hpcbatch task file` calls BatchClient._request: give the
     # SDK a public method for ranged file reads.
     ("hpcbatch.client.cli", "._request"),
-    # TODO(issue 11): nodes -- core/pools.py asks PoolManager._can_grow (a public method
-    # comes with the provider split).
-    ("hpcbatch.core.pools", "._can_grow"),
 })
 
 
@@ -250,8 +247,6 @@ MYPY_ERRORS_ALLOWED: dict[str, int] = {
     "hpcbatch/batch/sharedkey.py": 1,       # client (SharedKeyAuth moves to the client)
     "hpcbatch/client/quickstart.py": 1,     # client
     "hpcbatch/client/sdk.py": 2,            # client
-    "hpcbatch/execution/engine.py": 1,      # nodes
-    "hpcbatch/providers/transport.py": 1,   # nodes
 }
 
 

@@ -19,7 +19,7 @@ from hpcbatch.batch.errors import (
     NodeConnectionError,
 )
 from hpcbatch.providers.inventory import dump_inventory, load_inventory, parse_inventory
-from hpcbatch.providers.transport import SshTransport
+from hpcbatch.providers.ssh import SshTransport
 
 
 @pytest.fixture(scope="module")

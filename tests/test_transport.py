@@ -1,4 +1,8 @@
-"""hpcbatch.providers.transport against real sshd daemons (the session ``testbed`` on 127.0.5.x)."""
+"""The providers' transports against real sshd daemons (the session ``testbed`` on 127.0.5.x).
+
+:mod:`hpcbatch.providers.ssh`, :mod:`hpcbatch.providers.local`, and the
+registry's :func:`~hpcbatch.providers.registry.open_transport`.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,10 @@ import pytest
 from hpcbatch.batch.errors import NodeConnectionError
 from hpcbatch.providers.inventory import Host
 from hpcbatch.testing.testbed import Testbed
-from hpcbatch.providers.transport import (
-    CommandResult,
-    LocalTransport,
-    SshTransport,
-    Transport,
-    open_transport,
-    run_parallel,
-)
+from hpcbatch.providers.base import CommandResult, Transport, run_parallel
+from hpcbatch.providers.local import LocalTransport
+from hpcbatch.providers.registry import open_transport
+from hpcbatch.providers.ssh import SshTransport
 
 
 def free_port(address: str) -> int:

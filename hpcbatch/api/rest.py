@@ -782,7 +782,7 @@ async def remote_login_settings(request: web.Request) -> web.Response:
     host = next((h for h in svc(request).inventory.list_hosts()
                  if h.get("name") == node["id"] or h.get("address") == node.get("ipAddress")),
                 None)
-    if host is None or host.get("provider") == "local":
+    if host is None or not svc(request).pool_manager.remote_login(host):
         raise unsupported("Compute Node - Get Remote Login Settings",
                           f"node {node['id']} is a process on the service's own machine, "
                           "not an SSH host.")

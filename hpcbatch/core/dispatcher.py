@@ -404,7 +404,7 @@ class Dispatcher:
                 root_dir=n.root_dir or "", worker=n.worker or "", host_key=n.host_key)
                 for n in nodes_]
             pool_key = self.ctx.pool_manager.pool_key_path(nodes_[0])
-            local = all(n.host.provider == "local" for n in nodes_)
+            local = self.ctx.pool_manager.mpi_local_launch(nodes_)
             coordination, app = multiinstance.launches(
                 spec, key=key, job_id=job["id"], task_dir=tdir, nodes=gang,
                 settings=settings, max_wall_clock_s=wall_s, identity_file=pool_key,

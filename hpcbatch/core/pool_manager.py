@@ -1,10 +1,12 @@
 """The pool manager: reconciles each pool's target node count against the inventory.
 
 It takes inventory hosts for a pool (``vmSize`` selects them by label), starts a
-compute node on each through its provider (ssh or local: the one narrow
-:mod:`hpcbatch.providers.transport` interface), waits for the node's Dask worker, runs
-the start task, watches for lost workers, and gives hosts back when a pool
-shrinks or is deleted. Node states are Batch's (``ComputeNodeState``).
+compute node on each through the host's :class:`~hpcbatch.providers.base.NodeProvider`
+(the only way it reaches a host; :func:`hpcbatch.providers.registry.provider_for`
+picks it), waits for the node's Dask worker, runs the start task, watches for
+lost workers, and gives hosts back when a pool shrinks or is deleted. Node
+states are Batch's (``ComputeNodeState``); every change of a node's state goes
+through :meth:`PoolManager.set_state`.
 
 It holds no scheduling policy: the service asks it which nodes are ready and
 how many slots they have free.
@@ -16,7 +18,7 @@ import asyncio
 import logging
 import posixpath
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,8 +31,9 @@ from hpcbatch.batch.wire import utcnow
 from hpcbatch.execution import agent
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
+from hpcbatch.providers.base import NodeProvider
 from hpcbatch.providers.inventory import Host
-from hpcbatch.providers.transport import Transport, known_hosts_line, open_transport
+from hpcbatch.providers.registry import offers_remote_login, provider_for
 from hpcbatch.store.database import Store, dumps, hosts, loads, nodes
 
 log = logging.getLogger(__name__)
@@ -136,12 +139,6 @@ class NodeRuntime:
         return out
 
 
-_AUTHORIZE = ('umask 077; mkdir -p "$HOME/.ssh"; f="$HOME/.ssh/authorized_keys"; touch "$f"; '
-              'grep -qxF "$1" "$f" || printf "%s\n" "$1" >> "$f"')
-_REVOKE = ('f="$HOME/.ssh/authorized_keys"; [ -f "$f" ] || exit 0; '
-           'grep -vxF "$1" "$f" > "$f.hpcbatch"; cat "$f.hpcbatch" > "$f"; rm -f "$f.hpcbatch"')
-
-
 def _iso(dt: datetime | None) -> str | None:
     """Format a naive UTC datetime as Batch does (``2026-01-02T03:04:05.678901Z``)."""
     return None if dt is None else dt.isoformat(timespec="microseconds") + "Z"
@@ -169,18 +166,25 @@ class PoolManager:
     storage
         The service's storage (:class:`hpcbatch.execution.transfer.StorageRef`), for
         start tasks' resource files.
+    packages_for
+        ``packages_for(pool_key)``: the pool's application packages, resolved,
+        installed before the start task (default: none).
+    shrink
+        ``shrink(node, option)``: coroutine that drains a node per its
+        ``nodeDeallocationOption`` and removes it (the service, which owns the
+        running tasks; default: :meth:`remove_node` at once).
+    core_quota
+        The account's ``dedicatedCoreQuota``: most inventory cores all pools
+        together may hold (None: no limit).
+    provider_factory
+        Makes the :class:`~hpcbatch.providers.base.NodeProvider` of a host
+        (default: :func:`hpcbatch.providers.registry.provider_for`).
 
     Attributes
     ----------
-    packages_for
-        ``packages_for(pool_key)``: the pool's application packages, resolved
-        (set by the service), installed before the start task.
     deallocation
         Per pool, the ``nodeDeallocationOption`` of its latest resize or
-        autoscale result (requeue by default).
-    shrink
-        ``shrink(node, option)``: coroutine that drains a node per option and
-        removes it (set by the service, which owns the running tasks).
+        autoscale result (requeue by default); set through :meth:`set_target`.
     """
 
     def __init__(
@@ -194,6 +198,10 @@ class PoolManager:
         on_change: Callable[[], None],
         on_node_lost: Callable[[NodeRuntime], None],
         storage: Any = None,
+        packages_for: Callable[[str], list[Any]] | None = None,
+        shrink: Callable[[NodeRuntime, str], Awaitable[None]] | None = None,
+        core_quota: int | None = None,
+        provider_factory: Callable[[Host], NodeProvider] = provider_for,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -203,16 +211,18 @@ class PoolManager:
         self.on_change = on_change
         self.on_node_lost = on_node_lost
         self.storage = storage
-        self.packages_for: Callable[[str], list[Any]] = lambda pool_key: []
+        self.packages_for: Callable[[str], list[Any]] = packages_for or (lambda pool_key: [])
+        self.shrink: Callable[[NodeRuntime, str], Awaitable[None]] = (
+            shrink or (lambda node, option: self.remove_node(node)))
+        self.core_quota = core_quota
+        self.provider_factory = provider_factory
         self.deallocation: dict[str, str] = {}
-        self.core_quota: int | None = None
         self.quota_blocked: set[str] = set()
-        self.shrink: Callable[[NodeRuntime, str], Any] = lambda node, option: self.remove_node(node)
         self.pools: dict[str, dict[str, NodeRuntime]] = {}
         self.specs: dict[str, PoolSpec] = {}
         self.targets: dict[str, int] = {}
         self.ssh_keys: dict[str, tuple[str, str]] = {}
-        self._transports: dict[str, Transport] = {}
+        self._providers: dict[str, NodeProvider] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
         self.watch_interval_s = 1.0
@@ -235,12 +245,31 @@ class PoolManager:
         nodes_ = self.pools.get(pool_key, {})
         target = self.targets.get(pool_key, 0)
         settling = any(n.state in ("creating", "starting", "leavingpool") for n in nodes_.values())
-        return "resizing" if settling or len(nodes_) != target and self._can_grow(pool_key) else "steady"
+        return "resizing" if settling or len(nodes_) != target and self.can_grow(pool_key) else "steady"
 
-    def _can_grow(self, pool_key: str) -> bool:
+    def can_grow(self, pool_key: str) -> bool:
+        """Tell whether the pool is short of its target and a free host and core quota allow a node.
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+        """
         return (pool_key not in self.quota_blocked
                 and len(self.pools.get(pool_key, {})) < self.targets.get(pool_key, 0)
                 and bool(self._free_hosts(pool_key, 1)))
+
+    def is_quota_blocked(self, pool_key: str) -> bool:
+        """Tell whether the pool's last growth stopped at the account's core quota."""
+        return pool_key in self.quota_blocked
+
+    def pool_keys(self) -> list[str]:
+        """Return the keys of the pools the manager knows (declared and not deleted)."""
+        return list(self.specs)
+
+    def spec(self, pool_key: str) -> PoolSpec | None:
+        """Return a pool's current specification, or None for an unknown pool."""
+        return self.specs.get(pool_key)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -260,12 +289,12 @@ class PoolManager:
                   for n in p.values() if n.worker),
                 return_exceptions=True,
             )
-        for tr in self._transports.values():
+        for provider in self._providers.values():
             try:
-                tr.close()
+                provider.close()
             except Exception:
                 pass
-        self._transports.clear()
+        self._providers.clear()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -288,6 +317,45 @@ class PoolManager:
         self.pools.setdefault(pool_key, {})
         self.reconcile(pool_key)
 
+    def update_spec(self, pool_key: str, spec: PoolSpec) -> None:
+        """Replace a pool's specification ("Pool - Patch", "Pool - Update Properties", autoscale).
+
+        Nodes already started keep their start task run; the new specification
+        applies to nodes started (or restarted) from now on.
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+        spec
+            Its new specification.
+        """
+        self.specs[pool_key] = spec
+
+    def set_target(self, pool_key: str, target: int, deallocation_option: str | None = None,
+                   *, reconcile: bool = True) -> None:
+        """Set a pool's target node count ("Pool - Resize", autoscale, "Pool - Remove Nodes").
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+        target
+            ``targetDedicatedNodes``.
+        deallocation_option
+            ``nodeDeallocationOption`` for nodes the pool gives up (``requeue``,
+            ``terminate``, ``taskcompletion``, ``retaineddata``); None keeps the
+            pool's last one.
+        reconcile
+            Take or give back hosts now (:meth:`reconcile`). "Pool - Remove
+            Nodes" passes False: the service removes the named nodes itself.
+        """
+        self.targets[pool_key] = target
+        if deallocation_option is not None:
+            self.deallocation[pool_key] = deallocation_option
+        if reconcile:
+            self.reconcile(pool_key)
+
     def capacity(self, pool_key: str) -> int:
         """How many inventory hosts the pool could ever hold (free or its own, matching vmSize)."""
         spec = self.specs[pool_key]
@@ -298,9 +366,33 @@ class PoolManager:
 
     def pool_key_path(self, node: NodeRuntime) -> str | None:
         """Path of the pool's SSH key on ``node``, or None when the pool has no SSH trust."""
-        if node.pool_key not in self.ssh_keys or node.host.provider != "ssh" or not node.root_dir:
+        if node.pool_key not in self.ssh_keys or not node.root_dir:
             return None
-        return posixpath.join(node.root_dir, "ssh", "id_pool")
+        return self.provider(node.host).pool_key_path(node.root_dir)
+
+    def mpi_local_launch(self, nodes_: Iterable[NodeRuntime]) -> str | None:
+        """How a gang's MPI launchers reach its nodes: the interpreter that runs
+        :mod:`hpcbatch.providers.locallaunch` as their ``ssh``, or None for real SSH.
+
+        Parameters
+        ----------
+        nodes_
+            The gang of a multi-instance task, master first.
+
+        Returns
+        -------
+        str or None
+            The master's interpreter when every node's provider launches
+            locally (:attr:`~hpcbatch.providers.base.NodeProvider.local_launch_python`),
+            else None (launchers use SSH with the pool's key, :meth:`pool_key_path`).
+        """
+        pythons = [self.provider(n.host).local_launch_python for n in nodes_]
+        return pythons[0] if pythons and all(pythons) else None
+
+    def remote_login(self, host: Host | Mapping[str, Any]) -> bool:
+        """Tell whether users can log in to ``host`` over SSH ("Compute Node - Get Remote
+        Login Settings"); a host given as its dict form, as the inventory lists it."""
+        return offers_remote_login(host)
 
     def recover(self, pool_key: str, spec: PoolSpec, target: int,
                 ssh_key: tuple[str, str] | None = None) -> None:
@@ -352,8 +444,7 @@ class PoolManager:
             victims = sorted(live, key=lambda n: (rank.get(n.state, 1), n.used_slots, -n.order))
             option = self.deallocation.get(pool_key, "requeue")
             for node in victims[: len(live) - target]:
-                node.removing = True
-                node.scheduling_state = "disabled"
+                self.mark_removing(node)
                 self._spawn(self.shrink(node, option))
 
     def _free_hosts(self, pool_key: str, limit: int) -> list[Host]:
@@ -401,12 +492,76 @@ class PoolManager:
                 Store.update(conn, nodes, {"pool_key": node.pool_key, "id": node.node_id},
                              state=node.state, status=status)
 
-    def set_state(self, node: NodeRuntime, state: str) -> None:
-        """Move a node to a Batch node state (recording the transition time)."""
+    def set_state(self, node: NodeRuntime, state: str, *, notify: bool = True) -> None:
+        """Move a node to a Batch node state (``ComputeNodeState``), recording the transition time.
+
+        The one place a node's state changes (the service's too): a transition
+        check plugs in here.
+
+        Parameters
+        ----------
+        node
+            The node.
+        state
+            The new state (``creating``, ``starting``, ``waitingforstarttask``,
+            ``starttaskfailed``, ``idle``, ``running``, ``rebooting``,
+            ``reimaging``, ``leavingpool``, ``offline``, ``unusable``, ...).
+        notify
+            Call ``on_change`` so the service runs a scheduling pass (a node
+            taking a run during a pass need not).
+        """
         if node.state != state:
             node.state = state
             node.state_transition_time = utcnow()
-        self.on_change()
+        if notify:
+            self.on_change()
+
+    def assign_run(self, node: NodeRuntime, run_key: str, job_id: str, task_id: str,
+                   slots: int) -> None:
+        """Record a run dispatched to a node: it holds ``slots``; an idle node becomes ``running``.
+
+        Parameters
+        ----------
+        node
+            The node.
+        run_key
+            The run's key.
+        job_id, task_id
+            The task it runs (the node's ``recentTasks``).
+        slots
+            Task slots the run takes (``requiredSlots``).
+        """
+        node.running[run_key] = (job_id, task_id)
+        node.used_slots += slots
+        if node.state == "idle":
+            self.set_state(node, "running", notify=False)
+
+    def release_run(self, node: NodeRuntime, run_key: str, slots: int) -> bool:
+        """Undo :meth:`assign_run`: the run's ``slots`` are free again, and a node left
+        without runs becomes ``idle``. Return whether the node was running ``run_key``."""
+        if node.running.pop(run_key, None) is None:
+            return False
+        node.used_slots -= slots
+        if not node.running and node.state == "running":
+            self.set_state(node, "idle", notify=False)
+        return True
+
+    def set_scheduling(self, node: NodeRuntime, enabled: bool) -> None:
+        """Enable or disable scheduling on a node ("Compute Node - Enable/Disable Scheduling").
+
+        Parameters
+        ----------
+        node
+            The node.
+        enabled
+            ``schedulingState`` ``enabled`` (True) or ``disabled`` (False).
+        """
+        node.scheduling_state = "enabled" if enabled else "disabled"
+
+    def mark_removing(self, node: NodeRuntime) -> None:
+        """Take no new task on a node about to leave its pool (it no longer counts as live)."""
+        node.removing = True
+        node.scheduling_state = "disabled"
 
     def _fail(self, node: NodeRuntime, code: str, message: str, state: str = "unusable") -> None:
         node.errors = [{"code": code, "message": message,
@@ -417,40 +572,26 @@ class PoolManager:
 
     # -------------------------------------------------------------- provisioning
 
-    def _transport(self, host: Host) -> Transport:
-        tr = self._transports.get(host.name)
-        if tr is None:
-            tr = open_transport(host)
-            self._transports[host.name] = tr
-        return tr
+    def provider(self, host: Host) -> NodeProvider:
+        """Return the node provider of ``host`` (one per host, kept while its node lives)."""
+        provider = self._providers.get(host.name)
+        if provider is None:
+            provider = self._providers[host.name] = self.provider_factory(host)
+        return provider
 
     def _launch(self, node: NodeRuntime) -> None:
         """Start the node process on its host (runs in a thread: blocking I/O)."""
         host = node.host
-        tr = self._transport(host)
-        probe = tr.run(
-            [host.python, "-c",
-             "import importlib.util as u, os, sys\n"
-             "missing = [m for m in ('hpcbatch', 'distributed') if u.find_spec(m) is None]\n"
-             "if missing: sys.exit('missing Python packages: ' + ', '.join(missing))\n"
-             "print(os.path.expanduser(sys.argv[1]))",
-             host.root_dir],
-            timeout_s=60,
-        )
-        if probe.exit_code != 0:
-            detail = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-            raise NodeConnectionError(
-                host.name, f"{host.python} cannot run hpcbatch on this host "
-                f"(exit code {probe.exit_code}): {detail}")
-        root = probe.stdout.strip().splitlines()[-1]
+        provider = self.provider(host)
+        root = provider.prepare()
         node.root_dir = root
-        tls_dir = posixpath.join(root, "tls")
+        files = {}
         remote_tls = {}
         for name, path in (("ca_file", self.tls.ca_file), ("cert_file", self.tls.cert_file),
                            ("key_file", self.tls.key_file)):
-            dest = posixpath.join(tls_dir, path.name)
-            tr.put_bytes(path.read_bytes(), dest, mode=0o600)
-            remote_tls[name] = dest
+            rel = posixpath.join("tls", path.name)
+            files[rel] = path.read_bytes()
+            remote_tls[name] = posixpath.join(root, rel)
         config = {
             "node_id": node.node_id,
             "worker_name": node.worker_name,
@@ -463,34 +604,33 @@ class PoolManager:
             "tls": remote_tls,
             "death_timeout_s": WORKER_TIMEOUT_S,
         }
-        if node.pool_key in self.ssh_keys and host.provider == "ssh":
-            self._install_trust(tr, node, root)
-        config_path = posixpath.join(root, "node.json")
-        tr.put_bytes(dumps(config).encode(), config_path, mode=0o600)
-        tr.spawn_detached([host.python, "-m", "hpcbatch.node", config_path],
-                          log_path=posixpath.join(root, "node.log"))
-
-    def _install_trust(self, tr: Transport, node: NodeRuntime, root: str) -> None:
-        """Let the pool's nodes ssh to this one: authorise the pool key, give it the key."""
-        private, public = self.ssh_keys[node.pool_key]
-        tr.put_bytes(private.encode(), posixpath.join(root, "ssh", "id_pool"), mode=0o600)
-        res = tr.run(["sh", "-c", _AUTHORIZE, "sh", public], timeout_s=30)
-        if res.exit_code != 0:
-            raise NodeConnectionError(node.host.name, "cannot authorise the pool's SSH key in "
-                                      f"~/.ssh/authorized_keys: {res.stderr.strip()}")
-        node.host_key = known_hosts_line(tr)
-        who = tr.run(["id", "-un"], timeout_s=30)
-        node.ssh_user = node.host.user or who.stdout.strip() or None
+        if node.pool_key in self.ssh_keys:
+            private, public = self.ssh_keys[node.pool_key]
+            trust = provider.install_trust(root, private, public)
+            if trust is not None:
+                node.host_key, node.ssh_user = trust.host_key, trust.user
+        provider.start(root, config, files)
 
     def _revoke_trust(self, node: NodeRuntime) -> None:
         """Remove the pool key from the host's authorized_keys (the pool is gone)."""
-        if node.pool_key not in self.ssh_keys or node.host.provider != "ssh":
+        if node.pool_key not in self.ssh_keys:
             return
         try:
-            self._transport(node.host).run(
-                ["sh", "-c", _REVOKE, "sh", self.ssh_keys[node.pool_key][1]], timeout_s=30)
+            self.provider(node.host).revoke_trust(self.ssh_keys[node.pool_key][1])
         except HpcbatchError as exc:
             log.warning("cannot revoke the pool key on host %s: %s", node.host.name, exc)
+
+    def _stop_process(self, node: NodeRuntime) -> None:
+        """End a node process whose worker is gone or never connected (runs in a thread)."""
+        if not node.root_dir:
+            return
+        try:
+            if self.provider(node.host).stop(node.root_dir):
+                log.info("node %s: stopped its node process on host %s",
+                         node.node_id, node.host.name)
+        except HpcbatchError as exc:
+            log.warning("cannot stop the node process of %s on host %s: %s",
+                        node.node_id, node.host.name, exc)
 
     async def _wait_for_worker(self, node: NodeRuntime, timeout_s: float) -> str | None:
         loop = asyncio.get_running_loop()
@@ -525,23 +665,27 @@ class PoolManager:
         if gen != node.generation or node.state == "leavingpool":
             return
         if addr is None:
-            tail = await asyncio.to_thread(self._log_tail, node)
+            running, tail = await asyncio.to_thread(self._diagnose, node)
             self._fail(node, "NodeStartFailed",
                        f"host {node.host.name}: the node's worker did not connect to the "
-                       f"scheduler within {WORKER_TIMEOUT_S:g} s. Last lines of "
-                       f"{node.root_dir}/node.log: {tail}")
+                       f"scheduler within {WORKER_TIMEOUT_S:g} s "
+                       f"({'its process is running' if running else 'its process exited'}). "
+                       f"Last lines of {node.root_dir}/node.log: {tail}")
             return
         node.worker = addr
         node.last_boot_time = utcnow()
         await self._run_start_task(node, gen)
 
-    def _log_tail(self, node: NodeRuntime) -> str:
+    def _diagnose(self, node: NodeRuntime) -> tuple[bool, str]:
+        """Whether a node's process runs, and the tail of its log (one line), for an error."""
+        provider = self.provider(node.host)
+        root = node.root_dir or node.host.root_dir
         try:
-            res = self._transport(node.host).run(
-                ["tail", "-n", "5", posixpath.join(node.root_dir or "", "node.log")], timeout_s=20)
-            return res.stdout.strip().replace("\n", " | ") or "(empty)"
+            running = provider.check(root)
+            tail = provider.read_log(root, lines=5)
+            return running, tail.strip().replace("\n", " | ") or "(empty)"
         except HpcbatchError as exc:
-            return str(exc)
+            return False, str(exc)
 
     async def _run_start_task(self, node: NodeRuntime, gen: int) -> None:
         spec = self.specs[node.pool_key].start_task
@@ -611,9 +755,7 @@ class PoolManager:
             node.generation += 1
             await self.engine.close_worker(worker)
         if wipe and node.root_dir:
-            root = node.root_dir
-            await asyncio.to_thread(self._transport(node.host).run,
-                                    ["sh", "-c", 'rm -rf -- "$1"/* "$1"/.[!.]*', "sh", root])
+            await asyncio.to_thread(self.provider(node.host).wipe, node.root_dir)
         node.scheduling_state = "enabled"
         node.start_task_info = None
         self.set_state(node, state)
@@ -630,6 +772,8 @@ class PoolManager:
             self.on_node_lost(node)
         if node.worker:
             await self.engine.close_worker(node.worker)
+        elif node.root_dir:  # no worker to close: its process may still be trying to connect
+            await asyncio.to_thread(self._stop_process, node)
         node.worker = None
         if revoke_trust:
             await asyncio.to_thread(self._revoke_trust, node)
@@ -639,9 +783,9 @@ class PoolManager:
             conn.execute(hosts.update().where(hosts.c.key == node.host.name.lower())
                          .values(pool_key=None))
         self.pools.get(node.pool_key, {}).pop(node.node_id, None)
-        tr = self._transports.pop(node.host.name, None)
-        if tr is not None:
-            await asyncio.to_thread(tr.close)
+        provider = self._providers.pop(node.host.name, None)
+        if provider is not None:
+            await asyncio.to_thread(provider.close)
         self.on_change()
         for key in list(self.specs):  # the freed host may be what another pool waits for
             self.reconcile(key)

@@ -144,7 +144,7 @@ class Pools:
         if "autoScaleRun" in status:
             out["autoScaleRun"] = status["autoScaleRun"]
         short = status["target"] - out["currentDedicatedNodes"]
-        if row["state"] == "active" and short > 0 and not self.ctx.pool_manager._can_grow(key):
+        if row["state"] == "active" and short > 0 and not self.ctx.pool_manager.can_grow(key):
             if not any(n.state in ("creating", "starting") for n in nodes_):
                 out["resizeErrors"] = [{
                     "code": "InsufficientInventory",

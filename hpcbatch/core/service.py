@@ -117,11 +117,9 @@ class BatchService:
         ctx.pool_manager = PoolManager(
             store, engine, tls, account_name=account_name, account_url=ctx.base_url,
             on_change=ctx.kick, on_node_lost=self.runs.node_lost, storage=storage,
+            packages_for=lambda pool_key: self.dispatcher.launch_io(None, pool_key)["packages"],
+            shrink=self.nodes.remove_node, core_quota=ctx.quotas.dedicated_cores,
         )
-        ctx.pool_manager.packages_for = lambda pool_key: self.dispatcher.launch_io(
-            None, pool_key)["packages"]
-        ctx.pool_manager.shrink = self.nodes.remove_node
-        ctx.pool_manager.core_quota = ctx.quotas.dedicated_cores
         self._loop_task: asyncio.Task[None] | None = None
 
     @property

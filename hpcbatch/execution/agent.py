@@ -1,18 +1,22 @@
 """The node agent: code that runs inside a compute node's Dask worker.
 
-The service sends runs to the worker of the node it chose (:func:`exchange`,
-a worker handler); the agent prepares each task directory, sets Batch's
-variables, runs the command line (without a shell unless the command line
-invokes one), captures ``stdout.txt`` and ``stderr.txt``, enforces the
-wall-clock limit and kills the whole process tree on timeout or on
-:func:`kill_task`. A plain run is started and awaited on the worker's event
-loop (a pidfd per process, no thread); a run with files to transfer runs in a
-thread (:func:`run_task`). Outcomes go back to the service on its outcome
-stream (:func:`outcome_stream`). Nothing here decides what runs where: that
-is the scheduler's policy.
+The service sends runs to the worker of the node it chose (the
+:data:`EXCHANGE_HANDLER` worker handler); the agent prepares each task
+directory, sets Batch's variables, runs the command line (without a shell
+unless the command line invokes one), captures ``stdout.txt`` and
+``stderr.txt``, enforces the wall-clock limit and kills the whole process tree
+on timeout or on :func:`kill_task`. A plain run is started and awaited on the
+worker's event loop (a pidfd per process, no thread); a run with files to
+transfer runs in a thread (:meth:`NodeAgent.run_task`). Outcomes go back to the
+service on its outcome stream (:data:`OUTCOME_STREAM_HANDLER`). Nothing here
+decides what runs where: that is the scheduler's policy.
 
-The worker process sets :data:`NODE` (its identity) at start; see
-:mod:`hpcbatch.node`.
+The agent's state (node identity, base environment, run table, thread pool,
+outcome stream) lives in one :class:`NodeAgent`, a Dask ``WorkerPlugin`` that
+the node process registers on its worker (:mod:`hpcbatch.execution.node`).
+Functions the service runs on a worker out of band (:func:`kill_task`,
+:func:`list_files`, :func:`read_file`, :func:`remove_dirs`) find the agent
+through the worker (:func:`agent_of`); the module holds no node state.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import asyncio
 import os
 import pickle
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,20 +37,41 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from hpcbatch.execution import packages
 from hpcbatch.execution import transfer
 from hpcbatch.execution.environment import NodeIdentity, task_environment
 
-NODE: NodeIdentity | None = None
-"""This worker's node identity, set by :mod:`hpcbatch.node` before the worker starts."""
-
-_RUNNING: dict[str, subprocess.Popen[bytes]] = {}
-_KILLED: set[str] = set()
-_LOCK = threading.Lock()
+AGENT_PLUGIN = "hpcbatch-agent"
+"""Name of the :class:`NodeAgent` plugin in a node worker's ``plugins``."""
 
 EXIT_CODE_TASK_ENDED = 0xC000013A
 """Batch's exit code for a task ended by its wall-clock limit or by request."""
+
+EXCHANGE_HANDLER = "hpcbatch_exchange"
+"""Name of the worker handler the service sends runs to (:meth:`NodeAgent.exchange`)."""
+OUTCOME_STREAM_HANDLER = "hpcbatch_outcomes"
+"""Name of the worker handler that streams outcomes to the service (:meth:`NodeAgent.outcome_stream`)."""
+STREAM_KEEPALIVE_S = 30.0
+"""An outcome stream with nothing to say sends an empty message this often."""
+
+MAX_PENDING_OUTCOMES = 100_000
+"""Most outcomes a node keeps for the service; beyond it the oldest are dropped (the
+service reads them as they come, so only runs started outside it can pile up)."""
+
+EXECUTOR_THREADS = 64
+"""Most runs one node executes in threads at once (start, preparation and
+coordination tasks, and tasks with files to transfer); the service never sends
+more runs than a node has slots for."""
+
+RUN_TAG = "HPCBATCH_RUN_KEY"
+"""Variable set in every task process: finds a run's processes, daemons included."""
+
+_HAS_PIDFD = hasattr(os, "pidfd_open")
+"""Linux >= 5.3: a process exit can be awaited on the event loop (else: in a thread)."""
+
+_PRIVATE_PREFIXES = ("DASK_", "AZ_BATCH_", "CCP_", "SSH_")
 
 
 @dataclass
@@ -141,19 +168,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def current_node() -> NodeIdentity:
-    """Return this worker's node identity.
-
-    Raises
-    ------
-    RuntimeError
-        When called outside a node worker.
-    """
-    if NODE is None:
-        raise RuntimeError("hpcbatch.execution.agent is running outside a compute node worker")
-    return NODE
-
-
 def _failure(category: str, code: str, message: str, **details: str) -> dict[str, Any]:
     info: dict[str, Any] = {"category": category, "code": code, "message": message}
     if details:
@@ -161,15 +175,22 @@ def _failure(category: str, code: str, message: str, **details: str) -> dict[str
     return info
 
 
-RUN_TAG = "HPCBATCH_RUN_KEY"
-"""Variable set in every task process: finds a run's processes, daemons included."""
-
-
 def kill_tagged(key: str) -> int:
     """Kill every process of this user whose environment carries run ``key``.
 
     Catches what left the process tree (``setsid``, double forks, daemons a
-    coordination command started). Returns how many processes were killed.
+    coordination command started). Needs no agent: the service also runs it
+    on a worker out of band.
+
+    Parameters
+    ----------
+    key
+        The :attr:`Launch.key` of the run (the value of :data:`RUN_TAG`).
+
+    Returns
+    -------
+    int
+        How many processes were killed.
     """
     me = os.getpid()
     victims = []
@@ -194,6 +215,13 @@ def kill_process_tree(proc: psutil.Process | int, sig: int = signal.SIGKILL) -> 
 
     Descendants that left the group (``setsid``, daemons) are found through
     the process tree before anything is killed, so nothing is left behind.
+
+    Parameters
+    ----------
+    proc
+        The process, or its pid.
+    sig
+        The signal sent to each.
     """
     try:
         p = proc if isinstance(proc, psutil.Process) else psutil.Process(proc)
@@ -215,142 +243,15 @@ def base_environment() -> dict[bytes, bytes]:
     """Return this process's environment without Dask's, Batch's and SSH's own variables.
 
     Every task's environment starts from it (encoded, as ``Popen`` passes it
-    on). A node process computes it once (its environment does not change);
-    elsewhere it is computed per call.
+    on); a :class:`NodeAgent` computes it once, when it is made.
+
+    Returns
+    -------
+    dict
+        Encoded variable names to encoded values.
     """
-    if _BASE_ENV is not None:
-        return _BASE_ENV
     return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()
             if not k.startswith(_PRIVATE_PREFIXES)}
-
-
-_PRIVATE_PREFIXES = ("DASK_", "AZ_BATCH_", "CCP_", "SSH_")
-_BASE_ENV: dict[bytes, bytes] | None = None
-_JOB_DIRS: set[Path] = set()
-"""Parents of task directories known to exist (one ``mkdir`` per task instead of four)."""
-
-
-def freeze_base_environment() -> None:
-    """Compute :func:`base_environment` once for the rest of this process (node processes)."""
-    global _BASE_ENV
-    _BASE_ENV = None
-    _BASE_ENV = base_environment()
-
-
-def _prepare(launch: Launch, node: NodeIdentity) -> tuple[Path, Path, dict[str, str]]:
-    """Create the task directory and its files; return (task dir, working dir, Batch variables).
-
-    The variables are those the task adds to :func:`base_environment`.
-    """
-    tdir = Path(node.root_dir, launch.task_dir)
-    wd = tdir / "wd"
-    parent = tdir.parent
-    if parent not in _JOB_DIRS:
-        parent.mkdir(parents=True, exist_ok=True)
-        _JOB_DIRS.add(parent)
-    try:
-        tdir.mkdir()
-    except FileExistsError:  # an earlier run (a retry): its logs may be stored as links
-        for name in (launch.stdout_name, launch.stderr_name):
-            (tdir / name).unlink(missing_ok=True)
-    wd.mkdir(exist_ok=True)
-    env = task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
-                           task_id=launch.task_id, settings=launch.settings,
-                           extra=launch.extra_env)
-    env[RUN_TAG] = launch.key
-    for rel, data in launch.files.items():
-        path = tdir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(0o700 if rel.endswith("/ssh") else 0o600)
-    return tdir, wd, env
-
-
-def run_task(launch: Launch) -> Outcome:
-    """Run one task on this node and wait for it (executes in a worker thread).
-
-    Steps: prepare the task directory and environment, download the resource
-    files, run the command line, then upload the output files whose upload
-    condition holds and persist ``stdout.txt``/``stderr.txt`` as ``$TaskLog``.
-    The outcome is also queued for the service (:func:`outcome_stream`).
-
-    Parameters
-    ----------
-    launch
-        What to run; see :class:`Launch`.
-
-    Returns
-    -------
-    Outcome
-        Exit code, times and failure information. A resource file that cannot
-        be downloaded, or a program that cannot be started, gives a
-        pre-processing failure (category ``usererror``, code
-        ``ResourceFileDownloadFailed``, ``CommandProgramNotFound`` or
-        ``CommandLineInvalid``, no exit code); a run ended by its wall-clock
-        limit gives exit code ``0xC000013A`` and code ``TaskEnded``, as Batch
-        reports it; an output upload failure gives code ``FileUploadError``
-        with the exit code kept.
-    """
-    node = current_node()
-    tdir, wd, env = _prepare(launch, node)
-    start = _now()
-    code, failure = _execute(launch, node, tdir, wd, env)
-    failure = _persist(launch, tdir, wd, code, failure)
-    outcome = Outcome(code, start, _now(), failure, str(tdir), node.node_id)
-    _report(launch.key, outcome)
-    return outcome
-
-
-_EXECUTOR: ThreadPoolExecutor | None = None
-_WORKER: Any = None
-_EXECUTOR_LOCK = threading.Lock()
-EXECUTOR_THREADS = 64
-"""Most runs one node executes in threads at once (start, preparation and
-coordination tasks, and tasks with files to transfer); the service never sends
-more runs than a node has slots for."""
-
-def _executor() -> ThreadPoolExecutor:
-    global _EXECUTOR
-    with _EXECUTOR_LOCK:
-        if _EXECUTOR is None:
-            _EXECUTOR = ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="hpcbatch-run")
-        return _EXECUTOR
-
-
-_HAS_PIDFD = hasattr(os, "pidfd_open")
-"""Linux >= 5.3: a process exit can be awaited on the event loop (else: in a thread)."""
-
-
-def enqueue(launches: list[Launch]) -> int:
-    """Start runs on this node without waiting for them (:func:`exchange` calls it).
-
-    A plain run (no packages, resource or output files, logs kept in local
-    storage) starts right here on the worker's event loop and is awaited
-    through a pidfd, with no thread of its own; any other run executes
-    :func:`run_task` on the node's thread pool. Outcomes go to the
-    service on its outcome stream (:func:`outcome_stream`).
-
-    Parameters
-    ----------
-    launches
-        The runs.
-
-    Returns
-    -------
-    int
-        How many runs were queued.
-    """
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    for launch in launches:
-        if loop is not None and _HAS_PIDFD and _is_plain(launch):
-            _start_on_loop(launch, loop)
-        else:
-            _executor().submit(_run_and_report, launch)
-    return len(launches)
-
 
 
 def _is_plain(launch: Launch) -> bool:
@@ -359,337 +260,6 @@ def _is_plain(launch: Launch) -> bool:
             and not launch.keep_background
             and (not launch.persist_logs or launch.storage is None
                  or launch.storage.url.startswith("file://")))
-
-
-@dataclass
-class _LoopRun:
-    """A plain run started on the worker's event loop, until its process exits."""
-
-    launch: Launch
-    node: NodeIdentity
-    tdir: Path
-    wd: Path
-    start: datetime
-    proc: subprocess.Popen[bytes]
-    pidfd: int
-    timer: asyncio.TimerHandle | None = None
-    timed_out: bool = False
-
-
-def _start_on_loop(launch: Launch, loop: asyncio.AbstractEventLoop) -> None:
-    """Start a plain run's process and watch its pidfd; report at once if it cannot start."""
-    node = current_node()
-    start = _now()
-    try:
-        tdir, wd, env = _prepare(launch, node)
-        with open(tdir / launch.stdout_name, "wb") as out, \
-                open(tdir / launch.stderr_name, "wb") as err:
-            proc, failure = _spawn(launch, node, wd, env, out, err)
-        if proc is None:
-            _report(launch.key, Outcome(None, start, _now(), failure, str(tdir), node.node_id))
-            return
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except OSError:  # the kernel refuses pidfds after all: wait in a thread
-            _executor().submit(_wait_and_report, launch, node, tdir, wd, proc, start)
-            return
-    except BaseException as exc:  # report every end, even an agent fault
-        _report_fault(launch, exc)
-        return
-    run = _LoopRun(launch, node, tdir, wd, start, proc, pidfd)
-    if launch.max_wall_clock_s is not None:
-        run.timer = loop.call_later(launch.max_wall_clock_s, _time_out, run)
-    loop.add_reader(pidfd, _exited, run, loop)
-
-
-def _time_out(run: _LoopRun) -> None:
-    run.timed_out = True
-    kill_process_tree(run.proc.pid)
-
-
-def _exited(run: _LoopRun, loop: asyncio.AbstractEventLoop) -> None:
-    """A loop run's process ended: settle its exit, save its logs, report its outcome."""
-    loop.remove_reader(run.pidfd)
-    os.close(run.pidfd)
-    if run.timer is not None:
-        run.timer.cancel()
-    launch = run.launch
-    try:
-        rc = run.proc.wait()
-        if run.timed_out:
-            kill_tagged(launch.key)
-        code, failure = _settle(launch, run.proc, rc, run.timed_out)
-        # Logs go to local storage as hard links (no copy): cheap enough for the loop.
-        _persist_and_report(launch, run.node, run.tdir, run.wd, run.start, code, failure)
-    except BaseException as exc:
-        _report_fault(launch, exc)
-
-
-def _persist_and_report(launch: Launch, node: NodeIdentity, tdir: Path, wd: Path,
-                        start: datetime, code: int | None,
-                        failure: dict[str, Any] | None) -> None:
-    try:
-        failure = _persist(launch, tdir, wd, code, failure)
-        _report(launch.key, Outcome(code, start, _now(), failure, str(tdir), node.node_id))
-    except BaseException as exc:
-        _report_fault(launch, exc)
-
-
-def _wait_and_report(launch: Launch, node: NodeIdentity, tdir: Path, wd: Path,
-                     proc: subprocess.Popen[bytes], start: datetime) -> None:
-    """Wait for a started process in this thread (no pidfd), then persist and report."""
-    try:
-        code, failure = _wait(launch, proc)
-    except BaseException as exc:
-        _report_fault(launch, exc)
-        return
-    _persist_and_report(launch, node, tdir, wd, start, code, failure)
-
-
-def _run_and_report(launch: Launch) -> None:
-    try:
-        run_task(launch)
-    except BaseException as exc:  # report every end, even an agent fault
-        _report_fault(launch, exc)
-
-
-def _report_fault(launch: Launch, exc: BaseException) -> None:
-    """Report a run that ended because the agent itself failed (``NodeAgentError``)."""
-    node = NODE
-    now = _now()
-    _report(launch.key, Outcome(None, now, now, _failure(
-        "servererror", "NodeAgentError",
-        f"node {node.node_id if node else '?'}: {type(exc).__name__}: {exc}"),
-        "", node.node_id if node else ""))
-
-
-EXCHANGE_HANDLER = "hpcbatch_exchange"
-"""Name of the worker handler the service sends runs to (:func:`exchange`)."""
-OUTCOME_STREAM_HANDLER = "hpcbatch_outcomes"
-"""Name of the worker handler that streams outcomes to the service (:func:`outcome_stream`)."""
-STREAM_KEEPALIVE_S = 30.0
-"""An outcome stream with nothing to say sends an empty message this often."""
-
-MAX_PENDING_OUTCOMES = 100_000
-"""Most outcomes a node keeps for the service; beyond it the oldest are dropped (the
-service reads them as they come, so only runs started outside it can pile up)."""
-
-_PENDING: list[dict[str, Any]] = []
-_STREAM_WAITERS: list[asyncio.Future[None]] = []
-_NOTIFY_SCHEDULED = False
-_LOOP_THREAD: int | None = None
-
-
-def _report(key: str, outcome: Outcome) -> None:
-    """Queue an outcome for the service's outcome stream (:func:`outcome_stream`; any thread)."""
-    global _NOTIFY_SCHEDULED
-    with _LOCK:
-        _PENDING.append({"key": key, **outcome_to_wire(outcome)})
-        if len(_PENDING) > MAX_PENDING_OUTCOMES:
-            del _PENDING[: len(_PENDING) - MAX_PENDING_OUTCOMES]
-        if _NOTIFY_SCHEDULED or _WORKER is None:
-            return
-        _NOTIFY_SCHEDULED = True
-    if threading.get_ident() == _LOOP_THREAD:
-        _notify()  # on the loop already: no wake-up through the loop's self-pipe
-    else:
-        _WORKER.loop.add_callback(_notify)  # thread-safe
-
-
-def _notify() -> None:
-    """Wake the outcome stream waiting for outcomes (on the worker's event loop)."""
-    global _NOTIFY_SCHEDULED
-    with _LOCK:
-        _NOTIFY_SCHEDULED = False
-    waiting = list(_STREAM_WAITERS)
-    _STREAM_WAITERS.clear()
-    for fut in waiting:
-        if not fut.done():
-            fut.set_result(None)
-
-
-def exchange(launches: bytes) -> None:
-    """The worker handler the service sends runs to (one-way: nothing is replied).
-
-    Parameters
-    ----------
-    launches
-        A pickled list of :class:`Launch` to start now (see :func:`enqueue`);
-        their outcomes go to the service on :func:`outcome_stream`.
-    """
-    enqueue(pickle.loads(launches))
-
-
-def _wake_up(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-_STREAM_GENERATION = 0
-
-
-async def outcome_stream(comm: Any) -> None:
-    """Write outcomes to the service as they come, on the service's own comm, until it closes.
-
-    The service opens the comm with op :data:`OUTCOME_STREAM_HANDLER` and then
-    only reads: each message is a list ``[{"key", **outcome_to_wire(...)}]``
-    of every outcome ready at that moment (empty every
-    :data:`STREAM_KEEPALIVE_S` when idle). A newer stream replaces an older
-    one; outcomes whose write failed wait for the next stream.
-    """
-    global _STREAM_GENERATION
-    _STREAM_GENERATION += 1
-    generation = _STREAM_GENERATION
-    loop = asyncio.get_running_loop()
-    while generation == _STREAM_GENERATION and not comm.closed():
-        if not _PENDING:
-            fut = loop.create_future()
-            _STREAM_WAITERS.append(fut)
-            timer = loop.call_later(STREAM_KEEPALIVE_S, _wake_up, fut)
-            try:
-                await fut
-            finally:
-                timer.cancel()
-            if generation != _STREAM_GENERATION:
-                return
-        with _LOCK:
-            batch = list(_PENDING)
-            _PENDING.clear()
-        try:
-            await comm.write(batch)
-        except Exception:
-            with _LOCK:
-                _PENDING[:0] = batch
-            return
-
-
-def serve_exchanges(worker: Any) -> None:
-    """Register :func:`exchange` and :func:`outcome_stream` on a node's Dask worker.
-
-    Called by :mod:`hpcbatch.node` on the worker's event loop, before the worker starts.
-    """
-    global _WORKER, _LOOP_THREAD
-    _WORKER = worker
-    _LOOP_THREAD = threading.get_ident()
-    worker.handlers[EXCHANGE_HANDLER] = exchange
-    worker.handlers[OUTCOME_STREAM_HANDLER] = outcome_stream
-
-
-def outcome_to_wire(outcome: Outcome) -> dict[str, Any]:
-    """Return an outcome as plain msgpack-friendly values."""
-    return {"exit_code": outcome.exit_code, "start": outcome.start_time.timestamp(),
-            "end": outcome.end_time.timestamp(), "failure": outcome.failure_info,
-            "task_root_dir": outcome.task_root_dir, "node_id": outcome.node_id}
-
-
-def outcome_from_wire(msg: dict[str, Any]) -> Outcome:
-    """Inverse of :func:`outcome_to_wire`."""
-    return Outcome(msg["exit_code"], datetime.fromtimestamp(msg["start"], UTC),
-                   datetime.fromtimestamp(msg["end"], UTC), msg["failure"],
-                   msg["task_root_dir"], msg["node_id"])
-
-
-def _execute(launch: Launch, node: NodeIdentity, tdir: Path, wd: Path,
-             env: dict[str, str]) -> tuple[int | None, dict[str, Any] | None]:
-    """Download inputs, run the command line and wait; return (exit code, failure info)."""
-    with open(tdir / launch.stdout_name, "wb") as out, open(tdir / launch.stderr_name, "wb") as err:
-        for ref in launch.packages:
-            try:
-                folder = packages.install(Path(node.root_dir), ref, transfer.fetcher(launch.storage))
-            except Exception as exc:
-                msg = (f"The application package {ref.application_id} version {ref.version} "
-                       f"could not be installed on node {node.node_id}: {exc}")
-                err.write((msg + "\n").encode())
-                return None, _failure("usererror", "ApplicationPackageFailed", msg)
-            env[packages.variable_name(ref.application_id, ref.version)] = str(folder)
-            if ref.is_default:
-                env[packages.variable_name(ref.application_id)] = str(folder)
-        if launch.resource_files:
-            try:
-                transfer.download_resource_files(launch.resource_files, tdir / launch.resource_dir,
-                                                 launch.storage)
-            except transfer.TransferError as exc:
-                err.write((exc.message + "\n").encode())
-                return None, _failure("usererror", exc.code, exc.message)
-        proc, failure = _spawn(launch, node, wd, env, out, err)
-    if proc is None:
-        return None, failure
-    return _wait(launch, proc)
-
-
-def _spawn(launch: Launch, node: NodeIdentity, wd: Path, env: dict[str, str], out: Any,
-           err: Any) -> tuple[subprocess.Popen[bytes] | None, dict[str, Any] | None]:
-    """Start the command line without a shell in its own session; (process, None) or (None, failure)."""
-    try:
-        argv = shlex.split(launch.command_line)
-    except ValueError as exc:
-        return None, _failure("usererror", "CommandLineInvalid",
-                              f"The command line cannot be parsed: {exc}")
-    if not argv:
-        return None, _failure("usererror", "CommandLineInvalid", "The command line is empty.")
-    full_env = dict(base_environment())
-    full_env.update((os.fsencode(k), os.fsencode(v)) for k, v in env.items())
-    try:
-        proc = subprocess.Popen(
-            argv, cwd=wd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-            start_new_session=True, close_fds=True,
-        )
-    except OSError as exc:
-        msg = (f"The command program {argv[0]!r} could not be started on node "
-               f"{node.node_id}: {exc.strerror or exc}")
-        err.write((msg + "\n").encode())
-        code = ("CommandProgramNotFound" if isinstance(exc, FileNotFoundError)
-                else "CommandProgramFailed")
-        return None, _failure("usererror", code, msg)
-    with _LOCK:
-        _RUNNING[launch.key] = proc
-        ended_early = launch.key in _KILLED
-    if ended_early:  # kill_task came before the process existed
-        kill_process_tree(proc.pid)
-    return proc, None
-
-
-def _wait(launch: Launch, proc: subprocess.Popen[bytes]) -> tuple[int | None, dict[str, Any] | None]:
-    """Wait for a started process in this thread, within the wall-clock limit."""
-    try:
-        rc = proc.wait(timeout=launch.max_wall_clock_s)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        kill_process_tree(proc.pid)
-        rc = proc.wait()
-        kill_tagged(launch.key)
-        timed_out = True
-    return _settle(launch, proc, rc, timed_out)
-
-
-def _settle(launch: Launch, proc: subprocess.Popen[bytes], rc: int,
-            timed_out: bool) -> tuple[int | None, dict[str, Any] | None]:
-    """Turn an ended process into (exit code, failure info); leave nothing of its group behind."""
-    try:
-        if timed_out:
-            return EXIT_CODE_TASK_ENDED, _failure(
-                "servererror", "TaskEnded",
-                "The task was ended because it exceeded its maxWallClockTime "
-                f"of {launch.max_wall_clock_s:g} s.")
-        if not launch.keep_background:
-            # The main process has ended: leave nothing of its group behind.
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    finally:
-        with _LOCK:
-            _RUNNING.pop(launch.key, None)
-            killed = launch.key in _KILLED
-            _KILLED.discard(launch.key)
-    if killed:
-        return EXIT_CODE_TASK_ENDED, _failure("usererror", "TaskEnded",
-                                              "The task was ended by user request.")
-    code = rc if rc >= 0 else 128 - rc
-    if code != 0:
-        return code, _failure("usererror", "FailureExitCode",
-                              f"The task process exited with an unexpected exit code {code}.")
-    return 0, None
 
 
 def _persist(launch: Launch, tdir: Path, wd: Path, code: int | None,
@@ -712,108 +282,649 @@ def _persist(launch: Launch, tdir: Path, wd: Path, code: int | None,
     return failure
 
 
-def kill_task(key: str) -> bool:
-    """Kill the process tree of a running run (called through ``Client.run``).
+def outcome_to_wire(outcome: Outcome) -> dict[str, Any]:
+    """Return an outcome as plain msgpack-friendly values."""
+    return {"exit_code": outcome.exit_code, "start": outcome.start_time.timestamp(),
+            "end": outcome.end_time.timestamp(), "failure": outcome.failure_info,
+            "task_root_dir": outcome.task_root_dir, "node_id": outcome.node_id}
+
+
+def outcome_from_wire(msg: dict[str, Any]) -> Outcome:
+    """Inverse of :func:`outcome_to_wire`."""
+    return Outcome(msg["exit_code"], datetime.fromtimestamp(msg["start"], UTC),
+                   datetime.fromtimestamp(msg["end"], UTC), msg["failure"],
+                   msg["task_root_dir"], msg["node_id"])
+
+
+@dataclass
+class _LoopRun:
+    """A plain run started on the worker's event loop, until its process exits."""
+
+    launch: Launch
+    tdir: Path
+    wd: Path
+    start: datetime
+    proc: subprocess.Popen[bytes]
+    pidfd: int
+    timer: asyncio.TimerHandle | None = None
+    timed_out: bool = False
+
+
+def _wake_up(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class NodeAgent(WorkerPlugin):
+    """The node agent of one compute node: a Dask ``WorkerPlugin`` holding all its state.
+
+    The node process makes it and registers it on its worker
+    (``Worker(plugins=[agent])``); when the worker starts, :meth:`setup` binds
+    the :data:`EXCHANGE_HANDLER` and :data:`OUTCOME_STREAM_HANDLER` handlers to
+    it. When the worker closes, :meth:`teardown` ends every task process.
 
     Parameters
     ----------
-    key
-        The :attr:`Launch.key` of the run.
+    node
+        This node's identity (the values behind ``AZ_BATCH_NODE_*``).
+    base_env
+        The environment every task starts from; default: this process's
+        (:func:`base_environment`), computed once now.
 
-    Returns
-    -------
-    bool
-        True when a running process was found and killed. A run that has not
-        started yet is ended as soon as it starts.
+    Attributes
+    ----------
+    node
+        The node identity.
+    base_env
+        Encoded base environment of every task.
+    worker
+        The Dask worker the agent is set up on (None before :meth:`setup`).
     """
-    with _LOCK:
-        proc = _RUNNING.get(key)
-        _KILLED.add(key)  # also ends a run that has not started its process yet
-    if proc is not None:
-        kill_process_tree(proc.pid)
-    return kill_tagged(key) > 0 or proc is not None
+
+    name = AGENT_PLUGIN
+    """The plugin's name in ``worker.plugins`` (:data:`AGENT_PLUGIN`)."""
+
+    def __init__(self, node: NodeIdentity, *,
+                 base_env: Mapping[bytes, bytes] | None = None) -> None:
+        self.node = node
+        self.base_env: dict[bytes, bytes] = (dict(base_env) if base_env is not None
+                                             else base_environment())
+        self.worker: Any = None
+        self._loop_thread: int | None = None
+        self._lock = threading.Lock()
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._killed: set[str] = set()
+        self._job_dirs: set[Path] = set()
+        """Parents of task directories known to exist (one ``mkdir`` per task instead of four)."""
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._pending: list[dict[str, Any]] = []
+        self._stream_waiters: list[asyncio.Future[None]] = []
+        self._notify_scheduled = False
+        self._stream_generation = 0
+
+    # ------------------------------------------------------------- plugin hooks
+
+    def setup(self, worker: Any) -> None:
+        """Bind the exchange and outcome stream handlers (on the worker's event loop)."""
+        self.worker = worker
+        self._loop_thread = threading.get_ident()
+        worker.handlers[EXCHANGE_HANDLER] = self.exchange
+        worker.handlers[OUTCOME_STREAM_HANDLER] = self.outcome_stream
+
+    def teardown(self, worker: Any) -> None:
+        """End every task process of this node; the worker is closing."""
+        self.kill_all()
+        with self._executor_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --------------------------------------------------------------- run intake
+
+    def exchange(self, launches: bytes) -> None:
+        """The worker handler the service sends runs to (one-way: nothing is replied).
+
+        Parameters
+        ----------
+        launches
+            A pickled list of :class:`Launch` to start now (see :meth:`enqueue`);
+            their outcomes go to the service on :meth:`outcome_stream`.
+        """
+        self.enqueue(pickle.loads(launches))
+
+    def enqueue(self, launches: list[Launch]) -> int:
+        """Start runs on this node without waiting for them (:meth:`exchange` calls it).
+
+        A plain run (no packages, resource or output files, logs kept in local
+        storage) starts right here on the worker's event loop and is awaited
+        through a pidfd, with no thread of its own; any other run executes
+        :meth:`run_task` on the node's thread pool. Outcomes go to the
+        service on its outcome stream (:meth:`outcome_stream`).
+
+        Parameters
+        ----------
+        launches
+            The runs.
+
+        Returns
+        -------
+        int
+            How many runs were queued.
+        """
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        for launch in launches:
+            if loop is not None and _HAS_PIDFD and _is_plain(launch):
+                self._start_on_loop(launch, loop)
+            else:
+                self._pool().submit(self._run_and_report, launch)
+        return len(launches)
+
+    def run_task(self, launch: Launch) -> Outcome:
+        """Run one task on this node and wait for it (executes in a worker thread).
+
+        Steps: prepare the task directory and environment, download the resource
+        files, run the command line, then upload the output files whose upload
+        condition holds and persist ``stdout.txt``/``stderr.txt`` as ``$TaskLog``.
+        The outcome is also queued for the service (:meth:`outcome_stream`).
+
+        Parameters
+        ----------
+        launch
+            What to run; see :class:`Launch`.
+
+        Returns
+        -------
+        Outcome
+            Exit code, times and failure information. A resource file that cannot
+            be downloaded, or a program that cannot be started, gives a
+            pre-processing failure (category ``usererror``, code
+            ``ResourceFileDownloadFailed``, ``CommandProgramNotFound`` or
+            ``CommandLineInvalid``, no exit code); a run ended by its wall-clock
+            limit gives exit code ``0xC000013A`` and code ``TaskEnded``, as Batch
+            reports it; an output upload failure gives code ``FileUploadError``
+            with the exit code kept.
+        """
+        tdir, wd, env = self._prepare(launch)
+        start = _now()
+        code, failure = self._execute(launch, tdir, wd, env)
+        failure = _persist(launch, tdir, wd, code, failure)
+        outcome = Outcome(code, start, _now(), failure, str(tdir), self.node.node_id)
+        self._report(launch.key, outcome)
+        return outcome
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(EXECUTOR_THREADS,
+                                                    thread_name_prefix="hpcbatch-run")
+            return self._executor
+
+    def _prepare(self, launch: Launch) -> tuple[Path, Path, dict[str, str]]:
+        """Create the task directory and its files; return (task dir, working dir, Batch variables).
+
+        The variables are those the task adds to :attr:`base_env`.
+        """
+        node = self.node
+        tdir = Path(node.root_dir, launch.task_dir)
+        wd = tdir / "wd"
+        parent = tdir.parent
+        if parent not in self._job_dirs:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._job_dirs.add(parent)
+        try:
+            tdir.mkdir()
+        except FileExistsError:  # an earlier run (a retry): its logs may be stored as links
+            for name in (launch.stdout_name, launch.stderr_name):
+                (tdir / name).unlink(missing_ok=True)
+        wd.mkdir(exist_ok=True)
+        env = task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
+                               task_id=launch.task_id, settings=launch.settings,
+                               extra=launch.extra_env)
+        env[RUN_TAG] = launch.key
+        for rel, data in launch.files.items():
+            path = tdir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            path.chmod(0o700 if rel.endswith("/ssh") else 0o600)
+        return tdir, wd, env
+
+    # ------------------------------------------------------- runs on the loop
+
+    def _start_on_loop(self, launch: Launch, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a plain run's process and watch its pidfd; report at once if it cannot start."""
+        node = self.node
+        start = _now()
+        try:
+            tdir, wd, env = self._prepare(launch)
+            with open(tdir / launch.stdout_name, "wb") as out, \
+                    open(tdir / launch.stderr_name, "wb") as err:
+                proc, failure = self._spawn(launch, wd, env, out, err)
+            if proc is None:
+                self._report(launch.key,
+                             Outcome(None, start, _now(), failure, str(tdir), node.node_id))
+                return
+            try:
+                pidfd = os.pidfd_open(proc.pid)
+            except OSError:  # the kernel refuses pidfds after all: wait in a thread
+                self._pool().submit(self._wait_and_report, launch, tdir, wd, proc, start)
+                return
+        except BaseException as exc:  # report every end, even an agent fault
+            self._report_fault(launch, exc)
+            return
+        run = _LoopRun(launch, tdir, wd, start, proc, pidfd)
+        if launch.max_wall_clock_s is not None:
+            run.timer = loop.call_later(launch.max_wall_clock_s, self._time_out, run)
+        loop.add_reader(pidfd, self._exited, run, loop)
+
+    @staticmethod
+    def _time_out(run: _LoopRun) -> None:
+        run.timed_out = True
+        kill_process_tree(run.proc.pid)
+
+    def _exited(self, run: _LoopRun, loop: asyncio.AbstractEventLoop) -> None:
+        """A loop run's process ended: settle its exit, save its logs, report its outcome."""
+        loop.remove_reader(run.pidfd)
+        os.close(run.pidfd)
+        if run.timer is not None:
+            run.timer.cancel()
+        launch = run.launch
+        try:
+            rc = run.proc.wait()
+            if run.timed_out:
+                kill_tagged(launch.key)
+            code, failure = self._settle(launch, run.proc, rc, run.timed_out)
+            # Logs go to local storage as hard links (no copy): cheap enough for the loop.
+            self._persist_and_report(launch, run.tdir, run.wd, run.start, code, failure)
+        except BaseException as exc:
+            self._report_fault(launch, exc)
+
+    # ---------------------------------------------------- runs in the thread pool
+
+    def _persist_and_report(self, launch: Launch, tdir: Path, wd: Path, start: datetime,
+                            code: int | None, failure: dict[str, Any] | None) -> None:
+        try:
+            failure = _persist(launch, tdir, wd, code, failure)
+            self._report(launch.key,
+                         Outcome(code, start, _now(), failure, str(tdir), self.node.node_id))
+        except BaseException as exc:
+            self._report_fault(launch, exc)
+
+    def _wait_and_report(self, launch: Launch, tdir: Path, wd: Path,
+                         proc: subprocess.Popen[bytes], start: datetime) -> None:
+        """Wait for a started process in this thread (no pidfd), then persist and report."""
+        try:
+            code, failure = self._wait(launch, proc)
+        except BaseException as exc:
+            self._report_fault(launch, exc)
+            return
+        self._persist_and_report(launch, tdir, wd, start, code, failure)
+
+    def _run_and_report(self, launch: Launch) -> None:
+        try:
+            self.run_task(launch)
+        except BaseException as exc:  # report every end, even an agent fault
+            self._report_fault(launch, exc)
+
+    def _report_fault(self, launch: Launch, exc: BaseException) -> None:
+        """Report a run that ended because the agent itself failed (``NodeAgentError``)."""
+        node_id = self.node.node_id
+        now = _now()
+        self._report(launch.key, Outcome(None, now, now, _failure(
+            "servererror", "NodeAgentError", f"node {node_id}: {type(exc).__name__}: {exc}"),
+            "", node_id))
+
+    def _execute(self, launch: Launch, tdir: Path, wd: Path,
+                 env: dict[str, str]) -> tuple[int | None, dict[str, Any] | None]:
+        """Download inputs, run the command line and wait; return (exit code, failure info)."""
+        node = self.node
+        with open(tdir / launch.stdout_name, "wb") as out, \
+                open(tdir / launch.stderr_name, "wb") as err:
+            for ref in launch.packages:
+                try:
+                    folder = packages.install(Path(node.root_dir), ref,
+                                              transfer.fetcher(launch.storage))
+                except Exception as exc:
+                    msg = (f"The application package {ref.application_id} version "
+                           f"{ref.version} could not be installed on node {node.node_id}: {exc}")
+                    err.write((msg + "\n").encode())
+                    return None, _failure("usererror", "ApplicationPackageFailed", msg)
+                env[packages.variable_name(ref.application_id, ref.version)] = str(folder)
+                if ref.is_default:
+                    env[packages.variable_name(ref.application_id)] = str(folder)
+            if launch.resource_files:
+                try:
+                    transfer.download_resource_files(launch.resource_files,
+                                                     tdir / launch.resource_dir, launch.storage)
+                except transfer.TransferError as exc:
+                    err.write((exc.message + "\n").encode())
+                    return None, _failure("usererror", exc.code, exc.message)
+            proc, failure = self._spawn(launch, wd, env, out, err)
+        if proc is None:
+            return None, failure
+        return self._wait(launch, proc)
+
+    # ------------------------------------------------------------ processes
+
+    def _spawn(self, launch: Launch, wd: Path, env: dict[str, str], out: Any, err: Any,
+               ) -> tuple[subprocess.Popen[bytes] | None, dict[str, Any] | None]:
+        """Start the command line without a shell in its own session; (process, None) or (None, failure)."""
+        try:
+            argv = shlex.split(launch.command_line)
+        except ValueError as exc:
+            return None, _failure("usererror", "CommandLineInvalid",
+                                  f"The command line cannot be parsed: {exc}")
+        if not argv:
+            return None, _failure("usererror", "CommandLineInvalid", "The command line is empty.")
+        full_env = dict(self.base_env)
+        full_env.update((os.fsencode(k), os.fsencode(v)) for k, v in env.items())
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=wd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                start_new_session=True, close_fds=True,
+            )
+        except OSError as exc:
+            msg = (f"The command program {argv[0]!r} could not be started on node "
+                   f"{self.node.node_id}: {exc.strerror or exc}")
+            err.write((msg + "\n").encode())
+            code = ("CommandProgramNotFound" if isinstance(exc, FileNotFoundError)
+                    else "CommandProgramFailed")
+            return None, _failure("usererror", code, msg)
+        with self._lock:
+            self._running[launch.key] = proc
+            ended_early = launch.key in self._killed
+        if ended_early:  # kill_task came before the process existed
+            kill_process_tree(proc.pid)
+        return proc, None
+
+    def _wait(self, launch: Launch, proc: subprocess.Popen[bytes],
+              ) -> tuple[int | None, dict[str, Any] | None]:
+        """Wait for a started process in this thread, within the wall-clock limit."""
+        try:
+            rc = proc.wait(timeout=launch.max_wall_clock_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            kill_process_tree(proc.pid)
+            rc = proc.wait()
+            kill_tagged(launch.key)
+            timed_out = True
+        return self._settle(launch, proc, rc, timed_out)
+
+    def _settle(self, launch: Launch, proc: subprocess.Popen[bytes], rc: int,
+                timed_out: bool) -> tuple[int | None, dict[str, Any] | None]:
+        """Turn an ended process into (exit code, failure info); leave nothing of its group behind."""
+        try:
+            if timed_out:
+                return EXIT_CODE_TASK_ENDED, _failure(
+                    "servererror", "TaskEnded",
+                    "The task was ended because it exceeded its maxWallClockTime "
+                    f"of {launch.max_wall_clock_s:g} s.")
+            if not launch.keep_background:
+                # The main process has ended: leave nothing of its group behind.
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        finally:
+            with self._lock:
+                self._running.pop(launch.key, None)
+                killed = launch.key in self._killed
+                self._killed.discard(launch.key)
+        if killed:
+            return EXIT_CODE_TASK_ENDED, _failure("usererror", "TaskEnded",
+                                                  "The task was ended by user request.")
+        code = rc if rc >= 0 else 128 - rc
+        if code != 0:
+            return code, _failure("usererror", "FailureExitCode",
+                                  f"The task process exited with an unexpected exit code {code}.")
+        return 0, None
+
+    def kill_task(self, key: str) -> bool:
+        """Kill the process tree of a running run ("Task - Terminate").
+
+        Parameters
+        ----------
+        key
+            The :attr:`Launch.key` of the run.
+
+        Returns
+        -------
+        bool
+            True when a running process was found and killed. A run that has not
+            started yet is ended as soon as it starts.
+        """
+        with self._lock:
+            proc = self._running.get(key)
+            self._killed.add(key)  # also ends a run that has not started its process yet
+        if proc is not None:
+            kill_process_tree(proc.pid)
+        return kill_tagged(key) > 0 or proc is not None
+
+    def kill_all(self) -> int:
+        """Kill every task process of this node; return how many runs were running."""
+        with self._lock:
+            keys = list(self._running)
+        return sum(self.kill_task(k) for k in keys)
+
+    # --------------------------------------------------------- outcome stream
+
+    def _report(self, key: str, outcome: Outcome) -> None:
+        """Queue an outcome for the service's outcome stream (:meth:`outcome_stream`; any thread)."""
+        with self._lock:
+            self._pending.append({"key": key, **outcome_to_wire(outcome)})
+            if len(self._pending) > MAX_PENDING_OUTCOMES:
+                del self._pending[: len(self._pending) - MAX_PENDING_OUTCOMES]
+            if self._notify_scheduled or self.worker is None:
+                return
+            self._notify_scheduled = True
+        if threading.get_ident() == self._loop_thread:
+            self._notify()  # on the loop already: no wake-up through the loop's self-pipe
+        else:
+            self.worker.loop.add_callback(self._notify)  # thread-safe
+
+    def _notify(self) -> None:
+        """Wake the outcome stream waiting for outcomes (on the worker's event loop)."""
+        with self._lock:
+            self._notify_scheduled = False
+        waiting = list(self._stream_waiters)
+        self._stream_waiters.clear()
+        for fut in waiting:
+            if not fut.done():
+                fut.set_result(None)
+
+    def pending_outcomes(self) -> list[dict[str, Any]]:
+        """Return (a copy of) the outcomes waiting for the service's outcome stream."""
+        with self._lock:
+            return list(self._pending)
+
+    async def outcome_stream(self, comm: Any) -> None:
+        """Write outcomes to the service as they come, on the service's own comm, until it closes.
+
+        The service opens the comm with op :data:`OUTCOME_STREAM_HANDLER` and then
+        only reads: each message is a list ``[{"key", **outcome_to_wire(...)}]``
+        of every outcome ready at that moment (empty every
+        :data:`STREAM_KEEPALIVE_S` when idle). A newer stream replaces an older
+        one; outcomes whose write failed wait for the next stream.
+        """
+        self._stream_generation += 1
+        generation = self._stream_generation
+        loop = asyncio.get_running_loop()
+        while generation == self._stream_generation and not comm.closed():
+            if not self._pending:
+                fut = loop.create_future()
+                self._stream_waiters.append(fut)
+                timer = loop.call_later(STREAM_KEEPALIVE_S, _wake_up, fut)
+                try:
+                    await fut
+                finally:
+                    timer.cancel()
+                if generation != self._stream_generation:
+                    return
+            with self._lock:
+                batch = list(self._pending)
+                self._pending.clear()
+            try:
+                await comm.write(batch)
+            except Exception:
+                with self._lock:
+                    self._pending[:0] = batch
+                return
+
+    # ----------------------------------------------------------- node files
+
+    def list_files(self, rel_dir: str, recursive: bool = False) -> list[dict[str, Any]]:
+        """List files under a directory of this node ("File - List From Compute Node").
+
+        Parameters
+        ----------
+        rel_dir
+            Directory relative to the node root.
+        recursive
+            Descend into subfolders.
+
+        Returns
+        -------
+        list of dict
+            ``{"name", "isDirectory", "size_bytes", "mtime"}`` with names relative
+            to ``rel_dir``; empty when the directory does not exist.
+        """
+        base = Path(self.node.root_dir, rel_dir)
+        if not base.is_dir():
+            return []
+        entries = base.rglob("*") if recursive else base.iterdir()
+        out = []
+        for p in sorted(entries):
+            st = p.stat()
+            out.append({
+                "name": p.relative_to(base).as_posix(),
+                "isDirectory": p.is_dir(),
+                "size_bytes": st.st_size,
+                "mtime": datetime.fromtimestamp(st.st_mtime, UTC),
+            })
+        return out
+
+    def read_file(self, rel_path: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """Read part of a file on this node ("File - Get From Compute Node").
+
+        Parameters
+        ----------
+        rel_path
+            Path relative to the node root; must stay inside it.
+        offset, length
+            Byte range (bytes); ``length`` None reads to the end.
+
+        Returns
+        -------
+        bytes or None
+            The bytes, or None when the file does not exist or is outside the root.
+        """
+        root = Path(self.node.root_dir).resolve()
+        path = (root / rel_path).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            return None
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read() if length is None else fh.read(length)
+
+    def remove_dirs(self, rel_dirs: list[str]) -> int:
+        """Remove task directories of this node (retention time elapsed).
+
+        Parameters
+        ----------
+        rel_dirs
+            Directories relative to the node root; each must stay inside it.
+
+        Returns
+        -------
+        int
+            How many of them existed (and were removed).
+        """
+        root = Path(self.node.root_dir).resolve()
+        removed = 0
+        for rel in rel_dirs:
+            path = (root / rel).resolve()
+            if path.is_relative_to(root) and path != root and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
 
 
-def kill_all() -> int:
-    """Kill every task process of this node; return how many were running."""
-    with _LOCK:
-        keys = list(_RUNNING)
-    return sum(kill_task(k) for k in keys)
+# ------------------------------------------------ calls the service runs on a worker
 
 
-def list_files(rel_dir: str, recursive: bool = False) -> list[dict[str, Any]]:
-    """List files under a directory of this node (``List files from a task``).
+def agent_of(worker: Any = None) -> NodeAgent:
+    """Return the :class:`NodeAgent` registered on a node's Dask worker.
 
     Parameters
     ----------
-    rel_dir
-        Directory relative to the node root.
-    recursive
-        Descend into subfolders.
+    worker
+        The worker (``dask_worker`` of an out-of-band call); default: the
+        worker running the current Dask task (``distributed.get_worker()``).
 
-    Returns
-    -------
-    list of dict
-        ``{"name", "isDirectory", "size_bytes", "mtime"}`` with names relative to ``rel_dir``.
+    Raises
+    ------
+    RuntimeError
+        Outside a compute node worker, or on a worker without the agent plugin.
     """
-    node = current_node()
-    base = Path(node.root_dir, rel_dir)
-    if not base.is_dir():
-        return []
-    entries = base.rglob("*") if recursive else base.iterdir()
-    out = []
-    for p in sorted(entries):
-        st = p.stat()
-        out.append({
-            "name": p.relative_to(base).as_posix(),
-            "isDirectory": p.is_dir(),
-            "size_bytes": st.st_size,
-            "mtime": datetime.fromtimestamp(st.st_mtime, UTC),
-        })
-    return out
+    if worker is None:
+        from distributed import get_worker
+
+        try:
+            worker = get_worker()
+        except ValueError:
+            raise RuntimeError("hpcbatch.execution.agent is running outside a compute node "
+                               "worker") from None
+    agent = getattr(worker, "plugins", {}).get(AGENT_PLUGIN)
+    if not isinstance(agent, NodeAgent):
+        raise RuntimeError(f"worker {getattr(worker, 'name', worker)} has no hpcbatch node "
+                           f"agent (plugin {AGENT_PLUGIN!r})")
+    return agent
 
 
-def read_file(rel_path: str, offset: int = 0, length: int | None = None) -> bytes | None:
-    """Read part of a file on this node (``Get a file from a task``).
+def current_node(dask_worker: Any = None) -> NodeIdentity:
+    """Return the identity of the node whose worker runs this call (see :func:`agent_of`)."""
+    return agent_of(dask_worker).node
 
-    Parameters
-    ----------
-    rel_path
-        Path relative to the node root; must stay inside it.
-    offset, length
-        Byte range; ``length`` None reads to the end.
 
-    Returns
-    -------
-    bytes or None
-        The bytes, or None when the file does not exist or is outside the root.
+def run_task(launch: Launch, dask_worker: Any = None) -> Outcome:
+    """Run one task on the current node and wait for it: :meth:`NodeAgent.run_task`.
+
+    For a run submitted as a Dask task (``Client.submit(run_task, launch)``).
     """
-    node = current_node()
-    root = Path(node.root_dir).resolve()
-    path = (root / rel_path).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        return None
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read() if length is None else fh.read(length)
+    return agent_of(dask_worker).run_task(launch)
 
 
-def remove_dirs(rel_dirs: list[str]) -> int:
-    """Remove task directories of this node (retention time elapsed); return how many existed.
+def kill_task(key: str, dask_worker: Any = None) -> bool:
+    """Kill a run's process tree on this node: :meth:`NodeAgent.kill_task` ("Task - Terminate").
 
-    Parameters
-    ----------
-    rel_dirs
-        Directories relative to the node root; each must stay inside it.
+    Run on a worker out of band (``Client.run``; Dask passes ``dask_worker``).
     """
-    import shutil
+    return agent_of(dask_worker).kill_task(key)
 
-    node = current_node()
-    root = Path(node.root_dir).resolve()
-    removed = 0
-    for rel in rel_dirs:
-        path = (root / rel).resolve()
-        if path.is_relative_to(root) and path != root and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-            removed += 1
-    return removed
+
+def list_files(rel_dir: str, recursive: bool = False,
+               dask_worker: Any = None) -> list[dict[str, Any]]:
+    """List files under a directory of this node: :meth:`NodeAgent.list_files`.
+
+    Run on a worker out of band ("File - List From Compute Node", "File - List From Task").
+    """
+    return agent_of(dask_worker).list_files(rel_dir, recursive)
+
+
+def read_file(rel_path: str, offset: int = 0, length: int | None = None,
+              dask_worker: Any = None) -> bytes | None:
+    """Read part of a file on this node: :meth:`NodeAgent.read_file`.
+
+    Run on a worker out of band ("File - Get From Compute Node", "File - Get From Task").
+    """
+    return agent_of(dask_worker).read_file(rel_path, offset, length)
+
+
+def remove_dirs(rel_dirs: list[str], dask_worker: Any = None) -> int:
+    """Remove task directories of this node: :meth:`NodeAgent.remove_dirs`.
+
+    Run on a worker out of band (task retention time elapsed).
+    """
+    return agent_of(dask_worker).remove_dirs(rel_dirs)

@@ -170,8 +170,9 @@ class DaskEngine:
         (the worker cannot be reached) go to ``on_error(launches, exc)``.
 
         Every run queued for a worker between two flushes travels in one
-        one-way message (:func:`hpcbatch.execution.agent.exchange`); outcomes come back
-        on one long-lived stream per worker (:func:`hpcbatch.execution.agent.outcome_stream`),
+        one-way message (:meth:`hpcbatch.execution.agent.NodeAgent.exchange`); outcomes come
+        back on one long-lived stream per worker
+        (:meth:`hpcbatch.execution.agent.NodeAgent.outcome_stream`),
         several to a message when they end together. A run costs no Dask
         task and no round trip of its own, and the scheduler is not on its path.
         """
@@ -355,7 +356,62 @@ class DaskEngine:
         if resp.get("status") == "OK":
             return resp["result"]
         _, exc, tb = clean_exception(**resp)
+        assert exc is not None
         raise exc.with_traceback(tb)
+
+    # ------------------------------------------------- calls on a node's agent
+
+    async def kill_run(self, worker: str, key: str) -> bool:
+        """Kill a run's process tree on a node ("Task - Terminate"); see
+        :meth:`hpcbatch.execution.agent.NodeAgent.kill_task`.
+
+        Parameters
+        ----------
+        worker
+            Address of the node's worker.
+        key
+            The run's :attr:`~hpcbatch.execution.agent.Launch.key`.
+
+        Returns
+        -------
+        bool
+            True when a running process was found and killed.
+
+        Raises
+        ------
+        Exception
+            The worker cannot be reached, or has no node agent.
+        """
+        return bool(await self.run_on(worker, agent.kill_task, key))
+
+    async def kill_tagged(self, worker: str, key: str) -> int:
+        """Kill every process on a node tagged with run ``key`` (daemons included);
+        return how many. See :func:`hpcbatch.execution.agent.kill_tagged`."""
+        return int(await self.run_on(worker, agent.kill_tagged, key))
+
+    async def list_files(self, worker: str, rel_dir: str,
+                         recursive: bool = False) -> list[dict[str, Any]]:
+        """List files under a directory of a node ("File - List From Compute Node").
+
+        ``worker`` is the node's worker address; the other arguments and the
+        entries returned are :meth:`hpcbatch.execution.agent.NodeAgent.list_files`'s.
+        """
+        return list(await self.run_on(worker, agent.list_files, rel_dir, recursive))
+
+    async def read_file(self, worker: str, rel_path: str, offset: int = 0,
+                        length: int | None = None) -> bytes | None:
+        """Read part of a file on a node ("File - Get From Compute Node").
+
+        ``worker`` is the node's worker address; the other arguments and the
+        result (None: no such file in the node root) are
+        :meth:`hpcbatch.execution.agent.NodeAgent.read_file`'s.
+        """
+        data = await self.run_on(worker, agent.read_file, rel_path, offset, length)
+        return None if data is None else bytes(data)
+
+    async def remove_dirs(self, worker: str, rel_dirs: list[str]) -> int:
+        """Remove task directories on a node (retention time elapsed); return how many existed."""
+        return int(await self.run_on(worker, agent.remove_dirs, rel_dirs))
 
     async def close_worker(self, worker: str) -> None:
         """Ask one worker to close (its node process then exits)."""

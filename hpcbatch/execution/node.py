@@ -1,14 +1,21 @@
 """The compute node process: ``python -m hpcbatch.node CONFIG``.
 
-A provider (ssh or local) uploads a JSON config to the host and starts this
-module detached. It creates the node directory layout, ends whatever an earlier
-incarnation of the node left running (its worker and task processes), sets the
-agent's node identity and runs one Dask worker, connected over TLS to the
-service's scheduler, until the scheduler goes away.
+A node provider (:mod:`hpcbatch.providers`) uploads a JSON config to the host
+and starts this module detached. It creates the node directory layout, ends
+whatever an earlier incarnation of the node left running (its worker and task
+processes), and runs one Dask worker, connected over TLS to the service's
+scheduler, until the scheduler goes away. The node agent
+(:class:`hpcbatch.execution.agent.NodeAgent`, holding the node's identity) is
+registered on that worker as a plugin.
 
-Config keys: ``node_id``, ``pool_id``, ``root_dir``, ``scheduler_address``,
-``nthreads``, ``account_name``, ``account_url``, ``tls`` (``ca_file``,
-``cert_file``, ``key_file``), ``death_timeout_s``.
+Config keys: ``node_id``, ``worker_name``, ``pool_id``, ``root_dir``,
+``scheduler_address``, ``nthreads``, ``account_name``, ``account_url``,
+``tls`` (``ca_file``, ``cert_file``, ``key_file``), ``death_timeout_s``.
+
+Providers also check and stop a node through this module:
+``python -m hpcbatch.node --check ROOT`` exits 0 when the node process recorded
+in ``ROOT/node.pid`` runs (1 when not); ``python -m hpcbatch.node --stop ROOT``
+ends it and its whole process tree (exit 0; 1 when none was running).
 """
 
 from __future__ import annotations
@@ -35,30 +42,56 @@ def prepare_root(root: Path) -> None:
         (root / name).mkdir(parents=True, exist_ok=True)
 
 
-def end_previous_incarnation(root: Path) -> None:
+def node_process(root: Path) -> psutil.Process | None:
+    """Return the running node process recorded in ``root/node.pid`` (not this one), or None.
+
+    Parameters
+    ----------
+    root
+        The node root directory.
+    """
+    try:
+        pid = int((root / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if "hpcbatch.node" not in " ".join(proc.cmdline()) or \
+                proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    return proc
+
+
+def end_previous_incarnation(root: Path) -> bool:
     """Kill the node process recorded in ``root/node.pid`` and its whole tree.
 
     A node restarted by the service (after a crash, a reboot request or a lost
-    connection) must not leave task processes of its earlier life running.
+    connection) must not leave task processes of its earlier life running; a
+    provider stopping a node (``--stop``) ends it the same way.
+
+    Parameters
+    ----------
+    root
+        The node root directory.
+
+    Returns
+    -------
+    bool
+        True when a node process was running (it is gone now).
     """
-    pid_file = root / PID_FILE
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return
-    if pid == os.getpid():
-        return
-    try:
-        proc = psutil.Process(pid)
-        if "hpcbatch.node" not in " ".join(proc.cmdline()):
-            return
-    except psutil.Error:
-        return
+    proc = node_process(root)
+    if proc is None:
+        return False
     agent.kill_process_tree(proc)
     try:
         proc.wait(timeout=10)
     except psutil.Error:
         pass
+    return True
 
 
 async def serve(config: dict[str, Any]) -> None:
@@ -70,14 +103,13 @@ async def serve(config: dict[str, Any]) -> None:
     prepare_root(root)
     end_previous_incarnation(root)
     (root / PID_FILE).write_text(str(os.getpid()))
-    agent.NODE = NodeIdentity(
+    node_agent = agent.NodeAgent(NodeIdentity(
         node_id=config["node_id"],
         pool_id=config["pool_id"],
         root_dir=str(root),
         account_name=config["account_name"],
         account_url=config["account_url"],
-    )
-    agent.freeze_base_environment()
+    ))
     tls = config["tls"]
     security = Security(
         tls_ca_file=tls["ca_file"],
@@ -104,20 +136,38 @@ async def serve(config: dict[str, Any]) -> None:
         death_timeout=config.get("death_timeout_s", 60),
         dashboard=False,
         host=config.get("listen_host"),
+        plugins=(node_agent,),
     )
-    agent.serve_exchanges(worker)
     try:
         await worker
         await worker.finished()
     finally:
-        agent.kill_all()
+        node_agent.kill_all()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m hpcbatch.node CONFIG_JSON_PATH``."""
+    """Entry point: ``python -m hpcbatch.node CONFIG_JSON | --check ROOT | --stop ROOT``.
+
+    Parameters
+    ----------
+    argv
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code: 0; for ``--check``/``--stop``, 1 when no node process
+        runs; 2 on a usage error.
+    """
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] in ("--check", "--stop"):
+        root = Path(os.path.expanduser(args[1])).resolve()
+        if args[0] == "--check":
+            return 0 if node_process(root) is not None else 1
+        return 0 if end_previous_incarnation(root) else 1
     if len(args) != 1:
-        print("usage: python -m hpcbatch.node CONFIG_JSON", file=sys.stderr)
+        print("usage: python -m hpcbatch.node CONFIG_JSON | --check ROOT | --stop ROOT",
+              file=sys.stderr)
         return 2
     config = json.loads(Path(args[0]).read_text())
     asyncio.run(serve(config))

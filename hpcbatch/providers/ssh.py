@@ -1,64 +1,48 @@
-"""The one narrow interface every code path uses to reach a host.
+"""The ``ssh`` node provider: compute nodes on hosts reached over SSH.
 
-A :class:`Transport` runs an argv on a host, starts a detached process there,
-and writes a file there. :class:`SshTransport` does it over one SSH connection
+:class:`SshTransport` runs commands on a host over one reused SSH connection
 (fabric/paramiko, honouring ``~/.ssh/config``, ProxyJump and known_hosts);
-:class:`LocalTransport` does it on this machine. Node providers and the node
-agent's launcher use nothing else (DESIGN.md, "Layers", item 5).
-
-Commands are argv lists, never shell strings: over SSH the argv is quoted with
-:func:`shlex.join` for the login shell (which must be POSIX-like), so ``a b;c``
-reaches the program as one argument. Use ``["sh", "-c", script, ...]`` when a
-shell is wanted.
+:class:`SshProvider` starts, checks and stops the host's node process through
+it, and installs the pool's SSH trust so MPI launchers on one node reach the
+others with the pool's key (DESIGN.md, "Layers", item 5).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import select
 import shlex
-import signal
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Protocol, Self, TypeVar, runtime_checkable
+from typing import ClassVar
 
 import paramiko
 from fabric import Config, Connection
 
 from hpcbatch.batch.errors import NodeConnectionError
+from hpcbatch.providers import trust
+from hpcbatch.providers.base import (
+    CommandResult,
+    PoolTrust,
+    Transport,
+    TransportBase,
+    TransportProvider,
+    decode,
+)
 from hpcbatch.providers.inventory import Host
 
-__all__ = [
-    "CommandResult",
-    "LocalTransport",
-    "SshTransport",
-    "Transport",
-    "open_transport",
-    "run_parallel",
-]
-
-T = TypeVar("T")
+__all__ = ["SshProvider", "SshTransport", "known_hosts_line"]
 
 #: Seconds to wait for TCP connect, the SSH banner and authentication.
 CONNECT_TIMEOUT_S = 10.0
 #: Concurrent sessions per SSH connection (OpenSSH's MaxSessions defaults to 10).
 MAX_SESSIONS = 8
 
-# sh script shared by both transports: write stdin to $1 (``~`` expanded on the
-# host) atomically, with mode $2, creating parent folders.
-_PUT_SCRIPT = (
-    'set -e; p=$1; case $p in "~"|"~/"*) p=$HOME${p#"~"};; esac; '
-    'mkdir -p -- "$(dirname -- "$p")"; t="$p.tmp.$$"; '
-    '(umask 077; cat > "$t"); chmod "$2" "$t"; mv -f -- "$t" "$p"'
-)
 # sh script: start "$@" detached (own session, immune to hangup), output to $1.
 _SPAWN_SCRIPT = (
     'p=$1; shift; case $p in "~"|"~/"*) p=$HOME${p#"~"};; esac; '
@@ -68,201 +52,7 @@ _SPAWN_SCRIPT = (
 )
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    """What a command run by :meth:`Transport.run` returned.
-
-    Attributes
-    ----------
-    exit_code
-        The process's exit code; ``127`` when the program was not found,
-        ``-1`` when the host reported none (killed by a signal).
-    stdout, stderr
-        Its output, decoded as UTF-8 (undecodable bytes replaced).
-    """
-
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-@runtime_checkable
-class Transport(Protocol):
-    """How hpcbatch reaches one host. Usable as a context manager (closes on exit)."""
-
-    host: Host
-
-    def run(
-        self, argv: Sequence[str], *, timeout_s: float = 60.0, stdin: bytes | None = None
-    ) -> CommandResult:
-        """Run ``argv`` on the host and wait for it.
-
-        Parameters
-        ----------
-        argv
-            Program and arguments; no shell is involved unless argv invokes one.
-        timeout_s
-            Seconds to wait for the command to finish.
-        stdin
-            Bytes fed to the command's standard input (closed when ``None``).
-
-        Returns
-        -------
-        CommandResult
-            Exit code and decoded output; a non-zero exit code is not an error.
-
-        Raises
-        ------
-        NodeConnectionError
-            The host cannot be reached, or the command did not finish within
-            ``timeout_s`` (over SSH the remote process may keep running).
-        """
-        ...
-
-    def spawn_detached(self, argv: Sequence[str], *, log_path: str) -> None:
-        """Start a long-running process that survives this transport closing.
-
-        Parameters
-        ----------
-        argv
-            Program and arguments.
-        log_path
-            File on the host receiving the process's stdout and stderr; its
-            folder is created; a leading ``~`` is expanded on the host.
-
-        Raises
-        ------
-        NodeConnectionError
-            The host cannot be reached or the process could not be started.
-        """
-        ...
-
-    def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o600) -> None:
-        """Write ``data`` to a file on the host, atomically.
-
-        Parameters
-        ----------
-        data
-            File content.
-        remote_path
-            Path on the host; parent folders are created; a leading ``~`` is
-            expanded on the host.
-        mode
-            Permission bits of the file.
-
-        Raises
-        ------
-        NodeConnectionError
-            The host cannot be reached or the file cannot be written.
-        """
-        ...
-
-    def close(self) -> None:
-        """Release the connection; processes started detached keep running."""
-        ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
-
-class _TransportBase:
-    """What both transports share: file writes through ``run`` and ``with``."""
-
-    host: Host
-
-    def run(
-        self, argv: Sequence[str], *, timeout_s: float = 60.0, stdin: bytes | None = None
-    ) -> CommandResult:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o600) -> None:
-        """Write ``data`` to ``remote_path`` on the host; see :meth:`Transport.put_bytes`."""
-        argv = ["sh", "-c", _PUT_SCRIPT, "put_bytes", remote_path, format(mode, "o")]
-        result = self.run(argv, stdin=data, timeout_s=60.0 + len(data) / 1e6)
-        if result.exit_code != 0:
-            raise NodeConnectionError(
-                self.host.name, f"cannot write {remote_path}: {result.stderr.strip()}"
-            )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class LocalTransport(_TransportBase):
-    """Run commands on this machine with :mod:`subprocess` (the ``local`` provider).
-
-    Parameters
-    ----------
-    host
-        The inventory host (its address is not used).
-    """
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
-
-    def run(
-        self, argv: Sequence[str], *, timeout_s: float = 60.0, stdin: bytes | None = None
-    ) -> CommandResult:
-        """Run ``argv`` here; see :meth:`Transport.run`.
-
-        A missing program gives exit code 127 and a non-executable one 126, as
-        a shell on an SSH host would.
-        """
-        try:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            return CommandResult(127, "", f"{argv[0]}: command not found\n")
-        except PermissionError:
-            return CommandResult(126, "", f"{argv[0]}: permission denied\n")
-        try:
-            out, err = proc.communicate(stdin, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise NodeConnectionError(
-                self.host.name, f"command {shlex.join(argv)} did not finish within {timeout_s:g} s"
-            ) from None
-        return CommandResult(proc.returncode, _text(out), _text(err))
-
-    def spawn_detached(self, argv: Sequence[str], *, log_path: str) -> None:
-        """Start ``argv`` here in its own session; see :meth:`Transport.spawn_detached`."""
-        log = Path(log_path).expanduser()
-        try:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "wb") as out:
-                subprocess.Popen(
-                    list(argv),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            raise NodeConnectionError(
-                self.host.name, f"cannot start {shlex.join(argv)}: {exc.strerror or exc}"
-            ) from exc
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class SshTransport(_TransportBase):
+class SshTransport(TransportBase):
     """Run commands on a host over one reused SSH connection.
 
     The connection opens on first use and is reopened only if it dropped.
@@ -335,7 +125,7 @@ class SshTransport(_TransportBase):
                     raise NodeConnectionError(
                         self.host.name, f"connection lost while running {command}"
                     )
-                return CommandResult(channel.exit_status, _text(out), _text(err or b""))
+                return CommandResult(channel.exit_status, decode(out), decode(err or b""))
 
     def spawn_detached(self, argv: Sequence[str], *, log_path: str) -> None:
         """Start ``argv`` under ``nohup setsid`` on the host; see :meth:`Transport.spawn_detached`."""
@@ -419,57 +209,83 @@ class SshTransport(_TransportBase):
         return conn
 
 
-def open_transport(host: Host) -> Transport:
-    """Return the transport for ``host.provider`` (``ssh`` or ``local``).
+class SshProvider(TransportProvider):
+    """Compute nodes on hosts reached over SSH (``provider: ssh``, the default).
+
+    MPI launchers on a node reach the pool's other nodes with real SSH and the
+    pool's key (:meth:`install_trust`); users may log in to the host.
+    """
+
+    name: ClassVar[str] = "ssh"
+    remote_login: ClassVar[bool] = True
+
+    @classmethod
+    def open_transport(cls, host: Host) -> SshTransport:
+        """Return an :class:`SshTransport` to ``host`` (connects on first use)."""
+        return SshTransport(host)
+
+    def install_trust(self, root_dir: str, private_key: str, public_key: str) -> PoolTrust:
+        """Write the pool's private key, authorise its public key; see
+        :meth:`NodeProvider.install_trust <hpcbatch.providers.base.NodeProvider.install_trust>`.
+
+        Returns
+        -------
+        PoolTrust
+            The key's path on the host, the host's ``known_hosts`` line and the
+            login user (the host's ``user``, else who the SSH session runs as).
+        """
+        tr = self.transport
+        key_path = posixpath.join(root_dir, trust.POOL_KEY_FILE)
+        tr.put_bytes(private_key.encode(), key_path, mode=0o600)
+        res = tr.run(trust.authorize_argv(public_key), timeout_s=30)
+        if res.exit_code != 0:
+            raise NodeConnectionError(self.host.name, "cannot authorise the pool's SSH key in "
+                                      f"~/.ssh/authorized_keys: {res.stderr.strip()}")
+        host_key = known_hosts_line(tr) if isinstance(tr, SshTransport) else None
+        who = tr.run(["id", "-un"], timeout_s=30)
+        return PoolTrust(key_path=key_path, host_key=host_key,
+                         user=self.host.user or who.stdout.strip() or None)
+
+    def revoke_trust(self, public_key: str) -> None:
+        """Remove the pool's key from ``~/.ssh/authorized_keys``; see
+        :meth:`NodeProvider.revoke_trust <hpcbatch.providers.base.NodeProvider.revoke_trust>`."""
+        self.transport.run(trust.revoke_argv(public_key), timeout_s=30)
+
+    def pool_key_path(self, root_dir: str) -> str:
+        """``{root_dir}/ssh/id_pool``, where :meth:`install_trust` puts the pool's key."""
+        return posixpath.join(root_dir, trust.POOL_KEY_FILE)
+
+    @property
+    def local_launch_python(self) -> None:
+        """None: MPI launchers reach SSH hosts with real SSH."""
+        return None
+
+
+def known_hosts_line(transport: SshTransport) -> str:
+    """Return the ``known_hosts`` line of the host a transport is connected to.
+
+    Used to give the nodes of a pool with inter-node communication each
+    other's host keys.
 
     Parameters
     ----------
-    host
-        The inventory host.
+    transport
+        An SSH transport (connected now if needed).
 
     Returns
     -------
-    Transport
-        An :class:`SshTransport` or a :class:`LocalTransport`; connects lazily.
+    str
+        ``address keytype base64`` (``[address]:port ...`` off port 22).
+
+    Raises
+    ------
+    NodeConnectionError
+        The host cannot be reached.
     """
-    if host.provider == "local":
-        return LocalTransport(host)
-    return SshTransport(host)
-
-
-def run_parallel(
-    hosts: Iterable[Host], fn: Callable[[Host], T], max_workers: int = 32
-) -> dict[str, T | Exception]:
-    """Call ``fn(host)`` for every host in a thread pool.
-
-    Parameters
-    ----------
-    hosts
-        The hosts; their names must be unique.
-    fn
-        Work for one host (typically opens a transport and runs commands).
-    max_workers
-        Most hosts worked on at once.
-
-    Returns
-    -------
-    dict
-        Host name to ``fn``'s return value, or to the exception it raised:
-        a failure on some hosts is a result, not an error (like fabric's
-        ``GroupResult``).
-    """
-    hosts = list(hosts)
-    if not hosts:
-        return {}
-
-    def call(host: Host) -> T | Exception:
-        try:
-            return fn(host)
-        except Exception as exc:  # noqa: BLE001 - per-host failure is the result
-            return exc
-
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(hosts))) as pool:
-        return dict(zip((h.name for h in hosts), pool.map(call, hosts), strict=True))
+    host = transport.host
+    key = transport.connection.client.get_transport().get_remote_server_key()
+    name = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    return f"{name} {key.get_name()} {key.get_base64()}"
 
 
 class _UnknownHostKey(paramiko.SSHException):
@@ -518,7 +334,8 @@ def _describe(exc: BaseException, conn: Connection) -> str:
     """Turn an SSH connect failure into a sentence naming the address."""
     where = f"{conn.host}:{conn.port}"
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        refused = all(e.errno == errno.ECONNREFUSED for e in exc.errors.values())
+        refused = all(getattr(e, "errno", None) == errno.ECONNREFUSED
+                      for e in exc.errors.values())
         return f"cannot connect to {where}: " + ("Connection refused" if refused else str(exc))
     if isinstance(exc, _UnknownHostKey):
         return str(exc)
@@ -577,35 +394,3 @@ def _collect(channel: paramiko.Channel, deadline: float) -> tuple[bytes | None, 
         if remaining <= 0:
             return None, None
         select.select([channel], [], [], min(remaining, 1.0))
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a process started with ``start_new_session`` and its group, then reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate()
-
-
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
-def known_hosts_line(transport: Transport) -> str | None:
-    """Return the ``known_hosts`` line of the host a transport is connected to.
-
-    Used to give the nodes of a pool with inter-node communication each
-    other's host keys. None for local transports (no sshd involved).
-
-    Raises
-    ------
-    NodeConnectionError
-        The host cannot be reached.
-    """
-    if not isinstance(transport, SshTransport):
-        return None
-    host = transport.host
-    key = transport.connection.client.get_transport().get_remote_server_key()
-    name = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
-    return f"{name} {key.get_name()} {key.get_base64()}"
