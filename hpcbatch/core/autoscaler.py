@@ -117,7 +117,7 @@ class Autoscaler:
                             {"id": "x", "vmSize": "x", "autoScaleEvaluationInterval": interval}
                         ).to_wire()["autoScaleEvaluationInterval"])
             Store.update(conn, pools, {"key": row["key"]}, spec=dumps(spec))
-        self.ctx.pool_manager.specs[row["key"]] = PoolSpec.model_validate(spec)
+        self.ctx.pool_manager.update_spec(row["key"], PoolSpec.model_validate(spec))
         self._next_eval[row["key"]] = self.clock()
         self.ctx.background(self.evaluate_due())
 
@@ -130,7 +130,7 @@ class Autoscaler:
             for k in ("autoScaleFormula", "autoScaleEvaluationInterval"):
                 spec.pop(k, None)
             Store.update(conn, pools, {"key": row["key"]}, spec=dumps(spec))
-        self.ctx.pool_manager.specs[row["key"]] = PoolSpec.model_validate(spec)
+        self.ctx.pool_manager.update_spec(row["key"], PoolSpec.model_validate(spec))
         self._next_eval.pop(row["key"], None)
 
     def evaluate(self, pool_id: str, formula: str | None) -> dict[str, Any]:
@@ -177,7 +177,7 @@ class Autoscaler:
         """Record one sample period for every pool."""
         at = self.clock()
         svc = self.ctx
-        for key in list(svc.pool_manager.specs):
+        for key in svc.pool_manager.pool_keys():
             counts = self._task_counts(key)
             workers = [n.worker for n in svc.pool_manager.nodes_of(key) if n.worker]
             results = await asyncio.gather(
@@ -252,9 +252,8 @@ class Autoscaler:
             {"id": row["id"], "autoScaleFormula": formula}, status["autoScaleRun"]))
         if result.error is None:
             pm = self.ctx.pool_manager
-            pm.targets[pool_key] = result.target_dedicated_nodes
-            pm.deallocation[pool_key] = result.node_deallocation_option
-            pm.reconcile(pool_key)
+            pm.set_target(pool_key, result.target_dedicated_nodes or 0,
+                          result.node_deallocation_option)
 
     def forget(self, pool_key: str) -> None:
         """Drop a deleted pool's samples and schedule."""

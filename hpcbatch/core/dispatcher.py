@@ -281,7 +281,11 @@ class Dispatcher:
         """
         plans: list[tuple[Mapping[str, Any], Mapping[str, Any], list[NodeRuntime]]] = []
         failed = self.preparation.failed_nodes
-        for pool_key, spec in self.ctx.pool_manager.specs.items():
+        pm = self.ctx.pool_manager
+        for pool_key in pm.pool_keys():
+            spec = pm.spec(pool_key)
+            if spec is None:
+                continue
             ready = {n.node_id: n for n in self.ctx.pool_manager.nodes_of(pool_key)
                      if n.free_slots > 0}
             if not ready:
@@ -376,11 +380,7 @@ class Dispatcher:
                 "executionInfo": {"retryCount": row["retry_count"],
                                   "requeueCount": row["requeue_count"]}}))
         for node in nodes_:
-            node.running[key] = (job["id"], row["id"])
-            node.used_slots += run.slots
-            if node.state == "idle":
-                node.state = "running"
-                node.state_transition_time = utcnow()
+            self.ctx.pool_manager.assign_run(node, key, job["id"], row["id"], run.slots)
         if job_spec.get("jobPreparationTask"):
             prep_dir = posixpath.join(nodes_[0].root_dir or "", task_dir(job["id"], PREP_DIR))
             extra_env.update(AZ_BATCH_JOB_PREP_DIR=prep_dir,
@@ -439,7 +439,7 @@ class Dispatcher:
 
     def launch_io(self, spec: Any, pool_key: str = "") -> dict[str, Any]:
         """Launch fields for a task's packages, resource files, output files and logs."""
-        pool = self.ctx.pool_manager.specs.get(pool_key)
+        pool = self.ctx.pool_manager.spec(pool_key)
         refs = [r.to_wire() for r in (pool.application_package_references if pool else None) or []]
         refs += [r.to_wire() for r in getattr(spec, "application_package_references", None) or []]
         try:

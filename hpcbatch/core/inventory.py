@@ -80,7 +80,7 @@ class Inventory:
                 conn.execute(hosts.insert().values(
                     key=host.name.lower(), name=host.name,
                     spec=dumps(host.model_dump(mode="json")), pool_key=None))
-        for key in list(self.ctx.pool_manager.specs):
+        for key in self.ctx.pool_manager.pool_keys():
             self.ctx.pool_manager.reconcile(key)
         return [self._host_wire(h.model_dump(mode="json"), None) for h in parsed]
 

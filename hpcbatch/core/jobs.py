@@ -130,7 +130,7 @@ class Jobs:
                 # Queued first: the job manager gets the job's lowest insertion order.
                 row = self.tasks.row_values(jm, values["key"], now)
                 if jm.run_exclusive is not False:
-                    pool = self.ctx.pool_manager.specs.get(values["pool_key"])
+                    pool = self.ctx.pool_manager.spec(values["pool_key"])
                     row["required_slots"] = pool.slots if pool else (jm.required_slots or 1)
                 conn.execute(tasks.insert().values(row))
             elif spec.on_all_tasks_complete == "terminatejob":

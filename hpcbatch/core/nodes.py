@@ -110,12 +110,12 @@ class Nodes:
         """
         node = self._node(pool_id, node_id)
         if enabled:
-            node.scheduling_state = "enabled"
+            self.ctx.pool_manager.set_scheduling(node, True)
             self.ctx.kick()
             return
         option = self._option("nodeDisableSchedulingOption", option,
                               ("requeue", "terminate", "taskcompletion"), "requeue")
-        node.scheduling_state = "disabled"
+        self.ctx.pool_manager.set_scheduling(node, False)
         self.ctx.background(self.runs.drain(node, option))
 
     def remove_nodes(self, pool_id: str, body: Mapping[str, Any]) -> None:
@@ -139,13 +139,12 @@ class Nodes:
             status = loads(row["status"])
             status["target"] = max(0, status["target"] - len(nodes_))
             Store.update(conn, pools, {"key": row["key"]}, status=dumps(status))
-        self.ctx.pool_manager.targets[row["key"]] = status["target"]
+        self.ctx.pool_manager.set_target(row["key"], status["target"], reconcile=False)
         for node in nodes_:
-            node.scheduling_state = "disabled"
+            self.ctx.pool_manager.set_scheduling(node, False)
             self.ctx.background(self.remove_node(node, option))
 
     async def remove_node(self, node: NodeRuntime, option: str) -> None:
-        node.removing = True
-        node.scheduling_state = "disabled"
+        self.ctx.pool_manager.mark_removing(node)
         await self.runs.drain(node, option)
         await self.ctx.pool_manager.remove_node(node)

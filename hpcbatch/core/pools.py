@@ -151,7 +151,7 @@ class Pools:
                     "message": f"The inventory has no free host matching vmSize "
                                f"'{spec['vmSize']}' for {short} more node(s).",
                 }]
-        if row["state"] == "active" and short > 0 and key in self.ctx.pool_manager.quota_blocked:
+        if row["state"] == "active" and short > 0 and self.ctx.pool_manager.is_quota_blocked(key):
             out["resizeErrors"] = [{
                 "code": "AccountCoreQuotaReached",
                 "message": f"The account's dedicated core quota ({self.ctx.quotas.dedicated_cores}) "
@@ -209,7 +209,7 @@ class Pools:
             status.update(lastModified=iso(utcnow()), eTag=new_etag())
             Store.update(conn, pools, {"key": row["key"]}, spec=dumps(parsed.to_wire()),
                          status=dumps(status))
-        self.ctx.pool_manager.specs[row["key"]] = parsed
+        self.ctx.pool_manager.update_spec(row["key"], parsed)
 
     def replace_pool_properties(self, pool_id: str, body: Mapping[str, Any]) -> None:
         """"Pool - Update Properties": replace the mutable properties; see :meth:`update_pool`."""
@@ -238,9 +238,8 @@ class Pools:
             status["lastModified"] = iso(utcnow())
             status["eTag"] = new_etag()
             Store.update(conn, pools, {"key": row["key"]}, status=dumps(status))
-        self.ctx.pool_manager.targets[row["key"]] = status["target"]
-        self.ctx.pool_manager.deallocation[row["key"]] = resize.node_deallocation_option or "requeue"
-        self.ctx.pool_manager.reconcile(row["key"])
+        self.ctx.pool_manager.set_target(row["key"], status["target"],
+                                         resize.node_deallocation_option or "requeue")
         self._start_resize(row["key"], self.get_pool(pool_id), resize.node_deallocation_option)
 
     def _start_resize(self, pool_key: str, pool_json: dict[str, Any],
@@ -266,8 +265,8 @@ class Pools:
         """
         pm = self.ctx.pool_manager
         changed = {}
-        for key in (pm.specs if pool_keys is None else pool_keys):
-            if key not in pm.specs:
+        for key in (pm.pool_keys() if pool_keys is None else pool_keys):
+            if pm.spec(key) is None:
                 continue
             state = pm.allocation_state(key)
             if self._allocation.get(key) != state:
@@ -292,11 +291,12 @@ class Pools:
         if self.resizing:
             self.sync_allocation_states(list(self.resizing))
         for key, started in list(self.resizing.items()):
-            if key not in self.ctx.pool_manager.specs:
+            spec = self.ctx.pool_manager.spec(key)
+            if spec is None:
                 self.resizing.pop(key)
             elif self.ctx.pool_manager.allocation_state(key) == "steady":
                 self.resizing.pop(key)
-                pool = self.get_pool(self.ctx.pool_manager.specs[key].id)
+                pool = self.get_pool(spec.id)
                 self.ctx.emit("PoolResizeCompleteEvent", events.pool_resize_complete_event(
                     pool, start_time=started, end_time=utcnow()))
 

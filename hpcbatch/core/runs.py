@@ -188,11 +188,7 @@ class Runs:
         self.by_key.pop(run.key, None)
         self.by_task.pop((run.job_key, run.task_id.lower()), None)
         for node in run.nodes:
-            if node.running.pop(run.key, None) is not None:
-                node.used_slots -= run.slots
-                if not node.running and node.state == "running":
-                    node.state = "idle"
-                    node.state_transition_time = utcnow()
+            self.ctx.pool_manager.release_run(node, run.key, run.slots)
 
     async def kill(self, run: Run) -> None:
         run.terminated = True

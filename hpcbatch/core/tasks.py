@@ -112,7 +112,7 @@ class Tasks:
             self.applications.resolve_packages([r.to_wire() for r in spec.application_package_references],
                                   "applicationPackageReferences")
         if spec.multi_instance_settings is not None:
-            pool = self.ctx.pool_manager.specs.get(job["pool_key"] or "")
+            pool = self.ctx.pool_manager.spec(job["pool_key"] or "")
             capacity = self.ctx.pool_manager.capacity(job["pool_key"]) if pool else None
             multiinstance.validate(spec, pool, capacity)
 

@@ -29,7 +29,6 @@ from hpcbatch.providers import trust
 from hpcbatch.providers.base import (
     CommandResult,
     PoolTrust,
-    Transport,
     TransportBase,
     TransportProvider,
     decode,
