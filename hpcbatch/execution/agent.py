@@ -28,6 +28,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +40,7 @@ from typing import Any
 import psutil
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from hpcbatch.execution import packages
-from hpcbatch.execution import transfer
+from hpcbatch.execution import packages, transfer
 from hpcbatch.execution.environment import NodeIdentity, task_environment
 
 AGENT_PLUGIN = "hpcbatch-agent"
@@ -245,13 +245,43 @@ def base_environment() -> dict[bytes, bytes]:
     Every task's environment starts from it (encoded, as ``Popen`` passes it
     on); a :class:`NodeAgent` computes it once, when it is made.
 
+    The bin directory of the node's Python (the inventory host's ``python``:
+    a virtual environment's ``bin``, where the ``mpich`` wheel puts ``mpiexec``)
+    comes first on ``PATH``, as activating that environment would do, so
+    tasks, start tasks and MPI launches find its programs although an SSH
+    session's default ``PATH`` does not name it.
+
     Returns
     -------
     dict
         Encoded variable names to encoded values.
     """
-    return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()
-            if not k.startswith(_PRIVATE_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+    env["PATH"] = python_first_path(env.get("PATH", os.defpath))
+    return {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+
+
+def python_first_path(path: str, python: str = sys.executable) -> str:
+    """Return ``path`` (a ``PATH`` value) with the bin directory of ``python`` first.
+
+    Parameters
+    ----------
+    path
+        A ``PATH`` value, ``:``-separated.
+    python
+        The interpreter whose directory goes first (not resolved: a venv's
+        ``python`` is a link into the base installation).
+
+    Returns
+    -------
+    str
+        The new ``PATH``; that directory appears once.
+    """
+    first = os.path.dirname(python)
+    if not first:
+        return path
+    rest = [p for p in path.split(os.pathsep) if p and p != first]
+    return os.pathsep.join([first, *rest])
 
 
 def _is_plain(launch: Launch) -> bool:

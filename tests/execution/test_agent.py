@@ -86,3 +86,19 @@ def test_module_calls_find_the_agent_through_the_worker(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="worker bare has no hpcbatch node agent"):
         agent.list_files("", dask_worker=Bare())
+
+
+def test_the_node_pythons_bin_dir_comes_first_on_the_task_path(tmp_path) -> None:
+    import os
+    import sys
+
+    from hpcbatch.execution.agent import base_environment, python_first_path
+
+    venv_python = str(tmp_path / "venv" / "bin" / "python")
+    assert python_first_path("/usr/bin:/bin", venv_python) == f"{tmp_path}/venv/bin:/usr/bin:/bin"
+    # Already there, further down: moved first, not repeated.
+    assert python_first_path(f"/usr/bin:{tmp_path}/venv/bin:/bin", venv_python) == \
+        f"{tmp_path}/venv/bin:/usr/bin:/bin"
+    path = base_environment()[b"PATH"].decode().split(os.pathsep)
+    assert path[0] == os.path.dirname(sys.executable)
+    assert path.count(path[0]) == 1
