@@ -42,7 +42,12 @@ Citations
     A transition hpcbatch performs today although Batch does not allow it;
     ``Mn`` is its entry in the audit of ``docs/architecture.md`` (section
     "States"). The entry is here so that wiring this table in changes no
-    behaviour; the line goes when the core is fixed.
+    behaviour; the line goes when the core is fixed. Two of today's
+    behaviours are bugs the tables refuse on purpose: a node removed while a
+    reboot drains it is re-provisioned (``leavingpool`` -> ``starting``, M1),
+    and a job release task runs again at Job - Delete after Job - Terminate
+    (``completed`` -> ``running``, M6); fix them before checking those
+    transitions.
 ``NOT YET Mn``
     A transition Batch documents that hpcbatch does not perform yet; the
     audit entry ``Mn`` says where the core should.
