@@ -488,7 +488,7 @@ TASK_INITIAL = frozenset({_T.active})
 TASK_TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = _frozen({
     _T.active: frozenset({
         # Dispatched to a node; the job has a job preparation task.
-        # [REST TaskState.preparing] (service.py _mark_started)
+        # [REST TaskState.preparing] (dispatcher.py _mark_started)
         _T.preparing,
         # Dispatched to a node; no job preparation task. [REST TaskState.running]
         _T.running,
@@ -541,7 +541,7 @@ _ST = SubtaskState
 
 SUBTASK_INITIAL = frozenset({
     _ST.preparing,  # NOT YET M20: the job has a job preparation task [REST SubtaskState]
-    _ST.running,    # a multi-instance run starts on its nodes (service.py _mark_started)
+    _ST.running,    # a multi-instance run starts on its nodes (dispatcher.py _mark_started)
 })
 
 SUBTASK_TRANSITIONS: Mapping[SubtaskState, frozenset[SubtaskState]] = _frozen({
@@ -706,7 +706,7 @@ _A = AllocationState
 
 ALLOCATION_INITIAL = frozenset({
     _A.steady,    # a pool created with no node to add [REST AllocationState.steady]
-    _A.resizing,  # a pool created with nodes to add (service.py add_pool)
+    _A.resizing,  # a pool created with nodes to add (pools.py add_pool)
 })
 
 ALLOCATION_TRANSITIONS: Mapping[AllocationState, frozenset[AllocationState]] = _frozen({
@@ -715,7 +715,7 @@ ALLOCATION_TRANSITIONS: Mapping[AllocationState, frozenset[AllocationState]] = _
         # to resizing"]; an autoscale evaluation that changes the target; Pool - Delete
         # (resizes to zero nodes) [REST Pool - Delete].
         _A.resizing,
-        # MISMATCH M14: a deleting pool reports stopping (service.py _pool_wire).
+        # MISMATCH M14: a deleting pool reports and stores stopping (pools.py).
         _A.stopping,
     }),
     _A.resizing: frozenset({
