@@ -14,7 +14,6 @@ at most 64 characters (tasks: same), compared case-insensitively.
 
 from __future__ import annotations
 
-import enum
 import posixpath
 import re
 from datetime import datetime, timedelta
@@ -30,6 +29,14 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from hpcbatch.batch.errors import BadRequestError, InvalidPropertyValueError
+from hpcbatch.batch.states import (
+    AllocationState,
+    ComputeNodeState,
+    JobState,
+    PoolState,
+    TaskExecutionResult,
+    TaskState,
+)
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """Batch's rule for pool, job, task and schedule IDs."""
@@ -169,69 +176,6 @@ class Output(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """Return the Batch REST JSON of this object (camelCase, no null properties)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-# --------------------------------------------------------------------------- states
-
-
-class TaskState(str, enum.Enum):
-    """Batch task states (``TaskState``)."""
-
-    active = "active"
-    preparing = "preparing"
-    running = "running"
-    completed = "completed"
-
-
-class JobState(str, enum.Enum):
-    """Batch job states (``JobState``)."""
-
-    active = "active"
-    disabling = "disabling"
-    disabled = "disabled"
-    enabling = "enabling"
-    terminating = "terminating"
-    completed = "completed"
-    deleting = "deleting"
-
-
-class PoolState(str, enum.Enum):
-    """Batch pool states (``PoolState``)."""
-
-    active = "active"
-    deleting = "deleting"
-
-
-class AllocationState(str, enum.Enum):
-    """Batch pool allocation states (``AllocationState``)."""
-
-    steady = "steady"
-    resizing = "resizing"
-    stopping = "stopping"
-
-
-class NodeState(str, enum.Enum):
-    """Batch compute node states (``ComputeNodeState``)."""
-
-    creating = "creating"
-    starting = "starting"
-    waitingforstarttask = "waitingforstarttask"
-    starttaskfailed = "starttaskfailed"
-    idle = "idle"
-    running = "running"
-    rebooting = "rebooting"
-    reimaging = "reimaging"
-    leavingpool = "leavingpool"
-    offline = "offline"
-    unusable = "unusable"
-    unknown = "unknown"
-
-
-class TaskExecutionResult(str, enum.Enum):
-    """Batch ``TaskExecutionResult``."""
-
-    success = "success"
-    failure = "failure"
 
 
 # --------------------------------------------------------------------- common parts
@@ -507,7 +451,7 @@ class ComputeNode(Output):
 
     id: str
     url: str | None = None
-    state: NodeState
+    state: ComputeNodeState
     scheduling_state: Literal["enabled", "disabled"] = "enabled"
     state_transition_time: datetime | None = None
     last_boot_time: datetime | None = None
