@@ -28,12 +28,14 @@ from hpcbatch.batch.models import (
     JobManagerTask,
     TaskSpec,
 )
+from hpcbatch.batch.states import TASK_HOLDS_NODE, TaskState
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
-from hpcbatch.core.runs import RUN_STATES, Ended, PreparationFailed, Run, wall_clock_s
+from hpcbatch.core.runs import Ended, PreparationFailed, Run, wall_clock_s
 from hpcbatch.core.scheduling import NodeSlots, plan_pool, should_retry
+from hpcbatch.core.transitions import task_moves
 from hpcbatch.execution import agent, multiinstance
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
@@ -68,11 +70,13 @@ _END_VALUES = dict(
     last_modified=sa.bindparam("b_now"), etag=sa.bindparam("b_etag"),
     satisfies=sa.bindparam("b_satisfies"), cleanup_at=sa.bindparam("b_cleanup"),
 )
-_END_WHERE = (tasks.c.seq == sa.bindparam("b_seq"), RUN_STATES)
+_END_WHERE = (tasks.c.seq == sa.bindparam("b_seq"),
+              task_moves(TASK_HOLDS_NODE, {TaskState.active, TaskState.completed}))
 _END = tasks.update().where(*_END_WHERE).values(**_END_VALUES)
 _END_WITH_START = tasks.update().where(*_END_WHERE).values(start_time=sa.bindparam("b_start"),
                                                            **_END_VALUES)
-_START = (tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"), tasks.c.state == "active")
+_START = (tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"),
+                               task_moves({TaskState.active}, TASK_HOLDS_NODE))
           .values(state=sa.bindparam("b_state"), previous_state="active",
                   previous_state_transition_time=tasks.c.state_transition_time,
                   state_transition_time=sa.bindparam("b_now"), start_time=sa.bindparam("b_now"),

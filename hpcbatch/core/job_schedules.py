@@ -22,7 +22,9 @@ import sqlalchemy as sa
 from hpcbatch.batch import schedules
 from hpcbatch.batch.errors import ConflictError, HpcbatchError, exists, not_found
 from hpcbatch.batch.models import JobSpec
+from hpcbatch.batch.states import Kind
 from hpcbatch.batch.wire import iso, new_etag
+from hpcbatch.core.transitions import check
 from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads, mappings
 
 if TYPE_CHECKING:
@@ -132,7 +134,8 @@ class JobSchedules:
         if state == "completed":
             status["executionInfo"]["endTime"] = now
             status["executionInfo"].pop("nextRunTime", None)
-        Store.update(conn, job_schedules, {"key": row["key"]}, state=state, status=dumps(status))
+        Store.update(conn, job_schedules, {"key": row["key"]},
+                     state=check(Kind.jobschedule, row["state"], state), status=dumps(status))
 
     def disable(self, schedule_id: str) -> None:
         """Disable a schedule ("Job Schedule - Disable"): it creates no job until enabled."""

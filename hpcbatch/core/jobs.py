@@ -22,10 +22,12 @@ from hpcbatch.batch.models import (
     JobPatch,
     JobSpec,
 )
+from hpcbatch.batch.states import Kind
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import job_row
 from hpcbatch.core.runs import Run
+from hpcbatch.core.transitions import check
 from hpcbatch.store import filters
 from hpcbatch.store.database import (
     Store,
@@ -221,7 +223,8 @@ class Jobs:
                       previousStateTransitionTime=status["stateTransitionTime"],
                       stateTransitionTime=now, lastModified=now, eTag=new_etag())
         status["executionInfo"].update(execution)
-        Store.update(conn, jobs, {"key": row["key"]}, state=state, status=dumps(status))
+        Store.update(conn, jobs, {"key": row["key"]}, state=check(Kind.job, row["state"], state),
+                     status=dumps(status))
         self.forget_active()
 
     def terminate_job(self, job_id: str, reason: str | None = None) -> None:

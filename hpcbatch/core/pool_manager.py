@@ -27,7 +27,9 @@ import sqlalchemy as sa
 
 from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
 from hpcbatch.batch.models import PoolSpec
+from hpcbatch.batch.states import Kind
 from hpcbatch.batch.wire import utcnow
+from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
@@ -511,7 +513,7 @@ class PoolManager:
             taking a run during a pass need not).
         """
         if node.state != state:
-            node.state = state
+            node.state = check(Kind.node, node.state, state)
             node.state_transition_time = utcnow()
         if notify:
             self.on_change()
@@ -747,8 +749,11 @@ class PoolManager:
     async def restart(self, node: NodeRuntime, wipe: bool = False) -> None:
         """Restart a node: close its worker, optionally wipe its root dir, provision it again.
 
-        The node's start task runs again, as after a Batch node reboot.
+        The node's start task runs again, as after a Batch node reboot. A node
+        that left its pool while its tasks drained is not provisioned again.
         """
+        if node.removing or self.node(node.pool_key, node.node_id) is not node:
+            return
         state = node.state
         if node.worker:
             worker, node.worker = node.worker, None

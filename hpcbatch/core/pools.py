@@ -20,9 +20,11 @@ from hpcbatch.batch.models import (
     PoolResize,
     PoolSpec,
 )
+from hpcbatch.batch.states import AllocationState, Kind, PoolState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import pool_row
+from hpcbatch.core.transitions import check
 from hpcbatch.providers.trust import pool_ssh_key
 from hpcbatch.store import filters
 from hpcbatch.store.database import (
@@ -282,7 +284,9 @@ class Pools:
                 if row["allocation_state"] != state:
                     status = loads(row["status"])
                     status["allocationStateTransitionTime"] = now
-                    Store.update(conn, pools, {"key": key}, allocation_state=state,
+                    Store.update(conn, pools, {"key": key},
+                                 allocation_state=check(Kind.allocation, row["allocation_state"],
+                                                        state),
                                  status=dumps(status))
         self._allocation.update(changed)
 
@@ -312,8 +316,11 @@ class Pools:
             status = loads(row["status"])
             now = iso(utcnow())
             status.update(stateTransitionTime=now, allocationStateTransitionTime=now)
-            Store.update(conn, pools, {"key": row["key"]}, state="deleting",
-                         allocation_state="stopping", status=dumps(status))
+            Store.update(conn, pools, {"key": row["key"]},
+                         state=check(Kind.pool, row["state"], PoolState.deleting),
+                         allocation_state=check(Kind.allocation, row["allocation_state"],
+                                                AllocationState.stopping),
+                         status=dumps(status))
         self.ctx.emit("PoolDeleteStartEvent", events.pool_delete_start_event(row["id"]))
         self.ctx.background(self.finish_delete(row["key"]))
 

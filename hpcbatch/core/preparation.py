@@ -15,11 +15,13 @@ from hpcbatch.batch.models import (
     JobPreparationTask,
     JobReleaseTask,
 )
+from hpcbatch.batch.states import TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.rows import job_row
 from hpcbatch.core.runs import PreparationFailed, Run, wall_clock_s
+from hpcbatch.core.transitions import task_moves
 from hpcbatch.execution import agent
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from hpcbatch.core.runs import Runs
 
 log = logging.getLogger(__name__)
+
+_PREPARED = task_moves({TaskState.preparing}, {TaskState.running})
+"""The job preparation task succeeded on the node: the waiting task runs."""
 
 PREP_DIR = "jobpreparation"
 RELEASE_DIR = "jobrelease"
@@ -70,8 +75,7 @@ class JobPreparation:
             raise PreparationFailed(run.node.node_id)
         now = utcnow()
         with self.ctx.store.begin() as conn:
-            conn.execute(tasks.update().where(tasks.c.seq == run.seq,
-                                              tasks.c.state == "preparing")
+            conn.execute(tasks.update().where(tasks.c.seq == run.seq, _PREPARED)
                          .values(state="running", previous_state="preparing",
                                  previous_state_transition_time=tasks.c.state_transition_time,
                                  state_transition_time=now, start_time=now, last_modified=now,

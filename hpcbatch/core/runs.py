@@ -22,9 +22,11 @@ from hpcbatch.batch.errors import (
 from hpcbatch.batch.models import (
     UNLIMITED,
 )
+from hpcbatch.batch.states import TASK_HOLDS_NODE, TaskState
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.core.transitions import task_moves
 from hpcbatch.execution import agent
 from hpcbatch.store.database import (
     tasks,
@@ -32,8 +34,8 @@ from hpcbatch.store.database import (
 
 log = logging.getLogger(__name__)
 
-RUN_STATES = sa.or_(tasks.c.state == "running", tasks.c.state == "preparing")
-"""A task that holds a node: running, or preparing (its job preparation task runs first)."""
+REQUEUE_FROM = task_moves(TASK_HOLDS_NODE, {TaskState.active})
+"""Requeue (node lost, removed, rebooted; job disabled; service restart): back to active."""
 
 
 @dataclass
@@ -147,8 +149,7 @@ class Runs:
         now = utcnow()
         with self.ctx.store.begin() as conn:
             conn.execute(
-                tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"),
-                                     RUN_STATES)
+                tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"), REQUEUE_FROM)
                 .values(state="active", previous_state=tasks.c.state,
                         previous_state_transition_time=tasks.c.state_transition_time,
                         state_transition_time=now, requeue_count=tasks.c.requeue_count + 1,

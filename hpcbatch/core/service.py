@@ -47,7 +47,7 @@ from hpcbatch.core.pool_manager import PoolManager
 from hpcbatch.core.pools import Pools
 from hpcbatch.core.preparation import JobPreparation
 from hpcbatch.core.quotas import Quotas
-from hpcbatch.core.runs import RUN_STATES, Runs
+from hpcbatch.core.runs import REQUEUE_FROM, Runs
 from hpcbatch.core.tasks import Tasks
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
@@ -146,7 +146,7 @@ class BatchService:
         now = utcnow()
         with self.ctx.store.begin() as conn:
             conn.execute(
-                tasks.update().where(RUN_STATES).values(
+                tasks.update().where(REQUEUE_FROM).values(
                     state="active", previous_state=tasks.c.state,
                     previous_state_transition_time=tasks.c.state_transition_time,
                     state_transition_time=now, requeue_count=tasks.c.requeue_count + 1,

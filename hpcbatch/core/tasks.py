@@ -25,9 +25,11 @@ from hpcbatch.batch.models import (
     TaskExecutionInformation,
     TaskSpec,
 )
+from hpcbatch.batch.states import Kind, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import check_job_open, job_row, node_info, task_row
+from hpcbatch.core.transitions import check
 from hpcbatch.execution import multiinstance
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store import filters
@@ -405,7 +407,8 @@ class Tasks:
             row = task_row(conn, job["key"], task_id)
             if row["state"] == "active":
                 now = utcnow()
-                Store.update(conn, tasks, {"seq": row["seq"]}, state="completed",
+                Store.update(conn, tasks, {"seq": row["seq"]},
+                             state=check(Kind.task, row["state"], TaskState.completed),
                              previous_state="active",
                              previous_state_transition_time=row["state_transition_time"],
                              state_transition_time=now, end_time=now, result="failure",
@@ -437,7 +440,8 @@ class Tasks:
                 raise ConflictError(f"Task {task_id} completed successfully and cannot be "
                                     "reactivated.", code="TaskCompletedSuccessfully")
             now = utcnow()
-            Store.update(conn, tasks, {"seq": row["seq"]}, state="active",
+            Store.update(conn, tasks, {"seq": row["seq"]},
+                         state=check(Kind.task, row["state"], TaskState.active),
                          previous_state="completed",
                          previous_state_transition_time=row["state_transition_time"],
                          state_transition_time=now, retry_count=0, last_retry_time=None,
