@@ -6,11 +6,11 @@ Every command that talks to the service goes through :class:`hpcbatch.BatchClien
 state dir). Lists and shows print a table for people, or the Batch wire JSON
 with ``--output json``. Service errors print ``error: {code}: {message}`` and exit 1.
 
-One module per command group (:mod:`.pool`, :mod:`.job`, :mod:`.task` ...); what
-they share is :mod:`.common`. Importing the command line imports ``click`` and
-these modules only: the SDK, ``rich`` and anything heavier are imported by the
-command that uses them, and only ``service start``, ``testbed`` and
-``quickstart`` import the service or the testbed.
+One module per command group (:mod:`.pool`, :mod:`.job`, :mod:`.task` ...), imported
+when its group is used; what they share is :mod:`.common`. Importing the command
+line imports ``click`` and :mod:`.common` only: the SDK, ``rich`` and anything
+heavier are imported by the command that uses them, and only ``service start``,
+``testbed`` and ``quickstart`` import the service or the testbed.
 
 Examples
 --------
@@ -28,6 +28,8 @@ Examples
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +37,70 @@ import click
 
 from hpcbatch import __version__
 from hpcbatch.batch.errors import HpcbatchError
-from hpcbatch.client.cli import (
-    application,
-    events,
-    hosts,
-    init,
-    job,
-    job_schedule,
-    mpi,
-    node,
-    output,
-    pool,
-    quickstart,
-    service,
-    task,
-    testbed,
-)
 from hpcbatch.client.cli.common import State
 
 __all__ = ["cli", "main"]
 
+COMMAND_GROUPS: Mapping[str, str] = {
+    "application": "application:application",
+    "events": "events:events",
+    "hosts": "hosts:hosts",
+    "init": "init:init",
+    "job": "job:job",
+    "job-schedule": "job_schedule:job_schedule",
+    "mpi": "mpi:mpi",
+    "node": "node:node",
+    "output": "output:output_group",
+    "pool": "pool:pool",
+    "quickstart": "quickstart:quickstart",
+    "service": "service:service",
+    "task": "task:task",
+    "testbed": "testbed:testbed",
+}
+"""Each command of the root group: ``module:attribute`` under this package."""
+
 
 class BatchGroup(click.Group):
-    """The root group: turns hpcbatch errors into ``error: {code}: {message}``."""
+    """The root group: loads a command group's module when it is used, and turns
+    hpcbatch errors into ``error: {code}: {message}``.
+
+    ``hpcbatch task list`` imports :mod:`.task` and none of the other groups'
+    modules (nor what they import). :attr:`commands` holds every command: reading
+    it loads them all (as ``hpcbatch --help`` does).
+
+    Parameters
+    ----------
+    lazy_commands
+        ``{name: "module:attribute"}``, the module relative to this package.
+    """
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        self._lazy = dict(lazy_commands or {})
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def commands(self) -> MutableMapping[str, click.Command]:
+        """Every command, its module imported."""
+        for name in list(self._lazy):
+            self._load(name)
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: MutableMapping[str, click.Command]) -> None:
+        self._commands = value
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self._commands, *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            self._load(cmd_name)
+        return self._commands.get(cmd_name)
+
+    def _load(self, name: str) -> None:
+        module, _, attribute = self._lazy.pop(name).partition(":")
+        self._commands[name] = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -75,7 +118,8 @@ class BatchGroup(click.Group):
             ctx.exit(1)
 
 
-@click.group(cls=BatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=BatchGroup, lazy_commands=COMMAND_GROUPS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Service state dir (default: $HPCBATCH_STATE_DIR, else ~/.hpcbatch). Without "
                    "it, AZURE_BATCH_ENDPOINT/ACCOUNT/ACCESS_KEY name the service when set.")
@@ -87,12 +131,6 @@ def cli(ctx: click.Context, state_dir: Path | None, output: str) -> None:
     """Azure Batch's programming model on your own SSH hosts, run by Dask."""
     obj = ctx.ensure_object(State)
     obj.state_dir, obj.output = state_dir, output
-
-
-for _group in (service.service, hosts.hosts, application.application, pool.pool, node.node,
-               job.job, task.task, output.output_group, mpi.mpi, quickstart.quickstart,
-               testbed.testbed, init.init, job_schedule.job_schedule, events.events):
-    cli.add_command(_group)
 
 
 def main() -> None:
