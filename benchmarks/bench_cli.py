@@ -46,8 +46,8 @@ def hpcbatch_argv() -> list[str]:
     script = Path(sys.executable).with_name("hpcbatch")
     if script.exists():
         return [sys.executable, str(script)]
-    return [sys.executable, "-c", "import sys; from hpcbatch.client.cli import main; "
-                                  "sys.argv[0] = 'hpcbatch'; sys.exit(main())"]
+    return [sys.executable, "-c", ("import sys; from hpcbatch.client.cli import main; "
+                                   "sys.argv[0] = 'hpcbatch'; sys.exit(main())")]
 
 
 def commands() -> dict[str, list[str]]:
@@ -65,8 +65,7 @@ def commands() -> dict[str, list[str]]:
 def run_once(argv: list[str], env: dict[str, str]) -> float:
     """Wall seconds of one run of ``argv`` to exit; the command must succeed."""
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          check=False)
+    proc = subprocess.run(argv, env=env, capture_output=True, check=False)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n"

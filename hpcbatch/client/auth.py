@@ -94,15 +94,8 @@ class SharedKeyAuth:
 
     Parameters
     ----------
-    account
-        Batch account name.
-    key_b64
-        Account key, base64.
-
-    Raises
-    ------
-    ValueError
-        ``key_b64`` is not base64.
+    account, key_b64
+        As for :func:`authorize`; a key that is not base64 raises ``ValueError``.
 
     Examples
     --------

@@ -139,7 +139,8 @@ def emit(data: Any, columns: Sequence[Column] = ()) -> None:
         click.echo(json.dumps(wire, indent=2))
         return
     from rich.console import Console
-    from rich.table import Column as RichColumn, Table
+    from rich.table import Column as RichColumn
+    from rich.table import Table
 
     if isinstance(wire, list):
         table = Table(*(header for header, _ in columns), header_style="bold")
@@ -283,27 +284,38 @@ def load_json(path: str) -> Any:
             f"(line {exc.lineno}, column {exc.colno})", param_hint="'--json-file'") from None
 
 
-def exclusive_with_json(json_file: str | None, names: Sequence[str], required: Sequence[str],
-                        values: dict[str, Any]) -> None:
-    """Check that ``--json-file`` and the per-property options are not mixed.
+def request_body(json_file: str | None, build: Callable[[], Any], *, required: Sequence[str],
+                 shared: Sequence[str] = ()) -> Any:
+    """The body of an add command: the JSON of ``--json-file``, or ``build()`` from options.
+
+    The per-property options (every parameter of the command but ``json_file``
+    and ``shared``) and ``--json-file`` exclude each other.
 
     Parameters
     ----------
     json_file
         The ``--json-file`` given, if any.
-    names
-        Parameter names of the per-property options.
+    build
+        Makes the body from the per-property options.
     required
-        Those of them needed when there is no ``--json-file``.
-    values
-        The command's parameters (``locals()``).
+        The per-property options needed when there is no ``--json-file``.
+    shared
+        Parameters that go with either (``--job-id`` of ``task create``).
+
+    Returns
+    -------
+    Any
+        The request body (Batch's JSON).
 
     Raises
     ------
     click.UsageError
         Both were given, or neither ``--json-file`` nor every required option.
+    click.BadParameter
+        The file cannot be read or is not JSON.
     """
     ctx = click.get_current_context()
+    names = [n for n in ctx.params if n != "json_file" and n not in shared]
 
     def flags(params: Iterable[str]) -> str:
         opts = {p.name: max(p.opts, key=len) for p in ctx.command.params}
@@ -313,9 +325,15 @@ def exclusive_with_json(json_file: str | None, names: Sequence[str], required: S
              if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
     if json_file and given:
         raise click.UsageError(f"--json-file cannot be combined with {flags(given)}.")
-    missing = [n for n in required if values.get(n) is None]
+    missing = [n for n in required if ctx.params.get(n) is None]
     if not json_file and missing:
         raise click.UsageError(f"give --json-file, or {flags(missing)}.")
+    return load_json(json_file) if json_file else build()
+
+
+def id_of(body: Any) -> str:
+    """The ``id`` of a request body, for messages (``""`` when it has none)."""
+    return str(body.get("id", "")) if isinstance(body, dict) else ""
 
 
 def parse_env(_: click.Context, __: click.Parameter,
@@ -398,6 +416,31 @@ def read_command(group: click.Group, name: str, doc: str, read: Callable[..., An
 
     command.__doc__ = doc
     return group.command(name)(_with_options(command, [*options, output_option]))
+
+
+def download_command(group: click.Group, doc: str, download: Callable[..., bytes],
+                     *options: Decorator) -> click.Command:
+    """Add ``download`` to ``group``: write a file's bytes to ``--destination`` (``-``: stdout).
+
+    Parameters
+    ----------
+    group, doc
+        As for :func:`read_command`.
+    download
+        ``download(client, **parameters)``: the file's bytes.
+    *options
+        Click option decorators, in help order; ``--destination`` is added.
+
+    Returns
+    -------
+    click.Command
+        The command, added to ``group``.
+    """
+    def command(destination: str, **params: Any) -> None:
+        save(download(client(), **params), destination)
+
+    command.__doc__ = doc
+    return group.command("download")(_with_options(command, [*options, destination_option]))
 
 
 def action_command(group: click.Group, name: str, doc: str, act: Callable[..., Any],

@@ -9,13 +9,13 @@ from hpcbatch.client.cli.common import (
     Column,
     action_command,
     client,
-    exclusive_with_json,
     filter_option,
+    id_of,
     job_id_option,
     json_file_option,
-    load_json,
     note,
     read_command,
+    request_body,
 )
 
 PREP_RELEASE_COLUMNS: list[Column] = [  # two-line headers: eight columns in 80 characters
@@ -42,13 +42,12 @@ def job() -> None:
 def job_create(json_file: str | None, job_id: str | None, pool_id: str | None,
                priority: int | None) -> None:
     """Create a job from options or from a JSON file ("Job - Add")."""
-    exclusive_with_json(json_file, ["job_id", "pool_id", "priority"], ["job_id", "pool_id"],
-                        locals())
-    body = load_json(json_file) if json_file else {
+    body = request_body(json_file, lambda: {
         k: v for k, v in {"id": job_id, "poolInfo": {"poolId": pool_id},
-                          "priority": priority}.items() if v is not None}
+                          "priority": priority}.items() if v is not None},
+        required=["job_id", "pool_id"])
     client().create_job(body)
-    note(f"created job {body.get('id') if isinstance(body, dict) else ''}")
+    note(f"created job {id_of(body)}")
 
 
 read_command(job, "list", "List jobs.", lambda c, filter_: c.list_jobs_json(filter_),

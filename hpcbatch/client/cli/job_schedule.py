@@ -9,6 +9,7 @@ from hpcbatch.client.cli.common import (
     Column,
     action_command,
     client,
+    id_of,
     id_option,
     load_json,
     note,
@@ -35,7 +36,7 @@ def job_schedule_create(json_file: str) -> None:
     """Add a job schedule."""
     body = load_json(json_file)
     client().create_job_schedule(body)
-    note(f"created job schedule {body.get('id') if isinstance(body, dict) else ''}")
+    note(f"created job schedule {id_of(body)}")
 
 
 read_command(job_schedule, "list", "List job schedules.", lambda c: c.list_job_schedules(),

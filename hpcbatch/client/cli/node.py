@@ -12,12 +12,10 @@ from hpcbatch.client.cli.common import (
     NODE_DEALLOCATION_OPTIONS,
     Decorator,
     action_command,
-    client,
-    destination_option,
+    download_command,
     node_id_option,
     pool_id_option,
     read_command,
-    save,
 )
 
 
@@ -41,26 +39,21 @@ def node_option(choices: Sequence[str], what: str) -> Decorator:
                              "(default requeue).")
 
 
-action_command(
-    node, "reboot", 'Reboot a compute node ("Compute Node - Reboot"); its start task runs again.',
-    lambda c, pool_id, node_id, option: c.reboot_node(pool_id, node_id, option),
-    "rebooting node {node_id} of pool {pool_id}",
-    pool_id_option, node_id_option, node_option(NODE_DEALLOCATION_OPTIONS, "reboots"))
-
-action_command(
-    node, "reimage",
-    'Reimage a compute node ("Compute Node - Reimage"): its root dir is wiped, then it reboots.',
-    lambda c, pool_id, node_id, option: c.reimage_node(pool_id, node_id, option),
-    "reimaging node {node_id} of pool {pool_id}",
-    pool_id_option, node_id_option, node_option(NODE_DEALLOCATION_OPTIONS, "is reimaged"))
-
-action_command(
-    node, "disable-scheduling",
-    'Stop new tasks from starting on a node ("Compute Node - Disable Scheduling").',
-    lambda c, pool_id, node_id, option: c.disable_node_scheduling(pool_id, node_id, option),
-    "disabled scheduling on node {node_id} of pool {pool_id}",
-    pool_id_option, node_id_option,
-    node_option(NODE_DEALLOCATION_OPTIONS[:3], "stops taking tasks"))
+for _name, _method, _doc, _done, _choices, _when in (
+        ("reboot", "reboot_node",
+         'Reboot a compute node ("Compute Node - Reboot"); its start task runs again.',
+         "rebooting", NODE_DEALLOCATION_OPTIONS, "reboots"),
+        ("reimage", "reimage_node",
+         ('Reimage a compute node ("Compute Node - Reimage"): its root dir is wiped, then it '
+          "reboots."), "reimaging", NODE_DEALLOCATION_OPTIONS, "is reimaged"),
+        ("disable-scheduling", "disable_node_scheduling",
+         'Stop new tasks from starting on a node ("Compute Node - Disable Scheduling").',
+         "disabled scheduling on", NODE_DEALLOCATION_OPTIONS[:3], "stops taking tasks")):
+    action_command(node, _name, _doc,
+                   lambda c, pool_id, node_id, option, method=_method: getattr(c, method)(
+                       pool_id, node_id, option),
+                   f"{_done} node {{node_id}} of pool {{pool_id}}",
+                   pool_id_option, node_id_option, node_option(_choices, _when))
 
 action_command(
     node, "enable-scheduling", 'Let a node take tasks again ("Compute Node - Enable Scheduling").',
@@ -94,12 +87,10 @@ read_command(
     columns=FILE_COLUMNS)
 
 
-@node_file.command("download")
-@pool_id_option
-@node_id_option
-@click.option("--file-path", required=True,
-              help="Path under the node's root, e.g. workitems/{job}/job-1/{task}/stdout.txt.")
-@destination_option
-def node_file_download(pool_id: str, node_id: str, file_path: str, destination: str) -> None:
-    """Download a file of a node ("File - Get From Compute Node"), e.g. a subtask's output."""
-    save(client().download_node_file(pool_id, node_id, file_path), destination)
+download_command(
+    node_file, 'Download a file of a node ("File - Get From Compute Node"), e.g. a subtask\'s '
+               "output.",
+    lambda c, pool_id, node_id, file_path: c.download_node_file(pool_id, node_id, file_path),
+    pool_id_option, node_id_option,
+    click.option("--file-path", required=True,
+                 help="Path under the node's root, e.g. workitems/{job}/job-1/{task}/stdout.txt."))

@@ -15,16 +15,16 @@ from hpcbatch.client.cli.common import (
     as_json,
     client,
     emit,
-    exclusive_with_json,
     filter_option,
+    id_of,
     json_file_option,
-    load_json,
     note,
     output_option,
     parse_duration,
     pool_id_option,
     read_command,
     read_text,
+    request_body,
     status,
     timeout_option,
 )
@@ -61,27 +61,24 @@ def pool_create(json_file: str | None, pool_id: str | None, vm_size: str | None,
                 start_task_command_line: str | None,
                 start_task_wait_for_success: bool | None) -> None:
     """Create a pool from options or from a JSON file ("Pool - Add")."""
-    exclusive_with_json(json_file, ["pool_id", "vm_size", "target_dedicated_nodes",
-                                    "task_slots_per_node", "node_fill_type",
-                                    "enable_inter_node_communication", "start_task_command_line",
-                                    "start_task_wait_for_success"], ["pool_id"], locals())
-    if start_task_wait_for_success and not start_task_command_line:
-        raise click.UsageError("--start-task-wait-for-success needs --start-task-command-line.")
-    if json_file:
-        body = load_json(json_file)
-    else:
-        body = {"id": pool_id, "vmSize": vm_size or "any",
-                "targetDedicatedNodes": target_dedicated_nodes,
-                "taskSlotsPerNode": task_slots_per_node,
-                "enableInterNodeCommunication": enable_inter_node_communication}
+    def build() -> dict[str, Any]:
+        if start_task_wait_for_success and not start_task_command_line:
+            raise click.UsageError(
+                "--start-task-wait-for-success needs --start-task-command-line.")
+        body: dict[str, Any] = {"id": pool_id, "vmSize": vm_size or "any",
+                                "targetDedicatedNodes": target_dedicated_nodes,
+                                "taskSlotsPerNode": task_slots_per_node,
+                                "enableInterNodeCommunication": enable_inter_node_communication}
         if node_fill_type:
             body["taskSchedulingPolicy"] = {"nodeFillType": node_fill_type}
         if start_task_command_line:
             body["startTask"] = {"commandLine": start_task_command_line,
                                  "waitForSuccess": bool(start_task_wait_for_success)}
-        body = {k: v for k, v in body.items() if v is not None}
+        return {k: v for k, v in body.items() if v is not None}
+
+    body = request_body(json_file, build, required=["pool_id"])
     client().create_pool(body)
-    note(f"created pool {body.get('id') if isinstance(body, dict) else ''}")
+    note(f"created pool {id_of(body)}")
 
 
 read_command(pool, "list", "List pools.", lambda c, filter_: c.list_pools_json(filter_),

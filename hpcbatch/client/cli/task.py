@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from hpcbatch.client.cli.common import (
@@ -10,19 +12,18 @@ from hpcbatch.client.cli.common import (
     action_command,
     as_json,
     client,
-    destination_option,
+    download_command,
     emit,
-    exclusive_with_json,
     filter_option,
+    id_of,
     job_id_option,
     json_file_option,
-    load_json,
     note,
     output_option,
     parse_duration,
     parse_env,
     read_command,
-    save,
+    request_body,
     task_id_option,
     timeout_option,
 )
@@ -63,23 +64,21 @@ def task_create(job_id: str, json_file: str | None, task_id: str | None,
     A JSON list (or {"value": [...]}) is sent 100 tasks per request; the command
     exits 1 when any task was rejected.
     """
-    exclusive_with_json(json_file, ["task_id", "command_line", "max_wall_clock_time",
-                                    "max_task_retry_count", "env"],
-                        ["task_id", "command_line"], locals())
-    if json_file:
-        body = load_json(json_file)
-        if isinstance(body, dict) and isinstance(body.get("value"), list):
-            body = body["value"]
-    else:
+    def build() -> dict[str, Any]:
         constraints = {k: v for k, v in {"maxWallClockTime": max_wall_clock_time,
                                          "maxTaskRetryCount": max_task_retry_count}.items()
                        if v is not None}
-        body = {"id": task_id, "commandLine": command_line,
+        return {"id": task_id, "commandLine": command_line,
                 **({"environmentSettings": env} if env else {}),
                 **({"constraints": constraints} if constraints else {})}
+
+    body = request_body(json_file, build, required=["task_id", "command_line"],
+                        shared=["job_id"])
+    if isinstance(body, dict) and isinstance(body.get("value"), list):
+        body = body["value"]
     if not isinstance(body, list):
         client().create_task(job_id, body)
-        note(f"added task {body.get('id') if isinstance(body, dict) else ''} to job {job_id}")
+        note(f"added task {id_of(body)} to job {job_id}")
         return
     results = client().create_tasks(job_id, body, raise_on_error=False)
     bad = [r for r in results if r.status != "success"]
@@ -138,8 +137,14 @@ def task_wait(job_id: str, timeout_s: float) -> None:
     Exit 1 when any task failed, 2 on timeout.
     """
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                               TextColumn, TimeElapsedColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     json_out = as_json()
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
@@ -177,14 +182,11 @@ read_command(
     columns=FILE_COLUMNS)
 
 
-@task_file.command("download")
-@job_id_option
-@task_id_option
-@click.option("--file-path", required=True, help="Path in the task dir, e.g. stdout.txt.")
-@destination_option
-def task_file_download(job_id: str, task_id: str, file_path: str, destination: str) -> None:
-    """Download a file of a task's directory."""
-    save(client().download_task_file(job_id, task_id, file_path), destination)
+download_command(
+    task_file, "Download a file of a task's directory.",
+    lambda c, job_id, task_id, file_path: c.download_task_file(job_id, task_id, file_path),
+    job_id_option, task_id_option,
+    click.option("--file-path", required=True, help="Path in the task dir, e.g. stdout.txt."))
 
 
 @task.group("subtask")

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from hpcbatch.client.cli.common import as_json, emit, note, optional_module, output_option
+from hpcbatch.client.cli.common import (
+    as_json,
+    emit,
+    note,
+    optional_module,
+    output_option,
+)
 
 TESTBED = "hpcbatch.testing.testbed"
 
