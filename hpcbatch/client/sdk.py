@@ -149,6 +149,8 @@ class BatchClient:
         ------
         ServiceNotRunningError
             When neither the variables nor a running service's ``service.json`` is found.
+        HpcbatchError
+            ``InvalidAccountKey``: the key found is not base64.
         """
         env = os.environ
         if state_dir is None and env.get("AZURE_BATCH_ENDPOINT"):
@@ -156,10 +158,18 @@ class BatchClient:
             if missing:
                 raise ServiceNotRunningError(
                     f"AZURE_BATCH_ENDPOINT is set but {', '.join(missing)} is not.")
-            return cls(env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"],
-                       env["AZURE_BATCH_ACCESS_KEY"])
-        conn = service_connection(state_dir)
-        return cls(conn.endpoint, conn.account, conn.key)
+            endpoint, account, key = (env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"],
+                                      env["AZURE_BATCH_ACCESS_KEY"])
+            source = "AZURE_BATCH_ACCESS_KEY"
+        else:
+            conn = service_connection(state_dir)
+            endpoint, account, key = conn.endpoint, conn.account, conn.key
+            source = "the service's key file"
+        try:
+            return cls(endpoint, account, key)
+        except ValueError as exc:
+            raise HpcbatchError(f"{source} is not a valid account key: {exc}",
+                                code="InvalidAccountKey", status=400) from None
 
     def close(self) -> None:
         """Close the client's connections."""
