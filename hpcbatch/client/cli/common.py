@@ -3,10 +3,10 @@
 The context (:class:`State`: state dir, output format, the client), output
 (:func:`emit` a table or Batch's JSON, :func:`note` to stderr, :func:`save`
 downloaded bytes, :func:`status` spinners), option helpers (``-o``, ID options,
-``--json-file`` exclusive with per-property options, durations, ``NAME=VALUE``)
-and the two command shapes most groups repeat: :func:`read_command` (print what
-the service returns: list or show) and :func:`action_command` (do one thing,
-optionally after confirmation, and say so).
+:func:`request_body`: ``--json-file`` or per-property options, durations,
+``NAME=VALUE``) and the command shapes the groups repeat: :func:`read_command`
+(print what the service returns: list or show), :func:`action_command` (do one
+thing, optionally after confirmation, and say so) and :func:`download_command`.
 
 Only ``click`` is imported here; ``rich`` is imported when a table or spinner
 is shown, the SDK when a command first needs the client, ``pydantic`` only to
