@@ -37,7 +37,7 @@ from urllib.parse import quote, urlencode
 
 from hpcbatch import __version__
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
-from hpcbatch.client.auth import authorize, content_length
+from hpcbatch.client.auth import SharedKeyAuth, authorize, content_length
 from hpcbatch.client.state import service_connection
 from hpcbatch.client.transport import Response, Transport
 
@@ -127,7 +127,7 @@ class BatchClient:
         self.account = account
         self.timeout_s = timeout_s
         self._key = key
-        authorize("GET", "/", {}, account, key)  # fail early on a bad key
+        self._auth = SharedKeyAuth(account, key)  # fails early on a bad key; for raw requests
         self._transport = Transport(timeout_s)
 
     def __repr__(self) -> str:  # never show the key
