@@ -86,7 +86,7 @@ def _partial(model: type[M]) -> type[M]:
 
     fields: dict[str, Any] = {name: (optional(f.annotation), Field(None, alias=f.alias))
                               for name, f in model.model_fields.items()}
-    return create_model(f"Partial{model.__name__}", __base__=model, **fields)  # type: ignore[call-overload]
+    return create_model(f"Partial{model.__name__}", __base__=model, **fields)
 
 
 def _parse(model: type[M], data: Mapping[str, Any], partial: bool = False) -> M:

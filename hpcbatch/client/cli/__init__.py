@@ -79,7 +79,7 @@ class BatchGroup(click.Group):
         self._lazy = dict(lazy_commands or {})
         super().__init__(*args, **kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def commands(self) -> MutableMapping[str, click.Command]:
         """Every command, its module imported."""
         for name in list(self._lazy):
