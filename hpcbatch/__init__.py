@@ -13,15 +13,20 @@ from typing import TYPE_CHECKING, Any
 from hpcbatch.batch.errors import HpcbatchError
 
 if TYPE_CHECKING:
-    from hpcbatch.client.sdk import BatchClient, BatchError, LocalBatch
+    from hpcbatch.client.local import LocalBatch
+    from hpcbatch.client.sdk import BatchClient, BatchError
 
 __all__ = ["BatchClient", "BatchError", "HpcbatchError", "LocalBatch"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("BatchClient", "BatchError", "LocalBatch"):
-        from hpcbatch.client import sdk as client
+    if name in ("BatchClient", "BatchError"):
+        from hpcbatch.client import sdk
 
-        return getattr(client, name)
+        return getattr(sdk, name)
+    if name == "LocalBatch":
+        from hpcbatch.client.local import LocalBatch
+
+        return LocalBatch
     raise AttributeError(f"module 'hpcbatch' has no attribute {name!r}")

@@ -14,13 +14,13 @@ import pytest
 import requests
 
 from hpcbatch.batch.sharedkey import (
-    SharedKeyAuth,
     generate_account_key,
     sign,
     string_to_sign,
     verify,
 )
 from hpcbatch.batch.errors import AuthenticationError
+from hpcbatch.client.auth import SharedKeyAuth
 
 # ---------------------------------------------------------------------------
 # Known vectors from the official SDKs.

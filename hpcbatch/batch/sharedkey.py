@@ -5,8 +5,9 @@ A Batch client signs each request with the account key::
 
     Authorization: SharedKey {account}:{base64(HMAC-SHA256(base64decode(key), UTF-8 StringToSign))}
 
-and the service recomputes the signature from what it received. The string to
-sign is::
+and the service recomputes the signature from what it received (:func:`verify`).
+This module is pure (no HTTP library); :mod:`hpcbatch.client.auth` signs
+outgoing requests with it. The string to sign is::
 
     VERB\\n
     Content-Encoding\\n Content-Language\\n Content-Length\\n Content-MD5\\n
@@ -47,17 +48,13 @@ import itertools
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from email.utils import formatdate, parsedate_to_datetime
-from urllib.parse import parse_qsl, urlsplit
-
-import requests
-from requests.auth import AuthBase
+from email.utils import parsedate_to_datetime
+from urllib.parse import parse_qsl
 
 from hpcbatch.batch.errors import AuthenticationError
 
 __all__ = [
     "SIGNED_HEADERS",
-    "SharedKeyAuth",
     "generate_account_key",
     "sign",
     "string_to_sign",
@@ -451,80 +448,6 @@ def verify(
             )
         },
     )
-
-
-# --------------------------------------------------------------------------
-# client side
-# --------------------------------------------------------------------------
-
-
-class SharedKeyAuth(AuthBase):
-    """Sign :mod:`requests` requests with Batch SharedKey authentication.
-
-    The client half of "Authenticate requests to the Azure Batch service", as
-    azure-batch 14.x's ``SharedKeyAuth`` does it: sets ``ocp-date`` (RFC 1123,
-    UTC) unless present, sends a text body as UTF-8 and makes sure
-    ``Content-Length`` is the body's byte count, then sets ``Authorization: SharedKey {account}:{signature}``.
-
-    Parameters
-    ----------
-    account
-        Batch account name.
-    key_b64
-        Account key, base64.
-
-    Examples
-    --------
-    >>> session = requests.Session()
-    >>> session.auth = SharedKeyAuth("hpcbatch", key)  # doctest: +SKIP
-    """
-
-    def __init__(self, account: str, key_b64: str) -> None:
-        _decode_key(key_b64)  # fail early on a bad key
-        self.account = account
-        self._key_b64 = key_b64
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        headers = request.headers
-        if not headers.get("ocp-date"):
-            headers["ocp-date"] = formatdate(usegmt=True)
-        method = (request.method or "GET").upper()
-        if isinstance(request.body, str):
-            # send the bytes that were counted (http.client would use Latin-1)
-            request.body = request.body.encode("utf-8")
-        if "Transfer-Encoding" not in headers:
-            length = _body_length(request.body)
-            if length is not None and (length > 0 or method not in ("GET", "HEAD")):
-                headers["Content-Length"] = str(length)
-            elif length is None and request.body is None and method not in ("GET", "HEAD"):
-                headers["Content-Length"] = "0"
-        url = urlsplit(request.url or "/")
-        headers["Authorization"] = sign(
-            method, url.path or "/", url.query, headers, self.account, self._key_b64
-        )
-        return request
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, SharedKeyAuth)
-            and other.account == self.account
-            and other._key_b64 == self._key_b64
-        )
-
-    def __repr__(self) -> str:  # never show the key
-        return f"SharedKeyAuth(account={self.account!r})"
-
-
-def _body_length(body: object) -> int | None:
-    """Byte length of a prepared body; ``None`` when unknown or absent."""
-    if body is None:
-        return None
-    if isinstance(body, str):
-        return len(body.encode("utf-8"))
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return len(body)
-    length = requests.utils.super_len(body)
-    return length or None
 
 
 def generate_account_key() -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from hpcbatch.client.sdk import BatchClient, LocalBatch
+from hpcbatch.client.local import LocalBatch
+from hpcbatch.client.sdk import BatchClient
 
 SLICES = 12
 RANGE_END = 240_000
@@ -81,7 +82,8 @@ def main(nodes: int = 3, state_dir: Path | None = None, console: Console | None 
             out = client.download_task_file("primes", task.id, "stdout.txt").decode().strip()
             if info and info.exit_code == 0 and out:
                 total += int(out.split()[0])
-            secs = (info.end_time - info.start_time).total_seconds() if info and info.end_time else 0
+            secs = ((info.end_time - info.start_time).total_seconds()
+                    if info and info.end_time and info.start_time else 0)
             table.add_row(task.id, task.node_info.node_id if task.node_info else "-",
                           task.state, str(info.exit_code if info else "-"), f"{secs:.2f}", out)
         console.print(table)

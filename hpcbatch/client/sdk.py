@@ -1,8 +1,17 @@
-"""The Python SDK: :class:`BatchClient` over the REST API, and :class:`LocalBatch`.
+"""The Python SDK: :class:`BatchClient`, a client of the Batch REST API.
 
 Method names follow today's azure-batch SDK (``create_pool``, ``list_tasks``,
 ``download_task_file`` ...). Arguments are the wire models of
 :mod:`hpcbatch.batch.models` or plain dicts in Batch's JSON; results are models.
+Each read that returns models has a ``*_json`` sibling (``list_tasks_json``,
+``get_pool_json`` ...) returning the wire JSON as the service sent it, without
+building models: what the CLI prints.
+
+Importing this module imports neither ``pydantic`` (the models are built on a
+read's first use) nor ``requests`` (:mod:`hpcbatch.client.transport` is on the
+standard library), nor anything of the service: a client starts at once.
+:class:`hpcbatch.LocalBatch` (:mod:`hpcbatch.client.local`) runs a service in
+this process and yields its client.
 
 Examples
 --------
@@ -17,37 +26,42 @@ Examples
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import os
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlencode
 
-import requests
-from pydantic import BaseModel, Field, create_model
-
-from hpcbatch.batch.sharedkey import SharedKeyAuth
+from hpcbatch import __version__
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
-from hpcbatch.batch.models import (
-    MAX_TASKS_PER_COLLECTION,
-    ComputeNode,
-    Job,
-    NodeFile,
-    Pool,
-    SubtaskInformation,
-    Task,
-    TaskAddResult,
-)
+from hpcbatch.client.auth import SharedKeyAuth, authorize, content_length
+from hpcbatch.client.state import service_connection
+from hpcbatch.client.transport import Response, Transport
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from hpcbatch.batch.models import (
+        ComputeNode,
+        Job,
+        NodeFile,
+        Pool,
+        SubtaskInformation,
+        Task,
+        TaskAddResult,
+    )
+
+    M = TypeVar("M", bound=BaseModel)
 
 API_VERSION = "2025-06-01"
 """The Batch REST api-version this client speaks."""
 
-M = TypeVar("M", bound=BaseModel)
+USER_AGENT = f"hpcbatch/{__version__}"
+
+Json = dict[str, Any]
 
 
 class BatchError(HpcbatchError):
@@ -55,23 +69,37 @@ class BatchError(HpcbatchError):
 
 
 def _wire(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """Batch JSON of a wire model (any pydantic model), or ``obj`` itself."""
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json", by_alias=True, exclude_none=True)
     return obj
 
 
 @functools.cache
 def _partial(model: type[M]) -> type[M]:
     """A subclass of ``model`` whose every field is optional: what a ``$select`` reply holds."""
-    fields: dict[str, Any] = {name: (f.annotation | None, Field(None, alias=f.alias))
+    from pydantic import Field, create_model
+
+    def optional(annotation: Any) -> Any:
+        return annotation | None
+
+    fields: dict[str, Any] = {name: (optional(f.annotation), Field(None, alias=f.alias))
                               for name, f in model.model_fields.items()}
-    return create_model(f"Partial{model.__name__}", __base__=model, **fields)  # type: ignore[call-overload]
+    return create_model(f"Partial{model.__name__}", __base__=model, **fields)
 
 
 def _parse(model: type[M], data: Mapping[str, Any], partial: bool = False) -> M:
     """Build a model from wire JSON; ``partial``: a ``$select`` reply, fields may be missing."""
     cls = _partial(model) if partial else model
     return cls.model_validate({k: v for k, v in data.items() if k != "odata.metadata"})
+
+
+def _models() -> Any:
+    """:mod:`hpcbatch.batch.models`, imported on first use (building it takes ~0.2 s)."""
+    from hpcbatch.batch import models
+
+    return models
 
 
 class BatchClient:
@@ -86,18 +114,24 @@ class BatchClient:
     key
         Base64 account key (SharedKey authentication).
     timeout_s
-        Per-request timeout in seconds.
+        Per-request timeout in seconds (to connect, and for each read of the reply).
+
+    Raises
+    ------
+    ValueError
+        ``key`` is not base64.
     """
 
     def __init__(self, endpoint: str, account: str, key: str, *, timeout_s: float = 120.0) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.account = account
         self.timeout_s = timeout_s
-        self._auth = SharedKeyAuth(account, key)
-        self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=16)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._key = key
+        self._auth = SharedKeyAuth(account, key)  # fails early on a bad key; for raw requests
+        self._transport = Transport(timeout_s)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"BatchClient(endpoint={self.endpoint!r}, account={self.account!r})"
 
     # ----------------------------------------------------------- construction
 
@@ -109,11 +143,14 @@ class BatchClient:
         ----------
         state_dir
             The service's state dir; default ``$HPCBATCH_STATE_DIR`` or ``~/.hpcbatch``.
+            When given, the variables are not looked at.
 
         Raises
         ------
         ServiceNotRunningError
             When neither the variables nor a running service's ``service.json`` is found.
+        HpcbatchError
+            ``InvalidAccountKey``: the key found is not base64.
         """
         env = os.environ
         if state_dir is None and env.get("AZURE_BATCH_ENDPOINT"):
@@ -121,25 +158,22 @@ class BatchClient:
             if missing:
                 raise ServiceNotRunningError(
                     f"AZURE_BATCH_ENDPOINT is set but {', '.join(missing)} is not.")
-            return cls(env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"],
-                       env["AZURE_BATCH_ACCESS_KEY"])
-        from hpcbatch.api.server import default_state_dir
-
-        sdir = Path(state_dir).expanduser() if state_dir else default_state_dir()
-        info_file = sdir / "service.json"
+            endpoint, account, key = (env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"],
+                                      env["AZURE_BATCH_ACCESS_KEY"])
+            source = "AZURE_BATCH_ACCESS_KEY"
+        else:
+            conn = service_connection(state_dir)
+            endpoint, account, key = conn.endpoint, conn.account, conn.key
+            source = "the service's key file"
         try:
-            info = json.loads(info_file.read_text())
-            key = json.loads(Path(info["key_file"]).read_text())["key"]
-        except (OSError, ValueError, KeyError):
-            raise ServiceNotRunningError(
-                f"No hpcbatch service is running for state dir {sdir} (no {info_file}). "
-                "Start one with 'hpcbatch service start', or set AZURE_BATCH_ENDPOINT, "
-                "AZURE_BATCH_ACCOUNT and AZURE_BATCH_ACCESS_KEY.") from None
-        return cls(info["endpoint"], info["account"], key)
+            return cls(endpoint, account, key)
+        except ValueError as exc:
+            raise HpcbatchError(f"{source} is not a valid account key: {exc}",
+                                code="InvalidAccountKey", status=400) from None
 
     def close(self) -> None:
-        """Close the HTTP session."""
-        self._session.close()
+        """Close the client's connections."""
+        self._transport.close()
 
     def __enter__(self) -> BatchClient:
         return self
@@ -151,37 +185,62 @@ class BatchClient:
 
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                  body: Any = None, headers: Mapping[str, str] | None = None,
-                 raw: bytes | None = None) -> requests.Response:
-        query = {"api-version": API_VERSION, **{k: v for k, v in (params or {}).items()
-                                                 if v is not None}}
+                 raw: bytes | None = None) -> Response:
+        """Send a signed request; a path is under the endpoint (with ``api-version``), a URL as is.
+
+        Raises
+        ------
+        BatchError
+            The service answered with an error (its Batch code and status).
+        ServiceNotRunningError
+            The endpoint cannot be reached.
+        TimeoutError
+            No answer within ``timeout_s``.
+        """
+        if path.startswith("http"):
+            url = path
+        else:
+            query = {"api-version": API_VERSION,
+                     **{k: v for k, v in (params or {}).items() if v is not None}}
+            url = f"{self.endpoint}{path}?{urlencode(query, doseq=True)}"
         data = raw
-        hdrs = dict(headers or {})
+        hdrs = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
         if raw is not None:
             hdrs["Content-Type"] = "application/octet-stream"
         if body is not None:
             data = json.dumps(_wire(body), separators=(",", ":")).encode()
             hdrs["Content-Type"] = "application/json; odata=minimalmetadata"
-        url = path if path.startswith("http") else f"{self.endpoint}{path}"
+        length = content_length(method, None if data is None else len(data))
+        if length is not None:
+            hdrs["Content-Length"] = length
+        authorize(method, url, hdrs, self.account, self._key)
         try:
-            resp = self._session.request(method, url, params=None if path.startswith("http")
-                                         else query, data=data, headers=hdrs, auth=self._auth,
-                                         timeout=self.timeout_s)
-        except requests.ConnectionError as exc:
+            resp = self._transport.request(method, url, hdrs, data)
+        except TimeoutError:
+            raise TimeoutError(f"the hpcbatch service at {self.endpoint} did not answer "
+                               f"within {self.timeout_s:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
             raise ServiceNotRunningError(f"cannot reach the hpcbatch service at "
                                          f"{self.endpoint}: {exc}") from None
-        if resp.status_code >= 400:
+        if resp.status >= 400:
             try:
                 err = resp.json()
                 msg = err.get("message", {}).get("value", resp.text).split("\nRequestId:")[0]
                 values = {v["key"]: v["value"] for v in err.get("values", [])}
-                raise BatchError(msg, code=err.get("code", "Unknown"), status=resp.status_code,
-                                 values=values)
-            except ValueError:
+            except (ValueError, AttributeError, KeyError, TypeError):
                 raise BatchError(resp.text or resp.reason, code="Unknown",
-                                 status=resp.status_code) from None
+                                 status=resp.status) from None
+            raise BatchError(msg, code=err.get("code", "Unknown"), status=resp.status,
+                             values=values)
         return resp
 
-    def _list(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Json:
+        """GET one resource's wire JSON (without ``odata.metadata``)."""
+        data: Json = self._request("GET", path, params=params).json()
+        data.pop("odata.metadata", None)
+        return data
+
+    def _list(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Json]:
         resp = self._request("GET", path, params=params)
         while True:
             body = resp.json()
@@ -199,7 +258,7 @@ class BatchClient:
 
     def add_hosts(self, hosts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Add hosts to the service's inventory (see :class:`hpcbatch.providers.inventory.Host`)."""
-        body = [h.model_dump(mode="json") if isinstance(h, BaseModel) else dict(h) for h in hosts]
+        body = [h.model_dump(mode="json") if hasattr(h, "model_dump") else dict(h) for h in hosts]
         return self._request("POST", "/inventory/hosts", body={"hosts": body}).json()["value"]
 
     def list_hosts(self) -> list[dict[str, Any]]:
@@ -235,9 +294,7 @@ class BatchClient:
 
     def get_application(self, application_id: str) -> dict[str, Any]:
         """Return one application ("Application - Get")."""
-        data = self._request("GET", f"/applications/{self._q(application_id)}").json()
-        data.pop("odata.metadata", None)
-        return data
+        return self._get(f"/applications/{self._q(application_id)}")
 
     # -------------------------------------------------------------------- pools
 
@@ -247,11 +304,19 @@ class BatchClient:
 
     def get_pool(self, pool_id: str) -> Pool:
         """Return a pool ("Pool - Get"); raises :class:`BatchError` ``PoolNotFound``."""
-        return _parse(Pool, self._request("GET", f"/pools/{self._q(pool_id)}").json())
+        return _parse(_models().Pool, self.get_pool_json(pool_id))
+
+    def get_pool_json(self, pool_id: str) -> Json:
+        """:meth:`get_pool` as wire JSON."""
+        return self._get(f"/pools/{self._q(pool_id)}")
 
     def list_pools(self, filter: str | None = None) -> list[Pool]:  # noqa: A002 - SDK name
         """Return pools ("Pool - List"), with an optional OData ``$filter``."""
-        return [_parse(Pool, p) for p in self._list("/pools", {"$filter": filter})]
+        return [_parse(_models().Pool, p) for p in self.list_pools_json(filter)]
+
+    def list_pools_json(self, filter: str | None = None) -> list[Json]:  # noqa: A002
+        """:meth:`list_pools` as wire JSON."""
+        return list(self._list("/pools", {"$filter": filter}))
 
     def resize_pool(self, pool_id: str, target_dedicated_nodes: int,
                     node_deallocation_option: str | None = None) -> None:
@@ -290,12 +355,19 @@ class BatchClient:
 
     def list_nodes(self, pool_id: str) -> list[ComputeNode]:
         """Return a pool's compute nodes ("Compute Node - List")."""
-        return [_parse(ComputeNode, n) for n in self._list(f"/pools/{self._q(pool_id)}/nodes")]
+        return [_parse(_models().ComputeNode, n) for n in self.list_nodes_json(pool_id)]
+
+    def list_nodes_json(self, pool_id: str) -> list[Json]:
+        """:meth:`list_nodes` as wire JSON."""
+        return list(self._list(f"/pools/{self._q(pool_id)}/nodes"))
 
     def get_node(self, pool_id: str, node_id: str) -> ComputeNode:
         """Return one compute node ("Compute Node - Get")."""
-        return _parse(ComputeNode, self._request(
-            "GET", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}").json())
+        return _parse(_models().ComputeNode, self.get_node_json(pool_id, node_id))
+
+    def get_node_json(self, pool_id: str, node_id: str) -> Json:
+        """:meth:`get_node` as wire JSON."""
+        return self._get(f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}")
 
     def reboot_node(self, pool_id: str, node_id: str, node_reboot_option: str | None = None) -> None:
         """Reboot a node ("Compute Node - Reboot"): requeue, terminate, taskcompletion or retaineddata."""
@@ -365,11 +437,19 @@ class BatchClient:
 
     def get_job(self, job_id: str) -> Job:
         """Return a job ("Job - Get")."""
-        return _parse(Job, self._request("GET", f"/jobs/{self._q(job_id)}").json())
+        return _parse(_models().Job, self.get_job_json(job_id))
+
+    def get_job_json(self, job_id: str) -> Json:
+        """:meth:`get_job` as wire JSON."""
+        return self._get(f"/jobs/{self._q(job_id)}")
 
     def list_jobs(self, filter: str | None = None) -> list[Job]:  # noqa: A002
         """Return jobs ("Job - List")."""
-        return [_parse(Job, j) for j in self._list("/jobs", {"$filter": filter})]
+        return [_parse(_models().Job, j) for j in self.list_jobs_json(filter)]
+
+    def list_jobs_json(self, filter: str | None = None) -> list[Json]:  # noqa: A002
+        """:meth:`list_jobs` as wire JSON."""
+        return list(self._list("/jobs", {"$filter": filter}))
 
     def update_job(self, job_id: str, patch: Mapping[str, Any]) -> None:
         """Update a job's mutable properties, e.g. ``{"priority": 100}`` ("Job - Patch")."""
@@ -410,9 +490,7 @@ class BatchClient:
 
     def get_job_schedule(self, job_schedule_id: str) -> dict[str, Any]:
         """Return a job schedule ("Job Schedule - Get")."""
-        data = self._request("GET", f"/jobschedules/{self._q(job_schedule_id)}").json()
-        data.pop("odata.metadata", None)
-        return data
+        return self._get(f"/jobschedules/{self._q(job_schedule_id)}")
 
     def list_job_schedules(self) -> list[dict[str, Any]]:
         """List job schedules ("Job Schedule - List")."""
@@ -420,7 +498,11 @@ class BatchClient:
 
     def list_jobs_from_schedule(self, job_schedule_id: str) -> list[Job]:
         """List the jobs a schedule created ("Job - List From Job Schedule")."""
-        return [_parse(Job, j) for j in self._list(f"/jobschedules/{self._q(job_schedule_id)}/jobs")]
+        return [_parse(_models().Job, j) for j in self.list_jobs_from_schedule_json(job_schedule_id)]
+
+    def list_jobs_from_schedule_json(self, job_schedule_id: str) -> list[Json]:
+        """:meth:`list_jobs_from_schedule` as wire JSON."""
+        return list(self._list(f"/jobschedules/{self._q(job_schedule_id)}/jobs"))
 
     def disable_job_schedule(self, job_schedule_id: str) -> None:
         """Disable a job schedule ("Job Schedule - Disable")."""
@@ -465,9 +547,12 @@ class BatchClient:
         list of TaskAddResult
             One per task, in input order.
         """
+        from concurrent.futures import ThreadPoolExecutor
+
+        models = _models()
         items = [_wire(t) for t in tasks]
-        chunks = [items[i:i + MAX_TASKS_PER_COLLECTION]
-                  for i in range(0, len(items), MAX_TASKS_PER_COLLECTION)]
+        per_request = models.MAX_TASKS_PER_COLLECTION
+        chunks = [items[i:i + per_request] for i in range(0, len(items), per_request)]
         path = f"/jobs/{self._q(job_id)}/addtaskcollection"
 
         def send(chunk: list[Any]) -> list[dict[str, Any]]:
@@ -481,7 +566,7 @@ class BatchClient:
 
         with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(chunks) or 1))) as pool:
             replies = list(pool.map(send, chunks))
-        results = [_parse(TaskAddResult, r) for reply in replies for r in reply]
+        results = [_parse(models.TaskAddResult, r) for reply in replies for r in reply]
         bad = [r for r in results if r.status != "success"]
         if bad and raise_on_error:
             err = bad[0].error or {}
@@ -492,10 +577,14 @@ class BatchClient:
         return results
 
     def get_task(self, job_id: str, task_id: str, select: str | None = None) -> Task:
-        """Return a task ("Task - Get")."""
-        data = self._request("GET", f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}",
-                             params={"$select": select}).json()
-        return _parse(Task, data, partial=bool(select))
+        """Return a task ("Task - Get"); with ``select``, only the selected properties."""
+        return _parse(_models().Task, self.get_task_json(job_id, task_id, select),
+                      partial=bool(select))
+
+    def get_task_json(self, job_id: str, task_id: str, select: str | None = None) -> Json:
+        """:meth:`get_task` as wire JSON."""
+        return self._get(f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}",
+                         {"$select": select})
 
     def list_tasks(self, job_id: str, filter: str | None = None,  # noqa: A002
                    select: str | None = None, max_results: int | None = None) -> list[Task]:
@@ -503,9 +592,14 @@ class BatchClient:
 
         With ``select``, the returned models hold only the selected properties.
         """
+        return [_parse(_models().Task, t, partial=bool(select))
+                for t in self.list_tasks_json(job_id, filter, select, max_results)]
+
+    def list_tasks_json(self, job_id: str, filter: str | None = None,  # noqa: A002
+                        select: str | None = None, max_results: int | None = None) -> list[Json]:
+        """:meth:`list_tasks` as wire JSON (with ``select``, only the selected properties)."""
         params = {"$filter": filter, "$select": select, "maxresults": max_results}
-        return [_parse(Task, t, partial=bool(select))
-                for t in self._list(f"/jobs/{self._q(job_id)}/tasks", params)]
+        return list(self._list(f"/jobs/{self._q(job_id)}/tasks", params))
 
     def terminate_task(self, job_id: str, task_id: str) -> None:
         """Terminate a task ("Task - Terminate")."""
@@ -521,11 +615,18 @@ class BatchClient:
 
     def list_task_files(self, job_id: str, task_id: str, recursive: bool = False) -> list[NodeFile]:
         """List files of a task's directory ("File - List From Task")."""
+        return [_parse(_models().NodeFile, f)
+                for f in self.list_task_files_json(job_id, task_id, recursive)]
+
+    def list_task_files_json(self, job_id: str, task_id: str,
+                             recursive: bool = False) -> list[Json]:
+        """:meth:`list_task_files` as wire JSON."""
         path = f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/files"
-        return [_parse(NodeFile, f) for f in self._list(path, {"recursive": str(recursive).lower()})]
+        return list(self._list(path, {"recursive": str(recursive).lower()}))
 
     def download_task_file(self, job_id: str, task_id: str, file_path: str,
-                           destination: str | Path | None = None) -> bytes:
+                           destination: str | Path | None = None, *,
+                           offset_bytes: int = 0) -> bytes:
         """Download a file of a task ("File - Get From Task"), e.g. ``stdout.txt``.
 
         Parameters
@@ -534,28 +635,39 @@ class BatchClient:
             Path relative to the task directory (``stdout.txt``, ``wd/out.csv``).
         destination
             When given, the bytes are also written to this local path.
+        offset_bytes
+            First byte to return (``ocp-range: bytes={offset_bytes}-``): to read
+            what a running task appended since the last read.
 
         Returns
         -------
         bytes
-            The file's content.
+            The file's content (from ``offset_bytes`` on).
         """
         path = (f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/files/"
                 f"{quote(file_path, safe='/')}")
-        data = self._request("GET", path).content
-        if destination is not None:
-            Path(destination).write_bytes(data)
-        return data
+        headers = {"ocp-range": f"bytes={offset_bytes}-"} if offset_bytes else None
+        return self._download(path, destination, headers)
 
     def list_subtasks(self, job_id: str, task_id: str) -> list[SubtaskInformation]:
         """List the subtasks of a multi-instance task ("Task - List Subtasks")."""
-        path = f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/subtasksinfo"
-        return [_parse(SubtaskInformation, s) for s in self._list(path)]
+        return [_parse(_models().SubtaskInformation, s)
+                for s in self.list_subtasks_json(job_id, task_id)]
+
+    def list_subtasks_json(self, job_id: str, task_id: str) -> list[Json]:
+        """:meth:`list_subtasks` as wire JSON."""
+        return list(self._list(f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/subtasksinfo"))
 
     def list_node_files(self, pool_id: str, node_id: str, recursive: bool = False) -> list[NodeFile]:
         """List files under a node's root dir ("File - List From Compute Node")."""
+        return [_parse(_models().NodeFile, f)
+                for f in self.list_node_files_json(pool_id, node_id, recursive)]
+
+    def list_node_files_json(self, pool_id: str, node_id: str,
+                             recursive: bool = False) -> list[Json]:
+        """:meth:`list_node_files` as wire JSON."""
         path = f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/files"
-        return [_parse(NodeFile, f) for f in self._list(path, {"recursive": str(recursive).lower()})]
+        return list(self._list(path, {"recursive": str(recursive).lower()}))
 
     def download_node_file(self, pool_id: str, node_id: str, file_path: str,
                            destination: str | Path | None = None) -> bytes:
@@ -566,7 +678,12 @@ class BatchClient:
         """
         path = (f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/files/"
                 f"{quote(file_path, safe='/')}")
-        data = self._request("GET", path).content
+        return self._download(path, destination)
+
+    def _download(self, path: str, destination: str | Path | None,
+                  headers: Mapping[str, str] | None = None) -> bytes:
+        """GET a file's bytes; also write them to ``destination`` when given."""
+        data = self._request("GET", path, headers=headers).content
         if destination is not None:
             Path(destination).write_bytes(data)
         return data
@@ -601,65 +718,3 @@ class BatchClient:
                 raise TimeoutError(f"job {job_id}: tasks still not complete after {timeout_s:g} s: "
                                    f"{counts}")
             time.sleep(poll_interval_s)
-
-
-class LocalBatch:
-    """Run an hpcbatch service in this process on local nodes, and yield its client.
-
-    The embedded default: SQLite, local storage, and ``nodes`` local compute
-    nodes (processes on this machine, each with its own root dir) in the
-    inventory, labelled ``local``. Create a pool with ``vmSize`` ``any`` or
-    ``local`` to use them.
-
-    Parameters
-    ----------
-    nodes
-        Number of local hosts to put in the inventory. Node ``local-i`` has the
-        loopback address ``127.0.0.{10+i}``, so MPI launchers see distinct hosts;
-        multi-instance tasks reach them through :mod:`hpcbatch.providers.locallaunch`.
-    state_dir
-        Where to keep state; default a new temporary folder, removed on exit.
-    cores_per_node
-        ``cores`` of each local host (default: this machine's CPU count).
-    storage_url, storage_options
-        The service's storage (default: ``storage/`` in the state dir).
-    """
-
-    def __init__(self, nodes: int = 3, *, state_dir: Path | str | None = None,
-                 cores_per_node: int | None = None, storage_url: str | None = None,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
-        self.nodes = nodes
-        self.storage_url = storage_url
-        self.storage_options = dict(storage_options or {})
-        self._own_dir = state_dir is None
-        self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="hpcbatch-"))
-        self.cores_per_node = cores_per_node or os.cpu_count() or 1
-        self._thread: Any = None
-        self.client: BatchClient | None = None
-
-    def __enter__(self) -> BatchClient:
-        from hpcbatch.api.server import ServiceConfig, ServiceThread
-
-        self._thread = ServiceThread(ServiceConfig(
-            state_dir=self.state_dir, port=0, scheduler_host="127.0.0.1",
-            storage_url=self.storage_url, storage_options=self.storage_options))
-        runtime = self._thread.start()
-        creds = runtime.credentials
-        self.client = BatchClient(runtime.endpoint, creds.account_name, creds.key)
-        self.client.add_hosts([
-            {"name": f"local-{i + 1}", "address": f"127.0.0.{11 + i}", "provider": "local",
-             "root_dir": str(self.state_dir / "nodes" / f"local-{i + 1}"),
-             "python": sys.executable, "cores": self.cores_per_node, "labels": ["local"]}
-            for i in range(self.nodes)
-        ])
-        return self.client
-
-    def __exit__(self, *exc: object) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self._thread is not None:
-            self._thread.stop()
-        if self._own_dir:
-            import shutil
-
-            shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from hpcbatch.batch.sharedkey import SharedKeyAuth
+from hpcbatch.client.auth import SharedKeyAuth
 from hpcbatch.api.rest import JSON_CONTENT_TYPE, MAX_TASK_COLLECTION_BYTES
 from tests.helpers import running_service
 

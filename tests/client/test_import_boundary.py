@@ -1,0 +1,130 @@
+"""The client never imports the server stack.
+
+Each check runs in a fresh interpreter (``python -c``) a client command in
+process, against a real service running in this test's process (found through
+its state dir's ``service.json``, as users find it), then lists the modules that
+interpreter imported. A command that only talks to a running service, the SDK's
+reads, and ``hpcbatch --version`` must import none of the service's layers
+(``hpcbatch.api``, ``hpcbatch.core``, ``hpcbatch.store``, the execution engine,
+agent and node) nor the libraries they stand on (Dask, aiohttp, SQLAlchemy,
+paramiko, fabric). The CLI's lists and shows also build no pydantic models and
+use no ``requests``: the imports a command answering at once cannot afford.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import running_service
+
+SERVER_PACKAGES = frozenset({"distributed", "dask", "aiohttp", "sqlalchemy", "paramiko",
+                             "fabric"})
+SERVER_MODULES = ("hpcbatch.api", "hpcbatch.core", "hpcbatch.store",
+                  "hpcbatch.execution.engine", "hpcbatch.execution.agent",
+                  "hpcbatch.execution.node", "hpcbatch.testing")
+SLOW_PACKAGES = frozenset({"pydantic", "requests", "urllib3"})
+JOB = "boundaryjob"
+
+# Runs ``body`` (which sets ``result``), then prints a marker line with the result
+# and every module the interpreter imported.
+PROBE = textwrap.dedent("""
+    import json, sys
+    result = None
+    {body}
+    print("\\n@@" + json.dumps({{"result": result, "modules": sorted(sys.modules)}}))
+""")
+
+
+def run_cli(*args: str) -> str:
+    """Code that runs ``hpcbatch *args`` in process; ``result`` is its exit code."""
+    return textwrap.dedent(f"""
+        from hpcbatch.client.cli import cli
+        try:
+            cli.main({list(args)!r}, prog_name="hpcbatch")
+        except SystemExit as exc:
+            result = exc.code
+    """)
+
+
+def probe(body: str, state_dir: Path) -> tuple[Any, set[str], str]:
+    """Run ``body`` in a fresh interpreter; return its result, its modules and its stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_BATCH_")}
+    env["HPCBATCH_STATE_DIR"] = str(state_dir)
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(body=textwrap.indent(body, ""))],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and "\n@@" in proc.stdout, proc.stderr
+    out, _, marker = proc.stdout.rpartition("\n@@")
+    data = json.loads(marker)
+    return data["result"], set(data["modules"]), out
+
+
+def server_stack(modules: set[str]) -> list[str]:
+    """The modules of ``modules`` that belong to the service's stack."""
+    return sorted(m for m in modules
+                  if m.split(".")[0] in SERVER_PACKAGES
+                  or any(m == s or m.startswith(s + ".") for s in SERVER_MODULES))
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A running service (in this process) with job ``boundaryjob`` of 3 active tasks."""
+    sdir = tmp_path_factory.mktemp("boundary") / "state"
+    with running_service(sdir, scheduler_host="127.0.0.1") as (client, _thread):
+        client.create_job({"id": JOB, "poolInfo": {"poolId": "nonodes"}})
+        client.create_tasks(JOB, [{"id": f"t{i}", "commandLine": "/bin/true"}
+                                  for i in range(3)])
+        yield sdir
+
+
+COMMANDS = [  # (argv, a text its output holds)
+    (["--version"], "hpcbatch, version"),
+    (["job", "list"], JOB),
+    (["task", "list", "--job-id", JOB], "t2"),
+    (["task", "list", "--job-id", JOB, "-o", "json"], '"id": "t2"'),
+    (["task", "show", "--job-id", JOB, "--task-id", "t1", "-o", "json"], '"id": "t1"'),
+    (["job", "task-counts", "--job-id", JOB], "active"),
+    (["pool", "list", "-o", "json"], "[]"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), COMMANDS, ids=[" ".join(a) for a, _ in COMMANDS])
+def test_cli_command_imports_no_server_stack(state_dir: Path, args: list[str],
+                                             expected: str) -> None:
+    code, modules, out = probe(run_cli(*args), state_dir)
+    assert code in (0, None) and expected in out, out
+    assert server_stack(modules) == []
+    assert sorted(m for m in modules if m.split(".")[0] in SLOW_PACKAGES) == []
+
+
+def test_task_list_prints_the_tasks(state_dir: Path) -> None:
+    code, _, out = probe(run_cli("task", "list", "--job-id", JOB, "-o", "json"), state_dir)
+    assert code in (0, None)
+    assert sorted(t["id"] for t in json.loads(out)) == ["t0", "t1", "t2"]
+
+
+def test_sdk_imports_no_server_stack(state_dir: Path) -> None:
+    code, modules, _ = probe(textwrap.dedent(f"""
+        from hpcbatch import BatchClient
+        with BatchClient.from_environment() as client:
+            result = [t.id for t in client.list_tasks({JOB!r})]
+            client.get_job({JOB!r})
+            client.get_task_counts({JOB!r})
+    """), state_dir)
+    assert code == ["t0", "t1", "t2"]
+    assert server_stack(modules) == []
+
+
+def test_probe_sees_a_server_import(state_dir: Path) -> None:
+    """The check can fail: a client that imports the service is caught."""
+    _, modules, _ = probe("import hpcbatch.client.cli, hpcbatch.store.database", state_dir)
+    assert "sqlalchemy" in {m.split(".")[0] for m in modules}
+    assert server_stack(modules)
