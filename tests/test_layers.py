@@ -54,12 +54,6 @@ def test_import_contracts() -> None:
 #: the caller a public method); delete the entry with the fix. A new use fails
 #: the test, and so does an entry that no longer occurs.
 ALLOWED_PRIVATE_USES: frozenset[tuple[str, str]] = frozenset({
-    # TODO(issue 11): client -- api/security.py decodes the account key with sharedkey's
-    # private helper: make it public where SharedKey's server half ends up.
-    ("hpcbatch.api.security", "hpcbatch.batch.sharedkey._decode_key"),
-    # TODO(issue 11): client -- `hpcbatch task file` calls BatchClient._request: give the
-    # SDK a public method for ranged file reads.
-    ("hpcbatch.client.cli", "._request"),
 })
 
 
@@ -244,9 +238,6 @@ def test_private_use_scan_sees_each_form(tmp_path: Path) -> None:
 #: count that changed, either way.
 MYPY_ERRORS_ALLOWED: dict[str, int] = {
     "hpcbatch/api/rest.py": 2,              # lead (unused type: ignore comments)
-    "hpcbatch/batch/sharedkey.py": 1,       # client (SharedKeyAuth moves to the client)
-    "hpcbatch/client/quickstart.py": 1,     # client
-    "hpcbatch/client/sdk.py": 2,            # client
 }
 
 

@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hpcbatch.batch.errors import HpcbatchError
-from hpcbatch.batch.sharedkey import _decode_key, generate_account_key
+from hpcbatch.batch.sharedkey import decode_key, generate_account_key
+from hpcbatch.batch.statedir import ACCOUNT_FILE
 from hpcbatch.execution.tls import TlsFiles
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ __all__ = [
     "ensure_tls",
 ]
 
-ACCOUNT_FILE = "account.json"
 TLS_DIR = "tls"
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
@@ -176,7 +176,7 @@ def ensure_account_credentials(state_dir: Path, account: str = "hpcbatch") -> Ac
             name, key = doc["account_name"], doc["key"]
             if not isinstance(name, str) or not name or not isinstance(key, str):
                 raise TypeError("account_name and key must be non-empty strings")
-            _decode_key(key)
+            decode_key(key)
         except (ValueError, KeyError, TypeError) as exc:
             raise HpcbatchError(
                 f"{path} is not a valid hpcbatch account file ({exc}); "

@@ -29,6 +29,7 @@ from hpcbatch.api.security import (
     ensure_account_credentials,
     ensure_tls,
 )
+from hpcbatch.batch.statedir import EVENTS_FILE, SERVICE_FILE, default_state_dir
 from hpcbatch.core.service import BatchService, Quotas
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.transfer import StorageRef
@@ -40,11 +41,6 @@ DEFAULT_PORT = 8600
 """Default port of the REST API."""
 
 log = logging.getLogger("hpcbatch")
-
-
-def default_state_dir() -> Path:
-    """Return the state dir: ``$HPCBATCH_STATE_DIR``, else ``~/.hpcbatch``."""
-    return Path(os.environ.get("HPCBATCH_STATE_DIR") or Path.home() / ".hpcbatch")
 
 
 @dataclass
@@ -104,7 +100,7 @@ class ServiceRuntime:
 
     @property
     def info_file(self) -> Path:
-        return self.state_dir / "service.json"
+        return self.state_dir / SERVICE_FILE
 
     async def start(self) -> None:
         """Start everything and write ``service.json``."""
@@ -127,7 +123,7 @@ class ServiceRuntime:
         self.service = BatchService(self.store, self.engine, tls, account_name=creds.account_name,
                                     account_key=creds.key, base_url=self.endpoint,
                                     storage=storage,
-                                    event_log=EventLog(self.state_dir / "events.jsonl"),
+                                    event_log=EventLog(self.state_dir / EVENTS_FILE),
                                     quotas=self.config.quotas,
                                     metrics_interval_s=self.config.metrics_interval_s,
                                     min_autoscale_interval_s=self.config.min_autoscale_interval_s)

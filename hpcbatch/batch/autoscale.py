@@ -67,8 +67,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.tree import Meta
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.tree import Meta
 
 from .errors import BadRequestError
 

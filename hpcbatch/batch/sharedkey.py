@@ -230,7 +230,14 @@ def string_to_sign(
     )
 
 
-def _decode_key(key_b64: str) -> bytes:
+def decode_key(key_b64: str) -> bytes:
+    """Decode a base64 account key to its bytes.
+
+    Raises
+    ------
+    ValueError
+        The key is not valid base64, or is empty.
+    """
     try:
         key = base64.b64decode(key_b64.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -276,7 +283,7 @@ def sign(
         ``key_b64`` is not base64.
     """
     text = string_to_sign(method, path, query, headers, account)
-    signature = base64.b64encode(_mac(_decode_key(key_b64), text)).decode("ascii")
+    signature = base64.b64encode(_mac(decode_key(key_b64), text)).decode("ascii")
     return f"SharedKey {account}:{signature}"
 
 
@@ -430,7 +437,7 @@ def verify(
             values={"AuthenticationErrorDetail": "request date outside the allowed time window"},
         )
 
-    key = _decode_key(key_b64)
+    key = decode_key(key_b64)
     path, pairs = _split_path(path, query)
     names = dict.fromkeys([claimed, claimed.lower(), account])
     canonical = None

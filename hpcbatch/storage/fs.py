@@ -806,7 +806,7 @@ def default_storage_url(state_dir: str | os.PathLike[str]) -> str:
     Parameters
     ----------
     state_dir
-        The service state dir (``hpcbatch.api.server.default_state_dir()``).
+        The service state dir (``hpcbatch.batch.statedir.default_state_dir()``).
     """
     return Path(os.path.abspath(os.fspath(state_dir)), "storage").as_uri()
 
