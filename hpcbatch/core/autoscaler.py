@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from hpcbatch.batch import autoscale, events
 from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
 from hpcbatch.batch.models import PoolSpec
+from hpcbatch.batch.states import JOB_LIVE, TASK_HOLDS_NODE
 from hpcbatch.core.rows import pool_row
 from hpcbatch.execution import metrics
 from hpcbatch.store.database import Store, dumps, jobs, loads, mappings, pools, tasks
@@ -189,8 +190,7 @@ class Autoscaler:
     def _task_counts(self, pool_key: str) -> dict[str, float]:
         with self.ctx.store.read() as conn:
             job_keys = conn.execute(sa.select(jobs.c.key).where(
-                jobs.c.pool_key == pool_key, jobs.c.state.in_(("active", "disabling",
-                                                                 "disabled", "terminating"))
+                jobs.c.pool_key == pool_key, jobs.c.state.in_(sorted(JOB_LIVE))
             )).scalars().all()
             counts: dict[str, float] = {"ActiveTasks": 0, "RunningTasks": 0,
                                         "SucceededTasks": 0, "FailedTasks": 0}
@@ -201,7 +201,7 @@ class Autoscaler:
                 for state, result, n in conn.execute(stmt):
                     if state == "active":
                         counts["ActiveTasks"] += n
-                    elif state in ("running", "preparing"):
+                    elif state in TASK_HOLDS_NODE:
                         counts["RunningTasks"] += n
                     elif result == "success":
                         counts["SucceededTasks"] += n

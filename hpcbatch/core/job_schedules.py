@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from hpcbatch.batch import schedules
 from hpcbatch.batch.errors import ConflictError, HpcbatchError, exists, not_found
 from hpcbatch.batch.models import JobSpec
-from hpcbatch.batch.states import Kind
+from hpcbatch.batch.states import JOB_SCHEDULE_CLOSED, JobScheduleState, Kind
 from hpcbatch.batch.wire import iso, new_etag
 from hpcbatch.core.transitions import check
 from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads, mappings
@@ -141,7 +141,7 @@ class JobSchedules:
         """Disable a schedule ("Job Schedule - Disable"): it creates no job until enabled."""
         with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
-            if row["state"] not in ("active", "disabled"):
+            if row["state"] not in (JobScheduleState.active, JobScheduleState.disabled):
                 raise ConflictError(f"The job schedule is {row['state']}.",
                                     code="JobScheduleNotActive")
             self._set_state(conn, row, "disabled")
@@ -161,7 +161,7 @@ class JobSchedules:
         (``TerminateJobSchedule``) and it completes."""
         with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
-            if row["state"] in ("completed", "terminating", "deleting"):
+            if row["state"] in JOB_SCHEDULE_CLOSED:
                 return
             self._set_state(conn, row, "terminating")
             self._end_jobs(conn, row, delete=False)

@@ -22,7 +22,13 @@ from hpcbatch.batch.models import (
     JobPatch,
     JobSpec,
 )
-from hpcbatch.batch.states import Kind
+from hpcbatch.batch.states import (
+    JOB_CLOSED,
+    JOB_OPEN_FOR_TASKS,
+    TASK_INCOMPLETE,
+    JobState,
+    Kind,
+)
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import job_row
@@ -202,7 +208,7 @@ class Jobs:
             # Batch evaluates onAllTasksComplete when it is set, not only when a task
             # completes: a job whose tasks have all completed (or that has none) ends now.
             if (patch.on_all_tasks_complete == "terminatejob"
-                    and row["state"] in ("active", "disabling", "disabled")
+                    and row["state"] in JOB_OPEN_FOR_TASKS
                     and self._all_tasks_complete(conn, row["key"])):
                 self.begin_terminate(conn, {**row, **values}, "AllTasksComplete")
         self._hooks.pop(row["key"], None)
@@ -213,7 +219,7 @@ class Jobs:
         """Whether no task of the job is active, preparing or running (an indexed LIMIT 1)."""
         return conn.execute(sa.select(tasks.c.seq).where(
             tasks.c.job_key == job_key,
-            tasks.c.state.in_(("active", "preparing", "running"))).limit(1)).first() is None
+            tasks.c.state.in_(sorted(TASK_INCOMPLETE))).limit(1)).first() is None
 
     def set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str,
                        **execution: Any) -> None:
@@ -250,7 +256,7 @@ class Jobs:
 
     def begin_terminate(self, conn: sa.Connection, row: Mapping[str, Any], reason: str) -> None:
         """Move a job to ``terminating`` (in ``conn``'s transaction) and end it in the background."""
-        if row["state"] in ("terminating", "deleting", "completed"):
+        if row["state"] in JOB_CLOSED:
             return
         self.set_state(conn, row, "terminating", terminateReason=reason)
         self.ctx.background(self._finish_terminate(row["key"]))
@@ -317,7 +323,7 @@ class Jobs:
         """
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
-            if row["state"] not in ("disabled", "disabling"):
+            if row["state"] not in (JobState.disabled, JobState.disabling):
                 raise ConflictError(f"The job is {row['state']}, not disabled.",
                                     code="JobNotDisabled")
             self.set_state(conn, row, "active")
@@ -399,7 +405,7 @@ class Jobs:
             if spec.get("usesTaskDependencies"):
                 done = [{"key": r.task_key, "int_id": r.int_id} for r, _, _ in items]
                 self.tasks.resolve_dependencies(conn, job_key, self.tasks.dependents(conn, job_key, done))
-            if job["state"] not in ("active", "disabling", "disabled"):
+            if job["state"] not in JOB_OPEN_FOR_TASKS:
                 continue
             decided = dependencies.job_action_after(
                 ((ok, run.is_manager, run.kill_job_on_completion, ending.job_action)
@@ -418,7 +424,7 @@ class Jobs:
         now = utcnow()
         with self.ctx.store.begin() as conn:
             rows = mappings(conn.execute(sa.select(jobs).where(
-                jobs.c.state.in_(("active", "disabling", "disabled", "enabling")))))
+                jobs.c.state.in_(sorted(JOB_OPEN_FOR_TASKS)))))
             for row in rows:
                 limit = (loads(row["spec"]).get("constraints") or {}).get("maxWallClockTime")
                 if not limit:

@@ -11,6 +11,7 @@ from hpcbatch.batch.errors import (
     InvalidPropertyValueError,
     not_found,
 )
+from hpcbatch.batch.states import NODE_IN_TRANSITION
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.rows import pool_row
@@ -90,7 +91,7 @@ class Nodes:
         name = "nodeReimageOption" if reimage else "nodeRebootOption"
         option = self._option(name, option, ("requeue", "terminate", "taskcompletion",
                                              "retaineddata"), "requeue")
-        if node.state in ("creating", "starting", "rebooting", "reimaging", "leavingpool"):
+        if node.state in NODE_IN_TRANSITION:
             raise ConflictError(f"Node {node_id} is {node.state} and cannot be "
                                 f"{'reimaged' if reimage else 'rebooted'} now.",
                                 code="NodeNotReady")

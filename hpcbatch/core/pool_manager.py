@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
 from hpcbatch.batch.models import PoolSpec
-from hpcbatch.batch.states import Kind
+from hpcbatch.batch.states import NODE_ACCEPTS_TASKS, NODE_JOINING_OR_LEAVING, Kind
 from hpcbatch.batch.wire import utcnow
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent
@@ -39,9 +39,6 @@ from hpcbatch.providers.registry import offers_remote_login, provider_for
 from hpcbatch.store.database import Store, dumps, hosts, loads, nodes
 
 log = logging.getLogger(__name__)
-
-READY_STATES = ("idle", "running")
-"""Node states in which a node takes tasks."""
 
 WORKER_TIMEOUT_S = 60.0
 """How long a started node has to connect its Dask worker before it is unusable."""
@@ -103,7 +100,7 @@ class NodeRuntime:
     @property
     def free_slots(self) -> int:
         """Slots a new task may take now (0 unless the node is ready and enabled)."""
-        if self.state not in READY_STATES or self.scheduling_state != "enabled" or not self.worker:
+        if self.state not in NODE_ACCEPTS_TASKS or self.scheduling_state != "enabled" or not self.worker:
             return 0
         return max(0, self.slots - self.used_slots)
 
@@ -246,7 +243,7 @@ class PoolManager:
         """Batch ``allocationState``: ``resizing`` until every node settled, else ``steady``."""
         nodes_ = self.pools.get(pool_key, {})
         target = self.targets.get(pool_key, 0)
-        settling = any(n.state in ("creating", "starting", "leavingpool") for n in nodes_.values())
+        settling = any(n.state in NODE_JOINING_OR_LEAVING for n in nodes_.values())
         return "resizing" if settling or len(nodes_) != target and self.can_grow(pool_key) else "steady"
 
     def can_grow(self, pool_key: str) -> bool:
@@ -817,7 +814,7 @@ class PoolManager:
                 continue
             for pool in list(self.pools.values()):
                 for node in list(pool.values()):
-                    if node.worker and node.state not in ("leavingpool", "starting", "creating"):
+                    if node.worker and node.state not in NODE_JOINING_OR_LEAVING:
                         if workers.get(node.worker_name) != node.worker:
                             self.lost(node)
 

@@ -20,7 +20,7 @@ from hpcbatch.batch.models import (
     PoolResize,
     PoolSpec,
 )
-from hpcbatch.batch.states import AllocationState, Kind, PoolState
+from hpcbatch.batch.states import NODE_JOINING, AllocationState, Kind, PoolState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import pool_row
@@ -147,7 +147,7 @@ class Pools:
             out["autoScaleRun"] = status["autoScaleRun"]
         short = status["target"] - out["currentDedicatedNodes"]
         if row["state"] == "active" and short > 0 and not self.ctx.pool_manager.can_grow(key):
-            if not any(n.state in ("creating", "starting") for n in nodes_):
+            if not any(n.state in NODE_JOINING for n in nodes_):
                 out["resizeErrors"] = [{
                     "code": "InsufficientInventory",
                     "message": f"The inventory has no free host matching vmSize "

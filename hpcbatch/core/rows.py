@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hpcbatch.batch.errors import ConflictError, not_found
+from hpcbatch.batch.states import JobState
 from hpcbatch.store.database import Store, jobs, pools, tasks
 
 
@@ -43,12 +44,12 @@ def check_job_open(row: Mapping[str, Any]) -> None:
     ConflictError
         ``JobCompleted``, ``JobBeingTerminated`` or ``JobBeingDeleted``.
     """
-    if row["state"] == "completed":
+    if row["state"] == JobState.completed:
         raise ConflictError("The specified job is already in a completed state.",
                             code="JobCompleted")
-    if row["state"] in ("terminating", "deleting"):
+    if row["state"] in (JobState.terminating, JobState.deleting):
         raise ConflictError(f"The specified job is in the {row['state']} state.",
-                            code="JobBeingTerminated" if row["state"] == "terminating"
+                            code="JobBeingTerminated" if row["state"] == JobState.terminating
                             else "JobBeingDeleted")
 
 
