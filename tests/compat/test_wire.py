@@ -6,40 +6,16 @@ status codes, headers, paging, conditional requests and error bodies.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
 
 import pytest
-import requests
 
-from hpcbatch.client.auth import SharedKeyAuth
-from hpcbatch.api.rest import JSON_CONTENT_TYPE, MAX_TASK_COLLECTION_BYTES
+from hpcbatch.api.http import MAX_TASK_COLLECTION_BYTES
+from tests.api.wire import Http
+from tests.api.wire import batch_error as _error
 from tests.helpers import running_service
-
-
-class Http:
-    """Signed requests to the service, as an SDK sends them (api-version in the query)."""
-
-    def __init__(self, endpoint: str, account: str, key: str) -> None:
-        self.endpoint = endpoint
-        self.session = requests.Session()
-        self.session.auth = SharedKeyAuth(account, key)
-
-    def __call__(self, method: str, path: str, body: Any = None, *,
-                 params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-                 raw: bytes | None = None) -> requests.Response:
-        h = {"ocp-date": format_datetime(datetime.now(UTC), usegmt=True), **(headers or {})}
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-        if data is not None:
-            h.setdefault("Content-Type", "application/json; odata=minimalmetadata")
-        return self.session.request(method, self.endpoint + path, data=data, headers=h,
-                                    params={"api-version": "2025-06-01", **(params or {})},
-                                    timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +29,6 @@ def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
                                            "targetDedicatedNodes": 0}).status_code == 201
         assert http("POST", "/jobs", {"id": "wj", "poolInfo": {"poolId": "w0"}}).status_code == 201
         yield http
-
-
-def _error(resp: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["Content-Type"] == JSON_CONTENT_TYPE
-    assert resp.headers.get("request-id")
-    body = resp.json()
-    assert body["code"] == code, body
-    assert body["message"]["lang"] == "en-US"
-    assert f"RequestId:{resp.headers['request-id']}" in body["message"]["value"]
-    return body
 
 
 def test_unknown_path_and_verb(http):

@@ -1,0 +1,580 @@
+"""HTTP plumbing every resource's routes share: Batch's replies, errors, paging and conditions.
+
+One place for the wire rules of the Batch REST API (api-version 2025-06-01)
+that do not depend on the resource:
+
+* JSON replies (:func:`json_reply`) carry ``Content-Type:
+  application/json;odata=minimalmetadata`` and ``odata.metadata``; a resource's
+  reply (:func:`entity_reply`) carries ``ETag``, ``Last-Modified`` and
+  ``DataServiceId`` (:func:`entity_headers`); a create answers ``201`` with
+  ``Location`` (:func:`created_reply`); an accepted change answers its status
+  with the resource's new ``ETag`` (:meth:`Target.done`).
+* Lists (:func:`page_reply`) answer ``{"odata.metadata", "value",
+  "odata.nextLink"}``, one page of ``maxresults`` (1..1000) after
+  ``$skiptoken``, with ``$select`` applied and ``$expand`` checked.
+* Conditional headers (``If-Match``, ``If-None-Match``, ``If-Modified-Since``,
+  ``If-Unmodified-Since``) are evaluated against a resource's ``eTag`` and
+  ``lastModified`` (:func:`conditions`, :meth:`Target.guard`).
+* Errors answer Batch's ``{"code", "message": {"lang", "value"}, "values"}``
+  body (:func:`error_reply`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from hpcbatch.batch import odata
+from hpcbatch.batch.errors import BadRequestError, HpcbatchError
+from hpcbatch.batch.wire import utcnow
+from hpcbatch.core.service import BatchService
+from hpcbatch.core.tasks import DEFAULT_MAX_RESULTS
+
+SERVICE = web.AppKey("service", BatchService)
+"""The application's service core."""
+
+ACCOUNT = web.AppKey("account", tuple)
+"""The application's ``(account name, base64 key)``."""
+
+JSON_CONTENT_TYPE = "application/json;odata=minimalmetadata"
+"""The ``Content-Type`` of Batch's JSON replies."""
+
+MAX_TASK_COLLECTION_BYTES = 1024 * 1024
+"""Batch: "The total serialized size of this collection must be less than 1MB"."""
+
+MAX_RESULTS = 1000
+"""Batch's largest ``maxresults``."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+"""An aiohttp request handler."""
+
+CONDITION_HEADERS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+"""The conditional request headers Batch evaluates."""
+
+
+# ---------------------------------------------------------------- the request
+
+
+def service(request: web.Request) -> BatchService:
+    """The service core serving ``request``."""
+    return request.app[SERVICE]
+
+
+def param(request: web.Request, name: str) -> str:
+    """The path parameter ``name`` of ``request`` (``/pools/{pool}`` -> ``param(r, "pool")``)."""
+    return request.match_info[name]
+
+
+def base_url(request: web.Request) -> str:
+    """``scheme://host[:port]`` of ``request``: the prefix of every resource URL in a reply."""
+    return f"{request.scheme}://{request.host}"
+
+
+def metadata_url(request: web.Request, entity: str) -> str:
+    """The ``odata.metadata`` value of a reply about ``entity`` (``"pools/@Element"``)."""
+    return f"{base_url(request)}/$metadata#{entity}"
+
+
+async def read_json(request: web.Request) -> Any:
+    """Return the request's JSON body.
+
+    Raises
+    ------
+    BadRequestError
+        An empty body (``InvalidRequestBody``) or one that is not JSON
+        (``InvalidRequestBody``, naming the line and column).
+    """
+    raw = await request.read()
+    if not raw:
+        raise BadRequestError("The request body is empty; a JSON object is required.")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(
+            f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}.",
+            code="InvalidRequestBody",
+        ) from None
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """Return the request's JSON object body (an action's options); ``{}`` when empty.
+
+    Raises
+    ------
+    BadRequestError
+        A body that is not JSON or not an object (``InvalidRequestBody``).
+    """
+    if not await request.read():
+        return {}
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BadRequestError("The request body must be a JSON object.")
+    return body
+
+
+async def check_task_collection_size(request: web.Request) -> None:
+    """Refuse a task collection of 1 MiB or more ("Task - Add Collection").
+
+    The SDKs' ``create_tasks``/``add_collection`` answer this error by halving
+    the chunk and retrying.
+
+    Raises
+    ------
+    HpcbatchError
+        ``413 RequestBodyTooLarge`` (``MaxLimit``: :data:`MAX_TASK_COLLECTION_BYTES`).
+    """
+    if (request.content_length or 0) >= MAX_TASK_COLLECTION_BYTES or \
+            len(await request.read()) >= MAX_TASK_COLLECTION_BYTES:
+        raise HpcbatchError(
+            "The request body is too large: the total serialized size of a task collection "
+            f"must be less than 1 MB ({MAX_TASK_COLLECTION_BYTES} bytes); retry with fewer "
+            "tasks.", code="RequestBodyTooLarge", status=413,
+            values={"MaxLimit": str(MAX_TASK_COLLECTION_BYTES)})
+
+
+def _bad_query(name: str, raw: str, message: str, code: str) -> BadRequestError:
+    return BadRequestError(message, code=code,
+                           values={"QueryParameterName": name, "QueryParameterValue": raw})
+
+
+def int_query(request: web.Request, name: str, default: int) -> int:
+    """The integer query parameter ``name``, or ``default`` when absent.
+
+    Raises
+    ------
+    BadRequestError
+        ``InvalidQueryParameterValue`` when it is not an integer.
+    """
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _bad_query(name, raw, f"The query parameter {name} must be an integer, not {raw!r}.",
+                         "InvalidQueryParameterValue") from None
+
+
+def bool_query(request: web.Request, name: str) -> bool:
+    """The boolean query parameter ``name`` (``true``/``false``, any case); False when absent.
+
+    Raises
+    ------
+    BadRequestError
+        ``InvalidQueryParameterValue`` for another value.
+    """
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "false"):
+        raise _bad_query(name, raw, f"The query parameter {name} must be true or false, "
+                         f"not {raw!r}.", "InvalidQueryParameterValue")
+    return raw == "true"
+
+
+def max_results(request: web.Request) -> int:
+    """The page size ``maxresults`` (1..:data:`MAX_RESULTS`, default 1000).
+
+    Raises
+    ------
+    BadRequestError
+        ``InvalidQueryParameterValue`` (not an integer) or
+        ``OutOfRangeQueryParameterValue``.
+    """
+    value = int_query(request, "maxresults", DEFAULT_MAX_RESULTS)
+    if not 1 <= value <= MAX_RESULTS:
+        raise _bad_query("maxresults", str(value),
+                         f"maxresults must be between 1 and {MAX_RESULTS}, not {value}.",
+                         "OutOfRangeQueryParameterValue")
+    return value
+
+
+def check_expand(request: web.Request) -> None:
+    """Check ``$expand`` when given (only ``stats``; hpcbatch keeps no statistics).
+
+    Raises
+    ------
+    odata.InvalidQueryParameterError
+        Another value (``InvalidQueryParameterValue``).
+    """
+    if "$expand" in request.query:
+        odata.parse_expand(request.query["$expand"])
+
+
+def select(request: web.Request, items: list[dict[str, Any]],
+           selectable: Iterable[str] | None) -> list[dict[str, Any]]:
+    """Apply the request's ``$select`` to wire items; unchanged without one or ``selectable``.
+
+    Raises
+    ------
+    odata.InvalidQueryParameterError
+        A name outside ``selectable`` (``InvalidQueryParameterValue``).
+    """
+    text = request.query.get("$select")
+    if not text or not selectable:
+        return items
+    names = odata.parse_select(text, selectable)
+    return [odata.apply_select(i, names) for i in items] if names else items
+
+
+# ------------------------------------------------------------------ replies
+
+
+def json_reply(data: Any, status: int = 200,
+               headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON reply with Batch's ``Content-Type`` (compact separators)."""
+    out = {"Content-Type": JSON_CONTENT_TYPE}
+    out.update(headers or {})
+    return web.Response(body=json.dumps(data, separators=(",", ":")).encode(), status=status,
+                        headers=out)
+
+
+def empty_reply(status: int, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A reply without a body (``Content-Length: 0`` but for ``204``)."""
+    out = dict(headers or {})
+    if status != 204:
+        out["Content-Length"] = "0"
+    return web.Response(status=status, headers=out)
+
+
+def http_date(when: datetime | None = None) -> str:
+    """RFC 1123 date of ``when`` (naive means UTC; default now), as HTTP headers carry it."""
+    when = when or datetime.now(UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return format_datetime(when.astimezone(UTC), usegmt=True)
+
+
+def parse_wire_time(text: Any) -> datetime | None:
+    """Parse a wire time (``2025-01-01T10:00:00.123456Z``) into an aware UTC datetime.
+
+    Returns None for anything that is not such a string.
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return odata.parse_datetime(text).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def wire_now() -> str:
+    """Now as a wire time with Batch's seven fraction digits."""
+    return utcnow().strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+
+
+def entity_headers(data: Mapping[str, Any], url: str | None = None) -> dict[str, str]:
+    """``ETag``, ``Last-Modified`` and ``DataServiceId`` of a resource's wire JSON."""
+    headers: dict[str, str] = {}
+    if data.get("eTag"):
+        headers["ETag"] = str(data["eTag"])
+    modified = parse_wire_time(data.get("lastModified"))
+    if modified is not None:
+        headers["Last-Modified"] = http_date(modified)
+    if url or data.get("url"):
+        headers["DataServiceId"] = url or str(data["url"])
+    return headers
+
+
+def entity_reply(request: web.Request, data: dict[str, Any], entity: str,
+                 selectable: Iterable[str] | None = None) -> web.Response:
+    """Answer one resource (``GET``/``HEAD``), honouring conditional headers and ``$select``.
+
+    Parameters
+    ----------
+    data
+        The resource's wire JSON.
+    entity
+        Its ``odata.metadata`` entity (``"pools/@Element"``).
+    selectable
+        The names ``$select`` may take; None: ``$select`` is not applied.
+    """
+    not_modified = conditions(request, data)
+    if not_modified is not None:
+        return not_modified
+    headers = entity_headers(data)
+    [data] = select(request, [data], selectable)
+    check_expand(request)
+    return json_reply({"odata.metadata": metadata_url(request, entity), **data}, headers=headers)
+
+
+def created_reply(location: str, data: Mapping[str, Any] | None) -> web.Response:
+    """``201`` for a create: ``Location``, ``DataServiceId``, ``ETag``, ``Last-Modified``."""
+    headers = {"Location": location, "DataServiceId": location}
+    headers.update(entity_headers(data or {}, location))
+    headers.setdefault("Last-Modified", http_date())
+    return empty_reply(201, headers)
+
+
+def _next_link(request: web.Request, token: Any) -> str:
+    query = {k: v for k, v in request.query.items() if k != "$skiptoken"}
+    query["$skiptoken"] = str(token)
+    return f"{base_url(request)}{request.path}?{urlencode(query)}"
+
+
+def list_reply(request: web.Request, entity: str, items: list[dict[str, Any]],
+               next_token: Any = None) -> web.Response:
+    """A list's reply: ``odata.metadata``, ``value`` and, with ``next_token``, ``odata.nextLink``
+    (the request's URL with ``$skiptoken`` set to ``next_token``)."""
+    body: dict[str, Any] = {"odata.metadata": metadata_url(request, entity), "value": items}
+    if next_token is not None:
+        body["odata.nextLink"] = _next_link(request, next_token)
+    return json_reply(body)
+
+
+def page_reply(request: web.Request, entity: str, items: list[dict[str, Any]],
+               selectable: Iterable[str] | None = None, *, expand: bool = False) -> web.Response:
+    """Answer a whole list one page at a time: ``maxresults`` items after ``$skiptoken``
+    (an offset), ``$select`` applied, ``$expand`` checked when ``expand``.
+
+    Raises
+    ------
+    BadRequestError
+        A bad ``maxresults``, ``$select`` or ``$expand``.
+    """
+    size = max_results(request)
+    if expand:
+        check_expand(request)
+    token = request.query.get("$skiptoken", "")
+    start = int(token) if token.isdigit() else 0
+    page = select(request, items[start:start + size], selectable)
+    nxt = start + size if len(items) > start + size else None
+    return list_reply(request, entity, page, nxt)
+
+
+def error_reply(request: web.Request, exc: HpcbatchError, request_id: str) -> web.Response:
+    """Batch's error body for ``exc``; the message ends ``RequestId:...`` and ``Time:...``."""
+    body = exc.to_wire()
+    body["odata.metadata"] = metadata_url(
+        request, "Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element")
+    body["message"] = {"lang": "en-US",
+                       "value": f"{exc.message}\nRequestId:{request_id}\nTime:{wire_now()}"}
+    return json_reply(body, status=exc.status)
+
+
+# --------------------------------------------------------- conditional requests
+
+
+def _etags(value: str) -> list[str]:
+    return [v.strip().removeprefix("W/").strip('"') for v in value.split(",") if v.strip()]
+
+
+def header_date(request: web.Request, name: str) -> datetime | None:
+    """The RFC 1123 date of header ``name`` (aware), or None when absent.
+
+    Raises
+    ------
+    BadRequestError
+        ``InvalidHeaderValue`` when it is not a date.
+    """
+    raw = request.headers.get(name)
+    if not raw:
+        return None
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        raise BadRequestError(f"The {name} header is not an RFC 1123 date: {raw!r}.",
+                              code="InvalidHeaderValue", values={"HeaderName": name}) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def conditions(request: web.Request, data: Mapping[str, Any]) -> web.Response | None:
+    """Evaluate conditional headers against a resource's ``eTag``/``lastModified``.
+
+    ``If-Match`` and ``If-Unmodified-Since`` that fail answer ``412
+    ConditionNotMet``; ``If-None-Match`` and ``If-Modified-Since`` that fail
+    answer ``304`` (no body) for a read and ``412`` for a write.
+
+    Returns
+    -------
+    web.Response or None
+        The ``304`` reply, or None when the request may proceed.
+
+    Raises
+    ------
+    HpcbatchError
+        ``412 ConditionNotMet``.
+    BadRequestError
+        ``InvalidHeaderValue``: a date header that is not a date.
+    """
+    if not any(h in request.headers for h in CONDITION_HEADERS):
+        return None
+    read = request.method in ("GET", "HEAD")
+    etag = str(data.get("eTag") or "")
+    modified = parse_wire_time(data.get("lastModified"))
+    if modified is not None:
+        modified = modified.replace(microsecond=0)
+
+    def precondition_failed(reason: str) -> HpcbatchError:
+        return HpcbatchError(f"The condition specified using HTTP conditional header(s) is not "
+                             f"met: {reason}.", code="ConditionNotMet", status=412,
+                             values={"ETag": etag})
+
+    if_match = request.headers.get("If-Match")
+    if if_match is not None:
+        tags = _etags(if_match)
+        if "*" not in tags and etag not in tags:
+            raise precondition_failed(f"If-Match {if_match} does not match the ETag {etag}")
+    since = header_date(request, "If-Unmodified-Since")
+    if since is not None and modified is not None and modified > since:
+        raise precondition_failed("the resource was modified after If-Unmodified-Since")
+    not_modified = None
+    if_none = request.headers.get("If-None-Match")
+    if if_none is not None:
+        tags = _etags(if_none)
+        if "*" in tags or etag in tags:
+            not_modified = f"If-None-Match {if_none} matches the ETag {etag}"
+    since = header_date(request, "If-Modified-Since")
+    if since is not None and modified is not None and modified <= since:
+        not_modified = "the resource was not modified since If-Modified-Since"
+    if not_modified is None:
+        return None
+    if read:
+        return empty_reply(304, entity_headers(data))
+    raise precondition_failed(not_modified)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The resource a request addresses: its URL and a reader of its current wire JSON.
+
+    :meth:`Collection.target` builds one; :meth:`Collection.change` uses it to
+    check a write's conditions before the change and to answer after it.
+
+    Attributes
+    ----------
+    request
+        The request.
+    url
+        The resource's URL (``DataServiceId``).
+    fetch
+        Returns the resource's wire JSON (raises its ``...NotFound``).
+    """
+
+    request: web.Request
+    url: str
+    fetch: Callable[[], dict[str, Any]]
+
+    def guard(self) -> Target:
+        """Check a write's conditional headers (reading the resource only when there are any).
+
+        Returns
+        -------
+        Target
+            This target.
+
+        Raises
+        ------
+        HpcbatchError
+            ``412 ConditionNotMet``, or the resource's ``...NotFound``.
+        """
+        if any(h in self.request.headers for h in CONDITION_HEADERS):
+            conditions(self.request, self.fetch())
+        return self
+
+    def done(self, status: int, *, etag: bool = True) -> web.Response:
+        """Answer an accepted change: ``DataServiceId`` and, with ``etag``, the resource's
+        new ``ETag``/``Last-Modified`` (none when it is already gone)."""
+        headers: dict[str, str] = {}
+        if etag:
+            try:
+                headers = entity_headers(self.fetch(), self.url)
+            except HpcbatchError:
+                headers = {}
+        headers["DataServiceId"] = self.url
+        return empty_reply(status, headers)
+
+
+Params = Mapping[str, str]
+"""A request's path parameters (``{"pool": "p1", "node": "n1"}``)."""
+
+Change = Callable[[web.Request], Awaitable[None]]
+"""A handler body that carries out a change and answers nothing itself."""
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A Batch resource collection (``/pools``, ``/pools/{pool}/nodes``, ...): how a route
+    addresses, reads and answers one of its items.
+
+    Attributes
+    ----------
+    path
+        The collection's path template (``"/jobs/{job}/tasks"``).
+    param
+        The path parameter naming one item (``"task"``: ``/jobs/{job}/tasks/{task}``).
+    entity_set
+        The ``odata.metadata`` entity set (``"tasks"``).
+    get
+        Returns an item's wire JSON from the request's path parameters (raises
+        its ``...NotFound``).
+    selectable
+        The names ``$select`` may take; None: the core applies ``$select``.
+    """
+
+    path: str
+    param: str
+    entity_set: str
+    get: Callable[[BatchService, Params], dict[str, Any]]
+    selectable: tuple[str, ...] | None = None
+
+    def url(self, request: web.Request, item_id: str) -> str:
+        """The URL of item ``item_id`` (the other path parameters from ``request``)."""
+        return f"{base_url(request)}{self.path.format_map(request.match_info)}/{item_id}"
+
+    def target(self, request: web.Request) -> Target:
+        """The item the request's path names."""
+        params = dict(request.match_info)
+        return Target(request, self.url(request, params[self.param]),
+                      lambda: self.get(service(request), params))
+
+    def created(self, request: web.Request, item_id: str) -> web.Response:
+        """Answer the create of item ``item_id``: ``201`` (:func:`created_reply`)."""
+        params = {**request.match_info, self.param: item_id}
+        return created_reply(self.url(request, item_id), self.get(service(request), params))
+
+    def entity(self, request: web.Request) -> web.Response:
+        """Answer "... - Get" (and "... - Exists", ``HEAD``) of the item the path names."""
+        return entity_reply(request, self.target(request).fetch(), f"{self.entity_set}/@Element",
+                            self.selectable)
+
+    def page(self, request: web.Request, items: list[dict[str, Any]], *,
+             expand: bool = False) -> web.Response:
+        """Answer "... - List" with the whole list ``items`` (:func:`page_reply`)."""
+        return page_reply(request, self.entity_set, items, self.selectable, expand=expand)
+
+    def change(self, status: int, *, guard: bool = True,
+               etag: bool = True) -> Callable[[Change], Handler]:
+        """Decorate the body of a handler that changes the item the path names.
+
+        Before the body runs, the request's conditional headers are checked
+        against the item (with ``guard``); after it, the reply is ``status``
+        with ``DataServiceId`` and (with ``etag``) the item's new ``ETag`` and
+        ``Last-Modified`` (:meth:`Target.done`).
+
+        Parameters
+        ----------
+        status
+            The operation's status code (``200``, ``202`` or ``204``).
+        guard
+            Whether the operation honours conditional headers.
+        etag
+            Whether the reply carries the item's new ``ETag``.
+        """
+        def decorate(body: Change) -> Handler:
+            @functools.wraps(body)
+            async def handler(request: web.Request) -> web.StreamResponse:
+                target = self.target(request)
+                if guard:
+                    target.guard()
+                await body(request)
+                return target.done(status, etag=etag)
+            return handler
+        return decorate

@@ -1,0 +1,55 @@
+"""Account routes: "Account - List Pool Node Counts", and hpcbatch's ``/health``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from hpcbatch.api.http import ACCOUNT, json_reply, page_reply, service
+from hpcbatch.batch.errors import NotFoundError
+
+routes = web.RouteTableDef()
+
+_NODE_COUNT_STATES = {
+    "creating": "creating", "idle": "idle", "offline": "offline", "preempted": "preempted",
+    "rebooting": "rebooting", "reimaging": "reimaging", "running": "running",
+    "starting": "starting", "starttaskfailed": "startTaskFailed",
+    "leavingpool": "leavingPool", "unknown": "unknown", "unusable": "unusable",
+    "waitingforstarttask": "waitingForStartTask", "deallocated": "deallocated",
+    "deallocating": "deallocating", "upgradingos": "upgradingOS",
+}
+"""A node state's name in ``NodeCounts`` (camelCase)."""
+
+
+def node_counts(nodes: list[dict[str, Any]]) -> dict[str, int]:
+    """Batch's ``NodeCounts`` of some nodes' wire JSON: a count per state, and ``total``.
+
+    A state Batch does not count is counted as ``unknown``.
+    """
+    counts = {wire: 0 for wire in _NODE_COUNT_STATES.values()}
+    for n in nodes:
+        counts[_NODE_COUNT_STATES.get(str(n.get("state")), "unknown")] += 1
+    counts["total"] = len(nodes)
+    return counts
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    """hpcbatch's health check (no authentication): ``{"status": "ok", "account"}``."""
+    return json_reply({"status": "ok", "account": request.app[ACCOUNT][0]})
+
+
+@routes.get("/nodecounts")
+async def list_pool_node_counts(request: web.Request) -> web.Response:
+    """"Account - List Pool Node Counts": node counts by state, per pool (``$filter`` on pools)."""
+    svc = service(request)
+    items = []
+    for pool in svc.pools.list_pools(request.query.get("$filter")):
+        try:
+            nodes = svc.nodes.list_nodes(pool["id"])
+        except NotFoundError:
+            continue
+        items.append({"poolId": pool["id"], "dedicated": node_counts(nodes),
+                      "lowPriority": node_counts([])})
+    return page_reply(request, "poolnodecounts", items)

@@ -1,0 +1,173 @@
+"""File routes: "File - List/Get/Get Properties From Task" and "... From Compute Node".
+
+Deleting files is not supported yet (:mod:`hpcbatch.api.unsupported`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from hpcbatch.api.http import (
+    Params,
+    base_url,
+    bool_query,
+    empty_reply,
+    header_date,
+    http_date,
+    page_reply,
+    param,
+    parse_wire_time,
+    service,
+)
+from hpcbatch.batch import odata
+from hpcbatch.batch.errors import BadRequestError, not_found
+from hpcbatch.core.files import NodeFiles
+
+routes = web.RouteTableDef()
+
+FILE_MODE = "0o100644"
+"""``ocp-batch-file-mode`` of a regular file on a Linux node, as Batch reports it."""
+
+
+def _range(request: web.Request) -> tuple[int, int | None]:
+    """Parse ``ocp-range``/``Range: bytes=a-b`` into (offset, length)."""
+    rng = request.headers.get("ocp-range") or request.headers.get("Range")
+    if not rng or not rng.startswith("bytes="):
+        return 0, None
+    start, _, end = rng[6:].partition("-")
+    try:
+        offset = int(start or 0)
+        return offset, (int(end) - offset + 1 if end else None)
+    except ValueError:
+        raise BadRequestError(f"The range {rng!r} is not a valid byte range.",
+                              code="InvalidHeaderValue",
+                              values={"HeaderName": "ocp-range"}) from None
+
+
+def _file_headers(request: web.Request, entry: Mapping[str, Any] | None,
+                  size_bytes: int | None) -> dict[str, str]:
+    """The headers of "File - Get"/"Get Properties": url, kind, mode, times, length."""
+    props = (entry or {}).get("properties") or {}
+    modified = parse_wire_time(props.get("lastModified")) or datetime.now(UTC)
+    created = parse_wire_time(props.get("creationTime")) or modified
+    headers = {
+        "ocp-batch-file-isdirectory": "true" if (entry or {}).get("isDirectory") else "false",
+        "ocp-batch-file-url": f"{base_url(request)}{quote(request.path)}",
+        "ocp-batch-file-mode": props.get("fileMode") or FILE_MODE,
+        "ocp-creation-time": http_date(created),
+        "Last-Modified": http_date(modified),
+        "Content-Type": "application/octet-stream",
+    }
+    if size_bytes is not None:
+        headers["Content-Length"] = str(size_bytes)
+    return headers
+
+
+def _not_modified(request: web.Request, entry: Mapping[str, Any] | None) -> bool:
+    """True when ``If-Modified-Since`` says the client's copy is current (answer 304)."""
+    since = header_date(request, "If-Modified-Since")
+    props = (entry or {}).get("properties") or {}
+    modified = parse_wire_time(props.get("lastModified"))
+    return since is not None and modified is not None and modified.replace(microsecond=0) <= since
+
+
+def _files_filter(request: web.Request, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Apply ``$filter``: only ``startswith(name, '...')``, case-sensitive, is supported."""
+    text = request.query.get("$filter")
+    if not text:
+        return files
+    m = re.fullmatch(r"\s*startswith\(\s*name\s*,\s*'((?:[^']|'')*)'\s*\)\s*", text)
+    if not m:
+        raise odata.InvalidQueryParameterError(
+            "$filter", text, "only startswith(name, '...') is supported on file lists")
+    prefix = m.group(1).replace("''", "'")
+    return [f for f in files if f.get("name", "").startswith(prefix)]
+
+
+@dataclass(frozen=True)
+class _Folder:
+    """Where the "File - ..." operations of one kind read: a compute node's root dir, or
+    the directory of a task on the node that ran it."""
+
+    path: str
+    """The path the folder's ``/files`` hang under."""
+    where: str
+    """``"Compute Node"`` or ``"Task"``: the operations' names end ``From {where}``."""
+    entries: Callable[[NodeFiles, Params, str, bool], Awaitable[list[dict[str, Any]]]]
+    """Lists the folder's ``(parent, recursive)`` entries: "File - List From ..."."""
+    content: Callable[[NodeFiles, Params, int, int | None], Awaitable[bytes]]
+    """Reads the file ``{path}`` from ``(offset, length)``: "File - Get From ..."."""
+    by_parent: bool
+    """Whether a file's entry is looked up in its parent dir (a node's root dir is large)
+    rather than in the whole recursive listing (a task's dir)."""
+
+    async def entry(self, request: web.Request) -> dict[str, Any] | None:
+        """The listing entry of the file ``{path}`` (None: there is none)."""
+        name = param(request, "path").strip("/")
+        parent = name.rpartition("/")[0] if self.by_parent else ""
+        entries = await self.entries(service(request).files, request.match_info, parent,
+                                     not self.by_parent)
+        return next((e for e in entries if e.get("name", "").strip("/") == name), None)
+
+    def add_routes(self) -> None:
+        """Route "File - List From ...", "File - Get From ..." and "File - Get Properties
+        From ..." of this folder."""
+
+        async def list_files(request: web.Request) -> web.Response:
+            files = await self.entries(service(request).files, request.match_info, "",
+                                       bool_query(request, "recursive"))
+            return page_reply(request, "files", _files_filter(request, files))
+
+        async def get_file(request: web.Request) -> web.Response:
+            entry = await self.entry(request)
+            if _not_modified(request, entry):
+                return empty_reply(304)
+            offset, length = _range(request)
+            data = await self.content(service(request).files, request.match_info, offset,
+                                      length)
+            headers = _file_headers(request, entry, None)
+            del headers["Content-Type"]
+            return web.Response(body=data, content_type="application/octet-stream",
+                                headers=headers)
+
+        async def get_properties(request: web.Request) -> web.Response:
+            entry = await self.entry(request)
+            if entry is None:
+                raise not_found("File", param(request, "path"))
+            size = (entry.get("properties") or {}).get("contentLength")
+            return web.Response(status=200, headers=_file_headers(request, entry, size or 0))
+
+        for handler, operation in ((list_files, "List"), (get_file, "Get"),
+                                   (get_properties, "Get Properties")):
+            handler.__doc__ = f'"File - {operation} From {self.where}".'
+        routes.get(f"{self.path}/files")(list_files)
+        routes.get(f"{self.path}/files/{{path:.+}}", allow_head=False)(get_file)
+        routes.head(f"{self.path}/files/{{path:.+}}")(get_properties)
+
+
+NODE_FOLDER = _Folder(
+    "/pools/{pool}/nodes/{node}", "Compute Node",
+    lambda files, p, parent, recursive: files.list_node_files(p["pool"], p["node"], parent,
+                                                              recursive),
+    lambda files, p, offset, length: files.get_node_file(p["pool"], p["node"], p["path"],
+                                                         offset, length),
+    by_parent=True)
+"""A compute node's root dir: ``/pools/{pool}/nodes/{node}/files``."""
+
+TASK_FOLDER = _Folder(
+    "/jobs/{job}/tasks/{task}", "Task",
+    lambda files, p, _parent, recursive: files.list_task_files(p["job"], p["task"], recursive),
+    lambda files, p, offset, length: files.get_task_file(p["job"], p["task"], p["path"],
+                                                         offset, length),
+    by_parent=False)
+"""A task's directory: ``/jobs/{job}/tasks/{task}/files``."""
+
+NODE_FOLDER.add_routes()
+TASK_FOLDER.add_routes()

@@ -1,0 +1,33 @@
+"""The host inventory (an hpcbatch addition to Batch's REST API): ``/inventory/hosts``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hpcbatch.api.http import json_reply, param, read_json, service
+from hpcbatch.batch.errors import BadRequestError
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/inventory/hosts")
+async def list_hosts(request: web.Request) -> web.Response:
+    """List the inventory's hosts: ``{"value": [host, ...]}``."""
+    return json_reply({"value": service(request).inventory.list_hosts()})
+
+
+@routes.post("/inventory/hosts")
+async def add_hosts(request: web.Request) -> web.Response:
+    """Add or replace hosts: a body ``{"hosts": [...]}`` or ``[...]``; ``201`` with the hosts."""
+    body = await read_json(request)
+    items = body.get("hosts") if isinstance(body, dict) else body
+    if not isinstance(items, list):
+        raise BadRequestError("The body must be {\"hosts\": [...]} or a list of hosts.")
+    return json_reply({"value": service(request).inventory.add_hosts(items)}, status=201)
+
+
+@routes.delete("/inventory/hosts/{name}")
+async def remove_host(request: web.Request) -> web.Response:
+    """Remove a host from the inventory (``204``)."""
+    service(request).inventory.remove_host(param(request, "name"))
+    return web.Response(status=204)

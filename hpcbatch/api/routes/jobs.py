@@ -1,0 +1,147 @@
+"""Job routes: "Job - Add/List/Get/Patch/Update/Delete/Terminate/Disable/Enable/
+Get Task Counts/List Preparation And Release Task Status"."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from hpcbatch.api.http import (
+    Collection,
+    json_reply,
+    metadata_url,
+    page_reply,
+    param,
+    read_json,
+    read_object,
+    service,
+)
+from hpcbatch.batch import odata
+from hpcbatch.batch.errors import BadRequestError
+
+routes = web.RouteTableDef()
+
+JOB_SELECTABLE = (
+    "id", "displayName", "usesTaskDependencies", "url", "eTag", "lastModified", "creationTime",
+    "state", "stateTransitionTime", "previousState", "previousStateTransitionTime", "priority",
+    "allowTaskPreemption", "maxParallelTasks", "constraints", "jobManagerTask",
+    "jobPreparationTask", "jobReleaseTask", "commonEnvironmentSettings", "poolInfo",
+    "onAllTasksComplete", "onTaskFailure", "networkConfiguration", "metadata", "executionInfo",
+    "stats",
+)
+"""Properties a job's ``$select`` may name (Batch REST api-version 2025-06-01)."""
+
+PREP_RELEASE_SELECTABLE = (
+    "poolId", "nodeId", "nodeUrl", "jobPreparationTaskExecutionInfo",
+    "jobReleaseTaskExecutionInfo",
+)
+"""Properties a preparation and release task status's ``$select`` may name."""
+
+JOB_REPLACE_DEFAULTS: dict[str, Any] = {
+    "priority": 0, "maxParallelTasks": -1, "allowTaskPreemption": False,
+    "constraints": {}, "metadata": [], "onAllTasksComplete": "noaction",
+}
+"""What "Job - Update" (PUT) resets a property to when the body leaves it out."""
+
+
+JOBS = Collection("/jobs", "job", "jobs", lambda svc, p: svc.jobs.get_job(p["job"]),
+                  JOB_SELECTABLE)
+"""The jobs: ``/jobs/{job}``."""
+
+
+@routes.post("/jobs")
+async def add_job(request: web.Request) -> web.Response:
+    """"Job - Add"."""
+    return JOBS.created(request, service(request).jobs.add_job(await read_json(request)))
+
+
+@routes.get("/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    """"Job - List" (``$filter`` runs in the store)."""
+    return JOBS.page(request, service(request).jobs.list_jobs(request.query.get("$filter")),
+                     expand=True)
+
+
+@routes.get("/jobs/{job}")
+async def get_job(request: web.Request) -> web.Response:
+    """"Job - Get"."""
+    return JOBS.entity(request)
+
+
+@routes.patch("/jobs/{job}")
+@JOBS.change(200)
+async def patch_job(request: web.Request) -> None:
+    """"Job - Patch": change the properties the body names."""
+    service(request).jobs.update_job(param(request, "job"), await read_json(request))
+
+
+@routes.put("/jobs/{job}")
+@JOBS.change(200)
+async def replace_job(request: web.Request) -> None:
+    """"Job - Update" (PUT): replace the job's updatable properties; absent ones are reset
+    (:data:`JOB_REPLACE_DEFAULTS`)."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BadRequestError("The request body must be a JSON object.")
+    service(request).jobs.update_job(param(request, "job"), {**JOB_REPLACE_DEFAULTS, **body})
+
+
+@routes.delete("/jobs/{job}")
+@JOBS.change(202, etag=False)
+async def delete_job(request: web.Request) -> None:
+    """"Job - Delete": the job answers ``state: deleting`` until it is gone."""
+    service(request).jobs.delete_job(param(request, "job"))
+
+
+@routes.post("/jobs/{job}/terminate")
+@JOBS.change(202)
+async def terminate_job(request: web.Request) -> None:
+    """"Job - Terminate" (``terminateReason``)."""
+    body = await read_object(request)
+    service(request).jobs.terminate_job(param(request, "job"), body.get("terminateReason"))
+
+
+@routes.post("/jobs/{job}/disable")
+@JOBS.change(202)
+async def disable_job(request: web.Request) -> None:
+    """"Job - Disable" (``disableTasks``: requeue, terminate or wait)."""
+    body = await read_object(request)
+    service(request).jobs.disable_job(param(request, "job"), body.get("disableTasks", "requeue"))
+
+
+@routes.post("/jobs/{job}/enable")
+@JOBS.change(202)
+async def enable_job(request: web.Request) -> None:
+    """"Job - Enable"."""
+    service(request).jobs.enable_job(param(request, "job"))
+
+
+_NODE_ID_FILTER = re.compile(r"^\s*nodeId\s+eq\s+'([^']*)'\s*$")
+
+
+def _filter_by_node(items: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    m = _NODE_ID_FILTER.match(text)
+    if not m:
+        raise odata.InvalidQueryParameterError(
+            "$filter", text, "only nodeId eq '...' is supported on this list")
+    return [i for i in items if i.get("nodeId") == m.group(1)]
+
+
+@routes.get("/jobs/{job}/jobpreparationandreleasetaskstatus")
+async def prep_release_status(request: web.Request) -> web.Response:
+    """"Job - List Preparation And Release Task Status" (``$filter``: ``nodeId eq '...'``)."""
+    items = service(request).preparation.preparation_and_release_status(param(request, "job"))
+    if request.query.get("$filter"):
+        items = _filter_by_node(items, request.query["$filter"])
+    return page_reply(request, "jobpreparationandreleasetaskstatus", items,
+                      PREP_RELEASE_SELECTABLE)
+
+
+@routes.get("/jobs/{job}/taskcounts")
+async def task_counts(request: web.Request) -> web.Response:
+    """"Job - Get Task Counts"."""
+    counts = service(request).jobs.task_counts(param(request, "job"))
+    return json_reply({"odata.metadata": metadata_url(request, "taskcountsresult/@Element"),
+                       **counts})

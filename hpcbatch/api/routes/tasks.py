@@ -1,0 +1,104 @@
+"""Task routes: "Task - Add/Add Collection/List/Get/Delete/Terminate/Reactivate/List Subtasks"."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hpcbatch.api.http import (
+    Collection,
+    check_expand,
+    check_task_collection_size,
+    entity_reply,
+    json_reply,
+    list_reply,
+    max_results,
+    metadata_url,
+    param,
+    read_json,
+    select,
+    service,
+)
+from hpcbatch.batch.errors import BadRequestError
+
+routes = web.RouteTableDef()
+
+SUBTASK_SELECTABLE = (
+    "id", "nodeInfo", "startTime", "endTime", "exitCode", "containerInfo", "failureInfo",
+    "state", "stateTransitionTime", "previousState", "previousStateTransitionTime", "result",
+)
+"""Properties a subtask's ``$select`` may name (Batch REST api-version 2025-06-01)."""
+
+
+TASKS = Collection("/jobs/{job}/tasks", "task", "tasks",
+                   lambda svc, p: svc.tasks.get_task(p["job"], p["task"]))
+"""A job's tasks: ``/jobs/{job}/tasks/{task}`` (``$select`` is applied by the store)."""
+
+
+@routes.post("/jobs/{job}/tasks")
+async def add_task(request: web.Request) -> web.Response:
+    """"Task - Add"."""
+    task_id = service(request).tasks.add_task(param(request, "job"), await read_json(request))
+    return TASKS.created(request, task_id)
+
+
+@routes.post("/jobs/{job}/addtaskcollection")
+async def add_task_collection(request: web.Request) -> web.Response:
+    """"Task - Add Collection": a ``TaskAddResult`` per task; ``413`` from 1 MiB on."""
+    await check_task_collection_size(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or set(body) - {"value"}:
+        raise BadRequestError("The body must be {\"value\": [task, ...]}.",
+                              values={"PropertyName": "value"})
+    results = service(request).tasks.add_tasks(param(request, "job"), body.get("value") or [])
+    return json_reply({"odata.metadata": metadata_url(request, "taskaddresult"),
+                       "value": results})
+
+
+@routes.get("/jobs/{job}/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    """"Task - List": ``$filter``, ``$select`` and paging run in the store."""
+    token = request.query.get("$skiptoken")
+    check_expand(request)
+    items, nxt = service(request).tasks.list_tasks(
+        param(request, "job"), filter_=request.query.get("$filter"),
+        select=request.query.get("$select"), max_results=max_results(request),
+        after_seq=int(token) if token and token.isdigit() else None,
+    )
+    return list_reply(request, "tasks", items, nxt)
+
+
+@routes.get("/jobs/{job}/tasks/{task}")
+async def get_task(request: web.Request) -> web.Response:
+    """"Task - Get" (``$select`` applied by the store)."""
+    check_expand(request)
+    data = service(request).tasks.get_task(param(request, "job"), param(request, "task"),
+                                           request.query.get("$select"))
+    return entity_reply(request, data, "tasks/@Element")
+
+
+@routes.delete("/jobs/{job}/tasks/{task}")
+@TASKS.change(200, etag=False)
+async def delete_task(request: web.Request) -> None:
+    """"Task - Delete"."""
+    service(request).tasks.delete_task(param(request, "job"), param(request, "task"))
+
+
+@routes.post("/jobs/{job}/tasks/{task}/terminate")
+@TASKS.change(204)
+async def terminate_task(request: web.Request) -> None:
+    """"Task - Terminate"."""
+    service(request).tasks.terminate_task(param(request, "job"), param(request, "task"))
+
+
+@routes.post("/jobs/{job}/tasks/{task}/reactivate")
+@TASKS.change(204)
+async def reactivate_task(request: web.Request) -> None:
+    """"Task - Reactivate"."""
+    service(request).tasks.reactivate_task(param(request, "job"), param(request, "task"))
+
+
+@routes.get("/jobs/{job}/tasks/{task}/subtasksinfo")
+async def list_subtasks(request: web.Request) -> web.Response:
+    """"Task - List Subtasks": a multi-instance task's subtasks (``$select``)."""
+    items = service(request).tasks.list_subtasks(param(request, "job"), param(request, "task"))
+    return list_reply(request, "subtaskinfo", select(request, items, SUBTASK_SELECTABLE))

@@ -1,0 +1,182 @@
+"""The Batch REST operations hpcbatch does not carry out, one entry each, and their replies.
+
+Every operation of the Batch REST API (api-version 2025-06-01, and the older
+ones the ``azure-batch`` 14.x SDK and earlier clients call) is either routed
+to a handler in :mod:`hpcbatch.api.routes` or listed in :data:`UNSUPPORTED`,
+whose entries answer ``400 FeatureNotSupported`` with the operation's name in
+``values`` (``Operation``) and the reason in the message. 400 surfaces in both
+SDKs as a plain error with ``error.code`` set (a 409 would surface in 15.x as
+``ResourceExistsError``, which would mislead).
+
+``docs/azure-compat.md`` carries :func:`markdown_table` verbatim (a test
+compares them); ``python -m hpcbatch.api.unsupported`` prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hpcbatch.batch.errors import HpcbatchError
+
+_USERS = "tasks run as the inventory host's SSH user; manage accounts on the host."
+_CERTIFICATES = ("certificates are deprecated by Batch; put secrets on the hosts or in "
+                 "resource files.")
+_CERTIFICATE = "/certificates(thumbprintAlgorithm={thumbprintAlgorithm},thumbprint={thumbprint})"
+_NO_STATISTICS = "an operation of older api-versions; hpcbatch keeps no statistics."
+_NOT_YET = "hpcbatch does not implement it yet"
+
+
+def feature_not_supported(operation: str, reason: str) -> HpcbatchError:
+    """The error for a Batch operation hpcbatch does not carry out.
+
+    Parameters
+    ----------
+    operation
+        The operation's name in the Batch REST reference (``"Task - Update"``).
+    reason
+        Why, and what to do instead (a sentence).
+
+    Returns
+    -------
+    HpcbatchError
+        ``400 FeatureNotSupported``, ``values`` ``{"Operation": operation}``.
+    """
+    return HpcbatchError(f"The Batch operation '{operation}' is not supported by hpcbatch: "
+                         f"{reason}", code="FeatureNotSupported", status=400,
+                         values={"Operation": operation})
+
+
+@dataclass(frozen=True)
+class UnsupportedOperation:
+    """A Batch REST operation hpcbatch does not carry out.
+
+    Attributes
+    ----------
+    operation
+        Its name in the Batch REST reference (``"Compute Node - Add User"``).
+    method
+        Its HTTP method.
+    path
+        Its path as the reference writes it (``/pools/{poolId}/nodes/{nodeId}/users``);
+        ``{filePath}`` stands for the rest of the path, slashes included.
+    reason
+        Why hpcbatch does not, and what to do instead.
+    """
+
+    operation: str
+    method: str
+    path: str
+    reason: str
+
+    @property
+    def route_path(self) -> str:
+        """:attr:`path` as an aiohttp route (``{filePath}`` matching across slashes)."""
+        return self.path.replace("{filePath}", "{filePath:.+}")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Answer the operation: always ``400 FeatureNotSupported``.
+
+        Raises
+        ------
+        HpcbatchError
+            :func:`feature_not_supported` of this operation.
+        """
+        raise feature_not_supported(self.operation, self.reason)
+
+
+UNSUPPORTED: tuple[UnsupportedOperation, ...] = (
+    # Account
+    UnsupportedOperation(
+        "Account - List Supported Images", "GET", "/supportedimages",
+        "nodes are inventory hosts, not marketplace images; a pool's "
+        "virtualMachineConfiguration is accepted and ignored."),
+    UnsupportedOperation(
+        "Account - List Node Agent SKUs", "GET", "/nodeagentskus",
+        "an operation of older api-versions; nodes are inventory hosts with no node agent "
+        "SKU, and a pool's nodeAgentSKUId is accepted and ignored."),
+    # Pool
+    UnsupportedOperation(
+        "Pool - List Usage Metrics", "GET", "/poolusagemetrics",
+        "hpcbatch keeps no usage metrics."),
+    UnsupportedOperation(
+        "Pool - Get All Lifetime Statistics", "GET", "/lifetimepoolstats", _NO_STATISTICS),
+    # Job
+    UnsupportedOperation(
+        "Job - Get All Lifetime Statistics", "GET", "/lifetimejobstats", _NO_STATISTICS),
+    # Job schedule
+    UnsupportedOperation(
+        "Job Schedule - Patch", "PATCH", "/jobschedules/{jobScheduleId}",
+        f"{_NOT_YET}; delete the job schedule and add it again."),
+    UnsupportedOperation(
+        "Job Schedule - Update", "PUT", "/jobschedules/{jobScheduleId}",
+        f"{_NOT_YET}; delete the job schedule and add it again."),
+    # Task
+    UnsupportedOperation(
+        "Task - Update", "PUT", "/jobs/{jobId}/tasks/{taskId}",
+        f"{_NOT_YET}: a task keeps the constraints it was added with."),
+    # File
+    UnsupportedOperation(
+        "File - Delete From Task", "DELETE", "/jobs/{jobId}/tasks/{taskId}/files/{filePath}",
+        f"{_NOT_YET}; a task's directory is removed when its retentionTime has elapsed."),
+    UnsupportedOperation(
+        "File - Delete From Compute Node", "DELETE",
+        "/pools/{poolId}/nodes/{nodeId}/files/{filePath}", f"{_NOT_YET}."),
+    # Compute node
+    UnsupportedOperation(
+        "Compute Node - Add User", "POST", "/pools/{poolId}/nodes/{nodeId}/users", _USERS),
+    UnsupportedOperation(
+        "Compute Node - Update User", "PUT", "/pools/{poolId}/nodes/{nodeId}/users/{userName}",
+        _USERS),
+    UnsupportedOperation(
+        "Compute Node - Delete User", "DELETE",
+        "/pools/{poolId}/nodes/{nodeId}/users/{userName}", _USERS),
+    UnsupportedOperation(
+        "Compute Node - Get Remote Desktop", "GET", "/pools/{poolId}/nodes/{nodeId}/rdp",
+        "nodes are Linux SSH hosts; Compute Node - Get Remote Login Settings gives their "
+        "SSH address."),
+    UnsupportedOperation(
+        "Compute Node - Upload Batch Service Logs", "POST",
+        "/pools/{poolId}/nodes/{nodeId}/uploadbatchservicelogs",
+        "the node agent's log is node.log in the node's root directory (File - Get From "
+        "Compute Node)."),
+    UnsupportedOperation(
+        "Compute Node - Start", "POST", "/pools/{poolId}/nodes/{nodeId}/start",
+        "inventory hosts are not deallocated; a node is started when it joins a pool."),
+    UnsupportedOperation(
+        "Compute Node - Deallocate", "POST", "/pools/{poolId}/nodes/{nodeId}/deallocate",
+        "inventory hosts cannot be deallocated; remove the node or resize the pool."),
+    # Certificate (not in api-version 2025-06-01; the 14.x SDK still calls them)
+    UnsupportedOperation("Certificate - Add", "POST", "/certificates", _CERTIFICATES),
+    UnsupportedOperation("Certificate - List", "GET", "/certificates", _CERTIFICATES),
+    UnsupportedOperation("Certificate - Get", "GET", _CERTIFICATE, _CERTIFICATES),
+    UnsupportedOperation("Certificate - Delete", "DELETE", _CERTIFICATE, _CERTIFICATES),
+    UnsupportedOperation(
+        "Certificate - Cancel Deletion", "POST", f"{_CERTIFICATE}/canceldelete", _CERTIFICATES),
+)
+"""Every Batch REST operation hpcbatch answers with ``400 FeatureNotSupported``."""
+
+
+def add_routes(app: web.Application) -> None:
+    """Route every operation of :data:`UNSUPPORTED` on ``app`` to its ``FeatureNotSupported``."""
+    for op in UNSUPPORTED:
+        app.router.add_route(op.method, op.route_path, op.handle)
+
+
+def markdown_table() -> str:
+    """The table of :data:`UNSUPPORTED` as ``docs/azure-compat.md`` carries it.
+
+    Returns
+    -------
+    str
+        A Markdown table (operation, request, reason), one row per entry, with
+        a final newline.
+    """
+    rows = ["| operation | request | why not |", "| --- | --- | --- |"]
+    rows += [f"| {op.operation} | `{op.method} {op.path}` | {op.reason} |" for op in UNSUPPORTED]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
