@@ -31,6 +31,13 @@ from hpcbatch.batch.odata import (
     parse_datetime,
     parse_filter,
 )
+from hpcbatch.batch.states import (
+    ComputeNodeState,
+    JobScheduleState,
+    JobState,
+    SchedulingState,
+    StartTaskState,
+)
 
 
 class ListFilter:
@@ -107,36 +114,28 @@ def wire_value(item: Mapping[str, Any], prop: Property) -> Value:
         return None
 
 
-NODE_STATES = ("creating", "starting", "waitingforstarttask", "starttaskfailed", "idle",
-               "running", "rebooting", "reimaging", "leavingpool", "offline", "unusable",
-               "unknown", "preempted", "deallocated", "deallocating", "upgradingos")
-"""A compute node's states (Batch REST api-version 2025-06-01)."""
-
 NODE_FILTER = ListFilter([
-    ("id", "string", ()), ("state", "enum", NODE_STATES),
-    ("schedulingState", "enum", ("enabled", "disabled")), ("ipAddress", "string", ()),
+    ("id", "string", ()), ("state", "enum", tuple(map(str, ComputeNodeState))),
+    ("schedulingState", "enum", tuple(map(str, SchedulingState))), ("ipAddress", "string", ()),
     ("vmSize", "string", ()), ("affinityId", "string", ()), ("isDedicated", "bool", ()),
     ("totalTasksRun", "int", ()), ("totalTasksSucceeded", "int", ()),
     ("runningTasksCount", "int", ()), ("runningTaskSlotsCount", "int", ()),
     ("stateTransitionTime", "datetime", ()), ("allocationTime", "datetime", ()),
     ("lastBootTime", "datetime", ()),
-    ("startTaskInfo/state", "enum", ("running", "completed")),
+    ("startTaskInfo/state", "enum", tuple(map(str, StartTaskState))),
     ("startTaskInfo/exitCode", "int", ()),
 ])
 """Filterable properties of "Compute Node - List"."""
 
 JOB_SCHEDULE_FILTER = ListFilter([
-    ("id", "string", ()),
-    ("state", "enum", ("active", "completed", "disabled", "terminating", "deleting")),
+    ("id", "string", ()), ("state", "enum", tuple(map(str, JobScheduleState))),
     ("creationTime", "datetime", ()), ("stateTransitionTime", "datetime", ()),
     ("lastModified", "datetime", ()), ("displayName", "string", ()),
 ])
 """Filterable properties of "Job Schedule - List"."""
 
 SCHEDULE_JOB_FILTER = ListFilter([
-    ("id", "string", ()),
-    ("state", "enum", ("active", "disabling", "disabled", "enabling", "terminating",
-                       "completed", "deleting")),
+    ("id", "string", ()), ("state", "enum", tuple(map(str, JobState))),
     ("priority", "int", ()), ("creationTime", "datetime", ()),
     ("stateTransitionTime", "datetime", ()), ("lastModified", "datetime", ()),
     ("executionInfo/startTime", "datetime", ()), ("executionInfo/endTime", "datetime", ()),
