@@ -38,10 +38,10 @@ from typing import Any
 import psutil
 from _common import node_python, parse_args, service, table, verdict, write_json
 
+from hpcbatch.api.server import ServiceThread
+from hpcbatch.client.sdk import BatchClient, BatchError
 from hpcbatch.execution import agent
 from hpcbatch.testing import testbed
-from hpcbatch.client.sdk import BatchClient, BatchError
-from hpcbatch.api.server import ServiceThread
 
 TARGET_FRACTION = 0.5
 NODES = 4

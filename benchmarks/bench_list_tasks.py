@@ -25,9 +25,9 @@ import requests
 import sqlalchemy as sa
 from _common import parse_args, service, stats, table, timed, verdict, write_json
 
+from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.client.auth import SharedKeyAuth
 from hpcbatch.client.sdk import API_VERSION
-from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.store.database import tasks
 
 TARGET_S = 0.050

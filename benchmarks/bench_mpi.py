@@ -60,10 +60,10 @@ from typing import Any
 import psutil
 from _common import parse_args, service, stats, table, verdict, write_json
 
+from hpcbatch.api.server import ServiceThread
+from hpcbatch.client.sdk import BatchClient
 from hpcbatch.execution import agent
 from hpcbatch.testing import testbed
-from hpcbatch.client.sdk import BatchClient
-from hpcbatch.api.server import ServiceThread
 
 NODES = 4
 BASE_ADDRESS = "127.0.8.1"

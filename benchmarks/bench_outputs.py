@@ -250,9 +250,9 @@ def local_backend(tmp: Path) -> Backend:
 @contextmanager
 def azurite_backend() -> Iterator[Backend]:
     sys.path.insert(0, str(REPO))
-    from tests.azurite import azurite
-
     import adlfs
+
+    from tests.azurite import azurite
 
     with azurite() as conn:
         fs = adlfs.AzureBlobFileSystem(connection_string=conn)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from hpcbatch.client.local import LocalBatch
     from hpcbatch.client.sdk import BatchClient, BatchError
 
 __all__ = ["BatchClient", "BatchError", "HpcbatchError", "LocalBatch"]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:

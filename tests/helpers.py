@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hpcbatch.testing import testbed as tb
-from hpcbatch.client.sdk import BatchClient
 from hpcbatch.api.server import ServiceConfig, ServiceThread
+from hpcbatch.client.sdk import BatchClient
+from hpcbatch.testing import testbed as tb
 
 
 @contextmanager

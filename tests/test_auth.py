@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from hpcbatch.batch.errors import AuthenticationError
 from hpcbatch.batch.sharedkey import (
     generate_account_key,
     sign,
     string_to_sign,
     verify,
 )
-from hpcbatch.batch.errors import AuthenticationError
 from hpcbatch.client.auth import SharedKeyAuth
 
 # ---------------------------------------------------------------------------

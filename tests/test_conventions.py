@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.storage.conventions import (
     JobOutputKind,
     JobOutputStorage,
@@ -36,7 +37,6 @@ from hpcbatch.storage.conventions import (
     job_output_container_name,
     prepare_output_storage,
 )
-from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.storage.fs import (
     ENV_STORAGE_OPTIONS,
     ENV_STORAGE_URL,

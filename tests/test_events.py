@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from hpcbatch.batch import events as ev
-from hpcbatch.store.events import EventLog
 from hpcbatch.batch.models import Pool
 from hpcbatch.storage.fs import Storage, open_storage
+from hpcbatch.store.events import EventLog
 
 T0 = datetime(2016, 9, 8, 16, 32, 23, 799000, tzinfo=UTC)
 T1 = datetime(2016, 9, 8, 16, 34, 0, 666000, tzinfo=UTC)

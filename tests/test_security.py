@@ -21,8 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from hpcbatch.api.security import (
+    AccountCredentials,
+    ensure_account_credentials,
+    ensure_tls,
+)
 from hpcbatch.batch.errors import HpcbatchError
-from hpcbatch.api.security import AccountCredentials, ensure_account_credentials, ensure_tls
 from hpcbatch.execution.tls import TlsFiles, dask_security, dask_tls_cli_args
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from hpcbatch.testing import testbed as tb
 from hpcbatch.client.sdk import BatchClient, BatchError
 from hpcbatch.providers.inventory import Host
+from hpcbatch.testing import testbed as tb
 from tests.helpers import account_key, running_service, service_on_testbed, wait_until
 
 ENV_PRINT = "/bin/sh -c 'echo $AZ_BATCH_NODE_ID $AZ_BATCH_TASK_ID $AZ_BATCH_TASK_WORKING_DIR'"

@@ -11,7 +11,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hpcbatch.testing import testbed as tb
 from hpcbatch.batch.errors import (
     BadRequestError,
     HpcbatchError,
@@ -20,6 +19,7 @@ from hpcbatch.batch.errors import (
 )
 from hpcbatch.providers.inventory import dump_inventory, load_inventory, parse_inventory
 from hpcbatch.providers.ssh import SshTransport
+from hpcbatch.testing import testbed as tb
 
 
 @pytest.fixture(scope="module")

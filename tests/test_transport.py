@@ -19,12 +19,12 @@ import psutil
 import pytest
 
 from hpcbatch.batch.errors import NodeConnectionError
-from hpcbatch.providers.inventory import Host
-from hpcbatch.testing.testbed import Testbed
 from hpcbatch.providers.base import CommandResult, Transport, run_parallel
+from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.local import LocalTransport
 from hpcbatch.providers.registry import open_transport
 from hpcbatch.providers.ssh import SshTransport
+from hpcbatch.testing.testbed import Testbed
 
 
 def free_port(address: str) -> int:

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
-from hpcbatch import __version__
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
 from hpcbatch.client.auth import SharedKeyAuth, authorize, content_length
 from hpcbatch.client.state import service_connection
 from hpcbatch.client.transport import Response, Transport
+from hpcbatch.version import __version__
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

@@ -36,8 +36,8 @@ from distributed.comm import connect
 from distributed.core import clean_exception
 from distributed.protocol import pickle
 
-from hpcbatch.execution import agent
 from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.execution import agent
 from hpcbatch.execution.tls import TlsFiles, dask_security, dask_tls_cli_args
 
 log = logging.getLogger(__name__)

@@ -32,10 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hpcbatch.execution import agent, transfer
-from hpcbatch.execution.environment import multi_instance_environment
 from hpcbatch.batch.errors import InvalidPropertyValueError
 from hpcbatch.batch.models import PoolSpec, TaskSpec
+from hpcbatch.execution import agent, transfer
+from hpcbatch.execution.environment import multi_instance_environment
 
 if TYPE_CHECKING:
     from hpcbatch.execution.engine import DaskEngine

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 
 import fsspec
 
-from hpcbatch.storage.conventions import job_output_container_name
 from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.storage.conventions import job_output_container_name
 from hpcbatch.storage.fs import Storage, open_storage
 
 _CACHE: dict[str, Storage] = {}

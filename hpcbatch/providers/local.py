@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from hpcbatch.batch.errors import NodeConnectionError
-from hpcbatch.providers.base import CommandResult, TransportBase, TransportProvider, decode
+from hpcbatch.providers.base import (
+    CommandResult,
+    TransportBase,
+    TransportProvider,
+    decode,
+)
 from hpcbatch.providers.inventory import Host
 
 __all__ = ["LocalProvider", "LocalTransport"]

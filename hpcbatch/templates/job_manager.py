@@ -67,9 +67,9 @@ from typing import Any, ClassVar, TextIO
 import requests
 from pydantic import BaseModel
 
-from hpcbatch.client.sdk import BatchClient, BatchError
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
 from hpcbatch.batch.models import MAX_TASKS_PER_COLLECTION, Job, Task, TaskSpec
+from hpcbatch.client.sdk import BatchClient, BatchError
 from hpcbatch.templates._common import (
     Log,
     TemplateFrameworkError,

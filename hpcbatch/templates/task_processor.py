@@ -66,13 +66,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
+from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.conventions import (
     OutputFile,
     TaskOutputKind,
     TaskOutputStorage,
     destination_path,
 )
-from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.storage.fs import ENV_STORAGE_URL
 from hpcbatch.templates._common import (
     Log,

@@ -34,8 +34,8 @@ from typing import Any
 
 import pytest
 
-from hpcbatch.testing import testbed as tb
 from hpcbatch.client.sdk import BatchClient
+from hpcbatch.testing import testbed as tb
 from tests.helpers import service_on_testbed
 
 HERE = Path(__file__).resolve().parent

@@ -35,9 +35,9 @@ from typing import Any
 
 import click
 
-from hpcbatch import __version__
 from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.client.cli.common import State
+from hpcbatch.version import __version__
 
 __all__ = ["cli", "main"]
 
