@@ -162,7 +162,7 @@ def note(message: str) -> None:
 def save(data: bytes, destination: str) -> None:
     """Write downloaded bytes to ``destination`` (``-``: stdout) and say so."""
     if destination == "-":
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         out.write(data)
         out.flush()
     else:

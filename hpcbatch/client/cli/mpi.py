@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -150,7 +151,7 @@ def mpi_run(pool_id: str, nodes: int, ppn: int, flavor: str, job_id: str | None,
             raise TimeoutError(f"task {task_id} of job {job_id} did not complete within "
                                f"{timeout_s:g} s; terminated it")
 
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     try:
         with status(f"task {task_id}: active", enabled=not json_out) as spinner:
             while True:
@@ -193,8 +194,8 @@ def mpi_run(pool_id: str, nodes: int, ppn: int, flavor: str, job_id: str | None,
     if failed:
         err = _read_task_file_from(job_id, task_id, "stderr.txt", 0)
         if err:
-            click.get_binary_stream("stderr").write(err)
-            click.get_binary_stream("stderr").flush()
+            sys.stderr.buffer.write(err)
+            sys.stderr.buffer.flush()
     if failure is not None:
         click.echo(f"error: {failure.code}: {failure.message}", err=True)
     click.get_current_context().exit(_exit_status(code, failed))
