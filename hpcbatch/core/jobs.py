@@ -342,10 +342,8 @@ class Jobs:
 
     async def finish_delete(self, job_key: str) -> None:
         await self.runs.end_job_runs(job_key)
-        with self.ctx.store.read() as conn:
-            job = Store.fetch_one(conn, jobs, key=job_key)
-        if job is not None and loads(job["status"]).get("previousState") != "terminating":
-            await self.preparation.run_releases(job_key)
+        # Nodes where the release task ran at Job - Terminate are skipped (audit M6).
+        await self.preparation.run_releases(job_key)
         with self.ctx.store.begin() as conn:
             for table in (tasks, task_deps, task_dep_ranges, subtasks):
                 conn.execute(table.delete().where(table.c.job_key == job_key))
