@@ -752,10 +752,10 @@ NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _froz
         _N.leavingpool,
     }),
     _N.starting: frozenset({
-        # The worker connected; the start task (waitForSuccess) runs.
-        # [REST ComputeNodeState.waitingforstarttask; 2017 l.389]
+        # The worker connected; the start task runs and waitForSuccess is true or
+        # omitted (Batch's default). [REST ComputeNodeState.waitingforstarttask; 2017 l.389]
         _N.waitingforstarttask,
-        # The worker connected; no start task, or one without waitForSuccess (M4).
+        # The worker connected; no start task, or one with waitForSuccess false.
         # [REST ComputeNodeState.idle; REST StartTask.waitForSuccess]
         _N.idle,
         # The node process could not start or its worker did not connect (NodeConnectionFailed,
