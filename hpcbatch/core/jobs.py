@@ -32,7 +32,7 @@ from hpcbatch.batch.states import (
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import job_row
-from hpcbatch.core.runs import Run
+from hpcbatch.core.runs import Completion, Run
 from hpcbatch.core.transitions import check
 from hpcbatch.store import filters
 from hpcbatch.store.database import (
@@ -378,18 +378,31 @@ class Jobs:
                     slots["succeeded" if result == "success" else "failed"] += s or 0
         return {"taskCounts": counts, "taskSlotCounts": slots}
 
-    def after_completions(self, conn: sa.Connection,
-                            ended: Sequence[tuple[Run, bool, dependencies.Ending]]) -> None:
+    def after_completions(
+            self, conn: sa.Connection,
+            ended: Sequence[tuple[Run | Completion, bool, dependencies.Ending]]) -> None:
         """Apply what completed tasks mean for their dependents and their jobs.
 
-        Dependents are re-evaluated; then, per job: a job manager's completion
+        The one completion path: the dispatcher calls it for runs that ended,
+        Task - Terminate for an active task it completes. Dependents are
+        re-evaluated; then, per job: a job manager's completion
         with ``killJobOnCompletion`` terminates the job (``JMComplete``); a
         failure whose exit condition has a ``jobAction`` acts on the job when
         ``onTaskFailure`` is ``performexitoptionsjobaction`` (``TaskFailed``);
         ``onAllTasksComplete`` ``terminatejob`` terminates a job with no task
         left active or running (``AllTasksComplete``).
+
+        Parameters
+        ----------
+        conn
+            The transaction that recorded the completions (state ``completed``
+            and ``satisfies`` written already).
+        ended
+            ``(task, succeeded, ending)`` per completed task: its run or
+            :class:`~hpcbatch.core.runs.Completion`, whether it succeeded, and
+            its dependency and job actions (:func:`hpcbatch.batch.dependencies.task_ending`).
         """
-        by_job: dict[str, list[tuple[Run, bool, dependencies.Ending]]] = {}
+        by_job: dict[str, list[tuple[Run | Completion, bool, dependencies.Ending]]] = {}
         for item in ended:
             if self._hooks.get(item[0].job_key) is not False or item[0].is_manager:
                 by_job.setdefault(item[0].job_key, []).append(item)

@@ -106,6 +106,8 @@ class BatchService:
         self.preparation = JobPreparation(ctx, self.runs)
         self.tasks = Tasks(ctx, self.runs, self.applications)
         self.jobs = Jobs(ctx, self.runs, self.tasks, self.preparation)
+        # Task - Terminate of an active task completes it through the jobs' completion path.
+        self.tasks.after_completions = self.jobs.after_completions
         self.nodes = Nodes(ctx, self.runs)
         self.autoscaler = Autoscaler(ctx, sample_interval_s=metrics_interval_s,
                                      min_interval_s=min_autoscale_interval_s)
