@@ -222,9 +222,24 @@ class Jobs:
             tasks.c.state.in_(sorted(TASK_INCOMPLETE))).limit(1)).first() is None
 
     def set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str,
-                       **execution: Any) -> None:
+                       status_extra: Mapping[str, Any] | None = None, **execution: Any) -> None:
+        """Move a job to ``state`` (checked against the job table), in ``conn``'s transaction.
+
+        Parameters
+        ----------
+        row
+            The job's row.
+        state
+            The new state.
+        status_extra
+            Service-side facts kept in the job's status (not on the wire), e.g.
+            ``disableTasks`` of a disable in progress.
+        **execution
+            ``executionInfo`` properties to set (``endTime``, ``terminateReason``).
+        """
         now = iso(utcnow())
         status = loads(row["status"])
+        status.update(status_extra or {})
         status.update(previousState=row["state"],
                       previousStateTransitionTime=status["stateTransitionTime"],
                       stateTransitionTime=now, lastModified=now, eTag=new_etag())
@@ -297,9 +312,14 @@ class Jobs:
             self.begin_disable(conn, row, disable_tasks)
 
     def begin_disable(self, conn: sa.Connection, row: Mapping[str, Any], how: str) -> None:
+        """Move a job to ``disabling`` (in ``conn``'s transaction) and disable it in the background.
+
+        ``how`` (``disableTasks``) is kept in the job's status so that a
+        service restart resumes the disable (:meth:`resume`).
+        """
         if row["state"] != "active":
             return
-        self.set_state(conn, row, "disabling")
+        self.set_state(conn, row, "disabling", status_extra={"disableTasks": how})
         self.ctx.background(self._finish_disable(row["key"], how))
 
     async def _finish_disable(self, job_key: str, how: str) -> None:
@@ -317,6 +337,31 @@ class Jobs:
             row = Store.fetch_one(conn, jobs, key=job_key)
             if row is not None and row["state"] == "disabling":
                 self.set_state(conn, row, "disabled")
+
+    def resume(self) -> None:
+        """Finish the jobs an earlier service process left ``terminating``, ``disabling`` or
+        ``deleting`` (its background completions ended with it).
+
+        Called by the service's start, after the tasks it recorded as running
+        were requeued: each job takes the same background completion the
+        operation that moved it there started (end runs, run release tasks,
+        then ``completed``, ``disabled`` or removed). Batch: each of these states
+        is an operation in progress that ends (REST JobState.terminating,
+        .disabling, .deleting).
+        """
+        with self.ctx.store.read() as conn:
+            rows = mappings(conn.execute(
+                sa.select(jobs.c.key, jobs.c.state, jobs.c.status).where(jobs.c.state.in_(
+                    [JobState.terminating, JobState.disabling, JobState.deleting]))
+                .order_by(jobs.c.seq)))
+        for row in rows:
+            if row["state"] == JobState.terminating:
+                self.ctx.background(self._finish_terminate(row["key"]))
+            elif row["state"] == JobState.disabling:
+                how = loads(row["status"]).get("disableTasks", "requeue")
+                self.ctx.background(self._finish_disable(row["key"], how))
+            else:
+                self.ctx.background(self.finish_delete(row["key"]))
 
     def enable_job(self, job_id: str) -> None:
         """Enable a disabled job ("Job - Enable"); its tasks are scheduled again.

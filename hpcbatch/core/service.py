@@ -143,7 +143,9 @@ class BatchService:
 
         Tasks recorded as running were running on nodes of an earlier service
         process; they are requeued (``requeueCount`` + 1), as Batch does when a
-        node restarts, and every node is started again.
+        node restarts, and every node is started again. Pools left deleting
+        are deleted; jobs left terminating, disabling or deleting are finished
+        (:meth:`~hpcbatch.core.jobs.Jobs.resume`).
         """
         now = utcnow()
         with self.ctx.store.begin() as conn:
@@ -166,6 +168,8 @@ class BatchService:
             self.pool_manager.recover(row["key"], spec, status["target"],
                                       tuple(key) if key else None)
         self.pool_manager.start()
+        # Jobs left terminating, disabling or deleting are finished (audit M2).
+        self.jobs.resume()
         self._loop_task = asyncio.get_running_loop().create_task(self.dispatcher.loop())
         self.ctx.background(self.housekeeping.loop())
         self.ctx.background(self.autoscaler.sample_loop())
