@@ -42,12 +42,12 @@ Citations
     A transition hpcbatch performs today although Batch does not allow it;
     ``Mn`` is its entry in the audit of ``docs/architecture.md`` (section
     "States"). The entry is here so that wiring this table in changes no
-    behaviour; the line goes when the core is fixed. Two of today's
-    behaviours are bugs the tables refuse on purpose: a node removed while a
-    reboot drains it is re-provisioned (``leavingpool`` -> ``starting``, M1),
-    and a job release task runs again at Job - Delete after Job - Terminate
-    (``completed`` -> ``running``, M6); fix them before checking those
-    transitions.
+    behaviour; the line goes when the core is fixed. One of today's
+    behaviours is a bug the tables refuse on purpose: a node removed while a
+    reboot drains it is re-provisioned (``leavingpool`` -> ``starting``, M1);
+    fix it before checking that transition. (A job release task ran again at
+    Job - Delete after Job - Terminate, ``completed`` -> ``running``, M6: fixed,
+    and the job preparation and release task states are checked.)
 ``NOT YET Mn``
     A transition Batch documents that hpcbatch does not perform yet; the
     audit entry ``Mn`` says where the core should.
@@ -752,10 +752,10 @@ NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _froz
         _N.leavingpool,
     }),
     _N.starting: frozenset({
-        # The worker connected; the start task (waitForSuccess) runs.
-        # [REST ComputeNodeState.waitingforstarttask; 2017 l.389]
+        # The worker connected; the start task runs and waitForSuccess is true or
+        # omitted (Batch's default). [REST ComputeNodeState.waitingforstarttask; 2017 l.389]
         _N.waitingforstarttask,
-        # The worker connected; no start task, or one without waitForSuccess (M4).
+        # The worker connected; no start task, or one with waitForSuccess false.
         # [REST ComputeNodeState.idle; REST StartTask.waitForSuccess]
         _N.idle,
         # The node process could not start or its worker did not connect (NodeConnectionFailed,

@@ -32,7 +32,7 @@ from hpcbatch.batch.states import (
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import job_row
-from hpcbatch.core.runs import Run
+from hpcbatch.core.runs import Completion, Run
 from hpcbatch.core.transitions import check
 from hpcbatch.store import filters
 from hpcbatch.store.database import (
@@ -222,9 +222,24 @@ class Jobs:
             tasks.c.state.in_(sorted(TASK_INCOMPLETE))).limit(1)).first() is None
 
     def set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str,
-                       **execution: Any) -> None:
+                       status_extra: Mapping[str, Any] | None = None, **execution: Any) -> None:
+        """Move a job to ``state`` (checked against the job table), in ``conn``'s transaction.
+
+        Parameters
+        ----------
+        row
+            The job's row.
+        state
+            The new state.
+        status_extra
+            Service-side facts kept in the job's status (not on the wire), e.g.
+            ``disableTasks`` of a disable in progress.
+        **execution
+            ``executionInfo`` properties to set (``endTime``, ``terminateReason``).
+        """
         now = iso(utcnow())
         status = loads(row["status"])
+        status.update(status_extra or {})
         status.update(previousState=row["state"],
                       previousStateTransitionTime=status["stateTransitionTime"],
                       stateTransitionTime=now, lastModified=now, eTag=new_etag())
@@ -297,9 +312,14 @@ class Jobs:
             self.begin_disable(conn, row, disable_tasks)
 
     def begin_disable(self, conn: sa.Connection, row: Mapping[str, Any], how: str) -> None:
+        """Move a job to ``disabling`` (in ``conn``'s transaction) and disable it in the background.
+
+        ``how`` (``disableTasks``) is kept in the job's status so that a
+        service restart resumes the disable (:meth:`resume`).
+        """
         if row["state"] != "active":
             return
-        self.set_state(conn, row, "disabling")
+        self.set_state(conn, row, "disabling", status_extra={"disableTasks": how})
         self.ctx.background(self._finish_disable(row["key"], how))
 
     async def _finish_disable(self, job_key: str, how: str) -> None:
@@ -309,12 +329,39 @@ class Jobs:
             await asyncio.gather(*(self.runs.kill(r) for r in runs), return_exceptions=True)
         elif how == "terminate":
             await asyncio.gather(*(self.runs.kill(r) for r in runs), return_exceptions=True)
-        while how != "wait" and self.runs.of_job(job_key):
+        # Every way (``wait`` too) ends with no task of the job running: the job stays
+        # disabling until then (REST Job - Disable, JobState.disabled).
+        while self.runs.of_job(job_key):
             await asyncio.sleep(0.05)
         with self.ctx.store.begin() as conn:
             row = Store.fetch_one(conn, jobs, key=job_key)
             if row is not None and row["state"] == "disabling":
                 self.set_state(conn, row, "disabled")
+
+    def resume(self) -> None:
+        """Finish the jobs an earlier service process left ``terminating``, ``disabling`` or
+        ``deleting`` (its background completions ended with it).
+
+        Called by the service's start, after the tasks it recorded as running
+        were requeued: each job takes the same background completion the
+        operation that moved it there started (end runs, run release tasks,
+        then ``completed``, ``disabled`` or removed). Batch: each of these states
+        is an operation in progress that ends (REST JobState.terminating,
+        .disabling, .deleting).
+        """
+        with self.ctx.store.read() as conn:
+            rows = mappings(conn.execute(
+                sa.select(jobs.c.key, jobs.c.state, jobs.c.status).where(jobs.c.state.in_(
+                    [JobState.terminating, JobState.disabling, JobState.deleting]))
+                .order_by(jobs.c.seq)))
+        for row in rows:
+            if row["state"] == JobState.terminating:
+                self.ctx.background(self._finish_terminate(row["key"]))
+            elif row["state"] == JobState.disabling:
+                how = loads(row["status"]).get("disableTasks", "requeue")
+                self.ctx.background(self._finish_disable(row["key"], how))
+            else:
+                self.ctx.background(self.finish_delete(row["key"]))
 
     def enable_job(self, job_id: str) -> None:
         """Enable a disabled job ("Job - Enable"); its tasks are scheduled again.
@@ -340,10 +387,8 @@ class Jobs:
 
     async def finish_delete(self, job_key: str) -> None:
         await self.runs.end_job_runs(job_key)
-        with self.ctx.store.read() as conn:
-            job = Store.fetch_one(conn, jobs, key=job_key)
-        if job is not None and loads(job["status"]).get("previousState") != "terminating":
-            await self.preparation.run_releases(job_key)
+        # Nodes where the release task ran at Job - Terminate are skipped (audit M6).
+        await self.preparation.run_releases(job_key)
         with self.ctx.store.begin() as conn:
             for table in (tasks, task_deps, task_dep_ranges, subtasks):
                 conn.execute(table.delete().where(table.c.job_key == job_key))
@@ -378,18 +423,31 @@ class Jobs:
                     slots["succeeded" if result == "success" else "failed"] += s or 0
         return {"taskCounts": counts, "taskSlotCounts": slots}
 
-    def after_completions(self, conn: sa.Connection,
-                            ended: Sequence[tuple[Run, bool, dependencies.Ending]]) -> None:
+    def after_completions(
+            self, conn: sa.Connection,
+            ended: Sequence[tuple[Run | Completion, bool, dependencies.Ending]]) -> None:
         """Apply what completed tasks mean for their dependents and their jobs.
 
-        Dependents are re-evaluated; then, per job: a job manager's completion
+        The one completion path: the dispatcher calls it for runs that ended,
+        Task - Terminate for an active task it completes. Dependents are
+        re-evaluated; then, per job: a job manager's completion
         with ``killJobOnCompletion`` terminates the job (``JMComplete``); a
         failure whose exit condition has a ``jobAction`` acts on the job when
         ``onTaskFailure`` is ``performexitoptionsjobaction`` (``TaskFailed``);
         ``onAllTasksComplete`` ``terminatejob`` terminates a job with no task
         left active or running (``AllTasksComplete``).
+
+        Parameters
+        ----------
+        conn
+            The transaction that recorded the completions (state ``completed``
+            and ``satisfies`` written already).
+        ended
+            ``(task, succeeded, ending)`` per completed task: its run or
+            :class:`~hpcbatch.core.runs.Completion`, whether it succeeded, and
+            its dependency and job actions (:func:`hpcbatch.batch.dependencies.task_ending`).
         """
-        by_job: dict[str, list[tuple[Run, bool, dependencies.Ending]]] = {}
+        by_job: dict[str, list[tuple[Run | Completion, bool, dependencies.Ending]]] = {}
         for item in ended:
             if self._hooks.get(item[0].job_key) is not False or item[0].is_manager:
                 by_job.setdefault(item[0].job_key, []).append(item)

@@ -692,7 +692,9 @@ class PoolManager:
             self.set_state(node, "idle")
             self._persist(node)
             return
-        wait = bool(spec.wait_for_success)
+        # Batch's default is true: "If false, the Batch service will not wait for the
+        # StartTask to complete ... The default is true." (REST StartTask.waitForSuccess)
+        wait = spec.wait_for_success is not False
         retries = spec.max_task_retry_count or 0
         self.set_state(node, "waitingforstarttask" if wait else "idle")
         attempt = 0

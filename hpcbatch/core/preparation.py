@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -15,13 +16,13 @@ from hpcbatch.batch.models import (
     JobPreparationTask,
     JobReleaseTask,
 )
-from hpcbatch.batch.states import TaskState
+from hpcbatch.batch.states import JobReleaseTaskState, Kind, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.rows import job_row
 from hpcbatch.core.runs import PreparationFailed, Run, wall_clock_s
-from hpcbatch.core.transitions import task_moves
+from hpcbatch.core.transitions import check, task_moves
 from hpcbatch.execution import agent
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 _PREPARED = task_moves({TaskState.preparing}, {TaskState.running})
 """The job preparation task succeeded on the node: the waiting task runs."""
+
+_JOB_TASK_KINDS = {"preparation": Kind.jobpreparationtask, "release": Kind.jobreleasetask}
+"""The state table of each ``job_nodes`` execution-info column."""
 
 PREP_DIR = "jobpreparation"
 RELEASE_DIR = "jobrelease"
@@ -62,6 +66,8 @@ class JobPreparation:
         self.ctx = ctx
         self.runs = runs
         self._preps: dict[tuple[str, str, int], asyncio.Future[bool]] = {}
+        self._releases: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        """Release task runs in flight, per (job, node): a second caller awaits the first."""
         self.failed_nodes: dict[str, set[str]] = {}
         """Per job: the nodes where its preparation task failed (its tasks stay off them)."""
 
@@ -101,9 +107,18 @@ class JobPreparation:
         return Store.fetch_one(conn, job_nodes, job_key=job_key, node_id=node_id)
 
     def _save_job_node(self, job_key: str, node: NodeRuntime, **info: Any) -> None:
+        """Record a job preparation or release task's execution info on a node.
+
+        Each column's ``state`` change is checked against the job preparation
+        (``preparation``) or job release (``release``) task table.
+        """
         values = {k: dumps(v) for k, v in info.items()}
         with self.ctx.store.begin() as conn:
-            if self._job_node(conn, job_key, node.node_id) is None:
+            row = self._job_node(conn, job_key, node.node_id)
+            for column, value in info.items():
+                old = loads(row[column]) if row is not None and row[column] else None
+                check(_JOB_TASK_KINDS[column], old["state"] if old else None, value["state"])
+            if row is None:
                 conn.execute(job_nodes.insert().values(job_key=job_key, node_id=node.node_id,
                                                        pool_id=node.pool_id, **values))
             else:
@@ -179,7 +194,14 @@ class JobPreparation:
             return info
 
     async def run_releases(self, job_key: str) -> None:
-        """Run the job release task on every node where the job's preparation task ran."""
+        """Run the job release task on every node where the job's preparation task ran.
+
+        Implements the release step of "Job - Terminate" and "Job - Delete": the
+        release task runs once per node, so a node where it completed already
+        (the job was terminated, then deleted) is skipped, and a caller that
+        comes while it runs waits for that run. Nodes no longer in the pool, or
+        whose worker is not connected, are skipped.
+        """
         with self.ctx.store.read() as conn:
             job = Store.fetch_one(conn, jobs, key=job_key)
             rows = conn.execute(sa.select(job_nodes).where(job_nodes.c.job_key == job_key)).all()
@@ -189,13 +211,26 @@ class JobPreparation:
         if not release:
             return
         spec = JobReleaseTask.model_validate(release)
-        targets = []
+        runs: list[asyncio.Future[Any]] = []
         for row in rows:
-            node = self.ctx.pool_manager.node(row.pool_id.lower(), row.node_id)
-            if node is not None and node.worker:
-                targets.append(node)
-        await asyncio.gather(*(self._run_job_task(job, n, spec, RELEASE_DIR, "release")
-                               for n in targets), return_exceptions=True)
+            key = (job_key, row.node_id)
+            fut = self._releases.get(key)
+            if fut is None:
+                done = loads(row.release) if row.release else None
+                if done is not None and done.get("state") == JobReleaseTaskState.completed:
+                    continue  # ran at Job - Terminate: never a second time (2017 l.4100)
+                node = self.ctx.pool_manager.node(row.pool_id.lower(), row.node_id)
+                if node is None or not node.worker:
+                    continue
+                fut = asyncio.ensure_future(
+                    self._run_job_task(job, node, spec, RELEASE_DIR, "release"))
+                self._releases[key] = fut
+                fut.add_done_callback(functools.partial(self._release_done, key))
+            runs.append(fut)
+        await asyncio.gather(*(asyncio.shield(f) for f in runs), return_exceptions=True)
+
+    def _release_done(self, key: tuple[str, str], _fut: asyncio.Future[Any]) -> None:
+        self._releases.pop(key, None)
 
     def preparation_and_release_status(self, job_id: str) -> list[dict[str, Any]]:
         """List the job's preparation and release task status per node.

@@ -76,6 +76,21 @@ class Run:
 
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A task that completed without a run (Task - Terminate of an active task).
+
+    It carries what :meth:`hpcbatch.core.jobs.Jobs.after_completions` reads of
+    a :class:`Run`, so both kinds of completion take the same path.
+    """
+
+    job_key: str
+    task_key: str
+    int_id: int | None
+    is_manager: bool
+    kill_job_on_completion: bool
+
+
 class PreparationFailed(HpcbatchError):
     """The job preparation task failed on a node: the task goes back to the queue."""
 

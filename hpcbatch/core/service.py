@@ -106,6 +106,8 @@ class BatchService:
         self.preparation = JobPreparation(ctx, self.runs)
         self.tasks = Tasks(ctx, self.runs, self.applications)
         self.jobs = Jobs(ctx, self.runs, self.tasks, self.preparation)
+        # Task - Terminate of an active task completes it through the jobs' completion path.
+        self.tasks.after_completions = self.jobs.after_completions
         self.nodes = Nodes(ctx, self.runs)
         self.autoscaler = Autoscaler(ctx, sample_interval_s=metrics_interval_s,
                                      min_interval_s=min_autoscale_interval_s)
@@ -141,7 +143,9 @@ class BatchService:
 
         Tasks recorded as running were running on nodes of an earlier service
         process; they are requeued (``requeueCount`` + 1), as Batch does when a
-        node restarts, and every node is started again.
+        node restarts, and every node is started again. Pools left deleting
+        are deleted; jobs left terminating, disabling or deleting are finished
+        (:meth:`~hpcbatch.core.jobs.Jobs.resume`).
         """
         now = utcnow()
         with self.ctx.store.begin() as conn:
@@ -164,6 +168,8 @@ class BatchService:
             self.pool_manager.recover(row["key"], spec, status["target"],
                                       tuple(key) if key else None)
         self.pool_manager.start()
+        # Jobs left terminating, disabling or deleting are finished (audit M2).
+        self.jobs.resume()
         self._loop_task = asyncio.get_running_loop().create_task(self.dispatcher.loop())
         self.ctx.background(self.housekeeping.loop())
         self.ctx.background(self.autoscaler.sample_loop())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from hpcbatch.batch.states import Kind, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import check_job_open, job_row, node_info, task_row
+from hpcbatch.core.runs import Completion
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import multiinstance
 from hpcbatch.execution.environment import task_dir
@@ -87,12 +88,23 @@ class Tasks:
         The runs in flight (a running task is ended through its run).
     applications
         Resolves ``applicationPackageReferences``.
+
+    Attributes
+    ----------
+    after_completions
+        Called, in the same transaction, for a task Task - Terminate completes
+        while active; set by the service to ``Jobs.after_completions``.
     """
 
     def __init__(self, ctx: ServiceContext, runs: Runs, applications: Applications) -> None:
         self.ctx = ctx
         self.runs = runs
         self.applications = applications
+        self.after_completions: Callable[
+            [sa.Connection, Sequence[tuple[Completion, bool, dependencies.Ending]]],
+            None] | None = None
+        """What a task's completion does to its dependents and its job
+        (:meth:`hpcbatch.core.jobs.Jobs.after_completions`, wired by the service)."""
 
     def _check_task(self, spec: TaskSpec, job: Mapping[str, Any]) -> None:
         """Reject a task its job can never run: dependencies and multi-instance rules."""
@@ -406,6 +418,10 @@ class Tasks:
             job = job_row(conn, job_id)
             row = task_row(conn, job["key"], task_id)
             if row["state"] == "active":
+                # It completes as a run that failed with TaskEnded would: its exit
+                # conditions decide its dependents' and its job's fate (audit M5).
+                spec = loads(row["spec"])
+                ending = dependencies.task_ending(spec.get("exitConditions"), None, "TaskEnded")
                 now = utcnow()
                 Store.update(conn, tasks, {"seq": row["seq"]},
                              state=check(Kind.task, row["state"], TaskState.completed),
@@ -413,8 +429,16 @@ class Tasks:
                              previous_state_transition_time=row["state_transition_time"],
                              state_transition_time=now, end_time=now, result="failure",
                              exit_code=None, last_modified=now, etag=new_etag(),
+                             satisfies=ending.dependency_action == "satisfy",
                              failure_info=dumps({"category": "usererror", "code": "TaskEnded",
                                                  "message": "The task was ended by user request."}))
+                manager = bool(row["is_manager"])
+                completed = Completion(
+                    job_key=job["key"], task_key=row["key"], int_id=row["int_id"],
+                    is_manager=manager, kill_job_on_completion=manager
+                    and spec.get("killJobOnCompletion") is not False)
+                if self.after_completions is not None:
+                    self.after_completions(conn, [(completed, False, ending)])
                 return
         run = self.runs.of_task(job["key"], row["key"])
         if run is not None:
