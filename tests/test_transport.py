@@ -7,6 +7,7 @@ registry's :func:`~hpcbatch.providers.registry.open_transport`.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -154,13 +155,20 @@ def test_refused_port(testbed: Testbed) -> None:
     assert str(info.value).startswith("host wrong-port:")
 
 
+def known_name(host: Host) -> str:
+    """The host's name in known_hosts: ``addr``, or ``[addr]:port`` off port 22 (the
+    session testbed's sshd takes another port when 22 is taken, e.g. by a second
+    pytest worker's testbed on the same addresses)."""
+    return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+
+
 def test_unknown_host_key(testbed: Testbed, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     host = testbed.hosts[0].model_copy(update={"known_hosts": str(empty)})
     with pytest.raises(NodeConnectionError) as info:
         SshTransport(host).run(["true"])
-    assert f"host key for 127.0.5.1 (ssh-ed25519) is not in {empty}" in info.value.reason
+    assert f"host key for {known_name(host)} (ssh-ed25519) is not in {empty}" in info.value.reason
     lax = host.model_copy(update={"strict_host_key_checking": False})
     with SshTransport(lax) as transport:
         assert transport.run(["echo", "ok"]).stdout == "ok\n"
@@ -170,7 +178,7 @@ def test_wrong_host_key(testbed: Testbed, tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
     other = (tmp_path / "k.pub").read_text()
     known = tmp_path / "known_hosts"
-    known.write_text(f"127.0.5.1 {other}")
+    known.write_text(f"{known_name(testbed.hosts[0])} {other}")
     host = testbed.hosts[0].model_copy(update={"known_hosts": str(known)})
     with pytest.raises(NodeConnectionError, match="does not match"):
         SshTransport(host).run(["true"])
@@ -179,7 +187,8 @@ def test_wrong_host_key(testbed: Testbed, tmp_path: Path) -> None:
 def test_wrong_key_fails_authentication(testbed: Testbed, tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
     host = testbed.hosts[0].model_copy(update={"identity_file": str(tmp_path / "k")})
-    with pytest.raises(NodeConnectionError, match=r"authentication as \w+@127.0.5.1:22 failed"):
+    where = re.escape(f"{host.address}:{host.port}")
+    with pytest.raises(NodeConnectionError, match=rf"authentication as \w+@{where} failed"):
         SshTransport(host).run(["true"])
 
 

@@ -42,12 +42,10 @@ Citations
     A transition hpcbatch performs today although Batch does not allow it;
     ``Mn`` is its entry in the audit of ``docs/architecture.md`` (section
     "States"). The entry is here so that wiring this table in changes no
-    behaviour; the line goes when the core is fixed. One of today's
-    behaviours is a bug the tables refuse on purpose: a node removed while a
-    reboot drains it is re-provisioned (``leavingpool`` -> ``starting``, M1);
-    fix it before checking that transition. (A job release task ran again at
-    Job - Delete after Job - Terminate, ``completed`` -> ``running``, M6: fixed,
-    and the job preparation and release task states are checked.)
+    behaviour; the line goes when the core is fixed. (Two bugs the tables
+    refused on purpose are fixed: a node removed while a reboot drained it was
+    re-provisioned, ``leavingpool`` -> ``starting``, M1; a job release task ran
+    again at Job - Delete after Job - Terminate, ``completed`` -> ``running``, M6.)
 ``NOT YET Mn``
     A transition Batch documents that hpcbatch does not perform yet; the
     audit entry ``Mn`` says where the core should.
@@ -837,10 +835,6 @@ NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _froz
         # Compute Node - Reboot/Reimage. [2017 l.2633: "you should restart the node"]
         _N.rebooting,
         _N.reimaging,
-        # MISMATCH M1: a reboot whose drain lost the worker restarts from unusable
-        # (pool_manager.py restart re-asserts the state captured after the drain; the same
-        # path from leavingpool, a node removed during the drain, is forbidden here).
-        _N.starting,
         # Pool - Remove Nodes, resize down, Pool - Delete. [REST ComputeNodeState.leavingpool]
         _N.leavingpool,
     }),

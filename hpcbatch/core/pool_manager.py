@@ -753,7 +753,7 @@ class PoolManager:
         """
         if node.removing or self.node(node.pool_key, node.node_id) is not node:
             return
-        state = node.state
+        state = "reimaging" if wipe else "rebooting"
         if node.worker:
             worker, node.worker = node.worker, None
             node.generation += 1

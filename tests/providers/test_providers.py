@@ -175,8 +175,8 @@ def test_ssh_provider_installs_and_revokes_pool_trust(testbed: Testbed) -> None:
         assert trust.key_path == provider.pool_key_path(root) == f"{root}/ssh/id_pool"
         assert Path(trust.key_path).read_text() == private
         assert stat.S_IMODE(Path(trust.key_path).stat().st_mode) == 0o600
-        assert trust.host_key is not None and trust.host_key.startswith(
-            f"{host.address} ssh-ed25519 ")
+        name = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+        assert trust.host_key is not None and trust.host_key.startswith(f"{name} ssh-ed25519 ")
         assert trust.user == (host.user or os.environ.get("USER") or "root")
         assert authorized.read_text().splitlines().count(public) == 1
         provider.install_trust(root, private, public)  # idempotent

@@ -72,8 +72,9 @@ def pool_create(json_file: str | None, pool_id: str | None, vm_size: str | None,
         if node_fill_type:
             body["taskSchedulingPolicy"] = {"nodeFillType": node_fill_type}
         if start_task_command_line:
-            body["startTask"] = {"commandLine": start_task_command_line,
-                                 "waitForSuccess": bool(start_task_wait_for_success)}
+            body["startTask"] = {"commandLine": start_task_command_line}
+            if start_task_wait_for_success is not None:  # else Batch's default: true
+                body["startTask"]["waitForSuccess"] = start_task_wait_for_success
         return {k: v for k, v in body.items() if v is not None}
 
     body = request_body(json_file, build, required=["pool_id"])
