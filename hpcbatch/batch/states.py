@@ -783,8 +783,8 @@ NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _froz
     _N.idle: frozenset({
         # A task was dispatched to the node. [REST ComputeNodeState.running]
         _N.running,
-        # NOT YET M9: Compute Node - Disable Scheduling of an idle node. [REST ComputeNodeState.
-        # offline; 2017 l.615: "This effectively takes the node offline"]
+        # Compute Node - Disable Scheduling of an idle node (pool_manager.py settle). [REST
+        # ComputeNodeState.offline; 2017 l.615: "This effectively takes the node offline"]
         _N.offline,
         # Compute Node - Reboot, Compute Node - Reimage. [REST: "only if it is in an idle or
         # running state"]
@@ -799,8 +799,7 @@ NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _froz
     _N.running: frozenset({
         # Its last task ended. [REST ComputeNodeState.idle]
         _N.idle,
-        # NOT YET M9: its last task ended while scheduling is disabled.
-        # [REST ComputeNodeState.offline]
+        # Its last task ended while scheduling is disabled. [REST ComputeNodeState.offline]
         _N.offline,
         # Compute Node - Reboot, Compute Node - Reimage (running tasks requeued, terminated
         # or waited for per nodeRebootOption). [REST; 2017 l.619]
@@ -813,11 +812,11 @@ NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _froz
         _N.leavingpool,
     }),
     _N.offline: frozenset({
-        # NOT YET M9: Compute Node - Enable Scheduling. [2017 l.615: "bring the node back
-        # online by enabling task scheduling"]
+        # Compute Node - Enable Scheduling. [2017 l.615: "bring the node back online by
+        # enabling task scheduling"]
         _N.idle,
-        # NOT YET M9: reboot, reimage or removal of an offline node [2017 l.615: "or perform
-        # one of the other actions discussed earlier"]; the worker was lost.
+        # Reboot, reimage or removal of an offline node [2017 l.615: "or perform one of the
+        # other actions discussed earlier"]; the worker was lost.
         _N.rebooting,
         _N.reimaging,
         _N.unusable,

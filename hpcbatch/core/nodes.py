@@ -107,7 +107,8 @@ class Nodes:
         """Disable ("Compute Node - Disable Scheduling") or enable scheduling on a node.
 
         ``option`` (``nodeDisableSchedulingOption``): requeue (default),
-        terminate or taskcompletion, for the tasks running there.
+        terminate or taskcompletion, for the tasks running there. A node that
+        runs no task is ``offline`` while its scheduling is disabled.
         """
         node = self._node(pool_id, node_id)
         if enabled:
@@ -142,7 +143,7 @@ class Nodes:
             Store.update(conn, pools, {"key": row["key"]}, status=dumps(status))
         self.ctx.pool_manager.set_target(row["key"], status["target"], reconcile=False)
         for node in nodes_:
-            self.ctx.pool_manager.set_scheduling(node, False)
+            self.ctx.pool_manager.mark_removing(node)
             self.ctx.background(self.remove_node(node, option))
 
     async def remove_node(self, node: NodeRuntime, option: str) -> None:

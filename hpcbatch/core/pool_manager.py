@@ -541,12 +541,37 @@ class PoolManager:
         if node.running.pop(run_key, None) is None:
             return False
         node.used_slots -= slots
-        if not node.running and node.state == "running":
-            self.set_state(node, "idle", notify=False)
+        self.settle(node, notify=False)
         return True
+
+    def settle(self, node: NodeRuntime, *, notify: bool = True) -> None:
+        """Put a node that runs no task in ``offline`` or ``idle`` per its scheduling state.
+
+        Batch: "offline: The Compute Node is not currently running a Task, and
+        scheduling of new Tasks to the Compute Node is disabled" (REST
+        ComputeNodeState.offline); "idle: The Compute Node is not currently
+        running a Task". Only a node that is ``running``, ``idle`` or ``offline``
+        changes; a node still running a task, or starting, restarting, failed
+        or leaving, keeps its state.
+
+        Parameters
+        ----------
+        node
+            The node.
+        notify
+            Call ``on_change`` (see :meth:`set_state`).
+        """
+        if node.running or node.state not in ("running", "idle", "offline"):
+            return
+        self.set_state(node, "offline" if node.scheduling_state == "disabled" else "idle",
+                       notify=notify)
 
     def set_scheduling(self, node: NodeRuntime, enabled: bool) -> None:
         """Enable or disable scheduling on a node ("Compute Node - Enable/Disable Scheduling").
+
+        A node that runs no task goes ``offline`` when disabled and back to
+        ``idle`` when enabled (:meth:`settle`); a running node keeps running and
+        settles when its last task ends.
 
         Parameters
         ----------
@@ -556,6 +581,7 @@ class PoolManager:
             ``schedulingState`` ``enabled`` (True) or ``disabled`` (False).
         """
         node.scheduling_state = "enabled" if enabled else "disabled"
+        self.settle(node)
 
     def mark_removing(self, node: NodeRuntime) -> None:
         """Take no new task on a node about to leave its pool (it no longer counts as live)."""

@@ -1,0 +1,65 @@
+"""Compute node states against the Batch documents: offline (M9), a reboot's allocation
+state (M15), Disable/Enable Scheduling of a node already there (M21).
+
+A real service with one local node (docs/architecture.md, "States", audit M9, M15, M21).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hpcbatch.client.sdk import BatchClient, BatchError
+from tests.helpers import running_service, wait_until
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchClient]:
+    tmp = tmp_path_factory.mktemp("audit2nodes")
+    with running_service(tmp / "state", scheduler_host="127.0.0.1") as (client, _):
+        client.add_hosts([{"name": "n0", "address": "127.0.0.171", "provider": "local",
+                           "root_dir": str(tmp / "n0"), "python": sys.executable}])
+        client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 1})
+        client.wait_for_pool("p", timeout_s=120)
+        yield client
+
+
+def node_state(client: BatchClient) -> str:
+    return str(client.get_node("p", "n0").state)
+
+
+def test_m9_a_node_with_scheduling_disabled_and_no_task_is_offline(client: BatchClient) -> None:
+    # "offline: The Compute Node is not currently running a Task, and scheduling of new
+    # Tasks to the Compute Node is disabled" (REST ComputeNodeState.offline).
+    assert node_state(client) == "idle"
+    client.disable_node_scheduling("p", "n0")
+    node = client.get_node("p", "n0")
+    assert (node.state, node.scheduling_state) == ("offline", "disabled")
+    client.enable_node_scheduling("p", "n0")
+    node = client.get_node("p", "n0")
+    assert (node.state, node.scheduling_state) == ("idle", "enabled")
+
+    # A running node whose scheduling is disabled keeps running its task
+    # (taskcompletion), then goes offline, not idle, when the task ends.
+    client.create_job({"id": "m9", "poolInfo": {"poolId": "p"}})
+    client.create_task("m9", {"id": "t", "commandLine": "sleep 2"})
+    wait_until(lambda: node_state(client) == "running", timeout_s=30, what="node running")
+    client.disable_node_scheduling("p", "n0", "taskcompletion")
+    assert node_state(client) == "running"
+    wait_until(lambda: client.get_task("m9", "t").state == "completed", timeout_s=30,
+               what="task completed")
+    wait_until(lambda: node_state(client) != "running", timeout_s=10, what="task released")
+    assert node_state(client) == "offline"
+    # An offline node takes no task; enabling scheduling brings it back online.
+    client.create_task("m9", {"id": "u", "commandLine": "/bin/true"})
+    time.sleep(1)
+    assert client.get_task("m9", "u").state == "active"
+    client.enable_node_scheduling("p", "n0")
+    wait_until(lambda: client.get_task("m9", "u").state == "completed", timeout_s=30,
+               what="the task runs once the node is online")
+    wait_until(lambda: node_state(client) == "idle", timeout_s=10, what="node idle")
+
