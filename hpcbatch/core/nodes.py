@@ -109,14 +109,27 @@ class Nodes:
         ``option`` (``nodeDisableSchedulingOption``): requeue (default),
         terminate or taskcompletion, for the tasks running there. A node that
         runs no task is ``offline`` while its scheduling is disabled.
+
+        Raises
+        ------
+        ConflictError
+            ``NodeAlreadyInTargetSchedulingState`` when the node's scheduling is
+            already in the requested state: "You can disable Task scheduling on a
+            Compute Node only if its current scheduling state is enabled" (REST
+            Compute Node - Disable Scheduling; Enable Scheduling alike).
         """
         node = self._node(pool_id, node_id)
+        if not enabled:
+            option = self._option("nodeDisableSchedulingOption", option,
+                                  ("requeue", "terminate", "taskcompletion"), "requeue")
+        target = "enabled" if enabled else "disabled"
+        if node.scheduling_state == target:
+            raise ConflictError(f"Scheduling is already {target} on node {node.node_id}.",
+                                code="NodeAlreadyInTargetSchedulingState")
         if enabled:
             self.ctx.pool_manager.set_scheduling(node, True)
             self.ctx.kick()
             return
-        option = self._option("nodeDisableSchedulingOption", option,
-                              ("requeue", "terminate", "taskcompletion"), "requeue")
         self.ctx.pool_manager.set_scheduling(node, False)
         self.ctx.background(self.runs.drain(node, option))
 

@@ -63,3 +63,22 @@ def test_m9_a_node_with_scheduling_disabled_and_no_task_is_offline(client: Batch
                what="the task runs once the node is online")
     wait_until(lambda: node_state(client) == "idle", timeout_s=10, what="node idle")
 
+
+def test_m21_scheduling_already_in_the_target_state_is_a_conflict(client: BatchClient) -> None:
+    # "You can disable Task scheduling on a Compute Node only if its current scheduling
+    # state is enabled" (REST Compute Node - Disable Scheduling); Batch answers 409
+    # NodeAlreadyInTargetSchedulingState, for Enable Scheduling of an enabled node too.
+    with pytest.raises(BatchError) as info:
+        client.enable_node_scheduling("p", "n0")
+    assert (info.value.status, info.value.code) == (409, "NodeAlreadyInTargetSchedulingState")
+    client.disable_node_scheduling("p", "n0")
+    before = client.get_node("p", "n0")
+    with pytest.raises(BatchError) as info:
+        client.disable_node_scheduling("p", "n0", "terminate")
+    assert (info.value.status, info.value.code) == (409, "NodeAlreadyInTargetSchedulingState")
+    after = client.get_node("p", "n0")
+    assert after.scheduling_state == "disabled"
+    assert after.state_transition_time == before.state_transition_time
+    client.enable_node_scheduling("p", "n0")
+    assert client.get_node("p", "n0").scheduling_state == "enabled"
+
