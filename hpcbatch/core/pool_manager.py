@@ -240,10 +240,30 @@ class PoolManager:
         )
 
     def allocation_state(self, pool_key: str) -> str:
-        """Batch ``allocationState``: ``resizing`` until every node settled, else ``steady``."""
+        """Batch ``allocationState``: ``resizing`` while nodes join or leave the pool, else ``steady``.
+
+        A node joins until it first booted (``creating``, or ``starting`` with no
+        ``lastBootTime``) and leaves while ``leavingpool``; a node that reboots or
+        is reimaged passes through ``starting`` without joining: "resizing: the
+        Pool is resizing; that is, Compute Nodes are being added to or removed
+        from the Pool" (REST AllocationState.resizing).
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+
+        Returns
+        -------
+        str
+            ``resizing`` or ``steady`` (``stopping`` is the pools' own, see
+            :meth:`hpcbatch.core.pools.Pools.stop_resize_pool`).
+        """
         nodes_ = self.pools.get(pool_key, {})
         target = self.targets.get(pool_key, 0)
-        settling = any(n.state in NODE_JOINING_OR_LEAVING for n in nodes_.values())
+        settling = any(n.state in NODE_JOINING_OR_LEAVING
+                       and not (n.state == "starting" and n.last_boot_time is not None)
+                       for n in nodes_.values())
         return "resizing" if settling or len(nodes_) != target and self.can_grow(pool_key) else "steady"
 
     def can_grow(self, pool_key: str) -> bool:

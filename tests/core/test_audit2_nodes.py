@@ -82,3 +82,22 @@ def test_m21_scheduling_already_in_the_target_state_is_a_conflict(client: BatchC
     client.enable_node_scheduling("p", "n0")
     assert client.get_node("p", "n0").scheduling_state == "enabled"
 
+
+def test_m15_a_reboot_leaves_the_pool_steady(client: BatchClient) -> None:
+    # The allocation state is about "Compute Nodes being added to or removed from the
+    # Pool" (REST AllocationState.resizing): a reboot adds and removes none.
+    assert client.get_pool("p").allocation_state == "steady"
+    client.reboot_node("p", "n0")
+    seen_nodes, seen_pools = set(), set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        seen_pools.add(str(client.get_pool("p").allocation_state))
+        state = node_state(client)
+        seen_nodes.add(state)
+        if state == "idle" and "starting" in seen_nodes:
+            break
+        time.sleep(0.02)
+    assert "starting" in seen_nodes, seen_nodes  # the node did restart
+    assert node_state(client) == "idle"
+    assert seen_pools == {"steady"}
+    assert [p.id for p in client.list_pools(filter="allocationState eq 'steady'")] == ["p"]
