@@ -127,6 +127,9 @@ class JobSchedules:
         return [self.jobs.job_wire(r) for r in rows]
 
     def _set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str) -> None:
+        """Move a schedule to ``state``; setting the state it has already writes nothing."""
+        if row["state"] == state:
+            return
         now = iso(self.clock.now())
         status = loads(row["status"])
         status.update(previousState=row["state"], stateTransitionTime=now, lastModified=now,
@@ -138,7 +141,16 @@ class JobSchedules:
                      state=check(Kind.jobschedule, row["state"], state), status=dumps(status))
 
     def disable(self, schedule_id: str) -> None:
-        """Disable a schedule ("Job Schedule - Disable"): it creates no job until enabled."""
+        """Disable a schedule ("Job Schedule - Disable"): it creates no job until enabled.
+
+        Disabling a disabled schedule changes nothing (its ``previousState``,
+        ``stateTransitionTime`` and eTag stay).
+
+        Raises
+        ------
+        ConflictError
+            ``JobScheduleNotActive`` when the schedule is neither active nor disabled.
+        """
         with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
             if row["state"] not in (JobScheduleState.active, JobScheduleState.disabled):

@@ -1,0 +1,75 @@
+"""Job schedule states against the Batch documents: Delete goes through ``deleting`` (M11),
+Terminate completes the schedule after its job (M12), Disable of a disabled schedule
+changes nothing (M22).
+
+A real service with one local node; the schedule's job has a job release task that
+takes a few seconds, so its job stays terminating or deleting meanwhile
+(docs/architecture.md, "States", audit M11, M12, M22).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcbatch.client.sdk import BatchClient, BatchError
+from tests.helpers import running_service, wait_until
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchClient]:
+    tmp = tmp_path_factory.mktemp("audit2sched")
+    with running_service(tmp / "state", scheduler_host="127.0.0.1") as (client, _):
+        client.add_hosts([{"name": "n0", "address": "127.0.0.191", "provider": "local",
+                           "root_dir": str(tmp / "n0"), "python": sys.executable}])
+        client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 1,
+                            "taskSlotsPerNode": 4})
+        client.wait_for_pool("p", timeout_s=120)
+        yield client
+
+
+def add_schedule(client: BatchClient, schedule_id: str) -> str:
+    """Add a one-shot schedule whose job runs a long task; return the job's ID once running."""
+    client.create_job_schedule({
+        "id": schedule_id, "schedule": {},
+        "jobSpecification": {
+            "poolInfo": {"poolId": "p"},
+            "jobPreparationTask": {"commandLine": "/bin/true"},
+            "jobReleaseTask": {"commandLine": "sleep 3"},
+            "jobManagerTask": {"id": "jm", "commandLine": "sleep 60"}}})
+    job_id = f"{schedule_id}:job-1"
+    wait_until(lambda: any(j.id == job_id for j in client.list_jobs_from_schedule(schedule_id)),
+               timeout_s=30, what="the schedule's job")
+    wait_until(lambda: client.get_task(job_id, "jm").state == "running", timeout_s=60,
+               what="its job manager task running")
+    return job_id
+
+
+def schedule_or_none(client: BatchClient, schedule_id: str) -> dict[str, Any] | None:
+    try:
+        return client.get_job_schedule(schedule_id)
+    except BatchError as exc:
+        assert exc.code == "JobScheduleNotFound"
+        return None
+
+
+def test_m22_disabling_a_disabled_schedule_changes_nothing(client: BatchClient) -> None:
+    client.create_job_schedule({
+        "id": "dis", "schedule": {"doNotRunUntil": "2099-01-01T00:00:00Z"},
+        "jobSpecification": {"poolInfo": {"poolId": "p"}}})
+    client.disable_job_schedule("dis")
+    first = client.get_job_schedule("dis")
+    assert (first["state"], first["previousState"]) == ("disabled", "active")
+    client.disable_job_schedule("dis")
+    again = client.get_job_schedule("dis")
+    for name in ("state", "previousState", "stateTransitionTime", "eTag", "lastModified"):
+        assert again[name] == first[name], name
+    client.enable_job_schedule("dis")
+    assert client.get_job_schedule("dis")["state"] == "active"
+    client.delete_job_schedule("dis")
+    wait_until(lambda: schedule_or_none(client, "dis") is None, timeout_s=30,
+               what="the schedule without jobs deleted")
