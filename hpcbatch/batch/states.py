@@ -660,7 +660,7 @@ JOB_SCHEDULE_TRANSITIONS: Mapping[JobScheduleState, frozenset[JobScheduleState]]
         _JS.deleting,
     }),
     _JS.terminating: frozenset({
-        # Termination done (its active job completed, M12). [REST JobScheduleState.completed]
+        # Termination done: its jobs completed. [REST JobScheduleState.completed]
         _JS.completed,
         # NOT YET M11: Job Schedule - Delete. [REST JobScheduleState.deleting]
         _JS.deleting,

@@ -170,14 +170,17 @@ class JobSchedules:
 
     def terminate(self, schedule_id: str) -> None:
         """Terminate a schedule ("Job Schedule - Terminate"): its active job is terminated
-        (``TerminateJobSchedule``) and it completes."""
+        (``TerminateJobSchedule``); the schedule is ``terminating`` until that job has
+        completed, then ``completed`` (REST JobScheduleState.terminating: "the
+        termination operation is still in progress"). A schedule already terminating,
+        completed or deleting is left as it is."""
         with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
             if row["state"] in JOB_SCHEDULE_CLOSED:
                 return
             self._set_state(conn, row, "terminating")
             self._end_jobs(conn, row, delete=False)
-            self._set_state(conn, self._row(conn, schedule_id), "completed")
+        self.ctx.background(self._finish_closing(row["key"]))
 
     def delete(self, schedule_id: str) -> None:
         """Delete a schedule and its jobs ("Job Schedule - Delete")."""
@@ -185,6 +188,33 @@ class JobSchedules:
             row = self._row(conn, schedule_id)
             self._end_jobs(conn, row, delete=True)
             conn.execute(job_schedules.delete().where(job_schedules.c.key == row["key"]))
+
+    async def _finish_closing(self, key: str, interval_s: float = 0.1) -> None:
+        """Wait until a terminating or deleting schedule's jobs are done, then close it."""
+        while not self._close_if_done(key):
+            await asyncio.sleep(interval_s)
+
+    def _close_if_done(self, key: str) -> bool:
+        """Complete a terminating schedule whose jobs have all completed (or are gone).
+
+        Returns
+        -------
+        bool
+            True when nothing is left to wait for: the schedule was closed now, or
+            is gone, or is in a state with nothing to finish.
+        """
+        with self.ctx.store.begin() as conn:
+            row = Store.fetch_one(conn, job_schedules, key=key)
+            if row is None or row["state"] != JobScheduleState.terminating:
+                return True
+            prefix = f"{key}:job-"
+            open_jobs = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
+                jobs.c.key.startswith(prefix, autoescape=True),
+                jobs.c.state != "completed")).scalar()
+            if open_jobs:
+                return False
+            self._set_state(conn, row, "completed")
+            return True
 
     def _end_jobs(self, conn: sa.Connection, row: Mapping[str, Any], *, delete: bool) -> None:
         prefix = f"{row['key']}:job-"
@@ -209,11 +239,20 @@ class JobSchedules:
                 log.exception("job schedule pass failed")
 
     async def tick(self) -> None:
-        """Ask every active schedule whether a job is due now; create it or complete it."""
+        """Ask every active schedule whether a job is due now; create it or complete it.
+
+        Also closes the schedules whose termination or deletion has nothing left
+        to wait for (after a service restart no other task watches them).
+        """
         now = self.clock.now()
         with self.ctx.store.read() as conn:
+            closing = conn.execute(sa.select(job_schedules.c.key).where(
+                job_schedules.c.state.in_([JobScheduleState.terminating,
+                                           JobScheduleState.deleting]))).scalars().all()
             rows = mappings(conn.execute(sa.select(job_schedules).where(
                 job_schedules.c.state == "active")))
+        for key in closing:
+            self._close_if_done(key)
         for row in rows:
             try:
                 self._tick_one(row, now)

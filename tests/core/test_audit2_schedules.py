@@ -57,6 +57,26 @@ def schedule_or_none(client: BatchClient, schedule_id: str) -> dict[str, Any] | 
         return None
 
 
+def test_m12_terminate_completes_the_schedule_after_its_job(client: BatchClient) -> None:
+    # "terminating: The Job Schedule has no more work to do, or has been explicitly
+    # terminated by the user, but the termination operation is still in progress"
+    # (REST JobScheduleState.terminating).
+    job_id = add_schedule(client, "term")
+    client.terminate_job_schedule("term")
+    schedule = client.get_job_schedule("term")
+    assert client.get_job(job_id).state == "terminating"
+    assert (schedule["state"], schedule["previousState"]) == ("terminating", "active")
+    wait_until(lambda: client.get_job(job_id).state == "completed", timeout_s=60,
+               what="the job completed (its release task ran)")
+    schedule = wait_until(lambda: (s := client.get_job_schedule("term"))["state"] == "completed"
+                          and s, timeout_s=10, what="the schedule completed")
+    assert schedule["previousState"] == "terminating"
+    assert "endTime" in schedule["executionInfo"]
+    client.terminate_job_schedule("term")  # a completed schedule: nothing to do
+    assert client.get_job_schedule("term")["stateTransitionTime"] == schedule[
+        "stateTransitionTime"]
+
+
 def test_m22_disabling_a_disabled_schedule_changes_nothing(client: BatchClient) -> None:
     client.create_job_schedule({
         "id": "dis", "schedule": {"doNotRunUntil": "2099-01-01T00:00:00Z"},
