@@ -648,7 +648,7 @@ JOB_SCHEDULE_TRANSITIONS: Mapping[JobScheduleState, frozenset[JobScheduleState]]
         # The schedule reached its end time (doNotRunAfter) or has no run left.
         # [REST JobScheduleState.completed: "reaching its end time"] (job_schedules.py _tick_one)
         _JS.completed,
-        # NOT YET M11: Job Schedule - Delete. [REST JobScheduleState.deleting]
+        # Job Schedule - Delete. [REST JobScheduleState.deleting]
         _JS.deleting,
     }),
     _JS.disabled: frozenset({
@@ -656,17 +656,17 @@ JOB_SCHEDULE_TRANSITIONS: Mapping[JobScheduleState, frozenset[JobScheduleState]]
         _JS.active,
         # Job Schedule - Terminate. [REST JobScheduleState.terminating]
         _JS.terminating,
-        # NOT YET M11: Job Schedule - Delete. [REST JobScheduleState.deleting]
+        # Job Schedule - Delete. [REST JobScheduleState.deleting]
         _JS.deleting,
     }),
     _JS.terminating: frozenset({
         # Termination done: its jobs completed. [REST JobScheduleState.completed]
         _JS.completed,
-        # NOT YET M11: Job Schedule - Delete. [REST JobScheduleState.deleting]
+        # Job Schedule - Delete. [REST JobScheduleState.deleting]
         _JS.deleting,
     }),
     _JS.completed: frozenset({
-        # NOT YET M11: Job Schedule - Delete. [REST JobScheduleState.deleting]
+        # Job Schedule - Delete. [REST JobScheduleState.deleting]
         _JS.deleting,
     }),
     _JS.deleting: frozenset(),
@@ -675,10 +675,6 @@ JOB_SCHEDULE_TRANSITIONS: Mapping[JobScheduleState, frozenset[JobScheduleState]]
 JOB_SCHEDULE_TERMINAL = frozenset({_JS.completed, _JS.deleting})
 JOB_SCHEDULE_REMOVABLE = frozenset({
     _JS.deleting,     # its jobs and tasks are deleted [REST JobScheduleState.deleting]
-    _JS.active,       # MISMATCH M11: Job Schedule - Delete removes the record at once
-    _JS.disabled,     # MISMATCH M11
-    _JS.terminating,  # MISMATCH M11
-    _JS.completed,    # MISMATCH M11
 })
 
 # ============================================================================ pools

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from hpcbatch.batch import schedules
 from hpcbatch.batch.errors import ConflictError, HpcbatchError, exists, not_found
 from hpcbatch.batch.models import JobSpec
-from hpcbatch.batch.states import JOB_SCHEDULE_CLOSED, JobScheduleState, Kind
+from hpcbatch.batch.states import JOB_SCHEDULE_CLOSED, JobScheduleState, Kind, transition
 from hpcbatch.batch.wire import iso, new_etag
 from hpcbatch.core.transitions import check
 from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads, mappings
@@ -180,14 +180,25 @@ class JobSchedules:
                 return
             self._set_state(conn, row, "terminating")
             self._end_jobs(conn, row, delete=False)
-        self.ctx.background(self._finish_closing(row["key"]))
+        if not self._close_if_done(row["key"]):
+            self.ctx.background(self._finish_closing(row["key"]))
 
     def delete(self, schedule_id: str) -> None:
-        """Delete a schedule and its jobs ("Job Schedule - Delete")."""
+        """Delete a schedule and its jobs ("Job Schedule - Delete").
+
+        The schedule is ``deleting`` until its jobs and their tasks are deleted,
+        then its record goes (REST JobScheduleState.deleting: "The Job Schedule
+        will be deleted when all Jobs and Tasks under the Job Schedule have been
+        deleted"). Deleting a deleting schedule changes nothing.
+        """
         with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
+            if row["state"] == JobScheduleState.deleting:
+                return
+            self._set_state(conn, row, "deleting")
             self._end_jobs(conn, row, delete=True)
-            conn.execute(job_schedules.delete().where(job_schedules.c.key == row["key"]))
+        if not self._close_if_done(row["key"]):
+            self.ctx.background(self._finish_closing(row["key"]))
 
     async def _finish_closing(self, key: str, interval_s: float = 0.1) -> None:
         """Wait until a terminating or deleting schedule's jobs are done, then close it."""
@@ -195,7 +206,8 @@ class JobSchedules:
             await asyncio.sleep(interval_s)
 
     def _close_if_done(self, key: str) -> bool:
-        """Complete a terminating schedule whose jobs have all completed (or are gone).
+        """Complete a terminating schedule whose jobs have all completed (or are gone);
+        remove the record of a deleting schedule whose jobs are all deleted.
 
         Returns
         -------
@@ -205,15 +217,22 @@ class JobSchedules:
         """
         with self.ctx.store.begin() as conn:
             row = Store.fetch_one(conn, job_schedules, key=key)
-            if row is None or row["state"] != JobScheduleState.terminating:
+            if row is None or row["state"] not in (JobScheduleState.terminating,
+                                                   JobScheduleState.deleting):
                 return True
+            deleting = row["state"] == JobScheduleState.deleting
             prefix = f"{key}:job-"
-            open_jobs = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
-                jobs.c.key.startswith(prefix, autoescape=True),
-                jobs.c.state != "completed")).scalar()
-            if open_jobs:
+            waited = sa.select(sa.func.count()).select_from(jobs).where(
+                jobs.c.key.startswith(prefix, autoescape=True))
+            if not deleting:
+                waited = waited.where(jobs.c.state != "completed")
+            if conn.execute(waited).scalar():
                 return False
-            self._set_state(conn, row, "completed")
+            if deleting:
+                transition(Kind.jobschedule, row["state"], None)
+                conn.execute(job_schedules.delete().where(job_schedules.c.key == key))
+            else:
+                self._set_state(conn, row, "completed")
             return True
 
     def _end_jobs(self, conn: sa.Connection, row: Mapping[str, Any], *, delete: bool) -> None:

@@ -77,6 +77,28 @@ def test_m12_terminate_completes_the_schedule_after_its_job(client: BatchClient)
         "stateTransitionTime"]
 
 
+def test_m11_delete_goes_through_deleting(client: BatchClient) -> None:
+    # "deleting: The user has requested that the Job Schedule be deleted, but the delete
+    # operation is still in progress ... The Job Schedule will be deleted when all Jobs
+    # and Tasks under the Job Schedule have been deleted" (REST JobScheduleState.deleting).
+    job_id = add_schedule(client, "del")
+    client.delete_job_schedule("del")
+    schedule = schedule_or_none(client, "del")
+    assert schedule is not None, "the schedule went before its job"
+    assert (schedule["state"], schedule["previousState"]) == ("deleting", "active")
+    assert client.get_job(job_id).state == "deleting"
+    assert [s["id"] for s in client.list_job_schedules() if s["state"] == "deleting"] == ["del"]
+    with pytest.raises(BatchError) as info:
+        client.enable_job_schedule("del")
+    assert info.value.status == 409
+    client.delete_job_schedule("del")  # deleting already: accepted, nothing changes
+    wait_until(lambda: schedule_or_none(client, "del") is None, timeout_s=60,
+               what="the schedule gone with its job")
+    with pytest.raises(BatchError) as info:
+        client.get_job(job_id)
+    assert info.value.code == "JobNotFound"
+
+
 def test_m22_disabling_a_disabled_schedule_changes_nothing(client: BatchClient) -> None:
     client.create_job_schedule({
         "id": "dis", "schedule": {"doNotRunUntil": "2099-01-01T00:00:00Z"},
