@@ -119,9 +119,9 @@ class Nodes:
             Compute Node - Disable Scheduling; Enable Scheduling alike).
         """
         node = self._node(pool_id, node_id)
-        if not enabled:
-            option = self._option("nodeDisableSchedulingOption", option,
-                                  ("requeue", "terminate", "taskcompletion"), "requeue")
+        how = "" if enabled else self._option(
+            "nodeDisableSchedulingOption", option, ("requeue", "terminate", "taskcompletion"),
+            "requeue")
         target = "enabled" if enabled else "disabled"
         if node.scheduling_state == target:
             raise ConflictError(f"Scheduling is already {target} on node {node.node_id}.",
@@ -131,7 +131,7 @@ class Nodes:
             self.ctx.kick()
             return
         self.ctx.pool_manager.set_scheduling(node, False)
-        self.ctx.background(self.runs.drain(node, option))
+        self.ctx.background(self.runs.drain(node, how))
 
     def remove_nodes(self, pool_id: str, body: Mapping[str, Any]) -> None:
         """Remove nodes from a pool ("Pool - Remove Nodes"); the pool's target drops with them.
