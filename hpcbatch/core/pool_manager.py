@@ -217,6 +217,8 @@ class PoolManager:
         self.provider_factory = provider_factory
         self.deallocation: dict[str, str] = {}
         self.quota_blocked: set[str] = set()
+        self.stopping: set[str] = set()
+        """Pools whose resize is being stopped ("Pool - Stop Resize") and not steady yet."""
         self.pools: dict[str, dict[str, NodeRuntime]] = {}
         self.specs: dict[str, PoolSpec] = {}
         self.targets: dict[str, int] = {}
@@ -256,15 +258,40 @@ class PoolManager:
         Returns
         -------
         str
-            ``resizing`` or ``steady`` (``stopping`` is the pools' own, see
-            :meth:`hpcbatch.core.pools.Pools.stop_resize_pool`).
+            ``resizing`` or ``steady``; ``stopping`` after :meth:`stop_resize`
+            until the pool is steady.
         """
         nodes_ = self.pools.get(pool_key, {})
         target = self.targets.get(pool_key, 0)
         settling = any(n.state in NODE_JOINING_OR_LEAVING
                        and not (n.state == "starting" and n.last_boot_time is not None)
                        for n in nodes_.values())
-        return "resizing" if settling or len(nodes_) != target and self.can_grow(pool_key) else "steady"
+        state = "resizing" if settling or len(nodes_) != target and self.can_grow(pool_key) else "steady"
+        if pool_key in self.stopping:
+            if state == "resizing":
+                return "stopping"
+            self.stopping.discard(pool_key)  # the stop completed
+        return state
+
+    def stop_resize(self, pool_key: str) -> None:
+        """Stop a pool's resize ("Pool - Stop Resize"): it keeps the nodes it has now.
+
+        The target becomes the number of nodes not leaving the pool: no host is
+        taken and no node given back from now on, while the nodes already
+        joining or leaving finish doing so; meanwhile :meth:`allocation_state`
+        answers ``stopping``, then ``steady`` (REST Pool - Stop Resize: "changes
+        the Pool allocation state first to stopping and then to steady").
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+        """
+        pool = self.pools.get(pool_key, {})
+        self.targets[pool_key] = sum(1 for n in pool.values()
+                                     if n.state != "leavingpool" and not n.removing)
+        if self.allocation_state(pool_key) == "resizing":
+            self.stopping.add(pool_key)
 
     def can_grow(self, pool_key: str) -> bool:
         """Tell whether the pool is short of its target and a free host and core quota allow a node.
@@ -844,6 +871,7 @@ class PoolManager:
         await asyncio.gather(*(self.remove_node(n, revoke_trust=True)
                                for n in list(self.pools.get(pool_key, {}).values())))
         self.ssh_keys.pop(pool_key, None)
+        self.stopping.discard(pool_key)
         self.pools.pop(pool_key, None)
         self.specs.pop(pool_key, None)
         self.targets.pop(pool_key, None)

@@ -39,8 +39,35 @@ from hpcbatch.store.database import (
 if TYPE_CHECKING:
     from hpcbatch.core.applications import Applications
     from hpcbatch.core.autoscaler import Autoscaler
+    from hpcbatch.core.pool_manager import PoolManager
 
 log = logging.getLogger(__name__)
+
+
+def check_steady(pool_manager: PoolManager, row: Mapping[str, Any]) -> None:
+    """Refuse a change of a pool's size unless its allocation state is steady.
+
+    Pool - Resize and Pool - Remove Nodes: "You can only resize a Pool when its
+    allocation state is steady" (REST Pool - Resize); "This operation can only
+    run when the allocation state of the Pool is steady" (REST Pool - Remove Nodes).
+
+    Parameters
+    ----------
+    pool_manager
+        Knows the pool's allocation state.
+    row
+        The pool's record (``key``, ``id``).
+
+    Raises
+    ------
+    ConflictError
+        ``PoolBeingResized`` (409) when the pool is ``resizing`` or ``stopping``.
+    """
+    state = pool_manager.allocation_state(row["key"])
+    if state != AllocationState.steady:
+        raise ConflictError(f"The specified pool is being resized (allocationState {state}).",
+                            code="PoolBeingResized",
+                            values={"PoolId": row["id"], "AllocationState": state})
 
 
 class Pools:
@@ -225,7 +252,10 @@ class Pools:
         NotFoundError
             ``PoolNotFound``.
         ConflictError
-            ``PoolBeingDeleted``.
+            ``PoolBeingDeleted``; ``AutoScaleEnabled``; ``PoolBeingResized`` when
+            the pool's allocation state is not steady: "You can only resize a
+            Pool when its allocation state is steady. If the Pool is already
+            resizing, the request fails with status code 409" (REST Pool - Resize).
         """
         resize = PoolResize.from_wire(body, what="resize")
         with self.ctx.store.begin() as conn:
@@ -235,6 +265,7 @@ class Pools:
             if loads(row["spec"]).get("enableAutoScale"):
                 raise ConflictError("The pool has autoscale enabled; disable it to resize by hand.",
                                     code="AutoScaleEnabled")
+            check_steady(self.ctx.pool_manager, row)
             status = loads(row["status"])
             status["target"] = resize.target_dedicated_nodes or 0
             status["lastModified"] = iso(utcnow())
@@ -243,6 +274,37 @@ class Pools:
         self.ctx.pool_manager.set_target(row["key"], status["target"],
                                          resize.node_deallocation_option or "requeue")
         self._start_resize(row["key"], self.get_pool(pool_id), resize.node_deallocation_option)
+
+    def stop_resize_pool(self, pool_id: str) -> None:
+        """Stop a pool's resize ("Pool - Stop Resize"); a steady pool is left as it is.
+
+        The pool keeps the nodes it has (the nodes joining or leaving finish);
+        its target becomes their number and its allocation state goes
+        ``resizing`` -> ``stopping`` -> ``steady`` (REST Pool - Stop Resize).
+
+        Raises
+        ------
+        NotFoundError
+            ``PoolNotFound``.
+        ConflictError
+            ``PoolBeingDeleted``.
+        """
+        pm = self.ctx.pool_manager
+        with self.ctx.store.read() as conn:
+            row = pool_row(conn, pool_id)
+        if row["state"] == "deleting":
+            raise ConflictError("The specified pool is being deleted.", code="PoolBeingDeleted")
+        key = row["key"]
+        if pm.allocation_state(key) != AllocationState.resizing:
+            return
+        self.sync_allocation_states([key])  # stored resizing before stopping
+        pm.stop_resize(key)
+        with self.ctx.store.begin() as conn:
+            status = loads(pool_row(conn, pool_id)["status"])
+            status.update(target=pm.targets.get(key, 0), lastModified=iso(utcnow()),
+                          eTag=new_etag())
+            Store.update(conn, pools, {"key": key}, status=dumps(status))
+        self.sync_allocation_states([key])
 
     def _start_resize(self, pool_key: str, pool_json: dict[str, Any],
                       option: str | None = None) -> None:

@@ -88,12 +88,8 @@ async def resize_pool(request: web.Request) -> None:
 @routes.post("/pools/{pool}/stopresize")
 @POOLS.change(202)
 async def stop_resize_pool(request: web.Request) -> None:
-    """"Pool - Stop Resize": the pool keeps the nodes it has now (a resize to
-    ``currentDedicatedNodes``)."""
-    pools, pool_id = service(request).pools, param(request, "pool")
-    pool = pools.get_pool(pool_id)
-    if pool.get("allocationState") == "resizing":
-        pools.resize_pool(pool_id, {"targetDedicatedNodes": pool["currentDedicatedNodes"]})
+    """"Pool - Stop Resize": the pool keeps the nodes it has now."""
+    service(request).pools.stop_resize_pool(param(request, "pool"))
 
 
 @routes.post("/pools/{pool}/enableautoscale")
