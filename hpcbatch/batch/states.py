@@ -711,14 +711,12 @@ ALLOCATION_TRANSITIONS: Mapping[AllocationState, frozenset[AllocationState]] = _
         # to resizing"]; an autoscale evaluation that changes the target; Pool - Delete
         # (resizes to zero nodes) [REST Pool - Delete].
         _A.resizing,
-        # MISMATCH M14: a deleting pool reports and stores stopping (pools.py).
-        _A.stopping,
     }),
     _A.resizing: frozenset({
         # Every node added has joined and every node removed has left. [REST AllocationState]
         _A.steady,
         # Pool - Stop Resize. [REST Pool - Stop Resize: "first to stopping and then to
-        # steady"]; MISMATCH M14: a deleting pool reports stopping.
+        # steady"]
         _A.stopping,
     }),
     _A.stopping: frozenset({

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from hpcbatch.batch.models import (
     PoolResize,
     PoolSpec,
 )
-from hpcbatch.batch.states import NODE_JOINING, AllocationState, Kind, PoolState
+from hpcbatch.batch.states import ALLOCATION, NODE_JOINING, AllocationState, Kind, PoolState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import pool_row
@@ -39,7 +39,7 @@ from hpcbatch.store.database import (
 if TYPE_CHECKING:
     from hpcbatch.core.applications import Applications
     from hpcbatch.core.autoscaler import Autoscaler
-    from hpcbatch.core.pool_manager import PoolManager
+    from hpcbatch.core.pool_manager import NodeRuntime, PoolManager
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,45 @@ def check_steady(pool_manager: PoolManager, row: Mapping[str, Any]) -> None:
         raise ConflictError(f"The specified pool is being resized (allocationState {state}).",
                             code="PoolBeingResized",
                             values={"PoolId": row["id"], "AllocationState": state})
+
+
+def deleting_allocation_state(nodes_: Sequence[NodeRuntime]) -> AllocationState:
+    """The allocation state of a deleting pool: ``resizing`` while it has nodes, else ``steady``.
+
+    "any ongoing resize operation on the Pool are stopped; the Batch service
+    starts resizing the Pool to zero Compute Nodes" (REST Pool - Delete).
+
+    Parameters
+    ----------
+    nodes_
+        The pool's nodes (leaving ones included).
+    """
+    return AllocationState.resizing if nodes_ else AllocationState.steady
+
+
+def allocation_change(current: str, new: str) -> str:
+    """Check a change of a pool's stored ``allocationState``; return the new state.
+
+    The store records the state at a resize's start and end and once a second,
+    so it can miss a ``steady`` between two records: a Stop Resize that
+    completed just before a new resize, or before Pool - Delete started
+    resizing the pool to zero. Such a change (``stopping`` -> ``resizing``) is
+    checked as the two it stands for, through ``steady``.
+
+    Parameters
+    ----------
+    current, new
+        ``AllocationState`` values (stored, computed).
+
+    Raises
+    ------
+    hpcbatch.batch.states.IllegalStateTransition
+        A change the allocation table does not allow, even through ``steady``.
+    """
+    if (current != new and current != AllocationState.steady
+            and new not in ALLOCATION.allowed(current)):
+        current = check(Kind.allocation, current, AllocationState.steady)
+    return check(Kind.allocation, current, new)
 
 
 class Pools:
@@ -162,7 +201,7 @@ class Pools:
             "creationTime": status["creationTime"], "state": row["state"],
             "stateTransitionTime": status["stateTransitionTime"],
             "allocationState": self.ctx.pool_manager.allocation_state(key)
-            if row["state"] == "active" else "stopping",
+            if row["state"] == "active" else deleting_allocation_state(nodes_),
             "allocationStateTransitionTime": status["allocationStateTransitionTime"],
             "targetDedicatedNodes": status["target"],
             "currentDedicatedNodes": len(nodes_),  # leaving nodes count until they are gone
@@ -347,8 +386,8 @@ class Pools:
                     status = loads(row["status"])
                     status["allocationStateTransitionTime"] = now
                     Store.update(conn, pools, {"key": key},
-                                 allocation_state=check(Kind.allocation, row["allocation_state"],
-                                                        state),
+                                 allocation_state=allocation_change(row["allocation_state"],
+                                                                    state),
                                  status=dumps(status))
         self._allocation.update(changed)
 
@@ -377,12 +416,15 @@ class Pools:
                 return
             status = loads(row["status"])
             now = iso(utcnow())
-            status.update(stateTransitionTime=now, allocationStateTransitionTime=now)
+            status.update(stateTransitionTime=now)
+            allocation = allocation_change(
+                row["allocation_state"],
+                deleting_allocation_state(self.ctx.pool_manager.nodes_of(row["key"])))
+            if allocation != row["allocation_state"]:
+                status["allocationStateTransitionTime"] = now
             Store.update(conn, pools, {"key": row["key"]},
                          state=check(Kind.pool, row["state"], PoolState.deleting),
-                         allocation_state=check(Kind.allocation, row["allocation_state"],
-                                                AllocationState.stopping),
-                         status=dumps(status))
+                         allocation_state=allocation, status=dumps(status))
         self.ctx.emit("PoolDeleteStartEvent", events.pool_delete_start_event(row["id"]))
         self.ctx.background(self.finish_delete(row["key"]))
 

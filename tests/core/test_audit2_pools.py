@@ -95,3 +95,29 @@ def test_m13_resize_and_remove_nodes_need_a_steady_pool(env: tuple[BatchClient, 
     wait_until(lambda: not client.list_pools(), timeout_s=60, what="pool r gone")
 
 
+
+def new_pool(client: BatchClient, pool_id: str) -> dict[str, Any]:
+    client.create_pool({"id": pool_id, "vmSize": "any", "targetDedicatedNodes": 1})
+    client.wait_for_pool(pool_id, timeout_s=120)
+    pool = client.get_pool_json(pool_id)
+    assert pool["allocationState"] == "steady"
+    return pool
+
+
+def test_m14_a_deleting_pool_is_resizing_to_zero(env: tuple[BatchClient, ServiceThread]) -> None:
+    # "any ongoing resize operation on the Pool are stopped; the Batch service starts
+    # resizing the Pool to zero Compute Nodes" (REST Pool - Delete).
+    client, thread = env
+    pools = thread.runtime.service.pools
+    new_pool(client, "d14")
+    out = on_loop(
+        thread,
+        lambda: pools.delete_pool("d14"),
+        lambda: pools.get_pool("d14"),
+        lambda: [p["id"] for p in pools.list_pools("allocationState eq 'resizing'")],
+        lambda: [p["id"] for p in pools.list_pools("allocationState eq 'stopping'")],
+    )
+    assert (out[1]["state"], out[1]["allocationState"]) == ("deleting", "resizing")
+    assert (out[2], out[3]) == (["d14"], [])
+    wait_until(lambda: not client.list_pools(), timeout_s=60, what="pool d14 gone")
+
