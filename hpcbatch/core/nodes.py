@@ -14,7 +14,7 @@ from hpcbatch.batch.errors import (
 from hpcbatch.batch.states import NODE_IN_TRANSITION
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
-from hpcbatch.core.pools import check_steady
+from hpcbatch.core.pools import check_not_deleting, check_steady
 from hpcbatch.core.rows import pool_row
 from hpcbatch.store.database import (
     Store,
@@ -145,8 +145,8 @@ class Nodes:
         Raises
         ------
         ConflictError
-            ``PoolBeingResized`` unless the pool's allocation state is steady
-            (REST Pool - Remove Nodes).
+            ``PoolBeingDeleted`` for a deleting pool; ``PoolBeingResized`` unless
+            the pool's allocation state is steady (REST Pool - Remove Nodes).
         """
         node_list = body.get("nodeList") if isinstance(body, Mapping) else None
         if not isinstance(node_list, list) or not node_list or len(node_list) > 100:
@@ -158,6 +158,7 @@ class Nodes:
         nodes_ = [self._node(pool_id, n) for n in node_list]
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
+            check_not_deleting(row)
             check_steady(self.ctx.pool_manager, row)
             status = loads(row["status"])
             status["target"] = max(0, status["target"] - len(nodes_))

@@ -44,6 +44,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def check_not_deleting(row: Mapping[str, Any]) -> None:
+    """Refuse a change of a deleting pool.
+
+    "If you call an Update, Patch or Delete API on a Pool in the deleting state,
+    it will fail with HTTP status code 409 with error code PoolBeingDeleted"
+    (REST Pool - Delete).
+
+    Parameters
+    ----------
+    row
+        The pool's record (``state``).
+
+    Raises
+    ------
+    ConflictError
+        ``PoolBeingDeleted`` (409).
+    """
+    if row["state"] == PoolState.deleting:
+        raise ConflictError("The specified pool is being deleted.", code="PoolBeingDeleted")
+
+
 def check_steady(pool_manager: PoolManager, row: Mapping[str, Any]) -> None:
     """Refuse a change of a pool's size unless its allocation state is steady.
 
@@ -252,6 +273,8 @@ class Pools:
         ------
         BadRequestError
             Another property, or an invalid value (named).
+        ConflictError
+            ``PoolBeingDeleted``.
         """
         mutable = {"startTask", "metadata", "applicationPackageReferences",
                    "targetNodeCommunicationMode"}
@@ -265,6 +288,7 @@ class Pools:
                                   code="InvalidRequestBody", values={"PropertyName": name})
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
+            check_not_deleting(row)
             spec = loads(row["spec"])
             if replace:
                 for k in mutable - {"targetNodeCommunicationMode"}:
@@ -299,8 +323,7 @@ class Pools:
         resize = PoolResize.from_wire(body, what="resize")
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
-            if row["state"] == "deleting":
-                raise ConflictError("The specified pool is being deleted.", code="PoolBeingDeleted")
+            check_not_deleting(row)
             if loads(row["spec"]).get("enableAutoScale"):
                 raise ConflictError("The pool has autoscale enabled; disable it to resize by hand.",
                                     code="AutoScaleEnabled")
@@ -313,6 +336,15 @@ class Pools:
         self.ctx.pool_manager.set_target(row["key"], status["target"],
                                          resize.node_deallocation_option or "requeue")
         self._start_resize(row["key"], self.get_pool(pool_id), resize.node_deallocation_option)
+
+    def check_active(self, pool_id: str) -> None:
+        """Raise ``PoolBeingDeleted`` (409) for a deleting pool, ``PoolNotFound`` for none.
+
+        For the operations that change a pool outside this class (Pool - Enable
+        and - Disable AutoScale).
+        """
+        with self.ctx.store.read() as conn:
+            check_not_deleting(pool_row(conn, pool_id))
 
     def stop_resize_pool(self, pool_id: str) -> None:
         """Stop a pool's resize ("Pool - Stop Resize"); a steady pool is left as it is.
@@ -331,8 +363,7 @@ class Pools:
         pm = self.ctx.pool_manager
         with self.ctx.store.read() as conn:
             row = pool_row(conn, pool_id)
-        if row["state"] == "deleting":
-            raise ConflictError("The specified pool is being deleted.", code="PoolBeingDeleted")
+        check_not_deleting(row)
         key = row["key"]
         if pm.allocation_state(key) != AllocationState.resizing:
             return
@@ -408,15 +439,22 @@ class Pools:
     def delete_pool(self, pool_id: str) -> None:
         """Delete a pool ("Pool - Delete"): stop its nodes, give their hosts back.
 
-        The pool is ``deleting`` until its nodes are gone. Raises ``PoolNotFound``.
+        The pool is ``deleting`` (a new ``eTag`` and ``lastModified``) until its
+        nodes are gone.
+
+        Raises
+        ------
+        NotFoundError
+            ``PoolNotFound``.
+        ConflictError
+            ``PoolBeingDeleted`` when the pool is deleting already (REST Pool - Delete).
         """
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
-            if row["state"] == "deleting":
-                return
+            check_not_deleting(row)
             status = loads(row["status"])
             now = iso(utcnow())
-            status.update(stateTransitionTime=now)
+            status.update(stateTransitionTime=now, lastModified=now, eTag=new_etag())
             allocation = allocation_change(
                 row["allocation_state"],
                 deleting_allocation_state(self.ctx.pool_manager.nodes_of(row["key"])))

@@ -121,3 +121,32 @@ def test_m14_a_deleting_pool_is_resizing_to_zero(env: tuple[BatchClient, Service
     assert (out[2], out[3]) == (["d14"], [])
     wait_until(lambda: not client.list_pools(), timeout_s=60, what="pool d14 gone")
 
+
+def test_m16_a_deleting_pool_accepts_no_change(env: tuple[BatchClient, ServiceThread]) -> None:
+    # "If you call an Update, Patch or Delete API on a Pool in the deleting state, it
+    # will fail with HTTP status code 409 with error code PoolBeingDeleted" (REST Pool -
+    # Delete).
+    client, thread = env
+    svc = thread.runtime.service
+    pools = svc.pools
+    before = new_pool(client, "d16")
+    out = on_loop(
+        thread,
+        lambda: pools.delete_pool("d16"),
+        lambda: pools.get_pool("d16"),
+        lambda: pools.delete_pool("d16"),
+        lambda: pools.update_pool("d16", {"metadata": [{"name": "a", "value": "b"}]}),
+        lambda: pools.replace_pool_properties("d16", {}),
+        lambda: pools.resize_pool("d16", {"targetDedicatedNodes": 2}),
+        lambda: pools.stop_resize_pool("d16"),
+        lambda: svc.nodes.remove_nodes("d16", {"nodeList": ["h0"]}),
+        lambda: pools.check_active("d16"),  # Pool - Enable/Disable AutoScale's check
+        lambda: pools.get_pool("d16"),
+    )
+    deleting = out[1]
+    assert deleting["state"] == "deleting"
+    assert deleting["eTag"] != before["eTag"]
+    assert deleting["lastModified"] > before["lastModified"]
+    assert [code(r) for r in out[2:9]] == [(409, "PoolBeingDeleted")] * 7
+    assert "metadata" not in out[9] and out[9]["eTag"] == deleting["eTag"]
+    wait_until(lambda: not client.list_pools(), timeout_s=60, what="pool d16 gone")
