@@ -22,7 +22,12 @@ import sqlalchemy as sa
 from hpcbatch.batch import schedules
 from hpcbatch.batch.errors import ConflictError, HpcbatchError, exists, not_found
 from hpcbatch.batch.models import JobSpec
-from hpcbatch.batch.states import JOB_SCHEDULE_CLOSED, JobScheduleState, Kind, transition
+from hpcbatch.batch.states import (
+    JOB_SCHEDULE_CLOSED,
+    JobScheduleState,
+    Kind,
+    transition,
+)
 from hpcbatch.batch.wire import iso, new_etag
 from hpcbatch.core.transitions import check
 from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads, mappings

@@ -20,7 +20,13 @@ from hpcbatch.batch.models import (
     PoolResize,
     PoolSpec,
 )
-from hpcbatch.batch.states import ALLOCATION, NODE_JOINING, AllocationState, Kind, PoolState
+from hpcbatch.batch.states import (
+    ALLOCATION,
+    NODE_JOINING,
+    AllocationState,
+    Kind,
+    PoolState,
+)
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import pool_row
