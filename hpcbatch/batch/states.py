@@ -646,7 +646,7 @@ JOB_SCHEDULE_TRANSITIONS: Mapping[JobScheduleState, frozenset[JobScheduleState]]
         # The schedule reached its end time (doNotRunAfter) or has no run left.
         # [REST JobScheduleState.completed: "reaching its end time"] (job_schedules.py _tick_one)
         _JS.completed,
-        # NOT YET M11: Job Schedule - Delete. [REST JobScheduleState.deleting]
+        # Job Schedule - Delete. [REST JobScheduleState.deleting]
         _JS.deleting,
     }),
     _JS.disabled: frozenset({
@@ -654,17 +654,17 @@ JOB_SCHEDULE_TRANSITIONS: Mapping[JobScheduleState, frozenset[JobScheduleState]]
         _JS.active,
         # Job Schedule - Terminate. [REST JobScheduleState.terminating]
         _JS.terminating,
-        # NOT YET M11: Job Schedule - Delete. [REST JobScheduleState.deleting]
+        # Job Schedule - Delete. [REST JobScheduleState.deleting]
         _JS.deleting,
     }),
     _JS.terminating: frozenset({
-        # Termination done (its active job completed, M12). [REST JobScheduleState.completed]
+        # Termination done: its jobs completed. [REST JobScheduleState.completed]
         _JS.completed,
-        # NOT YET M11: Job Schedule - Delete. [REST JobScheduleState.deleting]
+        # Job Schedule - Delete. [REST JobScheduleState.deleting]
         _JS.deleting,
     }),
     _JS.completed: frozenset({
-        # NOT YET M11: Job Schedule - Delete. [REST JobScheduleState.deleting]
+        # Job Schedule - Delete. [REST JobScheduleState.deleting]
         _JS.deleting,
     }),
     _JS.deleting: frozenset(),
@@ -673,10 +673,6 @@ JOB_SCHEDULE_TRANSITIONS: Mapping[JobScheduleState, frozenset[JobScheduleState]]
 JOB_SCHEDULE_TERMINAL = frozenset({_JS.completed, _JS.deleting})
 JOB_SCHEDULE_REMOVABLE = frozenset({
     _JS.deleting,     # its jobs and tasks are deleted [REST JobScheduleState.deleting]
-    _JS.active,       # MISMATCH M11: Job Schedule - Delete removes the record at once
-    _JS.disabled,     # MISMATCH M11
-    _JS.terminating,  # MISMATCH M11
-    _JS.completed,    # MISMATCH M11
 })
 
 # ============================================================================ pools
@@ -713,14 +709,12 @@ ALLOCATION_TRANSITIONS: Mapping[AllocationState, frozenset[AllocationState]] = _
         # to resizing"]; an autoscale evaluation that changes the target; Pool - Delete
         # (resizes to zero nodes) [REST Pool - Delete].
         _A.resizing,
-        # MISMATCH M14: a deleting pool reports and stores stopping (pools.py).
-        _A.stopping,
     }),
     _A.resizing: frozenset({
         # Every node added has joined and every node removed has left. [REST AllocationState]
         _A.steady,
         # Pool - Stop Resize. [REST Pool - Stop Resize: "first to stopping and then to
-        # steady"]; MISMATCH M14: a deleting pool reports stopping.
+        # steady"]
         _A.stopping,
     }),
     _A.stopping: frozenset({
@@ -781,8 +775,8 @@ NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _froz
     _N.idle: frozenset({
         # A task was dispatched to the node. [REST ComputeNodeState.running]
         _N.running,
-        # NOT YET M9: Compute Node - Disable Scheduling of an idle node. [REST ComputeNodeState.
-        # offline; 2017 l.615: "This effectively takes the node offline"]
+        # Compute Node - Disable Scheduling of an idle node (pool_manager.py settle). [REST
+        # ComputeNodeState.offline; 2017 l.615: "This effectively takes the node offline"]
         _N.offline,
         # Compute Node - Reboot, Compute Node - Reimage. [REST: "only if it is in an idle or
         # running state"]
@@ -797,8 +791,7 @@ NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _froz
     _N.running: frozenset({
         # Its last task ended. [REST ComputeNodeState.idle]
         _N.idle,
-        # NOT YET M9: its last task ended while scheduling is disabled.
-        # [REST ComputeNodeState.offline]
+        # Its last task ended while scheduling is disabled. [REST ComputeNodeState.offline]
         _N.offline,
         # Compute Node - Reboot, Compute Node - Reimage (running tasks requeued, terminated
         # or waited for per nodeRebootOption). [REST; 2017 l.619]
@@ -811,11 +804,11 @@ NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _froz
         _N.leavingpool,
     }),
     _N.offline: frozenset({
-        # NOT YET M9: Compute Node - Enable Scheduling. [2017 l.615: "bring the node back
-        # online by enabling task scheduling"]
+        # Compute Node - Enable Scheduling. [2017 l.615: "bring the node back online by
+        # enabling task scheduling"]
         _N.idle,
-        # NOT YET M9: reboot, reimage or removal of an offline node [2017 l.615: "or perform
-        # one of the other actions discussed earlier"]; the worker was lost.
+        # Reboot, reimage or removal of an offline node [2017 l.615: "or perform one of the
+        # other actions discussed earlier"]; the worker was lost.
         _N.rebooting,
         _N.reimaging,
         _N.unusable,

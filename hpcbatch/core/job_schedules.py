@@ -22,7 +22,12 @@ import sqlalchemy as sa
 from hpcbatch.batch import schedules
 from hpcbatch.batch.errors import ConflictError, HpcbatchError, exists, not_found
 from hpcbatch.batch.models import JobSpec
-from hpcbatch.batch.states import JOB_SCHEDULE_CLOSED, JobScheduleState, Kind
+from hpcbatch.batch.states import (
+    JOB_SCHEDULE_CLOSED,
+    JobScheduleState,
+    Kind,
+    transition,
+)
 from hpcbatch.batch.wire import iso, new_etag
 from hpcbatch.core.transitions import check
 from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads, mappings
@@ -127,6 +132,9 @@ class JobSchedules:
         return [self.jobs.job_wire(r) for r in rows]
 
     def _set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str) -> None:
+        """Move a schedule to ``state``; setting the state it has already writes nothing."""
+        if row["state"] == state:
+            return
         now = iso(self.clock.now())
         status = loads(row["status"])
         status.update(previousState=row["state"], stateTransitionTime=now, lastModified=now,
@@ -138,7 +146,16 @@ class JobSchedules:
                      state=check(Kind.jobschedule, row["state"], state), status=dumps(status))
 
     def disable(self, schedule_id: str) -> None:
-        """Disable a schedule ("Job Schedule - Disable"): it creates no job until enabled."""
+        """Disable a schedule ("Job Schedule - Disable"): it creates no job until enabled.
+
+        Disabling a disabled schedule changes nothing (its ``previousState``,
+        ``stateTransitionTime`` and eTag stay).
+
+        Raises
+        ------
+        ConflictError
+            ``JobScheduleNotActive`` when the schedule is neither active nor disabled.
+        """
         with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
             if row["state"] not in (JobScheduleState.active, JobScheduleState.disabled):
@@ -158,21 +175,70 @@ class JobSchedules:
 
     def terminate(self, schedule_id: str) -> None:
         """Terminate a schedule ("Job Schedule - Terminate"): its active job is terminated
-        (``TerminateJobSchedule``) and it completes."""
+        (``TerminateJobSchedule``); the schedule is ``terminating`` until that job has
+        completed, then ``completed`` (REST JobScheduleState.terminating: "the
+        termination operation is still in progress"). A schedule already terminating,
+        completed or deleting is left as it is."""
         with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
             if row["state"] in JOB_SCHEDULE_CLOSED:
                 return
             self._set_state(conn, row, "terminating")
             self._end_jobs(conn, row, delete=False)
-            self._set_state(conn, self._row(conn, schedule_id), "completed")
+        if not self._close_if_done(row["key"]):
+            self.ctx.background(self._finish_closing(row["key"]))
 
     def delete(self, schedule_id: str) -> None:
-        """Delete a schedule and its jobs ("Job Schedule - Delete")."""
+        """Delete a schedule and its jobs ("Job Schedule - Delete").
+
+        The schedule is ``deleting`` until its jobs and their tasks are deleted,
+        then its record goes (REST JobScheduleState.deleting: "The Job Schedule
+        will be deleted when all Jobs and Tasks under the Job Schedule have been
+        deleted"). Deleting a deleting schedule changes nothing.
+        """
         with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
+            if row["state"] == JobScheduleState.deleting:
+                return
+            self._set_state(conn, row, "deleting")
             self._end_jobs(conn, row, delete=True)
-            conn.execute(job_schedules.delete().where(job_schedules.c.key == row["key"]))
+        if not self._close_if_done(row["key"]):
+            self.ctx.background(self._finish_closing(row["key"]))
+
+    async def _finish_closing(self, key: str, interval_s: float = 0.1) -> None:
+        """Wait until a terminating or deleting schedule's jobs are done, then close it."""
+        while not self._close_if_done(key):
+            await asyncio.sleep(interval_s)
+
+    def _close_if_done(self, key: str) -> bool:
+        """Complete a terminating schedule whose jobs have all completed (or are gone);
+        remove the record of a deleting schedule whose jobs are all deleted.
+
+        Returns
+        -------
+        bool
+            True when nothing is left to wait for: the schedule was closed now, or
+            is gone, or is in a state with nothing to finish.
+        """
+        with self.ctx.store.begin() as conn:
+            row = Store.fetch_one(conn, job_schedules, key=key)
+            if row is None or row["state"] not in (JobScheduleState.terminating,
+                                                   JobScheduleState.deleting):
+                return True
+            deleting = row["state"] == JobScheduleState.deleting
+            prefix = f"{key}:job-"
+            waited = sa.select(sa.func.count()).select_from(jobs).where(
+                jobs.c.key.startswith(prefix, autoescape=True))
+            if not deleting:
+                waited = waited.where(jobs.c.state != "completed")
+            if conn.execute(waited).scalar():
+                return False
+            if deleting:
+                transition(Kind.jobschedule, row["state"], None)
+                conn.execute(job_schedules.delete().where(job_schedules.c.key == key))
+            else:
+                self._set_state(conn, row, "completed")
+            return True
 
     def _end_jobs(self, conn: sa.Connection, row: Mapping[str, Any], *, delete: bool) -> None:
         prefix = f"{row['key']}:job-"
@@ -197,11 +263,20 @@ class JobSchedules:
                 log.exception("job schedule pass failed")
 
     async def tick(self) -> None:
-        """Ask every active schedule whether a job is due now; create it or complete it."""
+        """Ask every active schedule whether a job is due now; create it or complete it.
+
+        Also closes the schedules whose termination or deletion has nothing left
+        to wait for (after a service restart no other task watches them).
+        """
         now = self.clock.now()
         with self.ctx.store.read() as conn:
+            closing = conn.execute(sa.select(job_schedules.c.key).where(
+                job_schedules.c.state.in_([JobScheduleState.terminating,
+                                           JobScheduleState.deleting]))).scalars().all()
             rows = mappings(conn.execute(sa.select(job_schedules).where(
                 job_schedules.c.state == "active")))
+        for key in closing:
+            self._close_if_done(key)
         for row in rows:
             try:
                 self._tick_one(row, now)

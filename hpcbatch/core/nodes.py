@@ -14,6 +14,7 @@ from hpcbatch.batch.errors import (
 from hpcbatch.batch.states import NODE_IN_TRANSITION
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.core.pools import check_not_deleting, check_steady
 from hpcbatch.core.rows import pool_row
 from hpcbatch.store.database import (
     Store,
@@ -107,17 +108,31 @@ class Nodes:
         """Disable ("Compute Node - Disable Scheduling") or enable scheduling on a node.
 
         ``option`` (``nodeDisableSchedulingOption``): requeue (default),
-        terminate or taskcompletion, for the tasks running there.
+        terminate or taskcompletion, for the tasks running there. A node that
+        runs no task is ``offline`` while its scheduling is disabled.
+
+        Raises
+        ------
+        ConflictError
+            ``NodeAlreadyInTargetSchedulingState`` when the node's scheduling is
+            already in the requested state: "You can disable Task scheduling on a
+            Compute Node only if its current scheduling state is enabled" (REST
+            Compute Node - Disable Scheduling; Enable Scheduling alike).
         """
         node = self._node(pool_id, node_id)
+        how = "" if enabled else self._option(
+            "nodeDisableSchedulingOption", option, ("requeue", "terminate", "taskcompletion"),
+            "requeue")
+        target = "enabled" if enabled else "disabled"
+        if node.scheduling_state == target:
+            raise ConflictError(f"Scheduling is already {target} on node {node.node_id}.",
+                                code="NodeAlreadyInTargetSchedulingState")
         if enabled:
             self.ctx.pool_manager.set_scheduling(node, True)
             self.ctx.kick()
             return
-        option = self._option("nodeDisableSchedulingOption", option,
-                              ("requeue", "terminate", "taskcompletion"), "requeue")
         self.ctx.pool_manager.set_scheduling(node, False)
-        self.ctx.background(self.runs.drain(node, option))
+        self.ctx.background(self.runs.drain(node, how))
 
     def remove_nodes(self, pool_id: str, body: Mapping[str, Any]) -> None:
         """Remove nodes from a pool ("Pool - Remove Nodes"); the pool's target drops with them.
@@ -126,6 +141,12 @@ class Nodes:
         ----------
         body
             ``{"nodeList": [ids], "nodeDeallocationOption": ...}`` (requeue by default).
+
+        Raises
+        ------
+        ConflictError
+            ``PoolBeingDeleted`` for a deleting pool; ``PoolBeingResized`` unless
+            the pool's allocation state is steady (REST Pool - Remove Nodes).
         """
         node_list = body.get("nodeList") if isinstance(body, Mapping) else None
         if not isinstance(node_list, list) or not node_list or len(node_list) > 100:
@@ -137,12 +158,14 @@ class Nodes:
         nodes_ = [self._node(pool_id, n) for n in node_list]
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
+            check_not_deleting(row)
+            check_steady(self.ctx.pool_manager, row)
             status = loads(row["status"])
             status["target"] = max(0, status["target"] - len(nodes_))
             Store.update(conn, pools, {"key": row["key"]}, status=dumps(status))
         self.ctx.pool_manager.set_target(row["key"], status["target"], reconcile=False)
         for node in nodes_:
-            self.ctx.pool_manager.set_scheduling(node, False)
+            self.ctx.pool_manager.mark_removing(node)
             self.ctx.background(self.remove_node(node, option))
 
     async def remove_node(self, node: NodeRuntime, option: str) -> None:

@@ -217,6 +217,8 @@ class PoolManager:
         self.provider_factory = provider_factory
         self.deallocation: dict[str, str] = {}
         self.quota_blocked: set[str] = set()
+        self.stopping: set[str] = set()
+        """Pools whose resize is being stopped ("Pool - Stop Resize") and not steady yet."""
         self.pools: dict[str, dict[str, NodeRuntime]] = {}
         self.specs: dict[str, PoolSpec] = {}
         self.targets: dict[str, int] = {}
@@ -240,11 +242,56 @@ class PoolManager:
         )
 
     def allocation_state(self, pool_key: str) -> str:
-        """Batch ``allocationState``: ``resizing`` until every node settled, else ``steady``."""
+        """Batch ``allocationState``: ``resizing`` while nodes join or leave the pool, else ``steady``.
+
+        A node joins until it first booted (``creating``, or ``starting`` with no
+        ``lastBootTime``) and leaves while ``leavingpool``; a node that reboots or
+        is reimaged passes through ``starting`` without joining: "resizing: the
+        Pool is resizing; that is, Compute Nodes are being added to or removed
+        from the Pool" (REST AllocationState.resizing).
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+
+        Returns
+        -------
+        str
+            ``resizing`` or ``steady``; ``stopping`` after :meth:`stop_resize`
+            until the pool is steady.
+        """
         nodes_ = self.pools.get(pool_key, {})
         target = self.targets.get(pool_key, 0)
-        settling = any(n.state in NODE_JOINING_OR_LEAVING for n in nodes_.values())
-        return "resizing" if settling or len(nodes_) != target and self.can_grow(pool_key) else "steady"
+        settling = any(n.state in NODE_JOINING_OR_LEAVING
+                       and not (n.state == "starting" and n.last_boot_time is not None)
+                       for n in nodes_.values())
+        state = "resizing" if settling or len(nodes_) != target and self.can_grow(pool_key) else "steady"
+        if pool_key in self.stopping:
+            if state == "resizing":
+                return "stopping"
+            self.stopping.discard(pool_key)  # the stop completed
+        return state
+
+    def stop_resize(self, pool_key: str) -> None:
+        """Stop a pool's resize ("Pool - Stop Resize"): it keeps the nodes it has now.
+
+        The target becomes the number of nodes not leaving the pool: no host is
+        taken and no node given back from now on, while the nodes already
+        joining or leaving finish doing so; meanwhile :meth:`allocation_state`
+        answers ``stopping``, then ``steady`` (REST Pool - Stop Resize: "changes
+        the Pool allocation state first to stopping and then to steady").
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+        """
+        pool = self.pools.get(pool_key, {})
+        self.targets[pool_key] = sum(1 for n in pool.values()
+                                     if n.state != "leavingpool" and not n.removing)
+        if self.allocation_state(pool_key) == "resizing":
+            self.stopping.add(pool_key)
 
     def can_grow(self, pool_key: str) -> bool:
         """Tell whether the pool is short of its target and a free host and core quota allow a node.
@@ -541,12 +588,37 @@ class PoolManager:
         if node.running.pop(run_key, None) is None:
             return False
         node.used_slots -= slots
-        if not node.running and node.state == "running":
-            self.set_state(node, "idle", notify=False)
+        self.settle(node, notify=False)
         return True
+
+    def settle(self, node: NodeRuntime, *, notify: bool = True) -> None:
+        """Put a node that runs no task in ``offline`` or ``idle`` per its scheduling state.
+
+        Batch: "offline: The Compute Node is not currently running a Task, and
+        scheduling of new Tasks to the Compute Node is disabled" (REST
+        ComputeNodeState.offline); "idle: The Compute Node is not currently
+        running a Task". Only a node that is ``running``, ``idle`` or ``offline``
+        changes; a node still running a task, or starting, restarting, failed
+        or leaving, keeps its state.
+
+        Parameters
+        ----------
+        node
+            The node.
+        notify
+            Call ``on_change`` (see :meth:`set_state`).
+        """
+        if node.running or node.state not in ("running", "idle", "offline"):
+            return
+        self.set_state(node, "offline" if node.scheduling_state == "disabled" else "idle",
+                       notify=notify)
 
     def set_scheduling(self, node: NodeRuntime, enabled: bool) -> None:
         """Enable or disable scheduling on a node ("Compute Node - Enable/Disable Scheduling").
+
+        A node that runs no task goes ``offline`` when disabled and back to
+        ``idle`` when enabled (:meth:`settle`); a running node keeps running and
+        settles when its last task ends.
 
         Parameters
         ----------
@@ -556,6 +628,7 @@ class PoolManager:
             ``schedulingState`` ``enabled`` (True) or ``disabled`` (False).
         """
         node.scheduling_state = "enabled" if enabled else "disabled"
+        self.settle(node)
 
     def mark_removing(self, node: NodeRuntime) -> None:
         """Take no new task on a node about to leave its pool (it no longer counts as live)."""
@@ -800,6 +873,7 @@ class PoolManager:
         await asyncio.gather(*(self.remove_node(n, revoke_trust=True)
                                for n in list(self.pools.get(pool_key, {}).values())))
         self.ssh_keys.pop(pool_key, None)
+        self.stopping.discard(pool_key)
         self.pools.pop(pool_key, None)
         self.specs.pop(pool_key, None)
         self.targets.pop(pool_key, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,13 @@ from hpcbatch.batch.models import (
     PoolResize,
     PoolSpec,
 )
-from hpcbatch.batch.states import NODE_JOINING, AllocationState, Kind, PoolState
+from hpcbatch.batch.states import (
+    ALLOCATION,
+    NODE_JOINING,
+    AllocationState,
+    Kind,
+    PoolState,
+)
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import pool_row
@@ -39,8 +45,95 @@ from hpcbatch.store.database import (
 if TYPE_CHECKING:
     from hpcbatch.core.applications import Applications
     from hpcbatch.core.autoscaler import Autoscaler
+    from hpcbatch.core.pool_manager import NodeRuntime, PoolManager
 
 log = logging.getLogger(__name__)
+
+
+def check_not_deleting(row: Mapping[str, Any]) -> None:
+    """Refuse a change of a deleting pool.
+
+    "If you call an Update, Patch or Delete API on a Pool in the deleting state,
+    it will fail with HTTP status code 409 with error code PoolBeingDeleted"
+    (REST Pool - Delete).
+
+    Parameters
+    ----------
+    row
+        The pool's record (``state``).
+
+    Raises
+    ------
+    ConflictError
+        ``PoolBeingDeleted`` (409).
+    """
+    if row["state"] == PoolState.deleting:
+        raise ConflictError("The specified pool is being deleted.", code="PoolBeingDeleted")
+
+
+def check_steady(pool_manager: PoolManager, row: Mapping[str, Any]) -> None:
+    """Refuse a change of a pool's size unless its allocation state is steady.
+
+    Pool - Resize and Pool - Remove Nodes: "You can only resize a Pool when its
+    allocation state is steady" (REST Pool - Resize); "This operation can only
+    run when the allocation state of the Pool is steady" (REST Pool - Remove Nodes).
+
+    Parameters
+    ----------
+    pool_manager
+        Knows the pool's allocation state.
+    row
+        The pool's record (``key``, ``id``).
+
+    Raises
+    ------
+    ConflictError
+        ``PoolBeingResized`` (409) when the pool is ``resizing`` or ``stopping``.
+    """
+    state = pool_manager.allocation_state(row["key"])
+    if state != AllocationState.steady:
+        raise ConflictError(f"The specified pool is being resized (allocationState {state}).",
+                            code="PoolBeingResized",
+                            values={"PoolId": row["id"], "AllocationState": state})
+
+
+def deleting_allocation_state(nodes_: Sequence[NodeRuntime]) -> AllocationState:
+    """The allocation state of a deleting pool: ``resizing`` while it has nodes, else ``steady``.
+
+    "any ongoing resize operation on the Pool are stopped; the Batch service
+    starts resizing the Pool to zero Compute Nodes" (REST Pool - Delete).
+
+    Parameters
+    ----------
+    nodes_
+        The pool's nodes (leaving ones included).
+    """
+    return AllocationState.resizing if nodes_ else AllocationState.steady
+
+
+def allocation_change(current: str, new: str) -> str:
+    """Check a change of a pool's stored ``allocationState``; return the new state.
+
+    The store records the state at a resize's start and end and once a second,
+    so it can miss a ``steady`` between two records: a Stop Resize that
+    completed just before a new resize, or before Pool - Delete started
+    resizing the pool to zero. Such a change (``stopping`` -> ``resizing``) is
+    checked as the two it stands for, through ``steady``.
+
+    Parameters
+    ----------
+    current, new
+        ``AllocationState`` values (stored, computed).
+
+    Raises
+    ------
+    hpcbatch.batch.states.IllegalStateTransition
+        A change the allocation table does not allow, even through ``steady``.
+    """
+    if (current != new and current != AllocationState.steady
+            and new not in ALLOCATION.allowed(current)):
+        current = check(Kind.allocation, current, AllocationState.steady)
+    return check(Kind.allocation, current, new)
 
 
 class Pools:
@@ -135,7 +228,7 @@ class Pools:
             "creationTime": status["creationTime"], "state": row["state"],
             "stateTransitionTime": status["stateTransitionTime"],
             "allocationState": self.ctx.pool_manager.allocation_state(key)
-            if row["state"] == "active" else "stopping",
+            if row["state"] == "active" else deleting_allocation_state(nodes_),
             "allocationStateTransitionTime": status["allocationStateTransitionTime"],
             "targetDedicatedNodes": status["target"],
             "currentDedicatedNodes": len(nodes_),  # leaving nodes count until they are gone
@@ -186,6 +279,8 @@ class Pools:
         ------
         BadRequestError
             Another property, or an invalid value (named).
+        ConflictError
+            ``PoolBeingDeleted``.
         """
         mutable = {"startTask", "metadata", "applicationPackageReferences",
                    "targetNodeCommunicationMode"}
@@ -199,6 +294,7 @@ class Pools:
                                   code="InvalidRequestBody", values={"PropertyName": name})
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
+            check_not_deleting(row)
             spec = loads(row["spec"])
             if replace:
                 for k in mutable - {"targetNodeCommunicationMode"}:
@@ -225,16 +321,19 @@ class Pools:
         NotFoundError
             ``PoolNotFound``.
         ConflictError
-            ``PoolBeingDeleted``.
+            ``PoolBeingDeleted``; ``AutoScaleEnabled``; ``PoolBeingResized`` when
+            the pool's allocation state is not steady: "You can only resize a
+            Pool when its allocation state is steady. If the Pool is already
+            resizing, the request fails with status code 409" (REST Pool - Resize).
         """
         resize = PoolResize.from_wire(body, what="resize")
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
-            if row["state"] == "deleting":
-                raise ConflictError("The specified pool is being deleted.", code="PoolBeingDeleted")
+            check_not_deleting(row)
             if loads(row["spec"]).get("enableAutoScale"):
                 raise ConflictError("The pool has autoscale enabled; disable it to resize by hand.",
                                     code="AutoScaleEnabled")
+            check_steady(self.ctx.pool_manager, row)
             status = loads(row["status"])
             status["target"] = resize.target_dedicated_nodes or 0
             status["lastModified"] = iso(utcnow())
@@ -243,6 +342,45 @@ class Pools:
         self.ctx.pool_manager.set_target(row["key"], status["target"],
                                          resize.node_deallocation_option or "requeue")
         self._start_resize(row["key"], self.get_pool(pool_id), resize.node_deallocation_option)
+
+    def check_active(self, pool_id: str) -> None:
+        """Raise ``PoolBeingDeleted`` (409) for a deleting pool, ``PoolNotFound`` for none.
+
+        For the operations that change a pool outside this class (Pool - Enable
+        and - Disable AutoScale).
+        """
+        with self.ctx.store.read() as conn:
+            check_not_deleting(pool_row(conn, pool_id))
+
+    def stop_resize_pool(self, pool_id: str) -> None:
+        """Stop a pool's resize ("Pool - Stop Resize"); a steady pool is left as it is.
+
+        The pool keeps the nodes it has (the nodes joining or leaving finish);
+        its target becomes their number and its allocation state goes
+        ``resizing`` -> ``stopping`` -> ``steady`` (REST Pool - Stop Resize).
+
+        Raises
+        ------
+        NotFoundError
+            ``PoolNotFound``.
+        ConflictError
+            ``PoolBeingDeleted``.
+        """
+        pm = self.ctx.pool_manager
+        with self.ctx.store.read() as conn:
+            row = pool_row(conn, pool_id)
+        check_not_deleting(row)
+        key = row["key"]
+        if pm.allocation_state(key) != AllocationState.resizing:
+            return
+        self.sync_allocation_states([key])  # stored resizing before stopping
+        pm.stop_resize(key)
+        with self.ctx.store.begin() as conn:
+            status = loads(pool_row(conn, pool_id)["status"])
+            status.update(target=pm.targets.get(key, 0), lastModified=iso(utcnow()),
+                          eTag=new_etag())
+            Store.update(conn, pools, {"key": key}, status=dumps(status))
+        self.sync_allocation_states([key])
 
     def _start_resize(self, pool_key: str, pool_json: dict[str, Any],
                       option: str | None = None) -> None:
@@ -285,8 +423,8 @@ class Pools:
                     status = loads(row["status"])
                     status["allocationStateTransitionTime"] = now
                     Store.update(conn, pools, {"key": key},
-                                 allocation_state=check(Kind.allocation, row["allocation_state"],
-                                                        state),
+                                 allocation_state=allocation_change(row["allocation_state"],
+                                                                    state),
                                  status=dumps(status))
         self._allocation.update(changed)
 
@@ -307,20 +445,30 @@ class Pools:
     def delete_pool(self, pool_id: str) -> None:
         """Delete a pool ("Pool - Delete"): stop its nodes, give their hosts back.
 
-        The pool is ``deleting`` until its nodes are gone. Raises ``PoolNotFound``.
+        The pool is ``deleting`` (a new ``eTag`` and ``lastModified``) until its
+        nodes are gone.
+
+        Raises
+        ------
+        NotFoundError
+            ``PoolNotFound``.
+        ConflictError
+            ``PoolBeingDeleted`` when the pool is deleting already (REST Pool - Delete).
         """
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
-            if row["state"] == "deleting":
-                return
+            check_not_deleting(row)
             status = loads(row["status"])
             now = iso(utcnow())
-            status.update(stateTransitionTime=now, allocationStateTransitionTime=now)
+            status.update(stateTransitionTime=now, lastModified=now, eTag=new_etag())
+            allocation = allocation_change(
+                row["allocation_state"],
+                deleting_allocation_state(self.ctx.pool_manager.nodes_of(row["key"])))
+            if allocation != row["allocation_state"]:
+                status["allocationStateTransitionTime"] = now
             Store.update(conn, pools, {"key": row["key"]},
                          state=check(Kind.pool, row["state"], PoolState.deleting),
-                         allocation_state=check(Kind.allocation, row["allocation_state"],
-                                                AllocationState.stopping),
-                         status=dumps(status))
+                         allocation_state=allocation, status=dumps(status))
         self.ctx.emit("PoolDeleteStartEvent", events.pool_delete_start_event(row["id"]))
         self.ctx.background(self.finish_delete(row["key"]))
 

@@ -88,26 +88,27 @@ async def resize_pool(request: web.Request) -> None:
 @routes.post("/pools/{pool}/stopresize")
 @POOLS.change(202)
 async def stop_resize_pool(request: web.Request) -> None:
-    """"Pool - Stop Resize": the pool keeps the nodes it has now (a resize to
-    ``currentDedicatedNodes``)."""
-    pools, pool_id = service(request).pools, param(request, "pool")
-    pool = pools.get_pool(pool_id)
-    if pool.get("allocationState") == "resizing":
-        pools.resize_pool(pool_id, {"targetDedicatedNodes": pool["currentDedicatedNodes"]})
+    """"Pool - Stop Resize": the pool keeps the nodes it has now."""
+    service(request).pools.stop_resize_pool(param(request, "pool"))
 
 
 @routes.post("/pools/{pool}/enableautoscale")
 @POOLS.change(200)
 async def enable_autoscale(request: web.Request) -> None:
-    """"Pool - Enable AutoScale"."""
-    service(request).autoscaler.enable(param(request, "pool"), await read_json(request))
+    """"Pool - Enable AutoScale" (409 ``PoolBeingDeleted`` for a deleting pool)."""
+    svc, pool_id = service(request), param(request, "pool")
+    body = await read_json(request)
+    svc.pools.check_active(pool_id)
+    svc.autoscaler.enable(pool_id, body)
 
 
 @routes.post("/pools/{pool}/disableautoscale")
 @POOLS.change(200, guard=False)
 async def disable_autoscale(request: web.Request) -> None:
-    """"Pool - Disable AutoScale"."""
-    service(request).autoscaler.disable(param(request, "pool"))
+    """"Pool - Disable AutoScale" (409 ``PoolBeingDeleted`` for a deleting pool)."""
+    svc, pool_id = service(request), param(request, "pool")
+    svc.pools.check_active(pool_id)
+    svc.autoscaler.disable(pool_id)
 
 
 @routes.post("/pools/{pool}/evaluateautoscale")
