@@ -1081,7 +1081,8 @@ NODE_JOINING = frozenset({_N.creating, _N.starting})
 """A node on its way into the pool (its worker is not ready yet)."""
 
 NODE_JOINING_OR_LEAVING = NODE_JOINING | {_N.leavingpool}
-"""A node with no worker to watch, which keeps the pool's allocation resizing (today: M15)."""
+"""A node with no worker to watch: joining or leaving the pool (a restarting node is not
+leaving: its pool stays steady, M15)."""
 
 NODE_IN_TRANSITION = frozenset({_N.creating, _N.starting, _N.rebooting, _N.reimaging,
                                 _N.leavingpool})

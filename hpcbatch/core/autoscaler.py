@@ -29,7 +29,7 @@ from hpcbatch.batch import autoscale, events
 from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.states import JOB_LIVE, TASK_HOLDS_NODE
-from hpcbatch.core.rows import pool_row
+from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.execution import metrics
 from hpcbatch.store.database import Store, dumps, jobs, loads, mappings, pools, tasks
 
@@ -106,6 +106,7 @@ class Autoscaler:
                                               "autoScaleEvaluationInterval": interval_raw})
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
+            check_not_deleting(row)
             spec = loads(row["spec"])
             if not formula:
                 formula = spec.get("autoScaleFormula")
@@ -126,6 +127,7 @@ class Autoscaler:
         """Disable autoscale ("Pool - Disable Auto Scale"); the target stays where it is."""
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
+            check_not_deleting(row)
             spec = loads(row["spec"])
             spec["enableAutoScale"] = False
             for k in ("autoScaleFormula", "autoScaleEvaluationInterval"):

@@ -14,8 +14,8 @@ from hpcbatch.batch.errors import (
 from hpcbatch.batch.states import NODE_IN_TRANSITION
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
-from hpcbatch.core.pools import check_not_deleting, check_steady
-from hpcbatch.core.rows import pool_row
+from hpcbatch.core.pools import check_steady
+from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.store.database import (
     Store,
     dumps,

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.states import NODE_ACCEPTS_TASKS, NODE_JOINING_OR_LEAVING, Kind
-from hpcbatch.batch.wire import utcnow
+from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent
 from hpcbatch.execution.engine import DaskEngine
@@ -111,8 +111,8 @@ class NodeRuntime:
             "url": f"{base_url}/pools/{self.pool_id}/nodes/{self.node_id}",
             "state": self.state,
             "schedulingState": self.scheduling_state,
-            "stateTransitionTime": _iso(self.state_transition_time),
-            "allocationTime": _iso(self.allocation_time),
+            "stateTransitionTime": iso(self.state_transition_time),
+            "allocationTime": iso(self.allocation_time),
             "ipAddress": self.host.address,
             "affinityId": f"TVM:{self.node_id}",
             "vmSize": ",".join(self.host.labels) or "any",
@@ -121,10 +121,10 @@ class NodeRuntime:
             "runningTasksCount": len(self.running),
             "runningTaskSlotsCount": self.used_slots,
             "isDedicated": True,
-            "nodeAgentInfo": {"version": "hpcbatch", "lastUpdateTime": _iso(self.allocation_time)},
+            "nodeAgentInfo": {"version": "hpcbatch", "lastUpdateTime": iso(self.allocation_time)},
         }
         if self.last_boot_time:
-            out["lastBootTime"] = _iso(self.last_boot_time)
+            out["lastBootTime"] = iso(self.last_boot_time)
         if self.start_task_info:
             out["startTaskInfo"] = self.start_task_info
         if self.errors:
@@ -137,10 +137,6 @@ class NodeRuntime:
             ]
         return out
 
-
-def _iso(dt: datetime | None) -> str | None:
-    """Format a naive UTC datetime as Batch does (``2026-01-02T03:04:05.678901Z``)."""
-    return None if dt is None else dt.isoformat(timespec="microseconds") + "Z"
 
 
 class PoolManager:
@@ -762,18 +758,23 @@ class PoolManager:
     async def _run_start_task(self, node: NodeRuntime, gen: int) -> None:
         spec = self.specs[node.pool_key].start_task
         if spec is None:
-            self.set_state(node, "idle")
+            self.set_state(node, "idle", notify=False)
+            self.settle(node)
             self._persist(node)
             return
         # Batch's default is true: "If false, the Batch service will not wait for the
         # StartTask to complete ... The default is true." (REST StartTask.waitForSuccess)
         wait = spec.wait_for_success is not False
         retries = spec.max_task_retry_count or 0
-        self.set_state(node, "waitingforstarttask" if wait else "idle")
+        if wait:
+            self.set_state(node, "waitingforstarttask")
+        else:
+            self.set_state(node, "idle", notify=False)
+            self.settle(node)
         attempt = 0
         while True:
             started = utcnow()
-            node.start_task_info = {"state": "running", "startTime": _iso(started),
+            node.start_task_info = {"state": "running", "startTime": iso(started),
                                     "retryCount": attempt}
             launch = agent.Launch(
                 key=f"start-{node.pool_key}-{node.node_id}-{gen}-{attempt}",
@@ -794,8 +795,8 @@ class PoolManager:
                 return
             ok = outcome.exit_code == 0 and outcome.failure_info is None
             info: dict[str, Any] = {
-                "state": "completed", "startTime": _iso(outcome.start_time.replace(tzinfo=None)),
-                "endTime": _iso(outcome.end_time.replace(tzinfo=None)),
+                "state": "completed", "startTime": iso(outcome.start_time.replace(tzinfo=None)),
+                "endTime": iso(outcome.end_time.replace(tzinfo=None)),
                 "retryCount": attempt, "result": "success" if ok else "failure",
             }
             if outcome.exit_code is not None:
@@ -805,7 +806,8 @@ class PoolManager:
             node.start_task_info = info
             if ok:
                 if node.state == "waitingforstarttask":
-                    self.set_state(node, "idle")
+                    self.set_state(node, "idle", notify=False)
+                    self.settle(node)
                 self._persist(node)
                 return
             if retries == -1 or attempt < retries:

@@ -29,7 +29,7 @@ from hpcbatch.batch.states import (
 )
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.rows import pool_row
+from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.core.transitions import check
 from hpcbatch.providers.trust import pool_ssh_key
 from hpcbatch.store import filters
@@ -49,26 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-def check_not_deleting(row: Mapping[str, Any]) -> None:
-    """Refuse a change of a deleting pool.
-
-    "If you call an Update, Patch or Delete API on a Pool in the deleting state,
-    it will fail with HTTP status code 409 with error code PoolBeingDeleted"
-    (REST Pool - Delete).
-
-    Parameters
-    ----------
-    row
-        The pool's record (``state``).
-
-    Raises
-    ------
-    ConflictError
-        ``PoolBeingDeleted`` (409).
-    """
-    if row["state"] == PoolState.deleting:
-        raise ConflictError("The specified pool is being deleted.", code="PoolBeingDeleted")
 
 
 def check_steady(pool_manager: PoolManager, row: Mapping[str, Any]) -> None:
@@ -342,15 +322,6 @@ class Pools:
         self.ctx.pool_manager.set_target(row["key"], status["target"],
                                          resize.node_deallocation_option or "requeue")
         self._start_resize(row["key"], self.get_pool(pool_id), resize.node_deallocation_option)
-
-    def check_active(self, pool_id: str) -> None:
-        """Raise ``PoolBeingDeleted`` (409) for a deleting pool, ``PoolNotFound`` for none.
-
-        For the operations that change a pool outside this class (Pool - Enable
-        and - Disable AutoScale).
-        """
-        with self.ctx.store.read() as conn:
-            check_not_deleting(pool_row(conn, pool_id))
 
     def stop_resize_pool(self, pool_id: str) -> None:
         """Stop a pool's resize ("Pool - Stop Resize"); a steady pool is left as it is.

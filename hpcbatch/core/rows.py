@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hpcbatch.batch.errors import ConflictError, not_found
-from hpcbatch.batch.states import JobState
+from hpcbatch.batch.states import JobState, PoolState
 from hpcbatch.store.database import Store, jobs, pools, tasks
 
 
@@ -69,3 +69,23 @@ def node_info(base_url: str, pool_id: str, node_id: str, task_root: str) -> dict
     return {"affinityId": f"TVM:{node_id}", "nodeUrl": node_url, "poolId": pool_id,
             "nodeId": node_id, "taskRootDirectory": task_root,
             "taskRootDirectoryUrl": f"{node_url}/files/{task_root}"}
+
+def check_not_deleting(row: Mapping[str, Any]) -> None:
+    """Refuse a change of a deleting pool.
+
+    "If you call an Update, Patch or Delete API on a Pool in the deleting state,
+    it will fail with HTTP status code 409 with error code PoolBeingDeleted"
+    (REST Pool - Delete).
+
+    Parameters
+    ----------
+    row
+        The pool's record (``state``).
+
+    Raises
+    ------
+    ConflictError
+        ``PoolBeingDeleted`` (409).
+    """
+    if row["state"] == PoolState.deleting:
+        raise ConflictError("The specified pool is being deleted.", code="PoolBeingDeleted")

@@ -139,7 +139,7 @@ def test_m16_a_deleting_pool_accepts_no_change(env: tuple[BatchClient, ServiceTh
         lambda: pools.resize_pool("d16", {"targetDedicatedNodes": 2}),
         lambda: pools.stop_resize_pool("d16"),
         lambda: svc.nodes.remove_nodes("d16", {"nodeList": ["h0"]}),
-        lambda: pools.check_active("d16"),  # Pool - Enable/Disable AutoScale's check
+        lambda: svc.autoscaler.disable("d16"),  # Pool - Disable AutoScale
         lambda: pools.get_pool("d16"),
     )
     deleting = out[1]

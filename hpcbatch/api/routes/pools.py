@@ -98,7 +98,6 @@ async def enable_autoscale(request: web.Request) -> None:
     """"Pool - Enable AutoScale" (409 ``PoolBeingDeleted`` for a deleting pool)."""
     svc, pool_id = service(request), param(request, "pool")
     body = await read_json(request)
-    svc.pools.check_active(pool_id)
     svc.autoscaler.enable(pool_id, body)
 
 
@@ -107,7 +106,6 @@ async def enable_autoscale(request: web.Request) -> None:
 async def disable_autoscale(request: web.Request) -> None:
     """"Pool - Disable AutoScale" (409 ``PoolBeingDeleted`` for a deleting pool)."""
     svc, pool_id = service(request), param(request, "pool")
-    svc.pools.check_active(pool_id)
     svc.autoscaler.disable(pool_id)
 
 
