@@ -60,6 +60,23 @@ _ACTIVE_JOBS = (sa.select(jobs).where(jobs.c.pool_key == sa.bindparam("b_pool"),
                                        jobs.c.state == "active"))
 
 
+def _check_job_changeable(row: Mapping[str, Any]) -> None:
+    """Raise Batch's error for changing a completed or deleting job (Job - Patch, Update,
+    Terminate; audit M17).
+
+    Raises
+    ------
+    ConflictError
+        ``JobCompleted`` or ``JobBeingDeleted``.
+    """
+    if row["state"] == JobState.completed:
+        raise ConflictError("The specified job is already in a completed state.",
+                            code="JobCompleted")
+    if row["state"] == JobState.deleting:
+        raise ConflictError("The specified job has been marked for deletion and is being "
+                            "deleted.", code="JobBeingDeleted")
+
+
 class Jobs:
     """The account's jobs.
 
@@ -190,10 +207,25 @@ class Jobs:
             return [self.job_wire(r) for r in mappings(conn.execute(stmt))]
 
     def update_job(self, job_id: str, body: Mapping[str, Any]) -> None:
-        """Update a job's priority and other mutable properties ("Job - Update/Patch")."""
+        """Update a job's priority and other mutable properties ("Job - Update/Patch").
+
+        A terminating job may still be changed; a completed or deleting one may not
+        (audit M17).
+
+        Raises
+        ------
+        NotFoundError
+            ``JobNotFound``.
+        ConflictError
+            ``JobCompleted`` for a completed job: "the system will not accept any
+            more Tasks or any further changes to the Job" (REST JobState.completed);
+            ``JobBeingDeleted`` for a deleting one: "All update operations on a Job
+            that is in deleting state will fail with status code 409" (REST Job - Delete).
+        """
         patch = JobPatch.from_wire(body, what="job update")
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
+            _check_job_changeable(row)
             spec = loads(row["spec"])
             spec.update(patch.to_wire())
             status = loads(row["status"])
@@ -260,13 +292,12 @@ class Jobs:
         NotFoundError
             ``JobNotFound``.
         ConflictError
-            ``JobCompleted`` when the job has completed already.
+            ``JobCompleted`` when the job has completed already; ``JobBeingDeleted``
+            when it is being deleted (audit M17).
         """
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
-            if row["state"] == "completed":
-                raise ConflictError("The specified job is already in a completed state.",
-                                    code="JobCompleted")
+            _check_job_changeable(row)
             self.begin_terminate(conn, row, reason or "UserTerminate")
 
     def begin_terminate(self, conn: sa.Connection, row: Mapping[str, Any], reason: str) -> None:
