@@ -586,8 +586,6 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = _frozen({
     _J.disabling: frozenset({
         # Every running task was dealt with per disableTasks. [REST Job - Disable]
         _J.disabled,
-        # MISMATCH M18: Job - Enable while disabling (Batch documents Enable for a disabled job).
-        _J.active,
         # Job - Terminate, maxWallClockTime, onAllTasksComplete, job manager completion,
         # a task's jobAction terminate. [REST Job - Terminate]
         _J.terminating,
@@ -595,18 +593,16 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = _frozen({
         _J.deleting,
     }),
     _J.disabled: frozenset({
-        # NOT YET M18: Job - Enable. [REST Job - Enable: "sets a disabled Job to the enabling
-        # state"]
+        # Job - Enable. [REST Job - Enable: "sets a disabled Job to the enabling state"]
         _J.enabling,
-        # MISMATCH M18: Job - Enable straight to active (hpcbatch skips enabling today).
-        _J.active,
         # Job - Terminate, maxWallClockTime, a task's jobAction terminate. [REST Job - Terminate]
         _J.terminating,
         # Job - Delete. [REST Job - Delete]
         _J.deleting,
     }),
     _J.enabling: frozenset({
-        # NOT YET M18: the enable completed; scheduling resumes. [REST Job - Enable]
+        # The enable completed (in the same transaction: D4); scheduling resumes.
+        # [REST Job - Enable]
         _J.active,
         # Job - Terminate, maxWallClockTime. [REST Job - Terminate]
         _J.terminating,

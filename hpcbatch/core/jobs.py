@@ -397,14 +397,30 @@ class Jobs:
     def enable_job(self, job_id: str) -> None:
         """Enable a disabled job ("Job - Enable"); its tasks are scheduled again.
 
-        Raises ``JobNotDisabled`` (409) unless the job is disabled or disabling.
+        "The Batch service sets a disabled Job to the enabling state. After the
+        this operation is completed, the Job moves to the active state" (REST Job
+        - Enable): the job goes ``disabled`` -> ``enabling`` -> ``active`` in one
+        transaction (nothing to wait for; ``previousState`` reads ``enabling``,
+        D4). Enable of an enabling job changes nothing (audit M18).
+
+        Raises
+        ------
+        NotFoundError
+            ``JobNotFound``.
+        ConflictError
+            ``JobNotDisabled`` unless the job is disabled (or enabling): a
+            disabling job is not disabled until its running tasks are dealt with.
         """
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
-            if row["state"] not in (JobState.disabled, JobState.disabling):
+            if row["state"] == JobState.enabling:
+                return
+            if row["state"] != JobState.disabled:
                 raise ConflictError(f"The job is {row['state']}, not disabled.",
                                     code="JobNotDisabled")
-            self.set_state(conn, row, "active")
+            self.set_state(conn, row, JobState.enabling)
+            self.set_state(conn, Store.fetch_one(conn, jobs, key=row["key"]) or row,
+                           JobState.active)
         self.ctx.kick()
 
     def delete_job(self, job_id: str) -> None:

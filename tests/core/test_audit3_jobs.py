@@ -70,3 +70,24 @@ def test_completed_and_deleting_jobs_refuse_changes(client: BatchClient) -> None
     assert client.get_job("gone").state == "deleting"
     wait_until(lambda: "gone" not in {j.id for j in client.list_jobs()}, timeout_s=60,
                what="job removed")
+
+
+def test_enable_goes_through_enabling_and_refuses_a_disabling_job(client: BatchClient) -> None:
+    # M18: a disabled job goes enabling, then active.
+    client.create_job({"id": "en", "poolInfo": {"poolId": "p"}})
+    client.disable_job("en", "requeue")
+    wait_until(lambda: client.get_job("en").state == "disabled", timeout_s=30, what="disabled")
+    client.enable_job("en")
+    job = client.get_job("en")
+    assert job.state == "active" and job.previous_state == "enabling"
+    assert _conflict(client.enable_job, "en").code == "JobNotDisabled"  # active: as before
+    # M18: a disabling job is not disabled yet: 409, and it stays disabling.
+    client.create_job({"id": "busy", "poolInfo": {"poolId": "p"}})
+    client.create_task("busy", {"id": "slow", "commandLine": "sleep 4"})
+    wait_until(lambda: client.get_task("busy", "slow").state == "running", timeout_s=30,
+               what="slow running")
+    client.disable_job("busy", "wait")
+    assert _conflict(client.enable_job, "busy").code == "JobNotDisabled"
+    assert client.get_job("busy").state == "disabling"
+    wait_until(lambda: client.get_job("busy").state == "disabled", timeout_s=30,
+               what="busy disabled")
