@@ -328,7 +328,11 @@ class Jobs:
         Raises
         ------
         ConflictError
-            ``JobNotActive`` when the job is not active.
+            ``JobNotActive`` when the job is not active, disabling or disabled.
+            A disabling or disabled job is left as it is (its first disable goes
+            on): "If you try to disable a Job that is in any state other than
+            active, disabling, or disabled, the request fails with status code
+            409" (REST Job - Disable; audit M19).
         InvalidPropertyValueError
             An unknown ``disableTasks``.
         """
@@ -337,6 +341,8 @@ class Jobs:
                                             "allowed values are requeue, terminate, wait")
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
+            if row["state"] in (JobState.disabling, JobState.disabled):
+                return
             if row["state"] != "active":
                 raise ConflictError(f"The job is {row['state']}; only an active job can be "
                                     "disabled.", code="JobNotActive")

@@ -91,3 +91,29 @@ def test_enable_goes_through_enabling_and_refuses_a_disabling_job(client: BatchC
     assert client.get_job("busy").state == "disabling"
     wait_until(lambda: client.get_job("busy").state == "disabled", timeout_s=30,
                what="busy disabled")
+
+
+def test_disable_accepts_a_disabling_or_disabled_job(client: BatchClient) -> None:
+    # M19: Disable of a disabling or disabled job is accepted and changes nothing.
+    client.create_job({"id": "dis", "poolInfo": {"poolId": "p"}})
+    client.create_task("dis", {"id": "slow", "commandLine": "sleep 4"})
+    wait_until(lambda: client.get_task("dis", "slow").state == "running", timeout_s=30,
+               what="slow running")
+    client.disable_job("dis", "wait")
+    disabling = client.get_job("dis")
+    client.disable_job("dis", "terminate")  # accepted; the first disable goes on (wait)
+    again = client.get_job("dis")
+    assert again.state == "disabling" and again.e_tag == disabling.e_tag
+    job = wait_until(lambda: (j := client.get_job("dis")).state == "disabled" and j,
+                     timeout_s=30, what="dis disabled")
+    task = client.get_task("dis", "slow")
+    assert task.state == "completed" and task.execution_info.exit_code == 0  # waited for
+    client.disable_job("dis", "requeue")
+    after = client.get_job("dis")
+    assert after.state == "disabled" and after.e_tag == job.e_tag
+    assert after.state_transition_time == job.state_transition_time
+    # Any other state still answers 409.
+    client.terminate_job("dis")
+    wait_until(lambda: client.get_job("dis").state == "completed", timeout_s=30,
+               what="dis completed")
+    assert _conflict(client.disable_job, "dis", "requeue").code == "JobNotActive"
