@@ -492,7 +492,8 @@ TASK_TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = _frozen({
         _T.running,
         # Task - Terminate of an active task. [REST Task - Terminate: "When the Task has been
         # terminated, it moves to the completed state"; REST TaskState.completed]
-        # NOT YET M8: Job - Terminate ends active tasks too [2017 l.4096].
+        # (Job - Terminate and maxWallClockTime leave active tasks active: D5. [REST Job -
+        # Terminate: "they will remain in the active state"])
         _T.completed,
     }),
     _T.preparing: frozenset({

@@ -283,7 +283,9 @@ class Jobs:
     def terminate_job(self, job_id: str, reason: str | None = None) -> None:
         """Terminate a job ("Job - Terminate").
 
-        Running tasks are ended; active tasks stay active, as Batch documents;
+        Running tasks are ended; active tasks stay active and are never scheduled
+        ("If there are any Tasks in the Job in the active state, they will remain
+        in the active state", REST Job - Terminate; D5 of docs/architecture.md);
         the job moves to ``terminating`` and then ``completed`` with
         ``executionInfo.terminateReason`` (default ``UserTerminate``).
 

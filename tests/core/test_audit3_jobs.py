@@ -45,6 +45,18 @@ def _conflict(call: object, *args: object) -> BatchError:
     return info.value
 
 
+def test_terminate_leaves_active_tasks_active(client: BatchClient) -> None:
+    # M8: today's REST Job - Terminate keeps active tasks active (they are never scheduled).
+    client.create_job({"id": "m8", "poolInfo": {"poolId": "p"}})
+    client.disable_job("m8", "requeue")  # keeps the task active
+    client.create_task("m8", {"id": "waiting", "commandLine": "/bin/true"})
+    wait_until(lambda: client.get_job("m8").state == "disabled", timeout_s=30, what="disabled")
+    client.terminate_job("m8")
+    wait_until(lambda: client.get_job("m8").state == "completed", timeout_s=30,
+               what="job completed")
+    assert client.get_task("m8", "waiting").state == "active"
+
+
 def test_completed_and_deleting_jobs_refuse_changes(client: BatchClient) -> None:
     # M17, completed.
     client.create_job({"id": "done", "poolInfo": {"poolId": "p"}})
