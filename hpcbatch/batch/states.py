@@ -553,7 +553,7 @@ SUBTASK_TRANSITIONS: Mapping[SubtaskState, frozenset[SubtaskState]] = _frozen({
     }),
     _ST.running: frozenset({
         # The primary exited, which terminates every subtask [2017 l.5169]; the subtask
-        # failed [2017 l.5171]; the task was terminated or requeued (M10).
+        # failed [2017 l.5171]; the task was terminated or requeued (runs.end_subtasks).
         # [REST SubtaskState.completed]
         _ST.completed,
     }),

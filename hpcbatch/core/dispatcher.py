@@ -33,7 +33,7 @@ from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
-from hpcbatch.core.runs import Ended, PreparationFailed, Run, wall_clock_s
+from hpcbatch.core.runs import Ended, PreparationFailed, Run, end_subtasks, wall_clock_s
 from hpcbatch.core.scheduling import NodeSlots, plan_pool, should_retry
 from hpcbatch.core.transitions import task_moves
 from hpcbatch.execution import agent, multiinstance
@@ -193,11 +193,14 @@ class Dispatcher:
         now = utcnow()
         updates = []
         ended: list[tuple[Run, bool, dependencies.Ending]] = []
+        gangs: list[Ended] = []
         for e in batch:
             run = e.run
             if run.key not in self.runs.by_key:
                 continue  # requeued meanwhile (node lost); this result is void
             self.runs.forget(run)
+            if len(run.nodes) > 1:
+                gangs.append(e)
             out = e.outcome
             failure: dict[str, Any] | None
             if out is None:
@@ -256,7 +259,7 @@ class Dispatcher:
              "b_failure": dumps(r.outcome.failure_info) if r.outcome and r.outcome.failure_info
              else (dumps({"category": "servererror", "code": "NodeAgentError",
                           "message": r.error}) if r.error else None)}
-            for e in batch for r in e.run.subtasks]
+            for e in gangs for r in e.run.subtasks]
         if sub_rows:
             conn.execute(subtasks.update().where(
                 subtasks.c.job_key == sa.bindparam("b_job"),
@@ -266,6 +269,13 @@ class Dispatcher:
                      end_time=sa.bindparam("b_end"), exit_code=sa.bindparam("b_exit"),
                      result=sa.bindparam("b_result"), failure_info=sa.bindparam("b_failure")),
                 sub_rows)
+        # Instances that reported nothing (the gang failed before returning) end with the
+        # run's error, so no subtask of an ended run stays running (audit M10).
+        for e in gangs:
+            end_subtasks(conn, [(e.run.job_key, e.run.task_key)], {
+                "category": "servererror", "code": "NodeAgentError",
+                "message": e.error or "the multi-instance run ended before this instance "
+                                      "reported"}, now)
         if with_start:
             conn.execute(_END_WITH_START, with_start)
         if without:
