@@ -539,16 +539,17 @@ TASK_REMOVABLE = frozenset(TaskState)
 _ST = SubtaskState
 
 SUBTASK_INITIAL = frozenset({
-    _ST.preparing,  # NOT YET M20: the job has a job preparation task [REST SubtaskState]
+    _ST.preparing,  # the same, when the job has a job preparation task [REST SubtaskState]
     _ST.running,    # a multi-instance run starts on its nodes (dispatcher.py _mark_started)
 })
 
 SUBTASK_TRANSITIONS: Mapping[SubtaskState, frozenset[SubtaskState]] = _frozen({
     _ST.preparing: frozenset({
-        # NOT YET M20: the job preparation task succeeded on the subtask's node.
-        # [REST SubtaskState.preparing]
+        # The job preparation task succeeded on the gang's nodes. [REST SubtaskState.preparing]
+        # (dispatcher.py _run_gang)
         _ST.running,
-        # NOT YET M20: terminated or failed while preparing. [REST SubtaskState.completed]
+        # Requeued while preparing (the preparation failed, the node was lost, ...) or the
+        # gang failed before its instances ran. [REST SubtaskState.completed]
         _ST.completed,
     }),
     _ST.running: frozenset({

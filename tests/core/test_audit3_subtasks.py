@@ -37,6 +37,23 @@ def _gang(task_id: str, command: str) -> dict:
                                       "coordinationCommandLine": "/bin/true"}}
 
 
+def test_subtasks_are_preparing_while_the_job_preparation_task_runs(client: BatchClient) -> None:
+    # M20: the subtask waits for the job preparation task as its primary does.
+    client.create_job({"id": "prep", "poolInfo": {"poolId": "p"},
+                       "jobPreparationTask": {"id": "setup", "commandLine": "sleep 3"}})
+    client.create_task("prep", _gang("mi", "/bin/true"))
+    wait_until(lambda: client.get_task("prep", "mi").state == "preparing", timeout_s=30,
+               what="task preparing")
+    subs = wait_until(lambda: client.list_subtasks("prep", "mi"), timeout_s=10,
+                      what="subtasks listed")
+    assert [s.state for s in subs] == ["preparing"]
+    assert client.get_task("prep", "mi").state == "preparing"
+    assert client.wait_for_tasks("prep", timeout_s=60)["succeeded"] == 1
+    sub = client.list_subtasks("prep", "mi")[0]
+    assert sub.state == "completed" and sub.result == "success"
+    assert sub.previous_state == "running"
+
+
 def test_subtasks_of_a_requeued_task_are_completed(client: BatchClient) -> None:
     # M10: Job - Disable with requeue puts the task back to active; its subtask ends.
     client.create_job({"id": "rq", "poolInfo": {"poolId": "p"}})
