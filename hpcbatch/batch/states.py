@@ -736,8 +736,9 @@ ALLOCATION_REMOVABLE = frozenset(AllocationState)
 _N = ComputeNodeState
 
 NODE_INITIAL = frozenset({_N.creating})
-"""An inventory host taken for the pool (resize, autoscale, Pool - Add); hpcbatch also
-re-creates every node of a pool in ``creating`` when the service restarts."""
+"""An inventory host taken for the pool (resize, autoscale, Pool - Add). A service restart
+creates no node: it restores each one in its stored state and restarts a node that had
+joined as a reboot does (``rebooting`` -> ``starting``; pool_manager.py ``recover``)."""
 
 NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _frozen({
     _N.creating: frozenset({
