@@ -492,7 +492,8 @@ TASK_TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = _frozen({
         _T.running,
         # Task - Terminate of an active task. [REST Task - Terminate: "When the Task has been
         # terminated, it moves to the completed state"; REST TaskState.completed]
-        # NOT YET M8: Job - Terminate ends active tasks too [2017 l.4096].
+        # (Job - Terminate and maxWallClockTime leave active tasks active: D5. [REST Job -
+        # Terminate: "they will remain in the active state"])
         _T.completed,
     }),
     _T.preparing: frozenset({
@@ -538,21 +539,22 @@ TASK_REMOVABLE = frozenset(TaskState)
 _ST = SubtaskState
 
 SUBTASK_INITIAL = frozenset({
-    _ST.preparing,  # NOT YET M20: the job has a job preparation task [REST SubtaskState]
+    _ST.preparing,  # the same, when the job has a job preparation task [REST SubtaskState]
     _ST.running,    # a multi-instance run starts on its nodes (dispatcher.py _mark_started)
 })
 
 SUBTASK_TRANSITIONS: Mapping[SubtaskState, frozenset[SubtaskState]] = _frozen({
     _ST.preparing: frozenset({
-        # NOT YET M20: the job preparation task succeeded on the subtask's node.
-        # [REST SubtaskState.preparing]
+        # The job preparation task succeeded on the gang's nodes. [REST SubtaskState.preparing]
+        # (dispatcher.py _run_gang)
         _ST.running,
-        # NOT YET M20: terminated or failed while preparing. [REST SubtaskState.completed]
+        # Requeued while preparing (the preparation failed, the node was lost, ...) or the
+        # gang failed before its instances ran. [REST SubtaskState.completed]
         _ST.completed,
     }),
     _ST.running: frozenset({
         # The primary exited, which terminates every subtask [2017 l.5169]; the subtask
-        # failed [2017 l.5171]; the task was terminated or requeued (M10).
+        # failed [2017 l.5171]; the task was terminated or requeued (runs.end_subtasks).
         # [REST SubtaskState.completed]
         _ST.completed,
     }),
@@ -586,8 +588,6 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = _frozen({
     _J.disabling: frozenset({
         # Every running task was dealt with per disableTasks. [REST Job - Disable]
         _J.disabled,
-        # MISMATCH M18: Job - Enable while disabling (Batch documents Enable for a disabled job).
-        _J.active,
         # Job - Terminate, maxWallClockTime, onAllTasksComplete, job manager completion,
         # a task's jobAction terminate. [REST Job - Terminate]
         _J.terminating,
@@ -595,18 +595,16 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = _frozen({
         _J.deleting,
     }),
     _J.disabled: frozenset({
-        # NOT YET M18: Job - Enable. [REST Job - Enable: "sets a disabled Job to the enabling
-        # state"]
+        # Job - Enable. [REST Job - Enable: "sets a disabled Job to the enabling state"]
         _J.enabling,
-        # MISMATCH M18: Job - Enable straight to active (hpcbatch skips enabling today).
-        _J.active,
         # Job - Terminate, maxWallClockTime, a task's jobAction terminate. [REST Job - Terminate]
         _J.terminating,
         # Job - Delete. [REST Job - Delete]
         _J.deleting,
     }),
     _J.enabling: frozenset({
-        # NOT YET M18: the enable completed; scheduling resumes. [REST Job - Enable]
+        # The enable completed (in the same transaction: D4); scheduling resumes.
+        # [REST Job - Enable]
         _J.active,
         # Job - Terminate, maxWallClockTime. [REST Job - Terminate]
         _J.terminating,
@@ -732,8 +730,9 @@ ALLOCATION_REMOVABLE = frozenset(AllocationState)
 _N = ComputeNodeState
 
 NODE_INITIAL = frozenset({_N.creating})
-"""An inventory host taken for the pool (resize, autoscale, Pool - Add); hpcbatch also
-re-creates every node of a pool in ``creating`` when the service restarts."""
+"""An inventory host taken for the pool (resize, autoscale, Pool - Add). A service restart
+creates no node: it restores each one in its stored state and restarts a node that had
+joined as a reboot does (``rebooting`` -> ``starting``; pool_manager.py ``recover``)."""
 
 NODE_TRANSITIONS: Mapping[ComputeNodeState, frozenset[ComputeNodeState]] = _frozen({
     _N.creating: frozenset({

@@ -28,14 +28,14 @@ from hpcbatch.batch.models import (
     JobManagerTask,
     TaskSpec,
 )
-from hpcbatch.batch.states import TASK_HOLDS_NODE, TaskState
+from hpcbatch.batch.states import TASK_HOLDS_NODE, Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
-from hpcbatch.core.runs import Ended, PreparationFailed, Run, wall_clock_s
+from hpcbatch.core.runs import Ended, PreparationFailed, Run, end_subtasks, wall_clock_s
 from hpcbatch.core.scheduling import NodeSlots, plan_pool, should_retry
-from hpcbatch.core.transitions import task_moves
+from hpcbatch.core.transitions import check, task_moves
 from hpcbatch.execution import agent, multiinstance
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
@@ -83,6 +83,16 @@ _START = (tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"),
                   end_time=None, node_id=sa.bindparam("b_node"), pool_key=sa.bindparam("b_pool"),
                   last_modified=sa.bindparam("b_now"), etag=sa.bindparam("b_etag")))
 """Hot statements of the dispatch loop, built once (building them is a pass's largest cost)."""
+
+_SUBTASK_PREPARED = (SubtaskState.preparing,
+                     SubtaskState(check(Kind.subtask, SubtaskState.preparing, SubtaskState.running)))
+"""The job preparation task succeeded on a gang's nodes: its subtasks run (checked at import)."""
+
+
+def _first_state(job: Mapping[str, Any]) -> TaskState:
+    """The state a task of ``job`` (and its subtasks) takes when dispatched to nodes:
+    ``preparing`` when the job has a job preparation task, else ``running``."""
+    return TaskState.preparing if '"jobPreparationTask"' in job["spec"] else TaskState.running
 
 
 class Dispatcher:
@@ -193,11 +203,14 @@ class Dispatcher:
         now = utcnow()
         updates = []
         ended: list[tuple[Run, bool, dependencies.Ending]] = []
+        gangs: list[Ended] = []
         for e in batch:
             run = e.run
             if run.key not in self.runs.by_key:
                 continue  # requeued meanwhile (node lost); this result is void
             self.runs.forget(run)
+            if len(run.nodes) > 1:
+                gangs.append(e)
             out = e.outcome
             failure: dict[str, Any] | None
             if out is None:
@@ -256,7 +269,7 @@ class Dispatcher:
              "b_failure": dumps(r.outcome.failure_info) if r.outcome and r.outcome.failure_info
              else (dumps({"category": "servererror", "code": "NodeAgentError",
                           "message": r.error}) if r.error else None)}
-            for e in batch for r in e.run.subtasks]
+            for e in gangs for r in e.run.subtasks]
         if sub_rows:
             conn.execute(subtasks.update().where(
                 subtasks.c.job_key == sa.bindparam("b_job"),
@@ -266,6 +279,13 @@ class Dispatcher:
                      end_time=sa.bindparam("b_end"), exit_code=sa.bindparam("b_exit"),
                      result=sa.bindparam("b_result"), failure_info=sa.bindparam("b_failure")),
                 sub_rows)
+        # Instances that reported nothing (the gang failed before returning) end with the
+        # run's error, so no subtask of an ended run stays running (audit M10).
+        for e in gangs:
+            end_subtasks(conn, [(e.run.job_key, e.run.task_key)], {
+                "category": "servererror", "code": "NodeAgentError",
+                "message": e.error or "the multi-instance run ended before this instance "
+                                      "reported"}, now)
         if with_start:
             conn.execute(_END_WITH_START, with_start)
         if without:
@@ -307,13 +327,17 @@ class Dispatcher:
 
     def _mark_started(self, conn: sa.Connection, plans: Sequence[tuple[
             Mapping[str, Any], Mapping[str, Any], list[NodeRuntime]]]) -> None:
-        """Record planned tasks as running (or preparing), and a gang's subtasks."""
+        """Record planned tasks as running (or preparing), and a gang's subtasks.
+
+        A gang's subtasks take their primary's state: ``preparing`` while the
+        job preparation task runs on their nodes (REST SubtaskState.preparing;
+        audit M20), with no ``startTime`` until they run (:meth:`_run_gang`).
+        """
         now = utcnow()
         etag = new_etag()
         conn.execute(_START, [
             {"b_seq": c["seq"], "b_node": ns[0].node_id, "b_pool": ns[0].pool_id,
-             "b_now": now, "b_etag": etag,
-             "b_state": "preparing" if '"jobPreparationTask"' in job["spec"] else "running"}
+             "b_now": now, "b_etag": etag, "b_state": _first_state(job)}
             for job, c, ns in plans])
         gangs = [(job, c, ns) for job, c, ns in plans if len(ns) > 1]
         for job, c, _ in gangs:
@@ -321,9 +345,10 @@ class Dispatcher:
                                                  subtasks.c.task_key == c["key"]))
         Store.insert_many(conn, subtasks, [
             {"job_key": job["key"], "task_key": c["key"], "id": i, "node_id": n.node_id,
-             "pool_id": n.pool_id, "state": "running", "state_transition_time": now,
-             "start_time": now, "end_time": None, "exit_code": None, "result": None,
-             "failure_info": None}
+             "pool_id": n.pool_id, "state": check(Kind.subtask, None, _first_state(job)),
+             "state_transition_time": now,
+             "start_time": None if _first_state(job) == TaskState.preparing else now,
+             "end_time": None, "exit_code": None, "result": None, "failure_info": None}
             for job, c, ns in gangs for i, n in enumerate(ns) if i > 0])
 
     def _start_runs(self, plans: Sequence[tuple[Mapping[str, Any], Mapping[str, Any],
@@ -459,6 +484,22 @@ class Dispatcher:
 
     async def _run_gang(self, run: Run, gang: list[multiinstance.GangNode],
                         coordination: list[agent.Launch], app: agent.Launch) -> agent.Outcome:
+        """Run a multi-instance task on its gang; return the primary's outcome.
+
+        Its subtasks still ``preparing`` (the job preparation task has succeeded on
+        every node of the gang by now) move to ``running`` first (audit M20).
+
+        Raises
+        ------
+        HpcbatchError
+            The gang produced no outcome.
+        """
+        now = utcnow()
+        with self.ctx.store.begin() as conn:
+            conn.execute(subtasks.update().where(
+                subtasks.c.job_key == run.job_key, subtasks.c.task_key == run.task_key,
+                subtasks.c.state == _SUBTASK_PREPARED[0],
+            ).values(state=_SUBTASK_PREPARED[1], state_transition_time=now, start_time=now))
         outcome, error, run.subtasks = await multiinstance.run_gang(
             self.ctx.engine, gang, coordination, app)
         if outcome is None:

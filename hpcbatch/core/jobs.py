@@ -60,6 +60,23 @@ _ACTIVE_JOBS = (sa.select(jobs).where(jobs.c.pool_key == sa.bindparam("b_pool"),
                                        jobs.c.state == "active"))
 
 
+def _check_job_changeable(row: Mapping[str, Any]) -> None:
+    """Raise Batch's error for changing a completed or deleting job (Job - Patch, Update,
+    Terminate; audit M17).
+
+    Raises
+    ------
+    ConflictError
+        ``JobCompleted`` or ``JobBeingDeleted``.
+    """
+    if row["state"] == JobState.completed:
+        raise ConflictError("The specified job is already in a completed state.",
+                            code="JobCompleted")
+    if row["state"] == JobState.deleting:
+        raise ConflictError("The specified job has been marked for deletion and is being "
+                            "deleted.", code="JobBeingDeleted")
+
+
 class Jobs:
     """The account's jobs.
 
@@ -190,10 +207,25 @@ class Jobs:
             return [self.job_wire(r) for r in mappings(conn.execute(stmt))]
 
     def update_job(self, job_id: str, body: Mapping[str, Any]) -> None:
-        """Update a job's priority and other mutable properties ("Job - Update/Patch")."""
+        """Update a job's priority and other mutable properties ("Job - Update/Patch").
+
+        A terminating job may still be changed; a completed or deleting one may not
+        (audit M17).
+
+        Raises
+        ------
+        NotFoundError
+            ``JobNotFound``.
+        ConflictError
+            ``JobCompleted`` for a completed job: "the system will not accept any
+            more Tasks or any further changes to the Job" (REST JobState.completed);
+            ``JobBeingDeleted`` for a deleting one: "All update operations on a Job
+            that is in deleting state will fail with status code 409" (REST Job - Delete).
+        """
         patch = JobPatch.from_wire(body, what="job update")
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
+            _check_job_changeable(row)
             spec = loads(row["spec"])
             spec.update(patch.to_wire())
             status = loads(row["status"])
@@ -251,7 +283,9 @@ class Jobs:
     def terminate_job(self, job_id: str, reason: str | None = None) -> None:
         """Terminate a job ("Job - Terminate").
 
-        Running tasks are ended; active tasks stay active, as Batch documents;
+        Running tasks are ended; active tasks stay active and are never scheduled
+        ("If there are any Tasks in the Job in the active state, they will remain
+        in the active state", REST Job - Terminate; D5 of docs/architecture.md);
         the job moves to ``terminating`` and then ``completed`` with
         ``executionInfo.terminateReason`` (default ``UserTerminate``).
 
@@ -260,13 +294,12 @@ class Jobs:
         NotFoundError
             ``JobNotFound``.
         ConflictError
-            ``JobCompleted`` when the job has completed already.
+            ``JobCompleted`` when the job has completed already; ``JobBeingDeleted``
+            when it is being deleted (audit M17).
         """
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
-            if row["state"] == "completed":
-                raise ConflictError("The specified job is already in a completed state.",
-                                    code="JobCompleted")
+            _check_job_changeable(row)
             self.begin_terminate(conn, row, reason or "UserTerminate")
 
     def begin_terminate(self, conn: sa.Connection, row: Mapping[str, Any], reason: str) -> None:
@@ -297,7 +330,11 @@ class Jobs:
         Raises
         ------
         ConflictError
-            ``JobNotActive`` when the job is not active.
+            ``JobNotActive`` when the job is not active, disabling or disabled.
+            A disabling or disabled job is left as it is (its first disable goes
+            on): "If you try to disable a Job that is in any state other than
+            active, disabling, or disabled, the request fails with status code
+            409" (REST Job - Disable; audit M19).
         InvalidPropertyValueError
             An unknown ``disableTasks``.
         """
@@ -306,6 +343,8 @@ class Jobs:
                                             "allowed values are requeue, terminate, wait")
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
+            if row["state"] in (JobState.disabling, JobState.disabled):
+                return
             if row["state"] != "active":
                 raise ConflictError(f"The job is {row['state']}; only an active job can be "
                                     "disabled.", code="JobNotActive")
@@ -366,14 +405,30 @@ class Jobs:
     def enable_job(self, job_id: str) -> None:
         """Enable a disabled job ("Job - Enable"); its tasks are scheduled again.
 
-        Raises ``JobNotDisabled`` (409) unless the job is disabled or disabling.
+        "The Batch service sets a disabled Job to the enabling state. After the
+        this operation is completed, the Job moves to the active state" (REST Job
+        - Enable): the job goes ``disabled`` -> ``enabling`` -> ``active`` in one
+        transaction (nothing to wait for; ``previousState`` reads ``enabling``,
+        D4). Enable of an enabling job changes nothing (audit M18).
+
+        Raises
+        ------
+        NotFoundError
+            ``JobNotFound``.
+        ConflictError
+            ``JobNotDisabled`` unless the job is disabled (or enabling): a
+            disabling job is not disabled until its running tasks are dealt with.
         """
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
-            if row["state"] not in (JobState.disabled, JobState.disabling):
+            if row["state"] == JobState.enabling:
+                return
+            if row["state"] != JobState.disabled:
                 raise ConflictError(f"The job is {row['state']}, not disabled.",
                                     code="JobNotDisabled")
-            self.set_state(conn, row, "active")
+            self.set_state(conn, row, JobState.enabling)
+            self.set_state(conn, Store.fetch_one(conn, jobs, key=row["key"]) or row,
+                           JobState.active)
         self.ctx.kick()
 
     def delete_job(self, job_id: str) -> None:

@@ -27,7 +27,13 @@ import sqlalchemy as sa
 
 from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
 from hpcbatch.batch.models import PoolSpec
-from hpcbatch.batch.states import NODE_ACCEPTS_TASKS, NODE_JOINING_OR_LEAVING, Kind
+from hpcbatch.batch.states import (
+    NODE_ACCEPTS_TASKS,
+    NODE_JOINING,
+    NODE_JOINING_OR_LEAVING,
+    ComputeNodeState,
+    Kind,
+)
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent
@@ -438,10 +444,16 @@ class PoolManager:
 
     def recover(self, pool_key: str, spec: PoolSpec, target: int,
                 ssh_key: tuple[str, str] | None = None) -> None:
-        """Re-create a pool's nodes after a service restart: every node starts again.
+        """Restore a pool's nodes after a service restart and restart each of them.
 
-        Batch restarts the start task when a node restarts; tasks that were
-        running there are requeued by the service.
+        A node keeps its ``allocationTime`` ("the time when the Compute Node was
+        initially allocated and doesn't change once set", REST
+        ComputeNode.allocationTime) and its last stored state; a node that had
+        started joining the pool restarts as a rebooted node does (``rebooting``
+        -> ``starting``, its start task runs again, 2017 l.375), a node stored
+        ``creating`` starts from there, and one stored ``leavingpool`` finishes
+        leaving (audit M23). Tasks that were running on the nodes are requeued
+        by the service.
         """
         self.specs[pool_key] = spec
         self.targets[pool_key] = target
@@ -454,12 +466,20 @@ class PoolManager:
                                 .where(nodes.c.pool_key == pool_key)).mappings().all()
         for i, row in enumerate(rows):
             status = loads(row["status"])
+            allocated = status.get("allocationTime")
             node = NodeRuntime(
                 pool_key=pool_key, pool_id=spec.id, node_id=row["id"],
                 host=Host.model_validate(loads(row["host_spec"])), slots=spec.slots,
-                order=status.get("order", i),
+                order=status.get("order", i), state=ComputeNodeState(row["state"]),
+                allocation_time=(datetime.strptime(allocated, "%Y-%m-%dT%H:%M:%S.%fZ")
+                                 if allocated else utcnow()),
             )
             pool[node.node_id] = node
+            if node.state == ComputeNodeState.leavingpool:  # its removal was under way
+                self._spawn(self.remove_node(node))
+                continue
+            if node.state not in NODE_JOINING:  # it had joined: restart it as a reboot
+                self.set_state(node, ComputeNodeState.rebooting, notify=False)
             self._spawn(self._provision(node))
         self.reconcile(pool_key)
 
@@ -524,7 +544,8 @@ class PoolManager:
         return taken
 
     def _persist(self, node: NodeRuntime, insert: bool = False) -> None:
-        status = dumps({"order": node.order, "errors": node.errors})
+        status = dumps({"order": node.order, "errors": node.errors,
+                        "allocationTime": iso(node.allocation_time)})  # restored by recover
         with self.store.begin() as conn:
             if insert:
                 conn.execute(nodes.insert().values(pool_key=node.pool_key, id=node.node_id,

@@ -22,13 +22,15 @@ from hpcbatch.batch.errors import (
 from hpcbatch.batch.models import (
     UNLIMITED,
 )
-from hpcbatch.batch.states import TASK_HOLDS_NODE, TaskState
+from hpcbatch.batch.states import TASK_HOLDS_NODE, Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.pool_manager import NodeRuntime
-from hpcbatch.core.transitions import task_moves
+from hpcbatch.core.transitions import check, task_moves
 from hpcbatch.execution import agent
 from hpcbatch.store.database import (
+    dumps,
+    subtasks,
     tasks,
 )
 
@@ -36,6 +38,46 @@ log = logging.getLogger(__name__)
 
 REQUEUE_FROM = task_moves(TASK_HOLDS_NODE, {TaskState.active})
 """Requeue (node lost, removed, rebooted; job disabled; service restart): back to active."""
+
+SUBTASK_LIVE = (SubtaskState.preparing, SubtaskState.running)
+"""The subtask states that end in ``completed`` when their run ends."""
+for _state in SUBTASK_LIVE:  # checked once, at import
+    check(Kind.subtask, _state, SubtaskState.completed)
+
+SUBTASK_REQUEUED = {"category": "servererror", "code": "TaskRequeued",
+                    "message": "The multi-instance task was requeued; this instance was ended."}
+"""The ``failureInfo`` of a subtask whose task went back to the queue (audit M10)."""
+
+
+def end_subtasks(conn: sa.Connection, task_keys: Sequence[tuple[str, str]] | None,
+                 failure: dict[str, Any], now: Any) -> None:
+    """Complete the subtasks still ``preparing`` or ``running`` of some tasks, with a failure.
+
+    Batch: a subtask is completed once its task ended or was requeued
+    (REST SubtaskState.completed; 2017 l.5171), so an active task has no
+    running subtask (audit M10).
+
+    Parameters
+    ----------
+    conn
+        The transaction that requeues or ends the tasks.
+    task_keys
+        ``(job key, task key)`` of each task (lower-cased IDs); None: every task.
+    failure
+        The subtasks' ``failureInfo`` (``category``, ``code``, ``message``).
+    now
+        The transition and end time (naive UTC ``datetime``).
+    """
+    live = sa.or_(*(subtasks.c.state == str(s) for s in SUBTASK_LIVE))
+    stmt = subtasks.update().values(
+        state=str(SubtaskState.completed), state_transition_time=now, end_time=now,
+        result="failure", failure_info=dumps(failure))
+    if task_keys is None:
+        conn.execute(stmt.where(live))
+    elif task_keys:
+        conn.execute(stmt.where(live, subtasks.c.job_key == sa.bindparam("b_job"),
+                                subtasks.c.task_key == sa.bindparam("b_task")),
+                     [{"b_job": j, "b_task": t} for j, t in task_keys])
 
 
 @dataclass
@@ -171,6 +213,8 @@ class Runs:
                         last_requeue_time=now, last_modified=now, etag=new_etag()),
                 [{"b_seq": r.seq} for r in lost],
             )
+            end_subtasks(conn, [(r.job_key, r.task_key) for r in lost if len(r.nodes) > 1],
+                         SUBTASK_REQUEUED, now)
             if self.ctx.events is not None:
                 counts = dict(conn.execute(sa.select(tasks.c.seq, tasks.c.requeue_count).where(
                     tasks.c.seq.in_([r.seq for r in lost]))).all())

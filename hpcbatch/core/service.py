@@ -47,7 +47,7 @@ from hpcbatch.core.pool_manager import PoolManager
 from hpcbatch.core.pools import Pools
 from hpcbatch.core.preparation import JobPreparation
 from hpcbatch.core.quotas import Quotas
-from hpcbatch.core.runs import REQUEUE_FROM, Runs
+from hpcbatch.core.runs import REQUEUE_FROM, SUBTASK_REQUEUED, Runs, end_subtasks
 from hpcbatch.core.tasks import Tasks
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
@@ -157,6 +157,8 @@ class BatchService:
                     last_requeue_time=now, last_modified=now, etag=new_etag(),
                 )
             )
+            # Their subtasks end with them (audit M10).
+            end_subtasks(conn, None, SUBTASK_REQUEUED, now)
             rows = mappings(conn.execute(sa.select(pools)))
         for row in rows:
             spec = PoolSpec.model_validate(loads(row["spec"]))

@@ -25,7 +25,7 @@ from hpcbatch.batch.models import (
     TaskExecutionInformation,
     TaskSpec,
 )
-from hpcbatch.batch.states import Kind, TaskState
+from hpcbatch.batch.states import Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import check_job_open, job_row, node_info, task_row
@@ -501,15 +501,22 @@ class Tasks:
                 .order_by(subtasks.c.id)))
         out = []
         tdir = task_dir(job["id"], row["id"])
+        prepared = '"jobPreparationTask"' in job["spec"]  # subtasks started preparing
         for r in subs:
             item: dict[str, Any] = {
                 "id": r["id"], "state": r["state"],
                 "stateTransitionTime": iso(r["state_transition_time"]),
-                "startTime": iso(r["start_time"]),
                 "nodeInfo": node_info(self.ctx.base_url, r["pool_id"], r["node_id"], tdir),
             }
-            if r["state"] == "completed":
-                item["previousState"] = "running"
+            if r["start_time"] is not None:  # none while preparing (audit M20)
+                item["startTime"] = iso(r["start_time"])
+            # Batch omits previousState in the initial state; a subtask that never ran
+            # was completed while preparing.
+            if r["state"] == SubtaskState.completed:
+                item["previousState"] = (SubtaskState.running if r["start_time"] is not None
+                                         else SubtaskState.preparing)
+            elif r["state"] == SubtaskState.running and prepared:
+                item["previousState"] = SubtaskState.preparing
             for k, col in (("endTime", "end_time"),):
                 if r[col] is not None:
                     item[k] = iso(r[col])
