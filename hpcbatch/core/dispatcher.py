@@ -31,7 +31,7 @@ from hpcbatch.batch.models import (
 from hpcbatch.batch.states import TASK_HOLDS_NODE, Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
 from hpcbatch.core.runs import Ended, PreparationFailed, Run, end_subtasks, wall_clock_s
 from hpcbatch.core.scheduling import NodeSlots, plan_pool, should_retry

@@ -13,7 +13,7 @@ from hpcbatch.batch.errors import (
 )
 from hpcbatch.batch.states import NODE_IN_TRANSITION
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.pools import check_steady
 from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.store.database import (

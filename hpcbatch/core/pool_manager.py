@@ -19,7 +19,6 @@ import logging
 import posixpath
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,13 +27,13 @@ import sqlalchemy as sa
 from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.states import (
-    NODE_ACCEPTS_TASKS,
     NODE_JOINING,
     NODE_JOINING_OR_LEAVING,
     ComputeNodeState,
     Kind,
 )
 from hpcbatch.batch.wire import iso, utcnow
+from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent
 from hpcbatch.execution.engine import DaskEngine
@@ -48,101 +47,6 @@ log = logging.getLogger(__name__)
 
 WORKER_TIMEOUT_S = 60.0
 """How long a started node has to connect its Dask worker before it is unusable."""
-
-
-@dataclass
-class NodeRuntime:
-    """The service's live view of one compute node.
-
-    Attributes
-    ----------
-    pool_key, pool_id
-        The pool (lower-cased key and ID as given).
-    node_id
-        Batch node ID: the inventory host's name.
-    host
-        The inventory host the node runs on.
-    slots
-        ``taskSlotsPerNode`` of the pool.
-    order
-        Position of the node in its pool (placement tie-breaker).
-    state
-        Batch ``ComputeNodeState``.
-    worker
-        Address of the node's Dask worker once connected.
-    worker_name
-        The Dask name of the node's current worker: ``{node_id}@{incarnation}``,
-        so a restarted node never collides with its previous worker still
-        leaving the scheduler.
-    used_slots
-        Slots held by tasks dispatched to the node.
-    """
-
-    pool_key: str
-    pool_id: str
-    node_id: str
-    host: Host
-    slots: int
-    order: int
-    state: str = "creating"
-    scheduling_state: str = "enabled"
-    worker: str | None = None
-    root_dir: str | None = None
-    used_slots: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    start_task_info: dict[str, Any] | None = None
-    allocation_time: datetime = field(default_factory=utcnow)
-    last_boot_time: datetime | None = None
-    state_transition_time: datetime = field(default_factory=utcnow)
-    total_tasks_run: int = 0
-    total_tasks_succeeded: int = 0
-    running: dict[str, tuple[str, str]] = field(default_factory=dict)
-    generation: int = 0
-    host_key: str | None = None
-    ssh_user: str | None = None
-    removing: bool = False
-    worker_name: str = ""
-
-    @property
-    def free_slots(self) -> int:
-        """Slots a new task may take now (0 unless the node is ready and enabled)."""
-        if self.state not in NODE_ACCEPTS_TASKS or self.scheduling_state != "enabled" or not self.worker:
-            return 0
-        return max(0, self.slots - self.used_slots)
-
-    def to_wire(self, base_url: str) -> dict[str, Any]:
-        """Return the Batch ``ComputeNode`` JSON of this node."""
-        out: dict[str, Any] = {
-            "id": self.node_id,
-            "url": f"{base_url}/pools/{self.pool_id}/nodes/{self.node_id}",
-            "state": self.state,
-            "schedulingState": self.scheduling_state,
-            "stateTransitionTime": iso(self.state_transition_time),
-            "allocationTime": iso(self.allocation_time),
-            "ipAddress": self.host.address,
-            "affinityId": f"TVM:{self.node_id}",
-            "vmSize": ",".join(self.host.labels) or "any",
-            "totalTasksRun": self.total_tasks_run,
-            "totalTasksSucceeded": self.total_tasks_succeeded,
-            "runningTasksCount": len(self.running),
-            "runningTaskSlotsCount": self.used_slots,
-            "isDedicated": True,
-            "nodeAgentInfo": {"version": "hpcbatch", "lastUpdateTime": iso(self.allocation_time)},
-        }
-        if self.last_boot_time:
-            out["lastBootTime"] = iso(self.last_boot_time)
-        if self.start_task_info:
-            out["startTaskInfo"] = self.start_task_info
-        if self.errors:
-            out["errors"] = self.errors
-        if self.running:
-            out["recentTasks"] = [
-                {"taskUrl": f"{base_url}/jobs/{j}/tasks/{t}", "jobId": j, "taskId": t,
-                 "taskState": "running"}
-                for j, t in list(self.running.values())[:10]
-            ]
-        return out
-
 
 
 class PoolManager:

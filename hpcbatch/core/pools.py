@@ -45,7 +45,8 @@ from hpcbatch.store.database import (
 if TYPE_CHECKING:
     from hpcbatch.core.applications import Applications
     from hpcbatch.core.autoscaler import Autoscaler
-    from hpcbatch.core.pool_manager import NodeRuntime, PoolManager
+    from hpcbatch.core.node_runtime import NodeRuntime
+    from hpcbatch.core.pool_manager import PoolManager
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from hpcbatch.batch.models import (
 from hpcbatch.batch.states import JobReleaseTaskState, Kind, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.rows import job_row
 from hpcbatch.core.runs import PreparationFailed, Run, wall_clock_s
 from hpcbatch.core.transitions import check, task_moves

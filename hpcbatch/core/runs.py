@@ -25,7 +25,7 @@ from hpcbatch.batch.models import (
 from hpcbatch.batch.states import TASK_HOLDS_NODE, Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.pool_manager import NodeRuntime
+from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.transitions import check, task_moves
 from hpcbatch.execution import agent
 from hpcbatch.store.database import (

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.helpers import running_service, wait_until
+from tests.helpers import running_service
 
 
 def test_restart_keeps_allocation_time_and_reboots_the_nodes(tmp_path: Path) -> None:
