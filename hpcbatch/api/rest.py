@@ -45,20 +45,14 @@ import uuid
 from aiohttp import web
 
 from hpcbatch.api import routes, unsupported
-from hpcbatch.api.filters import JOB_SCHEDULE_FILTER, NODE_FILTER, SCHEDULE_JOB_FILTER
 from hpcbatch.api.http import ACCOUNT, SERVICE, Handler, error_reply
 from hpcbatch.batch import sharedkey as auth
 from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.core.service import BatchService
 
-__all__ = ["NODE_FILTER", "auth_middleware", "errors_middleware", "make_app"]
+__all__ = ["auth_middleware", "errors_middleware", "make_app"]
 
 log = logging.getLogger(__name__)
-
-# TODO(issue 11): lead -- tests/batch/test_states.py reads the list filters here, under the
-# names they had before the split: point it at hpcbatch.api.filters and drop these.
-SCHEDULE_FILTER = JOB_SCHEDULE_FILTER
-JOB_FILTER = SCHEDULE_JOB_FILTER
 
 MAX_REQUEST_BYTES = 1024 * 1024 * 1024
 """The largest request body accepted (an application package upload)."""

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from hpcbatch.batch import models, states
 from hpcbatch.batch.errors import ConflictError, HpcbatchError
@@ -130,7 +130,7 @@ def _enum_values(prop: Any) -> set[str]:
 
 
 def test_filters_accept_exactly_the_enum_values() -> None:
-    from hpcbatch.api import rest
+    from hpcbatch.api import filters
     from hpcbatch.batch import odata
 
     pairs = [
@@ -140,11 +140,11 @@ def test_filters_accept_exactly_the_enum_values() -> None:
         (odata.JOB_PROPERTIES["state"], JobState),
         (odata.POOL_PROPERTIES["state"], PoolState),
         (odata.POOL_PROPERTIES["allocationState"], AllocationState),
-        (rest.NODE_FILTER.properties["state"], ComputeNodeState),
-        (rest.NODE_FILTER.properties["schedulingState"], SchedulingState),
-        (rest.NODE_FILTER.properties["startTaskInfo/state"], StartTaskState),
-        (rest.SCHEDULE_FILTER.properties["state"], JobScheduleState),
-        (rest.JOB_FILTER.properties["state"], JobState),
+        (filters.NODE_FILTER.properties["state"], ComputeNodeState),
+        (filters.NODE_FILTER.properties["schedulingState"], SchedulingState),
+        (filters.NODE_FILTER.properties["startTaskInfo/state"], StartTaskState),
+        (filters.JOB_SCHEDULE_FILTER.properties["state"], JobScheduleState),
+        (filters.SCHEDULE_JOB_FILTER.properties["state"], JobState),
     ]
     for prop, cls in pairs:
         assert _enum_values(prop) == {m.value for m in cls}, (prop, cls)
