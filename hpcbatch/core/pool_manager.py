@@ -596,6 +596,7 @@ class PoolManager:
             "account_url": self.account_url,
             "tls": remote_tls,
             "death_timeout_s": WORKER_TIMEOUT_S,
+            "env": dict(host.env),
         }
         if node.pool_key in self.ssh_keys:
             private, public = self.ssh_keys[node.pool_key]

@@ -239,7 +239,7 @@ def kill_process_tree(proc: psutil.Process | int, sig: int = signal.SIGKILL) -> 
             pass
 
 
-def base_environment() -> dict[bytes, bytes]:
+def base_environment(site: Mapping[str, str] | None = None) -> dict[bytes, bytes]:
     """Return this process's environment without Dask's, Batch's and SSH's own variables.
 
     Every task's environment starts from it (encoded, as ``Popen`` passes it
@@ -251,12 +251,19 @@ def base_environment() -> dict[bytes, bytes]:
     tasks, start tasks and MPI launches find its programs although an SSH
     session's default ``PATH`` does not name it.
 
+    Parameters
+    ----------
+    site
+        The inventory host's ``env`` (site settings), applied over this process's
+        variables; the Python's bin directory still comes first on ``PATH``.
+
     Returns
     -------
     dict
         Encoded variable names to encoded values.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+    env.update(site or {})
     env["PATH"] = python_first_path(env.get("PATH", os.defpath))
     return {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
 

@@ -109,7 +109,7 @@ async def serve(config: dict[str, Any]) -> None:
         root_dir=str(root),
         account_name=config["account_name"],
         account_url=config["account_url"],
-    ))
+    ), base_env=agent.base_environment(config.get("env") or {}))
     tls = config["tls"]
     security = Security(
         tls_ca_file=tls["ca_file"],

@@ -36,6 +36,7 @@ __all__ = ["Host", "dump_inventory", "load_inventory", "parse_inventory"]
 #: against the inventory file's folder.
 LOCAL_PATH_FIELDS = ("identity_file", "ssh_config", "known_hosts")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Host(pydantic.BaseModel):
@@ -76,6 +77,13 @@ class Host(pydantic.BaseModel):
     strict_host_key_checking
         Reject hosts whose key is not in ``known_hosts`` (``False`` accepts any
         host key: for throw-away test machines only).
+    env
+        Site settings every task, start task, job preparation/release task and MPI
+        launch on the host gets as environment variables (module paths, an MPI
+        install, scratch directories). Names are ``[A-Za-z_][A-Za-z0-9_]*`` and may
+        not start with ``AZ_BATCH_`` (Batch's own); a task's own
+        ``environmentSettings`` override them. In an inventory file, a host's
+        ``env`` is merged over ``defaults.env``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -94,6 +102,17 @@ class Host(pydantic.BaseModel):
     ssh_config: str | None = None
     known_hosts: str | None = None
     strict_host_key_checking: bool = True
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"variable name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+            if name.upper().startswith("AZ_BATCH_"):
+                raise ValueError(f"variable {name!r}: AZ_BATCH_* variables are Batch's own")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -219,7 +238,10 @@ def parse_inventory(
             raise InvalidPropertyValueError(
                 f"hosts[{index}]", entry, f"must be a mapping of host fields (in {source})"
             )
-        host = _validate_host({**defaults, **entry}, index, entry, source)
+        merged = {**defaults, **entry}
+        if isinstance(defaults.get("env"), dict) and isinstance(entry.get("env"), dict):
+            merged["env"] = {**defaults["env"], **entry["env"]}
+        host = _validate_host(merged, index, entry, source)
         if base_dir is not None:
             host = _resolve_paths(host, Path(base_dir))
         key = host.name.lower()
