@@ -123,6 +123,9 @@ def test_pool_list_show_and_nodes(env: dict[str, str], pool: str) -> None:
     assert len(nodes) == 2
     node = run_json(env, "node", "show", "--pool-id", pool, "--node-id", nodes[0]["id"])
     assert node["id"] == nodes[0]["id"]
+    one = run_json(env, "node", "list", "--pool-id", pool, "--filter", f"id eq '{node['id']}'")
+    assert [n["id"] for n in one] == [node["id"]]
+    assert run_json(env, "pool", "list", "--filter", f"id eq '{pool}' and currentDedicatedNodes eq 3") == []
     # The group's --output applies to every command.
     assert json.loads(run(env, "--output", "json", "node", "list", "--pool-id", pool).stdout)
 

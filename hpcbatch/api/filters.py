@@ -15,15 +15,22 @@ InvalidQueryParameterValue`` errors) and the same results as the SQL
   task has not run) matches no comparison but ``eq null``, so ``not (...)``
   is the exact complement of ``(...)``;
 * ``DateTime'...'`` literals and the items' wire times compare as UTC instants.
+
+"Job - List" and "Pool - List" filter in the store when the ``$filter`` names
+only the properties the store has as columns (``id``, ``state``, ``priority``,
+``allocationState``) and on the wire JSON otherwise (:func:`filter_listed`):
+times, ``executionInfo/*``, node counts... every property Batch documents as
+filterable on those lists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
 from hpcbatch.batch.odata import (
+    InvalidQueryParameterError,
     Kind,
     Property,
     Value,
@@ -32,9 +39,11 @@ from hpcbatch.batch.odata import (
     parse_filter,
 )
 from hpcbatch.batch.states import (
+    AllocationState,
     ComputeNodeState,
     JobScheduleState,
     JobState,
+    PoolState,
     SchedulingState,
     StartTaskState,
 )
@@ -141,3 +150,68 @@ SCHEDULE_JOB_FILTER = ListFilter([
     ("executionInfo/startTime", "datetime", ()), ("executionInfo/endTime", "datetime", ()),
 ])
 """Filterable properties of "Job - List From Job Schedule"."""
+
+JOB_FILTER = ListFilter([
+    ("id", "string", ()), ("displayName", "string", ()),
+    ("state", "enum", tuple(map(str, JobState))),
+    ("previousState", "enum", tuple(map(str, JobState))), ("priority", "int", ()),
+    ("maxParallelTasks", "int", ()), ("allowTaskPreemption", "bool", ()),
+    ("creationTime", "datetime", ()), ("stateTransitionTime", "datetime", ()),
+    ("previousStateTransitionTime", "datetime", ()), ("lastModified", "datetime", ()),
+    ("eTag", "string", ()), ("poolInfo/poolId", "string", ()),
+    ("onAllTasksComplete", "enum", ("noaction", "terminatejob")),
+    ("onTaskFailure", "enum", ("noaction", "performexitoptionsjobaction")),
+    ("usesTaskDependencies", "bool", ()),
+    ("executionInfo/startTime", "datetime", ()), ("executionInfo/endTime", "datetime", ()),
+    ("executionInfo/poolId", "string", ()), ("executionInfo/terminateReason", "string", ()),
+])
+"""Filterable properties of "Job - List" (evaluated on the jobs' JSON when the store cannot)."""
+
+POOL_FILTER = ListFilter([
+    ("id", "string", ()), ("displayName", "string", ()), ("vmSize", "string", ()),
+    ("state", "enum", tuple(map(str, PoolState))),
+    ("allocationState", "enum", tuple(map(str, AllocationState))),
+    ("creationTime", "datetime", ()), ("stateTransitionTime", "datetime", ()),
+    ("allocationStateTransitionTime", "datetime", ()), ("lastModified", "datetime", ()),
+    ("eTag", "string", ()),
+    ("currentDedicatedNodes", "int", ()), ("targetDedicatedNodes", "int", ()),
+    ("currentLowPriorityNodes", "int", ()), ("targetLowPriorityNodes", "int", ()),
+    ("taskSlotsPerNode", "int", ()), ("enableAutoScale", "bool", ()),
+    ("enableInterNodeCommunication", "bool", ()), ("autoScaleFormula", "string", ()),
+])
+"""Filterable properties of "Pool - List" (evaluated on the pools' JSON when the store cannot)."""
+
+
+def filter_listed(text: str | None, in_store: Mapping[str, Property],
+                  listing: Callable[[str | None], list[dict[str, Any]]],
+                  on_wire: ListFilter) -> list[dict[str, Any]]:
+    """Run a list's ``$filter`` in the store when it can, else on the items' JSON.
+
+    Parameters
+    ----------
+    text
+        The ``$filter`` value, or None/blank.
+    in_store
+        The properties the store filters in SQL (:data:`hpcbatch.batch.odata.JOB_PROPERTIES`...).
+    listing
+        ``listing(filter)``: the items, filtered in the store by ``filter`` (None: all).
+    on_wire
+        Every filterable property of the list, evaluated on the items' JSON.
+
+    Returns
+    -------
+    list[dict]
+        The selected items, in the list's order.
+
+    Raises
+    ------
+    hpcbatch.batch.odata.InvalidQueryParameterError
+        ``400 InvalidQueryParameterValue`` for a filter neither can take.
+    """
+    if not text or not text.strip():
+        return listing(None)
+    try:
+        parse_filter(text, in_store)
+    except InvalidQueryParameterError:  # a property only the JSON has (or a bad filter)
+        return on_wire.apply(listing(None), text)
+    return listing(text)

@@ -303,8 +303,9 @@ JOB_PROPERTIES: dict[str, Property] = _catalogue(
     Property("priority", "int"),
 )
 
-#: Filterable properties of "List the pools in an account". (Times are not
-#: filterable yet: the store keeps them inside the pool's status document.)
+#: Properties of "List the pools in an account" that the store filters in SQL.
+#: The others Batch documents (times, node counts...) live in the pool's status
+#: document and are filtered on the pools' JSON (``hpcbatch.api.filters.POOL_FILTER``).
 POOL_PROPERTIES: dict[str, Property] = _catalogue(
     Property("id", "string"),
     Property("state", "enum", POOL_STATES),

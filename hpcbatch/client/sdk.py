@@ -353,13 +353,15 @@ class BatchClient:
         return self._request("POST", f"/pools/{self._q(pool_id)}/evaluateautoscale",
                              body={"autoScaleFormula": auto_scale_formula}).json()
 
-    def list_nodes(self, pool_id: str) -> list[ComputeNode]:
-        """Return a pool's compute nodes ("Compute Node - List")."""
-        return [_parse(_models().ComputeNode, n) for n in self.list_nodes_json(pool_id)]
+    def list_nodes(self, pool_id: str, filter: str | None = None  # noqa: A002 - SDK name
+                   ) -> list[ComputeNode]:
+        """Return a pool's compute nodes ("Compute Node - List"), with an optional OData ``$filter``."""
+        return [_parse(_models().ComputeNode, n) for n in self.list_nodes_json(pool_id, filter)]
 
-    def list_nodes_json(self, pool_id: str) -> list[Json]:
+    def list_nodes_json(self, pool_id: str, filter: str | None = None  # noqa: A002
+                        ) -> list[Json]:
         """:meth:`list_nodes` as wire JSON."""
-        return list(self._list(f"/pools/{self._q(pool_id)}/nodes"))
+        return list(self._list(f"/pools/{self._q(pool_id)}/nodes", {"$filter": filter}))
 
     def get_node(self, pool_id: str, node_id: str) -> ComputeNode:
         """Return one compute node ("Compute Node - Get")."""
@@ -492,9 +494,10 @@ class BatchClient:
         """Return a job schedule ("Job Schedule - Get")."""
         return self._get(f"/jobschedules/{self._q(job_schedule_id)}")
 
-    def list_job_schedules(self) -> list[dict[str, Any]]:
-        """List job schedules ("Job Schedule - List")."""
-        return list(self._list("/jobschedules"))
+    def list_job_schedules(self, filter: str | None = None  # noqa: A002 - SDK name
+                           ) -> list[dict[str, Any]]:
+        """List job schedules ("Job Schedule - List"), with an optional OData ``$filter``."""
+        return list(self._list("/jobschedules", {"$filter": filter}))
 
     def list_jobs_from_schedule(self, job_schedule_id: str) -> list[Job]:
         """List the jobs a schedule created ("Job - List From Job Schedule")."""

@@ -89,6 +89,14 @@ _SUBTASK_PREPARED = (SubtaskState.preparing,
 """The job preparation task succeeded on a gang's nodes: its subtasks run (checked at import)."""
 
 
+def _preferred_node(task: Mapping[str, Any]) -> str | None:
+    """The node a task prefers (``affinityInfo.affinityId``, ``TVM:{nodeId}``), or None."""
+    if '"affinityInfo"' not in task["spec"]:
+        return None
+    affinity = (loads(task["spec"]).get("affinityInfo") or {}).get("affinityId") or ""
+    return affinity.removeprefix("TVM:") or None
+
+
 def _first_state(job: Mapping[str, Any]) -> TaskState:
     """The state a task of ``job`` (and its subtasks) takes when dispatched to nodes:
     ``preparing`` when the job has a job preparation task, else ``running``."""
@@ -321,9 +329,19 @@ class Dispatcher:
                 ((j, j["priority"], j["seq"]) for j in self.jobs.active_jobs(conn, pool_key)),
                 lambda job, budget: Store.next_active_tasks(conn, job["key"], budget),
                 lambda c: (c["instances"], c["required_slots"]),
-                lambda job: failed.get(job["key"], ()), fill)
+                lambda job: failed.get(job["key"], ()), fill,
+                allowance=self._allowance, prefer=_preferred_node)
             plans += [(job, cand, [ready[nid] for nid in nids]) for job, cand, nids in chosen]
         return plans
+
+    def _allowance(self, job: Mapping[str, Any]) -> int | None:
+        """How many more of a job's tasks may start (``maxParallelTasks``), or None: no limit."""
+        if '"maxParallelTasks"' not in job["spec"]:
+            return None
+        limit = loads(job["spec"]).get("maxParallelTasks", -1)
+        if limit is None or limit < 0:
+            return None
+        return int(limit) - self.runs.running_of_job(job["key"])
 
     def _mark_started(self, conn: sa.Connection, plans: Sequence[tuple[
             Mapping[str, Any], Mapping[str, Any], list[NodeRuntime]]]) -> None:

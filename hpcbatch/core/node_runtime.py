@@ -28,6 +28,9 @@ class NodeRuntime:
         ``taskSlotsPerNode`` of the pool.
     order
         Position of the node in its pool (placement tie-breaker).
+    vm_size
+        The pool's ``vmSize``, which the node reports as its own (Batch's
+        ``ComputeNode.vmSize``); the host's labels when empty.
     state
         Batch ``ComputeNodeState``.
     worker
@@ -46,6 +49,7 @@ class NodeRuntime:
     host: Host
     slots: int
     order: int
+    vm_size: str = ""
     state: str = "creating"
     scheduling_state: str = "enabled"
     worker: str | None = None
@@ -83,7 +87,7 @@ class NodeRuntime:
             "allocationTime": iso(self.allocation_time),
             "ipAddress": self.host.address,
             "affinityId": f"TVM:{self.node_id}",
-            "vmSize": ",".join(self.host.labels) or "any",
+            "vmSize": self.vm_size or ",".join(self.host.labels) or "any",
             "totalTasksRun": self.total_tasks_run,
             "totalTasksSucceeded": self.total_tasks_succeeded,
             "runningTasksCount": len(self.running),

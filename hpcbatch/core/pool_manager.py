@@ -374,7 +374,8 @@ class PoolManager:
             node = NodeRuntime(
                 pool_key=pool_key, pool_id=spec.id, node_id=row["id"],
                 host=Host.model_validate(loads(row["host_spec"])), slots=spec.slots,
-                order=status.get("order", i), state=ComputeNodeState(row["state"]),
+                order=status.get("order", i), vm_size=spec.vm_size,
+                state=ComputeNodeState(row["state"]),
                 allocation_time=(datetime.strptime(allocated, "%Y-%m-%dT%H:%M:%S.%fZ")
                                  if allocated else utcnow()),
             )
@@ -399,7 +400,8 @@ class PoolManager:
             for host in self._take_hosts(pool_key, spec, target - len(live)):
                 order = max((n.order for n in pool.values()), default=-1) + 1
                 node = NodeRuntime(pool_key=pool_key, pool_id=spec.id, node_id=host.name,
-                                   host=host, slots=spec.slots, order=order)
+                                   host=host, slots=spec.slots, order=order,
+                                   vm_size=spec.vm_size)
                 pool[node.node_id] = node
                 self._persist(node, insert=True)
                 self._spawn(self._provision(node))

@@ -167,11 +167,18 @@ class Runs:
         self.ctx = ctx
         self.by_key: dict[str, Run] = {}
         self.by_task: dict[tuple[str, str], str] = {}
+        self._per_job: dict[str, int] = {}
 
     def add(self, run: Run) -> None:
         """Register a run that was just dispatched."""
+        if run.key not in self.by_key:
+            self._per_job[run.job_key] = self._per_job.get(run.job_key, 0) + 1
         self.by_key[run.key] = run
         self.by_task[(run.job_key, run.task_key)] = run.key
+
+    def running_of_job(self, job_key: str) -> int:
+        """Return how many of a job's tasks hold nodes now (for ``maxParallelTasks``), in O(1)."""
+        return self._per_job.get(job_key, 0)
 
     def of_task(self, job_key: str, task_key: str) -> Run | None:
         """Return the run of a task (lower-cased keys), or None when it is not running."""
@@ -245,7 +252,12 @@ class Runs:
             run.job_id, task, task_type=task_type, pool_id=run.node.pool_id))
 
     def forget(self, run: Run) -> None:
-        self.by_key.pop(run.key, None)
+        if self.by_key.pop(run.key, None) is not None:
+            left = self._per_job.get(run.job_key, 0) - 1
+            if left > 0:
+                self._per_job[run.job_key] = left
+            else:
+                self._per_job.pop(run.job_key, None)
         self.by_task.pop((run.job_key, run.task_id.lower()), None)
         for node in run.nodes:
             self.ctx.pool_manager.release_run(node, run.key, run.slots)

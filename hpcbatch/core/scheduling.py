@@ -59,6 +59,7 @@ def place(
     demands: Sequence[int],
     nodes: Sequence[NodeSlots],
     fill: FillType = "spread",
+    prefer: Sequence[str | None] = (),
 ) -> list[str | None]:
     """Assign candidate tasks to nodes, first candidate first.
 
@@ -72,6 +73,12 @@ def place(
         ``spread``: each task goes to the node with the most free slots, so
         tasks are spread evenly. ``pack``: each task goes to the node with the
         fewest free slots that still fit it, filling a node before the next.
+    prefer
+        Per candidate (may be shorter than ``demands``): the node ID it prefers
+        (``affinityInfo``), taken when that node has room for it; otherwise the
+        candidate is placed as if it had no preference. Batch: "If the node is
+        busy or unavailable at the time the task is scheduled, then the task
+        will be scheduled elsewhere."
 
     Returns
     -------
@@ -86,8 +93,15 @@ def place(
     heap = [(sign * f, order[nid], nid) for nid, f in free.items() if f > 0]
     heapq.heapify(heap)
     out: list[str | None] = []
-    for need in demands:
+    for i, need in enumerate(demands):
         chosen = None
+        wanted = prefer[i] if i < len(prefer) else None
+        if wanted is not None and free.get(wanted, 0) >= need:
+            free[wanted] -= need
+            if free[wanted] > 0:  # its older heap entry is now stale
+                heapq.heappush(heap, (sign * free[wanted], order[wanted], wanted))
+            out.append(wanted)
+            continue
         skipped = []
         while heap:
             key, o, nid = heapq.heappop(heap)
@@ -153,6 +167,8 @@ def plan_pool(
     demand: Callable[[C], tuple[int, int]],
     excluded: Callable[[J], Collection[str]] = lambda _: (),
     fill: FillType = "spread",
+    allowance: Callable[[J], int | None] = lambda _: None,
+    prefer: Callable[[C], str | None] = lambda _: None,
 ) -> list[tuple[J, C, list[str]]]:
     """Choose the tasks that fill one pool's free task slots in one scheduling pass.
 
@@ -179,6 +195,12 @@ def plan_pool(
         ``excluded(job)``: node IDs the job's tasks must not use.
     fill
         ``nodeFillType``: spread or pack.
+    allowance
+        ``allowance(job)``: how many more of the job's tasks may start now
+        (``maxParallelTasks`` minus the job's running tasks), or None without
+        a limit. A job at its limit is skipped; the jobs behind it go on.
+    prefer
+        ``prefer(task)``: the node ID the task prefers (``affinityInfo``), or None.
 
     Returns
     -------
@@ -195,6 +217,9 @@ def plan_pool(
     for job in job_order(jobs):
         barred = excluded(job)
         budget = sum(f for nid, f in free.items() if nid not in barred)
+        left = allowance(job)
+        if left is not None:
+            budget = min(budget, left)  # at most ``left`` candidates, so at most ``left`` start
         if budget <= 0:
             continue
         for segment in segments(next_tasks(job, budget), lambda c: demand(c)[0]):
@@ -209,7 +234,8 @@ def plan_pool(
                     free[nid] -= 1
                 plans.append((job, segment[0], gang))
                 continue
-            chosen = place([demand(c)[1] for c in segment], slots, fill)
+            chosen = place([demand(c)[1] for c in segment], slots, fill,
+                           [prefer(c) for c in segment])
             for cand, where in zip(segment, chosen):
                 if where is not None:
                     free[where] -= demand(cand)[1]

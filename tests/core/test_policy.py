@@ -34,7 +34,9 @@ class J:
 
 
 def plan(nodes: list[NodeSlots], jobs: list[J], fill: str = "spread",
-         excluded: dict[str, set[str]] | None = None) -> list[tuple[str, str, list[str]]]:
+         excluded: dict[str, set[str]] | None = None,
+         allowance: dict[str, int] | None = None,
+         prefer: dict[str, str] | None = None) -> list[tuple[str, str, list[str]]]:
     calls: list[str] = []
 
     def next_tasks(job: J, budget: int) -> list[T]:
@@ -43,7 +45,9 @@ def plan(nodes: list[NodeSlots], jobs: list[J], fill: str = "spread",
 
     out = plan_pool(nodes, [(j, j.priority, j.seq) for j in jobs], next_tasks,
                     lambda t: (t.instances, t.slots),
-                    lambda j: (excluded or {}).get(j.id, set()), fill)  # type: ignore[arg-type]
+                    lambda j: (excluded or {}).get(j.id, set()), fill,  # type: ignore[arg-type]
+                    allowance=lambda j: (allowance or {}).get(j.id),
+                    prefer=lambda t: (prefer or {}).get(t.id))
     assert len(calls) == len(set(calls)), "a job's tasks are read once per pass"
     return [(j.id, t.id, nids) for j, t, nids in out]
 
@@ -188,3 +192,28 @@ def test_job_actions_after_completions() -> None:
     assert job_action_after([(True, True, False, "none")], on_task_failure=None) is None
     assert job_action_after([(False, False, False, "disable")],
                             on_task_failure="performexitoptionsjobaction") == ("disable", "TaskFailed")
+
+
+def test_max_parallel_tasks_caps_a_job_and_the_jobs_behind_it_go_on() -> None:
+    many = J("capped", 10, 0, tuple(T(f"c{i}") for i in range(6)))
+    other = J("other", 0, 1, tuple(T(f"o{i}") for i in range(6)))
+    out = plan(nodes(4, 4), [many, other], allowance={"capped": 2})
+    assert [t for j, t, _ in out if j == "capped"] == ["c0", "c1"]
+    assert [t for j, t, _ in out if j == "other"] == ["o0", "o1", "o2", "o3", "o4", "o5"]
+    # A job at its limit starts nothing; a negative allowance (more running than the
+    # limit after a PATCH lowered it) is the same.
+    for left in (0, -3):
+        assert plan(nodes(4), [many], allowance={"capped": left}) == []
+
+
+def test_affinity_is_a_preference_taken_when_the_node_has_room() -> None:
+    job = J("j", 0, 0, (T("a"), T("b"), T("c", slots=2)))
+    # spread would put "a" on n0 (most free, first); its affinity sends it to n1.
+    out = plan(nodes(3, 1, 1), [job], prefer={"a": "n1", "c": "n2"})
+    placed = {t: nids[0] for _, t, nids in out}
+    assert placed["a"] == "n1"
+    # "c" needs 2 slots; n2 has 1, so it goes where it fits.
+    assert placed["c"] == "n0"
+    # A preferred node that is not in the pool's free list (busy, offline) is ignored.
+    out = plan(nodes(1), [J("k", 0, 0, (T("x"),))], prefer={"x": "n9"})
+    assert out == [("k", "x", ["n0"])]

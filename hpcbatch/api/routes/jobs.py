@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hpcbatch.api.filters import JOB_FILTER, filter_listed
 from hpcbatch.api.http import (
     Collection,
     json_reply,
@@ -59,8 +60,9 @@ async def add_job(request: web.Request) -> web.Response:
 
 @routes.get("/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    """"Job - List" (``$filter`` runs in the store)."""
-    return JOBS.page(request, service(request).jobs.list_jobs(request.query.get("$filter")),
+    """"Job - List" (``$filter`` in the store, or on the JSON: :func:`~hpcbatch.api.filters.filter_listed`)."""
+    return JOBS.page(request, filter_listed(request.query.get("$filter"), odata.JOB_PROPERTIES,
+                                           service(request).jobs.list_jobs, JOB_FILTER),
                      expand=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from hpcbatch.api.filters import POOL_FILTER, filter_listed
 from hpcbatch.api.http import (
     Collection,
     json_reply,
@@ -13,6 +14,7 @@ from hpcbatch.api.http import (
     read_json,
     service,
 )
+from hpcbatch.batch import odata
 
 routes = web.RouteTableDef()
 
@@ -45,8 +47,9 @@ async def add_pool(request: web.Request) -> web.Response:
 
 @routes.get("/pools")
 async def list_pools(request: web.Request) -> web.Response:
-    """"Pool - List" (``$filter`` runs in the store)."""
-    return POOLS.page(request, service(request).pools.list_pools(request.query.get("$filter")),
+    """"Pool - List" (``$filter`` in the store, or on the JSON: :func:`~hpcbatch.api.filters.filter_listed`)."""
+    return POOLS.page(request, filter_listed(request.query.get("$filter"), odata.POOL_PROPERTIES,
+                                      service(request).pools.list_pools, POOL_FILTER),
                       expand=True)
 
 

@@ -9,6 +9,7 @@ from hpcbatch.client.cli.common import (
     Column,
     action_command,
     client,
+    filter_option,
     id_of,
     id_option,
     load_json,
@@ -39,8 +40,9 @@ def job_schedule_create(json_file: str) -> None:
     note(f"created job schedule {id_of(body)}")
 
 
-read_command(job_schedule, "list", "List job schedules.", lambda c: c.list_job_schedules(),
-             columns=SCHEDULE_COLUMNS)
+read_command(job_schedule, "list", "List job schedules.",
+             lambda c, filter_: c.list_job_schedules(filter_),
+             filter_option("state eq 'active'"), columns=SCHEDULE_COLUMNS)
 
 read_command(job_schedule, "show", "Show a job schedule.",
              lambda c, job_schedule_id: c.get_job_schedule(job_schedule_id), schedule_id_option)

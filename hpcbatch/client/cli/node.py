@@ -13,6 +13,7 @@ from hpcbatch.client.cli.common import (
     Decorator,
     action_command,
     download_command,
+    filter_option,
     node_id_option,
     pool_id_option,
     read_command,
@@ -25,7 +26,8 @@ def node() -> None:
 
 
 read_command(node, "list", "List a pool's compute nodes.",
-             lambda c, pool_id: c.list_nodes_json(pool_id), pool_id_option, columns=NODE_COLUMNS)
+             lambda c, pool_id, filter_: c.list_nodes_json(pool_id, filter_), pool_id_option,
+             filter_option("state eq 'idle'"), columns=NODE_COLUMNS)
 
 read_command(node, "show", "Show a compute node.",
              lambda c, pool_id, node_id: c.get_node_json(pool_id, node_id),
