@@ -34,7 +34,7 @@ def feature_not_supported(operation: str, reason: str) -> HpcbatchError:
     Parameters
     ----------
     operation
-        The operation's name in the Batch REST reference (``"Task - Update"``).
+        The operation's name in the Batch REST reference (``"Compute Node - Add User"``).
     reason
         Why, and what to do instead (a sentence).
 
@@ -105,17 +105,6 @@ UNSUPPORTED: tuple[UnsupportedOperation, ...] = (
     # Job
     UnsupportedOperation(
         "Job - Get All Lifetime Statistics", "GET", "/lifetimejobstats", _NO_STATISTICS),
-    # Job schedule
-    UnsupportedOperation(
-        "Job Schedule - Patch", "PATCH", "/jobschedules/{jobScheduleId}",
-        f"{_NOT_YET}; delete the job schedule and add it again."),
-    UnsupportedOperation(
-        "Job Schedule - Update", "PUT", "/jobschedules/{jobScheduleId}",
-        f"{_NOT_YET}; delete the job schedule and add it again."),
-    # Task
-    UnsupportedOperation(
-        "Task - Update", "PUT", "/jobs/{jobId}/tasks/{taskId}",
-        f"{_NOT_YET}: a task keeps the constraints it was added with."),
     # File
     UnsupportedOperation(
         "File - Delete From Task", "DELETE", "/jobs/{jobId}/tasks/{taskId}/files/{filePath}",

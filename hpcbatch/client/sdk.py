@@ -490,6 +490,16 @@ class BatchClient:
         """Add a job schedule ("Job Schedule - Add"): ``id``, ``schedule``, ``jobSpecification``."""
         self._request("POST", "/jobschedules", body=job_schedule)
 
+    def patch_job_schedule(self, job_schedule_id: str, patch: Mapping[str, Any]) -> None:
+        """Change a schedule's ``schedule``, ``jobSpecification`` or ``metadata``
+        ("Job Schedule - Patch"); the jobs it creates from now on follow the change."""
+        self._request("PATCH", f"/jobschedules/{self._q(job_schedule_id)}", body=patch)
+
+    def update_job_schedule(self, job_schedule_id: str, update: Mapping[str, Any]) -> None:
+        """Replace a schedule's ``schedule``, ``jobSpecification`` and ``metadata``
+        ("Job Schedule - Update"; the first two are required, absent metadata is removed)."""
+        self._request("PUT", f"/jobschedules/{self._q(job_schedule_id)}", body=update)
+
     def get_job_schedule(self, job_schedule_id: str) -> dict[str, Any]:
         """Return a job schedule ("Job Schedule - Get")."""
         return self._get(f"/jobschedules/{self._q(job_schedule_id)}")
@@ -603,6 +613,13 @@ class BatchClient:
         """:meth:`list_tasks` as wire JSON (with ``select``, only the selected properties)."""
         params = {"$filter": filter, "$select": select, "maxresults": max_results}
         return list(self._list(f"/jobs/{self._q(job_id)}/tasks", params))
+
+    def update_task(self, job_id: str, task_id: str,
+                    constraints: Mapping[str, Any] | None = None) -> None:
+        """Replace a task's constraints ("Task - Update"), e.g.
+        ``{"maxTaskRetryCount": 3, "retentionTime": "P1D"}``; None gives the defaults."""
+        body = {"constraints": dict(constraints)} if constraints is not None else {}
+        self._request("PUT", f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}", body=body)
 
     def terminate_task(self, job_id: str, task_id: str) -> None:
         """Terminate a task ("Task - Terminate")."""

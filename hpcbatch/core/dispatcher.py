@@ -33,7 +33,14 @@ from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
-from hpcbatch.core.runs import Ended, PreparationFailed, Run, end_subtasks, wall_clock_s
+from hpcbatch.core.runs import (
+    DEFAULT_RETENTION_S,
+    Ended,
+    PreparationFailed,
+    Run,
+    end_subtasks,
+    wall_clock_s,
+)
 from hpcbatch.core.scheduling import NodeSlots, plan_pool, should_retry
 from hpcbatch.core.transitions import check, task_moves
 from hpcbatch.execution import agent, multiinstance
@@ -56,8 +63,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RETENTION_S = 7 * 24 * 3600.0
-"""Batch's default ``retentionTime``: a task directory is kept 7 days after the task ends."""
 
 
 _END_VALUES = dict(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpcbatch.batch import schedules
-from hpcbatch.batch.errors import ConflictError, HpcbatchError, exists, not_found
+from hpcbatch.batch.errors import BadRequestError, ConflictError, HpcbatchError, exists, not_found
 from hpcbatch.batch.models import JobSpec
 from hpcbatch.batch.states import (
     JOB_SCHEDULE_CLOSED,
@@ -98,6 +98,73 @@ class JobSchedules:
                 state="active", spec=dumps(spec.to_wire()), status=dumps(status)))
         self.ctx.background(self.tick())
         return spec.id
+
+    UPDATABLE = ("schedule", "jobSpecification", "metadata")
+    """The properties "Job Schedule - Patch/Update" change."""
+
+    def update(self, schedule_id: str, body: Mapping[str, Any], *, replace: bool = False) -> None:
+        """Change a schedule ("Job Schedule - Patch"; with ``replace``, "Job Schedule - Update").
+
+        Patch replaces the properties the body names (``schedule``,
+        ``jobSpecification``, ``metadata``) and keeps the others. Update (PUT)
+        replaces all three: ``schedule`` and ``jobSpecification`` are required and
+        an absent ``metadata`` is removed. As in Batch, a change applies to the
+        jobs created after it; the schedule's current job is left as it is, and a
+        new ``schedule`` is read at the next tick (its ``nextRunTime`` follows).
+
+        Parameters
+        ----------
+        schedule_id
+            The job schedule's ID.
+        body
+            ``JobSchedulePatchParameter`` / ``JobScheduleUpdateParameter`` wire JSON.
+        replace
+            PUT semantics (Update) instead of PATCH semantics (Patch).
+
+        Raises
+        ------
+        BadRequestError
+            ``InvalidRequestBody``: another property, a missing required one, or an
+            invalid value (named).
+        ConflictError
+            ``JobScheduleCompleted`` / ``JobScheduleBeingDeleted`` /
+            ``JobScheduleBeingTerminated`` for a schedule that can no longer change.
+        NotFoundError
+            ``JobScheduleNotFound``.
+        """
+        if not isinstance(body, Mapping):
+            raise BadRequestError("The request body must be a JSON object.")
+        extra = sorted(set(body) - set(self.UPDATABLE))
+        if extra:
+            raise BadRequestError(
+                f"The property {extra[0]} cannot be updated on a job schedule; updatable: "
+                + ", ".join(self.UPDATABLE) + ".", code="InvalidRequestBody",
+                values={"PropertyName": extra[0]})
+        if replace:
+            for name in ("schedule", "jobSpecification"):
+                if body.get(name) is None:
+                    raise BadRequestError(f"The property {name} is required.",
+                                          code="InvalidRequestBody", values={"PropertyName": name})
+        with self.ctx.store.begin() as conn:
+            row = self._row(conn, schedule_id)
+            code = {JobScheduleState.completed: "JobScheduleCompleted",
+                    JobScheduleState.deleting: "JobScheduleBeingDeleted",
+                    JobScheduleState.terminating: "JobScheduleBeingTerminated"}.get(row["state"])
+            if code is not None:
+                raise ConflictError(f"The job schedule is {row['state']}.", code=code)
+            wire = loads(row["spec"])
+            if replace:
+                wire.pop("metadata", None)
+            wire.update({k: v for k, v in body.items() if v is not None})
+            spec = schedules.JobScheduleSpec.from_wire(wire, what="job schedule")
+            JobSpec.from_wire({**spec.job_specification, "id": "validate"},
+                              what="jobSpecification")
+            status = loads(row["status"])
+            now = iso(self.clock.now())
+            status.update(lastModified=now, eTag=new_etag())
+            Store.update(conn, job_schedules, {"key": row["key"]}, spec=dumps(spec.to_wire()),
+                         status=dumps(status))
+        self.ctx.background(self.tick())
 
     def _wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
         out = loads(row["spec"])

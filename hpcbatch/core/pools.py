@@ -267,6 +267,16 @@ class Pools:
                    "targetNodeCommunicationMode"}
         if not isinstance(body, Mapping):
             raise BadRequestError("The request body must be a JSON object.")
+        if "certificateReferences" in body:
+            # Batch's Update Properties requires the property; the 14.x SDK always sends
+            # it, empty. No certificate exists here (Certificate - Add is not supported),
+            # so only the empty list is a valid value.
+            if body["certificateReferences"] not in (None, []):
+                raise BadRequestError(
+                    "The value of certificateReferences must be empty: hpcbatch keeps no "
+                    "certificates (Certificate - Add answers FeatureNotSupported).",
+                    code="InvalidPropertyValue", values={"PropertyName": "certificateReferences"})
+            body = {k: v for k, v in body.items() if k != "certificateReferences"}
         extra = set(body) - mutable
         if extra:
             name = sorted(extra)[0]

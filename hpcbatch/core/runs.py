@@ -80,6 +80,10 @@ def end_subtasks(conn: sa.Connection, task_keys: Sequence[tuple[str, str]] | Non
                      [{"b_job": j, "b_task": t} for j, t in task_keys])
 
 
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+"""Batch's default ``retentionTime``: a task directory is kept 7 days after the task ends."""
+
+
 @dataclass
 class Run:
     """A task run dispatched to a node and not yet recorded as ended."""

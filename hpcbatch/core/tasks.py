@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ from hpcbatch.batch.models import (
     ComputeNodeInformation,
     JobManagerTask,
     Task,
+    TaskConstraints,
     TaskExecutionInformation,
     TaskSpec,
 )
@@ -29,7 +30,7 @@ from hpcbatch.batch.states import Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import check_job_open, job_row, node_info, task_row
-from hpcbatch.core.runs import Completion
+from hpcbatch.core.runs import DEFAULT_RETENTION_S, Completion
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import multiinstance
 from hpcbatch.execution.environment import task_dir
@@ -443,6 +444,67 @@ class Tasks:
         run = self.runs.of_task(job["key"], row["key"])
         if run is not None:
             self.ctx.background(self.runs.kill(run))
+
+    def update_task(self, job_id: str, task_id: str, body: Mapping[str, Any]) -> None:
+        """Replace a task's constraints ("Task - Update", ``PUT /jobs/{jobId}/tasks/{taskId}``).
+
+        The body is ``TaskUpdateParameter``: ``constraints`` only; when omitted the task
+        gets the default constraints (REST: "If omitted, the Task is given the default
+        constraints"). ``maxTaskRetryCount`` and ``retentionTime`` apply at once, to a
+        running task's current run too (its next failure, its directory's removal);
+        ``maxWallClockTime`` applies from the task's next run, since the running one
+        was started with its limit on the node. A completed task's directory is kept
+        for the new ``retentionTime`` from its end.
+
+        Parameters
+        ----------
+        job_id, task_id
+            The task.
+        body
+            ``{"constraints": {"maxWallClockTime": "PT1H", "retentionTime": "P1D",
+            "maxTaskRetryCount": 3}}``.
+
+        Raises
+        ------
+        BadRequestError
+            ``InvalidRequestBody``: another property or an invalid value (named).
+        ConflictError
+            ``JobCompleted`` / ``JobBeingDeleted`` (no change to a closed job's tasks).
+        NotFoundError
+            ``JobNotFound`` / ``TaskNotFound``.
+        """
+        if not isinstance(body, Mapping):
+            raise BadRequestError("The request body must be a JSON object.")
+        extra = sorted(set(body) - {"constraints"})
+        if extra:
+            raise BadRequestError(
+                f"The property {extra[0]} cannot be updated on a task; updatable: constraints.",
+                code="InvalidRequestBody", values={"PropertyName": extra[0]})
+        constraints = TaskConstraints.from_wire(body.get("constraints") or {}, what="constraints")
+        with self.ctx.store.begin() as conn:
+            job = job_row(conn, job_id)
+            check_job_open(job)
+            row = task_row(conn, job["key"], task_id)
+            spec = loads(row["spec"])
+            wire = constraints.to_wire()
+            if wire:
+                spec["constraints"] = wire
+            else:
+                spec.pop("constraints", None)
+            values: dict[str, Any] = {"spec": dumps(spec), "last_modified": utcnow(),
+                                      "etag": new_etag()}
+            if row["state"] == TaskState.completed and row["end_time"] is not None:
+                keep = constraints.retention_time or timedelta(seconds=DEFAULT_RETENTION_S)
+                values["cleanup_at"] = row["end_time"] + keep
+            Store.update(conn, tasks, {"seq": row["seq"]}, **values)
+        run = self.runs.of_task(job["key"], row["key"])
+        if run is not None:
+            job_default = (loads(job["spec"]).get("constraints") or {}).get("maxTaskRetryCount")
+            run.max_retries = (constraints.max_task_retry_count
+                               if constraints.max_task_retry_count is not None
+                               else job_default or 0)
+            if constraints.retention_time is not None:
+                run.retention_s = constraints.retention_time.total_seconds()
 
     def reactivate_task(self, job_id: str, task_id: str) -> None:
         """Reactivate a failed task ("Task - Reactivate"): it may run again, retries reset.

@@ -1,7 +1,5 @@
-"""Job schedule routes: "Job Schedule - Add/List/Get/Exists/Delete/Disable/Enable/Terminate"
-and "Job - List From Job Schedule".
-
-Patching or replacing a job schedule is not supported yet (:mod:`hpcbatch.api.unsupported`).
+"""Job schedule routes: "Job Schedule - Add/List/Get/Exists/Patch/Update/Delete/Disable/
+Enable/Terminate" and "Job - List From Job Schedule".
 """
 
 from __future__ import annotations
@@ -47,6 +45,21 @@ async def list_job_schedules(request: web.Request) -> web.Response:
 async def get_job_schedule(request: web.Request) -> web.Response:
     """"Job Schedule - Get", and "Job Schedule - Exists" (``HEAD``)."""
     return JOB_SCHEDULES.entity(request)
+
+
+@routes.patch("/jobschedules/{schedule}")
+@JOB_SCHEDULES.change(200)
+async def patch_job_schedule(request: web.Request) -> None:
+    """"Job Schedule - Patch": replace the properties the body names."""
+    service(request).schedules.update(param(request, "schedule"), await read_json(request))
+
+
+@routes.put("/jobschedules/{schedule}")
+@JOB_SCHEDULES.change(200)
+async def update_job_schedule(request: web.Request) -> None:
+    """"Job Schedule - Update": replace schedule, jobSpecification and metadata."""
+    service(request).schedules.update(param(request, "schedule"), await read_json(request),
+                                      replace=True)
 
 
 @routes.delete("/jobschedules/{schedule}")

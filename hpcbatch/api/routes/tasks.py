@@ -83,6 +83,14 @@ async def delete_task(request: web.Request) -> None:
     service(request).tasks.delete_task(param(request, "job"), param(request, "task"))
 
 
+@routes.put("/jobs/{job}/tasks/{task}")
+@TASKS.change(200)
+async def update_task(request: web.Request) -> None:
+    """"Task - Update": replace the task's constraints."""
+    service(request).tasks.update_task(param(request, "job"), param(request, "task"),
+                                       await read_json(request))
+
+
 @routes.post("/jobs/{job}/tasks/{task}/terminate")
 @TASKS.change(204)
 async def terminate_task(request: web.Request) -> None:
