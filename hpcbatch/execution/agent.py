@@ -617,6 +617,8 @@ class NodeAgent(WorkerPlugin):
                  env: dict[str, str]) -> tuple[int | None, dict[str, Any] | None]:
         """Download inputs, run the command line and wait; return (exit code, failure info)."""
         node = self.node
+        if launch.job_id:  # the task's scoped storage reaches this container only
+            transfer.prepare_job_container(launch.job_id, launch.storage)
         with open(tdir / launch.stdout_name, "wb") as out, \
                 open(tdir / launch.stderr_name, "wb") as err:
             for ref in launch.packages:
