@@ -18,10 +18,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.storage import blob
 
 from hpcbatch import LocalBatch
 from hpcbatch.execution import transfer
-from hpcbatch.storage.conventions import TaskOutputKind, TaskOutputStorage, job_output_container_name
+from hpcbatch.storage.conventions import (
+    TaskOutputKind,
+    TaskOutputStorage,
+    job_output_container_name,
+)
 from hpcbatch.storage.fs import (
     ENV_STORAGE_CONTAINERS,
     StorageAccessError,
@@ -30,9 +36,6 @@ from hpcbatch.storage.fs import (
 )
 from hpcbatch.storage.scoped import ENV_JOB_CONTAINER_URL, JobStorageCredentials
 from tests.azurite import ACCOUNT_KEY, ACCOUNT_NAME
-
-blob = pytest.importorskip("azure.storage.blob")
-from azure.core.exceptions import HttpResponseError  # noqa: E402
 
 # A task that tries, with the storage variables it was given, to reach outside its job.
 PROBE = r'''
