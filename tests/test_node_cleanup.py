@@ -143,22 +143,25 @@ def test_wipe_refuses_a_parent_of_the_home_directory(tmp_path: Path, fake_home: 
     assert (fake_home / "thesis.tex").read_text() == "precious"
 
 
-def test_wipe_refuses_a_folder_hpcbatch_did_not_make(tmp_path: Path, fake_home: Path) -> None:
+@pytest.fixture
+def used_folder(tmp_path: Path, fake_home: Path) -> Path:
+    """A folder of someone's results that an operator names as a node root by mistake."""
     data = tmp_path / "shared" / "results"
     data.mkdir(parents=True)
     (data / "run1.csv").write_text("keep me")
+    return data
+
+
+def test_wipe_refuses_a_folder_hpcbatch_did_not_make(used_folder: Path) -> None:
     with pytest.raises(NodeRootRefusedError, match=ROOT_MARKER):
-        _provider(data).wipe(str(data))
-    assert (data / "run1.csv").read_text() == "keep me"
+        _provider(used_folder).wipe(str(used_folder))
+    assert (used_folder / "run1.csv").read_text() == "keep me"
 
 
-def test_a_used_folder_cannot_become_a_node_root(tmp_path: Path, fake_home: Path) -> None:
-    data = tmp_path / "shared" / "results"
-    data.mkdir(parents=True)
-    (data / "run1.csv").write_text("keep me")
+def test_a_used_folder_cannot_become_a_node_root(tmp_path: Path, used_folder: Path) -> None:
     with pytest.raises(NodeConnectionError, match="did not put there"):
-        _provider(data).prepare()
-    assert not (data / ROOT_MARKER).exists()
+        _provider(used_folder).prepare()
+    assert not (used_folder / ROOT_MARKER).exists()
     # an empty folder is fine (the operator made it for the node), and so is a node root
     # of an earlier hpcbatch (it has node.json)
     (tmp_path / "empty").mkdir()
