@@ -322,7 +322,7 @@ def prepare_job_container(job_id: str, storage: StorageRef | None) -> None:
         return
     try:
         _storage(storage.url, storage.options).ensure_container(job_output_container_name(job_id))
-    except Exception as exc:
+    except HpcbatchError as exc:  # StorageError: the driver's errors, translated
         log.warning("cannot create the output container of job %s in %s: %s",
                     job_id, storage.url, exc)
 
