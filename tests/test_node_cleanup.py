@@ -24,6 +24,7 @@ from hpcbatch.execution import packages
 from hpcbatch.providers.base import ROOT_MARKER, NodeRootRefusedError
 from hpcbatch.providers.inventory import Host, parse_inventory
 from hpcbatch.providers.local import LocalProvider
+from tests.helpers import wait_until
 
 # --------------------------------------------------------------------------- zips
 
@@ -170,3 +171,19 @@ def test_a_used_folder_cannot_become_a_node_root(tmp_path: Path, used_folder: Pa
     (tmp_path / "old" / "node.json").write_text("{}")
     assert _provider(tmp_path / "old").prepare() == str(tmp_path / "old")
     assert (tmp_path / "old" / ROOT_MARKER).exists()
+
+
+def test_a_refused_reimage_removes_nothing_and_says_why(tmp_path: Path) -> None:
+    """Through the service: a node root that lost its marker is not wiped by a reimage."""
+    with LocalBatch(nodes=1, state_dir=tmp_path / "state") as client:
+        client.create_pool({"id": "p", "vmSize": "local", "targetDedicatedNodes": 1})
+        (node,) = client.wait_for_pool("p", timeout_s=120)
+        root = tmp_path / "state" / "nodes" / "local-1"
+        assert (root / ROOT_MARKER).is_file()
+        (root / ROOT_MARKER).unlink()  # as if someone's folder had become the node root
+        (root / "shared" / "keep.txt").write_text("keep me")
+        client.reimage_node("p", node.id)
+        wait_until(lambda: client.get_node("p", node.id).state == "unusable", timeout_s=60)
+        errors = client.get_node("p", node.id).errors
+        assert errors[0].code == "NodeReimageRefused" and ROOT_MARKER in errors[0].message
+        assert (root / "shared" / "keep.txt").read_text() == "keep me"
