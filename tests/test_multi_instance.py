@@ -116,6 +116,29 @@ def test_variables_are_formatted_as_batch_formats_them_on_every_instance(mpi):
     assert app_env["AZ_BATCH_HOST_LIST"] == ",".join(addrs)
 
 
+def test_a_coordination_script_from_common_resource_files_runs_directly(mpi, tmp_path):
+    """commonResourceFiles without fileMode land with Batch's 0770: the script runs as is."""
+    client, bed = mpi
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "coord.sh").write_text("#!/bin/sh\necho \"$AZ_BATCH_NODE_ID\" > coordinated\n")
+    (scripts / "coord.sh").chmod(0o644)  # the mode in storage does not carry over
+    client.create_job({"id": "direct", "poolInfo": {"poolId": "mpi"}})
+    mis = {"numberOfInstances": 2,
+           "coordinationCommandLine": "/bin/sh -c 'cd $AZ_BATCH_TASK_SHARED_DIR && ./coord.sh'",
+           "commonResourceFiles": [{"storageContainerUrl": scripts.as_uri()}]}
+    client.create_task("direct", {"id": "t", "commandLine": "/bin/true",
+                                  "multiInstanceSettings": mis})
+    assert client.wait_for_tasks("direct", timeout_s=120)["succeeded"] == 1, \
+        client.get_task("direct", "t").execution_info
+    task = client.get_task("direct", "t")
+    nodes = [task.node_info.node_id] + [s.node_info.node_id for s in client.list_subtasks("direct", "t")]
+    for node in nodes:
+        shared = Path(bed.host(node).root_dir, "workitems/direct/job-1/t")
+        assert (shared / "coordinated").read_text().strip() == node
+        assert (shared / "coord.sh").stat().st_mode & 0o777 == 0o770
+
+
 def test_failing_coordination_fails_the_task_and_names_the_node(mpi):
     client, _ = mpi
     victim = client.list_nodes("mpi")[2].id

@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from hpcbatch.core.quotas import Quotas
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from hpcbatch.core.pool_manager import PoolManager
     from hpcbatch.execution.engine import DaskEngine
     from hpcbatch.execution.transfer import StorageRef
+    from hpcbatch.storage.scoped import JobStorageCredentials
     from hpcbatch.store.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,11 @@ class ServiceContext:
         The Batch account this service answers for.
     base_url
         The service endpoint (``http://host:port``) used in resource URLs.
-    storage, storage_env
-        The service's storage and the variables that give tasks access to it.
+    storage
+        The service's storage.
+    storage_credentials
+        Mints each task's storage variables, scoped to its job's container
+        (:meth:`task_storage_env`); None without storage.
     events
         Where diagnostic events go; None: nowhere.
     quotas
@@ -57,7 +62,7 @@ class ServiceContext:
     base_url: str
     account_key: str = ""
     storage: StorageRef | None = None
-    storage_env: dict[str, str] = field(default_factory=dict)
+    storage_credentials: JobStorageCredentials | None = None
     events: EventLog | None = None
     quotas: Quotas = field(default_factory=Quotas)
     pool_manager: PoolManager = field(init=False)
@@ -65,6 +70,28 @@ class ServiceContext:
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     _counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def task_storage_env(self, job_id: str, max_wall_clock_s: float | None = None) -> dict[str, str]:
+        """Return the storage variables of a task of ``job_id``: its job's container only.
+
+        Parameters
+        ----------
+        job_id
+            The task's job.
+        max_wall_clock_s
+            The task's wall-clock limit in seconds (None: unlimited); the
+            credential outlives it by an hour.
+
+        Returns
+        -------
+        dict of str to str
+            See :meth:`hpcbatch.storage.scoped.JobStorageCredentials.environment`;
+            empty without storage.
+        """
+        if self.storage_credentials is None:
+            return {}
+        valid_for = None if max_wall_clock_s is None else timedelta(seconds=max_wall_clock_s)
+        return self.storage_credentials.environment(job_id, valid_for=valid_for)
 
     def kick(self) -> None:
         """Ask for a scheduling pass soon (coalesced)."""

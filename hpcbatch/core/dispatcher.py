@@ -395,7 +395,7 @@ class Dispatcher:
         """Register a run; start it, or return its launch for :meth:`_start_runs` to post."""
         task_wire = loads(row["spec"])
         spec: TaskSpec | JobManagerTask
-        extra_env: dict[str, str] = dict(self.ctx.storage_env)
+        extra_env: dict[str, str] = {}
         if row["is_manager"]:
             spec = JobManagerTask.model_validate(task_wire)
             extra_env = {"AZURE_BATCH_ENDPOINT": self.ctx.base_url,
@@ -412,6 +412,7 @@ class Dispatcher:
         settings = [*(job_spec.get("commonEnvironmentSettings") or []),
                     *[s.to_wire() for s in spec.environment_settings or []]]
         wall_s = wall_clock_s(constraints.max_wall_clock_time if constraints else None)
+        extra_env.update(self.ctx.task_storage_env(job["id"], wall_s))  # its job's container only
         retention = constraints.retention_time if constraints else None
         run = Run(key=key, seq=row["seq"], job_key=job["key"], job_id=job["id"],
                   task_id=row["id"], nodes=nodes_, slots=row["required_slots"],

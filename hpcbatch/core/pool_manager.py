@@ -38,7 +38,7 @@ from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
-from hpcbatch.providers.base import NodeProvider
+from hpcbatch.providers.base import NodeProvider, NodeRootRefusedError
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.registry import offers_remote_login, provider_for
 from hpcbatch.store.database import Store, dumps, hosts, loads, nodes
@@ -762,7 +762,11 @@ class PoolManager:
             node.generation += 1
             await self.engine.close_worker(worker)
         if wipe and node.root_dir:
-            await asyncio.to_thread(self.provider(node.host).wipe, node.root_dir)
+            try:
+                await asyncio.to_thread(self.provider(node.host).wipe, node.root_dir)
+            except NodeRootRefusedError as exc:  # not a folder of its own: nothing removed
+                self._fail(node, exc.code, exc.message)
+                return
         node.scheduling_state = "enabled"
         node.start_task_info = None
         self.set_state(node, state)

@@ -164,7 +164,8 @@ class JobPreparation:
                 command_line=spec.command_line, job_id=job["id"], task_id=spec.id or dirname,
                 settings=[*(job_spec.get("commonEnvironmentSettings") or []),
                           *[s.to_wire() for s in spec.environment_settings or []]],
-                extra_env=dict(self.ctx.storage_env), max_wall_clock_s=wall_clock_s(wall),
+                extra_env=self.ctx.task_storage_env(job["id"], wall_clock_s(wall)),
+                max_wall_clock_s=wall_clock_s(wall),
                 resource_files=[r.to_wire() for r in spec.resource_files or []],
                 storage=self.ctx.storage)
             try:

@@ -52,7 +52,7 @@ from hpcbatch.core.tasks import Tasks
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
 from hpcbatch.execution.transfer import StorageRef
-from hpcbatch.storage.fs import storage_environment
+from hpcbatch.storage.scoped import JobStorageCredentials
 from hpcbatch.store.database import Store, loads, mappings, pools, tasks
 from hpcbatch.store.events import EventLog
 
@@ -97,8 +97,11 @@ class BatchService:
         ctx = self.ctx = ServiceContext(
             store=store, engine=engine, account_name=account_name, account_key=account_key,
             base_url=base_url.rstrip("/"), storage=storage,
-            storage_env=storage_environment(storage.url, storage.options) if storage else {},
+            storage_credentials=(JobStorageCredentials(storage.url, storage.options)
+                                 if storage else None),
             events=event_log, quotas=quotas or Quotas())
+        if ctx.storage_credentials is not None and ctx.storage_credentials.limitation:
+            log.warning("task storage scoping: %s", ctx.storage_credentials.limitation)
         self.runs = Runs(ctx)
         self.applications = Applications(ctx)
         self.inventory = Inventory(ctx)

@@ -292,11 +292,15 @@ def python_first_path(path: str, python: str = sys.executable) -> str:
 
 
 def _is_plain(launch: Launch) -> bool:
-    """A run with nothing to transfer but its logs to local storage: it can start on the loop."""
+    """A run with nothing to transfer but its logs to local storage: it can start on the loop.
+
+    A job's run on remote storage is not plain: its job container is made first
+    (:func:`hpcbatch.execution.transfer.prepare_job_container`).
+    """
     return (not launch.packages and not launch.resource_files and not launch.output_files
             and not launch.keep_background
-            and (not launch.persist_logs or launch.storage is None
-                 or launch.storage.url.startswith("file://")))
+            and (launch.storage is None or launch.storage.url.startswith("file://")
+                 or not (launch.persist_logs or launch.job_id)))
 
 
 def _persist(launch: Launch, tdir: Path, wd: Path, code: int | None,
@@ -617,6 +621,8 @@ class NodeAgent(WorkerPlugin):
                  env: dict[str, str]) -> tuple[int | None, dict[str, Any] | None]:
         """Download inputs, run the command line and wait; return (exit code, failure info)."""
         node = self.node
+        if launch.job_id:  # the task's scoped storage reaches this container only
+            transfer.prepare_job_container(launch.job_id, launch.storage)
         with open(tdir / launch.stdout_name, "wb") as out, \
                 open(tdir / launch.stderr_name, "wb") as err:
             for ref in launch.packages:

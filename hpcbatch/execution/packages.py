@@ -23,6 +23,9 @@ _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 INSTALL_LOG = "installs.log"
 """File under ``applications/`` with one line per extraction (to show each happens once)."""
+EXTRACT_MODE_MASK = 0o1777
+"""Mode bits a zip entry keeps when extracted: read/write/execute and sticky, never
+setuid or setgid (a package file must not run with its owner's identity)."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +98,10 @@ def install(root: Path, ref: PackageRef, fetch: Callable[[str, Path], None]) -> 
                     if not dest.is_relative_to(staging.resolve()):
                         raise ValueError(f"zip member {member.filename!r} leaves the package folder")
                 zf.extractall(staging)
-                for member in zf.infolist():  # keep executable bits
+                for member in zf.infolist():  # keep permission bits, never setuid/setgid
                     mode = member.external_attr >> 16
                     if mode:
-                        (staging / member.filename).chmod(mode & 0o7777)
+                        (staging / member.filename).chmod(mode & EXTRACT_MODE_MASK)
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)

@@ -9,15 +9,22 @@ Runs inside the node agent. Implements Batch's ``resourceFiles`` (``httpUrl``,
 
 Where a container lives: an fsspec URL whose last path segment is the
 container (``file:///srv/store/inputs``, ``az://inputs``, ``s3://bucket``), or
-an Azure blob container URL with a SAS (``https://acct.blob.core.windows.net/
-inputs?sv=...``). An ``outputFiles`` destination without ``containerUrl`` goes
-to the service's own storage, in the job's conventions container.
+an Azure blob container URL, usually with a SAS, on any blob endpoint
+(:func:`container_location`). An ``outputFiles`` destination without
+``containerUrl`` goes to the service's own storage, in the job's conventions
+container.
+
+Downloaded resource files get ``fileMode`` when given, else 0770: Batch's
+default for files downloaded to Linux nodes ("If this property is not
+specified for a Linux Compute Node, then a default value of 0770 is applied to
+the file", REST ``ResourceFile.fileMode``), so a downloaded script runs directly.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import posixpath
 import threading
@@ -25,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import fsspec
 
@@ -35,6 +42,10 @@ from hpcbatch.storage.fs import Storage, open_storage
 
 _CACHE: dict[str, Storage] = {}
 _CACHE_LOCK = threading.Lock()
+DEFAULT_FILE_MODE = 0o770
+"""Mode of a downloaded resource file without ``fileMode`` (Batch's Linux default)."""
+
+log = logging.getLogger(__name__)
 
 
 class TransferError(HpcbatchError):
@@ -53,12 +64,13 @@ class StorageRef:
     options: Mapping[str, Any]
 
 
-def _storage(url: str, options: Mapping[str, Any] | None = None) -> Storage:
-    key = json.dumps([url, dict(options or {})], sort_keys=True, default=str)
+def _storage(url: str, options: Mapping[str, Any] | None = None,
+             containers: Sequence[str] | None = None) -> Storage:
+    key = json.dumps([url, dict(options or {}), containers], sort_keys=True, default=str)
     with _CACHE_LOCK:
         st = _CACHE.get(key)
         if st is None:
-            st = _CACHE[key] = open_storage(url, options)
+            st = _CACHE[key] = open_storage(url, options, containers=containers)
         return st
 
 
@@ -68,11 +80,26 @@ def container_location(url: str, default: StorageRef | None = None) -> tuple[Sto
     Parameters
     ----------
     url
-        ``https://{account}.blob.core.windows.net/{container}?{sas}`` or an
-        fsspec URL whose last path segment is the container.
+        An Azure blob container URL, ``http`` or ``https``, on any endpoint,
+        with its SAS (or none, for a public container): the account in the
+        host name (``https://acct.blob.core.windows.net/c?sv=...``, sovereign
+        clouds such as ``.blob.core.chinacloudapi.cn``, private endpoints,
+        custom domains) or in the path before the container (Azurite's
+        ``http://127.0.0.1:10000/devstoreaccount1/c?sv=...``). As in
+        azure-storage-blob's ``ContainerClient.from_container_url``, the last
+        path segment is the container and what comes before it is the
+        account's endpoint. Any other scheme: an fsspec URL whose last path
+        segment is the container.
     default
         The service storage, whose options (credentials) apply to ``az://``
         URLs that bring none.
+
+    Returns
+    -------
+    tuple of (Storage, str)
+        The storage and the container name. A blob container URL gives a
+        storage scoped to its container, taken to exist (a container SAS can
+        neither create nor look up a container; Batch requires it to exist).
 
     Raises
     ------
@@ -80,13 +107,18 @@ def container_location(url: str, default: StorageRef | None = None) -> tuple[Sto
         A URL that names no container.
     """
     parts = urlsplit(url)
-    if parts.scheme in ("http", "https") and parts.netloc.endswith(".blob.core.windows.net"):
-        account = parts.netloc.split(".", 1)[0]
-        container = parts.path.strip("/").split("/", 1)[0]
-        options: dict[str, Any] = {"account_name": account}
+    if parts.scheme.lower() in ("http", "https"):
+        segments = parts.path.strip("/").split("/")
+        container = unquote(segments[-1])
+        if not container or not parts.netloc:
+            raise TransferError(f"the blob container URL {url.split('?', 1)[0]!r} names no "
+                                "container", code="ResourceFileDownloadFailed")
+        account = "/".join(segments[:-1])
+        endpoint = f"{parts.scheme}://{parts.netloc}" + (f"/{account}" if account else "")
+        connection = f"BlobEndpoint={endpoint};"
         if parts.query:
-            options["sas_token"] = parts.query
-        return _storage("az://", options), container
+            connection += f"SharedAccessSignature={parts.query}"
+        return _storage("az://", {"connection_string": connection}, [container]), container
     base, _, container = url.split("?", 1)[0].rstrip("/").rpartition("/")
     if not container or base.endswith(":/"):
         base, container = base + "/", container
@@ -136,10 +168,9 @@ def download_resource_files(files: Sequence[Mapping[str, Any]], dest: Path,
                 f"The resource file {target} could not be downloaded from {source}: "
                 f"{type(exc).__name__}: {exc}", code="ResourceFileDownloadFailed",
                 values={"FilePath": str(target), "Source": str(source)}) from None
-        mode = rf.get("fileMode")
-        if mode:
-            for path in written:
-                path.chmod(int(mode, 8))
+        mode = int(rf["fileMode"], 8) if rf.get("fileMode") else DEFAULT_FILE_MODE
+        for path in written:
+            path.chmod(mode)
 
 
 def _download_one(rf: Mapping[str, Any], dest: Path, storage: StorageRef | None) -> list[Path]:
@@ -268,6 +299,32 @@ def persist_task_logs(task_dir: Path, *, job_id: str, task_id: str,
             except Exception as exc:
                 raise TransferError(f"{name} could not be saved as a TaskLog output: {exc}",
                                     code="FileUploadError") from None
+
+
+def prepare_job_container(job_id: str, storage: StorageRef | None) -> None:
+    """Create the job's conventions container, before a task of the job runs, if missing.
+
+    A task's storage credential reaches only this container and cannot create
+    it (:mod:`hpcbatch.storage.scoped`), so the agent, which holds the service
+    storage, creates it first: once per job and node (the storage remembers
+    the containers it made). A failure is logged, not raised: the task may not
+    use its storage at all, and its own writes then report the missing container.
+
+    Parameters
+    ----------
+    job_id
+        The task's job.
+    storage
+        The service storage; None or local storage: nothing to do (a task
+        creates its folder itself).
+    """
+    if storage is None or urlsplit(storage.url).scheme in ("", "file", "memory"):
+        return
+    try:
+        _storage(storage.url, storage.options).ensure_container(job_output_container_name(job_id))
+    except HpcbatchError as exc:  # StorageError: the driver's errors, translated
+        log.warning("cannot create the output container of job %s in %s: %s",
+                    job_id, storage.url, exc)
 
 
 def fetcher(storage: StorageRef | None) -> Callable[[str, Path], None]:

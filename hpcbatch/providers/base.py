@@ -33,12 +33,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
-from hpcbatch.batch.errors import NodeConnectionError
-from hpcbatch.providers.inventory import Host
+from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
+from hpcbatch.providers.inventory import Host, check_root_dir
 
 __all__ = [
+    "ROOT_MARKER",
     "CommandResult",
     "NodeProvider",
+    "NodeRootRefusedError",
     "PoolTrust",
     "Transport",
     "TransportBase",
@@ -60,15 +62,54 @@ _PUT_SCRIPT = (
     'mkdir -p -- "$(dirname -- "$p")"; t="$p.tmp.$$"; '
     '(umask 077; cat > "$t"); chmod "$2" "$t"; mv -f -- "$t" "$p"'
 )
-# sh script: remove everything in the folder $1 (reimage), keeping the folder.
-_WIPE_SCRIPT = 'rm -rf -- "$1"/* "$1"/.[!.]*'
-# Python probe: the interpreter has hpcbatch and distributed; print the node root expanded.
+ROOT_MARKER = ".hpcbatch-node-root"
+"""File that marks a folder as a node root hpcbatch made: only such a folder is ever wiped."""
+# sh script: remove everything in the node root $1 but its marker $2 (reimage), keeping
+# the folder -- after checking, with links resolved, that it is not /, not the login
+# user's home nor one of its parents, and that it carries the marker (exit 3 otherwise).
+_WIPE_SCRIPT = (
+    'r=$1; m=$2; [ -d "$r" ] || exit 0; p=$(cd -P -- "$r" && pwd) || exit 3; '
+    'h=$(cd -P -- "${HOME:-/}" 2>/dev/null && pwd) || h=/; '
+    'case $p in /) echo "it is /" >&2; exit 3;; esac; '
+    'case "$h/" in "$p"/*) echo "it is or holds the home directory $h" >&2; exit 3;; esac; '
+    '[ -e "$p/$m" ] || { echo "it has no $m: hpcbatch did not make it a node root" >&2; exit 3; }; '
+    'find "$p" -mindepth 1 -maxdepth 1 ! -name "$m" -exec rm -rf -- {} +'
+)
+# Python probe: the interpreter has hpcbatch and distributed; make the node root (a folder
+# of its own: new, empty, or already marked/used by hpcbatch), mark it, print it expanded.
 _PROBE = (
     "import importlib.util as u, os, sys\n"
     "missing = [m for m in ('hpcbatch', 'distributed') if u.find_spec(m) is None]\n"
     "if missing: sys.exit('missing Python packages: ' + ', '.join(missing))\n"
-    "print(os.path.expanduser(sys.argv[1]))"
+    "root = os.path.expanduser(sys.argv[1]); marker = os.path.join(root, sys.argv[2])\n"
+    "if (os.path.isdir(root) and os.listdir(root) and not os.path.exists(marker)\n"
+    "        and not os.path.exists(os.path.join(root, 'node.json'))):\n"
+    "    sys.exit(f'root_dir {root} holds files hpcbatch did not put there; a node root is '\n"
+    "             'emptied on reimage: give a new or empty folder')\n"
+    "os.makedirs(root, exist_ok=True); open(marker, 'a').close()\n"
+    "print(root)"
 )
+
+
+class NodeRootRefusedError(HpcbatchError):
+    """A node root is not a folder of its own: it is not wiped ("Compute Node - Reimage").
+
+    Parameters
+    ----------
+    host
+        Inventory name of the host.
+    root_dir
+        The node root, as expanded on the host.
+    reason
+        Why it is refused.
+    """
+
+    code = "NodeReimageRefused"
+    status = 409
+
+    def __init__(self, host: str, root_dir: str, reason: str) -> None:
+        super().__init__(f"host {host}: refusing to empty the node root {root_dir}: {reason}",
+                         values={"Host": host, "RootDir": root_dir})
 
 
 @dataclass(frozen=True)
@@ -338,8 +379,16 @@ class NodeProvider(ABC):
     def wipe(self, root_dir: str) -> None:
         """Remove everything under the node root, keeping the folder ("Compute Node - Reimage").
 
+        Only a folder of its own is emptied: ``root_dir`` must pass
+        :func:`hpcbatch.providers.inventory.check_root_dir`, and on the host,
+        with links resolved, it must not be ``/``, the login user's home or a
+        parent of it, and must hold :data:`ROOT_MARKER` (written by
+        :meth:`prepare` into a new, empty or hpcbatch-made folder). The marker stays.
+
         Raises
         ------
+        NodeRootRefusedError
+            The folder is not a node root of its own; nothing was removed.
         NodeConnectionError
             The host cannot be reached.
         """
@@ -424,7 +473,8 @@ class TransportProvider(NodeProvider):
     def prepare(self) -> str:
         """Probe the host's interpreter and expand the node root; see :meth:`NodeProvider.prepare`."""
         host = self.host
-        probe = self.transport.run([host.python, "-c", _PROBE, host.root_dir], timeout_s=60)
+        probe = self.transport.run([host.python, "-c", _PROBE, host.root_dir, ROOT_MARKER],
+                                   timeout_s=60)
         if probe.exit_code != 0:
             detail = (probe.stderr.strip().splitlines() or ["no output"])[-1]
             raise NodeConnectionError(
@@ -465,8 +515,15 @@ class TransportProvider(NodeProvider):
         return res.stdout
 
     def wipe(self, root_dir: str) -> None:
-        """Empty the node root; see :meth:`NodeProvider.wipe`."""
-        self.transport.run(["sh", "-c", _WIPE_SCRIPT, "sh", root_dir])
+        """Empty the node root, after checking it twice; see :meth:`NodeProvider.wipe`."""
+        try:
+            check_root_dir(root_dir)
+        except ValueError as exc:
+            raise NodeRootRefusedError(self.host.name, root_dir, str(exc)) from None
+        res = self.transport.run(["sh", "-c", _WIPE_SCRIPT, "sh", root_dir, ROOT_MARKER])
+        if res.exit_code == 3:
+            raise NodeRootRefusedError(self.host.name, root_dir,
+                                       res.stderr.strip() or "refused on the host")
 
     def install_trust(self, root_dir: str, private_key: str, public_key: str) -> PoolTrust | None:
         """No SSH trust by default; see :meth:`NodeProvider.install_trust`."""

@@ -30,13 +30,83 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from hpcbatch.batch.errors import BadRequestError, InvalidPropertyValueError
 
-__all__ = ["Host", "dump_inventory", "load_inventory", "parse_inventory"]
+__all__ = ["Host", "check_root_dir", "dump_inventory", "load_inventory", "parse_inventory"]
 
 #: Host fields holding paths on *this* machine; relative ones are resolved
 #: against the inventory file's folder.
 LOCAL_PATH_FIELDS = ("identity_file", "ssh_config", "known_hosts")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Folders a node root must never be: emptied on reimage, they would take the system or
+# a user's files with them. Top-level folders are refused anyway (one segment).
+_SYSTEM_DIRS = frozenset(
+    [f"/usr/{d}" for d in ("bin", "etc", "games", "include", "lib", "lib32", "lib64", "libexec",
+                            "local", "sbin", "share", "src")]
+    + [f"/var/{d}" for d in ("backups", "cache", "db", "empty", "lib", "local", "lock", "log",
+                              "mail", "opt", "run", "spool", "tmp", "www")]
+    + ["/usr/local/bin", "/usr/local/lib", "/usr/local/share", "/usr/local/sbin", "/run/user"])
+_HOME_PARENTS = ("/home", "/Users", "/export/home", "/var/home")
+_SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
+                 "/sbin", "/sys", "/snap")
+
+
+def check_root_dir(value: str) -> str:
+    """Return a node root directory if it is safe to empty on reimage; raise ValueError otherwise.
+
+    A node's root is wiped ("Compute Node - Reimage" removes everything in it),
+    so it must be a folder of its own: an absolute path (or ``~/...``), without
+    ``.``/``..`` segments, at least two levels below ``/`` (or one below ``~``),
+    and neither ``/``, a home directory (``~``, ``/root``, ``/home/{user}``,
+    ``/Users/{user}``...), nor a system folder (``/usr/local``, ``/var/lib``,
+    anything under ``/etc``, ``/proc``...). The node provider checks again on
+    the host, with links resolved, before it wipes (see
+    :meth:`hpcbatch.providers.base.NodeProvider.wipe`).
+
+    Parameters
+    ----------
+    value
+        ``Host.root_dir`` as written (``~`` not expanded) or as expanded on the host.
+
+    Returns
+    -------
+    str
+        ``value`` without a trailing ``/``.
+
+    Raises
+    ------
+    ValueError
+        The path is not a dedicated folder; the message says why.
+    """
+    path = value.rstrip("/") if value not in ("/", "") else value
+    if path.startswith("~"):
+        head, _, rest = path.partition("/")
+        if head != "~":
+            raise ValueError(f"{value!r}: use ~/ (the login user's home) or an absolute path, "
+                             "not another user's home")
+        segments, base = rest.split("/") if rest else [], "~"
+    elif path.startswith("/"):
+        segments, base = path[1:].split("/") if path != "/" else [], ""
+    else:
+        raise ValueError(f"{value!r} must be an absolute path or start with ~/ "
+                         "(a relative path depends on the login directory)")
+    if any(seg in ("", ".", "..") for seg in segments):
+        raise ValueError(f"{value!r} must not contain empty, '.' or '..' segments")
+    if base == "~":
+        if not segments:
+            raise ValueError(f"{value!r} is a home directory: a node root is emptied on reimage; "
+                             "give a folder of its own, such as ~/.hpcbatch-node")
+        return path
+    if not segments:
+        raise ValueError(f"{value!r} is the file-system root: a node root is emptied on reimage")
+    if path == "/root" or (len(segments) == 2 and f"/{segments[0]}" in _HOME_PARENTS) or \
+            path in _HOME_PARENTS:
+        raise ValueError(f"{value!r} is a home directory: a node root is emptied on reimage; "
+                         "give a folder of its own inside it")
+    if len(segments) < 2 or path in _SYSTEM_DIRS or \
+            any(path == t or path.startswith(t + "/") for t in _SYSTEM_TREES):
+        raise ValueError(f"{value!r} is a system or shared folder, not a folder of its own: "
+                         "a node root is emptied on reimage (use e.g. /srv/hpcbatch/node)")
+    return path
 
 
 class Host(pydantic.BaseModel):
@@ -66,7 +136,9 @@ class Host(pydantic.BaseModel):
         ``"ssh"`` (reach the host over SSH) or ``"local"`` (this machine).
     root_dir
         Node root directory on the host (``AZ_BATCH_NODE_ROOT_DIR``); ``~`` is
-        expanded on the host.
+        expanded on the host. It is emptied on reimage, so it must be a folder
+        of its own (see :func:`check_root_dir`): not ``/``, a home directory or
+        a system folder.
     python
         Interpreter on the host that has hpcbatch and distributed installed.
     ssh_config
@@ -103,6 +175,11 @@ class Host(pydantic.BaseModel):
     known_hosts: str | None = None
     strict_host_key_checking: bool = True
     env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("root_dir")
+    @classmethod
+    def _check_root_dir(cls, value: str) -> str:
+        return check_root_dir(value)
 
     @field_validator("env")
     @classmethod

@@ -34,11 +34,13 @@ none is given, ``AZURE_STORAGE_CONNECTION_STRING`` (then adlfs's own
 ``token``, ``endpoint_url``, ``client_kwargs``...), else botocore's usual
 ``AWS_*`` variables and files.
 
-A task reaches the same storage through its environment:
-:func:`storage_environment` builds the variables the service puts in a task's
-environment and :func:`open_storage_from_environment` opens the storage from
-them inside the task (``hpcbatch.storage.conventions.TaskOutputStorage.from_environment``
-uses it). A ``file://`` storage is only reachable from a task on another host if
+A task reaches the same storage through its environment, scoped to its job's
+container: :mod:`hpcbatch.storage.scoped` builds the variables the service puts
+in a task's environment (a container SAS on Azure, never the account key), and
+:func:`open_storage_from_environment` opens the storage from them inside the
+task (``hpcbatch.storage.conventions.TaskOutputStorage.from_environment`` uses
+it). :func:`storage_environment` gives the full credential, for trusted
+processes only. A ``file://`` storage is only reachable from a task on another host if
 that path is on a file system the host shares.
 
 Errors are :class:`StorageError` and subclasses (all :class:`~hpcbatch.batch.errors.HpcbatchError`),
@@ -56,7 +58,7 @@ import posixpath
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -67,10 +69,12 @@ from urllib.parse import quote, unquote, urlsplit
 from hpcbatch.batch.errors import HpcbatchError
 
 __all__ = [
+    "ENV_STORAGE_CONTAINERS",
     "ENV_STORAGE_OPTIONS",
     "ENV_STORAGE_URL",
     "ObjectInfo",
     "Storage",
+    "StorageAccessError",
     "StorageConfigurationError",
     "StorageError",
     "StorageKeyError",
@@ -86,6 +90,9 @@ ENV_STORAGE_URL = "HPCBATCH_STORAGE_URL"
 
 ENV_STORAGE_OPTIONS = "HPCBATCH_STORAGE_OPTIONS"
 """Variable holding the non-secret storage options (JSON object) in a task's environment."""
+
+ENV_STORAGE_CONTAINERS = "HPCBATCH_STORAGE_CONTAINERS"
+"""Variable naming (comma-separated) the only containers a task's storage reaches."""
 
 _AZURE_PROTOCOLS = frozenset({"az", "abfs", "abfss"})
 _S3_PROTOCOLS = frozenset({"s3", "s3a"})
@@ -133,6 +140,13 @@ class StorageKeyError(StorageError):
 
     code = "InvalidStorageKey"
     status = 400
+
+
+class StorageAccessError(StorageError):
+    """The key is outside the containers this storage is scoped to (a task's job container)."""
+
+    code = "AuthorizationPermissionMismatch"
+    status = 403
 
 
 class StorageConfigurationError(StorageError):
@@ -240,10 +254,19 @@ class Storage:
         and by :func:`storage_environment`.
     options
         The options the storage was opened with (credentials included).
+    containers
+        The only containers this storage may reach (a task's job container,
+        a container SAS URL's container), or None for all. They are taken to
+        exist already: a container-scoped credential (a container SAS) cannot
+        create or even look up a container. Keys outside them raise
+        :class:`StorageAccessError` before any request is made.
     """
 
-    def __init__(self, fs: Any, root: str, *, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, fs: Any, root: str, *, url: str, options: Mapping[str, Any] | None = None,
+                 containers: Iterable[str] | None = None) -> None:
         self.fs = fs
+        self.containers: frozenset[str] | None = (
+            None if containers is None else frozenset(containers))
         self.root = root.rstrip("/") if root not in ("", "/") else root
         self.url = url
         self.options: dict[str, Any] = dict(options or {})
@@ -270,6 +293,15 @@ class Storage:
     @property
     def _at_account_root(self) -> bool:
         return not self.is_local and self.root.strip("/") == ""
+
+    def _in_scope(self, key: str, action: str) -> str:
+        """Return ``key`` if its container is one this storage may reach; raise otherwise."""
+        if self.containers is not None and key.split("/", 1)[0] not in self.containers:
+            raise StorageAccessError(
+                f"storage {self.url}: cannot {action} {key!r}: this storage reaches only "
+                f"container(s) {', '.join(sorted(self.containers)) or '(none)'}",
+                values={"StorageUrl": self.url, "Key": key})
+        return key
 
     # -- paths
 
@@ -373,10 +405,15 @@ class Storage:
                 "no '--')",
                 values={"StorageUrl": self.url, "Container": container},
             )
+        self._in_scope(container, "use container")
         with self._lock:
             if container in self._containers:
                 return
         path = self._path(container)
+        if self.containers is not None and not (self.is_local or self.protocol == "memory"):
+            with self._lock:  # made by whoever scoped this storage; a SAS cannot look it up
+                self._containers.add(container)
+            return
         with self._errors("create container", container):
             if self.is_local or self.protocol == "memory":
                 self.fs.makedirs(path, exist_ok=True)
@@ -422,6 +459,7 @@ class Storage:
 
     def _prepare_write(self, key: str) -> str:
         _check_key(key)
+        self._in_scope(key, "write")
         container = key.split("/", 1)[0]
         if "/" not in key:
             raise StorageKeyError(
@@ -577,6 +615,7 @@ class Storage:
             No object has that key.
         """
         _check_key(key)
+        self._in_scope(key, "read")
         with self._errors("read", key):
             return bytes(self.fs.cat_file(self._path(key)))
 
@@ -589,6 +628,7 @@ class Storage:
             No object has that key.
         """
         _check_key(key)
+        self._in_scope(key, "download")
         target = os.fspath(local_path)
         with self._errors("download", key):
             parent = os.path.dirname(os.path.abspath(target))
@@ -606,6 +646,7 @@ class Storage:
     def exists(self, key: str) -> bool:
         """Return True if an object (not merely a folder or container) is named ``key``."""
         _check_key(key)
+        self._in_scope(key, "look up")
         with self._errors("look up", key):
             path = self._path(key)
             self._fresh()
@@ -633,10 +674,14 @@ class Storage:
         """
         _check_prefix(prefix)
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        if folder:
+            self._in_scope(folder, "list")
         with self._errors("list", prefix or "(all)"):
             self._fresh()
             if folder:
                 bases: builtins.list[str] = [self._path(folder)]
+            elif self.containers is not None:  # a scoped credential cannot list the account
+                bases = [self._path(c) for c in sorted(self.containers) if c.startswith(prefix)]
             else:
                 # no folder in the prefix: walk the containers whose names match
                 # (adlfs cannot 'find' across a whole account)
@@ -687,6 +732,7 @@ class Storage:
         """
         body = prefix[:-1] if prefix.endswith("/") else prefix
         _check_key(body, what="prefix")
+        self._in_scope(body, "delete")
         keys = [o.key for o in self.list(body) if o.key == body or o.key.startswith(body + "/")]
         with self._errors("delete", body):
             if keys:
@@ -867,7 +913,7 @@ def _s3_options(options: Mapping[str, Any], env: Mapping[str, str]) -> dict[str,
 
 
 def _open(url: str | os.PathLike[str], options: Mapping[str, Any] | None,
-          env: Mapping[str, str]) -> Storage:
+          env: Mapping[str, str], containers: Iterable[str] | None = None) -> Storage:
     if isinstance(url, os.PathLike):
         url = os.fspath(url)
     if not isinstance(url, str) or not url.strip():
@@ -886,7 +932,8 @@ def _open(url: str | os.PathLike[str], options: Mapping[str, Any] | None,
             os.makedirs(root, exist_ok=True)
         except OSError as exc:
             raise StorageConfigurationError(f"storage URL {url!r}: cannot create folder {root}: {exc}") from exc
-        return Storage(LocalFileSystem(), root, url=Path(root).as_uri(), options=options)
+        return Storage(LocalFileSystem(), root, url=Path(root).as_uri(), options=options,
+                       containers=containers)
 
     if protocol in _AZURE_PROTOCOLS:
         driver, extra = "adlfs", "azure"
@@ -921,10 +968,11 @@ def _open(url: str | os.PathLike[str], options: Mapping[str, Any] | None,
         raise StorageConfigurationError(
             f"storage URL {url!r}: cannot open: {type(exc).__name__}: {_first_line(exc)}"
         ) from exc
-    return Storage(fs, root, url=url, options=options)
+    return Storage(fs, root, url=url, options=options, containers=containers)
 
 
-def open_storage(url: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> Storage:
+def open_storage(url: str | os.PathLike[str], options: Mapping[str, Any] | None = None, *,
+                 containers: Iterable[str] | None = None) -> Storage:
     """Open the storage named by ``url``.
 
     Parameters
@@ -940,6 +988,9 @@ def open_storage(url: str | os.PathLike[str], options: Mapping[str, Any] | None 
         ``account_key``, ``sas_token`` ... (adlfs); for S3 ``key``, ``secret``,
         ``endpoint_url`` ... (s3fs). Azure falls back to
         ``AZURE_STORAGE_CONNECTION_STRING`` from the process environment.
+    containers
+        Scope the storage to these containers (see :class:`Storage`), for a
+        credential that reaches only them (a container SAS); None: all.
 
     Returns
     -------
@@ -951,12 +1002,15 @@ def open_storage(url: str | os.PathLike[str], options: Mapping[str, Any] | None 
         Unsupported scheme, missing driver package (adlfs, s3fs), missing
         credentials, or a local path that cannot be a folder.
     """
-    return _open(url, options, os.environ)
+    return _open(url, options, os.environ, containers)
 
 
 def storage_environment(url: str | os.PathLike[str],
                         options: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """Return the environment variables a task needs to reach this storage.
+    """Return the environment variables that give a process the storage's full credential.
+
+    Tasks get :func:`hpcbatch.storage.scoped.JobStorageCredentials.environment`
+    instead (their job's container only); this is for trusted processes.
 
     Parameters
     ----------
@@ -1012,7 +1066,10 @@ def open_storage_from_environment(env: Mapping[str, str] | None = None) -> Stora
     env
         The environment to read; ``os.environ`` when None. Credentials are
         taken from this mapping (``AZURE_STORAGE_CONNECTION_STRING``,
-        ``AZURE_STORAGE_ACCOUNT_NAME``/``_KEY``/``SAS_TOKEN``, ``AWS_*``).
+        ``AZURE_STORAGE_ACCOUNT_NAME``/``_KEY``/``SAS_TOKEN``, ``AWS_*``);
+        ``HPCBATCH_STORAGE_CONTAINERS`` (comma-separated), when set, scopes
+        the storage to those containers (a task's job container; see
+        :mod:`hpcbatch.storage.scoped`).
 
     Raises
     ------
@@ -1034,4 +1091,6 @@ def open_storage_from_environment(env: Mapping[str, str] | None = None) -> Stora
         raise StorageConfigurationError(f"{ENV_STORAGE_OPTIONS} is not valid JSON: {exc}") from exc
     if not isinstance(options, dict):
         raise StorageConfigurationError(f"{ENV_STORAGE_OPTIONS} must be a JSON object, not {raw!r}")
-    return _open(url, options, env)
+    scope = env.get(ENV_STORAGE_CONTAINERS)
+    containers = None if scope is None else [c for c in scope.split(",") if c]
+    return _open(url, options, env, containers)

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from hpcbatch.batch.errors import InvalidPropertyValueError, NodeConnectionError
-from hpcbatch.providers.base import NodeProvider, PoolTrust, Transport
+from hpcbatch.providers.base import ROOT_MARKER, NodeProvider, PoolTrust, Transport
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.local import LocalProvider, LocalTransport
 from hpcbatch.providers.registry import (
@@ -131,7 +131,7 @@ def test_prepare_check_stop_read_log_wipe(kind: str, testbed: Testbed, tmp_path:
         (Path(root) / "sub").mkdir()
         (Path(root) / ".hidden").write_text("x")
         provider.wipe(root)
-        assert Path(root).is_dir() and list(Path(root).iterdir()) == []
+        assert Path(root).is_dir() and [p.name for p in Path(root).iterdir()] == [ROOT_MARKER]
     finally:
         provider.close()
 
