@@ -151,6 +151,33 @@ def test_failing_coordination_fails_the_task_and_names_the_node(mpi):
     assert info.result == "failure" and info.retry_count == 2
     assert info.failure_info.code == "CoordinationCommandFailed"
     assert victim in info.failure_info.message and "exit code 5" in info.failure_info.message
+    assert {"name": "NodeId", "value": victim} in info.failure_info.details
+    # A 4-node gang cannot avoid the victim in a 4-node pool, so each retry ran on it
+    # again: three gang failures in a row take it out of scheduling, with the reason.
+    node = client.get_node("mpi", victim)
+    assert node.scheduling_state == "disabled"
+    assert [e.code for e in node.errors] == ["MultiInstanceTaskFailures"]
+    client.enable_node_scheduling("mpi", victim)
+    node = wait_until(lambda: (n := client.get_node("mpi", victim)).state == "idle" and n,
+                      timeout_s=30, what="victim idle again")
+    assert node.scheduling_state == "enabled" and not node.errors
+
+
+def test_a_gang_that_failed_because_of_one_node_retries_without_it(mpi):
+    client, _ = mpi
+    nodes = client.list_nodes("mpi")
+    victim = nodes[0].id  # the first placement takes the pool's first three nodes
+    coordination = f"/bin/sh -c '[ \"$AZ_BATCH_NODE_ID\" != {victim} ] || exit 7'"
+    client.create_job({"id": "avoid", "poolInfo": {"poolId": "mpi"}})
+    client.create_task("avoid", _multi("t", 3, "/bin/true", coordination,
+                                       constraints={"maxTaskRetryCount": 1}))
+    assert client.wait_for_tasks("avoid", timeout_s=180)["succeeded"] == 1
+    task = client.get_task("avoid", "t")
+    assert task.execution_info.retry_count == 1  # the first try failed on the victim
+    used = {task.node_info.node_id} | {s.node_info.node_id for s in client.list_subtasks("avoid", "t")}
+    assert len(used) == 3 and victim not in used
+    # One failure is not a pattern: the victim still takes tasks.
+    assert client.get_node("mpi", victim).scheduling_state == "enabled"
 
 
 def test_two_gangs_that_each_need_most_of_the_pool_both_complete(mpi):

@@ -295,12 +295,15 @@ TASK_PROPERTIES: dict[str, Property] = _catalogue(
     Property("requiredSlots", "int"),
 )
 
-#: Filterable properties of "List the jobs in an account". (Times are not
-#: filterable yet: the store keeps them inside the job's status document.)
+#: Properties of "List the jobs in an account" that the store filters in SQL. The
+#: others Batch documents (``lastModified``, ``executionInfo/*``...) are filtered on
+#: the jobs' JSON (``hpcbatch.api.filters.JOB_FILTER``).
 JOB_PROPERTIES: dict[str, Property] = _catalogue(
     Property("id", "string"),
     Property("state", "enum", JOB_STATES),
     Property("priority", "int"),
+    Property("creationTime", "datetime"),
+    Property("stateTransitionTime", "datetime"),
 )
 
 #: Properties of "List the pools in an account" that the store filters in SQL.

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +28,16 @@ from hpcbatch.batch.models import (
     JobManagerTask,
     TaskSpec,
 )
-from hpcbatch.batch.states import TASK_HOLDS_NODE, Kind, SubtaskState, TaskState
+from hpcbatch.batch.states import (
+    TASK_HOLDS_NODE,
+    ComputeNodeState,
+    Kind,
+    SubtaskState,
+    TaskState,
+)
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.gang_health import GangHealth
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
 from hpcbatch.core.runs import (
@@ -137,6 +144,9 @@ class Dispatcher:
         self.preparation = preparation
         self.applications = applications
         self._ended: list[Ended] = []
+        self.gangs = GangHealth(lambda node, code, message:
+                                self.ctx.pool_manager.quarantine(node, code, message))
+        """Nodes that failed multi-instance tasks: retries avoid them."""
 
     async def loop(self) -> None:
         while True:
@@ -241,6 +251,8 @@ class Dispatcher:
                                               failure.get("code") if failure else None)
             if not retry:
                 ended.append((run, ok, ending))
+            if len(run.nodes) > 1:
+                self.gangs.ended(run, failure if not ok else None, retry)
             if self.ctx.events is not None:
                 task = {"id": run.task_id, "nodeInfo": {"poolId": run.node.pool_id,
                                                         "nodeId": run.node.node_id},
@@ -335,9 +347,24 @@ class Dispatcher:
                 lambda job, budget: Store.next_active_tasks(conn, job["key"], budget),
                 lambda c: (c["instances"], c["required_slots"]),
                 lambda job: failed.get(job["key"], ()), fill,
-                allowance=self._allowance, prefer=_preferred_node)
+                allowance=self._allowance, prefer=_preferred_node,
+                avoid=self._gang_avoid(pool_key))
             plans += [(job, cand, [ready[nid] for nid in nids]) for job, cand, nids in chosen]
         return plans
+
+    def _gang_avoid(self, pool_key: str) -> Callable[[Mapping[str, Any]], Collection[str]]:
+        """``avoid(task)`` for a pool's pass: the nodes a retried gang stays off."""
+        live: list[str] | None = None
+
+        def avoid(task: Mapping[str, Any]) -> Collection[str]:
+            nonlocal live
+            if task["instances"] <= 1:
+                return ()
+            if live is None:  # built once per pass, and only when a gang is a candidate
+                live = [n.node_id for n in self.ctx.pool_manager.nodes_of(pool_key)
+                        if not n.removing and n.state != ComputeNodeState.leavingpool]
+            return self.gangs.avoid(task["job_key"], task["key"], task["instances"], live)
+        return avoid
 
     def _allowance(self, job: Mapping[str, Any]) -> int | None:
         """How many more of a job's tasks may start (``maxParallelTasks``), or None: no limit."""

@@ -147,7 +147,7 @@ class Jobs:
             values = dict(key=spec.id.lower(), id=spec.id, seq=self.ctx.store.next_seq(conn, "job"),
                           pool_key=spec.pool_info.pool_id.lower(), state="active",
                           priority=spec.priority or 0, spec=dumps(spec.to_wire()),
-                          status=dumps(status))
+                          status=dumps(status), creation_time=now, state_transition_time=now)
             conn.execute(jobs.insert().values(**values))
             self.forget_active()
             jm = spec.job_manager_task
@@ -269,7 +269,8 @@ class Jobs:
         **execution
             ``executionInfo`` properties to set (``endTime``, ``terminateReason``).
         """
-        now = iso(utcnow())
+        moment = utcnow()
+        now = iso(moment)
         status = loads(row["status"])
         status.update(status_extra or {})
         status.update(previousState=row["state"],
@@ -277,7 +278,7 @@ class Jobs:
                       stateTransitionTime=now, lastModified=now, eTag=new_etag())
         status["executionInfo"].update(execution)
         Store.update(conn, jobs, {"key": row["key"]}, state=check(Kind.job, row["state"], state),
-                     status=dumps(status))
+                     status=dumps(status), state_transition_time=moment)
         self.forget_active()
 
     def terminate_job(self, job_id: str, reason: str | None = None) -> None:

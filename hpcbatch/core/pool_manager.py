@@ -45,6 +45,10 @@ from hpcbatch.store.database import Store, dumps, hosts, loads, nodes
 
 log = logging.getLogger(__name__)
 
+CLEARED_BY_ENABLE_SCHEDULING = {"name": "ClearedBy", "value": "Compute Node - Enable Scheduling"}
+"""The ``errorDetails`` entry of an error :meth:`PoolManager.quarantine` set: enabling the
+node's scheduling again clears it."""
+
 WORKER_TIMEOUT_S = 60.0
 """How long a started node has to connect its Dask worker before it is unusable."""
 
@@ -551,7 +555,34 @@ class PoolManager:
             ``schedulingState`` ``enabled`` (True) or ``disabled`` (False).
         """
         node.scheduling_state = "enabled" if enabled else "disabled"
+        if enabled and any(CLEARED_BY_ENABLE_SCHEDULING in (e.get("errorDetails") or [])
+                           for e in node.errors):  # the reason of a quarantine goes with it
+            node.errors = [e for e in node.errors
+                           if CLEARED_BY_ENABLE_SCHEDULING not in (e.get("errorDetails") or [])]
+            self._persist(node)
         self.settle(node)
+
+    def quarantine(self, node: NodeRuntime, code: str, message: str) -> None:
+        """Take a node out of scheduling because of what happened on it, and say why.
+
+        The node keeps its state (a running node finishes its tasks and goes
+        ``offline``) with ``schedulingState`` ``disabled`` and a
+        ``ComputeNodeError`` (``code``, ``message``, the host in ``errorDetails``)
+        that "Compute Node - Get" shows until scheduling is enabled again.
+
+        Parameters
+        ----------
+        node
+            The node.
+        code, message
+            The ``ComputeNodeError``'s code and sentence.
+        """
+        node.errors = [*node.errors, {"code": code, "message": message, "errorDetails": [
+            {"name": "Host", "value": node.host.name}, CLEARED_BY_ENABLE_SCHEDULING]}]
+        log.warning("node %s (pool %s) taken out of scheduling: %s", node.node_id,
+                    node.pool_id, message)
+        self.set_scheduling(node, False)
+        self._persist(node)
 
     def mark_removing(self, node: NodeRuntime) -> None:
         """Take no new task on a node about to leave its pool (it no longer counts as live)."""

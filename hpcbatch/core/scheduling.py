@@ -121,7 +121,8 @@ def place(
     return out
 
 
-def place_gang(instances: int, nodes: Sequence[NodeSlots]) -> list[str] | None:
+def place_gang(instances: int, nodes: Sequence[NodeSlots],
+               avoid: Collection[str] = ()) -> list[str] | None:
     """Choose ``instances`` distinct nodes for a multi-instance task, all at once.
 
     Batch runs one instance per node and requires ``taskSlotsPerNode`` 1 for
@@ -135,6 +136,10 @@ def place_gang(instances: int, nodes: Sequence[NodeSlots]) -> list[str] | None:
         ``numberOfInstances`` of the task.
     nodes
         Nodes with their free slots.
+    avoid
+        Nodes this gang must not use: where its last attempt failed because of
+        the node (the caller passes none when the pool could not form a gang
+        without them).
 
     Returns
     -------
@@ -142,7 +147,8 @@ def place_gang(instances: int, nodes: Sequence[NodeSlots]) -> list[str] | None:
         Node IDs, the first (lowest ``order``) being the master; None when
         fewer than ``instances`` nodes are free.
     """
-    free = sorted((n for n in nodes if n.free_slots >= 1), key=lambda n: n.order)
+    free = sorted((n for n in nodes if n.free_slots >= 1 and n.node_id not in avoid),
+                  key=lambda n: n.order)
     if len(free) < instances:
         return None
     return [n.node_id for n in free[:instances]]
@@ -169,6 +175,7 @@ def plan_pool(
     fill: FillType = "spread",
     allowance: Callable[[J], int | None] = lambda _: None,
     prefer: Callable[[C], str | None] = lambda _: None,
+    avoid: Callable[[C], Collection[str]] = lambda _: (),
 ) -> list[tuple[J, C, list[str]]]:
     """Choose the tasks that fill one pool's free task slots in one scheduling pass.
 
@@ -201,6 +208,9 @@ def plan_pool(
         a limit. A job at its limit is skipped; the jobs behind it go on.
     prefer
         ``prefer(task)``: the node ID the task prefers (``affinityInfo``), or None.
+    avoid
+        ``avoid(task)``: nodes a multi-instance task's gang must not use (see
+        :func:`place_gang`); it waits for others, as any gang waits.
 
     Returns
     -------
@@ -227,7 +237,7 @@ def plan_pool(
                      for nid, f in free.items() if f > 0 and nid not in barred]
             instances = demand(segment[0])[0]
             if instances > 1:
-                gang = place_gang(instances, slots)
+                gang = place_gang(instances, slots, avoid(segment[0]))
                 if gang is None:
                     return plans  # head-of-line: nothing behind a waiting gang starts
                 for nid in gang:

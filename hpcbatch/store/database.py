@@ -69,6 +69,10 @@ jobs = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False, default=0),
     sa.Column("spec", JSON, nullable=False),
     sa.Column("status", JSON, nullable=False),
+    # Also in the status document; columns so that $filter on them runs in SQL (rev. 0002).
+    sa.Column("creation_time", sa.DateTime, nullable=True),
+    sa.Column("state_transition_time", sa.DateTime, nullable=True),
+    sa.Index("ix_jobs_state_transition_time", "state_transition_time"),
 )
 
 tasks = sa.Table(
@@ -265,7 +269,9 @@ class Store:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
 
-        metadata.create_all(self.engine)
+        from hpcbatch.store.migrate import upgrade  # it imports this module's tables
+
+        upgrade(self.engine)
 
     def close(self) -> None:
         """Release every database connection."""
@@ -286,14 +292,19 @@ class Store:
     # ---------------------------------------------------------------- counters
 
     def next_seq(self, conn: Connection, name: str) -> int:
-        """Return the next value of a named counter (creation order of pools and jobs)."""
-        row = conn.execute(sa.select(counters.c.value).where(counters.c.name == name)).first()
-        value = (row[0] if row else 0) + 1
-        if row:
-            conn.execute(counters.update().where(counters.c.name == name).values(value=value))
-        else:
-            conn.execute(counters.insert().values(name=name, value=value))
-        return value
+        """Return the next value of a named counter (creation order of pools and jobs).
+
+        One atomic upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), so two
+        transactions never get the same value, on PostgreSQL as on SQLite.
+        """
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = sqlite if self.is_sqlite else postgresql
+        stmt = (dialect.insert(counters).values(name=name, value=1)
+                .on_conflict_do_update(index_elements=[counters.c.name],
+                                       set_={"value": counters.c.value + 1})
+                .returning(counters.c.value))
+        return int(conn.execute(stmt).scalar_one())
 
     # ------------------------------------------------------------------- generic
 

@@ -147,6 +147,8 @@ JOB_COLUMNS: dict[str, FilterColumn] = bind_columns(
         "id": "id",
         "state": "state",
         "priority": "priority",
+        "creationTime": "creation_time",
+        "stateTransitionTime": "state_transition_time",
     },
     {"id": "key"},
 )
