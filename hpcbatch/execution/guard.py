@@ -17,8 +17,9 @@ service opens its comms to nodes with ``deserialize=False`` as well.
 hpcbatch.execution.scheduler_guard``). A comm from a node identity may carry
 only what a worker sends: the requests in :data:`NODE_REQUESTS`
 (``register-worker`` under the worker name its certificate names,
-``heartbeat_worker`` and ``unregister`` for its own worker) and, on its
-worker stream, the messages in :data:`NODE_STREAM_OPS`. Anything else
+``heartbeat_worker`` for its own worker) and, on its worker stream, the
+messages in :data:`NODE_STREAM_OPS` (:data:`NODE_STREAM_DROPPED` ones are
+dropped). Anything else
 (``register-client``, ``run_function``, ``broadcast``, ``update-graph``,
 plugin registration, ``proxy``, ``retire_workers``, ``restart``,
 ``terminate``, ...) aborts the comm before a handler runs. A certificate
@@ -45,17 +46,22 @@ from hpcbatch.execution.pki import PeerIdentity, peer_identity
 
 log = logging.getLogger(__name__)
 
-NODE_REQUESTS = frozenset({"register-worker", "heartbeat_worker", "unregister", "close"})
-"""Requests a node identity may send the scheduler (what a worker sends, logged on real runs)."""
+NODE_REQUESTS = frozenset({"register-worker", "heartbeat_worker", "close"})
+"""Requests a node identity may send the scheduler: what a worker sends (the ops
+logged from the workers of real pools that ran tasks, grew and shrank)."""
 
 NODE_STREAM_OPS = frozenset({"keep-alive", "worker-status-change", "close-stream"})
 """Messages a node identity may send on its worker's stream to the scheduler.
 
 None of the task ones (``task-finished``, ``task-erred``, ``add-keys``, ...):
-hpcbatch submits no Dask tasks, its runs go to the node agent directly; nor
-``log-event``, whose payload the scheduler forwards to clients."""
+hpcbatch submits no Dask tasks, its runs go to the node agent directly."""
 
-_ADDRESSED = frozenset({"heartbeat_worker", "unregister"})
+NODE_STREAM_DROPPED = frozenset({"log-event"})
+"""Stream messages a worker sends (a closing worker logs that it closes) that are
+dropped unread: the scheduler would forward them to clients subscribed to the
+topic, and the service's client prints the ``print`` topic and warns the ``warn`` one."""
+
+_ADDRESSED = frozenset({"heartbeat_worker"})
 """Node requests about one worker, named by its ``address``: it must be the node's own."""
 
 _STRICT: contextvars.ContextVar[bool] = contextvars.ContextVar("hpcbatch_strict_read",
@@ -248,18 +254,17 @@ def _restrict(comm: Any, peer: PeerIdentity, scheduler: Any) -> None:
     async def read(deserializers: Any = None) -> Any:
         msg = await comm_read(comm, deserializers)
         try:
-            check_node_message(msg, peer, scheduler.workers)
+            return check_node_message(msg, peer, scheduler.workers)
         except RefusedMessage as exc:
             log.warning("refused a message from %s (%s): %s", comm.peer_address,
                         _describe(peer), exc)
             comm.abort()
             raise CommClosedError(f"refused: {exc}") from None
-        return msg
 
     comm.read = read
 
 
-def check_node_message(msg: Any, peer: PeerIdentity, workers: Mapping[str, Any]) -> None:
+def check_node_message(msg: Any, peer: PeerIdentity, workers: Mapping[str, Any]) -> Any:
     """Check one message a node identity sent the scheduler.
 
     Parameters
@@ -272,6 +277,12 @@ def check_node_message(msg: Any, peer: PeerIdentity, workers: Mapping[str, Any])
     workers
         The scheduler's workers by address (``WorkerState`` with ``name``).
 
+    Returns
+    -------
+    Any
+        The message to hand to Dask: ``msg``, without the stream messages in
+        :data:`NODE_STREAM_DROPPED`.
+
     Raises
     ------
     RefusedMessage
@@ -280,13 +291,18 @@ def check_node_message(msg: Any, peer: PeerIdentity, workers: Mapping[str, Any])
     """
     if isinstance(msg, dict):
         _check_one(msg, peer, workers, NODE_REQUESTS | NODE_STREAM_OPS)
-    elif isinstance(msg, (list, tuple)):
-        for item in msg:
-            if not isinstance(item, dict):
-                raise RefusedMessage(f"a stream message of type {type(item).__name__}")
-            _check_one(item, peer, workers, NODE_STREAM_OPS)
-    else:
+        return msg
+    if not isinstance(msg, (list, tuple)):
         raise RefusedMessage(f"a message of type {type(msg).__name__}")
+    kept = []
+    for item in msg:
+        if not isinstance(item, dict):
+            raise RefusedMessage(f"a stream message of type {type(item).__name__}")
+        if item.get("op") in NODE_STREAM_DROPPED:
+            continue
+        _check_one(item, peer, workers, NODE_STREAM_OPS)
+        kept.append(item)
+    return kept
 
 
 def _check_one(msg: dict[str, Any], peer: PeerIdentity, workers: Mapping[str, Any],
