@@ -6,7 +6,6 @@ function the guard runs on every message a node identity sends.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import stat
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from distributed.protocol import Serialize
 from distributed.protocol import dumps as dask_dumps
@@ -38,6 +36,7 @@ from hpcbatch.execution.pki import (
     node_uri,
     peer_identity,
 )
+from tests.security.certs import roleless_certificate
 
 
 def _ous(cert: x509.Certificate) -> list[str]:
@@ -70,23 +69,8 @@ def test_node_credentials_are_the_nodes_own(tmp_path: Path) -> None:
 def test_a_service_certificate_without_its_role_is_reissued_with_a_new_key(tmp_path) -> None:
     """Before node identities every node held the service's certificate and key."""
     tls = ensure_tls(tmp_path)
-    assert tls.ca_key_file is not None
-    ca = x509.load_pem_x509_certificate(tls.ca_file.read_bytes())
-    ca_key = serialization.load_pem_private_key(tls.ca_key_file.read_bytes(), password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    old = (x509.CertificateBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hpcbatch")]))
-           .issuer_name(ca.subject).public_key(key.public_key())
-           .serial_number(x509.random_serial_number())
-           .not_valid_before(now - dt.timedelta(hours=1))
-           .not_valid_after(now + dt.timedelta(days=3650))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
-                          critical=False)
-           .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-    old_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    tls.cert_file.write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    old_cert, old_key = roleless_certificate(tls)
+    tls.cert_file.write_bytes(old_cert)
     tls.key_file.write_bytes(old_key)
     again = ensure_tls(tmp_path)
     assert _ous(x509.load_pem_x509_certificate(again.cert_file.read_bytes())) == [SERVICE_ROLE]

@@ -11,17 +11,12 @@ scheduler pickled payloads. No marker appears, and the same paths carry plain an
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from distributed import Security
 from distributed.comm import connect
 from distributed.comm.core import CommClosedError
@@ -33,6 +28,7 @@ from hpcbatch.execution import agent
 from hpcbatch.execution.engine import DaskEngine, NodeCallError
 from hpcbatch.execution.pki import ensure_tls, issue_node_credentials
 from hpcbatch.execution.tls import TlsFiles
+from tests.security.certs import roleless_certificate
 
 WORKER_NAME = "fake-node@0001"
 
@@ -58,25 +54,8 @@ def _write_tls(folder: Path, ca: bytes, cert: bytes, key: bytes) -> Security:
 
 def _legacy_security(tls: TlsFiles, folder: Path) -> Security:
     """The certificate every node held before node identities: CA-signed, no role."""
-    assert tls.ca_key_file is not None
-    ca_cert = x509.load_pem_x509_certificate(tls.ca_file.read_bytes())
-    ca_key = serialization.load_pem_private_key(tls.ca_key_file.read_bytes(), password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hpcbatch"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, "hpcbatch")]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-    return _write_tls(folder, tls.ca_file.read_bytes(),
-                      cert.public_bytes(serialization.Encoding.PEM),
-                      key.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()))
+    cert, key = roleless_certificate(tls)
+    return _write_tls(folder, tls.ca_file.read_bytes(), cert, key)
 
 
 def _outcome(key: str, failure: Any = None) -> dict[str, Any]:
