@@ -5,7 +5,7 @@ The service sends runs to the worker of the node it chose (the
 directory, sets Batch's variables, runs the command line (without a shell
 unless the command line invokes one), captures ``stdout.txt`` and
 ``stderr.txt``, enforces the wall-clock limit and kills the whole process tree
-on timeout or on :func:`kill_task`. A plain run is started and awaited on the
+on timeout or on :meth:`NodeAgent.kill_task`. A plain run is started and awaited on the
 worker's event loop (a pidfd per process, no thread); a run with files to
 transfer runs in a thread (:meth:`NodeAgent.run_task`). Outcomes go back to the
 service on its outcome stream (:data:`OUTCOME_STREAM_HANDLER`). Nothing here
@@ -91,7 +91,7 @@ class Launch:
     Attributes
     ----------
     key
-        Unique key of this run (job, task, attempt), used by :func:`kill_task`.
+        Unique key of this run (job, task, attempt), used by :meth:`NodeAgent.kill_task`.
     task_dir
         Task directory relative to the node root.
     command_line

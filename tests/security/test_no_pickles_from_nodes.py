@@ -66,8 +66,9 @@ def _outcome(key: str, failure: Any = None) -> dict[str, Any]:
 class FakeNode:
     """A Dask server with a node's certificate and the agent's handler names, hostile."""
 
-    def __init__(self, markers: Path) -> None:
+    def __init__(self, markers: Path, silent: bool = False) -> None:
         self.markers = markers
+        self.silent = silent
         self.reply: Any = None
         self.streams = 0
         self.server = Server({agent.CALL_HANDLER: self.call,
@@ -83,13 +84,16 @@ class FakeNode:
 
     async def outcomes(self, comm: Any) -> None:
         self.streams += 1
+        if self.silent:
+            await asyncio.sleep(60)
+            return
         key = self.keys[0]
         if self.streams == 1:  # a pickled failure info: refused, the stream breaks
             await comm.write([_outcome(key, ToPickle(Touch(self.markers / "outcome-pickled")))])
         elif self.streams == 2:  # a serialized one: refused too
             await comm.write([_outcome(key, Serialize(Touch(self.markers / "outcome-serial")))])
-        else:  # then a plain outcome, which the service takes
-            await comm.write([_outcome(key)])
+        else:  # then an outcome for another node's run (ignored) and its own (taken)
+            await comm.write([_outcome("other-node-run"), _outcome(key)])
         await asyncio.sleep(30)
 
 
@@ -104,16 +108,20 @@ def test_the_service_and_scheduler_never_unpickle_what_a_node_sends(tmp_path: Pa
     async def main() -> None:
         engine = DaskEngine(tmp_path / "run", tls, "127.0.0.1")
         await engine.start()
-        fake = FakeNode(markers)
+        fake, other = FakeNode(markers), FakeNode(markers, silent=True)
         try:
-            await fake.server
-            await fake.server.listen("tls://127.0.0.1:0", **node_sec.get_listen_args("worker"))
+            for node in (fake, other):
+                await node.server
+                await node.server.listen("tls://127.0.0.1:0",
+                                         **node_sec.get_listen_args("worker"))
             addr = fake.server.listeners[0].contact_address
             await _calls(engine, fake, addr, markers)
-            await _outcome_stream(engine, fake, addr)
+            await _outcome_stream(engine, fake, addr,
+                                  other.server.listeners[0].contact_address)
             await _to_the_scheduler(engine, node_sec, legacy_sec, markers)
         finally:
             await fake.server.close()
+            await other.server.close()
             await engine.close()
 
     asyncio.run(main())
@@ -141,11 +149,19 @@ async def _calls(engine: DaskEngine, fake: FakeNode, addr: str, markers: Path) -
         await engine.call(addr, "read_file", rel_path="x")
 
 
-async def _outcome_stream(engine: DaskEngine, fake: FakeNode, addr: str) -> None:
+async def _outcome_stream(engine: DaskEngine, fake: FakeNode, addr: str,
+                          other_addr: str) -> None:
+    # A run the service sent another (silent) node.
+    other = agent.Launch(key="other-node-run", task_dir="workitems/j/job-1/o",
+                         command_line="true")
+    ended: list[str] = []
+    engine.post(other_addr, [other], sink=lambda key, _: ended.append(key))
     launch = agent.Launch(key="run-1", task_dir="workitems/j/job-1/t", command_line="true")
     outcome = await asyncio.wait_for(engine.run_launch(addr, launch), 60)
     assert fake.streams == 3  # two refused streams, then the plain outcome
     assert outcome.exit_code == 0 and outcome.failure_info is None
+    assert ended == []  # the fake node cannot end another node's run
+    engine.forget(other.key)
 
 
 async def _to_the_scheduler(engine: DaskEngine, node_sec: Security, legacy_sec: Security,
