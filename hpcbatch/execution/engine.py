@@ -1,11 +1,13 @@
 """The execution engine: one Dask distributed scheduler per service, over TLS.
 
 The scheduler runs as a child process of the service (``dask scheduler`` with
-the service's TLS certificates; a process without them cannot connect). Each
-compute node runs one Dask worker named after the node (:mod:`hpcbatch.node`).
-The service holds an asynchronous Dask client. Runs of tasks go straight to
-the worker of the node the scheduling policy chose, over the client's pooled
-TLS comms and the worker's ``hpcbatch_exchange`` handler, in one one-way
+the service's TLS certificate; a process without a certificate from the
+service's CA cannot connect, and a node's certificate can only act as that
+node's worker). Each compute node runs one Dask worker named after the node
+(:mod:`hpcbatch.node`). The service holds an asynchronous Dask client for the
+scheduler and its own pool of comms to the workers. Runs of tasks go straight
+to the worker of the node the scheduling policy chose, over those pooled TLS
+comms and the worker's ``hpcbatch_exchange`` handler, in one one-way
 message per worker per scheduling pass; outcomes come back on one long-lived
 comm per worker (``hpcbatch_outcomes``). Out-of-band calls on a node's agent
 (:meth:`DaskEngine.call`: kill a run, list or read node files, sample metrics)
