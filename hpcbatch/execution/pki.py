@@ -189,7 +189,7 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 
 def _make_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hpcbatch"),
@@ -221,7 +221,7 @@ def _make_leaf(
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """Issue a certificate for ``role`` (its OU) with these subject alternative names."""
     key = _new_key()
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     not_after = min(now + validity, ca_cert.not_valid_after_utc)
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
@@ -328,7 +328,7 @@ def ensure_tls(state_dir: Path, hostnames: Sequence[str] = ()) -> TlsFiles:
         if leaf is not None:
             cert = leaf[0]
             have = _san_strings(cert)
-            soon = _dt.datetime.now(_dt.timezone.utc) + _RENEW_BEFORE
+            soon = _dt.datetime.now(_dt.UTC) + _RENEW_BEFORE
             reissue = (
                 not wanted <= have
                 or cert.not_valid_after_utc < soon

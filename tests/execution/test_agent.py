@@ -7,7 +7,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 from hpcbatch.execution import agent
 from hpcbatch.execution.agent import EXIT_CODE_TASK_ENDED, Launch, NodeAgent
 from hpcbatch.execution.environment import NodeIdentity
