@@ -66,10 +66,13 @@ def raw_spawn(n: int, threads: int) -> float:
 
 
 def dask_floor(thread: ServiceThread, slots: int, n: int) -> float:
-    """Seconds to run n ``agent.run_task`` launches of /bin/true as one Dask task each."""
+    """Seconds to run n launches of /bin/true straight through the engine (no REST, no store).
+
+    Each goes to its node's agent as the service sends runs (``engine.run_launch``);
+    Dask tasks cannot run on guarded node workers (docs/security.md, "Nodes").
+    """
     engine = thread.runtime.engine
-    assert engine is not None and engine.client is not None
-    client = engine.client
+    assert engine is not None
     counter = itertools.count()
 
     async def go() -> float:
@@ -80,8 +83,7 @@ def dask_floor(thread: ServiceThread, slots: int, n: int) -> float:
                 i = next(counter)
                 launch = agent.Launch(key=f"floor-{i}", task_dir=f"workitems/floor/job-1/t{i}",
                                       command_line="/bin/true", job_id="floor", task_id=f"t{i}")
-                await client.submit(agent.run_task, launch, key=f"floor-{i}", workers=[worker],
-                                    allow_other_workers=False, pure=False)
+                await engine.run_launch(worker, launch)
 
         lanes = [w for w in workers for _ in range(slots)]
         shares = [n // len(lanes) + (1 if i < n % len(lanes) else 0) for i in range(len(lanes))]

@@ -226,14 +226,15 @@ class Probe:
 
     def install(self) -> None:
         engine, svc, probe = self.engine, self.svc, self
-        run_on, record, launch = engine.run_on, svc.dispatcher._record_ended, svc.dispatcher._launch
+        call, record, launch = engine.call, svc.dispatcher._record_ended, svc.dispatcher._launch
         wraps: list[tuple[Any, str, Any]] = []
         has_outcome = hasattr(engine, "outcome")
 
-        submit = engine.submit
+        submit = getattr(engine, "submit", None)  # engines that ran runs as Dask tasks
 
         def p_submit(fn: Callable[..., Any], *args: Any, worker: str, key: str) -> Any:
             t = time.time()
+            assert submit is not None
             fut = submit(fn, *args, worker=worker, key=key)
             entry = probe.submits[key] = {"submit": t}
             if not has_outcome:  # the service awaits the Dask future itself
@@ -247,7 +248,8 @@ class Probe:
                 asyncio.ensure_future(watch())
             return fut
 
-        wraps.append((engine, "submit", p_submit))
+        if submit is not None:
+            wraps.append((engine, "submit", p_submit))
         if has_outcome:
             outcome = engine.outcome
 
@@ -275,13 +277,12 @@ class Probe:
 
             wraps.append((engine, "launch", p_elaunch))
 
-        async def p_run_on(worker: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        async def p_call(worker: str, op: str, **kw: Any) -> Any:
             t = time.time()
             try:
-                return await run_on(worker, fn, *args, **kw)
+                return await call(worker, op, **kw)
             finally:
-                probe.run_ons.append((getattr(fn, "__name__", str(fn)), args[0] if args else None,
-                                      t, time.time()))
+                probe.run_ons.append((op, kw.get("key"), t, time.time()))
 
         def p_record(*args: Any) -> Any:
             pending = [e.run.key for e in svc.dispatcher._ended]
@@ -298,7 +299,7 @@ class Probe:
             probe.launches[f"{job['id']}/{row['id']}"] = (t, key)
             return out
 
-        wraps += [(engine, "run_on", p_run_on), (svc.dispatcher, "_record_ended", p_record),
+        wraps += [(engine, "call", p_call), (svc.dispatcher, "_record_ended", p_record),
                   (svc.dispatcher, "_launch", p_launch)]
         for obj, name, fn in wraps:
             self._saved[(obj, name)] = obj.__dict__.get(name)
@@ -337,7 +338,7 @@ class Probe:
         seg["app: process exit -> result at the service"] = app["result"] - app["end"]
         kill_end = max((r[3] for r in kills), default=app["result"])
         if kills:  # only with a coordination command: its daemons are ended
-            seg[f"kill_tagged x{len(kills)} (client.run; psutil scan of every process)"] = (
+            seg[f"kill_tagged x{len(kills)} (hpcbatch_call; psutil scan of every process)"] = (
                 kill_end - app["result"])
         seg["run ended -> recording pass starts (kick, pass coalescing)"] = rec[0] - kill_end
         seg["recording pass (SQLite transaction)"] = rec[1] - rec[0]
@@ -353,13 +354,10 @@ async def primitives(thread: ServiceThread, reps: int) -> dict[str, Any]:
     tag = f"bench-{os.getpid()}-{time.time_ns()}"
     counter = itertools.count()
     out: dict[str, list[float]] = {k: [] for k in (
-        "dask_submit_noop_s", "service_launch_run_task_true_s", "client_run_noop_s",
-        "client_run_kill_tagged_s", "kill_tagged_x5_concurrent_s")}
+        "service_launch_run_task_true_s", "node_call_noop_s",
+        "node_call_kill_tagged_s", "kill_tagged_x5_concurrent_s")}
     for _ in range(reps):
         i = next(counter)
-        t = time.perf_counter()
-        await engine.submit(os.getpid, worker=workers[0], key=f"{tag}-noop-{i}")
-        out["dask_submit_noop_s"].append(time.perf_counter() - t)
         launch = agent.Launch(key=f"{tag}-true-{i}", task_dir=f"workitems/bench-floor/job-1/t{i}",
                               command_line="/bin/true", job_id="bench-floor", task_id=f"t{i}")
         t = time.perf_counter()
@@ -369,13 +367,13 @@ async def primitives(thread: ServiceThread, reps: int) -> dict[str, Any]:
             await engine.submit(agent.run_task, launch, worker=workers[0], key=launch.key)
         out["service_launch_run_task_true_s"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        await engine.run_on(workers[0], os.getpid)
-        out["client_run_noop_s"].append(time.perf_counter() - t)
+        await engine.call(workers[0], "node_info")
+        out["node_call_noop_s"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        await engine.run_on(workers[0], agent.kill_tagged, f"{tag}-none")
-        out["client_run_kill_tagged_s"].append(time.perf_counter() - t)
+        await engine.kill_tagged(workers[0], f"{tag}-none")
+        out["node_call_kill_tagged_s"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        await asyncio.gather(*(engine.run_on(w, agent.kill_tagged, f"{tag}-none")
+        await asyncio.gather(*(engine.kill_tagged(w, f"{tag}-none")
                                for w in [workers[0], *workers]))
         out["kill_tagged_x5_concurrent_s"].append(time.perf_counter() - t)
     return out

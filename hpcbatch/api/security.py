@@ -3,10 +3,11 @@
 * The Batch account name and SharedKey, kept in ``{state_dir}/account.json``
   (mode 0600); clients sign with them as in the Batch document "Authenticate
   requests to the Azure Batch service" (see :mod:`hpcbatch.batch.sharedkey`).
-* A private certificate authority and one certificate signed by it, under
-  ``{state_dir}/tls/``. The Dask scheduler, the workers and the service's own
-  Dask client all present that certificate and trust only that CA: mutual TLS,
-  so nothing without the state dir's key can join or command the cluster.
+* A private certificate authority and the service's certificate, under
+  ``{state_dir}/tls/`` (:func:`hpcbatch.execution.pki.ensure_tls`, re-exported
+  here). The Dask scheduler and the service's own Dask client present that
+  certificate; each node gets its own certificate from the same CA
+  (:func:`hpcbatch.execution.pki.issue_node_credentials`).
 
 Every ``ensure_*`` function is idempotent: it reuses what is there, tightens
 file modes that have become too loose, and holds a lock file so that two
@@ -15,32 +16,21 @@ processes starting at once do not both write.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
-import fcntl
-import ipaddress
 import json
-import os
-import secrets
-import stat
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.batch.sharedkey import decode_key, generate_account_key
 from hpcbatch.batch.statedir import ACCOUNT_FILE
+from hpcbatch.execution.pki import (
+    ensure_tls,
+    locked,
+    private_dir,
+    tighten,
+    write_private,
+)
 from hpcbatch.execution.tls import TlsFiles
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "AccountCredentials",
@@ -48,19 +38,6 @@ __all__ = [
     "ensure_account_credentials",
     "ensure_tls",
 ]
-
-TLS_DIR = "tls"
-CA_CERT = "ca.pem"
-CA_KEY = "ca-key.pem"
-CERT = "cert.pem"
-KEY = "key.pem"
-
-#: Names every certificate carries besides the caller's hostnames.
-DEFAULT_SANS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1", "hpcbatch")
-
-_VALIDITY = _dt.timedelta(days=3650)
-_RENEW_BEFORE = _dt.timedelta(days=30)
-_BACKDATE = _dt.timedelta(hours=1)  # tolerate clocks a little behind across hosts
 
 
 @dataclass(frozen=True)
@@ -83,52 +60,6 @@ class AccountCredentials:
 
     def __repr__(self) -> str:  # keep the key out of logs
         return f"AccountCredentials(account_name={self.account_name!r}, key_file={str(self.key_file)!r})"
-
-
-# --------------------------------------------------------------------------
-# files
-# --------------------------------------------------------------------------
-
-
-def _private_dir(path: Path) -> Path:
-    """Create ``path`` 0700, or tighten it to 0700 if others may enter it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        os.chmod(path, 0o700)
-    return path
-
-
-def _tighten(path: Path, mode: int = 0o600) -> None:
-    if stat.S_IMODE(path.stat().st_mode) & ~mode & 0o777:
-        os.chmod(path, mode)
-
-
-def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` atomically into a new file created with ``mode``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # in case the umask took bits away we wanted (e.g. 0644 certs)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------
@@ -162,15 +93,15 @@ def ensure_account_credentials(state_dir: Path, account: str = "hpcbatch") -> Ac
         ``account.json`` exists but is not valid (bad JSON, missing fields,
         key not base64).
     """
-    state_dir = _private_dir(Path(state_dir))
+    state_dir = private_dir(Path(state_dir))
     path = state_dir / ACCOUNT_FILE
-    with _locked(state_dir):
+    with locked(state_dir):
         if not path.exists():
             if not account or any(c in account for c in ": \t\r\n"):
                 raise ValueError(f"invalid Batch account name {account!r}")
             doc = {"account_name": account, "key": generate_account_key()}
-            _write_private(path, (json.dumps(doc, indent=2) + "\n").encode())
-        _tighten(path)
+            write_private(path, (json.dumps(doc, indent=2) + "\n").encode())
+        tighten(path)
         try:
             doc = json.loads(path.read_text())
             name, key = doc["account_name"], doc["key"]
@@ -184,227 +115,6 @@ def ensure_account_credentials(state_dir: Path, account: str = "hpcbatch") -> Ac
                 code="InvalidAccountFile",
             ) from exc
     return AccountCredentials(account_name=name, key=key, key_file=path)
-
-
-# --------------------------------------------------------------------------
-# TLS
-# --------------------------------------------------------------------------
-
-
-def _san_entries(names: Sequence[str]) -> list[x509.GeneralName]:
-    out: list[x509.GeneralName] = []
-    seen: set[str] = set()
-    for raw in names:
-        name = _normal(raw)
-        if not name or name in seen:
-            continue
-        seen.add(name)
-        try:
-            out.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            out.append(x509.DNSName(name))
-    return out
-
-
-def _san_strings(cert: x509.Certificate) -> set[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    names = {n.lower() for n in ext.get_values_for_type(x509.DNSName)}
-    names |= {str(ip) for ip in ext.get_values_for_type(x509.IPAddress)}
-    return names
-
-
-def _normal(name: str) -> str:
-    name = name.strip().lower().strip("[]")
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        return name
-
-
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _make_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _new_key()
-    now = _dt.datetime.now(_dt.timezone.utc)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hpcbatch"),
-            # unique per CA, so chains never mix up two clusters' CAs
-            x509.NameAttribute(NameOID.COMMON_NAME, f"hpcbatch CA {secrets.token_hex(4)}"),
-        ]
-    )
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _make_leaf(
-    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, sans: Sequence[str]
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _new_key()
-    now = _dt.datetime.now(_dt.timezone.utc)
-    not_after = min(now + _VALIDITY, ca_cert.not_valid_after_utc)
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hpcbatch"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "hpcbatch"),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(_san_entries(sans)), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, object] | None:
-    """Load a certificate and its key; ``None`` if missing, unreadable or not a pair."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError):
-        return None
-    if cert.public_key() != key.public_key():
-        return None
-    return cert, key
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
-
-
-def ensure_tls(state_dir: Path, hostnames: Sequence[str] = ()) -> TlsFiles:
-    """Create or reuse the cluster's private CA and its one certificate.
-
-    Under ``state_dir/tls/`` (mode 0700): ``ca.pem`` / ``ca-key.pem`` (an EC
-    P-256 CA valid 10 years) and ``cert.pem`` / ``key.pem`` (EC P-256, signed by
-    that CA, for both server and client authentication). Key files are 0600.
-
-    The certificate's subject alternative names are ``localhost``,
-    ``127.0.0.1``, ``::1``, ``hpcbatch`` and ``hostnames`` (DNS names or IP
-    addresses). Existing files are reused; the certificate alone is re-issued
-    from the same CA (keeping its old names) when a requested name is missing,
-    when it expires within 30 days, or when it does not match the CA or its key.
-    A missing or unreadable CA makes a new CA and certificate.
-
-    Parameters
-    ----------
-    state_dir
-        The service's state directory.
-    hostnames
-        Further DNS names / IP addresses the scheduler is reached by.
-
-    Returns
-    -------
-    TlsFiles
-    """
-    tls_dir = _private_dir(_private_dir(Path(state_dir)) / TLS_DIR)
-    files = TlsFiles(ca_file=tls_dir / CA_CERT, cert_file=tls_dir / CERT, key_file=tls_dir / KEY)
-    ca_key_file = tls_dir / CA_KEY
-    wanted = {_normal(n) for n in (*DEFAULT_SANS, *hostnames) if n.strip()}
-    with _locked(tls_dir):
-        ca = _load_pair(files.ca_file, ca_key_file)
-        if ca is None:
-            ca_cert, ca_key = _make_ca()
-            _write_private(ca_key_file, _key_pem(ca_key))
-            _write_private(files.ca_file, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-            leaf = None
-        else:
-            ca_cert, ca_key = ca  # type: ignore[assignment]
-            leaf = _load_pair(files.cert_file, files.key_file)
-
-        reissue = leaf is None
-        if leaf is not None:
-            cert = leaf[0]
-            have = _san_strings(cert)
-            soon = _dt.datetime.now(_dt.timezone.utc) + _RENEW_BEFORE
-            reissue = (
-                not wanted <= have
-                or cert.not_valid_after_utc < soon
-                or not _issued_by(cert, ca_cert)
-            )
-            wanted |= have
-        if reissue:
-            ordered = [*DEFAULT_SANS, *hostnames, *sorted(wanted)]
-            cert, key = _make_leaf(ca_cert, ca_key, ordered)
-            _write_private(files.key_file, _key_pem(key))
-            _write_private(files.cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        for private in (ca_key_file, files.key_file):
-            _tighten(private)
-    return files
 
 
 # --------------------------------------------------------------------------

@@ -184,7 +184,7 @@ class Autoscaler:
             counts = self._task_counts(key)
             workers = [n.worker for n in svc.pool_manager.nodes_of(key) if n.worker]
             results = await asyncio.gather(
-                *(svc.engine.run_on(w, metrics.node_sample) for w in workers),
+                *(svc.engine.node_sample(w) for w in workers),
                 return_exceptions=True)
             samples = [r for r in results if isinstance(r, dict)]
             self.history.record(key, at, counts, samples)

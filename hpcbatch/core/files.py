@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hpcbatch.batch.errors import (
@@ -15,8 +16,7 @@ from hpcbatch.batch.errors import (
 from hpcbatch.batch.wire import iso
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import job_row, pool_row, task_row
-from hpcbatch.execution import agent
-from hpcbatch.execution.environment import task_dir
+from hpcbatch.execution.environment import SECRETS_DIR, task_dir
 
 if TYPE_CHECKING:
     pass
@@ -50,19 +50,32 @@ class NodeFiles:
 
     async def list_node_files(self, pool_id: str, node_id: str, path: str = "",
                               recursive: bool = False) -> list[dict[str, Any]]:
-        """List files under a node's root dir ("File - List From Compute Node")."""
+        """List files under a node's root dir ("File - List From Compute Node").
+
+        The node's secrets folder (``secrets/``) is not a node file: a listing
+        never shows it and listing it gives no files, as for a folder that does
+        not exist (the agent enforces it, :meth:`NodeAgent.list_files
+        <hpcbatch.execution.agent.NodeAgent.list_files>`).
+        """
         worker = self._node_worker(pool_id, node_id)
-        rel = _safe_rel(path) if path else ""
-        entries = await self.ctx.engine.run_on(worker, agent.list_files, rel, recursive)
+        rel = _safe_node_rel(path) if path else ""
+        entries = await self.ctx.engine.list_files(worker, rel, recursive)
         base = f"{self.ctx.node_url(pool_id, node_id)}/files"
         return [_file_wire(e, f"{rel}/{e['name']}".lstrip("/"), base) for e in entries]
 
     async def get_node_file(self, pool_id: str, node_id: str, path: str, offset: int = 0,
                             length: int | None = None) -> bytes:
-        """Return a file under a node's root dir ("File - Get From Compute Node")."""
+        """Return a file under a node's root dir ("File - Get From Compute Node").
+
+        Raises
+        ------
+        NotFoundError
+            ``FileNotFound`` (404), Batch's answer for a path that is not a node
+            file: also for a path that leaves the node root, or that is or
+            resolves (through ``..`` or links) into the node's secrets folder.
+        """
         worker = self._node_worker(pool_id, node_id)
-        data = await self.ctx.engine.run_on(worker, agent.read_file, _safe_rel(path),
-                                            offset, length)
+        data = await self.ctx.engine.read_file(worker, _safe_node_rel(path), offset, length)
         if data is None:
             raise not_found("File", path)
         return data
@@ -88,7 +101,7 @@ class NodeFiles:
                               recursive: bool = False) -> list[dict[str, Any]]:
         """List the files of a task's directory on its node ("File - List From Task")."""
         worker, tdir = self._task_location(job_id, task_id)
-        entries = await self.ctx.engine.run_on(worker, agent.list_files, tdir, recursive)
+        entries = await self.ctx.engine.list_files(worker, tdir, recursive)
         base = f"{self.ctx.base_url}/jobs/{job_id}/tasks/{task_id}/files"
         return [_file_wire(e, e["name"], base) for e in entries]
 
@@ -102,8 +115,8 @@ class NodeFiles:
             ``FileNotFound`` (also for a path that leaves the task directory).
         """
         worker, tdir = self._task_location(job_id, task_id)
-        data = await self.ctx.engine.run_on(worker, agent.read_file,
-                                            f"{tdir}/{_safe_rel(path)}", offset, length)
+        data = await self.ctx.engine.read_file(worker, f"{tdir}/{_safe_rel(path)}", offset,
+                                               length)
         if data is None:
             raise not_found("File", path)
         return data
@@ -119,12 +132,21 @@ def _safe_rel(path: str) -> str:
 
 
 
+def _safe_node_rel(path: str) -> str:
+    """:func:`_safe_rel` for a node file: the node's secrets folder is not found either."""
+    norm = _safe_rel(path)
+    if norm.split("/", 1)[0] == SECRETS_DIR:
+        raise not_found("File", path)
+    return norm
+
+
 def _file_wire(entry: Mapping[str, Any], name: str, base: str) -> dict[str, Any]:
     """Return Batch ``NodeFile`` JSON for an agent's file entry."""
     item: dict[str, Any] = {"name": name, "url": f"{base}/{name}",
                             "isDirectory": entry["isDirectory"]}
     if not entry["isDirectory"]:
         item["properties"] = {"contentLength": entry["size_bytes"],
-                              "lastModified": iso(entry["mtime"].replace(tzinfo=None)),
+                              "lastModified": iso(datetime.fromtimestamp(entry["mtime"], UTC)
+                                                  .replace(tzinfo=None)),
                               "contentType": "application/octet-stream"}
     return item

@@ -74,7 +74,7 @@ class Housekeeping:
                     task_dir(job_ids[r.job_key], r.id))
         for worker, (node_id, dirs) in by_worker.items():
             try:
-                await self.ctx.engine.run_on(worker, agent.remove_dirs, dirs)
+                await self.ctx.engine.remove_dirs(worker, dirs)
             except Exception as exc:
                 log.warning("cannot remove task dirs on node %s: %s", node_id, exc)
         if rows:

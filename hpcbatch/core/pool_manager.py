@@ -37,6 +37,8 @@ from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent
 from hpcbatch.execution.engine import DaskEngine
+from hpcbatch.execution.environment import NODE_TLS_DIR, NODE_TLS_FILES
+from hpcbatch.execution.pki import issue_node_credentials
 from hpcbatch.execution.tls import TlsFiles
 from hpcbatch.providers.base import NodeProvider, NodeRootRefusedError
 from hpcbatch.providers.inventory import Host
@@ -63,7 +65,8 @@ class PoolManager:
     engine
         The Dask engine nodes' workers connect to.
     tls
-        Certificates uploaded to each node for its worker.
+        The service's TLS files; each node gets its own certificate from their CA
+        (:func:`hpcbatch.execution.pki.issue_node_credentials`) in its secrets folder.
     account_name, account_url
         Written into each node's identity (``AZ_BATCH_ACCOUNT_*``).
     on_change
@@ -611,12 +614,15 @@ class PoolManager:
         provider = self.provider(host)
         root = provider.prepare()
         node.root_dir = root
+        # The node's own identity, for this incarnation's worker name only; the
+        # service's key and the CA key stay here.
+        creds = issue_node_credentials(self.tls, node.pool_id, node.worker_name)
         files = {}
         remote_tls = {}
-        for name, path in (("ca_file", self.tls.ca_file), ("cert_file", self.tls.cert_file),
-                           ("key_file", self.tls.key_file)):
-            rel = posixpath.join("tls", path.name)
-            files[rel] = path.read_bytes()
+        for name, data in (("ca_file", creds.ca_pem), ("cert_file", creds.cert_pem),
+                           ("key_file", creds.key_pem)):
+            rel = posixpath.join(NODE_TLS_DIR, NODE_TLS_FILES[name])
+            files[rel] = data
             remote_tls[name] = posixpath.join(root, rel)
         config = {
             "node_id": node.node_id,

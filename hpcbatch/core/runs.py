@@ -272,7 +272,7 @@ class Runs:
             if not node.worker:
                 continue
             try:
-                await self.ctx.engine.run_on(node.worker, agent.kill_task, key)
+                await self.ctx.engine.kill_run(node.worker, key)
             except Exception as exc:
                 log.warning("cannot end task %s on node %s: %s", run.task_id, node.node_id, exc)
 

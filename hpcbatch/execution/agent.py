@@ -5,7 +5,7 @@ The service sends runs to the worker of the node it chose (the
 directory, sets Batch's variables, runs the command line (without a shell
 unless the command line invokes one), captures ``stdout.txt`` and
 ``stderr.txt``, enforces the wall-clock limit and kills the whole process tree
-on timeout or on :func:`kill_task`. A plain run is started and awaited on the
+on timeout or on :meth:`NodeAgent.kill_task`. A plain run is started and awaited on the
 worker's event loop (a pidfd per process, no thread); a run with files to
 transfer runs in a thread (:meth:`NodeAgent.run_task`). Outcomes go back to the
 service on its outcome stream (:data:`OUTCOME_STREAM_HANDLER`). Nothing here
@@ -13,10 +13,15 @@ decides what runs where: that is the scheduler's policy.
 
 The agent's state (node identity, base environment, run table, thread pool,
 outcome stream) lives in one :class:`NodeAgent`, a Dask ``WorkerPlugin`` that
-the node process registers on its worker (:mod:`hpcbatch.execution.node`).
-Functions the service runs on a worker out of band (:func:`kill_task`,
-:func:`list_files`, :func:`read_file`, :func:`remove_dirs`) find the agent
-through the worker (:func:`agent_of`); the module holds no node state.
+the node process registers on its worker (:mod:`hpcbatch.execution.node`);
+the module holds no node state. The service calls the agent out of band
+through one handler, :data:`CALL_HANDLER`, with an operation named in
+:data:`CALL_OPS` and plain msgpack arguments and results (no pickles: the
+service reads what a node sends with msgpack only).
+
+The node's secrets (its TLS key and certificate, under :data:`SECRETS_DIR` of
+the node root) are never served: the node files operations neither list nor
+read anything that is, or resolves into, that folder.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ from typing import Any
 import psutil
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from hpcbatch.execution import packages, transfer
-from hpcbatch.execution.environment import NodeIdentity, task_environment
+from hpcbatch.execution import metrics, packages, transfer
+from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
 
 AGENT_PLUGIN = "hpcbatch-agent"
 """Name of the :class:`NodeAgent` plugin in a node worker's ``plugins``."""
@@ -53,6 +58,11 @@ EXCHANGE_HANDLER = "hpcbatch_exchange"
 """Name of the worker handler the service sends runs to (:meth:`NodeAgent.exchange`)."""
 OUTCOME_STREAM_HANDLER = "hpcbatch_outcomes"
 """Name of the worker handler that streams outcomes to the service (:meth:`NodeAgent.outcome_stream`)."""
+CALL_HANDLER = "hpcbatch_call"
+"""Name of the worker handler the service calls the agent's operations through (:meth:`NodeAgent.call`)."""
+CALL_OPS = frozenset({"kill_task", "kill_tagged", "list_files", "read_file", "remove_dirs",
+                      "node_sample", "node_info"})
+"""The operations :data:`CALL_HANDLER` runs; any other name is refused."""
 STREAM_KEEPALIVE_S = 30.0
 """An outcome stream with nothing to say sends an empty message this often."""
 
@@ -81,7 +91,7 @@ class Launch:
     Attributes
     ----------
     key
-        Unique key of this run (job, task, attempt), used by :func:`kill_task`.
+        Unique key of this run (job, task, attempt), used by :meth:`NodeAgent.kill_task`.
     task_dir
         Task directory relative to the node root.
     command_line
@@ -330,11 +340,25 @@ def outcome_to_wire(outcome: Outcome) -> dict[str, Any]:
             "task_root_dir": outcome.task_root_dir, "node_id": outcome.node_id}
 
 
-def outcome_from_wire(msg: dict[str, Any]) -> Outcome:
-    """Inverse of :func:`outcome_to_wire`."""
-    return Outcome(msg["exit_code"], datetime.fromtimestamp(msg["start"], UTC),
-                   datetime.fromtimestamp(msg["end"], UTC), msg["failure"],
-                   msg["task_root_dir"], msg["node_id"])
+def outcome_from_wire(msg: Mapping[str, Any]) -> Outcome:
+    """Inverse of :func:`outcome_to_wire`; checks the types (a node is an untrusted peer).
+
+    Raises
+    ------
+    TypeError
+        A field is missing or of the wrong type.
+    """
+    code, start, end = msg.get("exit_code"), msg.get("start"), msg.get("end")
+    failure, tdir, node_id = msg.get("failure"), msg.get("task_root_dir"), msg.get("node_id")
+    if not (code is None or (isinstance(code, int) and not isinstance(code, bool))) \
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                       for t in (start, end)) \
+            or not (failure is None or isinstance(failure, Mapping)) \
+            or not isinstance(tdir, str) or not isinstance(node_id, str):
+        raise TypeError(f"malformed outcome {dict(msg)!r}")
+    return Outcome(code, datetime.fromtimestamp(float(start), UTC),  # type: ignore[arg-type]
+                   datetime.fromtimestamp(float(end), UTC),  # type: ignore[arg-type]
+                   None if failure is None else dict(failure), tdir, node_id)
 
 
 @dataclass
@@ -412,6 +436,7 @@ class NodeAgent(WorkerPlugin):
         self._loop_thread = threading.get_ident()
         worker.handlers[EXCHANGE_HANDLER] = self.exchange
         worker.handlers[OUTCOME_STREAM_HANDLER] = self.outcome_stream
+        worker.handlers[CALL_HANDLER] = self.call
 
     def teardown(self, worker: Any) -> None:
         """End every task process of this node; the worker is closing."""
@@ -815,7 +840,64 @@ class NodeAgent(WorkerPlugin):
                     self._pending[:0] = batch
                 return
 
+    # ----------------------------------------------------------- out-of-band calls
+
+    async def call(self, operation: str,
+                   args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The worker handler the service calls the agent's operations through.
+
+        Parameters
+        ----------
+        operation
+            One of :data:`CALL_OPS`: ``kill_task(key)``, ``kill_tagged(key)``,
+            ``list_files(rel_dir, recursive)``, ``read_file(rel_path, offset,
+            length)``, ``remove_dirs(rel_dirs)``, ``node_sample()``, ``node_info()``.
+        args
+            The operation's keyword arguments (msgpack values).
+
+        Returns
+        -------
+        dict
+            ``{"status": "OK", "result": ...}`` with a msgpack result, or
+            ``{"status": "error", "message": ...}`` (an unknown operation, bad
+            arguments, or the operation failed). Never an exception: Dask
+            would send it pickled, and the service refuses pickles from nodes.
+        """
+        op = operation
+        if op not in CALL_OPS:
+            return {"status": "error", "message": f"unknown node agent operation {op!r}"}
+        kwargs = dict(args or {})
+        try:
+            if op == "kill_task":
+                result: Any = self.kill_task(str(kwargs["key"]))
+            elif op == "kill_tagged":
+                result = kill_tagged(str(kwargs["key"]))
+            elif op == "node_sample":
+                result = metrics.node_sample()
+            elif op == "node_info":
+                result = {"node_id": self.node.node_id, "pool_id": self.node.pool_id,
+                          "root_dir": self.node.root_dir}
+            elif op == "list_files":
+                result = await asyncio.to_thread(self.list_files, str(kwargs["rel_dir"]),
+                                                 bool(kwargs.get("recursive", False)))
+            elif op == "read_file":
+                length = kwargs.get("length")
+                result = await asyncio.to_thread(
+                    self.read_file, str(kwargs["rel_path"]), int(kwargs.get("offset") or 0),
+                    None if length is None else int(length))
+            else:
+                result = await asyncio.to_thread(self.remove_dirs,
+                                                 [str(d) for d in kwargs["rel_dirs"]])
+        except Exception as exc:  # noqa: BLE001 - reported as plain text, never pickled
+            return {"status": "error", "message": f"{type(exc).__name__}: {exc}"}
+        return {"status": "OK", "result": result}
+
     # ----------------------------------------------------------- node files
+
+    def _served(self, path: Path) -> bool:
+        """Whether a resolved path may be served: inside the node root, not its secrets."""
+        root = Path(self.node.root_dir).resolve()
+        return path.is_relative_to(root) and not path.is_relative_to(root / SECRETS_DIR)
 
     def list_files(self, rel_dir: str, recursive: bool = False) -> list[dict[str, Any]]:
         """List files under a directory of this node ("File - List From Compute Node").
@@ -830,22 +912,40 @@ class NodeAgent(WorkerPlugin):
         Returns
         -------
         list of dict
-            ``{"name", "isDirectory", "size_bytes", "mtime"}`` with names relative
-            to ``rel_dir``; empty when the directory does not exist.
+            ``{"name", "isDirectory", "size_bytes", "mtime"}`` (``mtime``: POSIX
+            seconds) with names relative to ``rel_dir``; empty when the
+            directory does not exist, is outside the node root or is (in) the
+            node's secrets folder, which no listing shows.
         """
         base = Path(self.node.root_dir, rel_dir)
-        if not base.is_dir():
+        if not base.is_dir() or not self._served(base.resolve()):
             return []
-        entries = base.rglob("*") if recursive else base.iterdir()
         out = []
-        for p in sorted(entries):
-            st = p.stat()
-            out.append({
-                "name": p.relative_to(base).as_posix(),
-                "isDirectory": p.is_dir(),
-                "size_bytes": st.st_size,
-                "mtime": datetime.fromtimestamp(st.st_mtime, UTC),
-            })
+        stack = [base]
+        while stack:
+            folder = stack.pop()
+            try:
+                children = list(folder.iterdir())
+            except OSError:
+                continue
+            for p in children:
+                try:
+                    resolved = p.resolve()
+                    st = p.stat()
+                except OSError:  # gone meanwhile, or a dangling link
+                    continue
+                if not self._served(resolved):
+                    continue
+                is_dir = p.is_dir()
+                out.append({
+                    "name": p.relative_to(base).as_posix(),
+                    "isDirectory": is_dir,
+                    "size_bytes": st.st_size,
+                    "mtime": st.st_mtime,
+                })
+                if recursive and is_dir and not p.is_symlink():
+                    stack.append(p)
+        out.sort(key=lambda e: str(e["name"]))
         return out
 
     def read_file(self, rel_path: str, offset: int = 0, length: int | None = None) -> bytes | None:
@@ -861,11 +961,12 @@ class NodeAgent(WorkerPlugin):
         Returns
         -------
         bytes or None
-            The bytes, or None when the file does not exist or is outside the root.
+            The bytes, or None when the file does not exist, is outside the root,
+            or is (or resolves into) the node's secrets folder.
         """
         root = Path(self.node.root_dir).resolve()
         path = (root / rel_path).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
+        if not self._served(path) or not path.is_file():
             return None
         with open(path, "rb") as fh:
             fh.seek(offset)
@@ -888,86 +989,7 @@ class NodeAgent(WorkerPlugin):
         removed = 0
         for rel in rel_dirs:
             path = (root / rel).resolve()
-            if path.is_relative_to(root) and path != root and path.is_dir():
+            if self._served(path) and path != root and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
-
-
-# ------------------------------------------------ calls the service runs on a worker
-
-
-def agent_of(worker: Any = None) -> NodeAgent:
-    """Return the :class:`NodeAgent` registered on a node's Dask worker.
-
-    Parameters
-    ----------
-    worker
-        The worker (``dask_worker`` of an out-of-band call); default: the
-        worker running the current Dask task (``distributed.get_worker()``).
-
-    Raises
-    ------
-    RuntimeError
-        Outside a compute node worker, or on a worker without the agent plugin.
-    """
-    if worker is None:
-        from distributed import get_worker
-
-        try:
-            worker = get_worker()
-        except ValueError:
-            raise RuntimeError("hpcbatch.execution.agent is running outside a compute node "
-                               "worker") from None
-    agent = getattr(worker, "plugins", {}).get(AGENT_PLUGIN)
-    if not isinstance(agent, NodeAgent):
-        raise RuntimeError(f"worker {getattr(worker, 'name', worker)} has no hpcbatch node "
-                           f"agent (plugin {AGENT_PLUGIN!r})")
-    return agent
-
-
-def current_node(dask_worker: Any = None) -> NodeIdentity:
-    """Return the identity of the node whose worker runs this call (see :func:`agent_of`)."""
-    return agent_of(dask_worker).node
-
-
-def run_task(launch: Launch, dask_worker: Any = None) -> Outcome:
-    """Run one task on the current node and wait for it: :meth:`NodeAgent.run_task`.
-
-    For a run submitted as a Dask task (``Client.submit(run_task, launch)``).
-    """
-    return agent_of(dask_worker).run_task(launch)
-
-
-def kill_task(key: str, dask_worker: Any = None) -> bool:
-    """Kill a run's process tree on this node: :meth:`NodeAgent.kill_task` ("Task - Terminate").
-
-    Run on a worker out of band (``Client.run``; Dask passes ``dask_worker``).
-    """
-    return agent_of(dask_worker).kill_task(key)
-
-
-def list_files(rel_dir: str, recursive: bool = False,
-               dask_worker: Any = None) -> list[dict[str, Any]]:
-    """List files under a directory of this node: :meth:`NodeAgent.list_files`.
-
-    Run on a worker out of band ("File - List From Compute Node", "File - List From Task").
-    """
-    return agent_of(dask_worker).list_files(rel_dir, recursive)
-
-
-def read_file(rel_path: str, offset: int = 0, length: int | None = None,
-              dask_worker: Any = None) -> bytes | None:
-    """Read part of a file on this node: :meth:`NodeAgent.read_file`.
-
-    Run on a worker out of band ("File - Get From Compute Node", "File - Get From Task").
-    """
-    return agent_of(dask_worker).read_file(rel_path, offset, length)
-
-
-def remove_dirs(rel_dirs: list[str], dask_worker: Any = None) -> int:
-    """Remove task directories of this node: :meth:`NodeAgent.remove_dirs`.
-
-    Run on a worker out of band (task retention time elapsed).
-    """
-    return agent_of(dask_worker).remove_dirs(rel_dirs)

@@ -1,16 +1,26 @@
 """The execution engine: one Dask distributed scheduler per service, over TLS.
 
 The scheduler runs as a child process of the service (``dask scheduler`` with
-the service's TLS certificates; a process without them cannot connect). Each
-compute node runs one Dask worker named after the node (:mod:`hpcbatch.node`).
-The service holds an asynchronous Dask client. Runs of tasks go straight to
-the worker of the node the scheduling policy chose, over the client's pooled
-TLS comms and the worker's ``hpcbatch_exchange`` handler, in one one-way
+the service's TLS certificate; a process without a certificate from the
+service's CA cannot connect, and a node's certificate can only act as that
+node's worker). Each compute node runs one Dask worker named after the node
+(:mod:`hpcbatch.node`). The service holds an asynchronous Dask client for the
+scheduler and its own pool of comms to the workers. Runs of tasks go straight
+to the worker of the node the scheduling policy chose, over those pooled TLS
+comms and the worker's ``hpcbatch_exchange`` handler, in one one-way
 message per worker per scheduling pass; outcomes come back on one long-lived
-comm per worker (``hpcbatch_outcomes``). The scheduler keeps the workers'
-membership and serves out-of-band calls (:meth:`DaskEngine.run_on`), but is
+comm per worker (``hpcbatch_outcomes``). Out-of-band calls on a node's agent
+(:meth:`DaskEngine.call`: kill a run, list or read node files, sample metrics)
+go the same way to the worker's ``hpcbatch_call`` handler, with plain msgpack
+arguments and results. The scheduler keeps the workers' membership, but is
 not on a run's path: at thousands of short tasks a second, each message it
 relayed cost CPU that the tasks need.
+
+Nodes are untrusted peers (:mod:`hpcbatch.execution.guard`): the scheduler
+runs with the guard preloaded, and the service reads what nodes send (call
+replies, outcomes) with msgpack only, on comms opened with
+``deserialize=False``; nothing a node sends is unpickled here. Runs, which
+the service sends, are pickled (the node trusts the service).
 """
 
 from __future__ import annotations
@@ -31,13 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from distributed import Client, Future
+from distributed import Client
 from distributed.comm import connect
-from distributed.core import clean_exception
-from distributed.protocol import pickle
+from distributed.core import ConnectionPool
 
 from hpcbatch.batch.errors import HpcbatchError
-from hpcbatch.execution import agent
+from hpcbatch.execution import agent, guard
 from hpcbatch.execution.tls import TlsFiles, dask_security, dask_tls_cli_args
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,16 @@ log = logging.getLogger(__name__)
 
 STREAM_RETRY_S = 0.5
 """Pause before reconnecting a worker's outcome stream that broke."""
+
+SCHEDULER_PRELOAD = "hpcbatch.execution.scheduler_guard"
+"""The module the scheduler preloads: it guards the scheduler's comms (:mod:`hpcbatch.execution.guard`)."""
+
+HTTP_ROUTES = '["distributed.http.health"]'
+"""The only routes of the scheduler's HTTP server (on loopback): no dashboard, info, proxy."""
+
+
+class NodeCallError(HpcbatchError):
+    """A call on a node's agent (:meth:`DaskEngine.call`) failed on the node."""
 
 
 @dataclass
@@ -80,7 +99,8 @@ class DaskEngine:
     run_dir
         Folder for the scheduler's pid file, scheduler file and log.
     tls
-        Certificates shared by scheduler, workers and the service's client.
+        The service's certificate (presented by the scheduler and the service's
+        client) and the CA.
     listen_host
         Interface the scheduler listens on: ``127.0.0.1`` when every node is
         on this machine, ``0.0.0.0`` when SSH hosts elsewhere must reach it.
@@ -92,6 +112,8 @@ class DaskEngine:
         self.listen_host = listen_host
         self.proc: subprocess.Popen[bytes] | None = None
         self.client: Client | None = None
+        self.nodes: ConnectionPool | None = None
+        """Comms to node workers: ``deserialize=False``, read with msgpack only."""
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._sinks: dict[str, Callable[[str, Any], None]] = {}
         self._key_worker: dict[str, str] = {}
@@ -132,10 +154,13 @@ class DaskEngine:
             sys.executable, "-m", "distributed.cli.dask_scheduler",
             "--host", self.listen_host, "--port", "0", "--protocol", "tls",
             *dask_tls_cli_args(self.tls),
-            "--no-dashboard", "--scheduler-file", str(sched_file),
+            "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+            "--preload", SCHEDULER_PRELOAD,
+            "--scheduler-file", str(sched_file),
             "--pid-file", str(self.pid_file),
         ]
         env = dict(os.environ)
+        env["DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES"] = HTTP_ROUTES
         # Nodes' task processes, not the Dask scheduler, decide when work is done.
         env.setdefault("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")
         env.setdefault("DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL", "None")
@@ -154,10 +179,15 @@ class DaskEngine:
             await asyncio.sleep(0.05)
         self.address = json.loads(sched_file.read_text())["address"]
         self.port = int(self.address.rsplit(":", 1)[1])
+        guard.install()
+        security = dask_security(self.tls)
         self.client = await Client(
-            self.address, security=dask_security(self.tls), asynchronous=True,
+            self.address, security=security, asynchronous=True,
             set_as_default=False, name="hpcbatch-service",
         )
+        self.nodes = ConnectionPool(limit=512, deserialize=False,
+                                    connection_args=security.get_connection_args("client"))
+        await self.nodes.start()
     # ------------------------------------------------------------------ runs
 
     def post(self, worker: str, launches: list[Any], *,
@@ -203,10 +233,10 @@ class DaskEngine:
 
     async def _send(self, ch: _Channel, batch: list[tuple[list[Any], Any]]) -> None:
         """Send queued runs to a worker in one one-way message."""
-        assert self.client is not None
+        assert self.nodes is not None
         launches = [lc for lcs, _ in batch for lc in lcs]
         try:
-            await self.client.rpc(ch.worker).hpcbatch_exchange(
+            await self.nodes(ch.worker).hpcbatch_exchange(
                 launches=std_pickle.dumps(launches, protocol=5), reply=False)
         except Exception as exc:
             log.warning("cannot send %d run(s) to worker %s: %s", len(launches), ch.worker, exc)
@@ -225,15 +255,16 @@ class DaskEngine:
         The stream stays open while the worker lives (one comm per worker),
         so a run never waits for a connection to be made.
         """
-        assert self.client is not None
+        assert self.nodes is not None
         try:
             while True:
                 comm = None
                 try:
-                    comm = await connect(ch.worker, **self.client.connection_args)
+                    comm = await connect(ch.worker, deserialize=False,
+                                         **self.nodes.connection_args)
                     await comm.write({"op": agent.OUTCOME_STREAM_HANDLER, "reply": False})
                     while True:
-                        self._deliver(await comm.read())
+                        self._deliver(ch, await comm.read())
                 except Exception as exc:
                     if not ch.keys and not ch.queued:
                         break  # the worker is gone and owes nothing
@@ -249,13 +280,24 @@ class DaskEngine:
         if self._channels.get(ch.worker) is ch and not ch.keys and not ch.queued:
             del self._channels[ch.worker]
 
-    def _deliver(self, outs: list[dict[str, Any]]) -> None:
-        """Hand outcomes to their sinks or waiters."""
+    def _deliver(self, ch: _Channel, outs: Any) -> None:
+        """Hand outcomes that came on ``ch``'s stream to their sinks or waiters.
+
+        Only runs sent to that worker are taken from it: a node cannot end
+        another node's runs. A malformed message breaks the stream (it is read
+        again from a new one).
+        """
+        if not isinstance(outs, (list, tuple)):
+            raise TypeError(f"outcome stream message of type {type(outs).__name__}")
         for msg in outs:
-            key = msg["key"]
+            key = msg.get("key") if isinstance(msg, dict) else None
+            if not isinstance(key, str) or key not in ch.keys:
+                log.warning("worker %s reported an outcome for a run it was not sent: %r",
+                            ch.worker, key)
+                continue
+            outcome = agent.outcome_from_wire(msg)
             if not self._drop(key):
                 continue  # forgotten meanwhile (requeued): void
-            outcome = agent.outcome_from_wire(msg)
             sink = self._sinks.pop(key, None)
             if sink is not None:
                 try:
@@ -329,35 +371,43 @@ class DaskEngine:
         info = await self.client.scheduler.identity()
         return {str(w.get("name")): addr for addr, w in info.get("workers", {}).items()}
 
-    def submit(self, fn: Callable[..., Any], *args: Any, worker: str, key: str) -> Future:
-        """Submit ``fn(*args)`` to run on exactly one worker; returns its future."""
-        assert self.client is not None
-        return self.client.submit(
-            fn, *args, key=key, workers=[worker], allow_other_workers=False,
-            pure=False, retries=0,
-        )
+    async def call(self, worker: str, op: str, **kwargs: Any) -> Any:
+        """Call one of the node agent's operations on a worker, out of band (not in a task slot).
 
-    async def run_on(self, worker: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn`` on one worker out of band (not in a task slot); return its result.
+        The call goes straight from the service to the worker's
+        :data:`~hpcbatch.execution.agent.CALL_HANDLER` over a pooled TLS comm
+        (one round trip, not through the scheduler). Arguments and result are
+        plain msgpack values; the reply is read with msgpack only.
 
-        The call goes straight from the service's client to the worker over a
-        pooled TLS connection (the worker's ``run`` handler), not through the
-        scheduler, so it costs one round trip.
+        Parameters
+        ----------
+        worker
+            Address of the node's worker.
+        op
+            One of :data:`hpcbatch.execution.agent.CALL_OPS`.
+        **kwargs
+            The operation's arguments (msgpack values).
+
+        Returns
+        -------
+        Any
+            The operation's result.
 
         Raises
         ------
+        NodeCallError
+            The node refused the call or the operation failed there.
         Exception
-            Whatever ``fn`` raised on the worker, or a connection error.
+            A connection error (the worker cannot be reached, or its reply was refused).
         """
-        assert self.client is not None
-        resp = await self.client.rpc(worker).run(
-            function=pickle.dumps(fn), args=pickle.dumps(args), kwargs=pickle.dumps(kwargs),
-            wait=True)
-        if resp.get("status") == "OK":
-            return resp["result"]
-        _, exc, tb = clean_exception(**resp)
-        assert exc is not None
-        raise exc.with_traceback(tb)
+        assert self.nodes is not None
+        resp = await self.nodes(worker).hpcbatch_call(operation=op, args=kwargs)
+        if isinstance(resp, dict) and resp.get("status") == "OK":
+            return resp.get("result")
+        message = resp.get("message") if isinstance(resp, dict) else None
+        raise NodeCallError(f"{op} on worker {worker} failed: "
+                            f"{message if isinstance(message, str) else 'a malformed reply'}",
+                            code="NodeCallFailed")
 
     # ------------------------------------------------- calls on a node's agent
 
@@ -382,12 +432,12 @@ class DaskEngine:
         Exception
             The worker cannot be reached, or has no node agent.
         """
-        return bool(await self.run_on(worker, agent.kill_task, key))
+        return bool(await self.call(worker, "kill_task", key=key))
 
     async def kill_tagged(self, worker: str, key: str) -> int:
         """Kill every process on a node tagged with run ``key`` (daemons included);
         return how many. See :func:`hpcbatch.execution.agent.kill_tagged`."""
-        return int(await self.run_on(worker, agent.kill_tagged, key))
+        return int(await self.call(worker, "kill_tagged", key=key))
 
     async def list_files(self, worker: str, rel_dir: str,
                          recursive: bool = False) -> list[dict[str, Any]]:
@@ -396,7 +446,8 @@ class DaskEngine:
         ``worker`` is the node's worker address; the other arguments and the
         entries returned are :meth:`hpcbatch.execution.agent.NodeAgent.list_files`'s.
         """
-        return list(await self.run_on(worker, agent.list_files, rel_dir, recursive))
+        entries = await self.call(worker, "list_files", rel_dir=rel_dir, recursive=recursive)
+        return [dict(e) for e in entries]
 
     async def read_file(self, worker: str, rel_path: str, offset: int = 0,
                         length: int | None = None) -> bytes | None:
@@ -406,12 +457,18 @@ class DaskEngine:
         result (None: no such file in the node root) are
         :meth:`hpcbatch.execution.agent.NodeAgent.read_file`'s.
         """
-        data = await self.run_on(worker, agent.read_file, rel_path, offset, length)
+        data = await self.call(worker, "read_file", rel_path=rel_path, offset=offset,
+                               length=length)
         return None if data is None else bytes(data)
 
     async def remove_dirs(self, worker: str, rel_dirs: list[str]) -> int:
         """Remove task directories on a node (retention time elapsed); return how many existed."""
-        return int(await self.run_on(worker, agent.remove_dirs, rel_dirs))
+        return int(await self.call(worker, "remove_dirs", rel_dirs=list(rel_dirs)))
+
+    async def node_sample(self, worker: str) -> dict[str, float]:
+        """Sample a node's resource metrics (:func:`hpcbatch.execution.metrics.node_sample`)."""
+        sample = await self.call(worker, "node_sample")
+        return {str(k): float(v) for k, v in dict(sample).items()}
 
     async def close_worker(self, worker: str) -> None:
         """Ask one worker to close (its node process then exits)."""
@@ -427,6 +484,12 @@ class DaskEngine:
         """Close the client and end the scheduler process (workers then exit)."""
         for task in list(self._tasks):
             task.cancel()
+        if self.nodes is not None:
+            try:
+                await asyncio.wait_for(self.nodes.close(), 10)
+            except Exception:
+                pass
+            self.nodes = None
         if self.client is not None:
             try:
                 await asyncio.wait_for(self.client.close(), 10)

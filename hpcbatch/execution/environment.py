@@ -20,6 +20,13 @@ from dataclasses import dataclass
 NODE_DIRS = ("shared", "startup", "applications", "workitems")
 """Folders created under every node's root directory."""
 
+SECRETS_DIR = "secrets"
+"""Folder of the node root holding the node's secrets (mode 0700): never a node file."""
+NODE_TLS_DIR = "secrets/tls"
+"""Folder of the node root holding the node's TLS files (:data:`NODE_TLS_FILES`)."""
+NODE_TLS_FILES = {"ca_file": "ca.pem", "cert_file": "cert.pem", "key_file": "key.pem"}
+"""The node's TLS files in :data:`NODE_TLS_DIR`: the CA's certificate, its own certificate and key."""
+
 
 def task_dir(job_id: str, task_id: str) -> str:
     """Return a task's directory relative to the node root: ``workitems/{job}/job-1/{task}``."""

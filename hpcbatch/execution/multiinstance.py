@@ -314,5 +314,5 @@ async def run_gang(engine: DaskEngine, nodes: Sequence[GangNode], coordination: 
         return await engine.run_launch(nodes[0].worker, app), None, results[1:]
     finally:
         await asyncio.shield(asyncio.gather(
-            *(engine.run_on(n.worker, agent.kill_tagged, k) for n, k in instance_keys),
+            *(engine.kill_tagged(n.worker, k) for n, k in instance_keys),
             return_exceptions=True))

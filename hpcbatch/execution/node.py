@@ -8,6 +8,12 @@ scheduler, until the scheduler goes away. The node agent
 (:class:`hpcbatch.execution.agent.NodeAgent`, holding the node's identity) is
 registered on that worker as a plugin.
 
+The worker presents the node's own certificate (issued by the service's CA
+for this incarnation, in ``{root}/secrets/tls/``, a folder of mode 0700), accepts
+comms from the service's identity only and reads nothing pickled from anyone
+else (:func:`hpcbatch.execution.guard.guard_worker`). Its HTTP server listens
+on loopback only, with the health route alone.
+
 Config keys: ``node_id``, ``worker_name``, ``pool_id``, ``root_dir``,
 ``scheduler_address``, ``nthreads``, ``account_name``, ``account_url``,
 ``tls`` (``ca_file``, ``cert_file``, ``key_file``), ``death_timeout_s``.
@@ -30,16 +36,29 @@ from typing import Any
 
 import psutil
 
-from hpcbatch.execution import agent
-from hpcbatch.execution.environment import NODE_DIRS, NodeIdentity
+from hpcbatch.execution import agent, guard
+from hpcbatch.execution.environment import (
+    NODE_DIRS,
+    NODE_TLS_DIR,
+    SECRETS_DIR,
+    NodeIdentity,
+)
 
 PID_FILE = "node.pid"
 
 
 def prepare_root(root: Path) -> None:
-    """Create the node directory layout under ``root`` (idempotent)."""
+    """Create the node directory layout under ``root`` (idempotent).
+
+    The secrets folder (``secrets/``, with ``tls/`` inside) is made, or
+    tightened, to mode 0700: only the node agent's user may enter it.
+    """
     for name in NODE_DIRS:
         (root / name).mkdir(parents=True, exist_ok=True)
+    for name in (SECRETS_DIR, NODE_TLS_DIR):
+        path = root / name
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
 
 
 def node_process(root: Path) -> psutil.Process | None:
@@ -122,8 +141,10 @@ async def serve(config: dict[str, Any]) -> None:
     # Nothing reads a node worker's statistical profile (no dashboard): sampling
     # its threads every 10 ms, and checking the loop every 20 ms, only costs CPU
     # that the node's tasks need.
+    # Nothing but the health route on the worker's HTTP server (bound to loopback below).
     dask.config.set({"distributed.worker.profile.enabled": False,
-                     "distributed.admin.tick.interval": "500ms"})
+                     "distributed.admin.tick.interval": "500ms",
+                     "distributed.worker.http.routes": ["distributed.http.health"]})
     # One line per out-of-band call would fill node.log: keep warnings only.
     logging.getLogger("distributed.worker").setLevel(logging.WARNING)
     worker = Worker(
@@ -135,9 +156,11 @@ async def serve(config: dict[str, Any]) -> None:
         local_directory=str(root / "dask"),
         death_timeout=config.get("death_timeout_s", 60),
         dashboard=False,
+        dashboard_address="127.0.0.1:0",
         host=config.get("listen_host"),
         plugins=(node_agent,),
     )
+    guard.guard_worker(worker)
     try:
         await worker
         await worker.finished()

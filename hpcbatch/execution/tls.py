@@ -10,7 +10,6 @@ if TYPE_CHECKING:
     from distributed import Security
 
 
-
 @dataclass(frozen=True)
 class TlsFiles:
     """PEM files for the cluster's mutual TLS.
@@ -23,23 +22,29 @@ class TlsFiles:
         The certificate (signed by the CA) that scheduler, workers and clients present.
     key_file
         Its private key (mode 0600).
+    ca_key_file
+        The CA's private key: set for the service's own files (it issues node
+        certificates, :func:`hpcbatch.execution.pki.issue_node_credentials`),
+        None on a node, which never holds it.
     """
 
     ca_file: Path
     cert_file: Path
     key_file: Path
+    ca_key_file: Path | None = None
 
 
 def dask_security(tls: TlsFiles) -> Security:
     """Build the :class:`distributed.Security` for scheduler, workers and clients.
 
-    Every role presents the same certificate and trusts only the private CA;
-    ``require_encryption=True`` refuses plain ``tcp://`` addresses.
+    Scheduler and client present ``tls``'s certificate (the service's, or on a
+    node the node's own) and trust only the private CA; ``require_encryption=True``
+    refuses plain ``tcp://`` addresses.
 
     Parameters
     ----------
     tls
-        Files from :func:`ensure_tls`.
+        Files from :func:`hpcbatch.execution.pki.ensure_tls`.
 
     Returns
     -------
@@ -66,7 +71,7 @@ def dask_tls_cli_args(tls: TlsFiles) -> list[str]:
     Parameters
     ----------
     tls
-        Files from :func:`ensure_tls` (as paths valid on the host that runs the command).
+        Files from :func:`hpcbatch.execution.pki.ensure_tls` (as paths valid on the host that runs the command).
 
     Returns
     -------

@@ -7,8 +7,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from hpcbatch.execution import agent
 from hpcbatch.execution.agent import EXIT_CODE_TASK_ENDED, Launch, NodeAgent
 from hpcbatch.execution.environment import NodeIdentity
@@ -67,25 +65,30 @@ def test_kill_task_ends_only_its_agents_run(tmp_path: Path) -> None:
         assert fb.result(10).exit_code == EXIT_CODE_TASK_ENDED
 
 
-def test_module_calls_find_the_agent_through_the_worker(tmp_path: Path) -> None:
+def test_the_call_handler_runs_allowlisted_operations_with_plain_values(tmp_path: Path) -> None:
+    import asyncio
+
+    import msgpack
+
     node_agent = make_agent(tmp_path, "node-w")
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "f").write_bytes(b"abc")
 
-    class Worker:  # the seam: what Dask passes as ``dask_worker``
-        plugins = {agent.AGENT_PLUGIN: node_agent}
+    def call(op: str, **args: object) -> dict:
+        reply = asyncio.run(node_agent.call(op, args))
+        assert msgpack.unpackb(msgpack.packb(reply)) == reply  # msgpack only, nothing pickled
+        return reply
 
-    assert agent.read_file("shared/f", 1, None, dask_worker=Worker()) == b"bc"
-    assert [e["name"] for e in agent.list_files("shared", dask_worker=Worker())] == ["f"]
-    assert agent.current_node(Worker()).node_id == "node-w"
-    assert agent.kill_task("none", dask_worker=Worker()) is False
-
-    class Bare:
-        plugins: dict[str, object] = {}
-        name = "bare"
-
-    with pytest.raises(RuntimeError, match="worker bare has no hpcbatch node agent"):
-        agent.list_files("", dask_worker=Bare())
+    assert call("read_file", rel_path="shared/f", offset=1) == {"status": "OK", "result": b"bc"}
+    listed = call("list_files", rel_dir="shared")["result"]
+    assert [e["name"] for e in listed] == ["f"] and isinstance(listed[0]["mtime"], float)
+    assert call("node_info")["result"]["node_id"] == "node-w"
+    assert call("kill_task", key="none") == {"status": "OK", "result": False}
+    assert set(call("node_sample")["result"]) >= {"CPUPercent", "MemoryBytes"}
+    refused = call("run", function=b"...")
+    assert refused["status"] == "error" and "unknown node agent operation" in refused["message"]
+    bad = call("read_file")  # no rel_path
+    assert bad["status"] == "error" and "KeyError" in bad["message"]
 
 
 def test_the_node_pythons_bin_dir_comes_first_on_the_task_path(tmp_path) -> None:

@@ -7,38 +7,19 @@ the agent that ``python -m hpcbatch.node`` registered on its worker.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import pytest
 
 from hpcbatch.execution import agent
-from hpcbatch.execution.agent import AGENT_PLUGIN, NodeAgent
 from tests.helpers import service_on_testbed, wait_until
 
 MODULE_STATE = ("NODE", "_BASE_ENV", "_EXECUTOR", "_WORKER", "_LOOP_THREAD", "_NOTIFY_SCHEDULED",
                 "_STREAM_GENERATION", "_RUNNING", "_KILLED", "_LOCK", "_PENDING",
                 "_STREAM_WAITERS", "_JOB_DIRS", "_EXECUTOR_LOCK")
 """The module globals the agent kept its state in before it became a plugin."""
-
-
-def inspect_agent(dask_worker: Any) -> dict[str, Any]:
-    """Run on a node's worker out of band: what the node process registered."""
-    plugin = dask_worker.plugins.get(AGENT_PLUGIN)
-    module = sys.modules["hpcbatch.execution.agent"]
-    return {
-        "is_agent": type(plugin).__name__ == "NodeAgent",
-        "node_id": plugin.node.node_id if plugin is not None else None,
-        "root_dir": plugin.node.root_dir if plugin is not None else None,
-        "exchange_bound": getattr(dask_worker.handlers.get("hpcbatch_exchange"), "__self__",
-                                  None) is plugin,
-        "outcomes_bound": getattr(dask_worker.handlers.get("hpcbatch_outcomes"), "__self__",
-                                  None) is plugin,
-        "module_state": [n for n in MODULE_STATE if hasattr(module, n)],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -53,29 +34,19 @@ def env(tmp_path_factory: pytest.TempPathFactory):
         yield client, bed, thread, node.id
 
 
-@pytest.fixture
-def by_value():
-    """Pickle this module's functions by value: the node process cannot import ``tests``."""
-    module = sys.modules[__name__]
-    cloudpickle.register_pickle_by_value(module)
-    yield
-    cloudpickle.unregister_pickle_by_value(module)
-
-
 def worker_of(thread: Any, node_id: str) -> str:
     node = thread.runtime.service.pool_manager.node("agents", node_id)
     assert node is not None and node.worker
     return str(node.worker)
 
 
-def test_the_node_process_registers_its_agent_plugin(env, by_value) -> None:
-    client, bed, thread, node_id = env
+def test_the_node_process_registers_its_agent_plugin(env) -> None:
+    _, bed, thread, node_id = env
     engine = thread.runtime.engine
-    info = thread.call(engine.run_on(worker_of(thread, node_id), inspect_agent))
-    assert info["is_agent"] and info["node_id"] == node_id
+    info = thread.call(engine.call(worker_of(thread, node_id), "node_info"))
+    assert info["node_id"] == node_id and info["pool_id"] == "agents"
     assert info["root_dir"] == str(Path(bed.hosts[0].root_dir).resolve())
-    assert info["exchange_bound"] and info["outcomes_bound"]
-    assert info["module_state"] == []  # no agent state left in module globals
+    assert [n for n in MODULE_STATE if hasattr(agent, n)] == []  # no agent state in module globals
 
 
 def test_tasks_and_node_files_go_through_the_agent(env) -> None:
@@ -134,9 +105,3 @@ def test_the_provider_checks_the_node_process(env) -> None:
     node = pm.node("agents", node_id)
     assert node is not None and node.root_dir
     assert pm.provider(node.host).check(node.root_dir) is True
-
-
-def test_agent_module_calls_need_a_node_worker() -> None:
-    with pytest.raises(RuntimeError, match="outside a compute node worker"):
-        agent.list_files("")
-    assert isinstance(NodeAgent, type)
