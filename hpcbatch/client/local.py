@@ -60,8 +60,8 @@ class LocalBatch:
             state_dir=self.state_dir, port=0, scheduler_host="127.0.0.1",
             storage_url=self.storage_url, storage_options=self.storage_options))
         runtime = self._thread.start()
-        creds = runtime.credentials
-        self.client = BatchClient(runtime.endpoint, creds.account_name, creds.key)
+        # the operator's client: the state dir's key, CA and operator key (local hosts)
+        self.client = BatchClient.from_environment(runtime.state_dir)
         self.client.add_hosts([
             {"name": f"local-{i + 1}", "address": f"127.0.0.{11 + i}", "provider": "local",
              "root_dir": str(self.state_dir / "nodes" / f"local-{i + 1}"),
