@@ -41,13 +41,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _healthy(endpoint: str) -> bool:
-    """Whether the service at ``endpoint`` answers ``GET /health`` with 200."""
+def _healthy(endpoint: str, ca_file: str | None = None) -> bool:
+    """Whether the service at ``endpoint`` answers ``GET /health`` with 200 (HTTPS: trusting
+    ``ca_file``, the service's CA)."""
     import http.client
 
     from hpcbatch.client.transport import Transport
 
-    transport = Transport(HEALTH_TIMEOUT_S)
+    transport = Transport(HEALTH_TIMEOUT_S, ca_file=ca_file)
     try:
         return transport.request("GET", f"{endpoint}/health", {}).status == 200
     except (OSError, http.client.HTTPException, ValueError):
@@ -128,7 +129,8 @@ def service_start(detach: bool, port: int | None, host: str | None, database_url
             if proc.poll() is not None:
                 break
             info = read_service_info(sdir)
-            if info and info.get("pid") == proc.pid and _healthy(str(info.get("endpoint"))):
+            if info and info.get("pid") == proc.pid and _healthy(str(info.get("endpoint")),
+                                                                 info.get("ca_file")):
                 break
             info = None
             time.sleep(0.2)
@@ -199,7 +201,7 @@ def service_status() -> None:
     """Show whether the service runs, its endpoint and pid (exit 1 when not running)."""
     sdir = state().service_dir
     info = _running(sdir) or {}
-    up = bool(info) and _healthy(str(info.get("endpoint")))
+    up = bool(info) and _healthy(str(info.get("endpoint")), info.get("ca_file"))
     emit({"running": up, "endpoint": info.get("endpoint"), "account": info.get("account"),
           "pid": info.get("pid"), "state_dir": str(sdir)})
     if not up:
