@@ -580,7 +580,7 @@ async def _check_body(request: web.Request) -> None:
     length = request.content_length
     try:
         body = await request.read()
-    except HttpProcessingError:
+    except (HttpProcessingError, ConnectionError):  # ended before Content-Length bytes came
         body = None
     if body is None or (length is not None and len(body) != length):
         raise _header_error("Content-Length", str(length),
@@ -616,32 +616,41 @@ def _check_scope(request: web.Request, job_id: str) -> None:
             values={"AuthorizationErrorDetail": f"token scoped to job {job_id}"})
 
 
-def _authenticate(request: web.Request, sec: ApiSecurity) -> Principal:
-    """Check the ``Authorization`` header (SharedKey or bearer token); say who sent the request."""
+def _authenticate(request: web.Request,
+                  sec: ApiSecurity) -> tuple[Principal, sharedkey.Verified | None]:
+    """Check the ``Authorization`` header (SharedKey or bearer token); say who sent the request.
+
+    Returns the principal, and the verified SharedKey signature (None for a token).
+    """
     auth = request.headers.get("Authorization", "")
     scheme, _, credential = auth.strip().partition(" ")
     if scheme.lower() == "bearer":
         claims = verify_job_token(credential, sec.key, sec.account)
         _check_scope(request, claims.job_id)
-        return Principal(job_id=claims.job_id)
+        return Principal(job_id=claims.job_id), None
     verified = sharedkey.verify(request.method, request.raw_path, None, request.headers,
                                 sec.account, sec.key,
                                 max_skew=_dt.timedelta(seconds=sec.max_skew_s))
-    if request.method.upper() not in REPLAY_EXEMPT_METHODS or NONCE_HEADER in request.headers:
-        why = sec.replay.admit(verified.signature, verified.issued_at.timestamp(), time.time())
-        if why is not None:
-            raise AuthenticationError(
-                f"The request was refused as a replay: {why}.",
-                values={"AuthenticationErrorDetail": "replayed request"})
     proof = request.headers.get(OPERATOR_HEADER)
     if proof is None:
-        return Principal()
+        return Principal(), verified
     if sec.operator_key is None or not verify_operator_proof(sec.operator_key, auth, proof):
         raise AuthenticationError(
             f"The {OPERATOR_HEADER} header does not match this service's operator key "
             "(operator.key in the state dir); leave it out, or sign with that key.",
             values={"AuthenticationErrorDetail": f"wrong {OPERATOR_HEADER} proof"})
-    return Principal(operator=True)
+    return Principal(operator=True), verified
+
+
+def _check_replay(request: web.Request, sec: ApiSecurity, verified: sharedkey.Verified) -> None:
+    """Accept a signature once, unless the request is a read without the nonce header."""
+    if request.method.upper() in REPLAY_EXEMPT_METHODS and NONCE_HEADER not in request.headers:
+        return
+    why = sec.replay.admit(verified.signature, verified.issued_at.timestamp(), time.time())
+    if why is not None:
+        raise AuthenticationError(
+            f"The request was refused as a replay: {why}.",
+            values={"AuthenticationErrorDetail": "replayed request"})
 
 
 @web.middleware
@@ -668,7 +677,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     sec = request.app[API_SECURITY]
     _check_framing(request)
-    who = _authenticate(request, sec)
+    who, verified = _authenticate(request, sec)
     await _check_body(request)
+    if verified is not None:  # only a request that passed every check uses up its signature
+        _check_replay(request, sec, verified)
     request[PRINCIPAL] = who
     return await handler(request)
