@@ -30,7 +30,7 @@ so two identical requests in one second have different signatures; its presence 
 a read one-time."""
 
 DEFAULT_CAPACITY = 250_000
-"""Signatures remembered at most (about 40 MB of memory at most; see docs/security.md)."""
+"""Signatures remembered at most (about 55 MB of memory when full; see docs/security.md)."""
 
 _KEY_BYTES = 16
 """Signature bytes kept per entry (128 bits: collisions are not a concern)."""

@@ -400,19 +400,21 @@ def _client_from(env: Mapping[str, str]) -> BatchClient:
     endpoint = env.get("AZURE_BATCH_ENDPOINT") or env.get("AZ_BATCH_ACCOUNT_URL")
     account = env.get("AZURE_BATCH_ACCOUNT") or env.get("AZ_BATCH_ACCOUNT_NAME")
     key, token = env.get("AZURE_BATCH_ACCESS_KEY"), env.get(TOKEN_ENV)
-    if endpoint and (key or token):
-        if not account:
+    if env.get("AZURE_BATCH_ENDPOINT") or (endpoint and token):
+        missing = [] if account else ["AZURE_BATCH_ACCOUNT"]
+        if not key and not token:
+            missing.append(f"AZURE_BATCH_ACCESS_KEY (or {TOKEN_ENV})")
+        if missing:
+            hint = ('give the jobManagerTask "authenticationTokenSettings": {"access": ["job"]}'
+                    " (Batch's way to let a task add tasks to its job: the service then sets "
+                    f"{TOKEN_ENV}; it never gives tasks the account key)"
+                    if env.get("AZ_BATCH_TASK_ID") else
+                    "when running by hand, set AZURE_BATCH_ENDPOINT, AZURE_BATCH_ACCOUNT and "
+                    "AZURE_BATCH_ACCESS_KEY")
             raise JobManagerException(
-                "the service's endpoint is set but AZURE_BATCH_ACCOUNT is not",
-                hint="set AZURE_BATCH_ACCOUNT (the service sets it for a job manager task)")
-        return BatchClient(endpoint, account, key or None, token=None if key else token,
+                f"AZURE_BATCH_ENDPOINT is set but {', '.join(missing)} is not", hint=hint)
+        return BatchClient(str(endpoint), str(account), key or None, token=None if key else token,
                            ca_file=env.get("REQUESTS_CA_BUNDLE") or None)
-    if env.get("AZURE_BATCH_ENDPOINT") and env.get("AZ_BATCH_TASK_ID"):
-        raise JobManagerException(
-            f"this job manager task has no credentials: {TOKEN_ENV} is not set",
-            hint='give the jobManagerTask "authenticationTokenSettings": {"access": ["job"]} '
-                 "(Batch's way to let a task add tasks to its job); the service no longer "
-                 "gives tasks the account key")
     try:
         return BatchClient.from_environment()
     except ServiceNotRunningError as exc:
