@@ -43,6 +43,7 @@ from hpcbatch.batch.sharedkey import decode_key
 
 __all__ = [
     "ACCESS_SCOPES",
+    "CA_PEM_ENV",
     "OPERATOR_HEADER",
     "TOKEN_ENV",
     "TokenClaims",
@@ -57,6 +58,10 @@ ACCESS_SCOPES: tuple[str, ...] = ("job",)
 
 TOKEN_ENV = "AZ_BATCH_AUTHENTICATION_TOKEN"
 """The variable a task with ``authenticationTokenSettings`` finds its token in (Batch's name)."""
+
+CA_PEM_ENV = "HPCBATCH_CA_PEM"
+"""The variable holding the service's CA certificate (PEM) for a task with a token, when the
+service serves HTTPS: the task's client trusts it (a public certificate, not a secret)."""
 
 OPERATOR_HEADER = "hpcbatch-operator"
 """The request header carrying :func:`operator_proof` (not ``ocp-``: it is not itself signed)."""

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
-from hpcbatch.batch.tokens import OPERATOR_HEADER, TOKEN_ENV, operator_proof
+from hpcbatch.batch.tokens import CA_PEM_ENV, OPERATOR_HEADER, TOKEN_ENV, operator_proof
 from hpcbatch.client.auth import SharedKeyAuth, authorize, content_length
 from hpcbatch.client.state import service_connection
 from hpcbatch.client.transport import Response, Transport
@@ -126,9 +126,10 @@ class BatchClient:
     token
         A job-scoped authentication token instead of the key (a task's
         ``AZ_BATCH_AUTHENTICATION_TOKEN``); it allows operations on its job only.
-    ca_file
-        PEM file of the CA an ``https`` endpoint's certificate must chain to
-        (an hpcbatch service's ``{state_dir}/tls/ca.pem``); None: the system's CAs.
+    ca_file, ca_pem
+        PEM file, or PEM text, of the CA an ``https`` endpoint's certificate must
+        chain to (an hpcbatch service's ``{state_dir}/tls/ca.pem``, or what a task
+        finds in ``HPCBATCH_CA_PEM``); both None: the system's CAs.
     operator_key
         The state dir's operator key (base64): adds the ``hpcbatch-operator``
         proof to each request, which lets the operator add inventory hosts API
@@ -142,7 +143,7 @@ class BatchClient:
 
     def __init__(self, endpoint: str, account: str, key: str | None = None, *,
                  timeout_s: float = 120.0, token: str | None = None, ca_file: str | None = None,
-                 operator_key: str | None = None) -> None:
+                 ca_pem: str | None = None, operator_key: str | None = None) -> None:
         if not key and not token:
             raise ValueError("BatchClient needs an account key or an authentication token")
         self.endpoint = endpoint.rstrip("/")
@@ -155,7 +156,7 @@ class BatchClient:
         if operator_key:
             operator_proof(operator_key, "SharedKey a:AAAA")  # fail early on a bad key
         self._operator_key = operator_key
-        self._transport = Transport(timeout_s, ca_file=ca_file)
+        self._transport = Transport(timeout_s, ca_file=ca_file, ca_pem=ca_pem)
 
     def __repr__(self) -> str:  # never show the key
         return f"BatchClient(endpoint={self.endpoint!r}, account={self.account!r})"
@@ -174,7 +175,8 @@ class BatchClient:
         ``AZ_BATCH_ACCOUNT_NAME`` and ``AZ_BATCH_AUTHENTICATION_TOKEN``; else the
         service of ``$HPCBATCH_STATE_DIR`` or ``~/.hpcbatch``. With the
         variables, ``REQUESTS_CA_BUNDLE`` names the CA file to trust (as for the
-        official SDK).
+        official SDK), or ``HPCBATCH_CA_PEM`` holds it (what an HTTPS service
+        gives a task that has a token).
 
         Parameters
         ----------
@@ -192,6 +194,7 @@ class BatchClient:
         env = os.environ
         token = env.get(TOKEN_ENV) or None
         ca_file = env.get("REQUESTS_CA_BUNDLE") or None
+        ca_pem = env.get(CA_PEM_ENV) or None
         operator_key = None
         if state_dir is None and env.get("AZURE_BATCH_ENDPOINT"):
             missing = [v for v in ("AZURE_BATCH_ACCOUNT",) if not env.get(v)]
@@ -211,10 +214,10 @@ class BatchClient:
         else:
             conn = service_connection(state_dir)
             endpoint, account, key, token = conn.endpoint, conn.account, conn.key, None
-            ca_file, operator_key = conn.ca_file, conn.operator_key
+            ca_file, ca_pem, operator_key = conn.ca_file, None, conn.operator_key
             source = "the service's key file"
         try:
-            return cls(endpoint, account, key, token=token, ca_file=ca_file,
+            return cls(endpoint, account, key, token=token, ca_file=ca_file, ca_pem=ca_pem,
                        operator_key=operator_key)
         except ValueError as exc:
             raise HpcbatchError(f"{source} is not a valid account key: {exc}",

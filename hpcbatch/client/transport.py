@@ -81,15 +81,17 @@ class Transport:
         Seconds to wait to connect, and for each read of the response.
     max_idle
         Idle connections kept per ``(scheme, host, port)``.
-    ca_file
-        PEM file of the CAs that HTTPS servers must chain to; None: the system's.
+    ca_file, ca_pem
+        PEM file, or PEM text, of the CAs that HTTPS servers must chain to; both
+        None: the system's.
     """
 
     def __init__(self, timeout_s: float, max_idle: int = 16,
-                 ca_file: str | None = None) -> None:
+                 ca_file: str | None = None, ca_pem: str | None = None) -> None:
         self.timeout_s = timeout_s
         self.max_idle = max_idle
         self.ca_file = ca_file
+        self.ca_pem = ca_pem
         self._idle: dict[_Key, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._ssl_context: Any = None
@@ -191,6 +193,7 @@ class Transport:
         if self._ssl_context is None:
             import ssl
 
-            self._ssl_context = ssl.create_default_context(cafile=self.ca_file)
+            self._ssl_context = ssl.create_default_context(cafile=self.ca_file,
+                                                           cadata=self.ca_pem)
         return http.client.HTTPSConnection(host, port, timeout=self.timeout_s,
                                            context=self._ssl_context)

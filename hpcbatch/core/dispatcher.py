@@ -389,7 +389,10 @@ class Dispatcher:
         expires = utcnow() + (wall + TOKEN_GRACE if wall is not None else TOKEN_LIFETIME)
         token = tokens.issue_job_token(self.ctx.account_key, self.ctx.account_name, job_id,
                                        ["job"], expires)
-        return {tokens.TOKEN_ENV: token}
+        env = {tokens.TOKEN_ENV: token}
+        if self.ctx.api_ca_pem:  # an HTTPS service: the task's client trusts its CA
+            env[tokens.CA_PEM_ENV] = self.ctx.api_ca_pem
+        return env
 
     def _launch(self, job: Mapping[str, Any], row: Mapping[str, Any],
                 nodes_: list[NodeRuntime], job_spec: dict[str, Any]) -> tuple[Run, agent.Launch | None]:

@@ -71,7 +71,7 @@ from pydantic import BaseModel
 
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
 from hpcbatch.batch.models import MAX_TASKS_PER_COLLECTION, Job, Task, TaskSpec
-from hpcbatch.batch.tokens import TOKEN_ENV
+from hpcbatch.batch.tokens import CA_PEM_ENV, TOKEN_ENV
 from hpcbatch.client.sdk import BatchClient, BatchError
 from hpcbatch.templates._common import (
     Log,
@@ -414,7 +414,8 @@ def _client_from(env: Mapping[str, str]) -> BatchClient:
             raise JobManagerException(
                 f"AZURE_BATCH_ENDPOINT is set but {', '.join(missing)} is not", hint=hint)
         return BatchClient(str(endpoint), str(account), key or None, token=None if key else token,
-                           ca_file=env.get("REQUESTS_CA_BUNDLE") or None)
+                           ca_file=env.get("REQUESTS_CA_BUNDLE") or None,
+                           ca_pem=env.get(CA_PEM_ENV) or None)
     try:
         return BatchClient.from_environment()
     except ServiceNotRunningError as exc:

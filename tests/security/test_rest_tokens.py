@@ -154,3 +154,21 @@ def test_token_claims_round_trip_and_tampering() -> None:
     with pytest.raises(ValueError, match="scope"):
         issue_job_token(key, "acct", "j", ["pool"], later)
     assert TOKEN_ENV == "AZ_BATCH_AUTHENTICATION_TOKEN"
+
+
+def test_a_job_manager_reaches_an_https_service_with_its_token(tmp_path: Path) -> None:
+    """With --tls the task gets the service's CA (HPCBATCH_CA_PEM) beside its token."""
+    with service_on_testbed(tmp_path, 1, "127.0.47.5", tls=True) as (client, _bed, _thread):
+        assert client.endpoint.startswith("https://")
+        client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 1})
+        client.wait_for_pool("p", timeout_s=180)
+        probe = tmp_path / "probe.py"
+        probe.write_text(PROBE)
+        client.create_job({"id": "victim", "poolInfo": {"poolId": "nopool"}})
+        client.create_job({"id": "tls-own", "poolInfo": {"poolId": "p"}, "jobManagerTask": {
+            "id": "jm", "commandLine": f"{sys.executable} {probe}",
+            "killJobOnCompletion": False, "authenticationTokenSettings": {"access": ["job"]}}})
+        out = probe_of(client, "tls-own", "jm")
+        assert out["env"]["AZURE_BATCH_ENDPOINT"].startswith("https://")
+        assert "BEGIN CERTIFICATE" in out["env"]["HPCBATCH_CA_PEM"]
+        assert out["add_own_task"] == "ok" and out["list_pools"] == "403 AuthorizationFailure"
