@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -48,7 +47,11 @@ from hpcbatch.batch.errors import AuthenticationError, HpcbatchError
 from hpcbatch.batch.replay import NONCE_HEADER, ReplayCache
 from hpcbatch.batch.sharedkey import decode_key, generate_account_key
 from hpcbatch.batch.statedir import ACCOUNT_FILE, OPERATOR_KEY_FILE
-from hpcbatch.batch.tokens import OPERATOR_HEADER, verify_job_token, verify_operator_proof
+from hpcbatch.batch.tokens import (
+    OPERATOR_HEADER,
+    verify_job_token,
+    verify_operator_proof,
+)
 from hpcbatch.execution.tls import TlsFiles
 
 if TYPE_CHECKING:

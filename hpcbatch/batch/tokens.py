@@ -36,7 +36,7 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hpcbatch.batch.errors import AuthenticationError
 from hpcbatch.batch.sharedkey import decode_key
@@ -140,7 +140,7 @@ def issue_job_token(account_key_b64: str, account: str, job_id: str,
     if unknown:
         raise ValueError(f"unknown access scope(s) {unknown}; allowed: {list(ACCESS_SCOPES)}")
     if expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=timezone.utc)
+        expires_at = expires_at.replace(tzinfo=UTC)
     claims = {"acct": account, "job": job_id, "access": sorted(set(access)),
               "exp": int(expires_at.timestamp()), "jti": secrets.token_hex(8)}
     body = f"{_PREFIX}.{_b64url(json.dumps(claims, separators=(',', ':')).encode())}"
@@ -194,14 +194,14 @@ def verify_job_token(token: str, account_key_b64: str, account: str, *,
         raise _refuse("its signature does not match this service's key")
     try:
         acct, job_id, access = str(claims["acct"]), str(claims["job"]), tuple(claims["access"])
-        expires_at = datetime.fromtimestamp(int(claims["exp"]), timezone.utc)
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
     except (KeyError, TypeError, ValueError):
         raise _refuse("its claims are incomplete") from None
     if acct.lower() != account.lower():
         raise _refuse(f"it was issued for account {acct!r}, not {account!r}")
-    current = now or datetime.now(timezone.utc)
+    current = now or datetime.now(UTC)
     if current.tzinfo is None:
-        current = current.replace(tzinfo=timezone.utc)
+        current = current.replace(tzinfo=UTC)
     if current >= expires_at:
         raise _refuse(f"it expired at {expires_at:%Y-%m-%dT%H:%M:%SZ}")
     return TokenClaims(acct, job_id, access, expires_at)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
+from hpcbatch.batch.sharedkey import decode_key
 from hpcbatch.batch.tokens import CA_PEM_ENV, OPERATOR_HEADER, TOKEN_ENV, operator_proof
 from hpcbatch.client.auth import SharedKeyAuth, authorize, content_length
 from hpcbatch.client.state import service_connection
@@ -154,7 +155,7 @@ class BatchClient:
         # fails early on a bad key; signs raw requests (requests.Session auth)
         self._auth = SharedKeyAuth(account, key) if key else None
         if operator_key:
-            operator_proof(operator_key, "SharedKey a:AAAA")  # fail early on a bad key
+            decode_key(operator_key)  # fail early on a bad key
         self._operator_key = operator_key
         self._transport = Transport(timeout_s, ca_file=ca_file, ca_pem=ca_pem)
 

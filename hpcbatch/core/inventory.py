@@ -63,8 +63,8 @@ def operator_only_fields(host: Host) -> list[tuple[str, str]]:
         out.append(("provider", "'local' runs processes on the service machine; allowed: 'ssh'"))
     for name in LOCAL_PATH_FIELDS:
         if getattr(host, name) is not None:
-            out.append((name, "names a file on the service machine; allowed: leave it out "
-                              "(the service user's ~/.ssh config and keys apply)"))
+            out.append((name, ("names a file on the service machine; allowed: leave it out "
+                               "(the service user's ~/.ssh config and keys apply)")))
     if not host.strict_host_key_checking:
         out.append(("strict_host_key_checking", "false accepts any host key; allowed: true"))
     return out

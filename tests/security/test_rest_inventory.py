@@ -69,9 +69,9 @@ def test_a_forged_operator_proof_is_refused(svc) -> None:
     state, caller = svc
     conn = service_connection(state)
     with BatchClient(conn.endpoint, conn.account, conn.key,
-                     operator_key=generate_account_key()) as forger:
-        with pytest.raises(BatchError) as err:
-            forger.add_hosts([REFUSED[0][0]])
+                     operator_key=generate_account_key()) as forger, \
+            pytest.raises(BatchError) as err:
+        forger.add_hosts([REFUSED[0][0]])
     assert (err.value.status, err.value.code) == (403, "AuthenticationFailed")
     assert "hpcbatch-operator" in err.value.message
     assert "loc" not in host_names(caller)

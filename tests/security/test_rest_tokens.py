@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def test_an_unknown_access_scope_is_refused(bed) -> None:
 
 def test_a_forged_or_expired_token_is_refused(bed) -> None:
     client, _, key = bed
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     forged = issue_job_token(generate_account_key(), client.account, "own", ["job"],
                              now + timedelta(hours=1))
     expired = issue_job_token(key, client.account, "own", ["job"], now - timedelta(seconds=1))
@@ -139,7 +139,7 @@ def test_a_forged_or_expired_token_is_refused(bed) -> None:
 
 def test_token_claims_round_trip_and_tampering() -> None:
     key = generate_account_key()
-    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    later = datetime.now(UTC) + timedelta(minutes=5)
     token = issue_job_token(key, "acct", "Job-1", ["job"], later)
     claims = verify_job_token(token, key, "ACCT")
     assert claims.allows_job("job-1") and not claims.allows_job("job-2")

@@ -9,7 +9,7 @@ import os
 import ssl
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def test_official_sdk_15_over_https_with_requests_ca_bundle(tls_service) -> None
         pytest.skip(f"the azure-batch 15.x venv cannot be built here: {exc}")
     conn = service_connection(sdir)
     token = issue_job_token(conn.key, conn.account, "sdk15-tls", ["job"],
-                            datetime.now(timezone.utc) + timedelta(hours=1))
+                            datetime.now(UTC) + timedelta(hours=1))
     env = {**os.environ, "AZ_BATCH_ENDPOINT": conn.endpoint, "AZ_BATCH_ACCOUNT": conn.account,
            "AZ_BATCH_KEY": conn.key, "REQUESTS_CA_BUNDLE": info["ca_file"],
            "JOB_ID": "sdk15-tls", "JOB_TOKEN": token}
