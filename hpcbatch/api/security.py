@@ -568,8 +568,10 @@ def _check_framing(request: web.Request) -> None:
             values={"HeaderName": "Content-Length"})
 
 
-async def _check_body(request: web.Request) -> None:
+async def _check_body(request: web.Request) -> bytes:
     """Read the body; check it against ``Content-Length`` and, when sent, ``Content-MD5``.
+
+    Returns the body (``b""`` for none).
 
     Raises
     ------
@@ -579,7 +581,7 @@ async def _check_body(request: web.Request) -> None:
     """
     md5 = request.headers.get("Content-MD5")
     if not request.body_exists and md5 is None:
-        return
+        return b""
     length = request.content_length
     try:
         body = await request.read()
@@ -590,7 +592,7 @@ async def _check_body(request: web.Request) -> None:
                             f"The request body is not the {length} bytes its Content-Length "
                             "says; it was refused.")
     if md5 is None:
-        return
+        return body
     try:
         wanted = base64.b64decode(md5.strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -602,6 +604,7 @@ async def _check_body(request: web.Request) -> None:
         raise _header_error("Content-MD5", md5, "The MD5 value specified in the request did "
                             "not match the MD5 value calculated by the server; the request "
                             "was refused and changed nothing.", code="Md5Mismatch")
+    return body
 
 
 def _check_scope(request: web.Request, job_id: str) -> None:
@@ -645,11 +648,24 @@ def _authenticate(request: web.Request,
     return Principal(operator=True), verified
 
 
-def _check_replay(request: web.Request, sec: ApiSecurity, verified: sharedkey.Verified) -> None:
-    """Accept a signature once, unless the request is a read without the nonce header."""
+def _check_replay(request: web.Request, sec: ApiSecurity, verified: sharedkey.Verified,
+                  body: bytes) -> None:
+    """Accept a request once, unless it is a read without the nonce header.
+
+    The key is the signature and, for a request with a body, the body's
+    SHA-256: a SharedKey signature does not cover the body's bytes, and the
+    official SDKs sign two different bodies of one length sent to one path in
+    one second identically (adding tasks in a loop), so the signature alone
+    would refuse legitimate requests. A body swapped under a used signature is
+    refused by ``Content-MD5`` (signed) when the client sends it; see
+    docs/security.md.
+    """
     if request.method.upper() in REPLAY_EXEMPT_METHODS and NONCE_HEADER not in request.headers:
         return
-    why = sec.replay.admit(verified.signature, verified.issued_at.timestamp(), time.time())
+    key = verified.signature
+    if body:
+        key = hashlib.sha256(key + hashlib.sha256(body).digest()).digest()
+    why = sec.replay.admit(key, verified.issued_at.timestamp(), time.time())
     if why is not None:
         raise AuthenticationError(
             f"The request was refused as a replay: {why}.",
@@ -667,8 +683,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     its own job (``403 AuthorizationFailure`` elsewhere); the body must be as
     long as its ``Content-Length`` and match its ``Content-MD5`` when sent
     (``400``); a SharedKey request other than a read (or any carrying
-    ``ocp-hpcbatch-nonce``) is accepted once (``403 AuthenticationFailed``
-    for a replay). The request's :class:`Principal` is then under
+    ``ocp-hpcbatch-nonce``) is accepted once, signature and body
+    (``403 AuthenticationFailed`` for a replay). The request's :class:`Principal` is then under
     :data:`PRINCIPAL`.
 
     Raises
@@ -681,8 +697,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     sec = request.app[API_SECURITY]
     _check_framing(request)
     who, verified = _authenticate(request, sec)
-    await _check_body(request)
+    body = await _check_body(request)
     if verified is not None:  # only a request that passed every check uses up its signature
-        _check_replay(request, sec, verified)
+        _check_replay(request, sec, verified, body)
     request[PRINCIPAL] = who
     return await handler(request)
