@@ -38,7 +38,8 @@ def read_service_info(state_dir: Path) -> dict[str, Any] | None:
     -------
     dict or None
         ``endpoint``, ``account``, ``key_file``, ``pid``, ``state_dir``,
-        ``storage_url``, as the service wrote them. The service may have
+        ``storage_url``, ``ca_file`` (HTTPS; else None), ``allow_api_local_hosts``,
+        as the service wrote them. The service may have
         stopped since: the pid says whether it still runs.
     """
     try:

@@ -130,3 +130,13 @@ def test_non_loopback_without_tls_warns_on_stderr_and_in_the_log(tmp_path: Path)
         assert "plain HTTP" not in (tmp_path / "quiet" / "service.log").read_text()
     finally:
         run("--state-dir", str(tmp_path / "quiet"), "service", "stop")
+
+
+def test_local_batch_over_https() -> None:
+    from hpcbatch import LocalBatch
+
+    with LocalBatch(nodes=1, tls=True) as client:
+        assert client.endpoint.startswith("https://")
+        client.create_job({"id": "local-tls", "poolInfo": {"poolId": "nopool"}})
+        assert [j.id for j in client.list_jobs()] == ["local-tls"]
+        assert [h["name"] for h in client.list_hosts()] == ["local-1"]  # the operator's hosts
