@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -530,8 +530,10 @@ class Principal:
     operator: bool = False
 
 
-PRINCIPAL = web.RequestKey("hpcbatch_principal", Principal)
-"""Where :func:`auth_middleware` puts the request's :class:`Principal`."""
+PRINCIPAL: Any = (web.RequestKey("hpcbatch_principal", Principal)
+                  if hasattr(web, "RequestKey") else "hpcbatch_principal")
+"""Where :func:`auth_middleware` puts the request's :class:`Principal` (a typed key where
+aiohttp has them, 3.12 on; a plain one before)."""
 
 REPLAY_EXEMPT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Reads whose identical repeats are accepted (unless they carry the nonce header)."""
@@ -539,7 +541,8 @@ REPLAY_EXEMPT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def principal(request: web.Request) -> Principal:
     """The :class:`Principal` of an authenticated request (``/health``: an anonymous account one)."""
-    return request.get(PRINCIPAL) or Principal()
+    found = request.get(PRINCIPAL)
+    return found if isinstance(found, Principal) else Principal()
 
 
 def may_add_operator_hosts(request: web.Request) -> bool:
