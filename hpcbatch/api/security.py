@@ -8,6 +8,13 @@
   Dask client all present that certificate and trust only that CA: mutual TLS,
   so nothing without the state dir's key can join or command the cluster.
 
+* The operator key, ``{state_dir}/operator.key`` (mode 0600): requests that
+  carry its proof are the operator's (:func:`ensure_operator_key`).
+* The REST API's authentication (:func:`auth_middleware`): SharedKey or a
+  job-scoped bearer token, the body bound to the signature (``Content-Length``,
+  ``Content-MD5``), replays refused (docs/security.md, "REST API: transport,
+  signatures, replay").
+
 Every ``ensure_*`` function is idempotent: it reuses what is there, tightens
 file modes that have become too loose, and holds a lock file so that two
 processes starting at once do not both write.
