@@ -80,9 +80,7 @@ def service(state_dir: Path, **config: Any) -> Iterator[tuple[BatchClient, Servi
     config.setdefault("scheduler_host", "127.0.0.1")
     thread = ServiceThread(ServiceConfig(state_dir=Path(state_dir), port=0, **config))
     runtime = thread.start()
-    creds = runtime.credentials
-    assert creds is not None
-    client = BatchClient(runtime.endpoint, creds.account_name, creds.key)
+    client = BatchClient.from_environment(runtime.state_dir)
     try:
         yield client, thread
     finally:

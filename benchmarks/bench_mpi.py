@@ -717,11 +717,8 @@ def main() -> int:
             # ---------------------------------------------------- 3. profile
             prim = thread.call(primitives(thread, 10 if args.quick else 20), 300)
             local = local_costs(client, "hello", "r00", 10 if args.quick else 20)
-            creds = thread.runtime.credentials
-            assert creds is not None
-
             def new_client() -> BatchClient:
-                return BatchClient(thread.runtime.endpoint, creds.account_name, creds.key)
+                return BatchClient.from_environment(thread.runtime.state_dir)
 
             # Worker names are "{node id}@{incarnation}"; node IDs are the host names here.
             workers = {name.split("@")[0]: addr for name, addr in

@@ -19,9 +19,8 @@ def running_service(state_dir: Path, **config: Any) -> Iterator[tuple[BatchClien
     """Run a service on its own loop in a thread; yield its client and the thread."""
     thread = ServiceThread(ServiceConfig(state_dir=state_dir, port=0, **config))
     runtime = thread.start()
-    creds = runtime.credentials
-    assert creds is not None
-    client = BatchClient(runtime.endpoint, creds.account_name, creds.key)
+    # the operator's client (state dir: key, CA, operator key), as the CLI on the service machine
+    client = BatchClient.from_environment(runtime.state_dir)
     try:
         yield client, thread
     finally:

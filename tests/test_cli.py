@@ -221,11 +221,16 @@ def test_service_errors(env: dict[str, str]) -> None:
     assert result.stderr.startswith("error: ")
 
 
-def test_hosts(env: dict[str, str], tmp_path: Path) -> None:
+def test_hosts(env: dict[str, str], service: tuple[dict[str, str], LocalBatch],
+               tmp_path: Path) -> None:
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text(f"hosts:\n  - {{name: extra-1, address: 127.0.0.1, provider: local, "
                          f"root_dir: {tmp_path / 'extra-1'}, labels: [spare]}}\n")
-    run(env, "hosts", "add", "--file", str(inventory))
+    # a local host is the operator's: an API caller (the account key alone) may not add it
+    result = run(env, "hosts", "add", "--file", str(inventory), code=1)
+    assert "AuthorizationFailure" in result.stderr and "hosts[0].provider" in result.stderr
+    # the operator: the CLI on the service machine, with the state dir's operator key
+    run(None, "--state-dir", str(service[1].state_dir), "hosts", "add", "--file", str(inventory))
     hosts = {h["name"]: h for h in run_json(env, "hosts", "list")}
     assert hosts["extra-1"]["labels"] == ["spare"] and hosts["extra-1"].get("poolId") is None
     run(env, "hosts", "remove", "--name", "extra-1")

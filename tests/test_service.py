@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from hpcbatch.client.sdk import BatchClient, BatchError
+from hpcbatch.client.state import operator_key
 from hpcbatch.providers.inventory import Host
 from hpcbatch.testing import testbed as tb
 from tests.helpers import account_key, running_service, service_on_testbed, wait_until
@@ -264,7 +265,8 @@ def test_service_killed_with_sigkill_loses_nothing(tmp_path):
         state.mkdir()
         port = _free_port()
         proc = _start_service_process(state, port)
-        client = BatchClient(f"http://127.0.0.1:{port}", "hpcbatch", account_key(state))
+        client = BatchClient(f"http://127.0.0.1:{port}", "hpcbatch", account_key(state),
+                             operator_key=operator_key(state))
         client.add_hosts([h.model_dump(mode="json") for h in bed.hosts])
         client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 2})
         client.wait_for_pool("p", timeout_s=120)

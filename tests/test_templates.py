@@ -178,7 +178,8 @@ def _job_manager_job(client, job_id: str, directory: Path, **jm: Any) -> None:
         "id": job_id, "poolInfo": {"poolId": POOL}, "onAllTasksComplete": "terminatejob",
         "jobManagerTask": {"id": "jobmanager",
                            "commandLine": f"{sys.executable} {directory / 'main.py'}",
-                           "killJobOnCompletion": False, **jm}})
+                           "killJobOnCompletion": False,
+                           "authenticationTokenSettings": {"access": ["job"]}, **jm}})
 
 
 def test_job_manager_template_splits_a_job_into_1000_tasks(env, tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ from aiohttp import web
 
 from hpcbatch.api import routes, unsupported
 from hpcbatch.api.http import ACCOUNT, SERVICE, Handler, error_reply
-from hpcbatch.batch import sharedkey as auth
+from hpcbatch.api.security import API_SECURITY, ApiSecurity, auth_middleware
 from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.core.service import BatchService
 
@@ -118,22 +118,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return resp
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Verify the SharedKey signature of every request but ``/health``.
-
-    Raises
-    ------
-    AuthenticationError
-        ``403 AuthenticationFailed``.
-    """
-    if request.path != "/health":
-        account, key = request.app[ACCOUNT]
-        auth.verify(request.method, request.raw_path, None, request.headers, account, key)
-    return await handler(request)
-
-
-def make_app(service: BatchService, account: str, key: str) -> web.Application:
+def make_app(service: BatchService, account: str, key: str, *, operator_key: str | None = None,
+             allow_api_local_hosts: bool = False) -> web.Application:
     """Build the aiohttp application serving ``service`` for one account.
 
     Parameters
@@ -142,18 +128,26 @@ def make_app(service: BatchService, account: str, key: str) -> web.Application:
         The service core.
     account, key
         Account name and base64 key checked by SharedKey authentication.
+    operator_key
+        The operator key (base64) whose proof marks the operator's requests
+        (:func:`hpcbatch.api.security.ensure_operator_key`); None: no request is.
+    allow_api_local_hosts
+        Let any API caller add the inventory hosts only the operator may add otherwise.
 
     Returns
     -------
     web.Application
         Every resource's routes (:mod:`hpcbatch.api.routes`) and every
         unsupported operation (:mod:`hpcbatch.api.unsupported`), behind the
-        error and authentication middlewares.
+        error and authentication middlewares
+        (:func:`hpcbatch.api.security.auth_middleware`).
     """
     app = web.Application(middlewares=[errors_middleware, auth_middleware],
                           client_max_size=MAX_REQUEST_BYTES)
     app[SERVICE] = service
     app[ACCOUNT] = (account, key)
+    app[API_SECURITY] = ApiSecurity(account, key, operator_key=operator_key,
+                                    allow_api_local_hosts=allow_api_local_hosts)
     routes.add_routes(app)
     unsupported.add_routes(app)
     return app

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from dataclasses import dataclass
@@ -26,7 +28,9 @@ from aiohttp import web
 from hpcbatch.api.rest import make_app
 from hpcbatch.api.security import (
     AccountCredentials,
+    TlsFiles,
     ensure_account_credentials,
+    ensure_operator_key,
     ensure_tls,
 )
 from hpcbatch.batch.statedir import EVENTS_FILE, SERVICE_FILE, default_state_dir
@@ -70,6 +74,13 @@ class ServiceConfig:
         tests and demos; also ``HPCBATCH_MIN_AUTOSCALE_INTERVAL_S``).
     quotas
         Account limits (:class:`hpcbatch.core.service.Quotas`); Batch's defaults when None.
+    tls
+        Serve the REST API over HTTPS with a certificate from the service's CA
+        (``{state_dir}/tls/ca.pem``, which clients of the state dir trust).
+    allow_api_local_hosts
+        Let any API caller add inventory hosts with ``provider: local``, local
+        key or config paths, or host-key checking off (otherwise only the
+        operator, whose requests carry the state dir's operator key, may).
     """
 
     state_dir: Path
@@ -83,6 +94,46 @@ class ServiceConfig:
     metrics_interval_s: float = 30.0
     min_autoscale_interval_s: float | None = None
     quotas: Quotas | None = None
+    tls: bool = False
+    allow_api_local_hosts: bool = False
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an interface to bind) is a loopback address or ``localhost``."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+PLAIN_HTTP_WARNING = (
+    "the REST API listens on {host}, a non-loopback interface, over plain HTTP: anyone on "
+    "the network can read its traffic (task command lines, outputs, job tokens) and "
+    "tamper with bodies sent without Content-MD5. Start it with --tls.")
+"""Logged (and printed by ``service start``) when the API is exposed without TLS."""
+
+
+def _api_names(host: str) -> list[str]:
+    """Names and addresses a client may reach the API at: the certificate's extra SANs."""
+    names = [socket.gethostname(), socket.getfqdn()]
+    if host in ("", "0.0.0.0", "::"):
+        import psutil
+
+        names += [a.address.split("%")[0] for addrs in psutil.net_if_addrs().values()
+                  for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)]
+    else:
+        names.append(host)
+    return [n for n in names if n]
+
+
+def _api_ssl_context(tls: TlsFiles) -> ssl.SSLContext:
+    """The REST API's server TLS context: the service's certificate, TLS 1.2 or later."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    return ctx
 
 
 class ServiceRuntime:
@@ -107,7 +158,8 @@ class ServiceRuntime:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         creds = ensure_account_credentials(self.state_dir, self.config.account)
         self.credentials = creds
-        tls = ensure_tls(self.state_dir)
+        operator_key = ensure_operator_key(self.state_dir)
+        tls = ensure_tls(self.state_dir, _api_names(self.config.host) if self.config.tls else ())
         self.store = Store(self.config.database_url or sqlite_url(self.state_dir / "state.db"))
         self.engine = DaskEngine(self.state_dir / "run", tls, self.config.scheduler_host)
         await self.engine.start()
@@ -117,7 +169,10 @@ class ServiceRuntime:
         sock.bind((self.config.host, self.config.port))
         port = sock.getsockname()[1]
         host = self.config.host if self.config.host not in ("0.0.0.0", "") else "127.0.0.1"
-        self.endpoint = f"http://{host}:{port}"
+        scheme = "https" if self.config.tls else "http"
+        self.endpoint = f"{scheme}://{host}:{port}"
+        if not self.config.tls and not is_loopback(self.config.host):
+            log.warning(PLAIN_HTTP_WARNING.format(host=self.config.host or "0.0.0.0"))
         storage = StorageRef(self.config.storage_url or default_storage_url(self.state_dir),
                              dict(self.config.storage_options or {}))
         self.service = BatchService(self.store, self.engine, tls, account_name=creds.account_name,
@@ -127,15 +182,19 @@ class ServiceRuntime:
                                     quotas=self.config.quotas,
                                     metrics_interval_s=self.config.metrics_interval_s,
                                     min_autoscale_interval_s=self.config.min_autoscale_interval_s)
-        app = make_app(self.service, creds.account_name, creds.key)
+        app = make_app(self.service, creds.account_name, creds.key, operator_key=operator_key,
+                       allow_api_local_hosts=self.config.allow_api_local_hosts)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        await web.SockSite(self.runner, sock).start()
+        await web.SockSite(self.runner, sock,
+                           ssl_context=_api_ssl_context(tls) if self.config.tls else None).start()
         await self.service.start()
         self.info_file.write_text(json.dumps({
             "endpoint": self.endpoint, "account": creds.account_name,
             "key_file": str(creds.key_file), "pid": os.getpid(),
             "state_dir": str(self.state_dir), "storage_url": storage.url,
+            "ca_file": str(tls.ca_file) if self.config.tls else None,
+            "allow_api_local_hosts": self.config.allow_api_local_hosts,
         }))
 
     async def stop(self) -> None:
@@ -225,12 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database-url", default=None)
     p.add_argument("--scheduler-host", default="0.0.0.0")
     p.add_argument("--storage-url", default=None)
+    p.add_argument("--tls", action="store_true")
+    p.add_argument("--allow-api-local-hosts", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServiceConfig(state_dir=args.state_dir, host=args.host, port=args.port,
                            database_url=args.database_url, scheduler_host=args.scheduler_host,
-                           storage_url=args.storage_url)
+                           storage_url=args.storage_url, tls=args.tls,
+                           allow_api_local_hosts=args.allow_api_local_hosts)
     asyncio.run(_serve(config))
     return 0
 

@@ -482,6 +482,18 @@ class PoolInformation(WireModel):
     auto_pool_specification: dict[str, Any] | None = None
 
 
+class AuthenticationTokenSettings(WireModel):
+    """A token the task may use for Batch operations (``AuthenticationTokenSettings``).
+
+    ``access: ["job"]`` gives the task ``AZ_BATCH_AUTHENTICATION_TOKEN``, a token
+    accepted as ``Authorization: Bearer`` for every operation on the task's job
+    and nothing else (:mod:`hpcbatch.batch.tokens`). Without ``job`` in
+    ``access`` no token is given.
+    """
+
+    access: list[Literal["job"]] | None = None
+
+
 class JobManagerTask(WireModel):
     """A job's job manager task (``JobManagerTask``)."""
 
@@ -497,7 +509,7 @@ class JobManagerTask(WireModel):
     user_identity: UserIdentity | None = None
     run_exclusive: bool | None = None
     application_package_references: list[ApplicationPackageReference] | None = None
-    authentication_token_settings: dict[str, Any] | None = None
+    authentication_token_settings: AuthenticationTokenSettings | None = None
     allow_low_priority_node: bool | None = None
     container_settings: dict[str, Any] | None = None
 
@@ -610,7 +622,7 @@ class TaskSpec(WireModel):
     depends_on: TaskDependencies | None = None
     exit_conditions: ExitConditions | None = None
     application_package_references: list[ApplicationPackageReference] | None = None
-    authentication_token_settings: dict[str, Any] | None = None
+    authentication_token_settings: AuthenticationTokenSettings | None = None
     container_settings: dict[str, Any] | None = None
 
 

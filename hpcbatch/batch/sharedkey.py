@@ -47,6 +47,7 @@ import hmac
 import itertools
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl
@@ -55,6 +56,7 @@ from hpcbatch.batch.errors import AuthenticationError
 
 __all__ = [
     "SIGNED_HEADERS",
+    "Verified",
     "generate_account_key",
     "sign",
     "string_to_sign",
@@ -292,6 +294,22 @@ def sign(
 # --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Verified:
+    """A request whose SharedKey signature :func:`verify` accepted.
+
+    Attributes
+    ----------
+    signature
+        The signature's bytes (HMAC-SHA256, 32 bytes).
+    issued_at
+        The request's date (``ocp-date``, else ``Date``), aware.
+    """
+
+    signature: bytes
+    issued_at: datetime
+
+
 def _request_time(h: Mapping[str, str]) -> datetime:
     raw = h.get("ocp-date") or h.get("date")
     if not raw:
@@ -357,7 +375,7 @@ def verify(
     *,
     now: datetime | None = None,
     max_skew: timedelta = timedelta(minutes=15),
-) -> None:
+) -> Verified:
     """Check a request's SharedKey ``Authorization`` header, as the Batch service does.
 
     Implements the service side of "Authenticate requests to the Azure Batch
@@ -382,6 +400,12 @@ def verify(
     max_skew
         Largest accepted distance between the request date and ``now``, either
         way. Batch allows 15 minutes.
+
+    Returns
+    -------
+    Verified
+        The signature's bytes and the request date, for a replay check
+        (:mod:`hpcbatch.batch.replay`).
 
     Raises
     ------
@@ -444,7 +468,7 @@ def verify(
     for text in _candidates(method, path, pairs, h, names):
         canonical = canonical if canonical is not None else text
         if hmac.compare_digest(_mac(key, text), provided):
-            return
+            return Verified(provided, created)
     raise AuthenticationError(
         _AUTH_FAILED,
         values={

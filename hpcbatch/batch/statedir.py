@@ -21,6 +21,10 @@ SERVICE_FILE = "service.json"
 ACCOUNT_FILE = "account.json"
 """The Batch account name and key: ``{"account_name": ..., "key": ...}``."""
 
+OPERATOR_KEY_FILE = "operator.key"
+"""The operator key (base64, mode 0600): proves a request comes from someone who can read
+the state dir (``hpcbatch-operator`` header); API callers hold only the account key."""
+
 EVENTS_FILE = "events.jsonl"
 """The diagnostic event log (JSON lines)."""
 

@@ -10,11 +10,13 @@ streamed body).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import MutableMapping
 from email.utils import formatdate
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
+from hpcbatch.batch.replay import NONCE_HEADER
 from hpcbatch.batch.sharedkey import sign
 
 if TYPE_CHECKING:
@@ -50,11 +52,16 @@ def content_length(method: str, body_length: int | None) -> str | None:
 
 
 def authorize(method: str, url: str, headers: MutableMapping[str, str], account: str,
-              key_b64: str) -> None:
+              key_b64: str, *, nonce: bool = False) -> None:
     """Sign a request in place: set ``ocp-date`` (unless present) and ``Authorization``.
 
     ``headers`` must already hold every header that will be sent, the
-    ``Content-Length`` among them (see :func:`content_length`).
+    ``Content-Length`` among them (see :func:`content_length`). With
+    ``nonce``, ``ocp-hpcbatch-nonce`` (16 random bytes, signed like every
+    ``ocp-`` header; new on every call) makes the signature unique, so the
+    service's replay check never refuses a legitimate repeat sent in the same
+    second, and makes the request one-time even when it is a read (see
+    docs/security.md).
 
     Parameters
     ----------
@@ -68,6 +75,8 @@ def authorize(method: str, url: str, headers: MutableMapping[str, str], account:
         Batch account name.
     key_b64
         Account key, base64.
+    nonce
+        Add a new signed nonce header (what :class:`hpcbatch.BatchClient` does).
 
     Raises
     ------
@@ -76,6 +85,8 @@ def authorize(method: str, url: str, headers: MutableMapping[str, str], account:
     """
     if not headers.get("ocp-date"):
         headers["ocp-date"] = formatdate(usegmt=True)
+    if nonce:
+        headers[NONCE_HEADER] = secrets.token_hex(16)
     parts = urlsplit(url or "/")
     headers["Authorization"] = sign(method.upper(), parts.path or "/", parts.query, headers,
                                     account, key_b64)

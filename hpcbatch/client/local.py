@@ -39,12 +39,15 @@ class LocalBatch:
         ``cores`` of each local host (default: this machine's CPU count).
     storage_url, storage_options
         The service's storage (default: ``storage/`` in the state dir).
+    tls
+        Serve the REST API over HTTPS with the service's CA; the yielded client trusts it.
     """
 
     def __init__(self, nodes: int = 3, *, state_dir: Path | str | None = None,
                  cores_per_node: int | None = None, storage_url: str | None = None,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, tls: bool = False) -> None:
         self.nodes = nodes
+        self.tls = tls
         self.storage_url = storage_url
         self.storage_options = dict(storage_options or {})
         self._own_dir = state_dir is None
@@ -58,10 +61,10 @@ class LocalBatch:
 
         self._thread = ServiceThread(ServiceConfig(
             state_dir=self.state_dir, port=0, scheduler_host="127.0.0.1",
-            storage_url=self.storage_url, storage_options=self.storage_options))
+            storage_url=self.storage_url, storage_options=self.storage_options, tls=self.tls))
         runtime = self._thread.start()
-        creds = runtime.credentials
-        self.client = BatchClient(runtime.endpoint, creds.account_name, creds.key)
+        # the operator's client: the state dir's key, CA and operator key (local hosts)
+        self.client = BatchClient.from_environment(runtime.state_dir)
         self.client.add_hosts([
             {"name": f"local-{i + 1}", "address": f"127.0.0.{11 + i}", "provider": "local",
              "root_dir": str(self.state_dir / "nodes" / f"local-{i + 1}"),

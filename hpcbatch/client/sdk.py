@@ -25,7 +25,9 @@ Examples
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import http.client
 import json
 import os
@@ -36,6 +38,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
+from hpcbatch.batch.sharedkey import decode_key
+from hpcbatch.batch.tokens import CA_PEM_ENV, OPERATOR_HEADER, TOKEN_ENV, operator_proof
 from hpcbatch.client.auth import SharedKeyAuth, authorize, content_length
 from hpcbatch.client.state import service_connection
 from hpcbatch.client.transport import Response, Transport
@@ -105,30 +109,55 @@ def _models() -> Any:
 class BatchClient:
     """A client of an hpcbatch service (or any Batch REST endpoint).
 
+    Every request is signed with SharedKey (with a signed nonce, so that the
+    service's replay check never refuses it) and every body carries its
+    ``Content-MD5``; or, with ``token``, authenticated as ``Authorization:
+    Bearer`` with a job-scoped token (``AZ_BATCH_AUTHENTICATION_TOKEN``).
+
     Parameters
     ----------
     endpoint
-        Service URL, e.g. ``http://127.0.0.1:8600``.
+        Service URL, e.g. ``http://127.0.0.1:8600`` or ``https://host:8600``.
     account
         Account name.
     key
-        Base64 account key (SharedKey authentication).
+        Base64 account key (SharedKey authentication); None with ``token``.
     timeout_s
         Per-request timeout in seconds (to connect, and for each read of the reply).
+    token
+        A job-scoped authentication token instead of the key (a task's
+        ``AZ_BATCH_AUTHENTICATION_TOKEN``); it allows operations on its job only.
+    ca_file, ca_pem
+        PEM file, or PEM text, of the CA an ``https`` endpoint's certificate must
+        chain to (an hpcbatch service's ``{state_dir}/tls/ca.pem``, or what a task
+        finds in ``HPCBATCH_CA_PEM``); both None: the system's CAs.
+    operator_key
+        The state dir's operator key (base64): adds the ``hpcbatch-operator``
+        proof to each request, which lets the operator add inventory hosts API
+        callers may not (``provider: local``, local key paths, host-key checking off).
 
     Raises
     ------
     ValueError
-        ``key`` is not base64.
+        ``key`` or ``operator_key`` is not base64, or neither ``key`` nor ``token`` is given.
     """
 
-    def __init__(self, endpoint: str, account: str, key: str, *, timeout_s: float = 120.0) -> None:
+    def __init__(self, endpoint: str, account: str, key: str | None = None, *,
+                 timeout_s: float = 120.0, token: str | None = None, ca_file: str | None = None,
+                 ca_pem: str | None = None, operator_key: str | None = None) -> None:
+        if not key and not token:
+            raise ValueError("BatchClient needs an account key or an authentication token")
         self.endpoint = endpoint.rstrip("/")
         self.account = account
         self.timeout_s = timeout_s
-        self._key = key
-        self._auth = SharedKeyAuth(account, key)  # fails early on a bad key; for raw requests
-        self._transport = Transport(timeout_s)
+        self._key = key or ""
+        self._token = token
+        # fails early on a bad key; signs raw requests (requests.Session auth)
+        self._auth = SharedKeyAuth(account, key) if key else None
+        if operator_key:
+            decode_key(operator_key)  # fail early on a bad key
+        self._operator_key = operator_key
+        self._transport = Transport(timeout_s, ca_file=ca_file, ca_pem=ca_pem)
 
     def __repr__(self) -> str:  # never show the key
         return f"BatchClient(endpoint={self.endpoint!r}, account={self.account!r})"
@@ -137,7 +166,18 @@ class BatchClient:
 
     @classmethod
     def from_environment(cls, state_dir: Path | str | None = None) -> BatchClient:
-        """Find a service: ``AZURE_BATCH_ENDPOINT``/``_ACCOUNT``/``_ACCESS_KEY``, else a state dir.
+        """Find a service: the ``AZURE_BATCH_*`` variables, a task's token, else a state dir.
+
+        In order: ``state_dir`` when given (the service's ``service.json``, key
+        file, CA and operator key); ``AZURE_BATCH_ENDPOINT`` with
+        ``AZURE_BATCH_ACCOUNT`` and ``AZURE_BATCH_ACCESS_KEY`` (or
+        ``AZ_BATCH_AUTHENTICATION_TOKEN``); inside a task that asked for a token
+        (``authenticationTokenSettings``), ``AZ_BATCH_ACCOUNT_URL``,
+        ``AZ_BATCH_ACCOUNT_NAME`` and ``AZ_BATCH_AUTHENTICATION_TOKEN``; else the
+        service of ``$HPCBATCH_STATE_DIR`` or ``~/.hpcbatch``. With the
+        variables, ``REQUESTS_CA_BUNDLE`` names the CA file to trust (as for the
+        official SDK), or ``HPCBATCH_CA_PEM`` holds it (what an HTTPS service
+        gives a task that has a token).
 
         Parameters
         ----------
@@ -153,20 +193,33 @@ class BatchClient:
             ``InvalidAccountKey``: the key found is not base64.
         """
         env = os.environ
+        token = env.get(TOKEN_ENV) or None
+        ca_file = env.get("REQUESTS_CA_BUNDLE") or None
+        ca_pem = env.get(CA_PEM_ENV) or None
+        operator_key = None
         if state_dir is None and env.get("AZURE_BATCH_ENDPOINT"):
-            missing = [v for v in ("AZURE_BATCH_ACCOUNT", "AZURE_BATCH_ACCESS_KEY") if not env.get(v)]
+            missing = [v for v in ("AZURE_BATCH_ACCOUNT",) if not env.get(v)]
+            if not env.get("AZURE_BATCH_ACCESS_KEY") and not token:
+                missing.append(f"AZURE_BATCH_ACCESS_KEY (or {TOKEN_ENV})")
             if missing:
                 raise ServiceNotRunningError(
                     f"AZURE_BATCH_ENDPOINT is set but {', '.join(missing)} is not.")
-            endpoint, account, key = (env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"],
-                                      env["AZURE_BATCH_ACCESS_KEY"])
+            endpoint, account = env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"]
+            key = env.get("AZURE_BATCH_ACCESS_KEY") or None
+            token = None if key else token
             source = "AZURE_BATCH_ACCESS_KEY"
+        elif state_dir is None and token and env.get("AZ_BATCH_ACCOUNT_URL"):
+            endpoint, account, key = (env["AZ_BATCH_ACCOUNT_URL"],
+                                      env.get("AZ_BATCH_ACCOUNT_NAME", ""), None)
+            source = TOKEN_ENV
         else:
             conn = service_connection(state_dir)
-            endpoint, account, key = conn.endpoint, conn.account, conn.key
+            endpoint, account, key, token = conn.endpoint, conn.account, conn.key, None
+            ca_file, ca_pem, operator_key = conn.ca_file, None, conn.operator_key
             source = "the service's key file"
         try:
-            return cls(endpoint, account, key)
+            return cls(endpoint, account, key, token=token, ca_file=ca_file, ca_pem=ca_pem,
+                       operator_key=operator_key)
         except ValueError as exc:
             raise HpcbatchError(f"{source} is not a valid account key: {exc}",
                                 code="InvalidAccountKey", status=400) from None
@@ -213,9 +266,22 @@ class BatchClient:
         length = content_length(method, None if data is None else len(data))
         if length is not None:
             hdrs["Content-Length"] = length
-        authorize(method, url, hdrs, self.account, self._key)
+        if data is not None:  # binds the body to the signature, even over plain HTTP
+            hdrs["Content-MD5"] = base64.b64encode(
+                hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
+
+        def signed() -> dict[str, str]:
+            out = dict(hdrs)
+            if self._token:
+                out["Authorization"] = f"Bearer {self._token}"
+                return out
+            authorize(method, url, out, self.account, self._key, nonce=True)
+            if self._operator_key:
+                out[OPERATOR_HEADER] = operator_proof(self._operator_key, out["Authorization"])
+            return out
+
         try:
-            resp = self._transport.request(method, url, hdrs, data)
+            resp = self._transport.request(method, url, signed, data)
         except TimeoutError:
             raise TimeoutError(f"the hpcbatch service at {self.endpoint} did not answer "
                                f"within {self.timeout_s:g} s") from None

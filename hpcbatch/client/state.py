@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from hpcbatch.batch.errors import ServiceNotRunningError
-from hpcbatch.batch.statedir import SERVICE_FILE, default_state_dir
+from hpcbatch.batch.statedir import OPERATOR_KEY_FILE, SERVICE_FILE, default_state_dir
 
-__all__ = ["ServiceConnection", "read_service_info", "service_connection", "state_dir_path"]
+__all__ = ["ServiceConnection", "operator_key", "read_service_info", "service_connection",
+           "state_dir_path"]
 
 
 def state_dir_path(state_dir: Path | str | None = None) -> Path:
@@ -37,7 +38,8 @@ def read_service_info(state_dir: Path) -> dict[str, Any] | None:
     -------
     dict or None
         ``endpoint``, ``account``, ``key_file``, ``pid``, ``state_dir``,
-        ``storage_url``, as the service wrote them. The service may have
+        ``storage_url``, ``ca_file`` (HTTPS; else None), ``allow_api_local_hosts``,
+        as the service wrote them. The service may have
         stopped since: the pid says whether it still runs.
     """
     try:
@@ -47,13 +49,44 @@ def read_service_info(state_dir: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
+def operator_key(state_dir: Path) -> str | None:
+    """The operator key of a state dir (``operator.key``), or None when missing or unreadable.
+
+    Parameters
+    ----------
+    state_dir
+        The service's state dir.
+
+    Returns
+    -------
+    str or None
+        The key, base64; only someone who can read the state dir gets it.
+    """
+    try:
+        return (state_dir / OPERATOR_KEY_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class ServiceConnection:
-    """What a client needs to reach a service: its endpoint and account credentials."""
+    """What a client needs to reach a service: its endpoint and account credentials.
+
+    Attributes
+    ----------
+    endpoint, account, key
+        The service's URL, account name and account key.
+    ca_file
+        The service's CA certificate (PEM) when it serves HTTPS; None for HTTP.
+    operator_key
+        The operator key (``operator.key`` in the state dir), when readable.
+    """
 
     endpoint: str
     account: str
     key: str
+    ca_file: str | None = None
+    operator_key: str | None = None
 
     def __repr__(self) -> str:  # keep the key out of logs
         return f"ServiceConnection(endpoint={self.endpoint!r}, account={self.account!r})"
@@ -84,7 +117,9 @@ def service_connection(state_dir: Path | str | None = None) -> ServiceConnection
         if info is None:
             raise KeyError(SERVICE_FILE)
         key = json.loads(Path(info["key_file"]).read_text())["key"]
-        return ServiceConnection(str(info["endpoint"]), str(info["account"]), str(key))
+        ca_file = info.get("ca_file")
+        return ServiceConnection(str(info["endpoint"]), str(info["account"]), str(key),
+                                 str(ca_file) if ca_file else None, operator_key(sdir))
     except (OSError, ValueError, KeyError, TypeError):
         raise ServiceNotRunningError(
             f"No hpcbatch service is running for state dir {sdir} (no {sdir / SERVICE_FILE}). "

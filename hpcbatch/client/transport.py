@@ -9,7 +9,9 @@ read whole, connections reused across requests and threads.
 Connections are kept per ``(scheme, host, port)`` and reused; one found closed
 by the server while idle is replaced before use, and an idempotent request
 whose reused connection turns out to be closed is sent once more on a new
-one. HTTPS uses :func:`ssl.create_default_context` (the system's CAs).
+one (its headers made anew, so a signature is never sent twice). HTTPS uses
+:func:`ssl.create_default_context`: the system's CAs, or only the CA file given
+(an hpcbatch service's own CA, ``{state_dir}/tls/ca.pem``).
 Proxy variables (``HTTP_PROXY`` ...) are not used: the client connects to the
 endpoint directly.
 """
@@ -20,7 +22,7 @@ import http.client
 import json
 import select
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -79,16 +81,23 @@ class Transport:
         Seconds to wait to connect, and for each read of the response.
     max_idle
         Idle connections kept per ``(scheme, host, port)``.
+    ca_file, ca_pem
+        PEM file, or PEM text, of the CAs that HTTPS servers must chain to; both
+        None: the system's.
     """
 
-    def __init__(self, timeout_s: float, max_idle: int = 16) -> None:
+    def __init__(self, timeout_s: float, max_idle: int = 16,
+                 ca_file: str | None = None, ca_pem: str | None = None) -> None:
         self.timeout_s = timeout_s
         self.max_idle = max_idle
+        self.ca_file = ca_file
+        self.ca_pem = ca_pem
         self._idle: dict[_Key, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._ssl_context: Any = None
 
-    def request(self, method: str, url: str, headers: Mapping[str, str],
+    def request(self, method: str, url: str,
+                headers: Mapping[str, str] | Callable[[], Mapping[str, str]],
                 body: bytes | None = None) -> Response:
         """Send one request and read its whole response.
 
@@ -100,7 +109,8 @@ class Transport:
             Absolute ``http://`` or ``https://`` URL, percent-encoded, with its query.
         headers
             Headers to send as given (``Content-Length`` included when there is a body;
-            ``Host`` is added).
+            ``Host`` is added), or a function returning them, called for each attempt
+            (a signed request is signed anew when it is sent once more).
         body
             The body, or None.
 
@@ -128,7 +138,8 @@ class Transport:
         while True:
             conn, reused = self._take(key)
             try:
-                conn.request(method, target, body=body, headers=dict(headers))
+                conn.request(method, target, body=body,
+                             headers=dict(headers() if callable(headers) else headers))
                 resp = conn.getresponse()
                 content = resp.read()
             except (ConnectionResetError, BrokenPipeError, http.client.BadStatusLine):
@@ -182,6 +193,7 @@ class Transport:
         if self._ssl_context is None:
             import ssl
 
-            self._ssl_context = ssl.create_default_context()
+            self._ssl_context = ssl.create_default_context(cafile=self.ca_file,
+                                                           cadata=self.ca_pem)
         return http.client.HTTPSConnection(host, port, timeout=self.timeout_s,
                                            context=self._ssl_context)

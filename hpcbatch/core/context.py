@@ -54,6 +54,9 @@ class ServiceContext:
         Where diagnostic events go; None: nowhere.
     quotas
         Account limits.
+    api_ca_pem
+        The CA certificate (PEM) of an HTTPS ``base_url``, given to tasks that get
+        a token (``HPCBATCH_CA_PEM``); empty for HTTP.
     """
 
     store: Store
@@ -65,6 +68,7 @@ class ServiceContext:
     storage_credentials: JobStorageCredentials | None = None
     events: EventLog | None = None
     quotas: Quotas = field(default_factory=Quotas)
+    api_ca_pem: str = ""
     pool_manager: PoolManager = field(init=False)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)

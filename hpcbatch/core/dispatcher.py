@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import dependencies, events
+from hpcbatch.batch import dependencies, events, tokens
 from hpcbatch.batch.errors import (
     HpcbatchError,
 )
@@ -70,6 +70,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+TOKEN_LIFETIME = timedelta(days=7)
+"""How long a task's ``AZ_BATCH_AUTHENTICATION_TOKEN`` is valid when it has no ``maxWallClockTime``."""
+
+TOKEN_GRACE = timedelta(minutes=15)
+"""How long a token outlives its task's ``maxWallClockTime``."""
 
 
 _END_VALUES = dict(
@@ -417,6 +423,27 @@ class Dispatcher:
             self.ctx.engine.post(node.worker or "", [lc for _, lc in batch], sink=self.ran,
                              on_error=self._not_sent)
 
+    def _token_env(self, job_id: str, spec: TaskSpec | JobManagerTask) -> dict[str, str]:
+        """``AZ_BATCH_AUTHENTICATION_TOKEN`` for a task whose ``authenticationTokenSettings``
+        ask for ``job`` access; nothing otherwise.
+
+        The token (:func:`hpcbatch.batch.tokens.issue_job_token`) allows every
+        operation on job ``job_id`` and nothing else; it expires
+        :data:`TOKEN_GRACE` after the task's ``maxWallClockTime``, or after
+        :data:`TOKEN_LIFETIME` when the task has none. Each run gets a new one.
+        """
+        settings = spec.authentication_token_settings
+        if settings is None or "job" not in (settings.access or []):
+            return {}
+        wall = spec.constraints.max_wall_clock_time if spec.constraints else None
+        expires = utcnow() + (wall + TOKEN_GRACE if wall is not None else TOKEN_LIFETIME)
+        token = tokens.issue_job_token(self.ctx.account_key, self.ctx.account_name, job_id,
+                                       ["job"], expires)
+        env = {tokens.TOKEN_ENV: token}
+        if self.ctx.api_ca_pem:  # an HTTPS service: the task's client trusts its CA
+            env[tokens.CA_PEM_ENV] = self.ctx.api_ca_pem
+        return env
+
     def _launch(self, job: Mapping[str, Any], row: Mapping[str, Any],
                 nodes_: list[NodeRuntime], job_spec: dict[str, Any]) -> tuple[Run, agent.Launch | None]:
         """Register a run; start it, or return its launch for :meth:`_start_runs` to post."""
@@ -425,12 +452,13 @@ class Dispatcher:
         extra_env: dict[str, str] = {}
         if row["is_manager"]:
             spec = JobManagerTask.model_validate(task_wire)
+            # the endpoint, never the account key: a token only when asked (below)
             extra_env = {"AZURE_BATCH_ENDPOINT": self.ctx.base_url,
-                         "AZURE_BATCH_ACCOUNT": self.ctx.account_name,
-                         "AZURE_BATCH_ACCESS_KEY": self.ctx.account_key}
+                         "AZURE_BATCH_ACCOUNT": self.ctx.account_name}
         else:
             spec = TaskSpec.model_validate(task_wire)
         constraints = spec.constraints
+        extra_env.update(self._token_env(job["id"], spec))
         job_retries = (job_spec.get("constraints") or {}).get("maxTaskRetryCount")
         max_retries = (constraints.max_task_retry_count if constraints and
                        constraints.max_task_retry_count is not None else job_retries or 0)

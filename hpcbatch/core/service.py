@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -73,8 +74,8 @@ class BatchService:
     tls
         TLS files the nodes' workers present.
     account_name, account_key
-        The account this service answers for; the key reaches job manager
-        tasks (``AZURE_BATCH_ACCESS_KEY``) so they can add tasks.
+        The account this service answers for; the key never reaches a task
+        (tasks that ask get a job-scoped token derived from it).
     base_url
         The service endpoint (``http://host:port``), used in resource URLs.
     storage
@@ -99,7 +100,8 @@ class BatchService:
             base_url=base_url.rstrip("/"), storage=storage,
             storage_credentials=(JobStorageCredentials(storage.url, storage.options)
                                  if storage else None),
-            events=event_log, quotas=quotas or Quotas())
+            events=event_log, quotas=quotas or Quotas(),
+            api_ca_pem=Path(tls.ca_file).read_text() if base_url.startswith("https:") else "")
         if ctx.storage_credentials is not None and ctx.storage_credentials.limitation:
             log.warning("task storage scoping: %s", ctx.storage_credentials.limitation)
         self.runs = Runs(ctx)

@@ -10,8 +10,10 @@ and ``TaskSubmitter.cs``) does the rest:
 1. reads ``parameters.json`` (``--parameters FILE``, else the task's working
    directory, else the folder of your ``main.py``), the job ID
    (``AZ_BATCH_JOB_ID``) and the service (``AZURE_BATCH_ENDPOINT``,
-   ``AZURE_BATCH_ACCOUNT``, ``AZURE_BATCH_ACCESS_KEY``: the service puts them in
-   every job manager task's environment);
+   ``AZURE_BATCH_ACCOUNT`` and, when the job manager task has
+   ``"authenticationTokenSettings": {"access": ["job"]}``, the job-scoped
+   ``AZ_BATCH_AUTHENTICATION_TOKEN``: the service puts them in the task's
+   environment; ``AZURE_BATCH_ACCESS_KEY`` instead when run by hand);
 2. calls ``split()`` and adds the tasks it yields to the job in batches of up
    to 100 ("Add a task collection"), on a background thread, as they come: a
    batch is sent when it is full or its oldest task has waited
@@ -48,8 +50,8 @@ C# ``yield break``) is success.
 Differences from the C# template: ``split()`` yields Batch JSON dicts or
 :class:`hpcbatch.batch.models.TaskSpec` instead of ``CloudTask``; parameters may be
 any JSON values (C#: strings only); the service's credentials come from the
-``AZURE_BATCH_*`` variables it sets itself (C#: ``YOUR_BATCH_URL`` /
-``YOUR_BATCH_KEY`` set by the client).
+``AZURE_BATCH_*`` variables and the job-scoped token it sets itself (C#:
+``YOUR_BATCH_URL`` / ``YOUR_BATCH_KEY`` set by the client).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from pydantic import BaseModel
 
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
 from hpcbatch.batch.models import MAX_TASKS_PER_COLLECTION, Job, Task, TaskSpec
+from hpcbatch.batch.tokens import CA_PEM_ENV, TOKEN_ENV
 from hpcbatch.client.sdk import BatchClient, BatchError
 from hpcbatch.templates._common import (
     Log,
@@ -367,8 +370,10 @@ def _add_failure(job_id: str, number: int, count: int, exc: BaseException) -> Jo
         "JobCompleted": "the job completed or was terminated while the job manager ran; with "
                         "jobManagerTask.killJobOnCompletion true (the default), or "
                         "onAllTasksComplete terminatejob and no other task open, it ends early",
-        "AuthenticationFailed": "AZURE_BATCH_ACCOUNT / AZURE_BATCH_ACCESS_KEY do not match "
+        "AuthenticationFailed": "the credentials (AZ_BATCH_AUTHENTICATION_TOKEN, or "
+                                "AZURE_BATCH_ACCOUNT / AZURE_BATCH_ACCESS_KEY) do not match "
                                 "the service",
+        "AuthorizationFailure": "the task's token allows operations on its own job only",
     }
     return JobManagerException(
         f"adding batch {number} ({count} tasks) to job {job_id} failed: {_describe(exc)}",
@@ -392,22 +397,34 @@ def _task_wire(item: object, index: int) -> dict[str, Any]:
 
 
 def _client_from(env: Mapping[str, str]) -> BatchClient:
-    if env.get("AZURE_BATCH_ENDPOINT"):
-        missing = [v for v in ("AZURE_BATCH_ACCOUNT", "AZURE_BATCH_ACCESS_KEY") if not env.get(v)]
+    endpoint = env.get("AZURE_BATCH_ENDPOINT") or env.get("AZ_BATCH_ACCOUNT_URL")
+    account = env.get("AZURE_BATCH_ACCOUNT") or env.get("AZ_BATCH_ACCOUNT_NAME")
+    key, token = env.get("AZURE_BATCH_ACCESS_KEY"), env.get(TOKEN_ENV)
+    if env.get("AZURE_BATCH_ENDPOINT") or (endpoint and token):
+        missing = [] if account else ["AZURE_BATCH_ACCOUNT"]
+        if not key and not token:
+            missing.append(f"AZURE_BATCH_ACCESS_KEY (or {TOKEN_ENV})")
         if missing:
+            hint = ('give the jobManagerTask "authenticationTokenSettings": {"access": ["job"]}'
+                    " (Batch's way to let a task add tasks to its job: the service then sets "
+                    f"{TOKEN_ENV}; it never gives tasks the account key)"
+                    if env.get("AZ_BATCH_TASK_ID") else
+                    "when running by hand, set AZURE_BATCH_ENDPOINT, AZURE_BATCH_ACCOUNT and "
+                    "AZURE_BATCH_ACCESS_KEY")
             raise JobManagerException(
-                f"AZURE_BATCH_ENDPOINT is set but {', '.join(missing)} is not",
-                hint="the service sets all three in a job manager task's environment; when "
-                     "running by hand, set them all")
-        return BatchClient(env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"],
-                           env["AZURE_BATCH_ACCESS_KEY"])
+                f"AZURE_BATCH_ENDPOINT is set but {', '.join(missing)} is not", hint=hint)
+        return BatchClient(str(endpoint), str(account), key or None, token=None if key else token,
+                           ca_file=env.get("REQUESTS_CA_BUNDLE") or None,
+                           ca_pem=env.get(CA_PEM_ENV) or None)
     try:
         return BatchClient.from_environment()
     except ServiceNotRunningError as exc:
         raise JobManagerException(
             f"no service to add tasks to: {exc.message}",
-            hint="run this program as a job's jobManagerTask (the service gives it "
-                 "AZURE_BATCH_ENDPOINT, AZURE_BATCH_ACCOUNT and AZURE_BATCH_ACCESS_KEY)") from exc
+            hint="run this program as a job's jobManagerTask with authenticationTokenSettings "
+                 f"access ['job'] (the service gives it AZURE_BATCH_ENDPOINT and {TOKEN_ENV}), "
+                 "or set AZURE_BATCH_ENDPOINT, AZURE_BATCH_ACCOUNT and "
+                 "AZURE_BATCH_ACCESS_KEY") from exc
 
 
 def _read(what: str, call: Any) -> Any:
@@ -528,8 +545,9 @@ def run_job_manager(splitter_cls: type[JobSplitter], argv: Sequence[str] | None 
     env
         The environment to read (default ``os.environ``): ``AZ_BATCH_JOB_ID``,
         ``AZ_BATCH_TASK_ID``, ``AZ_BATCH_TASK_WORKING_DIR``, ``AZURE_BATCH_ENDPOINT``,
-        ``AZURE_BATCH_ACCOUNT``, ``AZURE_BATCH_ACCESS_KEY``. Without
-        ``AZURE_BATCH_ENDPOINT`` the service of ``$HPCBATCH_STATE_DIR`` is used.
+        ``AZURE_BATCH_ACCOUNT`` and ``AZ_BATCH_AUTHENTICATION_TOKEN`` (or
+        ``AZURE_BATCH_ACCESS_KEY``), ``REQUESTS_CA_BUNDLE``. Without an endpoint
+        the service of ``$HPCBATCH_STATE_DIR`` is used.
     stdout, stderr
         Where the log lines and errors go (default ``sys.stdout`` / ``sys.stderr``).
     batch_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hpcbatch.api.http import json_reply, param, read_json, service
+from hpcbatch.api.security import may_add_operator_hosts
 from hpcbatch.batch.errors import BadRequestError
 
 routes = web.RouteTableDef()
@@ -18,12 +19,18 @@ async def list_hosts(request: web.Request) -> web.Response:
 
 @routes.post("/inventory/hosts")
 async def add_hosts(request: web.Request) -> web.Response:
-    """Add or replace hosts: a body ``{"hosts": [...]}`` or ``[...]``; ``201`` with the hosts."""
+    """Add or replace hosts: a body ``{"hosts": [...]}`` or ``[...]``; ``201`` with the hosts.
+
+    Hosts only the operator may add (``provider: local``, local paths, host-key
+    checking off) answer ``403 AuthorizationFailure`` unless the request
+    carries the operator's proof or the service allows them to every caller.
+    """
     body = await read_json(request)
     items = body.get("hosts") if isinstance(body, dict) else body
     if not isinstance(items, list):
         raise BadRequestError("The body must be {\"hosts\": [...]} or a list of hosts.")
-    return json_reply({"value": service(request).inventory.add_hosts(items)}, status=201)
+    added = service(request).inventory.add_hosts(items, operator=may_add_operator_hosts(request))
+    return json_reply({"value": added}, status=201)
 
 
 @routes.delete("/inventory/hosts/{name}")

@@ -29,7 +29,12 @@ def hosts() -> None:
               help="Inventory YAML file (see hpcbatch.providers.inventory).")
 @output_option
 def hosts_add(file: str) -> None:
-    """Add (or replace) the hosts of an inventory file."""
+    """Add (or replace) the hosts of an inventory file.
+
+    Hosts with provider local, local key or config paths, or host-key checking off are
+    the operator's: run on the service machine (the state dir's operator key signs the
+    request), or against a service started with --allow-api-local-hosts.
+    """
     from hpcbatch.providers.inventory import load_inventory
 
     emit(client().add_hosts([h.model_dump(mode="json") for h in load_inventory(file)]),

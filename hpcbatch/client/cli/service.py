@@ -41,13 +41,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _healthy(endpoint: str) -> bool:
-    """Whether the service at ``endpoint`` answers ``GET /health`` with 200."""
+def _healthy(endpoint: str, ca_file: str | None = None) -> bool:
+    """Whether the service at ``endpoint`` answers ``GET /health`` with 200 (HTTPS: trusting
+    ``ca_file``, the service's CA)."""
     import http.client
 
     from hpcbatch.client.transport import Transport
 
-    transport = Transport(HEALTH_TIMEOUT_S)
+    transport = Transport(HEALTH_TIMEOUT_S, ca_file=ca_file)
     try:
         return transport.request("GET", f"{endpoint}/health", {}).status == 200
     except (OSError, http.client.HTTPException, ValueError):
@@ -78,12 +79,20 @@ def _log_tail(log: Path, lines: int = 30) -> str:
               help="SQLAlchemy URL of the store (default: SQLite in the state dir).")
 @click.option("--scheduler-host", default=None,
               help="Interface of the Dask scheduler (default 0.0.0.0; 127.0.0.1 for local nodes).")
+@click.option("--tls", is_flag=True,
+              help="Serve the REST API over HTTPS with a certificate from the service's CA "
+                   "({state-dir}/tls/ca.pem; the CLI and SDK trust it).")
+@click.option("--allow-api-local-hosts", is_flag=True,
+              help="Let any API caller add inventory hosts with provider local, local key or "
+                   "config paths, or host-key checking off (default: only the operator, "
+                   "i.e. this CLI on the service machine, may).")
 @output_option
 def service_start(detach: bool, port: int | None, host: str | None, database_url: str | None,
-                  scheduler_host: str | None) -> None:
+                  scheduler_host: str | None, tls: bool, allow_api_local_hosts: bool) -> None:
     """Start the service (in the foreground unless --detach).
 
     With --detach, wait until it answers, then print its endpoint, account and key file.
+    Binding --host to a non-loopback interface without --tls prints a warning.
     """
     sdir = state().service_dir
     running = _running(sdir)
@@ -95,6 +104,12 @@ def service_start(detach: bool, port: int | None, host: str | None, database_url
                         ("--scheduler-host", scheduler_host)):
         if value is not None:
             argv += [flag, str(value)]
+    argv += ["--tls"] * tls + ["--allow-api-local-hosts"] * allow_api_local_hosts
+    if not tls and host is not None:
+        from hpcbatch.api.server import PLAIN_HTTP_WARNING, is_loopback
+
+        if not is_loopback(host):
+            click.echo(f"warning: {PLAIN_HTTP_WARNING.format(host=host)}", err=True)
     if not detach:
         from hpcbatch.api import server
 
@@ -114,7 +129,8 @@ def service_start(detach: bool, port: int | None, host: str | None, database_url
             if proc.poll() is not None:
                 break
             info = read_service_info(sdir)
-            if info and info.get("pid") == proc.pid and _healthy(str(info.get("endpoint"))):
+            if info and info.get("pid") == proc.pid and _healthy(str(info.get("endpoint")),
+                                                                 info.get("ca_file")):
                 break
             info = None
             time.sleep(0.2)
@@ -129,7 +145,8 @@ def service_start(detach: bool, port: int | None, host: str | None, database_url
         click.get_current_context().exit(1)
     assert info is not None
     emit({"endpoint": info["endpoint"], "account": info["account"],
-          "key_file": info["key_file"], "pid": info["pid"], "state_dir": str(sdir)})
+          "key_file": info["key_file"], "pid": info["pid"], "state_dir": str(sdir),
+          "ca_file": info.get("ca_file")})
 
 
 def _is_service_process(pid: int) -> bool:
@@ -184,7 +201,7 @@ def service_status() -> None:
     """Show whether the service runs, its endpoint and pid (exit 1 when not running)."""
     sdir = state().service_dir
     info = _running(sdir) or {}
-    up = bool(info) and _healthy(str(info.get("endpoint")))
+    up = bool(info) and _healthy(str(info.get("endpoint")), info.get("ca_file"))
     emit({"running": up, "endpoint": info.get("endpoint"), "account": info.get("account"),
           "pid": info.get("pid"), "state_dir": str(sdir)})
     if not up:

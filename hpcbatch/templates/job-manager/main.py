@@ -4,7 +4,8 @@ Run as a job's job manager task, for example::
 
     "jobManagerTask": {"id": "jobmanager",
                        "commandLine": "python3 /path/to/this/folder/main.py",
-                       "killJobOnCompletion": false}
+                       "killJobOnCompletion": false,
+                       "authenticationTokenSettings": {"access": ["job"]}}
     "onAllTasksComplete": "terminatejob"
 
 Exit codes: 0 all tasks added; 1 a JobManagerException (the service rejected a
