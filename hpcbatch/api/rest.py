@@ -28,8 +28,9 @@ speaks), so the official SDKs drive hpcbatch unchanged:
   answers ``400 FeatureNotSupported`` naming the operation and why
   (:mod:`hpcbatch.api.unsupported`).
 
-hpcbatch's own additions live under ``/inventory`` (the host inventory) and
-``/health``.
+hpcbatch's own additions live under ``/inventory`` (the host inventory),
+``/health`` and ``/dashboard/`` (the web dashboard, :mod:`hpcbatch.api.dashboard`,
+which signs browsers in with its own sessions instead of SharedKey).
 
 Layout: this module builds the application (:func:`make_app`) and its
 middlewares; :mod:`hpcbatch.api.routes` holds a module per resource;
@@ -44,7 +45,7 @@ import uuid
 
 from aiohttp import web
 
-from hpcbatch.api import routes, unsupported
+from hpcbatch.api import dashboard, routes, unsupported
 from hpcbatch.api.http import ACCOUNT, SERVICE, Handler, error_reply
 from hpcbatch.batch import sharedkey as auth
 from hpcbatch.batch.errors import HpcbatchError
@@ -120,20 +121,22 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Verify the SharedKey signature of every request but ``/health``.
+    """Verify the SharedKey signature of every request but ``/health`` and the dashboard's.
 
     Raises
     ------
     AuthenticationError
         ``403 AuthenticationFailed``.
     """
-    if request.path != "/health":
+    # The dashboard's routes (and only they) check their own sessions instead.
+    if request.path != "/health" and not dashboard.owns(request):
         account, key = request.app[ACCOUNT]
         auth.verify(request.method, request.raw_path, None, request.headers, account, key)
     return await handler(request)
 
 
-def make_app(service: BatchService, account: str, key: str) -> web.Application:
+def make_app(service: BatchService, account: str, key: str, *,
+             dask_dashboard_url: str | None = None) -> web.Application:
     """Build the aiohttp application serving ``service`` for one account.
 
     Parameters
@@ -142,6 +145,9 @@ def make_app(service: BatchService, account: str, key: str) -> web.Application:
         The service core.
     account, key
         Account name and base64 key checked by SharedKey authentication.
+    dask_dashboard_url
+        The Dask dashboard's URL when the operator enabled it (the web
+        dashboard links to it); None: no link.
 
     Returns
     -------
@@ -156,4 +162,6 @@ def make_app(service: BatchService, account: str, key: str) -> web.Application:
     app[ACCOUNT] = (account, key)
     routes.add_routes(app)
     unsupported.add_routes(app)
+    app.add_subapp(dashboard.PREFIX, dashboard.make_dashboard(
+        service, account, key, dask_dashboard_url=dask_dashboard_url))
     return app

@@ -70,6 +70,9 @@ class ServiceConfig:
         tests and demos; also ``HPCBATCH_MIN_AUTOSCALE_INTERVAL_S``).
     quotas
         Account limits (:class:`hpcbatch.core.service.Quotas`); Batch's defaults when None.
+    dask_dashboard_url
+        The Dask dashboard's URL when the operator enabled it; the web dashboard
+        (``/dashboard/``) links to it. None: no link.
     """
 
     state_dir: Path
@@ -83,6 +86,7 @@ class ServiceConfig:
     metrics_interval_s: float = 30.0
     min_autoscale_interval_s: float | None = None
     quotas: Quotas | None = None
+    dask_dashboard_url: str | None = None
 
 
 class ServiceRuntime:
@@ -127,7 +131,8 @@ class ServiceRuntime:
                                     quotas=self.config.quotas,
                                     metrics_interval_s=self.config.metrics_interval_s,
                                     min_autoscale_interval_s=self.config.min_autoscale_interval_s)
-        app = make_app(self.service, creds.account_name, creds.key)
+        app = make_app(self.service, creds.account_name, creds.key,
+                       dask_dashboard_url=self.config.dask_dashboard_url)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.SockSite(self.runner, sock).start()
