@@ -153,7 +153,7 @@ def test_heat_map_shows_every_state_a_failing_node_passes_through(env: Env, brow
         pid = int(Path(env.bed.host(victim).root_dir, "node.pid").read_text())
         os.kill(pid, signal.SIGKILL)  # the node's agent (its Dask worker) dies
         page.wait_for_function(f"() => document.querySelector('.cell[data-node=\"{victim}\"]')"
-                               ".dataset.state === 'unusable'", timeout=60_000)
+                               "?.dataset.state === 'unusable'", timeout=60_000)
         assert _cells(page, "heat")[1]["colour"] == COLOURS["unusable"]
         # Reboot it from its node page, in a second tab: the first keeps watching.
         other = page.context.new_page()
@@ -163,7 +163,7 @@ def test_heat_map_shows_every_state_a_failing_node_passes_through(env: Env, brow
         other.click("button.reboot")
         other.click("#confirm-ok")
         page.wait_for_function(f"() => document.querySelector('.cell[data-node=\"{victim}\"]')"
-                               ".dataset.state === 'idle'", timeout=120_000)
+                               "?.dataset.state === 'idle'", timeout=120_000)
         wait_until(lambda: server_seen and server_seen[-1] == "idle", what="idle on the server")
     finally:
         env.service.pool_manager.state_listeners.remove(listener)
@@ -205,7 +205,7 @@ def test_a_job_of_200_tasks_reaches_completion_live(env: Env, browser: Any) -> N
     pools.screenshot(path=str(DOCS / "dashboard-pools.png"), full_page=True)
     pools.close()
     page.wait_for_function("() => document.querySelector('[data-count=\"completed\"]')"
-                           ".textContent === '200'", timeout=180_000)
+                           "?.textContent === '200'", timeout=180_000)
     counts = {k: page.inner_text(f'#job-counts [data-count="{k}"]')
               for k in ("active", "running", "completed", "succeeded", "failed")}
     assert counts == {"active": "0", "running": "0", "completed": "200", "succeeded": "190",
@@ -214,7 +214,7 @@ def test_a_job_of_200_tasks_reaches_completion_live(env: Env, browser: Any) -> N
     assert page.evaluate("window.__marker") == "same page"  # no reload
     assert seen == sorted(seen) and seen[-1] == 200 and len(seen) >= 4, seen
     # Charts drawn from the store's aggregates; the task table filtered through OData.
-    page.wait_for_selector('#job-charts [data-chart="Running tasks"] polyline')
+    page.wait_for_selector('#job-charts [data-chart="Running tasks"][data-last="0"] polyline')
     page.wait_for_selector("#tasks-table")
     page.fill("#task-exit", "3")
     page.click("#apply-filter")
@@ -227,7 +227,7 @@ def test_a_job_of_200_tasks_reaches_completion_live(env: Env, browser: Any) -> N
     page.wait_for_function("() => document.querySelectorAll('#tasks-table tr[data-task]').length === 50")
     page.click("text=Next")
     page.wait_for_function("() => document.querySelector('#tasks-table tr[data-task]')"
-                           ".dataset.task === 't050'")
+                           "?.dataset.task === 't050'")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(DOCS / "dashboard-job.png"), full_page=True)
     # The jobs list shows the same counts.
@@ -249,23 +249,23 @@ def test_stdout_tail_grows_and_terminate_ends_the_task(env: Env, browser: Any) -
     wait_until(lambda: client.get_task("tail", "talker").state == "running", what="running")
     page = signed_in_page(browser, env)
     page.goto(f"{env.endpoint}/dashboard/#/jobs/tail/tasks/talker")
-    page.wait_for_function("() => document.getElementById('tail-stdout').textContent.includes('line 3\\n')",
+    page.wait_for_function("() => document.getElementById('tail-stdout')?.textContent.includes('line 3\\n')",
                            timeout=30_000)
     first = len(page.inner_text("#tail-stdout"))
     page.wait_for_function(
-        f"() => document.getElementById('tail-stdout').textContent.length > {first} + 40",
+        f"() => document.getElementById('tail-stdout')?.textContent.length > {first} + 40",
         timeout=30_000)
     lines = page.inner_text("#tail-stdout").split("\n")
     numbers = [int(x.split()[1]) for x in lines if x.startswith("line ")]
     assert numbers == list(range(1, len(numbers) + 1))  # in order, none lost or repeated
     page.click("button.terminate-task")
     page.click("#confirm-ok")
-    page.wait_for_function("() => document.querySelector('#task-state-badge').textContent === "
+    page.wait_for_function("() => document.querySelector('#task-state-badge')?.textContent === "
                            "'completed'", timeout=30_000)
     task = client.get_task("tail", "talker")
     assert task.state == "completed"
     assert task.execution_info.failure_info.code == "TaskEnded"
-    page.wait_for_function("() => document.querySelector('.tail-state').textContent.startsWith('ended')",
+    page.wait_for_function("() => document.querySelector('.tail-state')?.textContent.startsWith('ended')",
                            timeout=30_000)
     audit = [e["body"] for e in _events(env, ACTION_EVENT)
              if e["body"]["action"] == "terminateTask" and e["body"].get("jobId") == "tail"]
@@ -296,3 +296,4 @@ def test_dashboard_sends_pages_not_whole_lists(env: Env) -> None:
         == __import__("pytest").approx(200, rel=0.01)
     assert json.dumps(detail).count('"id"') < 20  # no task list in the job's page
     _ = time
+

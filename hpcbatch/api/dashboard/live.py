@@ -237,7 +237,7 @@ async def poll_loop(stream: EventStream, compute: Callable[[], Any], event: str,
 async def job_loop(stream: EventStream, svc: BatchService, job_id: str,
                    series: Callable[[], dict[str, Any]]) -> None:
     """``/dashboard/live/jobs/{job}``: counts and state when they change; charts when
-    counts moved, at most every :data:`SLOW_S`."""
+    counts moved, at most every :data:`SLOW_S` (at once when no task is left to run)."""
     last_counts: Any = None
     last_series_at = 0.0
     series_due = True
@@ -254,7 +254,8 @@ async def job_loop(stream: EventStream, svc: BatchService, job_id: str,
         if now != last_counts:
             await stream.send("counts", now)
             last_counts, series_due, idle = now, True, 0.0
-        if series_due and loop.time() - last_series_at >= SLOW_S:
+        settled = counts["active"] == 0 and counts["running"] == 0
+        if series_due and (settled or loop.time() - last_series_at >= SLOW_S):
             await stream.send("series", series())
             last_series_at, series_due = loop.time(), False
         idle += FAST_S

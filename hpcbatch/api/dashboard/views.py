@@ -45,6 +45,9 @@ RECENT_TASKS = 20
 EVENTS_SHOWN = 200
 """Most events the events page shows (the latest that match)."""
 
+MIN_BUCKET_S = 0.1
+"""The narrowest chart bucket, in seconds."""
+
 TASK_LIST_SELECT = "id,state,creationTime,executionInfo,nodeInfo"
 """The properties a task row of the job page shows (a ``$select`` of "Task - List")."""
 
@@ -206,20 +209,23 @@ def job_series(svc: BatchService, job_id: str,
     epoch_start = _epoch_s(svc.store.is_sqlite, tasks.c.start_time)
     epoch_end = _epoch_s(svc.store.is_sqlite, tasks.c.end_time)
     mine = tasks.c.job_key == key
+    epoch = datetime(1970, 1, 1)
     with svc.store.read() as conn:
-        first, last_end, open_runs = conn.execute(
-            sa.select(sa.func.min(epoch_start), sa.func.max(epoch_end),
+        first_at, last_end_at, open_runs = conn.execute(
+            sa.select(sa.func.min(tasks.c.start_time), sa.func.max(tasks.c.end_time),
                       sa.func.count().filter(sa.and_(tasks.c.start_time.is_not(None),
                                                      tasks.c.end_time.is_(None))))
             .where(mine)).one()
-        if first is None:
+        if first_at is None:
             return {"start": None, "bucketSeconds": 0, "completedPerSecond": [], "running": []}
-        now = (utcnow() - datetime(1970, 1, 1)).total_seconds()
-        last = now if open_runs or last_end is None else max(float(last_end), float(first))
-        width = max(1.0, (last - float(first)) / buckets)
+        first = (first_at - epoch).total_seconds()
+        now = (utcnow() - epoch).total_seconds()
+        last = now if open_runs or last_end_at is None else \
+            max((last_end_at - epoch).total_seconds(), first)
+        width = max(MIN_BUCKET_S, (last - first) / buckets)
 
         def histogram(column: Any) -> list[int]:
-            index = sa.cast((column - float(first)) / width, sa.Integer)
+            index = sa.cast((column - first) / width, sa.Integer)
             counts = [0] * buckets
             for i, n in conn.execute(sa.select(index, sa.func.count()).where(
                     mine, column.is_not(None)).group_by(index)):
@@ -231,7 +237,7 @@ def job_series(svc: BatchService, job_id: str,
     for s, e in zip(starts, ends, strict=True):
         level += s - e
         running.append(max(level, 0))
-    start = datetime(1970, 1, 1) + timedelta(seconds=float(first))
+    start = epoch + timedelta(seconds=first)
     return {"start": iso(start), "bucketSeconds": width,
             "completedPerSecond": [round(e / width, 3) for e in ends], "running": running}
 

@@ -26,6 +26,11 @@ function h(tag, attrs, ...children) {
   }
   return el;
 }
+// Replace an element's children (arrays flattened, null and false left out).
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat(2).filter(c => c !== null && c !== undefined && c !== false));
+  return el;
+}
 const svgNS = "http://www.w3.org/2000/svg";
 function s(tag, attrs, ...children) {
   const el = document.createElementNS(svgNS, tag);
@@ -119,7 +124,8 @@ function lineChart(title, values, {width = 460, height = 150, unit = "", seconds
     svg.append(s("polygon", {points: `${pad.l},${pad.t + hh} ${d} ${pts[pts.length - 1][0].toFixed(1)},${pad.t + hh}`, fill: "#1e88e533"}));
     svg.append(s("polyline", {points: d, fill: "none", stroke: "#1e88e5", "stroke-width": 2}));
   }
-  return h("div", {class: "chart", "data-chart": title}, h("div", {class: "title"}, title), svg);
+  return h("div", {class: "chart", dataset: {chart: title, last: String(values.length ? values[values.length - 1] : "")}},
+    h("div", {class: "title"}, title), svg);
 }
 function fmtNum(v) { return v >= 100 ? Math.round(v).toString() : (+v.toFixed(2)).toString(); }
 
@@ -201,7 +207,7 @@ function fillPoolCard(card, p) {
               `Enable autoscale on pool ${p.id} with this formula?`)}, "Enable autoscale")]));
 }
 function viewPools(main) {
-  main.replaceChildren(h("h1", {}, "Pools"), h("div", {id: "pools"}, h("p", {class: "muted"}, "Loading...")));
+  fill(main, h("h1", {}, "Pools"), h("div", {id: "pools"}, h("p", {class: "muted"}, "Loading...")));
   const box = main.querySelector("#pools");
   const cards = new Map();
   const render = list => {
@@ -268,7 +274,7 @@ async function viewNode(main, poolId, nodeId, path) {
           ? h("a", {href: `#/pools/${enc(poolId)}/nodes/${enc(nodeId)}?path=${enc(f.name)}`}, `${f.name}/`) : f.name),
           h("td", {}, f.isDirectory ? "" : fmtBytes(f.properties?.contentLength)), h("td", {}, fmtTime(f.properties?.lastModified)))))
     : h("p", {class: "muted"}, d.files);
-  main.replaceChildren(
+  fill(main, 
     h("h1", {}, h("a", {href: "#/pools"}, "Pools"), ` / ${poolId} / node ${nodeId}`),
     h("div", {class: "actions"},
       h("button", {type: "button", class: "reboot", onclick: () => act("rebootNode", {poolId, nodeId}, `Reboot node ${nodeId}? Its running tasks are requeued.`)}, "Reboot"),
@@ -305,7 +311,7 @@ function jobsTable(list) {
       h("td", {}, progressBar(j.counts)))));
 }
 function viewJobs(main) {
-  main.replaceChildren(h("h1", {}, "Jobs"), h("div", {id: "jobs"}, h("p", {class: "muted"}, "Loading...")));
+  fill(main, h("h1", {}, "Jobs"), h("div", {id: "jobs"}, h("p", {class: "muted"}, "Loading...")));
   const box = main.querySelector("#jobs");
   stream("jobs", {jobs: page => box.replaceChildren(page.jobs.length ? jobsTable(page.jobs) : h("p", {class: "muted"}, "No jobs."),
     page.total > page.jobs.length ? h("p", {class: "muted"}, `Showing the newest ${page.jobs.length} of ${page.total} jobs.`) : "")});
@@ -364,7 +370,7 @@ async function viewJob(main, jobId) {
       h("button", {type: "button", disabled: page.next === null, onclick: () => { pageIndex++; loadTasks(); }}, "Next"));
   };
   const applyFilter = () => { tokens = [null]; pageIndex = 0; loadTasks(); };
-  main.replaceChildren(
+  fill(main, 
     h("h1", {}, h("a", {href: "#/jobs"}, "Jobs"), ` / ${job.id} `, stateBadge),
     h("div", {class: "facts"},
       h("span", {}, "pool ", h("b", {}, job.poolInfo?.poolId || "-")), h("span", {}, "priority ", h("b", {}, job.priority ?? 0)),
@@ -435,7 +441,7 @@ async function viewTask(main, jobId, taskId) {
   const files = Array.isArray(d.files)
     ? h("ul", {}, d.files.map(f => h("li", {}, `${f.name}${f.isDirectory ? "/" : ` (${fmtBytes(f.properties?.contentLength)})`}`)))
     : h("p", {class: "muted"}, d.files);
-  main.replaceChildren(
+  fill(main, 
     h("h1", {}, h("a", {href: "#/jobs"}, "Jobs"), " / ", h("a", {href: `#/jobs/${enc(jobId)}`}, jobId), ` / task ${taskId}`),
     h("div", {class: "actions"}, h("button", {type: "button", class: "terminate-task danger", onclick: () =>
       act("terminateTask", {jobId, taskId}, `Terminate task ${taskId}? Its process tree is killed.`)}, "Terminate task")),
@@ -463,7 +469,7 @@ function viewEvents(main, query) {
     ["pool", "job", "name"].forEach((k, i) => { if (inputs[i].value.trim()) q.set(k, inputs[i].value.trim()); });
     window.location.hash = `#/events?${q}`;
   };
-  main.replaceChildren(h("h1", {}, "Events"),
+  fill(main, h("h1", {}, "Events"),
     h("div", {class: "filters"}, inputs, h("button", {type: "button", id: "apply-events", onclick: apply}, "Filter")),
     h("table", {id: "events-table"}, h("thead", {}, h("tr", {}, ["Time", "Event", "Pool", "Job", "Id", "Body"].map(x => h("th", {}, x)))), rows));
   stream(`events?${params}`, {events: list => {
@@ -492,7 +498,7 @@ async function route() {
     else if (parts[0] === "events") viewEvents(main, query);
     else viewPools(main);
   } catch (e) {
-    main.replaceChildren(h("p", {class: "error"}, e.message));
+    fill(main, h("p", {class: "error"}, e.message));
   }
 }
 
