@@ -28,7 +28,6 @@ pool whose inventory is empty (no processes).
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import tempfile
@@ -132,7 +131,8 @@ def main() -> int:
         thread.call(add_nodes())
 
         s = requests.Session()
-        r = s.post(f"{endpoint}/dashboard/signin", data={"key": client._key},
+        key = json.loads((Path(tmp) / "state" / "account.json").read_text())["key"]
+        r = s.post(f"{endpoint}/dashboard/signin", data={"key": key},
                    allow_redirects=False, timeout=10)
         assert r.status_code == 303
         cookie = f"hpcbatch-dashboard={s.cookies['hpcbatch-dashboard']}"
@@ -165,7 +165,7 @@ def main() -> int:
 
         # live: a task completes -> the job stream's counts event
         job_stream = Sse(endpoint, "/dashboard/live/jobs/big", cookie)
-        first, sizes["job stream first counts"] = job_stream.next("counts")
+        _, sizes["job stream first counts"] = job_stream.next("counts")
         job_latency = []
         running_seqs = [row[0] for row in svc.store.engine.connect().execute(
             sa.select(tasks.c.seq).where(tasks.c.job_key == "big", tasks.c.state == "running")
@@ -175,10 +175,10 @@ def main() -> int:
             with svc.store.begin() as conn:
                 conn.execute(tasks.update().where(tasks.c.seq == seq).values(
                     state="completed", result="success", exit_code=0, end_time=utcnow()))
-            data, size = job_stream.next("counts")
+            _, size = job_stream.next("counts")
             job_latency.append(time.perf_counter() - start)
             sizes["job counts event"] = size
-        series, sizes["job series event"] = job_stream.next("series")
+        _, sizes["job series event"] = job_stream.next("series")
         job_stream.close()
 
         # live: a node changes state -> the pools stream's node event

@@ -1,8 +1,8 @@
 """Fixtures of the dashboard tests: a service on a 3-node testbed and a real headless Chromium.
 
 The browser is Debian's ``chromium`` package (installed by ``.ci/run``), driven by
-Playwright for Python; nothing is downloaded at test time. The tests are skipped
-when either is missing.
+Playwright for Python; nothing is downloaded at test time. The browser tests are
+skipped when either is missing.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 DASK_URL = "http://127.0.0.1:8787/status"
 """The Dask dashboard URL the test service is configured with (the page only links to it)."""
 
-sync_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
 
 
 class Env:
@@ -51,7 +48,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """A headless Chromium (Debian's), for the module."""
+    """A headless Chromium (Debian's), for the module; skipped without it or Playwright."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from hpcbatch.api.dashboard.routes import ACTION_EVENT
@@ -105,6 +105,10 @@ def test_an_action_without_the_csrf_token_is_refused(env: Env) -> None:
 def test_sign_in_with_a_token_link_and_with_the_key(env: Env, browser: Any) -> None:
     page = signed_in_page(browser, env)
     page.wait_for_selector('section.pool[data-pool="heat"]')
+    headers = page.request.get(f"{env.endpoint}/dashboard/").headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
     [cookie] = page.context.cookies()
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/dashboard"
     assert page.get_attribute("#dask-link", "href") == DASK_URL
@@ -293,7 +297,6 @@ def test_dashboard_sends_pages_not_whole_lists(env: Env) -> None:
     assert detail["counts"]["completed"] == 200
     assert len(detail["series"]["running"]) == 60
     assert sum(detail["series"]["completedPerSecond"]) * detail["series"]["bucketSeconds"] \
-        == __import__("pytest").approx(200, rel=0.01)
+        == pytest.approx(200, rel=0.01)
     assert json.dumps(detail).count('"id"') < 20  # no task list in the job's page
-    _ = time
 

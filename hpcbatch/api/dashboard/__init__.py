@@ -26,7 +26,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from hpcbatch.api.dashboard import live
-from hpcbatch.api.dashboard.routes import DASHBOARD, Dashboard, routes, session_middleware
+from hpcbatch.api.dashboard.routes import (
+    DASHBOARD,
+    Dashboard,
+    routes,
+    session_middleware,
+)
 from hpcbatch.api.dashboard.sessions import Sessions
 from hpcbatch.core.service import BatchService
 
