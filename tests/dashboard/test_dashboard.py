@@ -300,3 +300,19 @@ def test_dashboard_sends_pages_not_whole_lists(env: Env) -> None:
         == pytest.approx(200, rel=0.01)
     assert json.dumps(detail).count('"id"') < 20  # no task list in the job's page
 
+
+
+def test_the_dashboard_command_prints_a_link_that_signs_in_once(env: Env) -> None:
+    from click.testing import CliRunner
+
+    from hpcbatch.client.cli import cli
+
+    state_dir = env.thread.runtime.state_dir
+    result = CliRunner().invoke(cli, ["--state-dir", str(state_dir), "dashboard", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    url = json.loads(result.output)["url"]
+    assert url.startswith(f"{env.endpoint}/dashboard/signin?token=")
+    s = requests.Session()
+    assert s.get(url, allow_redirects=False, timeout=10).status_code == 303
+    assert s.get(f"{env.endpoint}/dashboard/api/pools", timeout=10).json()[0]["id"] == "heat"
+    assert requests.get(url, allow_redirects=False, timeout=10).status_code == 401  # spent

@@ -12,9 +12,11 @@ the diagnostic event log as a ``DashboardActionEvent`` (who, what, outcome).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -70,6 +72,10 @@ class Dashboard:
         Node state changes for the live heat maps.
     dask_dashboard_url
         The Dask dashboard's URL when the operator enabled it, else None.
+    shared
+        What the open live streams share (one count query per job per interval).
+    closing
+        Set when the service shuts down: the live streams end.
     """
 
     service: BatchService
@@ -78,11 +84,8 @@ class Dashboard:
     sessions: Sessions
     changes: live.NodeChanges
     dask_dashboard_url: str | None = None
-
-    def __post_init__(self) -> None:
-        import asyncio
-
-        self.closing = asyncio.Event()
+    shared: live.Shared = field(default_factory=lambda: live.Shared(time.monotonic))
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)
@@ -457,26 +460,33 @@ async def live_pools(request: web.Request) -> web.StreamResponse:
     """Pools and their heat maps, live (:func:`live.pools_loop`)."""
     d = dash(request)
     return await _stream(request, lambda s: live.pools_loop(
-        s, d.service, d.changes, lambda: views.pools_overview(d.service)))
+        s, d.service, d.changes,
+        lambda: d.shared.get(("pools",), live.FAST_S, lambda: views.pools_overview(d.service))))
 
 
 @routes.get("/live/jobs", name="live-jobs")
 async def live_jobs(request: web.Request) -> web.StreamResponse:
     """The first page of the jobs list, live."""
-    svc = _svc(request)
+    d, svc = dash(request), _svc(request)
     top = _int(request, "top", views.JOB_PAGE, 1, 1000)
-    filter_ = request.query.get("filter")
+    filter_ = request.query.get("filter") or ""
     return await _stream(request, lambda s: live.poll_loop(
-        s, lambda: views.jobs_page(svc, 0, top, filter_), "jobs", live.SLOW_S / 2))
+        s, lambda: d.shared.get(("jobs", str(top), filter_), live.FAST_S,
+                                lambda: views.jobs_page(svc, 0, top, filter_)),
+        "jobs", live.SLOW_S / 2))
 
 
 @routes.get("/live/jobs/{job}", name="live-job")
 async def live_job(request: web.Request) -> web.StreamResponse:
     """A job's counts, state and charts, live (:func:`live.job_loop`)."""
-    svc, job_id = _svc(request), request.match_info["job"]
-    svc.jobs.get_job(job_id)  # JobNotFound before the stream opens
+    d, svc = dash(request), _svc(request)
+    job_id = str(svc.jobs.get_job(request.match_info["job"])["id"])  # JobNotFound first
+    key = job_id.lower()
     return await _stream(request, lambda s: live.job_loop(
-        s, svc, job_id, lambda: views.job_series(svc, job_id)))
+        s, lambda: d.shared.get(("job", key), live.FAST_S / 2,
+                                lambda: live.job_status(svc, job_id)),
+        lambda status: d.shared.get(("series", key, json.dumps(status, sort_keys=True)),
+                                    live.SLOW_S, lambda: views.job_series(svc, job_id))))
 
 
 @routes.get("/live/jobs/{job}/tasks/{task}", name="live-task")
