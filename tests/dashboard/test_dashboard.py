@@ -233,7 +233,7 @@ def test_a_job_of_200_tasks_reaches_completion_live(env: Env, browser: Any) -> N
     page.wait_for_function("() => document.querySelector('#tasks-table tr[data-task]')"
                            "?.dataset.task === 't050'")
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(DOCS / "dashboard-job.png"), full_page=True)
+    page.screenshot(path=str(DOCS / "dashboard-job.png"))  # the viewport: counts, charts, tasks
     # The jobs list shows the same counts.
     page.goto(f"{env.endpoint}/dashboard/#/jobs")
     page.wait_for_selector('#jobs-table tr[data-job="j200"] [data-count="failed"]')
