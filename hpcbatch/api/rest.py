@@ -28,8 +28,9 @@ speaks), so the official SDKs drive hpcbatch unchanged:
   answers ``400 FeatureNotSupported`` naming the operation and why
   (:mod:`hpcbatch.api.unsupported`).
 
-hpcbatch's own additions live under ``/inventory`` (the host inventory) and
-``/health``.
+hpcbatch's own additions live under ``/inventory`` (the host inventory),
+``/health`` and ``/dashboard/`` (the web dashboard, :mod:`hpcbatch.api.dashboard`,
+which signs browsers in with its own sessions instead of SharedKey).
 
 Layout: this module builds the application (:func:`make_app`) and its
 middlewares; :mod:`hpcbatch.api.routes` holds a module per resource;
@@ -44,7 +45,7 @@ import uuid
 
 from aiohttp import web
 
-from hpcbatch.api import routes, unsupported
+from hpcbatch.api import dashboard, routes, unsupported
 from hpcbatch.api.http import ACCOUNT, SERVICE, Handler, error_reply
 from hpcbatch.api.security import API_SECURITY, ApiSecurity, auth_middleware
 from hpcbatch.batch.errors import HpcbatchError
@@ -119,7 +120,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def make_app(service: BatchService, account: str, key: str, *, operator_key: str | None = None,
-             allow_api_local_hosts: bool = False) -> web.Application:
+             allow_api_local_hosts: bool = False,
+             dask_dashboard_url: str | None = None) -> web.Application:
     """Build the aiohttp application serving ``service`` for one account.
 
     Parameters
@@ -133,6 +135,9 @@ def make_app(service: BatchService, account: str, key: str, *, operator_key: str
         (:func:`hpcbatch.api.security.ensure_operator_key`); None: no request is.
     allow_api_local_hosts
         Let any API caller add the inventory hosts only the operator may add otherwise.
+    dask_dashboard_url
+        The Dask dashboard's URL when the operator enabled it (the web
+        dashboard links to it); None: no link.
 
     Returns
     -------
@@ -150,4 +155,6 @@ def make_app(service: BatchService, account: str, key: str, *, operator_key: str
                                     allow_api_local_hosts=allow_api_local_hosts)
     routes.add_routes(app)
     unsupported.add_routes(app)
+    app.add_subapp(dashboard.PREFIX, dashboard.make_dashboard(
+        service, account, key, dask_dashboard_url=dask_dashboard_url))
     return app

@@ -81,6 +81,9 @@ class ServiceConfig:
         Let any API caller add inventory hosts with ``provider: local``, local
         key or config paths, or host-key checking off (otherwise only the
         operator, whose requests carry the state dir's operator key, may).
+    dask_dashboard_url
+        The Dask dashboard's URL when the operator enabled it; the web dashboard
+        (``/dashboard/``) links to it. None: no link.
     """
 
     state_dir: Path
@@ -96,6 +99,7 @@ class ServiceConfig:
     quotas: Quotas | None = None
     tls: bool = False
     allow_api_local_hosts: bool = False
+    dask_dashboard_url: str | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -183,7 +187,8 @@ class ServiceRuntime:
                                     metrics_interval_s=self.config.metrics_interval_s,
                                     min_autoscale_interval_s=self.config.min_autoscale_interval_s)
         app = make_app(self.service, creds.account_name, creds.key, operator_key=operator_key,
-                       allow_api_local_hosts=self.config.allow_api_local_hosts)
+                       allow_api_local_hosts=self.config.allow_api_local_hosts,
+                       dask_dashboard_url=self.config.dask_dashboard_url)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.SockSite(self.runner, sock,

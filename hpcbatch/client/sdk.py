@@ -320,6 +320,28 @@ class BatchClient:
     def _q(value: str) -> str:
         return quote(value, safe="")
 
+    # ---------------------------------------------------------------- dashboard
+
+    def dashboard_sign_in_url(self) -> str:
+        """Mint a one-time sign-in link to the service's web dashboard (hpcbatch's own).
+
+        ``POST /dashboard/tokens``, signed with the account key like every
+        request: only a holder of the key gets a link. The link signs a browser
+        in once, within 5 minutes, and sets the dashboard's session cookie.
+
+        Returns
+        -------
+        str
+            ``{endpoint}/dashboard/signin?token=...``.
+
+        Raises
+        ------
+        BatchError
+            ``AuthenticationFailed`` (a wrong key) or another service error.
+        """
+        url: str = self._request("POST", "/dashboard/tokens").json()["url"]
+        return url
+
     # ---------------------------------------------------------------- inventory
 
     def add_hosts(self, hosts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -140,6 +140,9 @@ class PoolManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
         self.watch_interval_s = 1.0
+        self.state_listeners: list[Callable[[NodeRuntime], None]] = []
+        """Called with a node (on the event loop) after each change of its state: watchers
+        such as the dashboard's live heat map see every state a node passes through."""
 
     # ------------------------------------------------------------------ queries
 
@@ -489,6 +492,11 @@ class PoolManager:
         if node.state != state:
             node.state = check(Kind.node, node.state, state)
             node.state_transition_time = utcnow()
+            for listener in self.state_listeners:
+                try:
+                    listener(node)
+                except Exception:  # a watcher never breaks a node's transition
+                    log.exception("node state listener %r failed", listener)
         if notify:
             self.on_change()
 

@@ -43,6 +43,7 @@ __all__ = ["cli", "main"]
 
 COMMAND_GROUPS: Mapping[str, str] = {
     "application": "application:application",
+    "dashboard": "dashboard:dashboard",
     "events": "events:events",
     "hosts": "hosts:hosts",
     "init": "init:init",
