@@ -43,6 +43,7 @@ __all__ = ["cli", "main"]
 
 COMMAND_GROUPS: Mapping[str, str] = {
     "application": "application:application",
+    "bench": "bench:bench",
     "events": "events:events",
     "hosts": "hosts:hosts",
     "init": "init:init",
