@@ -273,8 +273,8 @@ def test_reframe_test_runs_through_the_pool(bed: dict[str, Any], tmp_path: Path)
     report = tmp_path / "report.json"
     examples = ROOT / "examples" / "reframe"
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from reframe.frontend.cli import main; "
-         "sys.argv[0] = 'reframe'; main()",
+        [sys.executable, "-c", ("import sys; from reframe.frontend.cli import main; "
+                                "sys.argv[0] = 'reframe'; main()"),
          "-C", str(examples / "settings.py"), "-c", str(examples / "mpi4py_pingpong.py"),
          "--prefix", str(tmp_path / "rfm"), "--report-file", str(report), "-r",
          "--performance-report"],

@@ -10,19 +10,20 @@ import os
 
 import reframe as rfm
 import reframe.utility.sanity as sn
+from reframe.core.builtins import performance_function, sanity_function
 
 
 @rfm.simple_test
 class Mpi4pyPingPongTest(rfm.RunOnlyRegressionTest):
     descr = "mpi4py ping-pong between two nodes of an hpcbatch pool"
-    valid_systems = ["hpcbatch:login", "hpcbatch:pool"]
-    valid_prog_environs = ["builtin"]
+    valid_systems = ["hpcbatch:login", "hpcbatch:pool"]  # noqa: RUF012 - ReFrame variables
+    valid_prog_environs = ["builtin"]  # noqa: RUF012 - ReFrame variables
     executable = os.environ.get("HPCBATCH_PYTHON", "python3")
-    executable_opts = ["-m", "mpi4py.bench", "pingpong", "-n", "4096"]
+    executable_opts = ["-m", "mpi4py.bench", "pingpong", "-n", "4096"]  # noqa: RUF012 - ReFrame variables
     num_tasks = 2
     num_tasks_per_node = 1
     time_limit = "5m"
-    reference = {
+    reference = {  # noqa: RUF012 - a ReFrame variable
         "hpcbatch": {
             "bandwidth": (1.0, -0.999, None, "MB/s"),
             "latency": (100.0, None, 99.0, "us"),

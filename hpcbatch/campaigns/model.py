@@ -45,7 +45,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hpcbatch.batch.errors import HpcbatchError
 
@@ -55,8 +62,8 @@ __all__ = [
     "Campaign",
     "CampaignError",
     "FigureSpec",
-    "ReferenceKey",
     "Reference",
+    "ReferenceKey",
     "Sanity",
     "builtin_campaigns",
     "convert",

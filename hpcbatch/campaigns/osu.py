@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 __all__ = ["main", "sizes"]
 
@@ -90,14 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.collective == "allreduce":
             send = np.ones(size // 4, dtype=np.float32)
             recv = np.empty_like(send)
-
-            def op() -> None:
-                comm.Allreduce(send, recv, op=MPI.SUM)
+            op = partial(comm.Allreduce, send, recv, op=MPI.SUM)
         else:
-            buf = np.zeros(size, dtype=np.uint8)
-
-            def op() -> None:
-                comm.Bcast(buf, root=0)
+            op = partial(comm.Bcast, np.zeros(size, dtype=np.uint8), root=0)
         for _ in range(args.warmup):
             op()
         comm.Barrier()
@@ -108,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         total = comm.reduce(mine, op=MPI.SUM, root=0)
         low = comm.reduce(mine, op=MPI.MIN, root=0)
         high = comm.reduce(mine, op=MPI.MAX, root=0)
-        if rank == 0:
+        if rank == 0 and total is not None:
             sys.stdout.write(f"{size:<14d}{total / comm.Get_size():>18.2f}{low:>20.2f}"
                              f"{high:>20.2f}{args.iterations:>12d}\n")
             sys.stdout.flush()

@@ -25,7 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hpcbatch.campaigns.model import Campaign, CampaignError, ReferenceKey, parse_campaign
+from hpcbatch.campaigns.model import (
+    Campaign,
+    CampaignError,
+    ReferenceKey,
+    parse_campaign,
+)
 
 __all__ = [
     "SCHEMA",

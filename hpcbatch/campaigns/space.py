@@ -145,7 +145,7 @@ def expand(parameters: Mapping[str, Any],
     # axes: a single parameter, or a zip group (at the place of its first member)
     axes: list[list[dict[str, Any]]] = []
     seen_groups: set[int] = set()
-    for name in values:
+    for name, vals in values.items():
         if name in grouped:
             gi = grouped[name]
             if gi in seen_groups:
@@ -155,7 +155,7 @@ def expand(parameters: Mapping[str, Any],
             axes.append([dict(zip(group, combo))
                          for combo in zip(*(values[n] for n in group))])
         else:
-            axes.append([{name: v} for v in values[name]])
+            axes.append([{name: v} for v in vals])
     points = []
     for combo in itertools.product(*axes):
         point: dict[str, Any] = {}

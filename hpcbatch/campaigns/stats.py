@@ -24,7 +24,7 @@ from typing import Any, Literal
 from hpcbatch.campaigns.model import lower_is_better
 from hpcbatch.campaigns.results import group_key
 
-__all__ = ["Comparison", "TESTS", "compare", "p_value"]
+__all__ = ["TESTS", "Comparison", "compare", "p_value"]
 
 Test = Literal["welch", "mannwhitney"]
 TESTS: tuple[Test, ...] = ("welch", "mannwhitney")

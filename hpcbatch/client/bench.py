@@ -21,7 +21,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hpcbatch.batch.errors import HpcbatchError
@@ -54,7 +54,7 @@ STDERR_TAIL_BYTES = 4000
 
 
 def _utc(dt: datetime | None = None) -> str:
-    return (dt or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat().replace(
+    return (dt or datetime.now(UTC)).astimezone(UTC).isoformat().replace(
         "+00:00", "Z")
 
 

@@ -46,7 +46,7 @@ import shlex
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import reframe.core.schedulers as sched
@@ -143,7 +143,7 @@ def launch_words(job: Any) -> list[str]:
 
 
 @register_launcher("hpcbatch")
-class HpcbatchLauncher(JobLauncher):  # type: ignore[misc]
+class HpcbatchLauncher(JobLauncher):
     """ReFrame launcher: each parallel launch is a multi-instance task (``hpcbatch mpi run``)."""
 
     def command(self, job: Any) -> list[str]:
@@ -151,7 +151,7 @@ class HpcbatchLauncher(JobLauncher):  # type: ignore[misc]
         return launch_words(job)
 
 
-class _HpcbatchJob(sched.Job):  # type: ignore[misc]
+class _HpcbatchJob(sched.Job):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch_job_id: str | None = None
@@ -161,7 +161,7 @@ class _HpcbatchJob(sched.Job):  # type: ignore[misc]
 
 
 @register_scheduler("hpcbatch")
-class HpcbatchJobScheduler(sched.JobScheduler):  # type: ignore[misc]
+class HpcbatchJobScheduler(sched.JobScheduler):
     """ReFrame scheduler: a job script is one multi-instance task on an hpcbatch pool."""
 
     POLL_INTERVAL_S = 0.5
@@ -185,8 +185,8 @@ class HpcbatchJobScheduler(sched.JobScheduler):  # type: ignore[misc]
         _, ppn = _layout(job)
         return [
             'hosts_file="${AZ_BATCH_TASK_SHARED_DIR:-$PWD}/hpcbatch-hosts"',
-            f'for h in $(printf %s "$AZ_BATCH_HOST_LIST" | tr , " "); do echo "$h:{ppn}"; '
-            'done > "$hosts_file"',
+            (f'for h in $(printf %s "$AZ_BATCH_HOST_LIST" | tr , " "); do echo "$h:{ppn}"; '
+             'done > "$hosts_file"'),
             'export HYDRA_HOST_FILE="$hosts_file" I_MPI_HYDRA_HOST_FILE="$hosts_file"',
         ]
 
@@ -202,7 +202,7 @@ class HpcbatchJobScheduler(sched.JobScheduler):  # type: ignore[misc]
             nodes, _ = _layout(job)
         except ValueError as exc:
             raise JobError(str(exc)) from None
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
         batch_job = f"reframe-{_BATCH_ID.sub('-', job.name)[:30]}-{stamp}"
         workdir = os.path.abspath(job.workdir)
         script = os.path.join(workdir, job.script_filename)

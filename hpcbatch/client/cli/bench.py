@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ def bench_run(campaign: str, pool_id: str | None, job_id: str | None, sets: tupl
     pool = pool_id or camp.pool
     if not pool:
         raise click.UsageError("give --pool-id (the campaign names no `pool`)")
-    stamp = datetime.now(timezone.utc)
+    stamp = datetime.now(UTC)
     job = job_id or f"bench-{camp.name}-{stamp:%Y%m%d-%H%M%S}"
     if dry_run:
         bodies = [task_body(camp, r) for r in runs]
@@ -162,8 +162,13 @@ def bench_run(campaign: str, pool_id: str | None, job_id: str | None, sets: tupl
 def _run_with_progress(runner: Any, runs: list[Any], overrides: dict[str, Any], *,
                        enabled: bool) -> dict[str, Any]:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     console = Console(stderr=True)
     if not enabled:
