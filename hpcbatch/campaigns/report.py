@@ -236,16 +236,18 @@ def plot_summary(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
             fig, ax = plt.subplots(figsize=(8, 5))
             for name, pts in series.items():
                 xs, ys, es = zip(*pts)
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)
+                line = ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)
                 if kind == "nodes" and len(xs) > 1:
                     n0, y0 = xs[0], ys[0]
                     ideal = [y0 * n0 / n if lower_is_better(unit) else y0 * n / n0 for n in xs]
-                    ax.plot(xs, ideal, linestyle="--", color="grey", linewidth=1,
+                    ax.plot(xs, ideal, linestyle="--", color=line.lines[0].get_color(),
+                            linewidth=1, alpha=0.7,
                             label=f"ideal ({name})" if len(series) > 1 else "ideal scaling")
+            means = [p[1] for pts in series.values() for p in pts]
+            if min(means) > 0 and max(means) / min(means) > 100:
+                ax.set_yscale("log")  # values over several decades
             if kind == "size":
                 ax.set_xscale("log", base=2)
-                if lower_is_better(unit):
-                    ax.set_yscale("log")
             else:
                 ax.set_xticks(sorted({p[0] for pts in series.values() for p in pts}))
             ax.set_xlabel(x if kind == "size" else "nodes")
