@@ -19,7 +19,7 @@ class Mpi4pyPingPongTest(rfm.RunOnlyRegressionTest):
     valid_systems = ["hpcbatch:login", "hpcbatch:pool"]  # noqa: RUF012 - ReFrame variables
     valid_prog_environs = ["builtin"]  # noqa: RUF012 - ReFrame variables
     executable = os.environ.get("HPCBATCH_PYTHON", "python3")
-    executable_opts = ["-m", "mpi4py.bench", "pingpong", "-n", "4096"]  # noqa: RUF012 - ReFrame variables
+    executable_opts = ["-m", "mpi4py.bench", "pingpong", "-n", "4096", "-l", "200"]  # noqa: RUF012 - ReFrame variables
     num_tasks = 2
     num_tasks_per_node = 1
     time_limit = "5m"

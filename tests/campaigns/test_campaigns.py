@@ -4,7 +4,10 @@ statistics and reports (no service; the testbed runs are in tests/test_bench.py)
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +314,32 @@ def test_plots_are_pngs_with_ink(tmp_path: Path) -> None:
             assert len(img.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 20
     page = write_html(summary, table_rows(summary), pngs, tmp_path / "r.html").read_text()
     assert page.count("<img ") == 2 and "FAILED" in page
+
+
+# ------------------------------------------------------------------ built-in programs
+
+
+@pytest.mark.parametrize("campaign_name, bench_name, argv, figures", [
+    ("osu-collectives", "allreduce", ["-m", "hpcbatch.campaigns.osu", "allreduce", "-x", "64",
+                                      "-i", "5", "-w", "1"], {"latency": 5}),
+    ("osu-collectives", "bcast", ["-m", "hpcbatch.campaigns.osu", "bcast", "-x", "64", "-i",
+                                  "5"], {"latency": 5}),
+    ("mpi4py-helloworld", "helloworld", ["-m", "mpi4py.bench", "helloworld"], {"processes": 1}),
+    ("mpi4py-pingpong", "pingpong", ["-m", "mpi4py.bench", "pingpong", "-n", "64", "-l", "10"],
+     {"bandwidth": 7, "latency": 7}),
+])
+def test_builtin_figures_parse_the_programs_output(campaign_name: str, bench_name: str,
+                                                    argv: list[str],
+                                                    figures: dict[str, int]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(["mpiexec", "-n", "2", sys.executable, *argv], capture_output=True,
+                          text=True, timeout=120, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    bench = load_campaign(f"builtin:{campaign_name}").benchmark(bench_name)
+    found = extract(bench.figures, done.stdout, done.stderr)
+    counts = {name: sum(f.name == name for f in found) for name in figures}
+    assert counts == figures, done.stdout
+    assert all(f.value >= 0 for f in found)
+    assert check_sanity(bench.sanity, bench.figures, found, done.stdout, done.stderr, 0) == []
+    if "processes" in figures:
+        assert found[0].value == 2
