@@ -44,6 +44,7 @@ __all__ = ["cli", "main"]
 COMMAND_GROUPS: Mapping[str, str] = {
     "application": "application:application",
     "dashboard": "dashboard:dashboard",
+    "bench": "bench:bench",
     "events": "events:events",
     "hosts": "hosts:hosts",
     "init": "init:init",

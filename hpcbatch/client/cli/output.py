@@ -52,9 +52,20 @@ def output_target_options(f: Any) -> Any:
     return job_id_option(f)
 
 
-def _output_storage(storage_url: str | None, job_id: str, task_id: str | None) -> Any:
-    """The job's or task's output storage (``JobOutputStorage`` / ``TaskOutputStorage``)."""
-    from hpcbatch.storage.conventions import JobOutputStorage, TaskOutputStorage
+def open_output_storage(storage_url: str | None) -> Any:
+    """The storage holding File Conventions outputs (a :class:`~hpcbatch.storage.fs.Storage`).
+
+    Parameters
+    ----------
+    storage_url
+        ``--storage-url``; None: the storage of the state dir's service (its
+        ``service.json``).
+
+    Raises
+    ------
+    HpcbatchError
+        Code ``StorageNotConfigured``: no URL given and no ``service.json`` names one.
+    """
     from hpcbatch.storage.fs import open_storage
 
     if not storage_url:
@@ -65,7 +76,14 @@ def _output_storage(storage_url: str | None, job_id: str, task_id: str | None) -
                 f"no storage to read outputs from: give --storage-url or set "
                 f"HPCBATCH_STORAGE_URL (no service.json naming one in {sdir})",
                 code="StorageNotConfigured")
-    storage = open_storage(storage_url)
+    return open_storage(storage_url)
+
+
+def _output_storage(storage_url: str | None, job_id: str, task_id: str | None) -> Any:
+    """The job's or task's output storage (``JobOutputStorage`` / ``TaskOutputStorage``)."""
+    from hpcbatch.storage.conventions import JobOutputStorage, TaskOutputStorage
+
+    storage = open_output_storage(storage_url)
     if task_id is None:
         return JobOutputStorage(storage, job_id)
     return TaskOutputStorage(storage, job_id, task_id)
