@@ -26,6 +26,7 @@ from hpcbatch import LocalBatch
 from hpcbatch.client.cli import cli
 from hpcbatch.execution.mpi import (
     FLAVORS,
+    LAUNCHER_NOT_FOUND,
     batch_command_line,
     hostfile,
     launch_argv,
@@ -172,8 +173,24 @@ def test_batch_command_line_is_a_shell_with_quoted_words() -> None:
     line = batch_command_line(["./app", "it's", "$HOME"], 2, ppn=2)
     argv = shlex.split(line)
     assert argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3
-    assert argv[2] == ('exec mpiexec -hosts "${AZ_BATCH_HOST_LIST:?is not set: not a '
-                       "multi-instance task}\" -ppn 2 -n 4 ./app 'it'\"'\"'s' '$HOME'")
+    check, launch = argv[2].split("; exec ", 1)
+    assert check.startswith("command -v mpiexec ")
+    assert launch == ('mpiexec -hosts "${AZ_BATCH_HOST_LIST:?is not set: not a '
+                      "multi-instance task}\" -ppn 2 -n 4 ./app 'it'\"'\"'s' '$HOME'")
+
+
+@pytest.mark.parametrize("launcher", [None, "/opt/no such/mpiexec"])
+def test_batch_command_line_without_launcher_names_node_and_path(tmp_path: Path,
+                                                                 launcher: str | None) -> None:
+    """A launcher missing from PATH: exit 127, the launcher, the node and the PATH on stderr."""
+    line = batch_command_line(["prog"], 2, launcher=launcher)
+    path = f"{tmp_path}:/bin:/usr/bin"
+    proc = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30,
+                          env={"PATH": path, "AZ_BATCH_NODE_ID": "node-7",
+                               "AZ_BATCH_HOST_LIST": "h1,h2"})
+    assert proc.returncode == LAUNCHER_NOT_FOUND == 127
+    assert proc.stderr == (f"MPI launcher {launcher or 'mpiexec'} not found on node node-7; "
+                           f"PATH searched: {path}\n")
 
 
 @pytest.mark.parametrize("flavor, hosts", [("mpich", ["-hosts", "h1,h2"]),

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hpcbatch.core.changes import Changes
 from hpcbatch.core.quotas import Quotas
 from hpcbatch.store.database import Store
 
@@ -49,6 +50,8 @@ class ServiceContext:
         Where diagnostic events go; None: nowhere.
     quotas
         Account limits.
+    changes
+        Wakes long polls when the store commits (:mod:`hpcbatch.core.changes`).
     """
 
     store: Store
@@ -62,6 +65,7 @@ class ServiceContext:
     quotas: Quotas = field(default_factory=Quotas)
     pool_manager: PoolManager = field(init=False)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    changes: Changes = field(default_factory=Changes)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     _counter: itertools.count[int] = field(default_factory=itertools.count)

@@ -35,6 +35,7 @@ from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.applications import Applications
 from hpcbatch.core.autoscaler import Autoscaler
+from hpcbatch.core.changes import Changes
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.dispatcher import Dispatcher
 from hpcbatch.core.files import NodeFiles
@@ -99,6 +100,7 @@ class BatchService:
             base_url=base_url.rstrip("/"), storage=storage,
             storage_env=storage_environment(storage.url, storage.options) if storage else {},
             events=event_log, quotas=quotas or Quotas())
+        store.on_commit(ctx.changes.notify)
         self.runs = Runs(ctx)
         self.applications = Applications(ctx)
         self.inventory = Inventory(ctx)
@@ -123,6 +125,11 @@ class BatchService:
             shrink=self.nodes.remove_node, core_quota=ctx.quotas.dedicated_cores,
         )
         self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def changes(self) -> Changes:
+        """Wakes long polls when the store commits (``Prefer: wait`` reads)."""
+        return self.ctx.changes
 
     @property
     def pool_manager(self) -> PoolManager:
