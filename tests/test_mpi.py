@@ -325,6 +325,60 @@ def test_mpi_run_json_and_default_ids(env: dict[str, str]) -> None:
     assert out.split() == ["size=2", "size=2"]
 
 
+def test_mpi_run_launcher_option_and_a_missing_launcher_named_with_node_and_path(
+        env: dict[str, str]) -> None:
+    launcher = shutil.which("mpiexec")
+    assert launcher
+    result = run(env, "mpi", "run", "--pool-id", "mpi", "--nodes", "2", "--job-id", "cli-mpi",
+                 "--task-id", "launcher", "--launcher", launcher, "--", sys.executable, "-c",
+                 PRINT_SIZE)
+    assert result.stdout.split() == ["size=2", "size=2"], result.stdout
+
+    missing = "/nonexistent/bin/mpiexec"
+    result = run(env, "mpi", "run", "--pool-id", "mpi", "--nodes", "2", "--job-id", "cli-mpi",
+                 "--task-id", "nolauncher", "--launcher", missing, "--", "prog", code=127)
+    assert "error: FailureExitCode: " in result.stderr
+    task = run_json(env, "task", "show", "--job-id", "cli-mpi", "--task-id", "nolauncher")
+    node = task["nodeInfo"]["nodeId"]
+    failure = task["executionInfo"]["failureInfo"]
+    reason = f"MPI launcher {missing} not found on node {node}; PATH searched: "
+    assert task["executionInfo"]["exitCode"] == 127
+    assert failure["code"] == "FailureExitCode" and failure["category"] == "usererror"
+    assert f"On node {node}: {reason}" in failure["message"], failure
+    details = {d["name"]: d["value"] for d in failure["details"]}
+    assert details["NodeId"] == node and details["Reason"].startswith(reason)
+    searched = details["Reason"].removeprefix(reason).split(":")
+    assert searched[0] == os.path.dirname(sys.executable)  # the node python's bin dir first
+    assert reason in result.stderr  # the CLI prints the task's stderr and its failureInfo
+
+
+def test_task_get_long_poll_answers_when_the_task_changes(env: dict[str, str]) -> None:
+    """``If-None-Match`` + ``Prefer: wait``: the reply comes with the next version, else 304."""
+    from hpcbatch.client.sdk import BatchClient, BatchError
+
+    with BatchClient(env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"],
+                     env["AZURE_BATCH_ACCESS_KEY"]) as client:
+        client.create_job({"id": "poll", "poolInfo": {"poolId": "mpi"}})
+        client.create_task("poll", {"id": "t", "commandLine": "/bin/sh -c 'sleep 0.3'"})
+        task = client.wait_task_json("poll", "t", None, 0)
+        assert task is not None
+        seen = [task["state"]]
+        while task["state"] != "completed":
+            new = client.wait_task_json("poll", "t", task["eTag"], 60)
+            assert new is not None and new["eTag"] != task["eTag"]  # a change, not a timeout
+            task = new
+            seen.append(task["state"])
+        order = ["active", "preparing", "running", "completed"]
+        assert seen[-1] == "completed"
+        assert [order.index(x) for x in seen] == sorted(order.index(x) for x in seen)
+        # unchanged: 304 after the wait (None); without a wait, 304 at once, as in Batch
+        assert client.wait_task_json("poll", "t", task["eTag"], 0.2) is None
+        assert client.wait_task_json("poll", "t", task["eTag"], 0) is None
+        with pytest.raises(BatchError) as info:
+            client.wait_task_json("poll", "missing", task["eTag"], 1)
+        assert info.value.code == "TaskNotFound"
+
+
 def test_mpi_run_coordination_failure_exits_1_with_failure_info(env: dict[str, str]) -> None:
     result = run(env, "mpi", "run", "--pool-id", "mpi", "--nodes", "2", "--job-id", "cli-mpi",
                  "--task-id", "coordfail", "--coordination-command-line", "/bin/sh -c 'exit 5'",
