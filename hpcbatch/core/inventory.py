@@ -150,7 +150,7 @@ class Inventory:
         """
         import distributed
 
-        from hpcbatch import __version__
+        from hpcbatch.version import __version__
 
         expected = preflight.Expected(hpcbatch=__version__, distributed=distributed.__version__,
                                       launcher=launcher)
