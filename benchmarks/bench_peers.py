@@ -156,7 +156,7 @@ def run_parsl(bed: testbed.Testbed, n: int, run_dir: Path) -> dict[str, Any]:
             provider=LocalProvider(launcher=ssh_fanout_launcher(bed, bin_dir),
                                    init_blocks=1, min_blocks=1, max_blocks=1,
                                    nodes_per_block=1))],
-        run_dir=str(run_dir), strategy="none")
+        run_dir=str(run_dir))
     dfk = parsl.load(config)
     try:
         app = parsl.python_app(run_true, executors=["htex"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import site
-import sys
 import venv
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,7 @@ def checked(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_hosts_check_names_each_broken_host_its_cause_and_fix(checked) -> None:
-    client, state_dir, bed = checked
+    _, state_dir, bed = checked
     good1, good2, down, nopkg, nompi = (h.name for h in bed.hosts)
     result = json.loads(hosts_check(state_dir, "-o", "json", code=1).stdout)
     by = {(c["host"], c["check"]): c for c in result["value"]}

@@ -185,7 +185,7 @@ def test_batch_command_line_without_launcher_names_node_and_path(tmp_path: Path,
     """A launcher missing from PATH: exit 127, the launcher, the node and the PATH on stderr."""
     line = batch_command_line(["prog"], 2, launcher=launcher)
     path = f"{tmp_path}:/bin:/usr/bin"
-    proc = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30,
+    proc = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30, check=False,
                           env={"PATH": path, "AZ_BATCH_NODE_ID": "node-7",
                                "AZ_BATCH_HOST_LIST": "h1,h2"})
     assert proc.returncode == LAUNCHER_NOT_FOUND == 127
