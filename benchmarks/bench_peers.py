@@ -51,6 +51,8 @@ START_TIMEOUT_S = 120.0
 
 def run_true() -> int:
     """The task of the Dask and Parsl runs: ``/bin/true`` as a process."""
+    import subprocess  # sent by value: it brings its own imports
+
     return subprocess.run(["/bin/true"], check=True).returncode
 
 
@@ -76,6 +78,20 @@ def kill_started(marker: str) -> None:
                 p.kill()
             except psutil.Error:
                 pass
+
+
+# ------------------------------------------------------------------ hpcbatch
+
+
+def run_hpcbatch(bed: testbed.Testbed, n: int, state_dir: Path) -> dict[str, Any]:
+    with service(state_dir) as (client, thread):
+        python = node_python(bed.directory)  # the nodes run this checkout
+        client.add_hosts([{**h.model_dump(mode="json"), "python": python} for h in bed.hosts])
+        r = run_pool(client, thread, SLOTS, n, floor=False, testbed_dir=bed.directory)
+    print(f"  hpcbatch: {r['tasks_per_s']:.0f}/s", flush=True)
+    return {"tasks": n, "wall_s": r["wall_s"], "tasks_per_s": r["tasks_per_s"],
+            "how": f"pool of {NODES} nodes x {SLOTS} slots, create_tasks until completed",
+            "cpu_ms_per_task": r["cpu_ms_per_task"]}
 
 
 # ---------------------------------------------------------------------- Dask
@@ -117,6 +133,7 @@ def run_dask(bed: testbed.Testbed, n: int, marker: str) -> dict[str, Any]:
 
         go(2 * NODES * SLOTS)  # warm-up
         wall = go(n)
+    print(f"  dask: {n / wall:.0f}/s", flush=True)
     return {"tasks": n, "wall_s": wall, "tasks_per_s": n / wall,
             "how": f"{NODES} dask workers x {SLOTS} threads over ssh, one future per task"}
 
@@ -129,13 +146,25 @@ def ssh_fanout_launcher(bed: testbed.Testbed, bin_dir: str) -> Any:
     from parsl.launchers.base import Launcher
 
     class SshFanout(Launcher):
-        def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int) -> str:
+        def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int,
+                     *rest: Any) -> str:
             remote = f"PATH={shlex.quote(bin_dir)}:$PATH; {command}"
             lines = [shlex.join(ssh_argv(bed.ssh_config_path, h.name, remote)) + " &"
                      for h in bed.hosts]
             return "\n".join([*lines, "wait"])
 
     return SshFanout(debug=False)
+
+
+def parsl_logs(run_dir: Path) -> str:
+    """The block's submit script and output, and the DFK's log lines about blocks and errors."""
+    out = [f"--- {f}\n{f.read_text(errors='replace')[-1500:]}"
+           for f in sorted(run_dir.rglob("submit_scripts/*"))]
+    for f in run_dir.rglob("parsl.log"):
+        lines = [ln for ln in f.read_text(errors="replace").splitlines()
+                 if any(w in ln for w in ("lock", "rror", "xception"))]
+        out.append(f"--- {f}\n" + "\n".join(lines[-30:]))
+    return "\n".join(out)
 
 
 def run_parsl(bed: testbed.Testbed, n: int, run_dir: Path) -> dict[str, Any]:
@@ -168,7 +197,7 @@ def run_parsl(bed: testbed.Testbed, n: int, run_dir: Path) -> dict[str, Any]:
         htex = dfk.executors["htex"]
         while sum(m["worker_count"] for m in htex.connected_managers()) < NODES * SLOTS:  # type: ignore[attr-defined]
             if time.monotonic() > deadline:
-                raise TimeoutError("Parsl's workers did not connect")
+                raise TimeoutError(f"Parsl's workers did not connect\n{parsl_logs(run_dir)}")
             time.sleep(0.2)
         go(2 * NODES * SLOTS)  # warm-up
         wall = go(n)
@@ -176,6 +205,7 @@ def run_parsl(bed: testbed.Testbed, n: int, run_dir: Path) -> dict[str, Any]:
         dfk.cleanup()
         parsl.clear()
         kill_started(str(run_dir))
+    print(f"  parsl: {n / wall:.0f}/s", flush=True)
     return {"tasks": n, "wall_s": wall, "tasks_per_s": n / wall,
             "how": f"HighThroughputExecutor, {NODES} worker pools x {SLOTS} workers over ssh, "
                    f"python_app per task", "parsl": parsl.__version__}
@@ -187,6 +217,8 @@ def run_parsl(bed: testbed.Testbed, n: int, run_dir: Path) -> dict[str, Any]:
 def main() -> int:
     def extra(p: Any) -> None:
         p.add_argument("--tasks", type=int, help="tasks per system (default 2000; --quick 300)")
+        p.add_argument("--systems", default="hpcbatch,dask,parsl",
+                       help="systems to run (default %(default)s)")
 
     args = parse_args("bench_peers", __doc__.splitlines()[0], extra)
     n = args.tasks or (300 if args.quick else 2000)
@@ -198,22 +230,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hpcbatch-bench-peers-") as tmpdir:
         tmp = Path(tmpdir)
         with testbed.up(NODES, tmp / "testbed", base_address=BASE_ADDRESS) as bed:
-            with service(tmp / "state") as (client, thread):
-                python = node_python(bed.directory)
-                client.add_hosts([{**h.model_dump(mode="json"), "python": python}
-                                  for h in bed.hosts])
-                r = run_pool(client, thread, SLOTS, n, floor=False, testbed_dir=bed.directory)
-                systems["hpcbatch"] = {"tasks": n, "wall_s": r["wall_s"],
-                                       "tasks_per_s": r["tasks_per_s"],
-                                       "how": f"pool of {NODES} nodes x {SLOTS} slots, "
-                                              "create_tasks until completed",
-                                       "cpu_ms_per_task": r["cpu_ms_per_task"]}
-            print(f"  hpcbatch: {systems['hpcbatch']['tasks_per_s']:.0f}/s", flush=True)
-            systems["dask"] = run_dask(bed, n, f"bench-peers-{os.getpid()}")
-            print(f"  dask: {systems['dask']['tasks_per_s']:.0f}/s", flush=True)
-            systems["parsl"] = run_parsl(bed, n, tmp / "parsl")
-            print(f"  parsl: {systems['parsl'].get('tasks_per_s', 0):.0f}/s "
-                  f"{systems['parsl'].get('skipped', '')}", flush=True)
+            wanted = args.systems.split(",")
+            if "hpcbatch" in wanted:
+                systems["hpcbatch"] = run_hpcbatch(bed, n, tmp / "state")
+            if "dask" in wanted:
+                systems["dask"] = run_dask(bed, n, f"bench-peers-{os.getpid()}")
+            if "parsl" in wanted:
+                systems["parsl"] = run_parsl(bed, n, tmp / "parsl")
     raw_after = {"sequential": raw_spawn(n, 1), "2_threads": raw_spawn(n, 2)}
     raw = {k: min(raw[k], raw_after[k]) for k in raw}
     results["raw_spawn_per_s"] = {k: n / v for k, v in raw.items()}
