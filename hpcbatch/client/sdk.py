@@ -548,9 +548,11 @@ class BatchClient:
 
     # -------------------------------------------------------------------- tasks
 
-    def create_task(self, job_id: str, task: Any) -> None:
-        """Add one task ("Task - Add")."""
-        self._request("POST", f"/jobs/{self._q(job_id)}/tasks", body=task)
+    def create_task(self, job_id: str, task: Any) -> str | None:
+        """Add one task ("Task - Add"); return its ``ETag`` (for :meth:`wait_task_json`)."""
+        resp = self._request("POST", f"/jobs/{self._q(job_id)}/tasks", body=task)
+        etag = resp.headers.get("ETag")
+        return str(etag).strip('"') if etag else None
 
     def create_tasks(self, job_id: str, tasks: Iterable[Any], *, max_workers: int = 4,
                      raise_on_error: bool = True) -> list[TaskAddResult]:

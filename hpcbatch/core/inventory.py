@@ -8,6 +8,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import distributed
 import sqlalchemy as sa
 from pydantic import ValidationError
 
@@ -31,6 +32,7 @@ from hpcbatch.store.database import (
     mappings,
     pools,
 )
+from hpcbatch.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +150,6 @@ class Inventory:
         NotFoundError
             ``PoolNotFound``.
         """
-        import distributed
-
-        from hpcbatch.version import __version__
-
         expected = preflight.Expected(hpcbatch=__version__, distributed=distributed.__version__,
                                       launcher=launcher)
         hosts_ = [Host.model_validate({k: v for k, v in h.items() if k != "poolId"})

@@ -146,8 +146,8 @@ def mpi_run(pool_id: str, nodes: int, ppn: int, flavor: str, launcher: str | Non
         settings["coordinationCommandLine"] = coordination_command_line
     created = _ensure_job(job_id, pool_id)
     try:
-        c.create_task(job_id, {"id": task_id, "commandLine": command_line,
-                               "multiInstanceSettings": settings})
+        etag = c.create_task(job_id, {"id": task_id, "commandLine": command_line,
+                                      "multiInstanceSettings": settings})
     except HpcbatchError:
         if created:
             c.delete_job(job_id)
@@ -169,14 +169,14 @@ def mpi_run(pool_id: str, nodes: int, ppn: int, flavor: str, launcher: str | Non
                                f"{timeout_s:g} s; terminated it")
 
     out = sys.stdout.buffer
-    task_: dict[str, Any] = {}
-    etag: str | None = None
+    task_: dict[str, Any] = {"state": "active"}  # as added; the first poll waits for a change
     try:
         with status(f"task {task_id}: active",
                     enabled=not json_out and sys.stderr.isatty()) as spinner:
             while task_.get("state") not in ("running", "completed"):
-                task_ = c.wait_task_json(job_id, task_id, etag, wait_s(False)) or task_
-                etag = task_.get("eTag")
+                new = c.wait_task_json(job_id, task_id, etag, wait_s(False))
+                if new is not None:
+                    task_, etag = new, new.get("eTag")
                 if spinner is not None:
                     spinner.update(f"task {task_id}: {task_.get('state')} "
                                    f"(waiting for {nodes} node(s) of pool {pool_id})")
@@ -200,8 +200,8 @@ def mpi_run(pool_id: str, nodes: int, ppn: int, flavor: str, launcher: str | Non
             check_deadline()
             new = c.wait_task_json(job_id, task_id, etag, wait_s(state_ == "running"))
             quiet = new is None
-            task_ = new or task_
-            etag = task_.get("eTag")
+            if new is not None:
+                task_, etag = new, new.get("eTag")
     except KeyboardInterrupt:
         c.terminate_task(job_id, task_id)
         note(f"interrupted: terminated task {task_id} of job {job_id}")
