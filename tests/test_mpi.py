@@ -445,3 +445,15 @@ def test_subtask_list_and_node_file_download(env: dict[str, str], tmp_path: Path
                  "--file-path", "workitems/cli-mpi/job-1/sub/nope.txt", "--destination", "-",
                  code=1)
     assert "FileNotFound" in result.stderr
+
+
+def test_hosts_check_of_a_pool_of_local_nodes(env: dict[str, str]) -> None:
+    """Local hosts pass; their pool needs no SSH between nodes, and says so."""
+    result = run_json(env, "hosts", "check", "--pool-id", "mpi")
+    assert result["failed"] == []
+    by_check: dict[str, set[str]] = {}
+    for c in result["value"]:
+        by_check.setdefault(c["check"], set()).add(c["status"])
+    assert by_check.pop("ssh-to peers") == {"skip"}
+    assert by_check == {k: {"pass"} for k in ("ssh", "python", "versions", "disk", "launcher")}
+    assert len({c["host"] for c in result["value"]}) == 2

@@ -187,6 +187,10 @@ class Inventory:
         if spec is None or not spec.enable_inter_node_communication:
             return []
         nodes_ = [n for n in pm.nodes_of(key) if n.root_dir]
+        if nodes_ and pm.mpi_local_launch(nodes_):
+            return [preflight.Check(n.host.name, "ssh-to peers", "skip",
+                                    f"{n.host.name}: pool {pool_id}'s nodes are local; MPI "
+                                    "launchers reach them without SSH") for n in nodes_]
         keyed = [(n, pm.pool_key_path(n)) for n in nodes_]
         if len(nodes_) < 2 or any(path is None for _, path in keyed):
             return [preflight.Check(
