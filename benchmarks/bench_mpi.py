@@ -28,6 +28,16 @@ Setup: a testbed of 4 sshd hosts (127.0.8.1-4), added to a service; a pool of
    All testbed nodes are one machine: MPICH sees one hostname and uses
    shared memory between the ranks, through hpcbatch and bare alike.
 
+0. **``hpcbatch mpi run`` as a process vs bare ``mpiexec`` as a process**, from the
+   shell's point of view: wall time from spawn to exit of
+   ``hpcbatch mpi run --pool-id mpi --nodes 4 -- python -m hpcbatch.mpihello``
+   (a new CLI process each round: start-up, job check, task add, long poll,
+   stdout) against ``mpiexec -hosts <the 4 hosts> -n 4 python -m
+   hpcbatch.mpihello`` (same ssh wrapper as 1.), interleaved round by round,
+   median of N rounds (``--cli-runs``; default 10, ``--quick`` 5). Target:
+   the CLI adds at most 0.3 s (srun on a warm allocation adds 0.1-0.3 s).
+   ``--cli-only`` runs this part alone.
+
 3. **Profile** (diagnosis, separate rounds): the service's Dask engine and
    dispatch pass are wrapped (in this process, no hpcbatch code changed) to
    timestamp every Dask submit and result, every out-of-band ``client.run``
@@ -39,6 +49,7 @@ Setup: a testbed of 4 sshd hosts (127.0.8.1-4), added to a service; a pool of
    cost of one ``get_task`` poll.
 
     python benchmarks/bench_mpi.py [--quick] [--json PATH] [--runs N] [--repeats R]
+                                   [--cli-runs N] [--cli-only]
 """
 
 from __future__ import annotations
@@ -58,7 +69,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import parse_args, service, stats, table, verdict, write_json
+from _common import REPO, parse_args, service, stats, table, verdict, write_json
+from bench_cli import hpcbatch_argv
 
 from hpcbatch.api.server import ServiceThread
 from hpcbatch.client.sdk import BatchClient
@@ -70,6 +82,7 @@ BASE_ADDRESS = "127.0.8.1"
 POLL_S = 0.02
 PINGPONG_POLL_S = 0.25
 TARGET_ADDED_S = 0.5
+TARGET_CLI_ADDED_S = 0.3
 COORDINATION = "/bin/true"
 HELLO = "/bin/sh -c 'mpiexec -hosts {hosts} -n {n} python -m hpcbatch.mpihello'"
 PINGPONG = "/bin/sh -c 'mpiexec -hosts {hosts} -n 2 python -m hpcbatch.testing.mpipingpong --iterations {it}'"
@@ -524,18 +537,79 @@ def code_under_test(thread: ServiceThread) -> dict[str, Any]:
             "run_launch_path": path, "dispatch_loop_sleeps": sleeps}
 
 
+def cli_vs_bare(state_dir: Path, bare_hello: str, bare_env: dict[str, str], scratch: Path,
+                runs: int, failures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Part 0: ``hpcbatch mpi run`` and bare ``mpiexec``, each as a new process, interleaved."""
+    argv = [*hpcbatch_argv(), "mpi", "run", "--pool-id", "mpi", "--nodes", str(NODES), "--",
+            "python", "-m", "hpcbatch.mpihello"]
+    # As an installed package runs (bytecode cached); this checkout's code.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AZURE_BATCH_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(HPCBATCH_STATE_DIR=str(state_dir), PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+    def cli(attempt: int) -> float:
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, env=env, cwd=scratch, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"hpcbatch mpi run exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+        hello_ranks(proc.stdout, NODES)
+        return wall
+
+    def bare(attempt: int) -> float:
+        wall, out = run_bare(bare_hello, bare_env, scratch)
+        hello_ranks(out, NODES)
+        return wall
+
+    retried(cli, "cli warm-up", failures)  # creates the pool's job mpi-mpi (untimed)
+    retried(bare, "bare warm-up", failures)
+    samples: dict[str, list[float]] = {"bare": [], "cli": []}
+    for r in range(runs):
+        for variant in (["bare", "cli"] if r % 2 == 0 else ["cli", "bare"]):
+            fn = bare if variant == "bare" else cli
+            samples[variant].append(retried(fn, f"cli part {variant}", failures))
+        print(f"  mpi run round {r + 1}/{runs}: bare {samples['bare'][-1]:.3f} s, "
+              f"hpcbatch mpi run {samples['cli'][-1]:.3f} s", flush=True)
+    out: dict[str, Any] = {"argv": argv, "bare_command": bare_hello,
+                           **{v: stats(s_) for v, s_ in samples.items()}}
+    out["added_s"] = out["cli"]["median_s"] - out["bare"]["median_s"]
+    out["added_paired_median_s"] = med([a - b for a, b in zip(samples["cli"], samples["bare"])])
+    out["target_added_s"] = TARGET_CLI_ADDED_S
+    out["target_met"] = out["added_s"] <= TARGET_CLI_ADDED_S
+    return out
+
+
+def print_cli(c: dict[str, Any]) -> None:
+    runs = len(c["cli"]["samples_s"])
+    table(f"0. 4-node mpi4py hello as a process, spawn -> exit (median of {runs}, interleaved)",
+          ["", "median s", "best s", "added s", "added s (paired)", "target"],
+          [["bare mpiexec (baseline)", c["bare"]["median_s"], c["bare"]["best_s"], "", "", ""],
+           ["hpcbatch mpi run", c["cli"]["median_s"], c["cli"]["best_s"], f"{c['added_s']:+.3f}",
+            f"{c['added_paired_median_s']:+.3f}",
+            f"{verdict(c['target_met'])} (<= {TARGET_CLI_ADDED_S} s)"]])
+    print(f"target (hpcbatch mpi run): added <= {TARGET_CLI_ADDED_S} s -> "
+          f"{verdict(c['target_met'])} ({c['added_s']:+.3f} s; paired "
+          f"{c['added_paired_median_s']:+.3f} s)")
+
+
 def main() -> int:
     def extra(p: Any) -> None:
         p.add_argument("--runs", type=int, help="hello rounds (default 10; --quick 3)")
         p.add_argument("--repeats", type=int, help="ping-pong repeats (default 5; --quick 3)")
         p.add_argument("--iterations", type=int, help="ping-pong 8-byte round trips (20000; --quick 5000)")
         p.add_argument("--profile-runs", type=int, help="profile rounds (default 8; --quick 2)")
+        p.add_argument("--cli-runs", type=int, help="CLI vs bare rounds (default 10; --quick 5)")
+        p.add_argument("--cli-only", action="store_true",
+                       help="run only part 0 (hpcbatch mpi run as a process vs bare mpiexec)")
 
     args = parse_args("bench_mpi", __doc__.splitlines()[0], extra)
     runs = args.runs or (3 if args.quick else 10)
     repeats = args.repeats or (3 if args.quick else 5)
     iterations = args.iterations or (5000 if args.quick else 20000)
     profile_runs = args.profile_runs if args.profile_runs is not None else (2 if args.quick else 8)
+    cli_runs = args.cli_runs or (5 if args.quick else 10)
     results: dict[str, Any] = {"benchmark": "mpi", "nodes": NODES, "runs": runs,
                                "pingpong_repeats": repeats, "pingpong_iterations": iterations,
                                "poll_s": POLL_S, "target_added_s": TARGET_ADDED_S}
@@ -597,6 +671,16 @@ def main() -> int:
             ni = res["task"].node_info
             primary_dir = Path(bed.host(ni.node_id).root_dir, ni.task_root_directory)
             loadavg = {"start": list(os.getloadavg())}
+
+            # ------------------------------------- 0. hpcbatch mpi run (a process) vs bare mpiexec
+            results["cli"] = cli_vs_bare(tmp / "state", bare_hello, bare_env, scratch, cli_runs,
+                                         failures)
+            loadavg["after_cli"] = list(os.getloadavg())
+            if args.cli_only:
+                results["load_average_1_5_15"] = loadavg
+                print_cli(results["cli"])
+                write_json(args.json, results)
+                return 0
 
             # ---------------------------------------------------- 1. hello, interleaved
             infra = InfraCPU(thread, str(tmp))
@@ -790,6 +874,7 @@ def main() -> int:
             }
 
     # ---------------------------------------------------------------- report
+    print_cli(results["cli"])
     h = results["hello"]
     rows = [["bare mpiexec (baseline)", h["bare"]["median_s"], h["bare"]["best_s"], "", "", "",
              h["bare"]["infra_cpu_s_median"]["total"]]]

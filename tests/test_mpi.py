@@ -26,6 +26,7 @@ from hpcbatch import LocalBatch
 from hpcbatch.client.cli import cli
 from hpcbatch.execution.mpi import (
     FLAVORS,
+    LAUNCHER_NOT_FOUND,
     batch_command_line,
     hostfile,
     launch_argv,
@@ -172,8 +173,24 @@ def test_batch_command_line_is_a_shell_with_quoted_words() -> None:
     line = batch_command_line(["./app", "it's", "$HOME"], 2, ppn=2)
     argv = shlex.split(line)
     assert argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3
-    assert argv[2] == ('exec mpiexec -hosts "${AZ_BATCH_HOST_LIST:?is not set: not a '
-                       "multi-instance task}\" -ppn 2 -n 4 ./app 'it'\"'\"'s' '$HOME'")
+    check, launch = argv[2].split("; exec ", 1)
+    assert check.startswith("command -v mpiexec ")
+    assert launch == ('mpiexec -hosts "${AZ_BATCH_HOST_LIST:?is not set: not a '
+                      "multi-instance task}\" -ppn 2 -n 4 ./app 'it'\"'\"'s' '$HOME'")
+
+
+@pytest.mark.parametrize("launcher", [None, "/opt/no such/mpiexec"])
+def test_batch_command_line_without_launcher_names_node_and_path(tmp_path: Path,
+                                                                 launcher: str | None) -> None:
+    """A launcher missing from PATH: exit 127, the launcher, the node and the PATH on stderr."""
+    line = batch_command_line(["prog"], 2, launcher=launcher)
+    path = f"{tmp_path}:/bin:/usr/bin"
+    proc = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30, check=False,
+                          env={"PATH": path, "AZ_BATCH_NODE_ID": "node-7",
+                               "AZ_BATCH_HOST_LIST": "h1,h2"})
+    assert proc.returncode == LAUNCHER_NOT_FOUND == 127
+    assert proc.stderr == (f"MPI launcher {launcher or 'mpiexec'} not found on node node-7; "
+                           f"PATH searched: {path}\n")
 
 
 @pytest.mark.parametrize("flavor, hosts", [("mpich", ["-hosts", "h1,h2"]),
@@ -308,6 +325,60 @@ def test_mpi_run_json_and_default_ids(env: dict[str, str]) -> None:
     assert out.split() == ["size=2", "size=2"]
 
 
+def test_mpi_run_launcher_option_and_a_missing_launcher_named_with_node_and_path(
+        env: dict[str, str]) -> None:
+    launcher = shutil.which("mpiexec")
+    assert launcher
+    result = run(env, "mpi", "run", "--pool-id", "mpi", "--nodes", "2", "--job-id", "cli-mpi",
+                 "--task-id", "launcher", "--launcher", launcher, "--", sys.executable, "-c",
+                 PRINT_SIZE)
+    assert result.stdout.split() == ["size=2", "size=2"], result.stdout
+
+    missing = "/nonexistent/bin/mpiexec"
+    result = run(env, "mpi", "run", "--pool-id", "mpi", "--nodes", "2", "--job-id", "cli-mpi",
+                 "--task-id", "nolauncher", "--launcher", missing, "--", "prog", code=127)
+    assert "error: FailureExitCode: " in result.stderr
+    task = run_json(env, "task", "show", "--job-id", "cli-mpi", "--task-id", "nolauncher")
+    node = task["nodeInfo"]["nodeId"]
+    failure = task["executionInfo"]["failureInfo"]
+    reason = f"MPI launcher {missing} not found on node {node}; PATH searched: "
+    assert task["executionInfo"]["exitCode"] == 127
+    assert failure["code"] == "FailureExitCode" and failure["category"] == "usererror"
+    assert f"On node {node}: {reason}" in failure["message"], failure
+    details = {d["name"]: d["value"] for d in failure["details"]}
+    assert details["NodeId"] == node and details["Reason"].startswith(reason)
+    searched = details["Reason"].removeprefix(reason).split(":")
+    assert searched[0] == os.path.dirname(sys.executable)  # the node python's bin dir first
+    assert reason in result.stderr  # the CLI prints the task's stderr and its failureInfo
+
+
+def test_task_get_long_poll_answers_when_the_task_changes(env: dict[str, str]) -> None:
+    """``If-None-Match`` + ``Prefer: wait``: the reply comes with the next version, else 304."""
+    from hpcbatch.client.sdk import BatchClient, BatchError
+
+    with BatchClient(env["AZURE_BATCH_ENDPOINT"], env["AZURE_BATCH_ACCOUNT"],
+                     env["AZURE_BATCH_ACCESS_KEY"]) as client:
+        client.create_job({"id": "poll", "poolInfo": {"poolId": "mpi"}})
+        client.create_task("poll", {"id": "t", "commandLine": "/bin/sh -c 'sleep 0.3'"})
+        task = client.wait_task_json("poll", "t", None, 0)
+        assert task is not None
+        seen = [task["state"]]
+        while task["state"] != "completed":
+            new = client.wait_task_json("poll", "t", task["eTag"], 60)
+            assert new is not None and new["eTag"] != task["eTag"]  # a change, not a timeout
+            task = new
+            seen.append(task["state"])
+        order = ["active", "preparing", "running", "completed"]
+        assert seen[-1] == "completed"
+        assert [order.index(x) for x in seen] == sorted(order.index(x) for x in seen)
+        # unchanged: 304 after the wait (None); without a wait, 304 at once, as in Batch
+        assert client.wait_task_json("poll", "t", task["eTag"], 0.2) is None
+        assert client.wait_task_json("poll", "t", task["eTag"], 0) is None
+        with pytest.raises(BatchError) as info:
+            client.wait_task_json("poll", "missing", task["eTag"], 1)
+        assert info.value.code == "TaskNotFound"
+
+
 def test_mpi_run_coordination_failure_exits_1_with_failure_info(env: dict[str, str]) -> None:
     result = run(env, "mpi", "run", "--pool-id", "mpi", "--nodes", "2", "--job-id", "cli-mpi",
                  "--task-id", "coordfail", "--coordination-command-line", "/bin/sh -c 'exit 5'",
@@ -374,3 +445,15 @@ def test_subtask_list_and_node_file_download(env: dict[str, str], tmp_path: Path
                  "--file-path", "workitems/cli-mpi/job-1/sub/nope.txt", "--destination", "-",
                  code=1)
     assert "FileNotFound" in result.stderr
+
+
+def test_hosts_check_of_a_pool_of_local_nodes(env: dict[str, str]) -> None:
+    """Local hosts pass; their pool needs no SSH between nodes, and says so."""
+    result = run_json(env, "hosts", "check", "--pool-id", "mpi")
+    assert result["failed"] == []
+    by_check: dict[str, set[str]] = {}
+    for c in result["value"]:
+        by_check.setdefault(c["check"], set()).add(c["status"])
+    assert by_check.pop("ssh-to peers") == {"skip"}
+    assert by_check == {k: {"pass"} for k in ("ssh", "python", "versions", "disk", "launcher")}
+    assert len({c["host"] for c in result["value"]}) == 2

@@ -16,10 +16,25 @@ from tests.helpers import service_on_testbed, wait_until
 MPI_HELLO = f"/bin/sh -c 'mpiexec -hosts $AZ_BATCH_HOST_LIST -n {{n}} {sys.executable} -m hpcbatch.mpihello'"
 
 
+SITE_ENV = {"SITE_GREETING": "hello from the inventory"}
+"""The inventory ``env`` of every testbed host of this module."""
+
+
 @pytest.fixture(scope="module")
-def mpi(tmp_path_factory: pytest.TempPathFactory):
-    """A 4-node pool with inter-node communication on a 4-host testbed (127.0.2.x)."""
-    with service_on_testbed(tmp_path_factory.mktemp("mpi"), 4, "127.0.2.1") as (client, bed, th):
+def mpi_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the module's testbed and service (its state dir is ``state``)."""
+    return tmp_path_factory.mktemp("mpi")
+
+
+@pytest.fixture(scope="module")
+def mpi(mpi_home: Path):
+    """A 4-node pool with inter-node communication on a 4-host testbed (127.0.2.x).
+
+    The hosts' ``python`` is this interpreter (in CI, a fresh virtual environment's,
+    whose bin directory holds the mpich wheel's ``mpiexec``); they have :data:`SITE_ENV`.
+    """
+    with service_on_testbed(mpi_home, 4, "127.0.2.1") as (client, bed, th):
+        client.add_hosts([{**h.model_dump(mode="json"), "env": SITE_ENV} for h in bed.hosts])
         client.create_pool({"id": "mpi", "vmSize": "testbed", "targetDedicatedNodes": 4,
                             "enableInterNodeCommunication": True})
         nodes = client.wait_for_pool("mpi", timeout_s=120)
@@ -233,3 +248,32 @@ def test_tasks_the_pool_can_never_run_are_rejected_when_added(mpi):
         assert "multiInstanceSettings.numberOfInstances" in info.value.message
     client.delete_pool("nocomm")
     client.delete_pool("slots2")
+
+
+def test_cli_mpi_run_across_four_nodes_with_the_hosts_python(mpi, mpi_home: Path) -> None:
+    """``hpcbatch mpi run`` of mpi4py over 4 SSH nodes: ``python`` and ``mpiexec`` are found
+    through the task PATH, which puts the hosts' python's bin directory first."""
+    from click.testing import CliRunner
+
+    from hpcbatch.client.cli import cli
+
+    env = {"AZURE_BATCH_ENDPOINT": None, "HPCBATCH_STATE_DIR": str(mpi_home / "state")}
+    result = CliRunner(env=env).invoke(
+        cli, ["mpi", "run", "--pool-id", "mpi", "--nodes", "4", "--", "python", "-m",
+              "hpcbatch.mpihello"], prog_name="hpcbatch", catch_exceptions=False)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    ranks = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in ranks) == [0, 1, 2, 3]
+    assert {r["size"] for r in ranks} == {4} and {r["sum"] for r in ranks} == {10}
+    _, bed = mpi
+    assert sorted(r["address"] for r in ranks) == sorted(h.address for h in bed.hosts)
+    assert "created job mpi-mpi" in result.stderr  # the pool's job, reused by later runs
+
+
+def test_a_task_on_an_ssh_node_sees_the_inventory_env(mpi) -> None:
+    client, _ = mpi
+    client.create_job({"id": "site", "poolInfo": {"poolId": "mpi"}})
+    client.create_task("site", {"id": "t", "commandLine": "/bin/sh -c 'echo $SITE_GREETING'"})
+    counts = client.wait_for_tasks("site", timeout_s=60)
+    assert counts["succeeded"] == 1, counts
+    assert client.download_task_file("site", "t", "stdout.txt") == b"hello from the inventory\n"

@@ -349,6 +349,32 @@ class BatchClient:
         body = [h.model_dump(mode="json") if hasattr(h, "model_dump") else dict(h) for h in hosts]
         return self._request("POST", "/inventory/hosts", body={"hosts": body}).json()["value"]
 
+
+    def check_hosts(self, pool_id: str | None = None,
+                    launcher: str | None = None) -> dict[str, Any]:
+        """Preflight the inventory's hosts (hpcbatch extension ``POST /inventory/hosts/check``).
+
+        Parameters
+        ----------
+        pool_id
+            Only this pool's hosts, and ssh between each pair of its nodes when
+            it has inter-node communication; None: every host.
+        launcher
+            The MPI launcher to look for on the task PATH (default ``mpiexec``).
+
+        Returns
+        -------
+        dict
+            ``{"value": [{host, check, status (pass|fail|skip), detail, fix}, ...],
+            "service": {"hpcbatch", "distributed"}, "failed": [host, ...]}``.
+
+        Raises
+        ------
+        BatchError
+            ``PoolNotFound``; ``InvalidPropertyValue``.
+        """
+        body = {k: v for k, v in (("poolId", pool_id), ("launcher", launcher)) if v}
+        return self._request("POST", "/inventory/hosts/check", body=body).json()
     def list_hosts(self) -> list[dict[str, Any]]:
         """Return the inventory: hosts with the pool each belongs to."""
         return self._request("GET", "/inventory/hosts").json()["value"]
@@ -623,9 +649,11 @@ class BatchClient:
 
     # -------------------------------------------------------------------- tasks
 
-    def create_task(self, job_id: str, task: Any) -> None:
-        """Add one task ("Task - Add")."""
-        self._request("POST", f"/jobs/{self._q(job_id)}/tasks", body=task)
+    def create_task(self, job_id: str, task: Any) -> str | None:
+        """Add one task ("Task - Add"); return its ``ETag`` (for :meth:`wait_task_json`)."""
+        resp = self._request("POST", f"/jobs/{self._q(job_id)}/tasks", body=task)
+        etag = resp.headers.get("ETag")
+        return str(etag).strip('"') if etag else None
 
     def create_tasks(self, job_id: str, tasks: Iterable[Any], *, max_workers: int = 4,
                      raise_on_error: bool = True) -> list[TaskAddResult]:
@@ -686,6 +714,44 @@ class BatchClient:
         """:meth:`get_task` as wire JSON."""
         return self._get(f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}",
                          {"$select": select})
+
+    def wait_task_json(self, job_id: str, task_id: str, etag: str | None,
+                       wait_s: float) -> Json | None:
+        """Wait until a task differs from the version ``etag`` names; return it, or None.
+
+        A long poll (hpcbatch extension of "Task - Get": ``If-None-Match`` with
+        ``Prefer: wait=N``): the service answers as soon as the task's ETag
+        changes (its state, its execution information), or after ``wait_s``.
+
+        Parameters
+        ----------
+        job_id, task_id
+            The task.
+        etag
+            The ETag of the version the caller has; None returns the task at once.
+        wait_s
+            Seconds the service waits at most (it caps them at 60).
+
+        Returns
+        -------
+        dict or None
+            The task's wire JSON, or None when it still has ``etag`` after ``wait_s``.
+
+        Raises
+        ------
+        BatchError
+            ``TaskNotFound``, ``JobNotFound``.
+        """
+        path = f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}"
+        if etag is None:
+            return self._get(path)
+        resp = self._request("GET", path, headers={"If-None-Match": f'"{etag}"',
+                                                   "Prefer": f"wait={wait_s:g}"})
+        if resp.status == 304:
+            return None
+        data: Json = resp.json()
+        data.pop("odata.metadata", None)
+        return data
 
     def list_tasks(self, job_id: str, filter: str | None = None,  # noqa: A002
                    select: str | None = None, max_results: int | None = None) -> list[Task]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from hpcbatch.core.changes import Changes
 from hpcbatch.core.quotas import Quotas
 from hpcbatch.store.database import Store
 
@@ -57,6 +58,8 @@ class ServiceContext:
     api_ca_pem
         The CA certificate (PEM) of an HTTPS ``base_url``, given to tasks that get
         a token (``HPCBATCH_CA_PEM``); empty for HTTP.
+    changes
+        Wakes long polls when the store commits (:mod:`hpcbatch.core.changes`).
     """
 
     store: Store
@@ -71,6 +74,7 @@ class ServiceContext:
     api_ca_pem: str = ""
     pool_manager: PoolManager = field(init=False)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    changes: Changes = field(default_factory=Changes)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     _counter: itertools.count[int] = field(default_factory=itertools.count)

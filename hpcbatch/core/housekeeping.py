@@ -10,7 +10,6 @@ import sqlalchemy as sa
 
 from hpcbatch.batch.wire import utcnow
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.execution import agent
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
     jobs,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import posixpath
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import distributed
 import sqlalchemy as sa
 from pydantic import ValidationError
 
@@ -18,6 +21,9 @@ from hpcbatch.batch.models import (
     wire_error,
 )
 from hpcbatch.core.context import ServiceContext
+from hpcbatch.core.rows import pool_row
+from hpcbatch.execution import multiinstance
+from hpcbatch.providers import preflight
 from hpcbatch.providers.inventory import LOCAL_PATH_FIELDS, Host
 from hpcbatch.store.database import (
     Store,
@@ -27,9 +33,7 @@ from hpcbatch.store.database import (
     mappings,
     pools,
 )
-
-if TYPE_CHECKING:
-    pass
+from hpcbatch.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +179,97 @@ class Inventory:
                 raise ConflictError(f"Host {name} belongs to pool {row['pool_key']}.",
                                     code="HostInUse")
             conn.execute(hosts.delete().where(hosts.c.key == name.lower()))
+
+    async def check_hosts(self, pool_id: str | None = None,
+                          launcher: str = "mpiexec") -> dict[str, Any]:
+        """Preflight every inventory host, or a pool's (hpcbatch extension:
+        ``POST /inventory/hosts/check``).
+
+        In parallel, per host: SSH reachability and host key, the ``python`` and
+        its hpcbatch/distributed versions against the service's, free disk under
+        ``root_dir``, the MPI launcher on the task ``PATH``
+        (:mod:`hpcbatch.providers.preflight`). For a pool with inter-node
+        communication whose nodes hold the pool's SSH key: ssh from each node to
+        each other node with that key, as the pool's MPI launchers do.
+
+        Parameters
+        ----------
+        pool_id
+            Check only this pool's hosts (those it holds, else the free hosts
+            its ``vmSize`` may take), and their pairs; None: every host.
+        launcher
+            The MPI launcher to look for (a name or a path).
+
+        Returns
+        -------
+        dict
+            ``{"value": [{host, check, status, detail, fix}, ...], "service":
+            {"hpcbatch": version, "distributed": version}, "failed": [host, ...]}``.
+
+        Raises
+        ------
+        NotFoundError
+            ``PoolNotFound``.
+        """
+        expected = preflight.Expected(hpcbatch=__version__, distributed=distributed.__version__,
+                                      launcher=launcher)
+        hosts_ = [Host.model_validate({k: v for k, v in h.items() if k != "poolId"})
+                  for h in self._hosts_to_check(pool_id)]
+        checks = await asyncio.to_thread(preflight.check_hosts, hosts_, expected)
+        if pool_id is not None:
+            checks += await self._check_pairs(pool_id)
+        failed = list(dict.fromkeys(c.host for c in checks if c.status == "fail"))
+        return {"value": [c.to_wire() for c in checks],
+                "service": {"hpcbatch": expected.hpcbatch,
+                            "distributed": expected.distributed},
+                "failed": failed}
+
+    def _hosts_to_check(self, pool_id: str | None) -> list[dict[str, Any]]:
+        listed = self.list_hosts()
+        if pool_id is None:
+            return listed
+        with self.ctx.store.read() as conn:
+            row = pool_row(conn, pool_id)
+        held = [h for h in listed if h["poolId"] is not None
+                and str(h["poolId"]).lower() == pool_id.lower()]
+        if held:
+            return held
+        spec = self.ctx.pool_manager.spec(row["key"])
+        vm_size = spec.vm_size if spec else "any"
+        return [h for h in listed if h["poolId"] is None
+                and Host.model_validate({k: v for k, v in h.items() if k != "poolId"})
+                .matches(vm_size)]
+
+    async def _check_pairs(self, pool_id: str) -> list[preflight.Check]:
+        """ssh between each pair of the pool's nodes with its key (inter-node pools)."""
+        pm = self.ctx.pool_manager
+        key = pool_id.lower()
+        spec = pm.spec(key)
+        if spec is None or not spec.enable_inter_node_communication:
+            return []
+        nodes_ = [n for n in pm.nodes_of(key) if n.root_dir]
+        if nodes_ and pm.mpi_local_launch(nodes_):
+            return [preflight.Check(n.host.name, "ssh-to peers", "skip",
+                                    f"{n.host.name}: pool {pool_id}'s nodes are local; MPI "
+                                    "launchers reach them without SSH") for n in nodes_]
+        keyed = [(n, pm.pool_key_path(n)) for n in nodes_]
+        if len(nodes_) < 2 or any(path is None for _, path in keyed):
+            return [preflight.Check(
+                n.host.name, "ssh-to peers", "skip",
+                f"{n.host.name}: pool {pool_id} has {len(nodes_)} node(s) holding its SSH "
+                "key; run hosts check again when the pool is steady") for n in nodes_]
+        gang = [multiinstance.GangNode(
+            node_id=n.node_id, address=n.host.address, port=n.host.port, user=n.ssh_user,
+            root_dir=n.root_dir or "", worker=n.worker or "", host_key=n.host_key)
+            for n in nodes_]
+
+        def one(i: int) -> list[preflight.Check]:
+            node, key_path = keyed[i]
+            assert node.root_dir is not None and key_path is not None
+            files = multiinstance.ssh_files(
+                gang, posixpath.join(node.root_dir, preflight.CHECK_DIR), key_path)
+            peers = [(g.node_id, g.address) for j, g in enumerate(gang) if j != i]
+            return preflight.check_peers(node.host, node.root_dir, files, peers, pool_id)
+
+        per_node = await asyncio.gather(*(asyncio.to_thread(one, i) for i in range(len(gang))))
+        return [c for checks in per_node for c in checks]

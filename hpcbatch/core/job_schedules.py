@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpcbatch.batch import schedules
-from hpcbatch.batch.errors import BadRequestError, ConflictError, HpcbatchError, exists, not_found
+from hpcbatch.batch.errors import (
+    BadRequestError,
+    ConflictError,
+    HpcbatchError,
+    exists,
+    not_found,
+)
 from hpcbatch.batch.models import JobSpec
 from hpcbatch.batch.states import (
     JOB_SCHEDULE_CLOSED,

@@ -36,6 +36,7 @@ from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.applications import Applications
 from hpcbatch.core.autoscaler import Autoscaler
+from hpcbatch.core.changes import Changes
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.dispatcher import Dispatcher
 from hpcbatch.core.files import NodeFiles
@@ -104,6 +105,7 @@ class BatchService:
             api_ca_pem=Path(tls.ca_file).read_text() if base_url.startswith("https:") else "")
         if ctx.storage_credentials is not None and ctx.storage_credentials.limitation:
             log.warning("task storage scoping: %s", ctx.storage_credentials.limitation)
+        store.on_commit(ctx.changes.notify)
         self.runs = Runs(ctx)
         self.applications = Applications(ctx)
         self.inventory = Inventory(ctx)
@@ -128,6 +130,11 @@ class BatchService:
             shrink=self.nodes.remove_node, core_quota=ctx.quotas.dedicated_cores,
         )
         self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def changes(self) -> Changes:
+        """Wakes long polls when the store commits (``Prefer: wait`` reads)."""
+        return self.ctx.changes
 
     @property
     def pool_manager(self) -> PoolManager:

@@ -23,7 +23,9 @@ Examples
 a:4
 b:4
 >>> print(batch_command_line(["./app"], nodes=2))  # doctest: +NORMALIZE_WHITESPACE
-/bin/sh -c 'exec mpiexec -hosts "${AZ_BATCH_HOST_LIST:?is not set: not a multi-instance task}"
+/bin/sh -c 'command -v mpiexec >/dev/null 2>&1 || { printf "MPI launcher %s not found on
+    node %s; PATH searched: %s\\n" mpiexec "${AZ_BATCH_NODE_ID:-?}" "$PATH" >&2; exit 127; };
+    exec mpiexec -hosts "${AZ_BATCH_HOST_LIST:?is not set: not a multi-instance task}"
     -ppn 1 -n 2 ./app'
 """
 
@@ -345,7 +347,10 @@ def batch_command_line(
     """Return a task command line running ``command`` over a multi-instance task's nodes.
 
     The hosts are only known on the node, in ``AZ_BATCH_HOST_LIST``, so the
-    line invokes a shell: ``/bin/sh -c 'exec <launch argv>'``, the argv of
+    line invokes a shell: ``/bin/sh -c '<check> exec <launch argv>'``, where
+    ``<check>`` (:func:`launcher_check`) ends the task with exit code 127 and a
+    message naming the node and the ``PATH`` searched when the launcher is not
+    found, and ``<launch argv>`` is the argv of
     :func:`launch_argv` with the host option taken from the variable and every
     other word shell-quoted. Open MPI's ``--host a:K,b:K`` is derived from the
     variable with ``sed``.
@@ -382,4 +387,31 @@ def batch_command_line(
                   env=env, extra_args=extra_args, working_dir=working_dir,
                   allow_run_as_root=allow_run_as_root, launcher=launcher)
     script = " ".join(a.text if isinstance(a, _Shell) else shlex.quote(a) for a in argv)
-    return f"/bin/sh -c {shlex.quote('exec ' + script)}"
+    return f"/bin/sh -c {shlex.quote(launcher_check(str(argv[0])) + 'exec ' + script)}"
+
+
+LAUNCHER_NOT_FOUND = 127
+"""Exit code of a :func:`batch_command_line` whose launcher is not on the task's ``PATH``
+(POSIX's "command not found")."""
+
+
+def launcher_check(launcher: str) -> str:
+    """Return shell text that ends the script when ``launcher`` cannot be run.
+
+    The message names the launcher, the node (``AZ_BATCH_NODE_ID``) and the
+    ``PATH`` searched, on stderr; the exit code is :data:`LAUNCHER_NOT_FOUND`.
+
+    Parameters
+    ----------
+    launcher
+        A program name looked up on ``PATH``, or a path.
+
+    Returns
+    -------
+    str
+        ``command -v L >/dev/null 2>&1 || { printf ... >&2; exit 127; }; ``
+    """
+    name = shlex.quote(launcher)
+    return (f"command -v {name} >/dev/null 2>&1 || {{ printf "
+            f'"MPI launcher %s not found on node %s; PATH searched: %s\\n" '
+            f'{name} "${{AZ_BATCH_NODE_ID:-?}}" "$PATH" >&2; exit {LAUNCHER_NOT_FOUND}; }}; ')

@@ -311,8 +311,44 @@ async def run_gang(engine: DaskEngine, nodes: Sequence[GangNode], coordination: 
                                      nodes[0].node_id), None, results[1:]
         else:
             results = [InstanceResult(i, n.node_id, None) for i, n in enumerate(nodes)]
-        return await engine.run_launch(nodes[0].worker, app), None, results[1:]
+        outcome = await engine.run_launch(nodes[0].worker, app)
+        return await _explain_not_found(engine, nodes[0], app, outcome), None, results[1:]
     finally:
         await asyncio.shield(asyncio.gather(
             *(engine.kill_tagged(n.worker, k) for n, k in instance_keys),
             return_exceptions=True))
+
+
+COMMAND_NOT_FOUND = 127
+"""POSIX shells' exit code for a command they cannot find (an MPI launcher not on ``PATH``)."""
+STDERR_HEAD_BYTES = 4096
+"""How many bytes from the start of the primary's ``stderr.txt`` :func:`_explain_not_found` reads."""
+
+
+async def _explain_not_found(engine: DaskEngine, master: GangNode, app: agent.Launch,
+                             outcome: agent.Outcome) -> agent.Outcome:
+    """Put the shell's reason in ``failureInfo`` when the application command exits 127.
+
+    A launcher missing from the task's ``PATH`` (``mpiexec: not found``, or the
+    message of :func:`hpcbatch.execution.mpi.launcher_check` naming the node and
+    the ``PATH`` searched) is then visible in the task's ``failureInfo``, not only
+    in ``stderr.txt``. Costs one read of the file, only on that exit code.
+    """
+    info = outcome.failure_info
+    if outcome.exit_code != COMMAND_NOT_FOUND or not info or info.get("code") != "FailureExitCode":
+        return outcome
+    try:
+        data = await engine.read_file(master.worker, posixpath.join(app.task_dir, app.stderr_name),
+                                      0, STDERR_HEAD_BYTES)
+    except Exception:  # noqa: BLE001 - the reason is a courtesy: the outcome stands without it
+        return outcome
+    lines = [ln.strip() for ln in (data or b"").decode(errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        return outcome
+    reason = lines[-1][:1000]
+    details = [*info.get("details", []), {"name": "NodeId", "value": master.node_id},
+               {"name": "Reason", "value": reason}]
+    failure = {**info, "message": f"{info['message']} On node {master.node_id}: {reason}",
+               "details": details}
+    return agent.Outcome(outcome.exit_code, outcome.start_time, outcome.end_time, failure,
+                         outcome.task_root_dir, outcome.node_id)

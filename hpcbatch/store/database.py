@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -256,6 +256,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._commit_listeners: list[Callable[[], None]] = []
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -279,9 +280,23 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """Open a transaction, committed when the block ends without error."""
+        """Open a transaction, committed when the block ends without error.
+
+        After the commit, every listener given to :meth:`on_commit` is called.
+        """
         with self.engine.begin() as conn:
             yield conn
+        for listener in self._commit_listeners:
+            listener()
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every transaction :meth:`begin` commits.
+
+        It runs in the committing thread, after the commit; it must be quick
+        and must not raise (the service's long polls use it:
+        :class:`hpcbatch.core.changes.Changes`).
+        """
+        self._commit_listeners.append(listener)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

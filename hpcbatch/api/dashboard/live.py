@@ -322,7 +322,7 @@ async def node_loop(stream: EventStream, svc: BatchService, pool_id: str, node_i
             sample: dict[str, Any] | None = None
             if runtime is not None and runtime.worker:
                 try:
-                    sample = await svc.ctx.engine.call(runtime.worker, "node_sample")
+                    sample = await svc.ctx.engine.node_sample(runtime.worker)
                 except Exception as exc:  # noqa: BLE001 - a node may fail mid-call
                     log.debug("dashboard: no metrics from %s: %s", node_id, exc)
             await stream.send("metrics", {

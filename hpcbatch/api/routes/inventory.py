@@ -6,7 +6,7 @@ from aiohttp import web
 
 from hpcbatch.api.http import json_reply, param, read_json, service
 from hpcbatch.api.security import may_add_operator_hosts
-from hpcbatch.batch.errors import BadRequestError
+from hpcbatch.batch.errors import BadRequestError, InvalidPropertyValueError
 
 routes = web.RouteTableDef()
 
@@ -31,6 +31,25 @@ async def add_hosts(request: web.Request) -> web.Response:
         raise BadRequestError("The body must be {\"hosts\": [...]} or a list of hosts.")
     added = service(request).inventory.add_hosts(items, operator=may_add_operator_hosts(request))
     return json_reply({"value": added}, status=201)
+
+
+@routes.post("/inventory/hosts/check")
+async def check_hosts(request: web.Request) -> web.Response:
+    """Preflight the inventory's hosts (``hpcbatch hosts check``): ``200`` with every check.
+
+    Body (optional): ``{"poolId": "p", "launcher": "mpiexec"}``. The reply is
+    ``{"value": [{host, check, status, detail, fix}, ...], "service": {...},
+    "failed": [host, ...]}``; a failing host is a result, not an error.
+    """
+    body = await read_json(request) if request.can_read_body else {}
+    if not isinstance(body, dict) or set(body) - {"poolId", "launcher"}:
+        raise BadRequestError("The body must be {\"poolId\": ..., \"launcher\": ...} "
+                              "(both optional).")
+    for name in ("poolId", "launcher"):
+        if body.get(name) is not None and not (isinstance(body[name], str) and body[name]):
+            raise InvalidPropertyValueError(name, body[name], "must be a non-empty string")
+    return json_reply(await service(request).inventory.check_hosts(
+        body.get("poolId"), body.get("launcher") or "mpiexec"))
 
 
 @routes.delete("/inventory/hosts/{name}")

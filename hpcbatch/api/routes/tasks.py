@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from hpcbatch.api.http import (
     Collection,
     check_expand,
     check_task_collection_size,
+    conditions,
     entity_reply,
     json_reply,
     list_reply,
@@ -69,11 +72,43 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 @routes.get("/jobs/{job}/tasks/{task}")
 async def get_task(request: web.Request) -> web.Response:
-    """"Task - Get" (``$select`` applied by the store)."""
+    """"Task - Get" (``$select`` applied by the store), with an optional long poll.
+
+    hpcbatch extension: with ``If-None-Match: <eTag>`` and ``Prefer: wait=N``
+    (RFC 7240), a task whose ETag still matches is not answered ``304`` at
+    once: the reply waits until the task changes (``200``, the new task) or
+    ``N`` seconds pass (``304``), at most 60. Without ``Prefer: wait``, Task -
+    Get is Batch's.
+    """
     check_expand(request)
-    data = service(request).tasks.get_task(param(request, "job"), param(request, "task"),
-                                           request.query.get("$select"))
-    return entity_reply(request, data, "tasks/@Element")
+    svc = service(request)
+    job_id, task_id = param(request, "job"), param(request, "task")
+    select_ = request.query.get("$select")
+
+    def read() -> dict[str, Any]:
+        return svc.tasks.get_task(job_id, task_id, select_)
+
+    wait_s = prefer_wait_s(request)
+    if wait_s and "If-None-Match" in request.headers:
+        data = await svc.changes.wait_while(
+            read, lambda d: conditions(request, d) is not None, wait_s)
+        reply = entity_reply(request, data, "tasks/@Element")
+        reply.headers["Preference-Applied"] = f"wait={wait_s:g}"
+        return reply
+    return entity_reply(request, read(), "tasks/@Element")
+
+
+def prefer_wait_s(request: web.Request) -> float | None:
+    """Seconds of RFC 7240's ``Prefer: wait=N``, or None when absent or malformed."""
+    for part in request.headers.get("Prefer", "").replace(",", ";").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return None
+            return seconds if seconds > 0 else None
+    return None
 
 
 @routes.delete("/jobs/{job}/tasks/{task}")

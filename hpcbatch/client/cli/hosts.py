@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from hpcbatch.client.cli.common import (
     Column,
     action_command,
+    as_json,
     client,
     emit,
+    note,
     output_option,
     read_command,
 )
@@ -47,3 +51,45 @@ read_command(hosts, "list", "List the inventory, with the pool each host belongs
 action_command(hosts, "remove", "Remove a host that belongs to no pool.",
                lambda c, name: c.remove_host(name), "removed host {name}",
                click.option("--name", required=True, help="Inventory name of the host."))
+
+
+CHECK_COLUMNS: list[Column] = [
+    ("Host", "host"), ("Check", "check"), ("Status", "status"), ("Detail", "detail"),
+    ("Fix", "fix"),
+]
+
+
+@hosts.command("check")
+@click.option("--pool-id", default=None,
+              help="Check only this pool's hosts, and ssh between each pair of its nodes "
+                   "(pools with inter-node communication).")
+@click.option("--launcher", default=None, metavar="NAME",
+              help="MPI launcher to look for on the task PATH.  [default: mpiexec]")
+@output_option
+def hosts_check(pool_id: str | None, launcher: str | None) -> None:
+    """Preflight the inventory's hosts before a pool uses them; exit 1 when any fails.
+
+    For every host, in parallel: SSH reachability and host key, the host's
+    python and its hpcbatch/distributed versions against the service's, free
+    disk under root_dir, the MPI launcher on the task PATH (the python's bin
+    directory first, then the inventory env); with --pool-id and inter-node
+    communication, ssh between each pair of the pool's nodes. One line per
+    host and check; a failure names the host, the cause and the fix.
+    """
+    result = client().check_hosts(pool_id, launcher)
+    checks = result["value"]
+    if as_json():
+        emit(result)
+    elif sys.stdout.isatty():
+        emit(checks, CHECK_COLUMNS)
+    else:
+        for c in checks:
+            line = f"{c['host']}\t{c['check']}\t{c['status']}\t{c['detail']}"
+            click.echo(line + (f"\tfix: {c['fix']}" if c["fix"] else ""))
+    failed = result.get("failed") or []
+    if failed:
+        note(f"{len(failed)} host(s) failed: {', '.join(failed)}")
+        click.get_current_context().exit(1)
+    note(f"all {len({c['host'] for c in checks})} host(s) passed "
+         f"(service: hpcbatch {result['service']['hpcbatch']}, "
+         f"distributed {result['service']['distributed']})")
