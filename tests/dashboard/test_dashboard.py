@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,11 @@ from hpcbatch.api.dashboard.routes import ACTION_EVENT
 from tests.dashboard.conftest import DASK_URL, Env, signed_in_page
 from tests.helpers import wait_until
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# Where the README's screenshots are written: a temporary folder, unless
+# HPCBATCH_SCREENSHOTS names one (``HPCBATCH_SCREENSHOTS=docs`` refreshes the README's).
+DOCS = Path(os.environ.get("HPCBATCH_SCREENSHOTS")
+            or Path(tempfile.gettempdir()) / "hpcbatch-screenshots")
+DOCS.mkdir(parents=True, exist_ok=True)
 
 # The heat map's colours (app.css), as the browser computes them.
 COLOURS = {
