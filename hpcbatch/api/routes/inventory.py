@@ -41,7 +41,7 @@ async def check_hosts(request: web.Request) -> web.Response:
     ``{"value": [{host, check, status, detail, fix}, ...], "service": {...},
     "failed": [host, ...]}``; a failing host is a result, not an error.
     """
-    body = await read_json(request) if request.can_read_body else {}
+    body = await read_json(request) if request.body_exists else {}
     if not isinstance(body, dict) or set(body) - {"poolId", "launcher"}:
         raise BadRequestError("The body must be {\"poolId\": ..., \"launcher\": ...} "
                               "(both optional).")
