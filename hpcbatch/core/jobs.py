@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import dependencies
+from hpcbatch.batch import dependencies, identity
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
@@ -151,6 +151,13 @@ class Jobs:
             conn.execute(jobs.insert().values(**values))
             self.forget_active()
             jm = spec.job_manager_task
+            pool_spec = self.ctx.pool_manager.spec(values["pool_key"])
+            for name, special in (("jobManagerTask", jm), ("jobPreparationTask",
+                                                           spec.job_preparation_task),
+                                  ("jobReleaseTask", spec.job_release_task)):
+                if special is not None:
+                    identity.check_user_name(special.user_identity, pool_spec,
+                                             f"{name}.userIdentity.username")
             if jm is not None:
                 # Queued first: the job manager gets the job's lowest insertion order.
                 row = self.tasks.row_values(jm, values["key"], now)

@@ -10,7 +10,9 @@ registered on that worker as a plugin.
 
 Config keys: ``node_id``, ``worker_name``, ``pool_id``, ``root_dir``,
 ``scheduler_address``, ``nthreads``, ``account_name``, ``account_url``,
-``tls`` (``ca_file``, ``cert_file``, ``key_file``), ``death_timeout_s``.
+``tls`` (``ca_file``, ``cert_file``, ``key_file``), ``death_timeout_s``,
+``user_switching`` (true when :func:`hpcbatch.execution.identity.setup_node`
+prepared the node for running tasks as their own users).
 
 Providers also check and stop a node through this module:
 ``python -m hpcbatch.node --check ROOT`` exits 0 when the node process recorded
@@ -30,7 +32,7 @@ from typing import Any
 
 import psutil
 
-from hpcbatch.execution import agent
+from hpcbatch.execution import agent, identity
 from hpcbatch.execution.environment import NODE_DIRS, NodeIdentity
 
 PID_FILE = "node.pid"
@@ -109,7 +111,8 @@ async def serve(config: dict[str, Any]) -> None:
         root_dir=str(root),
         account_name=config["account_name"],
         account_url=config["account_url"],
-    ), base_env=agent.base_environment(config.get("env") or {}))
+    ), base_env=agent.base_environment(config.get("env") or {}),
+        switcher=identity.Switcher() if config.get("user_switching") else None)
     tls = config["tls"]
     security = Security(
         tls_ca_file=tls["ca_file"],
