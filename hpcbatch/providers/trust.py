@@ -37,6 +37,7 @@ u=$3
 if [ -n "$u" ]; then h=$(getent passwd "$u" | cut -d: -f6); else u=$(id -un); h=$HOME; fi
 [ -n "$h" ] || { echo "user $u does not exist" >&2; exit 1; }
 case $4 in "%h"*) f=$h${4#%h};; *) f=$4;; esac
+case $f in *%u*) f=$(printf '%s' "$f" | sed "s/%u/$u/g");; esac
 if [ -z "$1" ] && [ ! -f "$f" ]; then exit 0; fi
 d=$(dirname -- "$f")
 if [ ! -d "$d" ]; then mkdir -p -- "$d"; case $4 in "%h"*) chmod 700 "$d";; esac; fi
