@@ -24,9 +24,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
 from hpcbatch.batch import identity
-from hpcbatch.batch.identity import POOL_AUTO_USER
+from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.states import (
     NODE_JOINING,
@@ -605,7 +604,7 @@ class PoolManager:
         if node.pool_key in self.ssh_keys:
             private, public = self.ssh_keys[node.pool_key]
             node.trusted = True
-            node.trust_user = POOL_AUTO_USER if node.user_switching else None
+            node.trust_user = identity.POOL_AUTO_USER if node.user_switching else None
             allowed = self._trusted_addresses(node.pool_key)
             trust = provider.install_trust(root, private, public, allowed_from=allowed,
                                            user=node.trust_user)

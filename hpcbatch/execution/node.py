@@ -103,6 +103,9 @@ async def serve(config: dict[str, Any]) -> None:
 
     root = Path(os.path.expanduser(config["root_dir"])).resolve()
     prepare_root(root)
+    for own in ("node.log", "node.json"):  # the agent's files: not for task users
+        if (root / own).exists():
+            (root / own).chmod(0o600)
     end_previous_incarnation(root)
     (root / PID_FILE).write_text(str(os.getpid()))
     node_agent = agent.NodeAgent(NodeIdentity(

@@ -114,7 +114,7 @@ class Host(pydantic.BaseModel):
     @field_validator("authorized_keys")
     @classmethod
     def _check_keys_file(cls, value: str | None) -> str | None:
-        if value is not None and (not (value.startswith("/") or value.startswith("%h/"))
+        if value is not None and (not value.startswith(("/", "%h/"))
                                   or any(c in value for c in "\n\0") or "%h" in value[2:]):
             raise ValueError("must be an absolute path or start with %h/ (sshd's "
                              "AuthorizedKeysFile tokens: a leading %h, and %u)")

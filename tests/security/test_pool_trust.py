@@ -101,7 +101,7 @@ def test_shrinking_a_pool_takes_the_key_from_the_node_that_left(bed) -> None:
                                       if _from(ln) == addresses],
                    what=f"the from= list on {address} to name every node")
 
-    node = sorted(remaining)[0]
+    node = min(remaining)
     client.remove_nodes("trust", [node])  # "Pool - Remove Nodes"
     wait_until(lambda: node not in {n.ip_address for n in client.list_nodes("trust")},
                what="the node to leave")

@@ -114,7 +114,7 @@ def test_a_task_scope_task_cannot_read_another_jobs_task_dir(bed) -> None:
     victim_dir = f"$AZ_BATCH_NODE_ROOT_DIR/{victim.node_info.task_root_directory}"
     script = (f"id -un; cat {victim_dir}/wd/secret.txt; echo cat=$?; ls {victim_dir}; echo ls=$?; "
               "echo shared > $AZ_BATCH_NODE_SHARED_DIR/from-task-scope; echo write=$?")
-    task, out, err = _run(client, "intruder", {
+    _, out, err = _run(client, "intruder", {
         "id": "t", "commandLine": f"/bin/sh -c '{script}'",
         "userIdentity": {"autoUser": {"scope": "task"}}})
     lines = out.splitlines()
@@ -160,7 +160,7 @@ def test_a_multi_instance_mpi_task_runs_across_nodes_as_the_auto_user(bed) -> No
 
 def test_a_node_that_cannot_switch_users_makes_the_pool_say_so(tmp_path: Path) -> None:
     # pytest's temporary folders are mode 0700: task users cannot reach a node root there.
-    with service_on_testbed(tmp_path, 1, "127.0.43.1") as (client, _, thread):
+    with service_on_testbed(tmp_path, 1, "127.0.43.1") as (client, _, _thread):
         client.create_pool({"id": "shared", "vmSize": "testbed", "targetDedicatedNodes": 1})
         client.wait_for_pool("shared", timeout_s=120)
         pool = wait_until(lambda: client.get_pool_json("shared").get("hpcbatchWarnings") and
