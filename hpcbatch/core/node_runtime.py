@@ -72,6 +72,8 @@ class NodeRuntime:
     """The node holds the pool's SSH key (counted in its ``from=`` list)."""
     trust_user: str | None = None
     """The user whose ``authorized_keys`` hold the pool key on this node (None: login user)."""
+    trust_addresses: tuple[str, ...] = ()
+    """The node's addresses in its pool key's ``from=`` lists (its address, resolved)."""
     trust_from: tuple[str, ...] | None = None
     """The ``from=`` addresses last written on this node (None: no key installed)."""
 

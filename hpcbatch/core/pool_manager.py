@@ -15,9 +15,11 @@ how many slots they have free.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import posixpath
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -48,6 +50,34 @@ log = logging.getLogger(__name__)
 
 WORKER_TIMEOUT_S = 60.0
 """How long a started node has to connect its Dask worker before it is unusable."""
+
+
+def source_addresses(address: str) -> tuple[str, ...]:
+    """The addresses a node connects to its peers from, for its pool key's ``from=`` lists.
+
+    An IP address is itself; a host name is itself and what it resolves to
+    here (sshd matches names only with ``UseDNS yes``). Blocking (DNS).
+
+    Parameters
+    ----------
+    address
+        The inventory host's ``address``.
+
+    Returns
+    -------
+    tuple of str
+        The address first, then its resolved IP addresses, sorted.
+    """
+    try:
+        ipaddress.ip_address(address)
+        return (address,)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(address, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return (address,)
+    return (address, *sorted({str(info[4][0]) for info in infos}))
 
 
 class PoolManager:
@@ -603,6 +633,7 @@ class PoolManager:
         config["user_switching"] = self._setup_identity(node, provider, root)
         if node.pool_key in self.ssh_keys:
             private, public = self.ssh_keys[node.pool_key]
+            node.trust_addresses = source_addresses(host.address)
             node.trusted = True
             node.trust_user = identity.POOL_AUTO_USER if node.user_switching else None
             allowed = self._trusted_addresses(node.pool_key)
@@ -628,8 +659,8 @@ class PoolManager:
 
     def _trusted_addresses(self, pool_key: str) -> tuple[str, ...]:
         """The ``from=`` list of a pool's key: the addresses of its nodes that hold the key."""
-        return tuple(sorted({n.host.address for n in self.pools.get(pool_key, {}).values()
-                             if n.trusted}))
+        return tuple(sorted({a for n in self.pools.get(pool_key, {}).values() if n.trusted
+                             for a in n.trust_addresses or (n.host.address,)}))
 
     async def sync_trust(self, pool_key: str) -> None:
         """Bring every key-holding node's ``from=`` list to the pool's current membership.

@@ -4,13 +4,16 @@ On the sshd testbed (each node reads its own authorized keys file,
 :func:`hpcbatch.testing.testbed.keys_file`): the pool key is installed as a
 ``restrict,from="<the pool's node addresses>"`` line; a node that leaves the
 pool (resize down, remove, pool delete) loses the line and its private key
-copy, and the remaining nodes stop accepting it.
+copy, and the remaining nodes stop accepting it. A lost node is dropped from the
+others' lists until it is provisioned again.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import pytest
 
 from hpcbatch.batch.identity import POOL_AUTO_USER
 from hpcbatch.client.sdk import BatchClient
+from hpcbatch.core.pool_manager import source_addresses
 from hpcbatch.providers.trust import authorize_argv, authorized_line, revoke_argv
 from hpcbatch.testing.testbed import keys_file
 from tests.helpers import reachable_dir, service_on_testbed, wait_until
@@ -111,3 +115,36 @@ def test_shrinking_a_pool_takes_the_key_from_the_node_that_left(bed) -> None:
     wait_until(lambda: all(not _pool_lines(tb, a, "trust") for a in addresses),
                what="the pool key to be gone from every node")
     assert not any(_key_copy(tb, a).exists() for a in addresses)
+
+
+@ROOT_ONLY
+def test_a_lost_node_is_no_longer_accepted_and_loses_the_key(bed) -> None:
+    client, tb = bed
+    client.create_pool({"id": "lossy", "vmSize": "testbed", "targetDedicatedNodes": 2,
+                        "enableInterNodeCommunication": True})
+    nodes = client.wait_for_pool("lossy", timeout_s=120)
+    lost, kept = sorted(n.ip_address for n in nodes)
+    root = tb.directory / "nodes" / lost
+    stop = subprocess.run([sys.executable, "-m", "hpcbatch.node", "--stop", str(root)],
+                          capture_output=True, check=False)
+    assert stop.returncode == 0, stop.stderr  # its worker disappears: the node is lost
+    wait_until(lambda: next(n for n in client.list_nodes("lossy") if n.id == lost).state
+               == "unusable", what="the node to be lost")
+    wait_until(lambda: [ln for ln in _pool_lines(tb, kept, "lossy") if _from(ln) == {kept}],
+               what=f"{kept} to stop accepting {lost}")
+    wait_until(lambda: not _pool_lines(tb, lost, "lossy") and not _key_copy(tb, lost).exists(),
+               what=f"{lost} to lose the pool key")
+    client.reboot_node("lossy", lost)  # back in the pool: trusted again
+    client.wait_for_pool("lossy", timeout_s=120)
+    for address in (lost, kept):
+        wait_until(lambda a=address: [ln for ln in _pool_lines(tb, a, "lossy")
+                                      if _from(ln) == {lost, kept}],
+                   what=f"{address} to accept both nodes again")
+    client.delete_pool("lossy")
+
+
+def test_source_addresses_add_what_a_host_name_resolves_to() -> None:
+    assert source_addresses("10.1.2.3") == ("10.1.2.3",)
+    assert source_addresses("localhost")[0] == "localhost"
+    assert "127.0.0.1" in source_addresses("localhost")
+    assert source_addresses("no-such-host.invalid") == ("no-such-host.invalid",)
