@@ -22,6 +22,7 @@ through the worker (:func:`agent_of`); the module holds no node state.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import pickle
 import shlex
@@ -754,11 +755,20 @@ class NodeAgent(WorkerPlugin):
         full_env = dict(self.base_env)
         full_env.update((os.fsencode(k), os.fsencode(v)) for k, v in env.items())
         user: dict[str, Any] = {}
-        if creds is not None:
-            user = {"user": creds.uid, "group": creds.gid, "extra_groups": list(creds.groups)}
-            os.fchown(out.fileno(), creds.uid, creds.gid)
-            os.fchown(err.fileno(), creds.uid, creds.gid)
         try:
+            if creds is not None:
+                os.fchown(out.fileno(), creds.uid, creds.gid)
+                os.fchown(err.fileno(), creds.uid, creds.gid)
+                if creds.uid == os.geteuid():  # root runs as root: nothing to switch
+                    pass
+                elif identity.SETPRIV is None:  # subprocess switches: fork, not vfork
+                    user = {"user": creds.uid, "group": creds.gid,
+                            "extra_groups": list(creds.groups)}
+                elif identity.program_missing(argv[0], os.fsdecode(full_env.get(b"PATH", b"")),
+                                              wd):
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+                else:
+                    argv = identity.setpriv_argv(creds, argv)
             proc = subprocess.Popen(
                 argv, cwd=wd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True, close_fds=True, **user,

@@ -24,6 +24,7 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import sys
@@ -77,6 +78,56 @@ class Credentials:
     def env(self) -> dict[str, str]:
         """Return ``HOME``, ``USER``, ``LOGNAME`` for a process of this user."""
         return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+
+
+SETPRIV = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
+"""util-linux ``setpriv``: switches user between ``exec``s, so that a task's process can be
+started with ``vfork`` (``subprocess`` falls back to ``fork`` of the whole node process when
+it must change the user itself). None when the host lacks it."""
+
+
+def setpriv_argv(creds: Credentials, argv: list[str]) -> list[str]:
+    """Return ``argv`` run by :data:`SETPRIV` as ``creds``'s user, group and groups.
+
+    Parameters
+    ----------
+    creds
+        The user.
+    argv
+        The command (its program found on the ``PATH`` of the environment it gets).
+
+    Returns
+    -------
+    list of str
+        ``[setpriv, --reuid=U, --regid=G, --groups=...|--clear-groups, --, *argv]``.
+
+    Raises
+    ------
+    UserSwitchError
+        The host has no ``setpriv``.
+    """
+    if SETPRIV is None:
+        raise UserSwitchError("setpriv (util-linux) is not installed on this node")
+    groups = (f"--groups={','.join(str(g) for g in creds.groups)}" if creds.groups
+              else "--clear-groups")
+    return [SETPRIV, f"--reuid={creds.uid}", f"--regid={creds.gid}", groups, "--", *argv]
+
+
+def program_missing(program: str, path: str | None, cwd: str | os.PathLike[str]) -> bool:
+    """Tell whether ``program`` cannot be found as ``exec`` would look for it.
+
+    Parameters
+    ----------
+    program
+        ``argv[0]``: a path (with ``/``; relative to ``cwd``) or a name looked up on ``path``.
+    path
+        The ``PATH`` the program gets.
+    cwd
+        Its working directory.
+    """
+    if "/" in program:
+        return not os.path.exists(os.path.join(cwd, program))
+    return shutil.which(program, path=path or os.defpath) is None
 
 
 def _credentials(name: str) -> Credentials:

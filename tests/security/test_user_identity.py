@@ -71,6 +71,13 @@ def test_default_tasks_run_as_the_pools_non_admin_auto_user(bed) -> None:
     assert all("password" not in a for a in pool["userAccounts"])  # write-only
 
 
+def test_a_missing_program_is_still_reported_as_not_found(bed) -> None:
+    client, _ = bed
+    task, _, err = _run(client, "missing", {"id": "t", "commandLine": "no-such-program-x1 a"})
+    assert task.execution_info.failure_info.code == "CommandProgramNotFound"
+    assert "no-such-program-x1" in err
+
+
 def test_admin_auto_user_tasks_run_as_root(bed) -> None:
     client, _ = bed
     task, out, _ = _run(client, "admin", {
