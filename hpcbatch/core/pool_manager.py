@@ -795,7 +795,7 @@ class PoolManager:
                                     "retryCount": attempt}
             run_key = f"start-{node.pool_key}-{node.node_id}-{gen}-{attempt}"
             launch = agent.Launch(
-                key=run_key, task_dir="startup", command_line=spec.command_line,
+                key=run_key, task_dir=agent.STARTUP_DIR, command_line=spec.command_line,
                 run_as=identity.resolve(spec.user_identity, self.specs[node.pool_key], run_key),
                 settings=[s.to_wire() for s in spec.environment_settings or []],
                 resource_files=[r.to_wire() for r in spec.resource_files or []],

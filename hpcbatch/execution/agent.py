@@ -67,6 +67,9 @@ EXECUTOR_THREADS = 64
 coordination tasks, and tasks with files to transfer); the service never sends
 more runs than a node has slots for."""
 
+STARTUP_DIR = "startup"
+"""The start task's directory, relative to the node root (``AZ_BATCH_NODE_STARTUP_DIR``)."""
+
 RUN_TAG = "HPCBATCH_RUN_KEY"
 """Variable set in every task process: finds a run's processes, daemons included."""
 
@@ -573,7 +576,8 @@ class NodeAgent(WorkerPlugin):
         if creds is not None:
             for path in (tdir, wd):
                 os.chown(path, creds.uid, creds.gid)
-            tdir.chmod(0o700)
+            # The start task's folder stays readable: tasks use what it installs there.
+            tdir.chmod(0o755 if launch.task_dir == STARTUP_DIR else 0o700)
             env.update(creds.env())
         return tdir, wd, env, creds
 
