@@ -137,6 +137,13 @@ class Jobs:
                 "A job release task cannot be specified without a job preparation task.",
                 code="InvalidPropertyValue", values={"PropertyName": "jobReleaseTask"})
         now = utcnow()
+        pool_spec = self.ctx.pool_manager.spec(spec.pool_info.pool_id.lower())
+        for name, special in (("jobManagerTask", spec.job_manager_task),
+                              ("jobPreparationTask", spec.job_preparation_task),
+                              ("jobReleaseTask", spec.job_release_task)):
+            if special is not None:
+                identity.check_user_name(special.user_identity, pool_spec,
+                                         f"{name}.userIdentity.username")
         with self.ctx.store.begin() as conn:
             if Store.fetch_one(conn, jobs, key=spec.id.lower()) is not None:
                 raise exists("Job", spec.id)
@@ -151,13 +158,6 @@ class Jobs:
             conn.execute(jobs.insert().values(**values))
             self.forget_active()
             jm = spec.job_manager_task
-            pool_spec = self.ctx.pool_manager.spec(values["pool_key"])
-            for name, special in (("jobManagerTask", jm), ("jobPreparationTask",
-                                                           spec.job_preparation_task),
-                                  ("jobReleaseTask", spec.job_release_task)):
-                if special is not None:
-                    identity.check_user_name(special.user_identity, pool_spec,
-                                             f"{name}.userIdentity.username")
             if jm is not None:
                 # Queued first: the job manager gets the job's lowest insertion order.
                 row = self.tasks.row_values(jm, values["key"], now)

@@ -111,6 +111,12 @@ def test_an_unknown_user_name_is_refused_when_the_task_is_added(bed) -> None:
         client.create_task("nouser", {"id": "t2", "commandLine": "true", "userIdentity": {
             "username": "alice", "autoUser": {"scope": "task"}}})
     assert err.value.code == "InvalidPropertyValue"
+    with pytest.raises(BatchError) as err:  # Job - Add checks its job manager too
+        client.create_job({"id": "nouser-jm", "poolInfo": {"poolId": "ident"},
+                           "jobManagerTask": {"id": "jm", "commandLine": "true",
+                                              "userIdentity": {"username": "mallory"}}})
+    assert err.value.code == "InvalidPropertyValue"
+    assert "jobManagerTask.userIdentity.username" in str(err.value.values)
 
 
 def test_a_task_scope_task_cannot_read_another_jobs_task_dir(bed) -> None:
