@@ -18,7 +18,11 @@ from typing import Any
 
 import pytest
 
+from hpcbatch.batch.identity import RunAs
 from hpcbatch.client.sdk import BatchClient, BatchError
+from hpcbatch.execution.agent import Launch, NodeAgent
+from hpcbatch.execution.environment import NodeIdentity
+from hpcbatch.execution.identity import Switcher
 from tests.helpers import reachable_dir, service_on_testbed, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -184,3 +188,19 @@ def test_a_node_that_cannot_switch_users_makes_the_pool_say_so(tmp_path: Path) -
         assert warning["values"] == [{"name": "NodeId", "value": "127.0.43.1"}]
         _, out, _ = _run(client, "shared", {"id": "t", "commandLine": "id -u"}, pool="shared")
         assert out.strip() == "0"  # tasks share the agent's identity, as the warning says
+
+
+def test_a_user_missing_on_the_node_fails_the_task_with_a_clear_failure(tmp_path: Path) -> None:
+    # The lowest seam: an agent that switches users, asked to run as an account its node
+    # lacks (the pool changed after the task was added, or the account could not be made).
+    node = NodeIdentity(node_id="n1", pool_id="p", root_dir=str(tmp_path),
+                        account_name="a", account_url="http://x")
+    outcome = NodeAgent(node, base_env={}, switcher=Switcher()).run_task(
+        Launch(key="k", task_dir="workitems/j/job-1/t", command_line="true", job_id="j",
+               task_id="t", run_as=RunAs("nosuchuser7", "account")))
+    assert outcome.exit_code is None
+    assert outcome.failure_info is not None
+    assert outcome.failure_info["category"] == "usererror"
+    assert outcome.failure_info["code"] == "UserIdentityInvalid"
+    assert "nosuchuser7" in outcome.failure_info["message"]
+    assert "n1" in outcome.failure_info["message"]
