@@ -19,7 +19,12 @@ store and no scheduling pass: what a design with one Dask task per Batch task
 can reach at best on this machine.
 
     python benchmarks/bench_dispatch.py [--quick] [--slots 2,1,4] [--base-address 127.0.7.1]
-                                        [--json PATH]
+                                        [--user-switching] [--json PATH]
+
+``--user-switching`` makes the node roots reachable by task users, so that
+the testbed's nodes (running as root) start every task as the pool's
+non-admin auto-user; without it tasks share the node agent's identity (the
+spawn path without ``setuid``).
 """
 
 from __future__ import annotations
@@ -255,6 +260,10 @@ def main() -> int:
                        help="taskSlotsPerNode values to run (first is the headline)")
         p.add_argument("--base-address", default=BASE_ADDRESS,
                        help="loopback address of the first testbed node (default %(default)s)")
+        p.add_argument("--user-switching", action="store_true",
+                       help="node roots reachable by task users, so that nodes running as "
+                            "root run tasks as the pool's auto-user (default: the temporary "
+                            "folder is mode 0700, tasks share the node agent's identity)")
 
     args = parse_args("bench_dispatch", __doc__.splitlines()[0], extra)
     n = 300 if args.quick else 2000
@@ -264,8 +273,11 @@ def main() -> int:
     raw_spawn(50, 1)  # warm-up
     raw_before = {"sequential": raw_spawn(n, 1), "2_threads": raw_spawn(n, 2)}
     runs: list[dict[str, Any]] = []
+    results["user_switching"] = args.user_switching
     with tempfile.TemporaryDirectory(prefix="hpcbatch-bench-dispatch-") as tmpdir:
         tmp = Path(tmpdir)
+        if args.user_switching:
+            tmp.chmod(0o755)
         with testbed.up(NODES, tmp / "testbed", base_address=args.base_address) as bed, \
                 service(tmp / "state") as (client, thread):
             python = node_python(bed.directory)  # nodes run this checkout too

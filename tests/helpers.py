@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,3 +57,20 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 60, interval_s: 
 def account_key(state_dir: Path) -> str:
     """Return the account key a service stored in its state dir."""
     return json.loads((state_dir / "account.json").read_text())["key"]
+
+
+@contextmanager
+def reachable_dir() -> Iterator[Path]:
+    """A temporary folder every user can traverse (mode 0755 up to /), for node roots.
+
+    pytest's own temporary folders are mode 0700: a task user could not reach a
+    node root there, and the node would (rightly) not switch users. Needs root.
+    """
+    if os.geteuid() != 0:
+        raise RuntimeError("user switching needs the node agent to run as root")
+    path = Path(tempfile.mkdtemp(prefix="hpcbatch-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -224,11 +225,72 @@ class JobConstraints(WireModel):
     max_task_retry_count: Annotated[int, Field(ge=-1)] | None = None
 
 
+USER_NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+"""The Linux account names a pool's ``userAccounts`` may use (``useradd``'s portable rule)."""
+
+
+class AutoUserSpecification(WireModel):
+    """The auto-user a task runs as (``AutoUserSpecification``).
+
+    ``scope``: ``pool`` (default; the pool's common auto-user) or ``task`` (a
+    user created for the task and removed after it). ``elevation_level``:
+    ``nonadmin`` (default) or ``admin``.
+    """
+
+    scope: Literal["task", "pool"] | None = None
+    elevation_level: Literal["nonadmin", "admin"] | None = None
+
+
 class UserIdentity(WireModel):
-    """Accepted for wire compatibility; tasks run as the inventory host's SSH user."""
+    """The identity a task runs under (``UserIdentity``): ``username`` or ``autoUser``, not both.
+
+    Omitted, a task runs as the pool's non-admin auto-user (see
+    :mod:`hpcbatch.batch.identity`).
+    """
 
     user_name: str | None = Field(default=None, alias="username")
-    auto_user: dict[str, Any] | None = None
+    auto_user: AutoUserSpecification | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> UserIdentity:
+        if self.user_name is not None and self.auto_user is not None:
+            raise ValueError("userIdentity: the username and autoUser properties are mutually "
+                             "exclusive; specify one of them")
+        return self
+
+
+class LinuxUserConfiguration(WireModel):
+    """Linux properties of a pool user account (``LinuxUserConfiguration``)."""
+
+    uid: Annotated[int, Field(ge=1, le=2**31 - 2)] | None = None
+    gid: Annotated[int, Field(ge=1, le=2**31 - 2)] | None = None
+    ssh_private_key: str | None = None
+
+    @model_validator(mode="after")
+    def _both_ids(self) -> LinuxUserConfiguration:
+        if (self.uid is None) != (self.gid is None):
+            raise ValueError("linuxUserConfiguration: the uid and gid properties must be "
+                             "specified together or not at all")
+        return self
+
+
+def _user_name(value: str) -> str:
+    if not USER_NAME_PATTERN.fullmatch(value):
+        raise ValueError("a user account name must be 1 to 32 lower-case letters, digits, "
+                         "'_' or '-', starting with a letter or '_'")
+    if value.startswith("_azbatch") or value == "root":
+        raise ValueError(f"the user account name {value!r} is reserved (root, _azbatch*)")
+    return value
+
+
+class UserAccount(WireModel):
+    """A user account created on every node of a pool (``UserAccount``)."""
+
+    name: Annotated[str, AfterValidator(_user_name)]
+    password: Annotated[str, Field(min_length=1)]
+    elevation_level: Literal["nonadmin", "admin"] | None = None
+    linux_user_configuration: LinuxUserConfiguration | None = None
+    windows_user_configuration: dict[str, Any] | None = None
 
 
 class StartTask(WireModel):
@@ -343,11 +405,11 @@ class PoolSpec(WireModel):
     start_task: StartTask | None = None
     application_package_references: list[ApplicationPackageReference] | None = None
     metadata: list[dict[str, str]] | None = None
+    user_accounts: list[UserAccount] | None = None
     # Azure-only properties, accepted for wire compatibility.
     virtual_machine_configuration: dict[str, Any] | None = None
     cloud_service_configuration: dict[str, Any] | None = None
     network_configuration: dict[str, Any] | None = None
-    user_accounts: list[dict[str, Any]] | None = None
     certificate_references: list[dict[str, Any]] | None = None
     mount_configuration: list[dict[str, Any]] | None = None
     target_node_communication_mode: str | None = None
@@ -355,6 +417,15 @@ class PoolSpec(WireModel):
     resource_tags: dict[str, str] | None = None
     identity: dict[str, Any] | None = None
     application_licenses: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _unique_accounts(self) -> PoolSpec:
+        names = [a.name if isinstance(a, UserAccount) else a.get("name")
+                 for a in self.user_accounts or []]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"userAccounts: the name {dup[0]!r} is given more than once")
+        return self
 
     @property
     def slots(self) -> int:
@@ -394,6 +465,8 @@ class Pool(ResourceFields, PoolSpec):
     current_low_priority_nodes: int = 0
     resize_errors: list[ResizeError] | None = None
     auto_scale_run: dict[str, Any] | None = None
+    user_accounts: list[dict[str, Any]] | None = None  # type: ignore[assignment]
+    """As returned: without passwords (write-only)."""
 
 
 class PoolResize(WireModel):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import dependencies, events, tokens
+from hpcbatch.batch import dependencies, events, identity, tokens
 from hpcbatch.batch.errors import (
     HpcbatchError,
 )
@@ -494,10 +494,12 @@ class Dispatcher:
             extra_env.update(AZ_BATCH_JOB_PREP_DIR=prep_dir,
                              AZ_BATCH_JOB_PREP_WORKING_DIR=posixpath.join(prep_dir, "wd"))
         mis = getattr(spec, "multi_instance_settings", None)
+        run_as = identity.resolve(spec.user_identity,
+                                  self.ctx.pool_manager.spec(nodes_[0].pool_key), key)
         if len(nodes_) == 1 and mis is None:
             launch = agent.Launch(key=key, task_dir=tdir, command_line=spec.command_line,
                                   job_id=job["id"], task_id=row["id"], settings=settings,
-                                  extra_env=extra_env, max_wall_clock_s=wall_s,
+                                  extra_env=extra_env, max_wall_clock_s=wall_s, run_as=run_as,
                                   **self.launch_io(spec, nodes_[0].pool_key))
             if not job_spec.get("jobPreparationTask"):
                 return run, launch  # sent with the other runs of this pass to the node
@@ -518,7 +520,7 @@ class Dispatcher:
                 settings=settings, max_wall_clock_s=wall_s, identity_file=pool_key,
                 local_python=nodes_[0].host.python if local else None,
                 extra_env=extra_env, io=self.launch_io(spec, nodes_[0].pool_key),
-                storage=self.ctx.storage)
+                storage=self.ctx.storage, run_as=run_as)
 
             def start() -> Any:
                 return asyncio.ensure_future(self._run_gang(run, gang, coordination, app))

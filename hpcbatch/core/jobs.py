@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import dependencies
+from hpcbatch.batch import dependencies, identity
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
@@ -137,6 +137,13 @@ class Jobs:
                 "A job release task cannot be specified without a job preparation task.",
                 code="InvalidPropertyValue", values={"PropertyName": "jobReleaseTask"})
         now = utcnow()
+        pool_spec = self.ctx.pool_manager.spec(spec.pool_info.pool_id.lower())
+        for name, special in (("jobManagerTask", spec.job_manager_task),
+                              ("jobPreparationTask", spec.job_preparation_task),
+                              ("jobReleaseTask", spec.job_release_task)):
+            if special is not None:
+                identity.check_user_name(special.user_identity, pool_spec,
+                                         f"{name}.userIdentity.username")
         with self.ctx.store.begin() as conn:
             if Store.fetch_one(conn, jobs, key=spec.id.lower()) is not None:
                 raise exists("Job", spec.id)

@@ -68,6 +68,18 @@ class NodeRuntime:
     ssh_user: str | None = None
     removing: bool = False
     worker_name: str = ""
+    user_switching: bool | None = None
+    """Whether the node runs tasks as their own users (None: not known yet)."""
+    switching_note: str | None = None
+    """Why tasks share the node agent's identity, when they do."""
+    trusted: bool = False
+    """The node holds the pool's SSH key (counted in its ``from=`` list)."""
+    trust_user: str | None = None
+    """The user whose ``authorized_keys`` hold the pool key on this node (None: login user)."""
+    trust_addresses: tuple[str, ...] = ()
+    """The node's addresses in its pool key's ``from=`` lists (its address, resolved)."""
+    trust_from: tuple[str, ...] | None = None
+    """The ``from=`` addresses last written on this node (None: no key installed)."""
 
     @property
     def free_slots(self) -> int:

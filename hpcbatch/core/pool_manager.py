@@ -15,15 +15,18 @@ how many slots they have free.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import posixpath
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from hpcbatch.batch import identity
 from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.states import (
@@ -53,6 +56,34 @@ node's scheduling again clears it."""
 
 WORKER_TIMEOUT_S = 60.0
 """How long a started node has to connect its Dask worker before it is unusable."""
+
+
+def source_addresses(address: str) -> tuple[str, ...]:
+    """The addresses a node connects to its peers from, for its pool key's ``from=`` lists.
+
+    An IP address is itself; a host name is itself and what it resolves to
+    here (sshd matches names only with ``UseDNS yes``). Blocking (DNS).
+
+    Parameters
+    ----------
+    address
+        The inventory host's ``address``.
+
+    Returns
+    -------
+    tuple of str
+        The address first, then its resolved IP addresses, sorted.
+    """
+    try:
+        ipaddress.ip_address(address)
+        return (address,)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(address, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return (address,)
+    return (address, *sorted({str(info[4][0]) for info in infos}))
 
 
 class PoolManager:
@@ -137,6 +168,7 @@ class PoolManager:
         self.targets: dict[str, int] = {}
         self.ssh_keys: dict[str, tuple[str, str]] = {}
         self._providers: dict[str, NodeProvider] = {}
+        self._trust_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
         self.watch_interval_s = 1.0
@@ -645,19 +677,77 @@ class PoolManager:
             "death_timeout_s": WORKER_TIMEOUT_S,
             "env": dict(host.env),
         }
+        config["user_switching"] = self._setup_identity(node, provider, root)
         if node.pool_key in self.ssh_keys:
             private, public = self.ssh_keys[node.pool_key]
-            trust = provider.install_trust(root, private, public)
+            node.trust_addresses = source_addresses(host.address)
+            node.trusted = True
+            node.trust_user = identity.POOL_AUTO_USER if node.user_switching else None
+            allowed = self._trusted_addresses(node.pool_key)
+            trust = provider.install_trust(root, private, public, allowed_from=allowed,
+                                           user=node.trust_user)
             if trust is not None:
                 node.host_key, node.ssh_user = trust.host_key, trust.user
+                node.trust_from = allowed
         provider.start(root, config, files)
 
+    def _setup_identity(self, node: NodeRuntime, provider: NodeProvider, root: str) -> bool:
+        """Prepare the node's task users (runs in a thread); return whether tasks switch users."""
+        spec = self.specs[node.pool_key]
+        result = provider.setup_identity(root, {
+            "accounts": [a.to_wire() for a in spec.user_accounts or []],
+            "inter_node": bool(spec.enable_inter_node_communication)})
+        node.user_switching = bool(result.get("switching"))
+        node.switching_note = None if node.user_switching else str(result.get("reason"))
+        if not node.user_switching:
+            log.warning("node %s (pool %s): tasks share the node agent's identity: %s",
+                        node.node_id, node.pool_id, node.switching_note)
+        return node.user_switching
+
+    def _trusted_addresses(self, pool_key: str) -> tuple[str, ...]:
+        """The ``from=`` list of a pool's key: the addresses of its nodes that hold the key."""
+        return tuple(sorted({a for n in self.pools.get(pool_key, {}).values() if n.trusted
+                             for a in n.trust_addresses or (n.host.address,)}))
+
+    async def sync_trust(self, pool_key: str) -> None:
+        """Bring every key-holding node's ``from=`` list to the pool's current membership.
+
+        Called after a node installed the pool key and after a node left; one
+        command per node whose list differs (joins that come together share a pass).
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+        """
+        if pool_key not in self.ssh_keys:
+            return
+        lock = self._trust_locks.setdefault(pool_key, asyncio.Lock())
+        async with lock:
+            allowed = self._trusted_addresses(pool_key)
+            stale = [n for n in self.pools.get(pool_key, {}).values()
+                     if n.trusted and n.trust_from is not None and n.trust_from != allowed]
+            public = self.ssh_keys[pool_key][1]
+
+            def update(node: NodeRuntime) -> None:
+                try:
+                    self.provider(node.host).update_trust(public, allowed_from=allowed,
+                                                          user=node.trust_user)
+                    node.trust_from = allowed
+                except HpcbatchError as exc:
+                    log.warning("cannot update the pool key on host %s: %s", node.host.name, exc)
+
+            await asyncio.gather(*(asyncio.to_thread(update, n) for n in stale))
+
     def _revoke_trust(self, node: NodeRuntime) -> None:
-        """Remove the pool key from the host's authorized_keys (the pool is gone)."""
+        """Remove the pool key and the private key copy from a node leaving the pool (thread)."""
+        node.trusted = False
         if node.pool_key not in self.ssh_keys:
             return
+        node.trust_from = None
         try:
-            self.provider(node.host).revoke_trust(self.ssh_keys[node.pool_key][1])
+            self.provider(node.host).revoke_trust(self.ssh_keys[node.pool_key][1],
+                                                  root_dir=node.root_dir, user=node.trust_user)
         except HpcbatchError as exc:
             log.warning("cannot revoke the pool key on host %s: %s", node.host.name, exc)
 
@@ -702,6 +792,7 @@ class PoolManager:
         except Exception as exc:  # an unexpected provider failure still names the host
             self._fail(node, "NodeStartFailed", f"host {node.host.name}: {exc}")
             return
+        await self.sync_trust(node.pool_key)  # the other nodes accept this one from now on
         addr = await self._wait_for_worker(node, WORKER_TIMEOUT_S)
         if gen != node.generation or node.state == "leavingpool":
             return
@@ -749,9 +840,10 @@ class PoolManager:
             started = utcnow()
             node.start_task_info = {"state": "running", "startTime": iso(started),
                                     "retryCount": attempt}
+            run_key = f"start-{node.pool_key}-{node.node_id}-{gen}-{attempt}"
             launch = agent.Launch(
-                key=f"start-{node.pool_key}-{node.node_id}-{gen}-{attempt}",
-                task_dir="startup", command_line=spec.command_line,
+                key=run_key, task_dir=agent.STARTUP_DIR, command_line=spec.command_line,
+                run_as=identity.resolve(spec.user_identity, self.specs[node.pool_key], run_key),
                 settings=[s.to_wire() for s in spec.environment_settings or []],
                 resource_files=[r.to_wire() for r in spec.resource_files or []],
                 storage=self.storage, packages=self.packages_for(node.pool_key),
@@ -817,12 +909,15 @@ class PoolManager:
         self.set_state(node, state)
         await self._provision(node)
 
-    async def remove_node(self, node: NodeRuntime, revoke_trust: bool = False) -> None:
+    async def remove_node(self, node: NodeRuntime) -> None:
         """Take a node out of its pool: close its worker and give its host back.
 
         The service requeues the node's tasks through ``on_node_lost`` first.
+        The node loses the pool's SSH key (its ``authorized_keys`` line and its
+        private key copy) and the other nodes stop accepting it (``from=``).
         """
         node.generation += 1
+        node.trusted = False
         self.set_state(node, "leavingpool")
         if node.used_slots:
             self.on_node_lost(node)
@@ -831,8 +926,8 @@ class PoolManager:
         elif node.root_dir:  # no worker to close: its process may still be trying to connect
             await asyncio.to_thread(self._stop_process, node)
         node.worker = None
-        if revoke_trust:
-            await asyncio.to_thread(self._revoke_trust, node)
+        await asyncio.to_thread(self._revoke_trust, node)
+        await self.sync_trust(node.pool_key)
         with self.store.begin() as conn:
             conn.execute(nodes.delete().where(nodes.c.pool_key == node.pool_key,
                                               nodes.c.id == node.node_id))
@@ -849,7 +944,7 @@ class PoolManager:
     async def delete_pool(self, pool_key: str) -> None:
         """Remove every node of a pool and forget the pool."""
         self.targets[pool_key] = 0
-        await asyncio.gather(*(self.remove_node(n, revoke_trust=True)
+        await asyncio.gather(*(self.remove_node(n)
                                for n in list(self.pools.get(pool_key, {}).values())))
         self.ssh_keys.pop(pool_key, None)
         self.stopping.discard(pool_key)
@@ -873,12 +968,21 @@ class PoolManager:
                         if workers.get(node.worker_name) != node.worker:
                             self.lost(node)
 
+    async def _lose_trust(self, node: NodeRuntime, generation: int) -> None:
+        """A lost node: the others stop accepting it, and it loses the key if it is reachable
+        (unless it was provisioned again meanwhile)."""
+        await self.sync_trust(node.pool_key)
+        if node.generation == generation:
+            await asyncio.to_thread(self._revoke_trust, node)
+
     def lost(self, node: NodeRuntime) -> None:
         """Mark a node whose worker disappeared ``unusable``; the service requeues its tasks."""
         if node.worker is None:
             return
         node.worker = None
         node.generation += 1
+        node.trusted = False  # until it is provisioned again
+        self._spawn(self._lose_trust(node, node.generation))
         self.on_node_lost(node)
         self._fail(node, "NodeLost",
                    f"host {node.host.name}: the node's worker disconnected from the scheduler; "

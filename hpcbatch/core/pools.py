@@ -117,6 +117,36 @@ def allocation_change(current: str, new: str) -> str:
     return check(Kind.allocation, current, new)
 
 
+WARNINGS_PROPERTY = "hpcbatchWarnings"
+"""Pool property (not Batch's; Batch clients ignore it) listing conditions the user should
+know, e.g. nodes whose tasks share the node agent's identity."""
+
+
+def identity_warnings(nodes_: Iterable[NodeRuntime]) -> list[dict[str, Any]]:
+    """Return the pool warning for nodes that cannot run tasks as their own users, if any.
+
+    Parameters
+    ----------
+    nodes_
+        The pool's nodes.
+
+    Returns
+    -------
+    list of dict
+        ``[{"code": "TasksShareNodeAgentIdentity", "message", "values": [{"name":
+        "NodeId", "value"}, ...]}]`` or ``[]``: Batch's error shape.
+    """
+    shared = [n for n in nodes_ if n.user_switching is False]
+    if not shared:
+        return []
+    reasons = sorted({n.switching_note or "" for n in shared})
+    return [{"code": "TasksShareNodeAgentIdentity",
+             "message": ("Tasks on these nodes share the node agent's identity: userIdentity is "
+                         "not enforced, and tasks can read the node's secrets and each other's "
+                         "files (" + "; ".join(reasons) + ")."),
+             "values": [{"name": "NodeId", "value": n.node_id} for n in shared]}]
+
+
 class Pools:
     """The account's pools.
 
@@ -219,6 +249,12 @@ class Pools:
         })
         if "autoScaleRun" in status:
             out["autoScaleRun"] = status["autoScaleRun"]
+        if out.get("userAccounts"):  # passwords are write-only
+            out["userAccounts"] = [{k: v for k, v in a.items() if k != "password"}
+                                   for a in out["userAccounts"]]
+        warnings = identity_warnings(nodes_)
+        if warnings:
+            out[WARNINGS_PROPERTY] = warnings
         short = status["target"] - out["currentDedicatedNodes"]
         if row["state"] == "active" and short > 0 and not self.ctx.pool_manager.can_grow(key):
             if not any(n.state in NODE_JOINING for n in nodes_):

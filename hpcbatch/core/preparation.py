@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import events
+from hpcbatch.batch import events, identity
 from hpcbatch.batch.models import (
     JobPreparationTask,
     JobReleaseTask,
@@ -159,8 +159,11 @@ class JobPreparation:
                                     "taskRootDirectory": rel,
                                     "taskRootDirectoryUrl": f"{node_url}/files/{rel}"}
             self._save_job_node(job["key"], node, **{column: info})
+            run_key = self.ctx.run_key(dirname)
             launch = agent.Launch(
-                key=self.ctx.run_key(dirname), task_dir=rel,
+                key=run_key, task_dir=rel,
+                run_as=identity.resolve(spec.user_identity,
+                                        self.ctx.pool_manager.spec(node.pool_key), run_key),
                 command_line=spec.command_line, job_id=job["id"], task_id=spec.id or dirname,
                 settings=[*(job_spec.get("commonEnvironmentSettings") or []),
                           *[s.to_wire() for s in spec.environment_settings or []]],

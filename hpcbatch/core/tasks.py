@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import dependencies, odata
+from hpcbatch.batch import dependencies, identity, odata
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
@@ -126,8 +126,9 @@ class Tasks:
         if spec.application_package_references:
             self.applications.resolve_packages([r.to_wire() for r in spec.application_package_references],
                                   "applicationPackageReferences")
+        pool = self.ctx.pool_manager.spec(job["pool_key"] or "")
+        identity.check_user_name(spec.user_identity, pool)
         if spec.multi_instance_settings is not None:
-            pool = self.ctx.pool_manager.spec(job["pool_key"] or "")
             capacity = self.ctx.pool_manager.capacity(job["pool_key"]) if pool else None
             multiinstance.validate(spec, pool, capacity)
 

@@ -27,6 +27,7 @@ read anything that is, or resolves into, that folder.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import pickle
 import shlex
@@ -45,7 +46,8 @@ from typing import Any
 import psutil
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from hpcbatch.execution import metrics, packages, transfer
+from hpcbatch.batch.identity import RunAs
+from hpcbatch.execution import identity, metrics, packages, transfer
 from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
 
 AGENT_PLUGIN = "hpcbatch-agent"
@@ -74,6 +76,9 @@ EXECUTOR_THREADS = 64
 """Most runs one node executes in threads at once (start, preparation and
 coordination tasks, and tasks with files to transfer); the service never sends
 more runs than a node has slots for."""
+
+STARTUP_DIR = "startup"
+"""The start task's directory, relative to the node root (``AZ_BATCH_NODE_STARTUP_DIR``)."""
 
 RUN_TAG = "HPCBATCH_RUN_KEY"
 """Variable set in every task process: finds a run's processes, daemons included."""
@@ -125,6 +130,10 @@ class Launch:
     packages
         Application package versions to have extracted on the node first
         (pool-level and task-level references, resolved by the service).
+    run_as
+        The user the run executes as (its ``userIdentity`` resolved by the
+        service); honoured when the agent switches users, else the run shares
+        the agent's identity.
     """
 
     key: str
@@ -145,6 +154,7 @@ class Launch:
     storage: transfer.StorageRef | None = None
     persist_logs: bool = False
     packages: list[packages.PackageRef] = field(default_factory=list)
+    run_as: RunAs | None = None
 
 
 @dataclass
@@ -313,6 +323,14 @@ def _is_plain(launch: Launch) -> bool:
                  or not (launch.persist_logs or launch.job_id)))
 
 
+def _chown_tree(top: Path, creds: identity.Credentials) -> None:
+    """Give a folder and everything under it (downloaded resource files) to a task's user."""
+    os.chown(top, creds.uid, creds.gid)
+    for folder, dirs, files in os.walk(top):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(folder, name), creds.uid, creds.gid, follow_symlinks=False)
+
+
 def _persist(launch: Launch, tdir: Path, wd: Path, code: int | None,
              failure: dict[str, Any] | None) -> dict[str, Any] | None:
     """Upload output files and task logs; return the failure info, with an upload error if any."""
@@ -395,6 +413,10 @@ class NodeAgent(WorkerPlugin):
     base_env
         The environment every task starts from; default: this process's
         (:func:`base_environment`), computed once now.
+    switcher
+        Runs each task as its :attr:`Launch.run_as` user (the agent runs as
+        root, :mod:`hpcbatch.execution.identity`); None: tasks share the
+        agent's identity.
 
     Attributes
     ----------
@@ -410,8 +432,10 @@ class NodeAgent(WorkerPlugin):
     """The plugin's name in ``worker.plugins`` (:data:`AGENT_PLUGIN`)."""
 
     def __init__(self, node: NodeIdentity, *,
-                 base_env: Mapping[bytes, bytes] | None = None) -> None:
+                 base_env: Mapping[bytes, bytes] | None = None,
+                 switcher: identity.Switcher | None = None) -> None:
         self.node = node
+        self.switcher = switcher
         self.base_env: dict[bytes, bytes] = (dict(base_env) if base_env is not None
                                              else base_environment())
         self.worker: Any = None
@@ -427,6 +451,8 @@ class NodeAgent(WorkerPlugin):
         self._stream_waiters: list[asyncio.Future[None]] = []
         self._notify_scheduled = False
         self._stream_generation = 0
+        self._task_users: dict[str, Path] = {}
+        """Task-scope users whose run ended with processes left (coordination daemons)."""
 
     # ------------------------------------------------------------- plugin hooks
 
@@ -482,7 +508,7 @@ class NodeAgent(WorkerPlugin):
         except RuntimeError:
             loop = None
         for launch in launches:
-            if loop is not None and _HAS_PIDFD and _is_plain(launch):
+            if loop is not None and _HAS_PIDFD and _is_plain(launch) and not self._makes_user(launch):
                 self._start_on_loop(launch, loop)
             else:
                 self._pool().submit(self._run_and_report, launch)
@@ -513,10 +539,18 @@ class NodeAgent(WorkerPlugin):
             reports it; an output upload failure gives code ``FileUploadError``
             with the exit code kept.
         """
-        tdir, wd, env = self._prepare(launch)
         start = _now()
-        code, failure = self._execute(launch, tdir, wd, env)
-        failure = _persist(launch, tdir, wd, code, failure)
+        try:
+            tdir, wd, env, creds = self._prepare(launch)
+        except identity.UserSwitchError as exc:
+            outcome = self._user_failure(launch, exc, start)
+            self._report(launch.key, outcome)
+            return outcome
+        try:
+            code, failure = self._execute(launch, tdir, wd, env, creds)
+            failure = _persist(launch, tdir, wd, code, failure)
+        finally:
+            self._drop_task_user(launch, tdir)
         outcome = Outcome(code, start, _now(), failure, str(tdir), self.node.node_id)
         self._report(launch.key, outcome)
         return outcome
@@ -528,10 +562,19 @@ class NodeAgent(WorkerPlugin):
                                                     thread_name_prefix="hpcbatch-run")
             return self._executor
 
-    def _prepare(self, launch: Launch) -> tuple[Path, Path, dict[str, str]]:
-        """Create the task directory and its files; return (task dir, working dir, Batch variables).
+    def _prepare(self, launch: Launch,
+                 ) -> tuple[Path, Path, dict[str, str], identity.Credentials | None]:
+        """Create the task directory and its files; return (task dir, working dir, Batch
+        variables, the credentials of the user it runs as or None).
 
-        The variables are those the task adds to :attr:`base_env`.
+        The variables are those the task adds to :attr:`base_env`. Under user
+        switching the task directory and everything in it belong to the run's
+        user, and the task directory is closed to others (mode 0700).
+
+        Raises
+        ------
+        identity.UserSwitchError
+            The run's user does not exist on the node or cannot be made.
         """
         node = self.node
         tdir = Path(node.root_dir, launch.task_dir)
@@ -546,6 +589,7 @@ class NodeAgent(WorkerPlugin):
             for name in (launch.stdout_name, launch.stderr_name):
                 (tdir / name).unlink(missing_ok=True)
         wd.mkdir(exist_ok=True)
+        creds = self._credentials(launch, tdir)
         env = task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
                                task_id=launch.task_id, settings=launch.settings,
                                extra=launch.extra_env)
@@ -555,7 +599,44 @@ class NodeAgent(WorkerPlugin):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             path.chmod(0o700 if rel.endswith("/ssh") else 0o600)
-        return tdir, wd, env
+            if creds is not None:
+                os.chown(path.parent, creds.uid, creds.gid)
+                os.chown(path, creds.uid, creds.gid)
+        if creds is not None:
+            for path in (tdir, wd):
+                os.chown(path, creds.uid, creds.gid)
+            # The start task's folder stays readable: tasks use what it installs there.
+            tdir.chmod(0o755 if launch.task_dir == STARTUP_DIR else 0o700)
+            env.update(creds.env())
+        return tdir, wd, env, creds
+
+    def _makes_user(self, launch: Launch) -> bool:
+        """A run whose user is made for it (task scope): ``useradd`` blocks, so not on the loop."""
+        return (self.switcher is not None and launch.run_as is not None
+                and launch.run_as.scope == "task")
+
+    def _credentials(self, launch: Launch, tdir: Path) -> identity.Credentials | None:
+        """The credentials the run's process gets, or None when the agent does not switch users."""
+        if self.switcher is None:
+            return None
+        run_as = launch.run_as or RunAs(identity.POOL_AUTO_USER)
+        if run_as.scope == "task":
+            return self.switcher.make_task_user(run_as, str(tdir))
+        return self.switcher.credentials(run_as)
+
+    def _drop_task_user(self, launch: Launch, tdir: Path) -> None:
+        """Remove the task-scope user of an ended run, and those whose leftovers ended since."""
+        if not self._makes_user(launch):
+            return
+        assert self.switcher is not None and launch.run_as is not None
+        with self._lock:
+            self._task_users[launch.run_as.user] = tdir
+            waiting = list(self._task_users.items())
+        for name, path in waiting:
+            keep = launch.keep_background and name == launch.run_as.user
+            if not keep and self.switcher.drop_task_user(name, path):
+                with self._lock:
+                    self._task_users.pop(name, None)
 
     # ------------------------------------------------------- runs on the loop
 
@@ -564,10 +645,10 @@ class NodeAgent(WorkerPlugin):
         node = self.node
         start = _now()
         try:
-            tdir, wd, env = self._prepare(launch)
+            tdir, wd, env, creds = self._prepare(launch)
             with open(tdir / launch.stdout_name, "wb") as out, \
                     open(tdir / launch.stderr_name, "wb") as err:
-                proc, failure = self._spawn(launch, wd, env, out, err)
+                proc, failure = self._spawn(launch, wd, env, out, err, creds)
             if proc is None:
                 self._report(launch.key,
                              Outcome(None, start, _now(), failure, str(tdir), node.node_id))
@@ -634,16 +715,29 @@ class NodeAgent(WorkerPlugin):
         except BaseException as exc:  # report every end, even an agent fault
             self._report_fault(launch, exc)
 
+    def _user_failure(self, launch: Launch, exc: Exception, start: datetime) -> Outcome:
+        """The outcome of a run whose user does not exist or cannot be made (pre-processing)."""
+        user = launch.run_as.user if launch.run_as else identity.POOL_AUTO_USER
+        return Outcome(None, start, _now(), _failure(
+            "usererror", "UserIdentityInvalid",
+            f"The task cannot run as user {user} on node {self.node.node_id}: {exc}"),
+            "", self.node.node_id)
+
     def _report_fault(self, launch: Launch, exc: BaseException) -> None:
-        """Report a run that ended because the agent itself failed (``NodeAgentError``)."""
+        """Report a run that ended because the agent itself failed (``NodeAgentError``), or
+        whose user cannot be found (``UserIdentityInvalid``)."""
         node_id = self.node.node_id
         now = _now()
+        if isinstance(exc, identity.UserSwitchError):
+            self._report(launch.key, self._user_failure(launch, exc, now))
+            return
         self._report(launch.key, Outcome(None, now, now, _failure(
             "servererror", "NodeAgentError", f"node {node_id}: {type(exc).__name__}: {exc}"),
             "", node_id))
 
-    def _execute(self, launch: Launch, tdir: Path, wd: Path,
-                 env: dict[str, str]) -> tuple[int | None, dict[str, Any] | None]:
+    def _execute(self, launch: Launch, tdir: Path, wd: Path, env: dict[str, str],
+                 creds: identity.Credentials | None = None,
+                 ) -> tuple[int | None, dict[str, Any] | None]:
         """Download inputs, run the command line and wait; return (exit code, failure info)."""
         node = self.node
         if launch.job_id:  # the task's scoped storage reaches this container only
@@ -669,7 +763,9 @@ class NodeAgent(WorkerPlugin):
                 except transfer.TransferError as exc:
                     err.write((exc.message + "\n").encode())
                     return None, _failure("usererror", exc.code, exc.message)
-            proc, failure = self._spawn(launch, wd, env, out, err)
+                if creds is not None:
+                    _chown_tree(tdir / launch.resource_dir, creds)
+            proc, failure = self._spawn(launch, wd, env, out, err, creds)
         if proc is None:
             return None, failure
         return self._wait(launch, proc)
@@ -677,8 +773,13 @@ class NodeAgent(WorkerPlugin):
     # ------------------------------------------------------------ processes
 
     def _spawn(self, launch: Launch, wd: Path, env: dict[str, str], out: Any, err: Any,
+               creds: identity.Credentials | None = None,
                ) -> tuple[subprocess.Popen[bytes] | None, dict[str, Any] | None]:
-        """Start the command line without a shell in its own session; (process, None) or (None, failure)."""
+        """Start the command line without a shell in its own session; (process, None) or (None, failure).
+
+        With ``creds`` the process runs as that user (its uid, primary group and
+        supplementary groups), and its output files belong to it.
+        """
         try:
             argv = shlex.split(launch.command_line)
         except ValueError as exc:
@@ -688,10 +789,24 @@ class NodeAgent(WorkerPlugin):
             return None, _failure("usererror", "CommandLineInvalid", "The command line is empty.")
         full_env = dict(self.base_env)
         full_env.update((os.fsencode(k), os.fsencode(v)) for k, v in env.items())
+        user: dict[str, Any] = {}
         try:
+            if creds is not None:
+                os.fchown(out.fileno(), creds.uid, creds.gid)
+                os.fchown(err.fileno(), creds.uid, creds.gid)
+                if creds.uid == os.geteuid():  # root runs as root: nothing to switch
+                    pass
+                elif identity.SETPRIV is None:  # subprocess switches: fork, not vfork
+                    user = {"user": creds.uid, "group": creds.gid,
+                            "extra_groups": list(creds.groups)}
+                elif identity.program_missing(argv[0], os.fsdecode(full_env.get(b"PATH", b"")),
+                                              wd):
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+                else:
+                    argv = identity.setpriv_argv(creds, argv)
             proc = subprocess.Popen(
                 argv, cwd=wd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, close_fds=True,
+                start_new_session=True, close_fds=True, **user,
             )
         except OSError as exc:
             msg = (f"The command program {argv[0]!r} could not be started on node "

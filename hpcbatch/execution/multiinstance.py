@@ -26,6 +26,7 @@ hosts' known keys), and ``HYDRA_LAUNCHER_EXEC`` / ``OMPI_MCA_plm_rsh_agent`` /
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import posixpath
 import shlex
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hpcbatch.batch.errors import InvalidPropertyValueError
+from hpcbatch.batch.identity import RunAs
 from hpcbatch.batch.models import PoolSpec, TaskSpec
 from hpcbatch.execution import agent, transfer
 from hpcbatch.execution.environment import multi_instance_environment
@@ -71,13 +73,23 @@ def validate(spec: TaskSpec, pool: PoolSpec | None, capacity: int | None) -> int
     ------
     InvalidPropertyValueError
         The pool lacks inter-node communication, has more than one task slot
-        per node, or can never have enough nodes; or requiredSlots is not 1.
+        per node, or can never have enough nodes; or requiredSlots is not 1;
+        or the task runs as a task-scope auto-user or a named user account.
     """
     mis = spec.multi_instance_settings
     if mis is None:
         return 1
     n = mis.number_of_instances or 1
     name = "multiInstanceSettings.numberOfInstances"
+    ui = spec.user_identity
+    if ui is not None and (ui.user_name is not None or (
+            ui.auto_user is not None and ui.auto_user.scope == "task"
+            and ui.auto_user.elevation_level != "admin")):
+        raise InvalidPropertyValueError(
+            "userIdentity", ui.user_name or "autoUser.scope task",
+            "a multi-instance task reaches the other nodes as the pool's auto-user, for which "
+            "inter-node SSH is set up: use the pool's auto-user (the default, or autoUser "
+            "with scope pool)")
     if spec.required_slots not in (None, 1):
         raise InvalidPropertyValueError("requiredSlots", spec.required_slots,
                                         "a multi-instance task takes exactly 1 slot per node")
@@ -138,11 +150,14 @@ def ssh_files(nodes: Sequence[GangNode], primary_task_dir: str, identity_file: s
     sshdir = posixpath.join(primary_task_dir, "ssh")
     known = posixpath.join(sshdir, "known_hosts")
     blocks = []
+    # Nodes sharing one machine on loopback addresses (the testbed): connect from the
+    # master's own address, which the pool key's from= list names (else 127.0.0.1).
+    bind = [f"    BindAddress {nodes[0].address}"] if _is_loopback(nodes[0].address) else []
     for n in nodes:
         lines = [f"Host {n.address}", f"    HostName {n.address}", f"    Port {n.port}",
                  f"    IdentityFile {identity_file}", "    IdentitiesOnly yes",
                  f"    UserKnownHostsFile {known}", "    StrictHostKeyChecking yes",
-                 "    BatchMode yes", "    LogLevel ERROR"]
+                 "    BatchMode yes", "    LogLevel ERROR", *bind]
         if n.user:
             lines.insert(3, f"    User {n.user}")
         blocks.append("\n".join(lines))
@@ -151,6 +166,13 @@ def ssh_files(nodes: Sequence[GangNode], primary_task_dir: str, identity_file: s
     wrapper = f"#!/bin/sh\nexec ssh -F {shlex.quote(posixpath.join(sshdir, 'config'))} \"$@\"\n"
     return {"ssh/config": config.encode(), "ssh/known_hosts": known_hosts.encode(),
             SSH_WRAPPER: wrapper.encode()}
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def launches(
@@ -167,6 +189,7 @@ def launches(
     extra_env: dict[str, str] | None = None,
     io: dict[str, Any] | None = None,
     storage: transfer.StorageRef | None = None,
+    run_as: RunAs | None = None,
 ) -> tuple[list[agent.Launch], agent.Launch]:
     """Build the coordination launch of every instance and the primary's application launch.
 
@@ -197,6 +220,8 @@ def launches(
         to every instance's task directory.
     storage
         The service storage, for the common resource files.
+    run_as
+        The user every instance runs as (the task's ``userIdentity``).
 
     Returns
     -------
@@ -237,12 +262,12 @@ def launches(
                 resource_files=common, resource_dir=".", storage=storage,
                 stdout_name="coordination-stdout.txt" if i == 0 else "stdout.txt",
                 stderr_name="coordination-stderr.txt" if i == 0 else "stderr.txt",
-                files=files if i == 0 else {},
+                files=files if i == 0 else {}, run_as=run_as,
             ))
     app = agent.Launch(
         key=key, task_dir=task_dir, command_line=spec.command_line, job_id=job_id,
         task_id=spec.id, settings=settings, extra_env=env(0),
-        max_wall_clock_s=max_wall_clock_s, files=files, **(io or {}),
+        max_wall_clock_s=max_wall_clock_s, files=files, run_as=run_as, **(io or {}),
     )
     return coordination, app
 

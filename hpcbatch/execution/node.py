@@ -16,7 +16,9 @@ on loopback only, with the health route alone.
 
 Config keys: ``node_id``, ``worker_name``, ``pool_id``, ``root_dir``,
 ``scheduler_address``, ``nthreads``, ``account_name``, ``account_url``,
-``tls`` (``ca_file``, ``cert_file``, ``key_file``), ``death_timeout_s``.
+``tls`` (``ca_file``, ``cert_file``, ``key_file``), ``death_timeout_s``,
+``user_switching`` (true when :func:`hpcbatch.execution.identity.setup_node`
+prepared the node for running tasks as their own users).
 
 Providers also check and stop a node through this module:
 ``python -m hpcbatch.node --check ROOT`` exits 0 when the node process recorded
@@ -36,7 +38,7 @@ from typing import Any
 
 import psutil
 
-from hpcbatch.execution import agent, guard
+from hpcbatch.execution import agent, guard, identity
 from hpcbatch.execution.environment import (
     NODE_DIRS,
     NODE_TLS_DIR,
@@ -120,6 +122,9 @@ async def serve(config: dict[str, Any]) -> None:
 
     root = Path(os.path.expanduser(config["root_dir"])).resolve()
     prepare_root(root)
+    for own in ("node.log", "node.json"):  # the agent's files: not for task users
+        if (root / own).exists():
+            (root / own).chmod(0o600)
     end_previous_incarnation(root)
     (root / PID_FILE).write_text(str(os.getpid()))
     node_agent = agent.NodeAgent(NodeIdentity(
@@ -128,7 +133,8 @@ async def serve(config: dict[str, Any]) -> None:
         root_dir=str(root),
         account_name=config["account_name"],
         account_url=config["account_url"],
-    ), base_env=agent.base_environment(config.get("env") or {}))
+    ), base_env=agent.base_environment(config.get("env") or {}),
+        switcher=identity.Switcher() if config.get("user_switching") else None)
     tls = config["tls"]
     security = Security(
         tls_ca_file=tls["ca_file"],

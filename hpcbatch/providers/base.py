@@ -396,16 +396,51 @@ class NodeProvider(ABC):
     # -------------------------------------------------------------- pool trust
 
     @abstractmethod
-    def install_trust(self, root_dir: str, private_key: str, public_key: str) -> PoolTrust | None:
+    def setup_identity(self, root_dir: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Prepare the host for running tasks as their own users (``userIdentity``).
+
+        Runs :func:`hpcbatch.execution.identity.setup_node` on the host (the
+        pool's auto-user and ``userAccounts``, node folder modes); the spec,
+        which holds account passwords, goes on the command's stdin, never to a file.
+
+        Parameters
+        ----------
+        root_dir
+            The node root returned by :meth:`prepare`.
+        spec
+            ``{"accounts": [UserAccount wire dicts], "inter_node": bool}``.
+
+        Returns
+        -------
+        dict
+            ``{"switching": bool}``, with ``"reason"`` when tasks will share the
+            node agent's identity.
+
+        Raises
+        ------
+        NodeConnectionError
+            The host cannot be reached, or an account cannot be created.
+        """
+
+    @abstractmethod
+    def install_trust(self, root_dir: str, private_key: str, public_key: str, *,
+                      allowed_from: Sequence[str], user: str | None = None) -> PoolTrust | None:
         """Let the pool's nodes reach this host over SSH (inter-node communication).
 
         Parameters
         ----------
         root_dir
-            The node root; the private key goes to ``{root_dir}/ssh/id_pool``.
+            The node root; the private key goes to ``{root_dir}/ssh/id_pool``
+            (mode 0600, owned by ``user``).
         private_key, public_key
             The pool's key (:func:`hpcbatch.providers.trust.pool_ssh_key`):
-            OpenSSH private key and ``authorized_keys`` line.
+            OpenSSH private key and public key line.
+        allowed_from
+            The pool's node addresses: the key is authorised as
+            ``restrict,from="..."`` (:func:`hpcbatch.providers.trust.authorized_line`).
+        user
+            The user whose tasks use the key and who is reached with it (the
+            pool's auto-user under user switching); None: the login user.
 
         Returns
         -------
@@ -420,8 +455,30 @@ class NodeProvider(ABC):
         """
 
     @abstractmethod
-    def revoke_trust(self, public_key: str) -> None:
-        """Remove the pool's key from the host's ``authorized_keys`` (the pool is gone).
+    def update_trust(self, public_key: str, *, allowed_from: Sequence[str],
+                     user: str | None = None) -> None:
+        """Rewrite the pool key's ``from=`` list on this host (the pool's membership changed).
+
+        Raises
+        ------
+        NodeConnectionError
+            The host cannot be reached or its ``authorized_keys`` cannot be written.
+        """
+
+    @abstractmethod
+    def revoke_trust(self, public_key: str, *, root_dir: str | None = None,
+                     user: str | None = None) -> None:
+        """Remove the pool's key from the host's ``authorized_keys`` and delete the
+        node's copy of the private key (the node left the pool).
+
+        Parameters
+        ----------
+        public_key
+            The pool's public key line.
+        root_dir
+            The node root whose ``ssh/id_pool`` is deleted (None: leave files).
+        user
+            As for :meth:`install_trust`.
 
         Raises
         ------
@@ -525,11 +582,31 @@ class TransportProvider(NodeProvider):
             raise NodeRootRefusedError(self.host.name, root_dir,
                                        res.stderr.strip() or "refused on the host")
 
-    def install_trust(self, root_dir: str, private_key: str, public_key: str) -> PoolTrust | None:
+    def setup_identity(self, root_dir: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Run ``python -m hpcbatch.execution.identity - ROOT``; see :meth:`NodeProvider.setup_identity`."""
+        res = self.transport.run([self.host.python, "-m", "hpcbatch.execution.identity", "-",
+                                  root_dir], stdin=json.dumps(dict(spec)).encode(), timeout_s=120)
+        if res.exit_code != 0:
+            raise NodeConnectionError(self.host.name, "cannot prepare the node's task users: "
+                                      f"{res.stderr.strip() or res.exit_code}")
+        try:
+            result: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise NodeConnectionError(self.host.name, "cannot prepare the node's task users: "
+                                      f"unexpected output {res.stdout[-200:]!r}") from None
+        return result
+
+    def install_trust(self, root_dir: str, private_key: str, public_key: str, *,
+                      allowed_from: Sequence[str], user: str | None = None) -> PoolTrust | None:
         """No SSH trust by default; see :meth:`NodeProvider.install_trust`."""
         return None
 
-    def revoke_trust(self, public_key: str) -> None:
+    def update_trust(self, public_key: str, *, allowed_from: Sequence[str],
+                     user: str | None = None) -> None:
+        """Nothing to update by default; see :meth:`NodeProvider.update_trust`."""
+
+    def revoke_trust(self, public_key: str, *, root_dir: str | None = None,
+                     user: str | None = None) -> None:
         """Nothing to revoke by default; see :meth:`NodeProvider.revoke_trust`."""
 
     def pool_key_path(self, root_dir: str) -> str | None:

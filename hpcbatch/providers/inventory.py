@@ -156,6 +156,12 @@ class Host(pydantic.BaseModel):
         not start with ``AZ_BATCH_`` (Batch's own); a task's own
         ``environmentSettings`` override them. In an inventory file, a host's
         ``env`` is merged over ``defaults.env``.
+    authorized_keys
+        The host sshd's ``AuthorizedKeysFile`` for pool keys, with sshd's
+        tokens: a leading ``%h`` (the user's home) and ``%u`` (the user name),
+        e.g. ``/etc/ssh/authorized_keys/%u``; ``None`` means
+        ``%h/.ssh/authorized_keys``. Pool keys (inter-node communication) are
+        written there.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -175,6 +181,16 @@ class Host(pydantic.BaseModel):
     known_hosts: str | None = None
     strict_host_key_checking: bool = True
     env: dict[str, str] = Field(default_factory=dict)
+    authorized_keys: str | None = None
+
+    @field_validator("authorized_keys")
+    @classmethod
+    def _check_keys_file(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith(("/", "%h/"))
+                                  or any(c in value for c in "\n\0") or "%h" in value[2:]):
+            raise ValueError("must be an absolute path or start with %h/ (sshd's "
+                             "AuthorizedKeysFile tokens: a leading %h, and %u)")
+        return value
 
     @field_validator("root_dir")
     @classmethod

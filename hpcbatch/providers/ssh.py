@@ -223,7 +223,8 @@ class SshProvider(TransportProvider):
         """Return an :class:`SshTransport` to ``host`` (connects on first use)."""
         return SshTransport(host)
 
-    def install_trust(self, root_dir: str, private_key: str, public_key: str) -> PoolTrust:
+    def install_trust(self, root_dir: str, private_key: str, public_key: str, *,
+                      allowed_from: Sequence[str], user: str | None = None) -> PoolTrust:
         """Write the pool's private key, authorise its public key; see
         :meth:`NodeProvider.install_trust <hpcbatch.providers.base.NodeProvider.install_trust>`.
 
@@ -231,24 +232,46 @@ class SshProvider(TransportProvider):
         -------
         PoolTrust
             The key's path on the host, the host's ``known_hosts`` line and the
-            login user (the host's ``user``, else who the SSH session runs as).
+            user the pool's nodes log in as (``user``, else the host's ``user``,
+            else who the SSH session runs as).
         """
         tr = self.transport
         key_path = posixpath.join(root_dir, trust.POOL_KEY_FILE)
         tr.put_bytes(private_key.encode(), key_path, mode=0o600)
-        res = tr.run(trust.authorize_argv(public_key), timeout_s=30)
+        if user:
+            res = tr.run(["chown", "--", user, key_path], timeout_s=30)
+            if res.exit_code != 0:
+                raise NodeConnectionError(self.host.name, f"cannot give the pool's SSH key to "
+                                          f"{user}: {res.stderr.strip()}")
+        self.update_trust(public_key, allowed_from=allowed_from, user=user)
+        host_key = known_hosts_line(tr) if isinstance(tr, SshTransport) else None
+        login = user or self.host.user or tr.run(["id", "-un"], timeout_s=30).stdout.strip()
+        return PoolTrust(key_path=key_path, host_key=host_key, user=login or None)
+
+    def update_trust(self, public_key: str, *, allowed_from: Sequence[str],
+                     user: str | None = None) -> None:
+        """Rewrite the pool key's ``restrict,from=`` line; see
+        :meth:`NodeProvider.update_trust <hpcbatch.providers.base.NodeProvider.update_trust>`."""
+        res = self.transport.run(trust.authorize_argv(public_key, allowed_from, user=user,
+                                                      keys_file=self.host.authorized_keys),
+                                 timeout_s=30)
         if res.exit_code != 0:
             raise NodeConnectionError(self.host.name, "cannot authorise the pool's SSH key in "
-                                      f"~/.ssh/authorized_keys: {res.stderr.strip()}")
-        host_key = known_hosts_line(tr) if isinstance(tr, SshTransport) else None
-        who = tr.run(["id", "-un"], timeout_s=30)
-        return PoolTrust(key_path=key_path, host_key=host_key,
-                         user=self.host.user or who.stdout.strip() or None)
+                                      f"{self.host.authorized_keys or trust.DEFAULT_KEYS_FILE}: "
+                                      f"{res.stderr.strip()}")
 
-    def revoke_trust(self, public_key: str) -> None:
-        """Remove the pool's key from ``~/.ssh/authorized_keys``; see
+    def revoke_trust(self, public_key: str, *, root_dir: str | None = None,
+                     user: str | None = None) -> None:
+        """Remove the pool's key line and private key copy; see
         :meth:`NodeProvider.revoke_trust <hpcbatch.providers.base.NodeProvider.revoke_trust>`."""
-        self.transport.run(trust.revoke_argv(public_key), timeout_s=30)
+        tr = self.transport
+        if root_dir:
+            tr.run(["rm", "-f", "--", posixpath.join(root_dir, trust.POOL_KEY_FILE)], timeout_s=30)
+        res = tr.run(trust.revoke_argv(public_key, user=user, keys_file=self.host.authorized_keys),
+                     timeout_s=30)
+        if res.exit_code != 0:
+            raise NodeConnectionError(self.host.name, "cannot revoke the pool's SSH key: "
+                                      f"{res.stderr.strip()}")
 
     def pool_key_path(self, root_dir: str) -> str:
         """``{root_dir}/ssh/id_pool``, where :meth:`install_trust` puts the pool's key."""

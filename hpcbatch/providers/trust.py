@@ -1,24 +1,57 @@
 """Pool trust: the SSH key a pool's nodes use to reach each other.
 
 A pool with inter-node communication gets its own key pair
-(:func:`pool_ssh_key`); a provider that uses SSH installs the public key in
-each host's ``~/.ssh/authorized_keys`` (:func:`authorize_argv`) and removes
-it again when the pool is deleted (:func:`revoke_argv`).
+(:func:`pool_ssh_key`). A provider that uses SSH installs the public key on
+each of the pool's hosts, in the ``authorized_keys`` of the user the pool's
+tasks log in as (the pool's auto-user when the node switches users, else the
+host's login user), as a ``restrict,from="<the pool's node addresses>"`` line
+(:func:`authorized_line`, :func:`authorize_argv`), and rewrites that line as
+the pool's membership changes. A node leaving the pool loses the line and its
+copy of the private key (:func:`revoke_argv`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["POOL_KEY_FILE", "authorize_argv", "pool_ssh_key", "revoke_argv"]
+__all__ = ["DEFAULT_KEYS_FILE", "POOL_KEY_FILE", "authorize_argv", "authorized_line",
+           "pool_ssh_key", "revoke_argv"]
 
 POOL_KEY_FILE = "ssh/id_pool"
 """The pool's private key file, relative to a node root."""
+DEFAULT_KEYS_FILE = "%h/.ssh/authorized_keys"
+"""Where a user's authorized keys are (OpenSSH's default ``AuthorizedKeysFile``)."""
 
-_AUTHORIZE = ('umask 077; mkdir -p "$HOME/.ssh"; f="$HOME/.ssh/authorized_keys"; touch "$f"; '
-              'grep -qxF "$1" "$f" || printf "%s\n" "$1" >> "$f"')
-_REVOKE = ('f="$HOME/.ssh/authorized_keys"; [ -f "$f" ] || exit 0; '
-           'grep -vxF "$1" "$f" > "$f.hpcbatch"; cat "$f.hpcbatch" > "$f"; rm -f "$f.hpcbatch"')
+_ADDRESS = re.compile(r"[A-Za-z0-9.:_*?%-]+")
+
+# sh script: $1 the authorized_keys line to keep ('' to remove only), $2 the key's base64 body,
+# $3 the user ('' = who runs it), $4 the keys file (%h = home, leading). The file is rewritten
+# under flock: lines holding the key go, $1 comes. A file under the user's home is written by
+# the user itself (runuser, see _as): root never follows links the user may have planted.
+# sshd reads the file as the user: a new folder outside the home is left traversable.
+_KEYS = r'''set -e
+u=$3
+if [ -n "$u" ]; then h=$(getent passwd "$u" | cut -d: -f6); else u=$(id -un); h=$HOME; fi
+[ -n "$h" ] || { echo "user $u does not exist" >&2; exit 1; }
+case $4 in "%h"*) f=$h${4#%h};; *) f=$4;; esac
+case $f in *%u*) f=$(printf '%s' "$f" | sed "s/%u/$u/g");; esac
+if [ -z "$1" ] && [ ! -f "$f" ]; then exit 0; fi
+d=$(dirname -- "$f")
+if [ ! -d "$d" ]; then mkdir -p -- "$d"; case $4 in "%h"*) chmod 700 "$d";; esac; fi
+umask 077
+touch -- "$f"
+exec 9>>"$f"
+if command -v flock >/dev/null 2>&1; then flock 9; fi
+t="$f.hpcbatch.$$"
+grep -vF -- "$2" "$f" > "$t" || true
+if [ -n "$1" ]; then printf '%s\n' "$1" >> "$t"; fi
+cat -- "$t" > "$f"
+rm -f -- "$t"
+if [ -n "$3" ] && [ "$(id -u)" = 0 ]; then chown -- "$u" "$f"; fi
+'''
 
 
 def pool_ssh_key(pool_id: str) -> tuple[str, str]:
@@ -32,7 +65,8 @@ def pool_ssh_key(pool_id: str) -> tuple[str, str]:
     Returns
     -------
     (str, str)
-        The private key (OpenSSH PEM) and the ``authorized_keys`` line.
+        The private key (OpenSSH PEM) and the public key line
+        (``ssh-ed25519 BASE64 hpcbatch-pool-{id}``).
     """
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -44,38 +78,106 @@ def pool_ssh_key(pool_id: str) -> tuple[str, str]:
     return private, f"{public} hpcbatch-pool-{pool_id}"
 
 
-def authorize_argv(public_key: str) -> list[str]:
-    """Return the argv that adds ``public_key`` to the host user's ``~/.ssh/authorized_keys``.
+def authorized_line(public_key: str, allowed_from: Iterable[str]) -> str:
+    """Return the ``authorized_keys`` line of a pool key: ``restrict,from="a,b" KEY``.
 
-    Idempotent: a line already present is not added twice; the folder and
-    file are created with owner-only permissions.
+    ``restrict`` turns off port, agent and X11 forwarding and ptys; ``from=``
+    accepts the key only from the pool's node addresses.
 
     Parameters
     ----------
     public_key
-        The ``authorized_keys`` line (from :func:`pool_ssh_key`).
+        The public key line (:func:`pool_ssh_key`).
+    allowed_from
+        Addresses (or sshd patterns) of the pool's nodes; at least one.
+
+    Returns
+    -------
+    str
+        The line.
+
+    Raises
+    ------
+    ValueError
+        No address, or one that is not an address or host pattern.
+    """
+    addresses = sorted(set(allowed_from))
+    if not addresses:
+        raise ValueError("a pool key needs at least one node address for from=")
+    for a in addresses:
+        if not _ADDRESS.fullmatch(a):
+            raise ValueError(f"{a!r} is not a host address for an authorized_keys from= option")
+    return f'restrict,from="{",".join(addresses)}" {public_key}'
+
+
+def _body(public_key: str) -> str:
+    parts = public_key.split()
+    if len(parts) < 2:
+        raise ValueError("not an OpenSSH public key line")
+    return parts[1]
+
+
+def _keys_file(keys_file: str | None, user: str | None) -> str:
+    path = keys_file or DEFAULT_KEYS_FILE
+    return path.replace("%u", user) if user else path
+
+
+def _as(user: str | None, keys_file: str, argv: list[str]) -> list[str]:
+    """Run ``argv`` as ``user`` when the keys file is in that user's home (``%h``)."""
+    if user and keys_file.startswith("%h"):
+        return ["runuser", "-u", user, "--", *argv]
+    return argv
+
+
+def authorize_argv(public_key: str, allowed_from: Iterable[str], *, user: str | None = None,
+                   keys_file: str | None = None) -> list[str]:
+    """Return the argv that (re)writes a pool key's line in a user's authorized keys.
+
+    Idempotent: any line holding the key is replaced by the new one (so the
+    ``from=`` list follows the pool's membership); the file and its folder are
+    created owner-only (and given to ``user``).
+
+    Parameters
+    ----------
+    public_key
+        The public key line (:func:`pool_ssh_key`).
+    allowed_from
+        The pool's node addresses (:func:`authorized_line`).
+    user
+        Whose keys; None: the user the command runs as.
+    keys_file
+        The host's authorized keys file for that user, sshd-style (``%h`` home,
+        leading; ``%u`` user); default :data:`DEFAULT_KEYS_FILE`.
 
     Returns
     -------
     list of str
-        ``["sh", "-c", script, "sh", public_key]``.
+        ``["sh", "-c", script, "sh", line, key, user, file]``, behind
+        ``runuser -u USER --`` when the file is in the user's home.
     """
-    return ["sh", "-c", _AUTHORIZE, "sh", public_key]
+    path = _keys_file(keys_file, user)
+    return _as(user, path, ["sh", "-c", _KEYS, "sh", authorized_line(public_key, allowed_from),
+                            _body(public_key), user or "", path])
 
 
-def revoke_argv(public_key: str) -> list[str]:
-    """Return the argv that removes ``public_key`` from ``~/.ssh/authorized_keys``.
+def revoke_argv(public_key: str, *, user: str | None = None,
+                keys_file: str | None = None) -> list[str]:
+    """Return the argv that removes a pool key from a user's authorized keys.
 
     Every other line is kept; a missing file is not an error.
 
     Parameters
     ----------
     public_key
-        The ``authorized_keys`` line to remove.
+        The public key line to remove.
+    user, keys_file
+        As for :func:`authorize_argv`.
 
     Returns
     -------
     list of str
-        ``["sh", "-c", script, "sh", public_key]``.
+        ``["sh", "-c", script, "sh", "", key, user, file]``, behind ``runuser``
+        as for :func:`authorize_argv`.
     """
-    return ["sh", "-c", _REVOKE, "sh", public_key]
+    path = _keys_file(keys_file, user)
+    return _as(user, path, ["sh", "-c", _KEYS, "sh", "", _body(public_key), user or "", path])

@@ -16,7 +16,8 @@ with one generated key. The testbed writes, in its directory:
     addresses, ports and pids, read by :func:`down`.
 
 Each node gets its own root directory ``DIR/nodes/{name}`` (on a real cluster
-every node has the same root path).
+every node has the same root path), and its own authorized keys, besides the
+testbed key: ``DIR/keys/{name}/{user}`` (:func:`keys_file`).
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ def up(
                     known_hosts=str(directory / "known_hosts"),
                     root_dir=str(root),
                     python=sys.executable,
+                    authorized_keys=keys_file(directory, address),
                     cores=cores,
                     labels=list(labels),
                 )
@@ -278,7 +280,7 @@ def _start_sshd(directory: Path, address: str, port: int) -> int:
     config.write_text(
         f"ListenAddress {address}:{port}\n"
         f"HostKey {directory / 'ssh_host_ed25519_key'}\n"
-        f"AuthorizedKeysFile {directory / 'authorized_keys'} .ssh/authorized_keys\n"
+        f"AuthorizedKeysFile {directory / 'authorized_keys'} {keys_file(directory, address)}\n"
         f"PidFile {directory / f'sshd-{address}.pid'}\n"
         "PasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\n"
@@ -366,6 +368,15 @@ def _write_state(testbed: Testbed) -> None:
         for name, pid in testbed.pids.items()
     ]
     (testbed.directory / "testbed.json").write_text(json.dumps({"nodes": nodes}, indent=2) + "\n")
+
+
+def keys_file(directory: Path, address: str) -> str:
+    """The node's own authorized keys file (sshd's ``AuthorizedKeysFile``, ``%u``: the user).
+
+    Nodes of one testbed share the machine's users and homes; a file per node
+    gives each node its own ``authorized_keys``, as separate machines have.
+    """
+    return f"{Path(directory) / 'keys' / address}/%u"
 
 
 def _config_path(directory: Path, name: str) -> Path:

@@ -484,7 +484,9 @@ def job_schedule() -> dict[str, Any]:
 def updates() -> dict[str, Any]:
     c = client()
     pool_id, job_id = f"{PREFIX}-up", f"{PREFIX}-up-job"
-    c.pool.add(bm.PoolAddParameter(id=pool_id, vm_size=VM_SIZE, target_dedicated_nodes=0))
+    c.pool.add(bm.PoolAddParameter(id=pool_id, vm_size=VM_SIZE, target_dedicated_nodes=0,
+                                   user_accounts=[bm.UserAccount(name="batchuser",
+                                                                 password="batch-pw-1")]))
     c.job.add(bm.JobAddParameter(id=job_id, pool_info=bm.PoolInformation(pool_id=pool_id),
                                  priority=1))
     out: dict[str, Any] = {}

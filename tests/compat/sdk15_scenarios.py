@@ -478,7 +478,9 @@ def updates() -> dict[str, Any]:
     """Job update (PATCH) and replace (PUT), pool update, a task run as a named user."""
     c = client()
     pool_id, job_id = f"{PREFIX}-up", f"{PREFIX}-up-job"
-    c.create_pool(m.BatchPoolCreateOptions(id=pool_id, vm_size=VM_SIZE, target_dedicated_nodes=0))
+    c.create_pool(m.BatchPoolCreateOptions(id=pool_id, vm_size=VM_SIZE, target_dedicated_nodes=0,
+                                           user_accounts=[m.UserAccount(name="batchuser",
+                                                                        password="batch-pw-1")]))
     c.create_job(m.BatchJobCreateOptions(id=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id),
                                          priority=1))
     out: dict[str, Any] = {}

@@ -168,29 +168,38 @@ def test_ssh_provider_installs_and_revokes_pool_trust(testbed: Testbed) -> None:
     provider = provider_for(host)
     private, public = pool_ssh_key("trust-test")
     root = provider.prepare()
-    authorized = Path(os.path.expanduser("~/.ssh/authorized_keys"))
+    user = host.user or os.environ.get("USER") or "root"
+    authorized = Path((host.authorized_keys or "%h/.ssh/authorized_keys")
+                      .replace("%h", os.path.expanduser("~")).replace("%u", user))
+    line = f'restrict,from="{host.address}" {public}'
     try:
-        trust = provider.install_trust(root, private, public)
+        trust = provider.install_trust(root, private, public, allowed_from=[host.address])
         assert isinstance(trust, PoolTrust)
         assert trust.key_path == provider.pool_key_path(root) == f"{root}/ssh/id_pool"
         assert Path(trust.key_path).read_text() == private
         assert stat.S_IMODE(Path(trust.key_path).stat().st_mode) == 0o600
         name = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
         assert trust.host_key is not None and trust.host_key.startswith(f"{name} ssh-ed25519 ")
-        assert trust.user == (host.user or os.environ.get("USER") or "root")
-        assert authorized.read_text().splitlines().count(public) == 1
-        provider.install_trust(root, private, public)  # idempotent
-        assert authorized.read_text().splitlines().count(public) == 1
+        assert trust.user == user
+        assert authorized.read_text().splitlines().count(line) == 1
+        provider.install_trust(root, private, public, allowed_from=[host.address])  # idempotent
+        assert authorized.read_text().splitlines().count(line) == 1
+        provider.update_trust(public, allowed_from=[host.address, "10.9.9.9"])  # membership
+        assert authorized.read_text().splitlines().count(
+            f'restrict,from="10.9.9.9,{host.address}" {public}') == 1
+        assert public.split()[1] not in authorized.read_text().replace(
+            f'restrict,from="10.9.9.9,{host.address}" {public}', "")
     finally:
-        provider.revoke_trust(public)
+        provider.revoke_trust(public, root_dir=root)
         provider.close()
-    assert public not in authorized.read_text().splitlines()
+    assert public.split()[1] not in authorized.read_text()
+    assert not Path(root, "ssh", "id_pool").exists()
 
 
 def test_local_provider_needs_no_pool_trust(tmp_path: Path) -> None:
     provider = provider_for(local_host(tmp_path))
     private, public = pool_ssh_key("local-trust")
-    assert provider.install_trust(str(tmp_path), private, public) is None
+    assert provider.install_trust(str(tmp_path), private, public, allowed_from=["x"]) is None
     assert provider.pool_key_path(str(tmp_path)) is None
     provider.revoke_trust(public)  # nothing to do, no error
     assert not (tmp_path / "ssh").exists()

@@ -85,8 +85,16 @@ def pool_create(json_file: str | None, pool_id: str | None, vm_size: str | None,
 read_command(pool, "list", "List pools.", lambda c, filter_: c.list_pools_json(filter_),
              filter_option("state eq 'active'"), columns=POOL_COLUMNS)
 
-read_command(pool, "show", "Show a pool.", lambda c, pool_id: c.get_pool_json(pool_id),
-             pool_id_option)
+def _show_pool(c: Any, pool_id: str) -> Any:
+    """The pool's JSON; its hpcbatch warnings (tasks sharing the agent's identity) go to stderr."""
+    body = c.get_pool_json(pool_id)
+    for warning in body.get("hpcbatchWarnings") or []:
+        nodes = ", ".join(v["value"] for v in warning.get("values") or [])
+        note(f"warning: {warning['code']}: {warning['message']} Nodes: {nodes}")
+    return body
+
+
+read_command(pool, "show", "Show a pool.", _show_pool, pool_id_option)
 
 action_command(
     pool, "resize", 'Resize a pool ("Pool - Resize").',

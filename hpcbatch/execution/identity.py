@@ -1,0 +1,396 @@
+"""User switching on a compute node: the accounts tasks run as, and their credentials.
+
+When the node agent runs as root, every task runs as the user its
+``userIdentity`` names (:mod:`hpcbatch.batch.identity`): the pool's non-admin
+auto-user ``_azbatch`` by default, ``root`` for ``elevationLevel: admin``, a
+user made for the run for ``autoUser.scope: task``, or one of the pool's
+``userAccounts``. This module
+
+* prepares a node before its agent starts (:func:`setup_node`, run by the
+  node provider as ``python -m hpcbatch.execution.identity - ROOT``
+  on the host): checks that user switching can work, creates the pool's
+  auto-user and ``userAccounts`` and sets the node directories' modes;
+* gives the agent a task user's credentials (:class:`Switcher`), creating and
+  removing task-scope users.
+
+When the agent cannot switch users (it does not run as root, or a task user
+could not reach the node root or the node's Python), :func:`setup_node` says
+why and tasks share the agent's identity; the service shows that on the pool.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpcbatch.batch.identity import POOL_AUTO_USER, TASK_USER_PREFIX, RunAs
+
+__all__ = ["Credentials", "Switcher", "UserSwitchError", "main", "setup_node"]
+
+NODE_CONFIG = "node.json"
+"""The node process's config file, in the node root (only the agent's user reads it)."""
+SECRETS_DIR = "secrets"
+"""Folder of the node root holding the node's secrets (mode 0700, the agent's user)."""
+ADMIN_GROUPS = ("sudo", "wheel")
+"""Groups that make a pool user account with ``elevationLevel: admin`` an administrator
+(the first that exists on the host)."""
+
+_DIR_MODES = {"shared": 0o1777, "secrets": 0o700, "ssh": 0o711, "dask": 0o700,
+              "startup": 0o755, "workitems": 0o755, "applications": 0o755}
+"""Modes of the node root's folders under user switching: ``shared`` is writable by
+every task (sticky, as ``/tmp``); the agent's own folders are closed."""
+
+
+class UserSwitchError(Exception):
+    """A task user cannot be created or found on this node."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a process needs to run as a user.
+
+    Attributes
+    ----------
+    name, uid, gid
+        The user and its primary group.
+    groups
+        Supplementary group ids.
+    home
+        Home directory (``HOME`` of the task).
+    """
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+    def env(self) -> dict[str, str]:
+        """Return ``HOME``, ``USER``, ``LOGNAME`` for a process of this user."""
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+
+
+SETPRIV = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
+"""util-linux ``setpriv``: switches user between ``exec``s, so that a task's process can be
+started with ``vfork`` (``subprocess`` falls back to ``fork`` of the whole node process when
+it must change the user itself). None when the host lacks it."""
+
+
+def setpriv_argv(creds: Credentials, argv: list[str]) -> list[str]:
+    """Return ``argv`` run by :data:`SETPRIV` as ``creds``'s user, group and groups.
+
+    Parameters
+    ----------
+    creds
+        The user.
+    argv
+        The command (its program found on the ``PATH`` of the environment it gets).
+
+    Returns
+    -------
+    list of str
+        ``[setpriv, --reuid=U, --regid=G, --groups=...|--clear-groups, --, *argv]``.
+
+    Raises
+    ------
+    UserSwitchError
+        The host has no ``setpriv``.
+    """
+    if SETPRIV is None:
+        raise UserSwitchError("setpriv (util-linux) is not installed on this node")
+    groups = (f"--groups={','.join(str(g) for g in creds.groups)}" if creds.groups
+              else "--clear-groups")
+    return [SETPRIV, f"--reuid={creds.uid}", f"--regid={creds.gid}", groups, "--", *argv]
+
+
+def program_missing(program: str, path: str | None, cwd: str | os.PathLike[str]) -> bool:
+    """Tell whether ``program`` cannot be found as ``exec`` would look for it.
+
+    Parameters
+    ----------
+    program
+        ``argv[0]``: a path (with ``/``; relative to ``cwd``) or a name looked up on ``path``.
+    path
+        The ``PATH`` the program gets.
+    cwd
+        Its working directory.
+    """
+    if "/" in program:
+        return not os.path.exists(os.path.join(cwd, program))
+    return shutil.which(program, path=path or os.defpath) is None
+
+
+def _credentials(name: str) -> Credentials:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise UserSwitchError(f"user {name!r} does not exist on this node") from None
+    groups = tuple(g for g in os.getgrouplist(name, entry.pw_gid) if g != entry.pw_gid)
+    return Credentials(name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
+
+
+def _run(argv: list[str], stdin: bytes | None = None) -> None:
+    res = subprocess.run(argv, input=stdin, capture_output=True, check=False)
+    if res.returncode != 0:
+        raise UserSwitchError(f"{' '.join(argv[:1])} failed (exit code {res.returncode}): "
+                              f"{res.stderr.decode(errors='replace').strip()}")
+
+
+def _exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def unreachable(path: str | os.PathLike[str], *, execute: bool = False) -> str | None:
+    """Return why a user who is neither owner nor in the group cannot reach ``path``, or None.
+
+    Parameters
+    ----------
+    path
+        A folder (every ancestor needs others' execute bit) or, with
+        ``execute``, a program (also needs it itself, after symlinks).
+
+    Returns
+    -------
+    str or None
+        ``"/root is mode 0700"``-style reason, or None when reachable.
+    """
+    target = Path(os.path.realpath(path))
+    chain = list(reversed(target.parents)) + ([target] if execute or target.is_dir() else [])
+    for p in chain:
+        try:
+            mode = p.stat().st_mode
+        except OSError as exc:
+            return f"{p}: {exc.strerror}"
+        if not mode & stat.S_IXOTH:
+            return f"{p} is mode {stat.S_IMODE(mode):04o}"
+    return None
+
+
+def _ensure_user(name: str, *, uid: int | None = None, gid: int | None = None,
+                 home: str | None = None) -> None:
+    """Create a user with its own group (or group ``gid``) unless it exists."""
+    if _exists(name):
+        entry = pwd.getpwnam(name)
+        if uid is not None and (entry.pw_uid, entry.pw_gid) != (uid, gid):
+            raise UserSwitchError(f"user {name!r} exists with uid {entry.pw_uid} and gid "
+                                  f"{entry.pw_gid}, not {uid} and {gid}")
+        return
+    # Password "*": no password login, but not a locked account (sshd without PAM refuses
+    # key logins to locked accounts, and the pool's auto-user logs in with the pool key).
+    argv = ["useradd", "--shell", "/bin/sh", "--password", "*"]
+    argv += ["--home-dir", home, "--no-create-home"] if home else ["--create-home"]
+    if gid is not None:
+        try:
+            grp.getgrgid(gid)
+        except KeyError:
+            _run(["groupadd", "--gid", str(gid), name])
+        argv += ["--gid", str(gid)]
+    else:
+        argv += ["--user-group"]
+    if uid is not None:
+        argv += ["--uid", str(uid)]
+    _run([*argv, "--", name])
+
+
+def _install_user_key(creds: Credentials, private_key: str) -> None:
+    """Put an account's ``sshPrivateKey`` pair in its ``~/.ssh`` (Batch's ``LinuxUserConfiguration``)."""
+    from cryptography.hazmat.primitives import serialization
+
+    data = private_key.encode()
+    try:
+        key = (serialization.load_ssh_private_key(data, None) if b"OPENSSH" in data
+               else serialization.load_pem_private_key(data, None))
+    except (ValueError, TypeError) as exc:
+        raise UserSwitchError(f"user {creds.name}: sshPrivateKey is not an unencrypted "
+                              f"private key: {exc}") from exc
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    ssh = Path(creds.home, ".ssh")
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    name = "id_ed25519" if public.startswith("ssh-ed25519") else "id_rsa"
+    files = {name: (private_key.rstrip("\n") + "\n", 0o600), f"{name}.pub": (public + "\n", 0o644)}
+    auth = ssh / "authorized_keys"
+    lines = auth.read_text().splitlines() if auth.exists() else []
+    if public not in lines:
+        files["authorized_keys"] = ("".join(f"{x}\n" for x in [*lines, public]), 0o600)
+    for fname, (text, mode) in files.items():
+        path = ssh / fname
+        path.write_text(text)
+        path.chmod(mode)
+        os.chown(path, creds.uid, creds.gid)
+    os.chown(ssh, creds.uid, creds.gid)
+
+
+def setup_node(root: str | os.PathLike[str], spec: dict[str, Any]) -> dict[str, Any]:
+    """Prepare a node for user switching; say whether tasks can run as their own users.
+
+    Creates the pool's non-admin auto-user (:data:`~hpcbatch.batch.identity.POOL_AUTO_USER`)
+    and the pool's ``userAccounts`` (``elevationLevel: admin`` ones join the
+    ``sudo`` or ``wheel`` group; ``linuxUserConfiguration`` ``uid``/``gid`` and,
+    on a pool with inter-node communication, ``sshPrivateKey`` honoured as
+    Batch documents), and gives the node root's folders their modes.
+
+    Parameters
+    ----------
+    root
+        The node root (created if missing).
+    spec
+        ``{"accounts": [UserAccount wire dicts], "inter_node": bool}``.
+
+    Returns
+    -------
+    dict
+        ``{"switching": true}``, or ``{"switching": false, "reason": str}``
+        when tasks will share the agent's identity (not root; the node root
+        or the node's Python unreachable by a task user).
+
+    Raises
+    ------
+    UserSwitchError
+        An account cannot be created (the message says which and why).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        return {"switching": False,
+                "reason": f"the node agent runs as {me}, not root, so it cannot switch users"}
+    for what, path, execute in (("the node root", root, False),
+                                ("the node's Python", sys.executable, True)):
+        why = unreachable(path, execute=execute)
+        if why is not None:
+            return {"switching": False,
+                    "reason": f"task users cannot reach {what} ({why})"}
+    _ensure_user(POOL_AUTO_USER)
+    admin_group = next((g for g in ADMIN_GROUPS if _group_exists(g)), None)
+    for account in spec.get("accounts") or []:
+        linux = account.get("linuxUserConfiguration") or {}
+        name = account["name"]
+        _ensure_user(name, uid=linux.get("uid"), gid=linux.get("gid"))
+        if account.get("elevationLevel") == "admin":
+            if admin_group is None:
+                raise UserSwitchError(f"user account {name}: elevationLevel admin needs a "
+                                      f"{' or '.join(ADMIN_GROUPS)} group on the node")
+            _run(["usermod", "--append", "--groups", admin_group, "--", name])
+        _run(["chpasswd"], stdin=f"{name}:{account['password']}\n".encode())
+        if spec.get("inter_node") and linux.get("sshPrivateKey"):
+            _install_user_key(_credentials(name), linux["sshPrivateKey"])
+    root.chmod(0o755)
+    for name, mode in _DIR_MODES.items():
+        path = root / name
+        path.mkdir(exist_ok=True)
+        path.chmod(mode)
+    for name in ("tls", NODE_CONFIG, "node.log"):  # the agent's own files, where present
+        path = root / name
+        if path.exists():
+            path.chmod(0o700 if path.is_dir() else 0o600)
+    return {"switching": True}
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+class Switcher:
+    """Credentials of the users a node's tasks run as (the agent runs as root).
+
+    Pool users (auto-user, accounts, root) are looked up once and cached;
+    task-scope users are made by :meth:`make_task_user` and removed by
+    :meth:`drop_task_user`. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Credentials] = {}
+        self._lock = threading.Lock()
+
+    def credentials(self, run_as: RunAs) -> Credentials:
+        """Return the credentials of a pool-scope user, root or a pool account.
+
+        Raises
+        ------
+        UserSwitchError
+            The user does not exist on this node.
+        """
+        creds = self._cache.get(run_as.user)
+        if creds is None:
+            creds = _credentials(run_as.user)
+            with self._lock:
+                self._cache[run_as.user] = creds
+        return creds
+
+    def make_task_user(self, run_as: RunAs, home: str) -> Credentials:
+        """Create the user of a task-scope run (its home: the task directory).
+
+        Raises
+        ------
+        UserSwitchError
+            ``useradd`` failed, or the name is not a task-scope user's.
+        """
+        if not run_as.user.startswith(TASK_USER_PREFIX):
+            raise UserSwitchError(f"{run_as.user!r} is not a task-scope user name")
+        _ensure_user(run_as.user, home=home)
+        return _credentials(run_as.user)
+
+    def drop_task_user(self, name: str, task_dir: str | os.PathLike[str]) -> bool:
+        """Remove a task-scope user; its task directory goes to root first.
+
+        Removing a user frees its uid for the next task-scope user, so the
+        task directory is handed to root (mode 0700) before: the next user
+        with that uid cannot enter it.
+
+        Returns
+        -------
+        bool
+            True when the user was removed (False: it still runs processes).
+        """
+        if not name.startswith(TASK_USER_PREFIX) or not _exists(name):
+            return False
+        try:
+            os.chown(task_dir, 0, 0)
+            os.chmod(task_dir, 0o700)
+        except OSError:
+            pass
+        res = subprocess.run(["userdel", "--", name], capture_output=True, check=False)
+        return res.returncode == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hpcbatch.execution.identity SPEC_JSON ROOT``: :func:`setup_node`, JSON out.
+
+    ``SPEC_JSON`` is a file, or ``-`` for stdin (the providers' way: the spec
+    holds account passwords). Exit code 0 with the result on stdout; 1 with
+    the error on stderr.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m hpcbatch.execution.identity SPEC_JSON ROOT", file=sys.stderr)
+        return 2
+    try:
+        spec = json.loads(sys.stdin.read() if args[0] == "-" else Path(args[0]).read_text())
+        print(json.dumps(setup_node(os.path.expanduser(args[1]), spec)))
+    except (UserSwitchError, OSError, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
