@@ -45,12 +45,12 @@ import uuid
 from aiohttp import web
 
 from hpcbatch.api import routes, unsupported
-from hpcbatch.api.http import ACCOUNT, SERVICE, Handler, error_reply
+from hpcbatch.api.http import ACCOUNT, SERVICE, Handler, check_api_version, error_reply
 from hpcbatch.batch import sharedkey as auth
-from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.batch.errors import BadRequestError, HpcbatchError
 from hpcbatch.core.service import BatchService
 
-__all__ = ["auth_middleware", "errors_middleware", "make_app"]
+__all__ = ["auth_middleware", "errors_middleware", "input_middleware", "make_app"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+@web.middleware
+async def input_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what no route may see: a path with a NUL character (``400 InvalidUri``) and,
+    on every path but ``/health``, a missing or unknown ``api-version``
+    (:func:`~hpcbatch.api.http.check_api_version`)."""
+    if "\x00" in request.path:
+        raise BadRequestError(
+            "The requested URI contains a NUL character, which no Batch resource name holds.",
+            code="InvalidUri", values={"RequestUri": request.raw_path[:512]})
+    if request.path != "/health":
+        check_api_version(request)
+    return await handler(request)
+
+
 def make_app(service: BatchService, account: str, key: str) -> web.Application:
     """Build the aiohttp application serving ``service`` for one account.
 
@@ -150,7 +164,7 @@ def make_app(service: BatchService, account: str, key: str) -> web.Application:
         unsupported operation (:mod:`hpcbatch.api.unsupported`), behind the
         error and authentication middlewares.
     """
-    app = web.Application(middlewares=[errors_middleware, auth_middleware],
+    app = web.Application(middlewares=[errors_middleware, auth_middleware, input_middleware],
                           client_max_size=MAX_REQUEST_BYTES)
     app[SERVICE] = service
     app[ACCOUNT] = (account, key)

@@ -43,9 +43,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator
 
-from hpcbatch.batch.models import BatchId, WireModel
+from hpcbatch.batch.models import (
+    BatchId,
+    DisplayName,
+    MetadataItem,
+    Time,
+    WireModel,
+    duration,
+)
 
 __all__ = [
     "MIN_INTERVAL",
@@ -74,17 +81,9 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _at_least_a_minute(value: timedelta | None) -> timedelta | None:
-    if value is not None and value < MIN_INTERVAL:
-        raise ValueError(
-            f"must be at least 1 minute (PT1M), not {value}; "
-            "Batch rejects a shorter interval with 400 (Bad Request)"
-        )
-    return value
-
-
-UtcTime = Annotated[datetime, AfterValidator(_utc)]
-Interval = Annotated[timedelta, AfterValidator(_at_least_a_minute)]
+UtcTime = Annotated[Time, AfterValidator(_utc)]
+Interval = duration(MIN_INTERVAL, "1 minute (PT1M) (Batch rejects a shorter interval with "
+                    "400 Bad Request)")
 
 
 class Schedule(WireModel):
@@ -119,10 +118,10 @@ class JobScheduleSpec(WireModel):
     """
 
     id: BatchId
-    display_name: Annotated[str, Field(max_length=1024)] | None = None
+    display_name: DisplayName | None = None
     schedule: Schedule
     job_specification: dict[str, Any]
-    metadata: list[dict[str, str]] | None = None
+    metadata: list[MetadataItem] | None = None
 
 
 def job_id_for(schedule_id: str, n: int) -> str:
