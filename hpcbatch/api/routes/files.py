@@ -65,18 +65,28 @@ def _range(request: web.Request) -> tuple[int, int | None]:
     return offset, (int(m.group(2)) - offset + 1 if m.group(2) is not None else None)
 
 
-def _check_range(offset: int, entry: Mapping[str, Any] | None) -> None:
-    """Refuse a range that starts past the end of the file (``416 InvalidRange``).
+def _clamp_range(offset: int, length: int | None,
+                 entry: Mapping[str, Any] | None) -> int | None:
+    """Check a range against the file's size and return the length to read.
 
     A range starting exactly at the end answers no bytes, so a reader following a growing
-    file can always ask from the offset it has read up to.
+    file can always ask from the offset it has read up to; an end past the end of the file
+    is cut there (the node never allocates more than the file holds).
+
+    Raises
+    ------
+    HpcbatchError
+        ``416 InvalidRange``: the range starts past the end of the file.
     """
     size = ((entry or {}).get("properties") or {}).get("contentLength")
-    if isinstance(size, int) and offset > size:
+    if not isinstance(size, int):
+        return length
+    if offset > size:
         raise HpcbatchError(
             f"The range specified is invalid for the current size of the file: it starts at "
             f"byte {offset} and the file has {size} bytes.", code="InvalidRange", status=416,
             values={"FileSize": str(size)})
+    return None if length is None else min(length, size - offset)
 
 
 def _file_headers(request: web.Request, entry: Mapping[str, Any] | None,
@@ -154,11 +164,11 @@ class _Folder:
             return page_reply(request, "files", _files_filter(request, files))
 
         async def get_file(request: web.Request) -> web.Response:
+            offset, length = _range(request)
             entry = await self.entry(request)
             if _not_modified(request, entry):
                 return empty_reply(304)
-            offset, length = _range(request)
-            _check_range(offset, entry)
+            length = _clamp_range(offset, length, entry)
             data = await self.content(service(request).files, request.match_info, offset,
                                       length)
             headers = _file_headers(request, entry, None)
