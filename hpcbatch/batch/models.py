@@ -586,6 +586,16 @@ class PoolResize(WireModel):
     ) = None
 
 
+class NodeRemove(WireModel):
+    """The body of "Remove nodes from a pool" (``NodeRemoveParameter``): 1 to 100 node IDs."""
+
+    node_list: Annotated[list[_text(256, 1)], Field(min_length=1, max_length=100)]
+    resize_timeout: ResizeTimeout | None = None
+    node_deallocation_option: (
+        Literal["requeue", "terminate", "taskcompletion", "retaineddata"] | None
+    ) = None
+
+
 class ComputeNodeError(Output):
     code: str
     message: str
@@ -767,6 +777,12 @@ class JobTerminate(WireModel):
     """The body of "Terminate a job" (``JobTerminateParameter``)."""
 
     terminate_reason: DisplayName | None = None
+
+
+class JobDisable(WireModel):
+    """The body of "Disable a job" (``JobDisableParameter``)."""
+
+    disable_tasks: Literal["requeue", "terminate", "wait"]
 
 
 # ---------------------------------------------------------------------------- tasks

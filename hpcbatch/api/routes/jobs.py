@@ -20,6 +20,7 @@ from hpcbatch.api.http import (
 )
 from hpcbatch.batch import odata
 from hpcbatch.batch.errors import BadRequestError
+from hpcbatch.batch.models import JobDisable, JobTerminate
 
 routes = web.RouteTableDef()
 
@@ -99,8 +100,8 @@ async def delete_job(request: web.Request) -> None:
 @JOBS.change(202)
 async def terminate_job(request: web.Request) -> None:
     """"Job - Terminate" (``terminateReason``)."""
-    body = await read_object(request)
-    service(request).jobs.terminate_job(param(request, "job"), body.get("terminateReason"))
+    body = JobTerminate.from_wire(await read_object(request), what="job terminate")
+    service(request).jobs.terminate_job(param(request, "job"), body.terminate_reason)
 
 
 @routes.post("/jobs/{job}/disable")
@@ -108,7 +109,8 @@ async def terminate_job(request: web.Request) -> None:
 async def disable_job(request: web.Request) -> None:
     """"Job - Disable" (``disableTasks``: requeue, terminate or wait)."""
     body = await read_object(request)
-    service(request).jobs.disable_job(param(request, "job"), body.get("disableTasks", "requeue"))
+    disable = JobDisable.from_wire({"disableTasks": "requeue", **body}, what="job disable")
+    service(request).jobs.disable_job(param(request, "job"), disable.disable_tasks)
 
 
 @routes.post("/jobs/{job}/enable")
