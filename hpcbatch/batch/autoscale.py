@@ -1044,9 +1044,9 @@ class _Evaluator:
         except OverflowError:
             # A timestamp or timeinterval out of .NET's range (``time() + TimeInterval_Year *
             # 1e6``): Batch's evaluator fails the same way, as a formula error.
-            fault = _Fault("the result is out of range for a timestamp or timeinterval")
-            fault.line, fault.column = node.line, node.column
-            raise fault from None
+            overflow = _Fault("the result is out of range for a timestamp or timeinterval")
+            overflow.line, overflow.column = node.line, node.column
+            raise overflow from None
 
     def _eval(self, node: _Node) -> Value:
         match node:

@@ -92,20 +92,18 @@ FILE_MODE_PATTERN = re.compile(r"0?[0-7]{3}")
 sticky bit."""
 
 
-def _int(lo: int, hi: int = INT32_MAX) -> Any:
-    """A strict integer in ``lo..hi``: a JSON integer, never a string, float or boolean."""
-    return Annotated[int, Strict(), Field(ge=lo, le=hi)]
-
-
-Int32 = _int(-(2**31))
-"""A strict 32-bit integer (exit codes, ID ranges)."""
-Count = _int(0)
+Int32 = Annotated[int, Strict(), Field(ge=-(2**31), le=INT32_MAX)]
+"""A strict 32-bit integer (exit codes, ID ranges): a JSON integer, never a string, float
+or boolean."""
+Count = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX)]
 """A strict non-negative 32-bit integer (node counts)."""
-RetryCount = _int(-1)
+Positive = Annotated[int, Strict(), Field(ge=1, le=INT32_MAX)]
+"""A strict positive 32-bit integer (``numberOfInstances``)."""
+RetryCount = Annotated[int, Strict(), Field(ge=-1, le=INT32_MAX)]
 """``maxTaskRetryCount``: -1 (retry without limit) up to a 32-bit integer."""
-Slots = _int(1, MAX_SLOTS)
+Slots = Annotated[int, Strict(), Field(ge=1, le=MAX_SLOTS)]
 """``taskSlotsPerNode``, ``requiredSlots``: 1 to 256."""
-Priority = _int(-1000, 1000)
+Priority = Annotated[int, Strict(), Field(ge=-1000, le=1000)]
 """A job's ``priority``: -1000 (lowest) to 1000 (highest)."""
 Bool = Annotated[bool, Strict()]
 """A strict boolean: JSON ``true`` or ``false`` only."""
@@ -117,7 +115,8 @@ def _max_parallel(value: int) -> int:
     return value
 
 
-MaxParallelTasks = Annotated[_int(-1), AfterValidator(_max_parallel)]
+MaxParallelTasks = Annotated[int, Strict(), Field(ge=-1, le=INT32_MAX),
+                             AfterValidator(_max_parallel)]
 """A job's ``maxParallelTasks``: -1 (no limit) or 1 up to a 32-bit integer."""
 
 
@@ -127,50 +126,62 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _text(max_length: int = MAX_STRING_LENGTH, min_length: int = 0) -> Any:
-    """A string of at most ``max_length`` characters, without NUL characters."""
-    return Annotated[str, Field(min_length=min_length, max_length=max_length),
-                     AfterValidator(_no_nul)]
+NoNul = AfterValidator(_no_nul)
+"""Refuses a string with a NUL character (no process argument or path can hold one)."""
 
-
-CommandLine = _text(MAX_COMMAND_LINE_LENGTH, 1)
+Text = Annotated[str, Field(max_length=MAX_STRING_LENGTH), NoNul]
+"""A string of at most :data:`MAX_STRING_LENGTH` characters, no NUL."""
+NonEmptyText = Annotated[str, Field(min_length=1, max_length=MAX_STRING_LENGTH), NoNul]
+"""A non-empty :data:`Text`."""
+CommandLine = Annotated[str, Field(min_length=1, max_length=MAX_COMMAND_LINE_LENGTH), NoNul]
 """A ``commandLine``: 1 to :data:`MAX_COMMAND_LINE_LENGTH` characters, no NUL."""
-DisplayName = _text(MAX_DISPLAY_NAME_LENGTH)
+DisplayName = Annotated[str, Field(max_length=MAX_DISPLAY_NAME_LENGTH), NoNul]
 """A ``displayName``: up to 1024 characters."""
+MetadataName = Annotated[str, Field(min_length=1, max_length=MAX_METADATA_NAME_LENGTH), NoNul]
+"""A metadata ``name``: 1 to :data:`MAX_METADATA_NAME_LENGTH` characters."""
+MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE_LENGTH), NoNul]
+"""A metadata ``value``: up to :data:`MAX_METADATA_VALUE_LENGTH` characters."""
+ShortText = Annotated[str, Field(min_length=1, max_length=256), NoNul]
+"""A name of at most 256 characters (user names, node IDs)."""
 
 
-def _iso_string(example: str) -> Any:
-    """A before-validator refusing numbers: Batch's durations and times are ISO 8601 strings."""
-    def check(value: Any) -> Any:
-        if isinstance(value, bool | int | float):
-            # ValueError, not TypeError: pydantic reports only ValueError as a validation error
-            raise ValueError(  # noqa: TRY004
-                f"must be an ISO 8601 string such as '{example}', not a number")
-        return value
-    return BeforeValidator(check)
+def _not_a_number(value: Any) -> Any:
+    if isinstance(value, bool | int | float):
+        # ValueError, not TypeError: pydantic reports only ValueError as a validation error
+        raise ValueError(  # noqa: TRY004
+            "must be an ISO 8601 string (a duration such as 'PT5M', a time such as "
+            "'2025-01-01T10:00:00Z'), not a number")
+    return value
 
 
-def duration(minimum: timedelta = timedelta(0), minimum_text: str = "") -> Any:
-    """The type of a Batch duration of at least ``minimum``: an ISO 8601 string (``PT5M``)
-    up to :data:`UNLIMITED`; ``minimum_text`` words the minimum in the error."""
-    def check(value: timedelta) -> timedelta:
-        if value < minimum:
-            raise ValueError(f"must be at least {minimum_text or minimum}, not {value}"
-                             if minimum else "must not be negative")
-        if value > UNLIMITED:
-            raise ValueError(f"must be at most {UNLIMITED} (Batch's unlimited duration)")
-        return value
-    return Annotated[timedelta, _iso_string("PT5M"), Field(strict=False),
-                     AfterValidator(check)]
+IsoString = BeforeValidator(_not_a_number)
+"""Refuses a number where Batch takes an ISO 8601 duration or time (pydantic would read
+it as seconds)."""
 
 
-Duration = duration()
-"""A Batch duration: an ISO 8601 string, 0 to :data:`UNLIMITED`."""
+def within_unlimited(value: timedelta) -> timedelta:
+    """Check a duration is 0 to :data:`UNLIMITED` (raises ValueError, for validators)."""
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    if value > UNLIMITED:
+        raise ValueError(f"must be at most {UNLIMITED} (Batch's unlimited duration)")
+    return value
 
-ResizeTimeout = duration(MIN_RESIZE_TIMEOUT, "5 minutes (PT5M)")
+
+Duration = Annotated[timedelta, IsoString, Field(strict=False), AfterValidator(within_unlimited)]
+"""A Batch duration: an ISO 8601 string (``PT5M``), 0 to :data:`UNLIMITED`."""
+
+
+def _resize_timeout(value: timedelta) -> timedelta:
+    if value < MIN_RESIZE_TIMEOUT:
+        raise ValueError(f"must be at least 5 minutes (PT5M), not {value}")
+    return value
+
+
+ResizeTimeout = Annotated[Duration, AfterValidator(_resize_timeout)]
 """``resizeTimeout``: at least 5 minutes."""
 
-Time = Annotated[datetime, _iso_string("2025-01-01T10:00:00Z"), Field(strict=False)]
+Time = Annotated[datetime, IsoString, Field(strict=False)]
 """A wire time: an ISO 8601 string."""
 
 
@@ -236,7 +247,7 @@ def _relative_path(value: str) -> str:
     return value
 
 
-RelativePath = Annotated[_text(), AfterValidator(_relative_path)]
+RelativePath = Annotated[Text, AfterValidator(_relative_path)]
 
 
 class WireModel(BaseModel):
@@ -336,14 +347,14 @@ class EnvironmentSetting(WireModel):
     """An environment variable for a task (``EnvironmentSetting``)."""
 
     name: Annotated[str, Field(max_length=1024), AfterValidator(_env_name)]
-    value: _text() | None = None
+    value: Text | None = None
 
 
 class MetadataItem(WireModel):
     """A name-value pair of a pool's, job's or schedule's ``metadata`` (``MetadataItem``)."""
 
-    name: _text(MAX_METADATA_NAME_LENGTH, 1)
-    value: _text(MAX_METADATA_VALUE_LENGTH)
+    name: MetadataName
+    value: MetadataValue
 
 
 class ResourceFile(WireModel):
@@ -393,7 +404,7 @@ class AutoUserSpecification(WireModel):
 class UserIdentity(WireModel):
     """The user a task runs as (``UserIdentity``): a pool user account or an auto-user."""
 
-    user_name: _text(256) | None = Field(default=None, alias="username")
+    user_name: ShortText | None = Field(default=None, alias="username")
     auto_user: AutoUserSpecification | None = None
 
 
@@ -419,7 +430,7 @@ class TaskSchedulingPolicy(WireModel):
 class MultiInstanceSettings(WireModel):
     """Settings of a multi-instance (MPI) task (``MultiInstanceSettings``)."""
 
-    number_of_instances: _int(1) | None = None
+    number_of_instances: Positive | None = None
     coordination_command_line: CommandLine | None = None
     common_resource_files: list[ResourceFile] | None = None
 
@@ -460,14 +471,14 @@ class TaskIdRange(WireModel):
 class TaskDependencies(WireModel):
     """Tasks a task depends on (``TaskDependencies``)."""
 
-    task_ids: list[_text(64)] | None = None
+    task_ids: list[Annotated[str, Field(max_length=64)]] | None = None
     task_id_ranges: list[TaskIdRange] | None = None
 
 
 class OutputFile(WireModel):
     """A file to upload after a task ends (``OutputFile``)."""
 
-    file_pattern: _text(min_length=1)
+    file_pattern: NonEmptyText
     destination: dict[str, Any]
     upload_options: dict[str, Any]
 
@@ -589,7 +600,7 @@ class PoolResize(WireModel):
 class NodeRemove(WireModel):
     """The body of "Remove nodes from a pool" (``NodeRemoveParameter``): 1 to 100 node IDs."""
 
-    node_list: Annotated[list[_text(256, 1)], Field(min_length=1, max_length=100)]
+    node_list: Annotated[list[ShortText], Field(min_length=1, max_length=100)]
     resize_timeout: ResizeTimeout | None = None
     node_deallocation_option: (
         Literal["requeue", "terminate", "taskcompletion", "retaineddata"] | None

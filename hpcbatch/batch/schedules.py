@@ -43,15 +43,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 from hpcbatch.batch.models import (
     BatchId,
     DisplayName,
+    IsoString,
     MetadataItem,
     Time,
     WireModel,
-    duration,
+    within_unlimited,
 )
 
 __all__ = [
@@ -82,8 +83,17 @@ def _utc(value: datetime) -> datetime:
 
 
 UtcTime = Annotated[Time, AfterValidator(_utc)]
-Interval = duration(MIN_INTERVAL, "1 minute (PT1M) (Batch rejects a shorter interval with "
-                    "400 Bad Request)")
+def _at_least_a_minute(value: timedelta) -> timedelta:
+    if value < MIN_INTERVAL:
+        raise ValueError(
+            f"must be at least 1 minute (PT1M), not {value}; "
+            "Batch rejects a shorter interval with 400 (Bad Request)"
+        )
+    return value
+
+
+Interval = Annotated[timedelta, IsoString, Field(strict=False), AfterValidator(_at_least_a_minute),
+                     AfterValidator(within_unlimited)]
 
 
 class Schedule(WireModel):

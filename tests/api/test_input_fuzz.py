@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hpcbatch.api.http import JSON_CONTENT_TYPE
 from tests.api.wire import Http
 
-EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES", "30"))
 """Examples per test (each one HTTP request)."""
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
