@@ -1251,9 +1251,13 @@ def _public(value: Value) -> Any:
     return value
 
 
+TARGET_MAX = 2**31 - 1
+"""The largest target a formula sets: ``targetDedicatedNodes`` is an ``int32`` on the wire."""
+
+
 def _target(value: Value) -> int:
     assert isinstance(value, float) and math.isfinite(value)
-    return max(0, math.floor(value))
+    return max(0, min(TARGET_MAX, math.floor(value)))
 
 
 def evaluate(formula: Formula | str, metrics: Metrics, *, rng: random.Random | None = None) -> AutoScaleResult:

@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from hpcbatch.api.http import API_VERSIONS, MAX_JSON_DEPTH
-from hpcbatch.batch.models import MAX_COMMAND_LINE_LENGTH
+from hpcbatch.batch.models import MAX_COMMAND_LINE_LENGTH, Pool
 from tests.api.wire import Http, batch_error
-from tests.helpers import service_on_testbed
+from tests.helpers import service_on_testbed, wait_until
 
 MB = 1024 * 1024
 
@@ -278,6 +278,24 @@ def test_timespan_overflow_is_a_formula_error(http: Http, formula: str):
         assert http("GET", "/pools/overflow").json()["targetDedicatedNodes"] == 0
     finally:
         http("DELETE", "/pools/overflow")
+
+
+def test_a_huge_formula_target_stays_a_wire_int32(http: Http):
+    """``$TargetDedicatedNodes = 1e300`` sets the largest target the wire can carry (the
+    inventory then limits the pool), so the pool still reads back as a valid ``CloudPool``."""
+    assert http("POST", "/pools", {"id": "huge", "vmSize": "any", "enableAutoScale": True,
+                                   "autoScaleFormula": "$TargetDedicatedNodes = 1e300;",
+                                   "autoScaleEvaluationInterval": "PT1H"}).status_code == 201
+    try:
+        run = http("POST", "/pools/huge/evaluateautoscale",
+                   {"autoScaleFormula": "$TargetDedicatedNodes = 1e300;"}).json()
+        assert "error" not in run
+        wait_until(lambda: http("GET", "/pools/huge").json().get("autoScaleRun"),
+                   what="the first evaluation")
+        assert http("GET", "/pools/huge").json()["targetDedicatedNodes"] == 2**31 - 1
+        Pool.model_validate(http("GET", "/pools/huge").json())
+    finally:
+        http("DELETE", "/pools/huge")
 
 
 # ------------------------------------------------------------------ query parameters
