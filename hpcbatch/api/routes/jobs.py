@@ -120,11 +120,11 @@ async def enable_job(request: web.Request) -> None:
     service(request).jobs.enable_job(param(request, "job"))
 
 
-_NODE_ID_FILTER = re.compile(r"^\s*nodeId\s+eq\s+'([^']*)'\s*$")
+_NODE_ID_FILTER = re.compile(r"\s*nodeId\s+eq\s+'([^']*)'\s*")
 
 
 def _filter_by_node(items: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
-    m = _NODE_ID_FILTER.match(text)
+    m = _NODE_ID_FILTER.fullmatch(text)
     if not m:
         raise odata.InvalidQueryParameterError(
             "$filter", text, "only nodeId eq '...' is supported on this list")
