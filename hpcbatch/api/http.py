@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -258,16 +259,18 @@ def int_query(request: web.Request, name: str, default: int) -> int:
     Raises
     ------
     BadRequestError
-        ``InvalidQueryParameterValue`` when it is not an integer.
+        ``InvalidQueryParameterValue`` when it is not a 32-bit integer in decimal digits.
     """
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise _bad_query(name, raw, f"The query parameter {name} must be an integer, not {raw!r}.",
-                         "InvalidQueryParameterValue") from None
+    if not _INT32.fullmatch(raw) or not -(2**31) <= int(raw) < 2**31:
+        raise _bad_query(name, raw[:64], f"The query parameter {name} must be a 32-bit "
+                         f"integer, not {raw[:64]!r}.", "InvalidQueryParameterValue")
+    return int(raw)
+
+
+_INT32 = re.compile(r"-?[0-9]{1,10}")
 
 
 def bool_query(request: web.Request, name: str) -> bool:

@@ -45,7 +45,14 @@ import uuid
 from aiohttp import web
 
 from hpcbatch.api import routes, unsupported
-from hpcbatch.api.http import ACCOUNT, SERVICE, Handler, check_api_version, error_reply
+from hpcbatch.api.http import (
+    ACCOUNT,
+    SERVICE,
+    Handler,
+    check_api_version,
+    error_reply,
+    int_query,
+)
 from hpcbatch.batch import sharedkey as auth
 from hpcbatch.batch.errors import BadRequestError, HpcbatchError
 from hpcbatch.core.service import BatchService
@@ -135,15 +142,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def input_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse what no route may see: a path with a NUL character (``400 InvalidUri``) and,
-    on every path but ``/health``, a missing or unknown ``api-version``
-    (:func:`~hpcbatch.api.http.check_api_version`)."""
+    """Refuse what no route may see: a path with a NUL character (``400 InvalidUri``), on
+    every path but ``/health`` a missing or unknown ``api-version``
+    (:func:`~hpcbatch.api.http.check_api_version`), and a ``timeout`` that is not an
+    integer (``400 InvalidQueryParameterValue``)."""
     if "\x00" in request.path:
         raise BadRequestError(
             "The requested URI contains a NUL character, which no Batch resource name holds.",
             code="InvalidUri", values={"RequestUri": request.raw_path[:512]})
     if request.path != "/health":
         check_api_version(request)
+    if "timeout" in request.query:  # Batch: int32 seconds; a larger value means the default
+        int_query(request, "timeout", 30)
     return await handler(request)
 
 

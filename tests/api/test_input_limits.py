@@ -346,6 +346,14 @@ def test_every_published_api_version_is_accepted(http: Http, version: str):
     assert http("GET", "/pools", params={"api-version": version}).status_code == 200
 
 
+@pytest.mark.parametrize("value", ["abc", "1.5", "", "9" * 30])
+def test_a_timeout_that_is_not_an_integer_is_invalid(http: Http, value: str):
+    values = _values(batch_error(http("GET", "/pools", params={"timeout": value}), 400,
+                                 "InvalidQueryParameterValue"))
+    assert values["QueryParameterName"] == "timeout"
+    assert http("GET", "/pools", params={"timeout": "3000"}).status_code == 200  # the default
+
+
 def test_health_needs_no_api_version(http: Http):
     assert requests.get(http.endpoint + "/health", timeout=30).status_code == 200
 
