@@ -377,7 +377,8 @@ def test_parameters_and_context_reach_split_and_existing_tasks_are_skipped(
                            ["--parameters", str(tmp_path / "params.json"), "extra"])
     assert code == 0, out
     assert seen["parameters"] == {"Count": 150, "Nested": {"a": [1]}}
-    assert seen["job"].id == job and seen["job"].metadata == [{"name": "owner", "value": "me"}]
+    assert seen["job"].id == job
+    assert [(m.name, m.value) for m in seen["job"].metadata] == [("owner", "me")]
     assert seen["argv"] == ["extra"] and seen["jm"] is None
     assert "done: split() yielded 150 tasks; 150 added, 0 skipped" in out
     # parameters.json in the working directory; a second run finds every task there

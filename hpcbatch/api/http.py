@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +53,29 @@ MAX_TASK_COLLECTION_BYTES = 1024 * 1024
 
 MAX_RESULTS = 1000
 """Batch's largest ``maxresults``."""
+
+MAX_JSON_BODY_BYTES = 4 * 1024 * 1024
+"""The largest JSON request body (bytes, exclusive); larger answers ``413
+RequestBodyTooLarge``. Batch caps a task collection at 1 MB; hpcbatch allows
+other JSON bodies (a pool, a job schedule, an inventory) up to 4 MiB."""
+
+MAX_JSON_DEPTH = 64
+"""How deep a JSON request body may nest arrays and objects: 64, the default
+``MaxDepth`` of the .NET JSON readers (Json.NET, System.Text.Json) behind Batch.
+The deepest Batch body (a job schedule's auto pool) nests about 10 levels."""
+
+API_VERSIONS = frozenset({
+    "2017-01-01.4.0", "2017-05-01.5.0", "2017-06-01.5.1", "2017-09-01.6.0",
+    "2018-03-01.6.1", "2018-08-01.7.0", "2018-12-01.8.0", "2019-06-01.9.0",
+    "2019-08-01.10.0", "2020-03-01.11.0", "2020-09-01.12.0", "2021-06-01.14.0",
+    "2022-01-01.15.0", "2022-10-01.16.0", "2023-05-01.17.0", "2023-11-01.18.0",
+    "2024-02-01.19.0", "2024-07-01.20.0", "2025-06-01",
+})
+"""The Batch REST api-versions accepted: every version published ("Batch Service REST
+API Versioning") since 2017-01-01.4.0, the version of the oldest SDK of major version 6
+(Microsoft.Azure.Batch 6.0 for .NET; the Python ``azure-batch`` 6.0 speaks 2018-12-01.8.0,
+14.x 2024-02-01.19.0, 15.x 2025-06-01). hpcbatch answers every one with the wire of
+2025-06-01, which keeps the older properties it implements."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 """An aiohttp request handler."""
@@ -83,26 +107,79 @@ def metadata_url(request: web.Request, entity: str) -> str:
     return f"{base_url(request)}/$metadata#{entity}"
 
 
-async def read_json(request: web.Request) -> Any:
-    """Return the request's JSON body.
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` (decoded JSON) nests arrays and objects deeper than ``limit``;
+    iterative, so any depth is safe to check."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_json(raw: bytes) -> Any:
+    """Decode a JSON request body: UTF-8, at most :data:`MAX_JSON_BODY_BYTES` bytes, arrays
+    and objects nested at most :data:`MAX_JSON_DEPTH` deep.
 
     Raises
     ------
     BadRequestError
-        An empty body (``InvalidRequestBody``) or one that is not JSON
-        (``InvalidRequestBody``, naming the line and column).
+        An empty body, one that is not UTF-8, not JSON or nested too deep
+        (``InvalidRequestBody``, naming the line and column of a syntax error).
+    HpcbatchError
+        ``413 RequestBodyTooLarge``: a body of :data:`MAX_JSON_BODY_BYTES` or more.
     """
-    raw = await request.read()
     if not raw:
         raise BadRequestError("The request body is empty; a JSON object is required.")
+    if len(raw) >= MAX_JSON_BODY_BYTES:
+        raise HpcbatchError(
+            f"The request body is too large: a JSON body must be less than "
+            f"{MAX_JSON_BODY_BYTES} bytes.", code="RequestBodyTooLarge", status=413,
+            values={"MaxLimit": str(MAX_JSON_BODY_BYTES)})
     try:
-        return json.loads(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestError(
+            f"The request body is not UTF-8 text: byte {exc.start} cannot be decoded.",
+            code="InvalidRequestBody") from None
+    value: Any = None
+    try:
+        value = json.loads(text)
+        # Counting brackets is cheap; only a body with many of them is walked.
+        too_deep = (raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+                    and isinstance(value, dict | list) and _too_deep(value, MAX_JSON_DEPTH))
     except json.JSONDecodeError as exc:
         raise BadRequestError(
             f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}.",
             code="InvalidRequestBody",
         ) from None
+    except RecursionError:  # deeper than the decoder's own limit (about 1,000 levels)
+        too_deep = True
+    if too_deep:
+        raise BadRequestError(
+            f"The request body nests JSON arrays and objects deeper than {MAX_JSON_DEPTH} "
+            "levels.", code="InvalidRequestBody", values={"MaxDepth": str(MAX_JSON_DEPTH)})
+    return value
+
+
+async def read_json(request: web.Request) -> Any:
+    """Return the request's JSON body (:func:`parse_json`).
+
+    Raises
+    ------
+    BadRequestError
+        An empty body or one that is not UTF-8 JSON nested at most
+        :data:`MAX_JSON_DEPTH` deep (``InvalidRequestBody``).
+    HpcbatchError
+        ``413 RequestBodyTooLarge``.
+    """
+    return parse_json(await request.read())
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
@@ -141,6 +218,36 @@ async def check_task_collection_size(request: web.Request) -> None:
             values={"MaxLimit": str(MAX_TASK_COLLECTION_BYTES)})
 
 
+def check_api_version(request: web.Request) -> None:
+    """Check the request's ``api-version`` query parameter, as Batch does.
+
+    Raises
+    ------
+    BadRequestError
+        ``MissingRequiredQueryParameter`` without one;
+        ``InvalidQueryParameterValue`` for a value not in :data:`API_VERSIONS`
+        (or several different values).
+    """
+    values = request.query.getall("api-version", [])
+    if not values:
+        raise BadRequestError(
+            "A query parameter that's mandatory for this request is not specified: "
+            "api-version.", code="MissingRequiredQueryParameter",
+            values={"QueryParameterName": "api-version"})
+    for value in values:
+        if value not in API_VERSIONS:
+            newest = max(API_VERSIONS)
+            raise _bad_query(
+                "api-version", value[:64],
+                f"The api-version {value[:64]!r} is not a Batch REST API version this "
+                f"service accepts; use one of {', '.join(sorted(API_VERSIONS))} (newest: "
+                f"{newest}).", "InvalidQueryParameterValue")
+    if len(set(values)) > 1:
+        raise _bad_query("api-version", ",".join(values)[:128],
+                         "The api-version query parameter is given more than once with "
+                         "different values.", "InvalidQueryParameterValue")
+
+
 def _bad_query(name: str, raw: str, message: str, code: str) -> BadRequestError:
     return BadRequestError(message, code=code,
                            values={"QueryParameterName": name, "QueryParameterValue": raw})
@@ -152,16 +259,18 @@ def int_query(request: web.Request, name: str, default: int) -> int:
     Raises
     ------
     BadRequestError
-        ``InvalidQueryParameterValue`` when it is not an integer.
+        ``InvalidQueryParameterValue`` when it is not a 32-bit integer in decimal digits.
     """
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise _bad_query(name, raw, f"The query parameter {name} must be an integer, not {raw!r}.",
-                         "InvalidQueryParameterValue") from None
+    if not _INT32.fullmatch(raw) or not -(2**31) <= int(raw) < 2**31:
+        raise _bad_query(name, raw[:64], f"The query parameter {name} must be a 32-bit "
+                         f"integer, not {raw[:64]!r}.", "InvalidQueryParameterValue")
+    return int(raw)
+
+
+_INT32 = re.compile(r"-?[0-9]{1,10}")
 
 
 def bool_query(request: web.Request, name: str) -> bool:

@@ -46,12 +46,19 @@ import uuid
 from aiohttp import web
 
 from hpcbatch.api import dashboard, routes, unsupported
-from hpcbatch.api.http import ACCOUNT, SERVICE, Handler, error_reply
+from hpcbatch.api.http import (
+    ACCOUNT,
+    SERVICE,
+    Handler,
+    check_api_version,
+    error_reply,
+    int_query,
+)
 from hpcbatch.api.security import API_SECURITY, ApiSecurity, auth_middleware
-from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.batch.errors import BadRequestError, HpcbatchError
 from hpcbatch.core.service import BatchService
 
-__all__ = ["auth_middleware", "errors_middleware", "make_app"]
+__all__ = ["auth_middleware", "errors_middleware", "input_middleware", "make_app"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +126,23 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return resp
 
 
+@web.middleware
+async def input_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what no route may see: a path with a NUL character (``400 InvalidUri``), on
+    every path but ``/health`` a missing or unknown ``api-version``
+    (:func:`~hpcbatch.api.http.check_api_version`), and a ``timeout`` that is not an
+    integer (``400 InvalidQueryParameterValue``)."""
+    if "\x00" in request.path:
+        raise BadRequestError(
+            "The requested URI contains a NUL character, which no Batch resource name holds.",
+            code="InvalidUri", values={"RequestUri": request.raw_path[:512]})
+    if request.path != "/health":
+        check_api_version(request)
+    if "timeout" in request.query:  # Batch: int32 seconds; a larger value means the default
+        int_query(request, "timeout", 30)
+    return await handler(request)
+
+
 def make_app(service: BatchService, account: str, key: str, *, operator_key: str | None = None,
              allow_api_local_hosts: bool = False,
              dask_dashboard_url: str | None = None) -> web.Application:
@@ -147,7 +171,7 @@ def make_app(service: BatchService, account: str, key: str, *, operator_key: str
         error and authentication middlewares
         (:func:`hpcbatch.api.security.auth_middleware`).
     """
-    app = web.Application(middlewares=[errors_middleware, auth_middleware],
+    app = web.Application(middlewares=[errors_middleware, auth_middleware, input_middleware],
                           client_max_size=MAX_REQUEST_BYTES)
     app[SERVICE] = service
     app[ACCOUNT] = (account, key)

@@ -147,7 +147,8 @@ _TIME = (TIMESTAMP, INTERVAL)
 
 @dataclass(frozen=True, order=True)
 class TimeInterval:
-    """A Batch ``timeinterval``: a signed count of 100-nanosecond ticks."""
+    """A Batch ``timeinterval``: a signed count of 100-nanosecond ticks (.NET ``TimeSpan``:
+    at most :data:`TICKS_MAX` either way)."""
 
     ticks: int
 
@@ -167,6 +168,9 @@ class TimeInterval:
         text = f"{sign}{f'{days}.' if days else ''}{h:02d}:{m:02d}:{s:02d}"
         return text + (f".{fraction:07d}" if fraction else "")
 
+
+TICKS_MAX = 2**63 - 1
+"""The most ticks a timeinterval holds (.NET ``TimeSpan.MaxValue``)."""
 
 _TICKS = {"Zero": 0, "100ns": 1, "Microsecond": 10, "Millisecond": 10_000, "Second": 10_000_000}
 _TICKS |= {"Minute": 60 * _TICKS["Second"]}
@@ -665,7 +669,14 @@ def _scale(interval: TimeInterval, factor: float, divide: bool = False) -> TimeI
     ticks = _arith("/", interval.ticks, factor) if divide else interval.ticks * factor
     if not math.isfinite(ticks):
         raise _Fault("the time interval is not finite (division by zero?)")
-    return TimeInterval(round(ticks))
+    return _interval(round(ticks))
+
+
+def _interval(ticks: int) -> TimeInterval:
+    """A timeinterval of ``ticks``, within .NET ``TimeSpan``'s range (signed 64-bit ticks)."""
+    if not -TICKS_MAX - 1 <= ticks <= TICKS_MAX:
+        raise _Fault("TimeSpan overflowed because the duration is too long")
+    return TimeInterval(ticks)
 
 
 def _vec_vec(op: str, a: tuple, b: tuple) -> tuple:
@@ -690,8 +701,8 @@ for _op in "+-*/":
 _OPERATIONS["*", DOUBLE, INTERVAL] = (INTERVAL, lambda op, a, b: _scale(b, a))
 _OPERATIONS["*", INTERVAL, DOUBLE] = (INTERVAL, lambda op, a, b: _scale(a, b))
 _OPERATIONS["/", INTERVAL, DOUBLE] = (INTERVAL, lambda op, a, b: _scale(a, b, divide=True))
-_OPERATIONS["+", INTERVAL, INTERVAL] = (INTERVAL, lambda op, a, b: TimeInterval(a.ticks + b.ticks))
-_OPERATIONS["-", INTERVAL, INTERVAL] = (INTERVAL, lambda op, a, b: TimeInterval(a.ticks - b.ticks))
+_OPERATIONS["+", INTERVAL, INTERVAL] = (INTERVAL, lambda op, a, b: _interval(a.ticks + b.ticks))
+_OPERATIONS["-", INTERVAL, INTERVAL] = (INTERVAL, lambda op, a, b: _interval(a.ticks - b.ticks))
 _OPERATIONS["+", INTERVAL, TIMESTAMP] = (TIMESTAMP, lambda op, a, b: b + a.to_timedelta())
 _OPERATIONS["+", TIMESTAMP, INTERVAL] = (TIMESTAMP, lambda op, a, b: a + b.to_timedelta())
 _OPERATIONS["-", TIMESTAMP, TIMESTAMP] = (INTERVAL, lambda op, a, b: TimeInterval.of(a - b))
@@ -1030,6 +1041,12 @@ class _Evaluator:
             if fault.line is None:
                 fault.line, fault.column = node.line, node.column
             raise
+        except OverflowError:
+            # A timestamp or timeinterval out of .NET's range (``time() + TimeInterval_Year *
+            # 1e6``): Batch's evaluator fails the same way, as a formula error.
+            overflow = _Fault("the result is out of range for a timestamp or timeinterval")
+            overflow.line, overflow.column = node.line, node.column
+            raise overflow from None
 
     def _eval(self, node: _Node) -> Value:
         match node:
@@ -1052,7 +1069,7 @@ class _Evaluator:
                 if (op, kind) not in _UNARY:
                     raise _Fault(f"operator '{op}' cannot be applied to a {kind}")
                 if isinstance(result, TimeInterval):
-                    return TimeInterval(-result.ticks)
+                    return _interval(-result.ticks)
                 assert isinstance(result, float)  # _UNARY takes doubles and timeintervals
                 return -result if op == "-" else float(result == 0)
             case _Binary(op="&&" | "||" as op, left=left, right=right):
@@ -1234,9 +1251,13 @@ def _public(value: Value) -> Any:
     return value
 
 
+TARGET_MAX = 2**31 - 1
+"""The largest target a formula sets: ``targetDedicatedNodes`` is an ``int32`` on the wire."""
+
+
 def _target(value: Value) -> int:
     assert isinstance(value, float) and math.isfinite(value)
-    return max(0, math.floor(value))
+    return max(0, min(TARGET_MAX, math.floor(value)))
 
 
 def evaluate(formula: Formula | str, metrics: Metrics, *, rng: random.Random | None = None) -> AutoScaleResult:

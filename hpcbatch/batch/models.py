@@ -10,6 +10,17 @@ the service returns.
 
 Validation follows Batch: IDs hold letters, digits, hyphens and underscores,
 at most 64 characters (tasks: same), compared case-insensitively.
+
+Input limits (``docs/security.md``, "Input hardening"): request bodies are
+validated strictly, as Batch's typed REST API does: an integer property takes
+a JSON integer only (not ``"3"``, ``3.0`` or ``true``), a boolean property a
+JSON boolean only, and every integer is bounded (Batch's own bound where it
+documents one, else a 32-bit ``int``, the type of Batch's REST schema).
+Enumerations are closed. Strings are bounded: :data:`MAX_STRING_LENGTH` by
+default, :data:`MAX_COMMAND_LINE_LENGTH` for command lines,
+:data:`MAX_DISPLAY_NAME_LENGTH` for display names, :data:`MAX_METADATA_NAME_LENGTH`
+/ :data:`MAX_METADATA_VALUE_LENGTH` for metadata. Durations are ISO 8601
+strings (``PT5M``) between zero and Batch's "unlimited" (:data:`UNLIMITED`).
 """
 
 from __future__ import annotations
@@ -22,8 +33,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     model_validator,
 )
@@ -39,14 +52,150 @@ from hpcbatch.batch.states import (
     TaskState,
 )
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-"""Batch's rule for pool, job, task and schedule IDs."""
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""Batch's rule for pool, job, task and schedule IDs (matched whole: ``fullmatch``)."""
 
 UNLIMITED = timedelta(days=10675199, seconds=10085, microseconds=477580)
 """Batch's "unlimited" duration (.NET ``TimeSpan.MaxValue``), e.g. for maxWallClockTime."""
 
 MAX_TASKS_PER_COLLECTION = 100
 """Batch's limit of tasks in one ``addtaskcollection`` request."""
+
+INT32_MAX = 2**31 - 1
+"""The largest value of Batch's ``int32`` REST properties."""
+
+MAX_STRING_LENGTH = 32_768
+"""The longest string any request property may hold unless a tighter bound applies
+(hpcbatch's choice: Batch documents none; 32 KiB is Windows' command-line limit)."""
+
+MAX_COMMAND_LINE_LENGTH = 32_768
+"""The longest ``commandLine`` (characters). Batch documents no bound; a Windows
+node's limit is 32,767 characters and a Linux node's one argument 128 KiB."""
+
+MAX_DISPLAY_NAME_LENGTH = 1024
+"""Batch: "The display name ... can contain any Unicode characters up to a maximum
+length of 1024"."""
+
+MAX_METADATA_NAME_LENGTH = 1024
+"""The longest metadata ``name`` (hpcbatch's choice; Batch documents none)."""
+
+MAX_METADATA_VALUE_LENGTH = 8192
+"""The longest metadata ``value`` (hpcbatch's choice; Batch documents none)."""
+
+MAX_SLOTS = 256
+"""Batch's largest ``taskSlotsPerNode`` (so the largest useful ``requiredSlots``)."""
+
+MIN_RESIZE_TIMEOUT = timedelta(minutes=5)
+"""Batch: "The minimum value [of resizeTimeout] is 5 minutes"."""
+
+FILE_MODE_PATTERN = re.compile(r"0?[0-7]{3}")
+"""``fileMode``: octal permission bits (``"0770"``, ``"644"``); no setuid, setgid or
+sticky bit."""
+
+
+Int32 = Annotated[int, Strict(), Field(ge=-(2**31), le=INT32_MAX)]
+"""A strict 32-bit integer (exit codes, ID ranges): a JSON integer, never a string, float
+or boolean."""
+Count = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX)]
+"""A strict non-negative 32-bit integer (node counts)."""
+Positive = Annotated[int, Strict(), Field(ge=1, le=INT32_MAX)]
+"""A strict positive 32-bit integer (``numberOfInstances``)."""
+RetryCount = Annotated[int, Strict(), Field(ge=-1, le=INT32_MAX)]
+"""``maxTaskRetryCount``: -1 (retry without limit) up to a 32-bit integer."""
+Slots = Annotated[int, Strict(), Field(ge=1, le=MAX_SLOTS)]
+"""``taskSlotsPerNode``, ``requiredSlots``: 1 to 256."""
+Priority = Annotated[int, Strict(), Field(ge=-1000, le=1000)]
+"""A job's ``priority``: -1000 (lowest) to 1000 (highest)."""
+Bool = Annotated[bool, Strict()]
+"""A strict boolean: JSON ``true`` or ``false`` only."""
+
+
+def _max_parallel(value: int) -> int:
+    if value == 0:
+        raise ValueError("must be -1 (no limit) or greater than 0")
+    return value
+
+
+MaxParallelTasks = Annotated[int, Strict(), Field(ge=-1, le=INT32_MAX),
+                             AfterValidator(_max_parallel)]
+"""A job's ``maxParallelTasks``: -1 (no limit) or 1 up to a 32-bit integer."""
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
+"""Refuses a string with a NUL character (no process argument or path can hold one)."""
+
+Text = Annotated[str, Field(max_length=MAX_STRING_LENGTH), NoNul]
+"""A string of at most :data:`MAX_STRING_LENGTH` characters, no NUL."""
+NonEmptyText = Annotated[str, Field(min_length=1, max_length=MAX_STRING_LENGTH), NoNul]
+"""A non-empty :data:`Text`."""
+CommandLine = Annotated[str, Field(min_length=1, max_length=MAX_COMMAND_LINE_LENGTH), NoNul]
+"""A ``commandLine``: 1 to :data:`MAX_COMMAND_LINE_LENGTH` characters, no NUL."""
+DisplayName = Annotated[str, Field(max_length=MAX_DISPLAY_NAME_LENGTH), NoNul]
+"""A ``displayName``: up to 1024 characters."""
+MetadataName = Annotated[str, Field(min_length=1, max_length=MAX_METADATA_NAME_LENGTH), NoNul]
+"""A metadata ``name``: 1 to :data:`MAX_METADATA_NAME_LENGTH` characters."""
+MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE_LENGTH), NoNul]
+"""A metadata ``value``: up to :data:`MAX_METADATA_VALUE_LENGTH` characters."""
+ShortText = Annotated[str, Field(min_length=1, max_length=256), NoNul]
+"""A name of at most 256 characters (user names, node IDs)."""
+
+
+def _not_a_number(value: Any) -> Any:
+    if isinstance(value, bool | int | float):
+        # ValueError, not TypeError: pydantic reports only ValueError as a validation error
+        raise ValueError(  # noqa: TRY004
+            "must be an ISO 8601 string (a duration such as 'PT5M', a time such as "
+            "'2025-01-01T10:00:00Z'), not a number")
+    return value
+
+
+IsoString = BeforeValidator(_not_a_number)
+"""Refuses a number where Batch takes an ISO 8601 duration or time (pydantic would read
+it as seconds)."""
+
+
+def within_unlimited(value: timedelta) -> timedelta:
+    """Check a duration is 0 to :data:`UNLIMITED` (raises ValueError, for validators)."""
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    if value > UNLIMITED:
+        raise ValueError(f"must be at most {UNLIMITED} (Batch's unlimited duration)")
+    return value
+
+
+Duration = Annotated[timedelta, IsoString, Field(strict=False), AfterValidator(within_unlimited)]
+"""A Batch duration: an ISO 8601 string (``PT5M``), 0 to :data:`UNLIMITED`."""
+
+
+def _resize_timeout(value: timedelta) -> timedelta:
+    if value < MIN_RESIZE_TIMEOUT:
+        raise ValueError(f"must be at least 5 minutes (PT5M), not {value}")
+    return value
+
+
+ResizeTimeout = Annotated[Duration, AfterValidator(_resize_timeout)]
+"""``resizeTimeout``: at least 5 minutes."""
+
+Time = Annotated[datetime, IsoString, Field(strict=False)]
+"""A wire time: an ISO 8601 string."""
+
+
+def _file_mode(value: str) -> str:
+    if not FILE_MODE_PATTERN.fullmatch(value):
+        raise ValueError(
+            "must be octal permission bits such as '0770' or '644' (3 octal digits, "
+            "optionally after a leading 0; setuid, setgid and sticky bits are not allowed)")
+    return value
+
+
+FileMode = Annotated[str, AfterValidator(_file_mode)]
+"""``fileMode``: octal permission bits (:data:`FILE_MODE_PATTERN`)."""
 
 
 def validate_id(value: str, field: str = "id") -> str:
@@ -69,7 +218,7 @@ def validate_id(value: str, field: str = "id") -> str:
     InvalidPropertyValueError
         When the ID breaks the rule.
     """
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise InvalidPropertyValueError(
             field,
             value,
@@ -80,7 +229,7 @@ def validate_id(value: str, field: str = "id") -> str:
 
 
 def _id(value: str) -> str:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise ValueError(
             "an ID may contain only letters, digits, hyphens and underscores, "
             "and must be 1 to 64 characters long"
@@ -99,7 +248,7 @@ def _relative_path(value: str) -> str:
     return value
 
 
-RelativePath = Annotated[str, AfterValidator(_relative_path)]
+RelativePath = Annotated[Text, AfterValidator(_relative_path)]
 
 
 class WireModel(BaseModel):
@@ -110,6 +259,8 @@ class WireModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=True,
+        strict=True,
+        str_max_length=MAX_STRING_LENGTH,
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -182,11 +333,29 @@ class Output(BaseModel):
 # --------------------------------------------------------------------- common parts
 
 
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""An environment variable's name (matched whole)."""
+
+
+def _env_name(value: str) -> str:
+    if not ENV_NAME_PATTERN.fullmatch(value):
+        raise ValueError("an environment variable name holds letters, digits and underscores "
+                         "and does not start with a digit")
+    return value
+
+
 class EnvironmentSetting(WireModel):
     """An environment variable for a task (``EnvironmentSetting``)."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-    value: str | None = None
+    name: Annotated[str, Field(max_length=1024), AfterValidator(_env_name)]
+    value: Text | None = None
+
+
+class MetadataItem(WireModel):
+    """A name-value pair of a pool's, job's or schedule's ``metadata`` (``MetadataItem``)."""
+
+    name: MetadataName
+    value: MetadataValue
 
 
 class ResourceFile(WireModel):
@@ -202,7 +371,7 @@ class ResourceFile(WireModel):
     http_url: str | None = None
     blob_prefix: str | None = None
     file_path: RelativePath | None = None
-    file_mode: str | None = None
+    file_mode: FileMode | None = None
     identity_reference: dict[str, Any] | None = None
 
 
@@ -213,16 +382,16 @@ class TaskConstraints(WireModel):
     ``retention_time``: how long the task directory is kept after completion.
     """
 
-    max_wall_clock_time: timedelta | None = None
-    retention_time: timedelta | None = None
-    max_task_retry_count: Annotated[int, Field(ge=-1)] | None = None
+    max_wall_clock_time: Duration | None = None
+    retention_time: Duration | None = None
+    max_task_retry_count: RetryCount | None = None
 
 
 class JobConstraints(WireModel):
     """Execution constraints of a job (``JobConstraints``)."""
 
-    max_wall_clock_time: timedelta | None = None
-    max_task_retry_count: Annotated[int, Field(ge=-1)] | None = None
+    max_wall_clock_time: Duration | None = None
+    max_task_retry_count: RetryCount | None = None
 
 
 USER_NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -248,7 +417,7 @@ class UserIdentity(WireModel):
     :mod:`hpcbatch.batch.identity`).
     """
 
-    user_name: str | None = Field(default=None, alias="username")
+    user_name: ShortText | None = Field(default=None, alias="username")
     auto_user: AutoUserSpecification | None = None
 
     @model_validator(mode="after")
@@ -296,12 +465,12 @@ class UserAccount(WireModel):
 class StartTask(WireModel):
     """A pool's start task (``StartTask``): runs on every node as it joins or restarts."""
 
-    command_line: Annotated[str, Field(min_length=1)]
+    command_line: CommandLine
     resource_files: list[ResourceFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
     user_identity: UserIdentity | None = None
-    max_task_retry_count: Annotated[int, Field(ge=-1)] | None = None
-    wait_for_success: bool | None = None
+    max_task_retry_count: RetryCount | None = None
+    wait_for_success: Bool | None = None
     container_settings: dict[str, Any] | None = None
 
 
@@ -315,8 +484,8 @@ class TaskSchedulingPolicy(WireModel):
 class MultiInstanceSettings(WireModel):
     """Settings of a multi-instance (MPI) task (``MultiInstanceSettings``)."""
 
-    number_of_instances: Annotated[int, Field(ge=1)] | None = None
-    coordination_command_line: str | None = None
+    number_of_instances: Positive | None = None
+    coordination_command_line: CommandLine | None = None
     common_resource_files: list[ResourceFile] | None = None
 
 
@@ -328,13 +497,13 @@ class ExitOptions(WireModel):
 
 
 class ExitCodeMapping(WireModel):
-    code: int
+    code: Int32
     exit_options: ExitOptions
 
 
 class ExitCodeRangeMapping(WireModel):
-    start: int
-    end: int
+    start: Int32
+    end: Int32
     exit_options: ExitOptions
 
 
@@ -349,21 +518,21 @@ class ExitConditions(WireModel):
 
 
 class TaskIdRange(WireModel):
-    start: int
-    end: int
+    start: Int32
+    end: Int32
 
 
 class TaskDependencies(WireModel):
     """Tasks a task depends on (``TaskDependencies``)."""
 
-    task_ids: list[str] | None = None
+    task_ids: list[Annotated[str, Field(max_length=64)]] | None = None
     task_id_ranges: list[TaskIdRange] | None = None
 
 
 class OutputFile(WireModel):
     """A file to upload after a task ends (``OutputFile``)."""
 
-    file_pattern: str
+    file_pattern: NonEmptyText
     destination: dict[str, Any]
     upload_options: dict[str, Any]
 
@@ -390,21 +559,21 @@ class PoolSpec(WireModel):
     """
 
     id: BatchId
-    display_name: Annotated[str, Field(max_length=1024)] | None = None
-    vm_size: Annotated[str, Field(min_length=1)]
-    target_dedicated_nodes: Annotated[int, Field(ge=0)] | None = None
-    target_low_priority_nodes: Annotated[int, Field(ge=0)] | None = None
-    enable_auto_scale: bool | None = None
+    display_name: DisplayName | None = None
+    vm_size: Annotated[str, Field(min_length=1, max_length=1024)]
+    target_dedicated_nodes: Count | None = None
+    target_low_priority_nodes: Count | None = None
+    enable_auto_scale: Bool | None = None
     auto_scale_formula: str | None = None
-    auto_scale_evaluation_interval: timedelta | None = None
-    resize_timeout: timedelta | None = None
-    enable_inter_node_communication: bool | None = None
-    task_slots_per_node: Annotated[int, Field(ge=1, le=256)] | None = None
-    max_tasks_per_node: Annotated[int, Field(ge=1, le=256)] | None = None
+    auto_scale_evaluation_interval: Duration | None = None
+    resize_timeout: ResizeTimeout | None = None
+    enable_inter_node_communication: Bool | None = None
+    task_slots_per_node: Slots | None = None
+    max_tasks_per_node: Slots | None = None
     task_scheduling_policy: TaskSchedulingPolicy | None = None
     start_task: StartTask | None = None
     application_package_references: list[ApplicationPackageReference] | None = None
-    metadata: list[dict[str, str]] | None = None
+    metadata: list[MetadataItem] | None = None
     user_accounts: list[UserAccount] | None = None
     # Azure-only properties, accepted for wire compatibility.
     virtual_machine_configuration: dict[str, Any] | None = None
@@ -433,6 +602,19 @@ class PoolSpec(WireModel):
         return self.task_slots_per_node or self.max_tasks_per_node or 1
 
 
+class PoolEnableAutoScale(WireModel):
+    """The body of "Enable automatic scaling for a pool" (``PoolEnableAutoScaleParameter``)."""
+
+    auto_scale_formula: str | None = None
+    auto_scale_evaluation_interval: Duration | None = None
+
+
+class PoolEvaluateAutoScale(WireModel):
+    """The body of "Evaluate an automatic scaling formula" (``PoolEvaluateAutoScaleParameter``)."""
+
+    auto_scale_formula: str
+
+
 class ResizeError(Output):
     code: str
     message: str
@@ -456,7 +638,7 @@ class ResourceFields(BaseModel):
 class Pool(ResourceFields, PoolSpec):
     """A pool as the service returns it (``CloudPool``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=False)
 
     state: PoolState = PoolState.active
     allocation_state: AllocationState = AllocationState.steady
@@ -472,9 +654,19 @@ class Pool(ResourceFields, PoolSpec):
 class PoolResize(WireModel):
     """The body of "Resize a pool" (``PoolResizeParameter``)."""
 
-    target_dedicated_nodes: Annotated[int, Field(ge=0)] | None = None
-    target_low_priority_nodes: Annotated[int, Field(ge=0)] | None = None
-    resize_timeout: timedelta | None = None
+    target_dedicated_nodes: Count | None = None
+    target_low_priority_nodes: Count | None = None
+    resize_timeout: ResizeTimeout | None = None
+    node_deallocation_option: (
+        Literal["requeue", "terminate", "taskcompletion", "retaineddata"] | None
+    ) = None
+
+
+class NodeRemove(WireModel):
+    """The body of "Remove nodes from a pool" (``NodeRemoveParameter``): 1 to 100 node IDs."""
+
+    node_list: Annotated[list[ShortText], Field(min_length=1, max_length=100)]
+    resize_timeout: ResizeTimeout | None = None
     node_deallocation_option: (
         Literal["requeue", "terminate", "taskcompletion", "retaineddata"] | None
     ) = None
@@ -571,19 +763,19 @@ class JobManagerTask(WireModel):
     """A job's job manager task (``JobManagerTask``)."""
 
     id: BatchId
-    display_name: str | None = None
-    command_line: Annotated[str, Field(min_length=1)]
+    display_name: DisplayName | None = None
+    command_line: CommandLine
     resource_files: list[ResourceFile] | None = None
     output_files: list[OutputFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
     constraints: TaskConstraints | None = None
-    required_slots: Annotated[int, Field(ge=1)] | None = None
-    kill_job_on_completion: bool | None = None
+    required_slots: Slots | None = None
+    kill_job_on_completion: Bool | None = None
     user_identity: UserIdentity | None = None
-    run_exclusive: bool | None = None
+    run_exclusive: Bool | None = None
     application_package_references: list[ApplicationPackageReference] | None = None
     authentication_token_settings: AuthenticationTokenSettings | None = None
-    allow_low_priority_node: bool | None = None
+    allow_low_priority_node: Bool | None = None
     container_settings: dict[str, Any] | None = None
 
 
@@ -591,13 +783,13 @@ class JobPreparationTask(WireModel):
     """A job's preparation task (``JobPreparationTask``)."""
 
     id: BatchId | None = None
-    command_line: Annotated[str, Field(min_length=1)]
+    command_line: CommandLine
     resource_files: list[ResourceFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
     constraints: TaskConstraints | None = None
-    wait_for_success: bool | None = None
+    wait_for_success: Bool | None = None
     user_identity: UserIdentity | None = None
-    rerun_on_node_reboot_after_success: bool | None = None
+    rerun_on_node_reboot_after_success: Bool | None = None
     container_settings: dict[str, Any] | None = None
 
 
@@ -605,11 +797,11 @@ class JobReleaseTask(WireModel):
     """A job's release task (``JobReleaseTask``)."""
 
     id: BatchId | None = None
-    command_line: Annotated[str, Field(min_length=1)]
+    command_line: CommandLine
     resource_files: list[ResourceFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
-    max_wall_clock_time: timedelta | None = None
-    retention_time: timedelta | None = None
+    max_wall_clock_time: Duration | None = None
+    retention_time: Duration | None = None
     user_identity: UserIdentity | None = None
     container_settings: dict[str, Any] | None = None
 
@@ -618,10 +810,10 @@ class JobSpec(WireModel):
     """The body of "Add a job" (``POST /jobs``, ``JobAddParameter``)."""
 
     id: BatchId
-    display_name: Annotated[str, Field(max_length=1024)] | None = None
-    priority: Annotated[int, Field(ge=-1000, le=1000)] | None = None
-    max_parallel_tasks: Annotated[int, Field(ge=-1)] | None = None
-    allow_task_preemption: bool | None = None
+    display_name: DisplayName | None = None
+    priority: Priority | None = None
+    max_parallel_tasks: MaxParallelTasks | None = None
+    allow_task_preemption: Bool | None = None
     constraints: JobConstraints | None = None
     job_manager_task: JobManagerTask | None = None
     job_preparation_task: JobPreparationTask | None = None
@@ -630,8 +822,8 @@ class JobSpec(WireModel):
     pool_info: PoolInformation
     on_all_tasks_complete: Literal["noaction", "terminatejob"] | None = None
     on_task_failure: Literal["noaction", "performexitoptionsjobaction"] | None = None
-    metadata: list[dict[str, str]] | None = None
-    uses_task_dependencies: bool | None = None
+    metadata: list[MetadataItem] | None = None
+    uses_task_dependencies: Bool | None = None
     network_configuration: dict[str, Any] | None = None
 
 
@@ -648,7 +840,7 @@ class JobExecutionInformation(Output):
 class Job(ResourceFields, JobSpec):
     """A job as the service returns it (``CloudJob``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=False)
 
     state: JobState = JobState.active
     previous_state: JobState | None = None
@@ -660,19 +852,25 @@ class JobPatch(WireModel):
     """The body of "Update a job" (``PATCH /jobs/{jobId}``, ``JobPatchParameter``)."""
 
     network_configuration: dict[str, Any] | None = None
-    priority: Annotated[int, Field(ge=-1000, le=1000)] | None = None
-    max_parallel_tasks: Annotated[int, Field(ge=-1)] | None = None
-    allow_task_preemption: bool | None = None
+    priority: Priority | None = None
+    max_parallel_tasks: MaxParallelTasks | None = None
+    allow_task_preemption: Bool | None = None
     on_all_tasks_complete: Literal["noaction", "terminatejob"] | None = None
     constraints: JobConstraints | None = None
     pool_info: PoolInformation | None = None
-    metadata: list[dict[str, str]] | None = None
+    metadata: list[MetadataItem] | None = None
 
 
 class JobTerminate(WireModel):
     """The body of "Terminate a job" (``JobTerminateParameter``)."""
 
-    terminate_reason: Annotated[str, Field(max_length=1024)] | None = None
+    terminate_reason: DisplayName | None = None
+
+
+class JobDisable(WireModel):
+    """The body of "Disable a job" (``JobDisableParameter``)."""
+
+    disable_tasks: Literal["requeue", "terminate", "wait"]
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -682,14 +880,14 @@ class TaskSpec(WireModel):
     """The body of "Add a task" (``POST /jobs/{jobId}/tasks``, ``TaskAddParameter``)."""
 
     id: BatchId
-    display_name: Annotated[str, Field(max_length=1024)] | None = None
-    command_line: Annotated[str, Field(min_length=1)]
+    display_name: DisplayName | None = None
+    command_line: CommandLine
     resource_files: list[ResourceFile] | None = None
     output_files: list[OutputFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
     affinity_info: AffinityInformation | None = None
     constraints: TaskConstraints | None = None
-    required_slots: Annotated[int, Field(ge=1)] | None = None
+    required_slots: Slots | None = None
     user_identity: UserIdentity | None = None
     multi_instance_settings: MultiInstanceSettings | None = None
     depends_on: TaskDependencies | None = None
@@ -733,7 +931,7 @@ class TaskExecutionInformation(Output):
 class Task(ResourceFields, TaskSpec):
     """A task as the service returns it (``CloudTask``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=False)
 
     state: TaskState = TaskState.active
     previous_state: TaskState | None = None

@@ -101,6 +101,8 @@ __all__ = [
     "JOB_STATES",
     "MAX_FILTER_DEPTH",
     "MAX_FILTER_LENGTH",
+    "MAX_SELECT_DEPTH",
+    "MAX_SELECT_LENGTH",
     "OPERATOR_FUNCTIONS",
     "POOL_PROPERTIES",
     "POOL_STATES",
@@ -152,6 +154,13 @@ MAX_FILTER_LENGTH = 8192
 
 #: Deepest nesting of parentheses and ``not`` accepted in a ``$filter``.
 MAX_FILTER_DEPTH = 32
+
+#: Longest ``$select`` or ``$expand`` accepted, in characters.
+MAX_SELECT_LENGTH = MAX_FILTER_LENGTH
+
+#: Most ``/``-separated parts in one ``$select`` name (``executionInfo/failureInfo/code``
+#: has 3; Batch's deepest property path has 5).
+MAX_SELECT_DEPTH = 8
 
 
 # --------------------------------------------------------------------- errors
@@ -1062,9 +1071,18 @@ def parse_select(text: str, allowed: Iterable[str]) -> list[str]:
     return _parse_names("$select", text, list(allowed), nested=True)
 
 
+def _check_length(parameter: str, text: str) -> None:
+    if len(text) > MAX_SELECT_LENGTH:
+        raise InvalidQueryParameterError(
+            parameter, text,
+            f"{parameter} is {len(text)} characters long; the limit is {MAX_SELECT_LENGTH}",
+            column=MAX_SELECT_LENGTH + 1)
+
+
 def _parse_names(parameter: str, text: str, allowed: list[str], *, nested: bool) -> list[str]:
     if not text or not text.strip():
         return []
+    _check_length(parameter, text)
     allowed_set = set(allowed)
     out: list[str] = []
     seen: set[str] = set()
@@ -1086,6 +1104,12 @@ def _parse_names(parameter: str, text: str, allowed: list[str], *, nested: bool)
                 column=column,
                 token=name,
             )
+        if name.count("/") >= MAX_SELECT_DEPTH:
+            raise InvalidQueryParameterError(
+                parameter, text,
+                f"property name '{name[:64]}...' in {parameter} at column {column} nests "
+                f"deeper than {MAX_SELECT_DEPTH} levels",
+                column=column, token=name)
         ok = name in allowed_set
         if not ok and nested:
             parts = name.split("/")
@@ -1185,6 +1209,7 @@ def parse_expand(text: str, allowed: Iterable[str] = EXPANDABLE) -> set[str]:
     allowed_list = sorted(allowed)
     if not text or not text.strip():
         return set()
+    _check_length("$expand", text)
     out: set[str] = set()
     for name, column in _split_list(text):
         if name not in allowed_list:

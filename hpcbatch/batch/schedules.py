@@ -45,7 +45,15 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import AfterValidator, Field
 
-from hpcbatch.batch.models import BatchId, WireModel
+from hpcbatch.batch.models import (
+    BatchId,
+    DisplayName,
+    IsoString,
+    MetadataItem,
+    Time,
+    WireModel,
+    within_unlimited,
+)
 
 __all__ = [
     "MIN_INTERVAL",
@@ -74,8 +82,9 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _at_least_a_minute(value: timedelta | None) -> timedelta | None:
-    if value is not None and value < MIN_INTERVAL:
+UtcTime = Annotated[Time, AfterValidator(_utc)]
+def _at_least_a_minute(value: timedelta) -> timedelta:
+    if value < MIN_INTERVAL:
         raise ValueError(
             f"must be at least 1 minute (PT1M), not {value}; "
             "Batch rejects a shorter interval with 400 (Bad Request)"
@@ -83,8 +92,8 @@ def _at_least_a_minute(value: timedelta | None) -> timedelta | None:
     return value
 
 
-UtcTime = Annotated[datetime, AfterValidator(_utc)]
-Interval = Annotated[timedelta, AfterValidator(_at_least_a_minute)]
+Interval = Annotated[timedelta, IsoString, Field(strict=False), AfterValidator(_at_least_a_minute),
+                     AfterValidator(within_unlimited)]
 
 
 class Schedule(WireModel):
@@ -119,10 +128,10 @@ class JobScheduleSpec(WireModel):
     """
 
     id: BatchId
-    display_name: Annotated[str, Field(max_length=1024)] | None = None
+    display_name: DisplayName | None = None
     schedule: Schedule
     job_specification: dict[str, Any]
-    metadata: list[dict[str, str]] | None = None
+    metadata: list[MetadataItem] | None = None
 
 
 def job_id_for(schedule_id: str, n: int) -> str:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from hpcbatch.batch import autoscale, events
 from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
-from hpcbatch.batch.models import PoolSpec
+from hpcbatch.batch.models import PoolEnableAutoScale, PoolSpec
 from hpcbatch.batch.states import JOB_LIVE, TASK_HOLDS_NODE
 from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.execution import metrics
@@ -73,7 +73,7 @@ class Autoscaler:
     # ------------------------------------------------------------- operations
 
     def _interval(self, value: timedelta | None) -> timedelta:
-        interval = value or DEFAULT_INTERVAL
+        interval = DEFAULT_INTERVAL if value is None else value
         if not self.min_interval <= interval <= MAX_INTERVAL:
             raise InvalidPropertyValueError(
                 "autoScaleEvaluationInterval", interval,
@@ -99,11 +99,8 @@ class Autoscaler:
         InvalidPropertyValueError
             An interval outside Batch's bounds.
         """
-        formula = body.get("autoScaleFormula")
-        interval_raw = body.get("autoScaleEvaluationInterval")
-        spec_patch = PoolSpec.model_validate({"id": "x", "vmSize": "x", "enableAutoScale": True,
-                                              "autoScaleFormula": formula,
-                                              "autoScaleEvaluationInterval": interval_raw})
+        spec_patch = PoolEnableAutoScale.from_wire(body, what="enable autoscale")
+        formula = spec_patch.auto_scale_formula
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
             check_not_deleting(row)

@@ -11,6 +11,7 @@ from hpcbatch.batch.errors import (
     InvalidPropertyValueError,
     not_found,
 )
+from hpcbatch.batch.models import NodeRemove
 from hpcbatch.batch.states import NODE_IN_TRANSITION
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.node_runtime import NodeRuntime
@@ -148,14 +149,9 @@ class Nodes:
             ``PoolBeingDeleted`` for a deleting pool; ``PoolBeingResized`` unless
             the pool's allocation state is steady (REST Pool - Remove Nodes).
         """
-        node_list = body.get("nodeList") if isinstance(body, Mapping) else None
-        if not isinstance(node_list, list) or not node_list or len(node_list) > 100:
-            raise InvalidPropertyValueError("nodeList", node_list,
-                                            "give 1 to 100 node IDs of the pool")
-        option = self._option("nodeDeallocationOption", body.get("nodeDeallocationOption"),
-                              ("requeue", "terminate", "taskcompletion", "retaineddata"),
-                              "requeue")
-        nodes_ = [self._node(pool_id, n) for n in node_list]
+        params = NodeRemove.from_wire(body, what="remove nodes")
+        option = params.node_deallocation_option or "requeue"
+        nodes_ = [self._node(pool_id, n) for n in params.node_list]
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
             check_not_deleting(row)

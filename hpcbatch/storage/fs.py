@@ -398,7 +398,7 @@ class Storage:
         _check_key(container, what="container")
         if "/" in container:
             raise StorageKeyError(f"storage container {container!r} must be a single key segment")
-        if self.is_azure and self._at_account_root and not _AZURE_CONTAINER_NAME.match(container):
+        if self.is_azure and self._at_account_root and not _AZURE_CONTAINER_NAME.fullmatch(container):
             raise StorageKeyError(
                 f"storage {self.url}: {container!r} is not a valid Azure blob container name "
                 "(3-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit, "

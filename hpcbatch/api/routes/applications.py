@@ -34,7 +34,8 @@ async def get_application(request: web.Request) -> web.Response:
 async def update_application(request: web.Request) -> web.Response:
     """Set an application's ``defaultVersion`` (hpcbatch; Azure: the management plane)."""
     body = await read_json(request)
-    if not isinstance(body, dict) or "defaultVersion" not in body:
+    if not isinstance(body, dict) or "defaultVersion" not in body or \
+            not isinstance(body["defaultVersion"], str | None):
         raise BadRequestError("The body must be {\"defaultVersion\": \"...\"}.",
                               values={"PropertyName": "defaultVersion"})
     service(request).applications.set_default_version(param(request, "app"),

@@ -27,7 +27,7 @@ from hpcbatch.api.http import (
     service,
 )
 from hpcbatch.batch import odata
-from hpcbatch.batch.errors import BadRequestError, not_found
+from hpcbatch.batch.errors import BadRequestError, HpcbatchError, not_found
 from hpcbatch.core.files import NodeFiles
 
 routes = web.RouteTableDef()
@@ -36,19 +36,57 @@ FILE_MODE = "0o100644"
 """``ocp-batch-file-mode`` of a regular file on a Linux node, as Batch reports it."""
 
 
+_BYTE_RANGE = re.compile(r"bytes=(\d{1,18})-(\d{1,18})?")
+"""``ocp-range``/``Range``: ``bytes=start-end`` or ``bytes=start-`` (18 digits at most:
+offsets fit in 64 bits)."""
+
+
 def _range(request: web.Request) -> tuple[int, int | None]:
-    """Parse ``ocp-range``/``Range: bytes=a-b`` into (offset, length)."""
-    rng = request.headers.get("ocp-range") or request.headers.get("Range")
-    if not rng or not rng.startswith("bytes="):
+    """Parse ``ocp-range``/``Range: bytes=start-[end]`` into (offset, length).
+
+    Raises
+    ------
+    BadRequestError
+        ``InvalidHeaderValue``: a range that is not ``bytes=start-[end]`` with
+        ``start <= end``, naming the header.
+    """
+    name = "ocp-range" if "ocp-range" in request.headers else "Range"
+    rng = request.headers.get(name)
+    if rng is None:
         return 0, None
-    start, _, end = rng[6:].partition("-")
-    try:
-        offset = int(start or 0)
-        return offset, (int(end) - offset + 1 if end else None)
-    except ValueError:
-        raise BadRequestError(f"The range {rng!r} is not a valid byte range.",
-                              code="InvalidHeaderValue",
-                              values={"HeaderName": "ocp-range"}) from None
+    m = _BYTE_RANGE.fullmatch(rng.strip())
+    if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+        raise BadRequestError(
+            f"The value of the {name} header is not a valid byte range: {rng[:100]!r}; the "
+            "format is bytes=startRange-endRange (or bytes=startRange-), with "
+            "startRange <= endRange.", code="InvalidHeaderValue",
+            values={"HeaderName": name, "HeaderValue": rng[:100]})
+    offset = int(m.group(1))
+    return offset, (int(m.group(2)) - offset + 1 if m.group(2) is not None else None)
+
+
+def _clamp_range(offset: int, length: int | None,
+                 entry: Mapping[str, Any] | None) -> int | None:
+    """Check a range against the file's size and return the length to read.
+
+    A range starting exactly at the end answers no bytes, so a reader following a growing
+    file can always ask from the offset it has read up to; an end past the end of the file
+    is cut there (the node never allocates more than the file holds).
+
+    Raises
+    ------
+    HpcbatchError
+        ``416 InvalidRange``: the range starts past the end of the file.
+    """
+    size = ((entry or {}).get("properties") or {}).get("contentLength")
+    if not isinstance(size, int):
+        return length
+    if offset > size:
+        raise HpcbatchError(
+            f"The range specified is invalid for the current size of the file: it starts at "
+            f"byte {offset} and the file has {size} bytes.", code="InvalidRange", status=416,
+            values={"FileSize": str(size)})
+    return None if length is None else min(length, size - offset)
 
 
 def _file_headers(request: web.Request, entry: Mapping[str, Any] | None,
@@ -126,10 +164,11 @@ class _Folder:
             return page_reply(request, "files", _files_filter(request, files))
 
         async def get_file(request: web.Request) -> web.Response:
+            offset, length = _range(request)
             entry = await self.entry(request)
             if _not_modified(request, entry):
                 return empty_reply(304)
-            offset, length = _range(request)
+            length = _clamp_range(offset, length, entry)
             data = await self.content(service(request).files, request.match_info, offset,
                                       length)
             headers = _file_headers(request, entry, None)

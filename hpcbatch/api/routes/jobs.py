@@ -21,6 +21,7 @@ from hpcbatch.api.http import (
 )
 from hpcbatch.batch import odata
 from hpcbatch.batch.errors import BadRequestError
+from hpcbatch.batch.models import JobDisable, JobTerminate
 
 routes = web.RouteTableDef()
 
@@ -101,8 +102,8 @@ async def delete_job(request: web.Request) -> None:
 @JOBS.change(202)
 async def terminate_job(request: web.Request) -> None:
     """"Job - Terminate" (``terminateReason``)."""
-    body = await read_object(request)
-    service(request).jobs.terminate_job(param(request, "job"), body.get("terminateReason"))
+    body = JobTerminate.from_wire(await read_object(request), what="job terminate")
+    service(request).jobs.terminate_job(param(request, "job"), body.terminate_reason)
 
 
 @routes.post("/jobs/{job}/disable")
@@ -110,7 +111,8 @@ async def terminate_job(request: web.Request) -> None:
 async def disable_job(request: web.Request) -> None:
     """"Job - Disable" (``disableTasks``: requeue, terminate or wait)."""
     body = await read_object(request)
-    service(request).jobs.disable_job(param(request, "job"), body.get("disableTasks", "requeue"))
+    disable = JobDisable.from_wire({"disableTasks": "requeue", **body}, what="job disable")
+    service(request).jobs.disable_job(param(request, "job"), disable.disable_tasks)
 
 
 @routes.post("/jobs/{job}/enable")
@@ -120,11 +122,11 @@ async def enable_job(request: web.Request) -> None:
     service(request).jobs.enable_job(param(request, "job"))
 
 
-_NODE_ID_FILTER = re.compile(r"^\s*nodeId\s+eq\s+'([^']*)'\s*$")
+_NODE_ID_FILTER = re.compile(r"\s*nodeId\s+eq\s+'([^']*)'\s*")
 
 
 def _filter_by_node(items: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
-    m = _NODE_ID_FILTER.match(text)
+    m = _NODE_ID_FILTER.fullmatch(text)
     if not m:
         raise odata.InvalidQueryParameterError(
             "$filter", text, "only nodeId eq '...' is supported on this list")

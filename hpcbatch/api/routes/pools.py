@@ -15,6 +15,7 @@ from hpcbatch.api.http import (
     service,
 )
 from hpcbatch.batch import odata
+from hpcbatch.batch.models import PoolEvaluateAutoScale
 
 routes = web.RouteTableDef()
 
@@ -115,9 +116,8 @@ async def disable_autoscale(request: web.Request) -> None:
 @routes.post("/pools/{pool}/evaluateautoscale")
 async def evaluate_autoscale(request: web.Request) -> web.Response:
     """"Pool - Evaluate AutoScale": the formula's ``AutoScaleRun``, nothing changed."""
-    body = await read_json(request)
-    formula = body.get("autoScaleFormula") if isinstance(body, dict) else None
-    run = service(request).autoscaler.evaluate(param(request, "pool"), formula)
+    body = PoolEvaluateAutoScale.from_wire(await read_json(request), what="evaluate autoscale")
+    run = service(request).autoscaler.evaluate(param(request, "pool"), body.auto_scale_formula)
     entity = "Microsoft.Azure.Batch.Protocol.Entities.AutoScaleRun"
     return json_reply({"odata.metadata": metadata_url(request, entity), **run},
                       headers={"DataServiceId": POOLS.target(request).url})
