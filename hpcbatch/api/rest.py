@@ -129,14 +129,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 @web.middleware
 async def input_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse what no route may see: a path with a NUL character (``400 InvalidUri``), on
-    every path but ``/health`` a missing or unknown ``api-version``
+    every path but ``/health`` and the dashboard's a missing or unknown ``api-version``
     (:func:`~hpcbatch.api.http.check_api_version`), and a ``timeout`` that is not an
     integer (``400 InvalidQueryParameterValue``)."""
     if "\x00" in request.path:
         raise BadRequestError(
             "The requested URI contains a NUL character, which no Batch resource name holds.",
             code="InvalidUri", values={"RequestUri": request.raw_path[:512]})
-    if request.path != "/health":
+    if request.path != "/health" and not dashboard.owns(request):  # the page sends none
         check_api_version(request)
     if "timeout" in request.query:  # Batch: int32 seconds; a larger value means the default
         int_query(request, "timeout", 30)
