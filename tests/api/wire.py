@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -10,11 +11,13 @@ from typing import Any
 import requests
 
 from hpcbatch.api.http import JSON_CONTENT_TYPE
+from hpcbatch.batch.replay import NONCE_HEADER
 from hpcbatch.client.auth import SharedKeyAuth
 
 
 class Http:
-    """Signed requests to the service, as an SDK sends them (api-version in the query)."""
+    """Signed requests to the service, as hpcbatch's SDK sends them (api-version in the
+    query, a nonce header)."""
 
     def __init__(self, endpoint: str, account: str, key: str) -> None:
         self.endpoint = endpoint
@@ -24,7 +27,10 @@ class Http:
     def __call__(self, method: str, path: str, body: Any = None, *,
                  params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
                  raw: bytes | None = None) -> requests.Response:
-        h = {"ocp-date": format_datetime(datetime.now(UTC), usegmt=True), **(headers or {})}
+        # A fresh signed nonce per request, as hpcbatch's own client sends: two identical
+        # requests in one second are two requests, not a replay (api/security.py).
+        h = {"ocp-date": format_datetime(datetime.now(UTC), usegmt=True),
+             NONCE_HEADER: secrets.token_hex(16), **(headers or {})}
         data = raw
         if body is not None:
             data = json.dumps(body).encode()

@@ -148,8 +148,9 @@ def test_a_task_scope_task_cannot_read_another_jobs_task_dir(bed) -> None:
 def test_tasks_cannot_read_the_nodes_secrets(bed) -> None:
     client, _ = bed
     script = ("cd $AZ_BATCH_NODE_ROOT_DIR; ls secrets >/dev/null 2>&1 && echo LISTED secrets; "
-              "for f in node.json tls/* secrets/*; do cat $f >/dev/null 2>&1 && echo READ $f; "
-              "done; test -d secrets && test -f node.json && ls tls/*key* >/dev/null && echo exists")
+              "for f in node.json node.log secrets/tls/node-key.pem secrets/tls/* secrets/*; "
+              "do cat $f >/dev/null 2>&1 && echo READ $f; "
+              "done; test -d secrets && test -f node.json && echo exists")
     task, out, _ = _run(client, "secrets", {"id": "t", "commandLine": f"/bin/sh -c '{script}'"})
     assert task.execution_info.exit_code == 0
     assert "READ" not in out and "LISTED" not in out
