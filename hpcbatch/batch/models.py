@@ -121,6 +121,20 @@ MaxParallelTasks = Annotated[int, Strict(), Field(ge=-1, le=INT32_MAX),
 """A job's ``maxParallelTasks``: -1 (no limit) or 1 up to a 32-bit integer."""
 
 
+def _no_container(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None:
+        raise ValueError(
+            "hpcbatch does not run commands in containers yet, and will not run one on the "
+            "host as if no container had been asked for: remove containerSettings to run "
+            "the command on the node itself")
+    return value
+
+
+ContainerSettings = Annotated[dict[str, Any] | None, AfterValidator(_no_container)]
+"""``containerSettings`` of a task, start task, job manager, preparation or release task:
+refused (``400 InvalidPropertyValue``) rather than accepted and ignored."""
+
+
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain a NUL character")
@@ -471,7 +485,7 @@ class StartTask(WireModel):
     user_identity: UserIdentity | None = None
     max_task_retry_count: RetryCount | None = None
     wait_for_success: Bool | None = None
-    container_settings: dict[str, Any] | None = None
+    container_settings: ContainerSettings = None
 
 
 class TaskSchedulingPolicy(WireModel):
@@ -776,7 +790,7 @@ class JobManagerTask(WireModel):
     application_package_references: list[ApplicationPackageReference] | None = None
     authentication_token_settings: AuthenticationTokenSettings | None = None
     allow_low_priority_node: Bool | None = None
-    container_settings: dict[str, Any] | None = None
+    container_settings: ContainerSettings = None
 
 
 class JobPreparationTask(WireModel):
@@ -790,7 +804,7 @@ class JobPreparationTask(WireModel):
     wait_for_success: Bool | None = None
     user_identity: UserIdentity | None = None
     rerun_on_node_reboot_after_success: Bool | None = None
-    container_settings: dict[str, Any] | None = None
+    container_settings: ContainerSettings = None
 
 
 class JobReleaseTask(WireModel):
@@ -803,7 +817,7 @@ class JobReleaseTask(WireModel):
     max_wall_clock_time: Duration | None = None
     retention_time: Duration | None = None
     user_identity: UserIdentity | None = None
-    container_settings: dict[str, Any] | None = None
+    container_settings: ContainerSettings = None
 
 
 class JobSpec(WireModel):
@@ -894,7 +908,7 @@ class TaskSpec(WireModel):
     exit_conditions: ExitConditions | None = None
     application_package_references: list[ApplicationPackageReference] | None = None
     authentication_token_settings: AuthenticationTokenSettings | None = None
-    container_settings: dict[str, Any] | None = None
+    container_settings: ContainerSettings = None
 
 
 class TaskCollection(WireModel):
