@@ -294,6 +294,13 @@ def setup_node(root: str | os.PathLike[str], spec: dict[str, Any]) -> dict[str, 
         path = root / name
         path.mkdir(exist_ok=True)
         path.chmod(mode)
+    login_uid, login_gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if login_uid and login_gid:
+        # Run through ``sudo -n`` (``Host.sudo``): the login user writes the node's
+        # TLS files and config before it starts the node process (as root, through
+        # sudo), so it keeps the node root and owns the closed ``secrets`` folder.
+        for path in (root, root / "secrets"):
+            os.chown(path, int(login_uid), int(login_gid))
     for name in ("tls", NODE_CONFIG, "node.log"):  # the agent's own files, where present
         path = root / name
         if path.exists():

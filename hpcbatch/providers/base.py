@@ -527,6 +527,14 @@ class TransportProvider(NodeProvider):
             self._transport = self.open_transport(self.host)
         return self._transport
 
+    def privileged(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as root on a host whose login user may ``sudo`` (``Host.sudo``), else as is.
+
+        For what needs root once tasks switch users: the node process itself,
+        task users and their keys, and task folders those users own.
+        """
+        return ["sudo", "-n", "--", *argv] if self.host.sudo else list(argv)
+
     def prepare(self) -> str:
         """Probe the host's interpreter and expand the node root; see :meth:`NodeProvider.prepare`."""
         host = self.host
@@ -547,18 +555,20 @@ class TransportProvider(NodeProvider):
             tr.put_bytes(data, posixpath.join(root_dir, rel), mode=0o600)
         config_path = posixpath.join(root_dir, NODE_CONFIG)
         tr.put_bytes(json.dumps(dict(config)).encode(), config_path, mode=0o600)
-        tr.spawn_detached([self.host.python, "-m", "hpcbatch.node", config_path],
+        tr.spawn_detached(self.privileged([self.host.python, "-m", "hpcbatch.node", config_path]),
                           log_path=posixpath.join(root_dir, NODE_LOG))
 
     def check(self, root_dir: str) -> bool:
         """Ask ``python -m hpcbatch.node --check``; see :meth:`NodeProvider.check`."""
-        res = self.transport.run([self.host.python, "-m", "hpcbatch.node", "--check", root_dir],
+        res = self.transport.run(self.privileged([self.host.python, "-m", "hpcbatch.node",
+                                                  "--check", root_dir]),
                                  timeout_s=60)
         return res.exit_code == 0
 
     def stop(self, root_dir: str) -> bool:
         """Run ``python -m hpcbatch.node --stop``; see :meth:`NodeProvider.stop`."""
-        res = self.transport.run([self.host.python, "-m", "hpcbatch.node", "--stop", root_dir],
+        res = self.transport.run(self.privileged([self.host.python, "-m", "hpcbatch.node",
+                                                  "--stop", root_dir]),
                                  timeout_s=60)
         if res.exit_code not in (0, 1):
             raise NodeConnectionError(self.host.name, "cannot stop the node process: "
@@ -577,15 +587,17 @@ class TransportProvider(NodeProvider):
             check_root_dir(root_dir)
         except ValueError as exc:
             raise NodeRootRefusedError(self.host.name, root_dir, str(exc)) from None
-        res = self.transport.run(["sh", "-c", _WIPE_SCRIPT, "sh", root_dir, ROOT_MARKER])
+        res = self.transport.run(self.privileged(["sh", "-c", _WIPE_SCRIPT, "sh", root_dir,
+                                                  ROOT_MARKER]))
         if res.exit_code == 3:
             raise NodeRootRefusedError(self.host.name, root_dir,
                                        res.stderr.strip() or "refused on the host")
 
     def setup_identity(self, root_dir: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """Run ``python -m hpcbatch.execution.identity - ROOT``; see :meth:`NodeProvider.setup_identity`."""
-        res = self.transport.run([self.host.python, "-m", "hpcbatch.execution.identity", "-",
-                                  root_dir], stdin=json.dumps(dict(spec)).encode(), timeout_s=120)
+        argv = self.privileged([self.host.python, "-m", "hpcbatch.execution.identity", "-",
+                                root_dir])
+        res = self.transport.run(argv, stdin=json.dumps(dict(spec)).encode(), timeout_s=120)
         if res.exit_code != 0:
             raise NodeConnectionError(self.host.name, "cannot prepare the node's task users: "
                                       f"{res.stderr.strip() or res.exit_code}")

@@ -156,6 +156,13 @@ class Host(pydantic.BaseModel):
         not start with ``AZ_BATCH_`` (Batch's own); a task's own
         ``environmentSettings`` override them. In an inventory file, a host's
         ``env`` is merged over ``defaults.env``.
+    sudo
+        The login user may run ``sudo -n`` (no password) on the host: the node
+        process then runs as root through it, so that tasks run as the users their
+        ``userIdentity`` names (pool auto-users, task users, pool accounts) as on a
+        host logged into as root; creating those users, writing their keys and
+        emptying the node root go through ``sudo -n`` too. ``False`` (default): a
+        non-root login user's tasks share its identity, and the pool says so.
     authorized_keys
         The host sshd's ``AuthorizedKeysFile`` for pool keys, with sshd's
         tokens: a leading ``%h`` (the user's home) and ``%u`` (the user name),
@@ -181,6 +188,7 @@ class Host(pydantic.BaseModel):
     known_hosts: str | None = None
     strict_host_key_checking: bool = True
     env: dict[str, str] = Field(default_factory=dict)
+    sudo: bool = False
     authorized_keys: str | None = None
 
     @field_validator("authorized_keys")

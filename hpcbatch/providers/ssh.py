@@ -239,7 +239,7 @@ class SshProvider(TransportProvider):
         key_path = posixpath.join(root_dir, trust.POOL_KEY_FILE)
         tr.put_bytes(private_key.encode(), key_path, mode=0o600)
         if user:
-            res = tr.run(["chown", "--", user, key_path], timeout_s=30)
+            res = tr.run(self.privileged(["chown", "--", user, key_path]), timeout_s=30)
             if res.exit_code != 0:
                 raise NodeConnectionError(self.host.name, f"cannot give the pool's SSH key to "
                                           f"{user}: {res.stderr.strip()}")
@@ -252,9 +252,9 @@ class SshProvider(TransportProvider):
                      user: str | None = None) -> None:
         """Rewrite the pool key's ``restrict,from=`` line; see
         :meth:`NodeProvider.update_trust <hpcbatch.providers.base.NodeProvider.update_trust>`."""
-        res = self.transport.run(trust.authorize_argv(public_key, allowed_from, user=user,
-                                                      keys_file=self.host.authorized_keys),
-                                 timeout_s=30)
+        argv = trust.authorize_argv(public_key, allowed_from, user=user,
+                                    keys_file=self.host.authorized_keys)
+        res = self.transport.run(self.privileged(argv) if user else argv, timeout_s=30)
         if res.exit_code != 0:
             raise NodeConnectionError(self.host.name, "cannot authorise the pool's SSH key in "
                                       f"{self.host.authorized_keys or trust.DEFAULT_KEYS_FILE}: "
@@ -267,8 +267,8 @@ class SshProvider(TransportProvider):
         tr = self.transport
         if root_dir:
             tr.run(["rm", "-f", "--", posixpath.join(root_dir, trust.POOL_KEY_FILE)], timeout_s=30)
-        res = tr.run(trust.revoke_argv(public_key, user=user, keys_file=self.host.authorized_keys),
-                     timeout_s=30)
+        argv = trust.revoke_argv(public_key, user=user, keys_file=self.host.authorized_keys)
+        res = tr.run(self.privileged(argv) if user else argv, timeout_s=30)
         if res.exit_code != 0:
             raise NodeConnectionError(self.host.name, "cannot revoke the pool's SSH key: "
                                       f"{res.stderr.strip()}")
