@@ -87,15 +87,6 @@ class UnsupportedOperation:
 
 
 UNSUPPORTED: tuple[UnsupportedOperation, ...] = (
-    # Account
-    UnsupportedOperation(
-        "Account - List Supported Images", "GET", "/supportedimages",
-        "nodes are inventory hosts, not marketplace images; a pool's "
-        "virtualMachineConfiguration is accepted and ignored."),
-    UnsupportedOperation(
-        "Account - List Node Agent SKUs", "GET", "/nodeagentskus",
-        "an operation of older api-versions; nodes are inventory hosts with no node agent "
-        "SKU, and a pool's nodeAgentSKUId is accepted and ignored."),
     # Pool
     UnsupportedOperation(
         "Pool - List Usage Metrics", "GET", "/poolusagemetrics",

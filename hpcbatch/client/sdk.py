@@ -375,6 +375,13 @@ class BatchClient:
         """
         body = {k: v for k, v in (("poolId", pool_id), ("launcher", launcher)) if v}
         return self._request("POST", "/inventory/hosts/check", body=body).json()
+    def list_supported_images(self, filter: str | None = None  # noqa: A002 - SDK name
+                              ) -> list[dict[str, Any]]:
+        """The images the inventory's hosts offer ("Account - List Supported Images"):
+        ``ImageInformation`` wire JSON (``nodeAgentSKUId``, ``imageReference``,
+        ``verificationType`` ...), with an optional OData ``$filter``."""
+        return list(self._list("/supportedimages", {"$filter": filter}))
+
     def list_hosts(self) -> list[dict[str, Any]]:
         """Return the inventory: hosts with the pool each belongs to."""
         return self._request("GET", "/inventory/hosts").json()["value"]

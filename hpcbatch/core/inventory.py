@@ -12,6 +12,7 @@ import distributed
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from hpcbatch.batch import images
 from hpcbatch.batch.errors import (
     ConflictError,
     HpcbatchError,
@@ -85,6 +86,8 @@ class Inventory:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self._os_releases: dict[str, dict[str, str]] = {}
+        """Each host's ``/etc/os-release`` fields (lower-cased name), read once."""
 
     def add_hosts(self, items: Sequence[Mapping[str, Any]], *,
                   operator: bool = False) -> list[dict[str, Any]]:
@@ -142,6 +145,7 @@ class Inventory:
                         "replaced; remove it from the pool first.", code="HostInUse")
                 if row is not None:
                     conn.execute(hosts.delete().where(hosts.c.key == host.name.lower()))
+                self._os_releases.pop(host.name.lower(), None)  # it may be another machine now
                 conn.execute(hosts.insert().values(
                     key=host.name.lower(), name=host.name,
                     spec=dumps(host.model_dump(mode="json")), pool_key=None))
@@ -179,6 +183,32 @@ class Inventory:
                 raise ConflictError(f"Host {name} belongs to pool {row['pool_key']}.",
                                     code="HostInUse")
             conn.execute(hosts.delete().where(hosts.c.key == name.lower()))
+        self._os_releases.pop(name.lower(), None)
+
+    async def supported_images(self) -> list[dict[str, Any]]:
+        """The images the inventory's hosts offer ("Account - List Supported Images").
+
+        Each host's ``/etc/os-release`` is read over its transport (in parallel) the
+        first time and kept for the life of the service; a host that cannot be
+        reached offers nothing until it can (logged).
+
+        Returns
+        -------
+        list of dict
+            Batch's ``ImageInformation`` items (:func:`hpcbatch.batch.images.supported_images`).
+        """
+        hosts_ = [Host.model_validate({k: v for k, v in h.items() if k != "poolId"})
+                  for h in self.list_hosts()]
+        unread = [h for h in hosts_ if h.name.lower() not in self._os_releases]
+        if unread:
+            found = await asyncio.to_thread(preflight.read_os_releases, unread)
+            for name, text in found.items():
+                if isinstance(text, Exception):
+                    log.warning("supported images: host %s: %s", name, text)
+                else:
+                    self._os_releases[name.lower()] = images.parse_os_release(text)
+        return images.supported_images(self._os_releases[h.name.lower()] for h in hosts_
+                                       if h.name.lower() in self._os_releases)
 
     async def check_hosts(self, pool_id: str | None = None,
                           launcher: str = "mpiexec") -> dict[str, Any]:

@@ -38,7 +38,8 @@ from hpcbatch.providers.base import CommandResult, run_parallel
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.registry import open_transport
 
-__all__ = ["CHECK_DIR", "MIN_FREE_BYTES", "Check", "Expected", "check_hosts", "check_peers"]
+__all__ = ["CHECK_DIR", "MIN_FREE_BYTES", "Check", "Expected", "check_hosts", "check_peers",
+           "read_os_releases"]
 
 MIN_FREE_BYTES = 1 << 30
 """Free bytes under a host's ``root_dir`` below which the ``disk`` check fails (1 GiB)."""
@@ -339,3 +340,28 @@ def _ssh_fix(host: Host, message: str) -> str:
         return f"fix the inventory address of {host.name} ({host.address}) or your DNS"
     return (f"start sshd on {host.address} port {host.port} (or fix the inventory's address "
             f"and port of {host.name}), and let this machine reach it")
+
+
+def read_os_releases(hosts: Sequence[Host]) -> dict[str, str | Exception]:
+    """Read ``/etc/os-release`` on every host, in parallel ("Account - List Supported Images").
+
+    Parameters
+    ----------
+    hosts
+        Inventory hosts.
+
+    Returns
+    -------
+    dict
+        Host name to the file's text, or to the error that kept it from being read
+        (an unreachable host is a result, not an error).
+    """
+    def read(host: Host) -> str:
+        with open_transport(host) as transport:
+            res = transport.run(["cat", "/etc/os-release"], timeout_s=30)
+        if res.exit_code != 0:
+            raise HpcbatchError(f"{host.name}: cannot read /etc/os-release: "
+                                f"{res.stderr.strip() or res.exit_code}")
+        return res.stdout
+
+    return run_parallel(hosts, read)

@@ -562,7 +562,7 @@ def wire() -> dict[str, Any]:
         ("bad_id", lambda: c.pool.add(bm.PoolAddParameter(
             id="bad id!", vm_size=VM_SIZE, target_dedicated_nodes=0))),
         ("unknown_job", lambda: c.job.get(f"{PREFIX}-nope")),
-        ("unsupported", lambda: list(c.account.list_supported_images())),
+        ("unsupported", lambda: list(c.pool.list_usage_metrics())),
     ]:
         try:
             call()

@@ -557,7 +557,7 @@ def wire() -> dict[str, Any]:
         ("bad_id", lambda: c.create_pool(m.BatchPoolCreateOptions(
             id="bad id!", vm_size=VM_SIZE, target_dedicated_nodes=0))),
         ("unknown_job", lambda: c.get_job(f"{PREFIX}-nope")),
-        ("unsupported", lambda: list(c.list_supported_images())),
+        ("unsupported", lambda: list(c.list_pool_usage_metrics())),
     ]:
         try:
             call()

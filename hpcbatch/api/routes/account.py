@@ -1,4 +1,5 @@
-"""Account routes: "Account - List Pool Node Counts", and hpcbatch's ``/health``."""
+"""Account routes: "Account - List Pool Node Counts", "Account - List Supported Images",
+"Account - List Node Agent SKUs", and hpcbatch's ``/health``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+from hpcbatch.api.filters import ListFilter
 from hpcbatch.api.http import ACCOUNT, json_reply, page_reply, service
+from hpcbatch.batch import images
 from hpcbatch.batch.errors import NotFoundError
 
 routes = web.RouteTableDef()
@@ -53,3 +56,29 @@ async def list_pool_node_counts(request: web.Request) -> web.Response:
         items.append({"poolId": pool["id"], "dedicated": node_counts(nodes),
                       "lowPriority": node_counts([])})
     return page_reply(request, "poolnodecounts", items)
+
+
+IMAGE_FILTER = ListFilter([
+    ("nodeAgentSKUId", "string", ()), ("osType", "enum", ("linux", "windows")),
+    ("verificationType", "enum", ("verified", "unverified")),
+    ("imageReference/publisher", "string", ()), ("imageReference/offer", "string", ()),
+    ("imageReference/sku", "string", ()),
+])
+"""Filterable properties of "Account - List Supported Images"."""
+
+
+@routes.get("/supportedimages")
+async def list_supported_images(request: web.Request) -> web.Response:
+    """"Account - List Supported Images": the operating systems the inventory's hosts run,
+    in Batch's ``ImageInformation`` shape (:mod:`hpcbatch.batch.images`), ``$filter``-able."""
+    items = await service(request).inventory.supported_images()
+    if request.query.get("$filter"):
+        items = IMAGE_FILTER.apply(items, request.query["$filter"])
+    return page_reply(request, "supportedimages", items)
+
+
+@routes.get("/nodeagentskus")
+async def list_node_agent_skus(request: web.Request) -> web.Response:
+    """"Account - List Node Agent SKUs" (older api-versions): the same, by node agent SKU."""
+    items = await service(request).inventory.supported_images()
+    return page_reply(request, "nodeagentskus", images.node_agent_skus(items))
