@@ -5,7 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hpcbatch.batch.images import image_for, node_agent_skus, parse_os_release, supported_images
+from hpcbatch.batch.images import (
+    image_for,
+    node_agent_skus,
+    parse_os_release,
+    supported_images,
+)
 from tests.helpers import running_service
 
 UBUNTU = 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="22.04"\nPRETTY_NAME="Ubuntu 22.04.4 LTS"\n'
