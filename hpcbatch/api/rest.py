@@ -29,6 +29,7 @@ speaks), so the official SDKs drive hpcbatch unchanged:
   (:mod:`hpcbatch.api.unsupported`).
 
 hpcbatch's own additions live under ``/inventory`` (the host inventory),
+``/openapi.json`` (this API's OpenAPI document, :mod:`hpcbatch.api.openapi`),
 ``/health`` and ``/dashboard/`` (the web dashboard, :mod:`hpcbatch.api.dashboard`,
 which signs browsers in with its own sessions instead of SharedKey).
 
@@ -45,7 +46,7 @@ import uuid
 
 from aiohttp import web
 
-from hpcbatch.api import dashboard, routes, unsupported
+from hpcbatch.api import dashboard, openapi, routes, unsupported
 from hpcbatch.api.http import (
     ACCOUNT,
     SERVICE,
@@ -178,6 +179,7 @@ def make_app(service: BatchService, account: str, key: str, *, operator_key: str
     app[API_SECURITY] = ApiSecurity(account, key, operator_key=operator_key,
                                     allow_api_local_hosts=allow_api_local_hosts)
     routes.add_routes(app)
+    app.router.add_get(openapi.PATH, openapi.get_openapi_document)
     unsupported.add_routes(app)
     app.add_subapp(dashboard.PREFIX, dashboard.make_dashboard(
         service, account, key, dask_dashboard_url=dask_dashboard_url))
