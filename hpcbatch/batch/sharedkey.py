@@ -250,7 +250,10 @@ def decode_key(key_b64: str) -> bytes:
 
 
 def _mac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
+    # surrogateescape: a header the server decoded from bytes that are not UTF-8 (aiohttp
+    # keeps them as surrogates) is signed as the bytes received; such a request then fails
+    # verification (403) instead of the encoding (500).
+    return hmac.new(key, text.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
 
 def sign(
