@@ -2,14 +2,18 @@
 
 ``sdk_python(version)``
     The interpreter of a venv holding the official ``azure-batch`` SDK of that
-    major version (``.cache/sdk15``: 15.1.0, ``.cache/sdk14``: 14.2.0; the two
-    conflict, so each has its own venv). A missing or stale venv is created
+    major version (``.cache/sdk15``: 15.1.0, ``.cache/sdk14``: 14.2.0, ``.cache/sdk11``:
+    11.0.0 with azure-storage-blob 12.x, ``.cache/sdk8``: 8.0.0 with the legacy
+    azure-storage-blob 1.5.0; they conflict, so each has its own venv). A missing or stale venv is created
     with ``python -m venv`` and ``pip install``; set ``HPCBATCH_SDK_VENVS`` to
     another folder to keep them elsewhere.
 ``compat_service``
     A service (SQLite, real Dask) on a 4-host sshd testbed (127.0.11.1-4),
     whose hosts also carry the Azure VM sizes the scripts ask for as labels
     (:data:`AZURE_VM_SIZES`), with autoscale allowed to evaluate every second.
+``azurite_storage``
+    The connection string of an Azurite blob service (``tests/azurite.py``), for the
+    samples that upload their inputs and download their outputs.
 ``run_sdk``
     Runs an SDK script in its venv against ``compat_service`` and returns what
     it printed (see ``_harness.py``).
@@ -41,8 +45,12 @@ from tests.helpers import service_on_testbed
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
-SDK_PINS = {"15": "15.1.0", "14": "14.2.0"}
+SDK_PINS = {"15": "15.1.0", "14": "14.2.0", "11": "11.0.0", "8": "8.0.0"}
 """The newest ``azure-batch`` of each major version (``pip index versions azure-batch``)."""
+
+SDK_EXTRAS = {"8": ["azure-storage-blob==1.5.0"], "11": ["azure-storage-blob==12.31.1"]}
+"""What the older samples' venvs hold beside the SDK: the legacy ``BlockBlobService``
+(azure-storage-blob 1.x, the newest: 1.5.0) for 8.x, azure-storage-blob 12.x for 11.x."""
 
 AZURE_VM_SIZES = ["standard_d2s_v3", "standard_ds1_v2"]
 """Azure VM sizes the scripts use; a pool's vmSize selects inventory hosts by label."""
@@ -52,12 +60,21 @@ def _venv_root() -> Path:
     return Path(os.environ.get("HPCBATCH_SDK_VENVS") or REPO / ".cache")
 
 
-def _installed(python: Path) -> str | None:
+def _installed(python: Path, extras: list[str] | None = None) -> str | None:
+    """The venv's azure-batch version; None when missing, or when an extra is not as pinned."""
     if not python.exists():
         return None
-    code = "from importlib.metadata import version; print(version('azure-batch'))"
-    res = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
-    return res.stdout.strip() if res.returncode == 0 else None
+    names = ["azure-batch", *[e.split("==")[0] for e in extras or []]]
+    code = ("from importlib.metadata import version; import sys; "
+            "print(' '.join(version(n) for n in sys.argv[1:]))")
+    res = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True,
+                         check=False)
+    if res.returncode != 0:
+        return None
+    found = res.stdout.split()
+    if [f"{n}=={v}" for n, v in zip(names[1:], found[1:], strict=True)] != (extras or []):
+        return None
+    return found[0]
 
 
 def ensure_sdk_venv(major: str) -> Path:
@@ -68,31 +85,31 @@ def ensure_sdk_venv(major: str) -> Path:
     RuntimeError
         When the venv cannot be created or the SDK not installed (pip's output included).
     """
-    pin = SDK_PINS[major]
+    pin, extras = SDK_PINS[major], SDK_EXTRAS.get(major, [])
     root = _venv_root()
     root.mkdir(parents=True, exist_ok=True)
     venv = root / f"sdk{major}"
     python = venv / "bin" / "python"
     with open(root / f".sdk{major}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one creator at a time (parallel sessions)
-        if _installed(python) == pin:
+        if _installed(python, extras) == pin:
             return python
         steps = [[sys.executable, "-m", "venv", "--clear", str(venv)],
                  [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                  f"azure-batch=={pin}"]]
+                  f"azure-batch=={pin}", *extras]]
         for cmd in steps:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
             if res.returncode != 0:
                 raise RuntimeError(f"cannot set up the azure-batch {pin} venv: {' '.join(cmd)} "
                                    f"failed:\n{res.stdout}\n{res.stderr}")
-        if _installed(python) != pin:
+        if _installed(python, extras) != pin:
             raise RuntimeError(f"{venv} does not hold azure-batch {pin} after pip install")
         return python
 
 
 @pytest.fixture(scope="session")
 def sdk_python() -> Callable[[str], Path]:
-    """``sdk_python("15")`` / ``sdk_python("14")``: the venv interpreter with that SDK."""
+    """``sdk_python("15")`` / ``"14"`` / ``"11"`` / ``"8"``: the venv interpreter with that SDK."""
     cache: dict[str, Path] = {}
 
     def get(major: str) -> Path:
@@ -100,6 +117,15 @@ def sdk_python() -> Callable[[str], Path]:
             cache[major] = ensure_sdk_venv(major)
         return cache[major]
     return get
+
+
+@pytest.fixture(scope="session")
+def azurite_storage() -> Iterator[str]:
+    """An Azurite blob service on loopback: its connection string."""
+    from tests.azurite import azurite
+
+    with azurite() as connection_string:
+        yield connection_string
 
 
 @dataclass
@@ -169,7 +195,7 @@ def run_sdk(compat_service: CompatService, sdk_python: Callable[[str], Path]
             ) -> Callable[..., SdkRun]:
     """``run_sdk("15", "sdk15_scenarios.py", "wire")``: run a script in an SDK venv."""
     def run(major: str, script: str, *args: str, timeout_s: float = 900,
-            prefix: str | None = None) -> SdkRun:
+            prefix: str | None = None, env_extra: dict[str, str] | None = None) -> SdkRun:
         env = {**os.environ,
                "AZ_BATCH_ENDPOINT": compat_service.endpoint,
                "AZ_BATCH_ACCOUNT": compat_service.account,
@@ -177,7 +203,7 @@ def run_sdk(compat_service: CompatService, sdk_python: Callable[[str], Path]
                "COMPAT_PREFIX": prefix or f"sdk{major}",
                "COMPAT_VM_SIZE": "STANDARD_D2S_V3",
                "COMPAT_PYTHON": sys.executable,
-               "COMPAT_MPIEXEC": _mpiexec()}
+               "COMPAT_MPIEXEC": _mpiexec(), **(env_extra or {})}
         env.pop("PYTHONPATH", None)  # the SDK venv must not see this environment's packages
         proc = subprocess.run([str(sdk_python(major)), str(HERE / script), *args],
                               cwd=HERE, env=env, capture_output=True, text=True,
