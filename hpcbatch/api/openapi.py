@@ -39,7 +39,6 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from hpcbatch import __version__
 from hpcbatch.api.http import API_VERSIONS, JSON_CONTENT_TYPE, MAX_RESULTS
 from hpcbatch.api.routes import ROUTE_TABLES
 from hpcbatch.batch.models import (
@@ -58,6 +57,7 @@ from hpcbatch.batch.models import (
 )
 from hpcbatch.batch.schedules import JobScheduleSpec
 from hpcbatch.providers.inventory import Host
+from hpcbatch.version import __version__
 
 __all__ = ["PATH", "document", "dumps", "get_openapi_document"]
 

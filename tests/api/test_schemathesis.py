@@ -136,7 +136,8 @@ def _batch_error_problem(resp: requests.Response) -> str | None:
 
 
 @pytest.mark.timeout(900)
-def test_fuzz_every_operation_signed(fuzz_service: ServiceThread) -> None:
+def test_fuzz_every_operation_signed(fuzz_service: ServiceThread,
+                                     record_property: Callable[[str, object], None]) -> None:
     runtime = fuzz_service.runtime
     assert runtime.credentials is not None
     account, key = runtime.credentials.account_name, runtime.credentials.key
@@ -239,6 +240,10 @@ def test_fuzz_every_operation_signed(fuzz_service: ServiceThread) -> None:
                 unsatisfiable.append(op.label)
 
     total = sum(statuses.values())
+    record_property("schemathesis", {"requests": total, "operations": len(per_operation),
+                                     "server_errors": sum(n for s, n in statuses.items()
+                                                          if s >= 500),
+                                     "rejected_writes_checked": sum(rejected_checked.values())})
     print(f"\nschemathesis: {total} requests, {len(per_operation)} of {len(operations)} "
           f"operations, 5xx = {sum(n for s, n in statuses.items() if s >= 500)}, "
           f"statuses {dict(sorted(statuses.items()))}, not sent by the client "
