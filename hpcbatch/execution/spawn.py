@@ -65,6 +65,8 @@ while True:
         continue
     if not data:
         break
+    if len(data) < 65536:
+        time.sleep(0.05)  # read in batches: the agent's writes rarely wake this process
     buf += data
     *lines, buf = buf.split(b"\n")
     for line in lines:
