@@ -5,7 +5,8 @@ The service sends runs to the worker of the node it chose (the
 directory, sets Batch's variables, runs the command line (without a shell
 unless the command line invokes one), captures ``stdout.txt`` and
 ``stderr.txt``, enforces the wall-clock limit and kills the whole process tree
-on timeout or on :meth:`NodeAgent.kill_task`. A plain run is started and awaited on the
+on timeout or on :meth:`NodeAgent.kill_task` (the processes themselves, and
+their tie to the agent's life, are :mod:`hpcbatch.execution.spawn`'s). A plain run is started and awaited on the
 worker's event loop (a pidfd per process, no thread); a run with files to
 transfer runs in a thread (:meth:`NodeAgent.run_task`). Outcomes go back to the
 service on its outcome stream (:data:`OUTCOME_STREAM_HANDLER`). Nothing here
@@ -574,7 +575,7 @@ class NodeAgent(WorkerPlugin):
         try:
             rc = self.processes.reap(run.child)
             if run.timed_out:
-                kill_tagged(launch.key)
+                kill_tagged(launch.key, self.node.root_dir)
             code, failure = self.processes.settle(launch.key, run.child, rc, run.timed_out,
                                                   launch.max_wall_clock_s, launch.keep_background)
             # Logs go to local storage as hard links (no copy): cheap enough for the loop.
@@ -787,7 +788,7 @@ class NodeAgent(WorkerPlugin):
             if op == "kill_task":
                 result: Any = self.kill_task(str(kwargs["key"]))
             elif op == "kill_tagged":
-                result = kill_tagged(str(kwargs["key"]))
+                result = kill_tagged(str(kwargs["key"]), self.node.root_dir)
             elif op == "node_sample":
                 result = metrics.node_sample()
             elif op == "node_info":

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -121,8 +121,17 @@ def failure_info(category: str, code: str, message: str, **details: str) -> dict
     return info
 
 
-def _kill_matching(needle: bytes, exclude: bytes | None = None) -> int:
-    """SIGKILL every process (not this one) whose environment holds ``needle`` (and not ``exclude``)."""
+def _agent_entry(env: bytes) -> bytes:
+    """The ``\\0AGENT_TAG=...\\0`` entry of a raw environment (``\\0``-led), or b""."""
+    at = env.find(b"\0" + AGENT_TAG.encode() + b"=")
+    if at < 0:
+        return b""
+    end = env.find(b"\0", at + 1)
+    return env[at:] + b"\0" if end < 0 else env[at:end + 1]
+
+
+def _kill_matching(match: Callable[[bytes], bool]) -> int:
+    """SIGKILL every process (not this one) whose raw environment (``\\0``-led) ``match``es."""
     me = os.getpid()
     victims = []
     for p in psutil.process_iter(["pid"]):
@@ -133,7 +142,7 @@ def _kill_matching(needle: bytes, exclude: bytes | None = None) -> int:
                 env = b"\0" + fh.read()
         except OSError:
             continue
-        if needle in env and (exclude is None or exclude not in env):
+        if match(env):
             victims.append(p)
     for p in victims:
         try:
@@ -143,7 +152,7 @@ def _kill_matching(needle: bytes, exclude: bytes | None = None) -> int:
     return len(victims)
 
 
-def kill_tagged(key: str) -> int:
+def kill_tagged(key: str, root_dir: str | None = None) -> int:
     """Kill every process of this user whose environment carries run ``key``.
 
     Catches what left the process tree (``setsid``, double forks, daemons a
@@ -154,13 +163,26 @@ def kill_tagged(key: str) -> int:
     ----------
     key
         The :attr:`hpcbatch.execution.agent.Launch.key` of the run (the value of :data:`RUN_TAG`).
+    root_dir
+        Spare the processes an agent of another node root started (their
+        :data:`AGENT_TAG`): other nodes on the same host keep theirs. None: spare none.
 
     Returns
     -------
     int
         How many processes were killed.
     """
-    return _kill_matching(b"\0" + os.fsencode(f"{RUN_TAG}={key}") + b"\0")
+    needle = b"\0" + os.fsencode(f"{RUN_TAG}={key}") + b"\0"
+    if root_dir is None:
+        return _kill_matching(lambda env: needle in env)
+    node = os.fsencode(f"@{root_dir}") + b"\0"
+
+    def ours(env: bytes) -> bool:
+        if needle not in env:
+            return False
+        entry = _agent_entry(env)
+        return not entry or entry.endswith(node)
+    return _kill_matching(ours)
 
 
 def kill_process_tree(proc: psutil.Process | int, sig: int = signal.SIGKILL) -> None:
@@ -351,30 +373,13 @@ def kill_previous(root_dir: str, current: str | None = None) -> int:
     int
         How many processes were killed.
     """
-    needle = os.fsencode(f"@{root_dir}") + b"\0"
+    node = os.fsencode(f"@{root_dir}") + b"\0"
     exclude = None if current is None else b"\0" + os.fsencode(f"{AGENT_TAG}={current}") + b"\0"
-    me = os.getpid()
-    victims = []
-    for p in psutil.process_iter(["pid"]):
-        if p.pid == me:
-            continue
-        try:
-            with open(f"/proc/{p.pid}/environ", "rb") as fh:
-                env = b"\0" + fh.read()
-        except OSError:
-            continue
-        at = env.find(b"\0" + AGENT_TAG.encode() + b"=")
-        if at < 0:
-            continue
-        entry = env[at:env.index(b"\0", at + 1) + 1]
-        if entry.endswith(needle) and entry != exclude:
-            victims.append(p)
-    for p in victims:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    return len(victims)
+
+    def earlier(env: bytes) -> bool:
+        entry = _agent_entry(env)
+        return entry.endswith(node) and entry != exclude
+    return _kill_matching(earlier)
 
 
 @dataclass
@@ -553,7 +558,7 @@ class Processes:
             kill_process_tree(child.pid)
         rc = self.reap(child)
         if timed_out:
-            kill_tagged(key)
+            kill_tagged(key, self.warden.root_dir)
         return self.settle(key, child, rc, timed_out, max_wall_clock_s, keep_background)
 
     def settle(self, key: str, child: Child, rc: int, timed_out: bool,
@@ -635,7 +640,7 @@ class Processes:
             self._killed.add(key)  # also ends a run that has not started its process yet
         if child is not None:
             kill_process_tree(child.pid)
-        return kill_tagged(key) > 0 or child is not None
+        return kill_tagged(key, self.warden.root_dir) > 0 or child is not None
 
     def kill_all(self) -> int:
         """Kill every task process of this agent; return how many runs were running."""

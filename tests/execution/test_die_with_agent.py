@@ -66,12 +66,22 @@ def test_a_killed_agent_takes_its_tasks_and_their_grandchildren_along(tmp_path: 
             # a keep-alive that ignores SIGTERM and SIGHUP
             {"id": "stubborn", "commandLine": "/bin/sh -c 'trap \"\" TERM HUP; sleep 300'"},
         ])
-        # 3 shells, 6 sleeps at least (the setsid'd shell may exec its last sleep)
-        procs = wait_until(lambda: (lambda ps: ps if len(ps) >= 8 else None)(
-            task_processes(root)), timeout_s=60, what="the tasks' processes")
-        tasks = {p.environ().get("AZ_BATCH_TASK_ID") for p in procs}
-        assert tasks == {"group", "session", "stubborn"}
-        assert len({os.getsid(p.pid) for p in procs}) >= 4  # some left the tasks' sessions
+
+        def all_started() -> list[psutil.Process] | None:
+            # 3 shells and 6 sleeps at least (the setsid'd shell may exec its last sleep),
+            # in 4 sessions: one of them left its task's session
+            ps = task_processes(root)
+            sessions = set()
+            for p in ps:
+                try:
+                    sessions.add(os.getsid(p.pid))
+                except OSError:
+                    return None
+            return ps if len(ps) >= 8 and len(sessions) >= 4 else None
+
+        procs = wait_until(all_started, timeout_s=60, what="the tasks' processes")
+        assert {p.environ().get("AZ_BATCH_TASK_ID") for p in procs} == {
+            "group", "session", "stubborn"}
         agent_proc = node_process(root)
         agent_proc.send_signal(signal.SIGKILL)
         agent_proc.wait(10)
