@@ -5,7 +5,8 @@ The service sends runs to the worker of the node it chose (the
 directory, sets Batch's variables, runs the command line (without a shell
 unless the command line invokes one), captures ``stdout.txt`` and
 ``stderr.txt``, enforces the wall-clock limit and kills the whole process tree
-on timeout or on :meth:`NodeAgent.kill_task`. A plain run is started and awaited on the
+on timeout or on :meth:`NodeAgent.kill_task` (the processes themselves, and
+their tie to the agent's life, are :mod:`hpcbatch.execution.spawn`'s). A plain run is started and awaited on the
 worker's event loop (a pidfd per process, no thread); a run with files to
 transfer runs in a thread (:meth:`NodeAgent.run_task`). Outcomes go back to the
 service on its outcome stream (:data:`OUTCOME_STREAM_HANDLER`). Nothing here
@@ -27,14 +28,9 @@ read anything that is, or resolves into, that folder.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import pickle
-import shlex
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -43,18 +39,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from hpcbatch.batch.identity import RunAs
 from hpcbatch.execution import identity, metrics, packages, transfer
 from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
+from hpcbatch.execution.spawn import (  # noqa: F401 - re-exported: the agent's public names
+    EXIT_CODE_TASK_ENDED,
+    HAS_PIDFD,
+    RUN_TAG,
+    Child,
+    Processes,
+    Warden,
+    base_environment,
+    failure_info,
+    kill_process_tree,
+    kill_tagged,
+    python_first_path,
+)
 
 AGENT_PLUGIN = "hpcbatch-agent"
 """Name of the :class:`NodeAgent` plugin in a node worker's ``plugins``."""
-
-EXIT_CODE_TASK_ENDED = 0xC000013A
-"""Batch's exit code for a task ended by its wall-clock limit or by request."""
 
 EXCHANGE_HANDLER = "hpcbatch_exchange"
 """Name of the worker handler the service sends runs to (:meth:`NodeAgent.exchange`)."""
@@ -79,15 +84,6 @@ more runs than a node has slots for."""
 
 STARTUP_DIR = "startup"
 """The start task's directory, relative to the node root (``AZ_BATCH_NODE_STARTUP_DIR``)."""
-
-RUN_TAG = "HPCBATCH_RUN_KEY"
-"""Variable set in every task process: finds a run's processes, daemons included."""
-
-_HAS_PIDFD = hasattr(os, "pidfd_open")
-"""Linux >= 5.3: a process exit can be awaited on the event loop (else: in a thread)."""
-
-_PRIVATE_PREFIXES = ("DASK_", "AZ_BATCH_", "CCP_", "SSH_")
-
 
 @dataclass
 class Launch:
@@ -174,6 +170,10 @@ class Outcome:
         Absolute task directory on the node.
     node_id
         The node that ran it.
+    usage
+        Resource usage of the task process (:func:`hpcbatch.execution.spawn.usage_of`:
+        ``user_cpu_s``, ``kernel_cpu_s``, ``read_bytes``, ``write_bytes``,
+        ``read_ops``, ``write_ops``, ``max_rss_bytes``), or None when no process ran.
     """
 
     exit_code: int | None
@@ -182,133 +182,11 @@ class Outcome:
     failure_info: dict[str, Any] | None
     task_root_dir: str
     node_id: str
+    usage: dict[str, float] | None = None
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _failure(category: str, code: str, message: str, **details: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"category": category, "code": code, "message": message}
-    if details:
-        info["details"] = [{"name": k, "value": v} for k, v in details.items()]
-    return info
-
-
-def kill_tagged(key: str) -> int:
-    """Kill every process of this user whose environment carries run ``key``.
-
-    Catches what left the process tree (``setsid``, double forks, daemons a
-    coordination command started). Needs no agent: the service also runs it
-    on a worker out of band.
-
-    Parameters
-    ----------
-    key
-        The :attr:`Launch.key` of the run (the value of :data:`RUN_TAG`).
-
-    Returns
-    -------
-    int
-        How many processes were killed.
-    """
-    me = os.getpid()
-    victims = []
-    for p in psutil.process_iter(["pid"]):
-        if p.pid == me:
-            continue
-        try:
-            if p.environ().get(RUN_TAG) == key:
-                victims.append(p)
-        except (psutil.Error, OSError):
-            continue
-    for p in victims:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    return len(victims)
-
-
-def kill_process_tree(proc: psutil.Process | int, sig: int = signal.SIGKILL) -> None:
-    """Kill a process, its process group and every descendant.
-
-    Descendants that left the group (``setsid``, daemons) are found through
-    the process tree before anything is killed, so nothing is left behind.
-
-    Parameters
-    ----------
-    proc
-        The process, or its pid.
-    sig
-        The signal sent to each.
-    """
-    try:
-        p = proc if isinstance(proc, psutil.Process) else psutil.Process(proc)
-        victims = [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    try:
-        os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for v in victims:
-        try:
-            v.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
-
-
-def base_environment(site: Mapping[str, str] | None = None) -> dict[bytes, bytes]:
-    """Return this process's environment without Dask's, Batch's and SSH's own variables.
-
-    Every task's environment starts from it (encoded, as ``Popen`` passes it
-    on); a :class:`NodeAgent` computes it once, when it is made.
-
-    The bin directory of the node's Python (the inventory host's ``python``:
-    a virtual environment's ``bin``, where the ``mpich`` wheel puts ``mpiexec``)
-    comes first on ``PATH``, as activating that environment would do, so
-    tasks, start tasks and MPI launches find its programs although an SSH
-    session's default ``PATH`` does not name it.
-
-    Parameters
-    ----------
-    site
-        The inventory host's ``env`` (site settings), applied over this process's
-        variables; the Python's bin directory still comes first on ``PATH``.
-
-    Returns
-    -------
-    dict
-        Encoded variable names to encoded values.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
-    env.update(site or {})
-    env["PATH"] = python_first_path(env.get("PATH", os.defpath))
-    return {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
-
-
-def python_first_path(path: str, python: str = sys.executable) -> str:
-    """Return ``path`` (a ``PATH`` value) with the bin directory of ``python`` first.
-
-    Parameters
-    ----------
-    path
-        A ``PATH`` value, ``:``-separated.
-    python
-        The interpreter whose directory goes first (not resolved: a venv's
-        ``python`` is a link into the base installation).
-
-    Returns
-    -------
-    str
-        The new ``PATH``; that directory appears once.
-    """
-    first = os.path.dirname(python)
-    if not first:
-        return path
-    rest = [p for p in path.split(os.pathsep) if p and p != first]
-    return os.pathsep.join([first, *rest])
 
 
 def _is_plain(launch: Launch) -> bool:
@@ -347,7 +225,7 @@ def _persist(launch: Launch, tdir: Path, wd: Path, code: int | None,
                                        storage=launch.storage)
     except transfer.TransferError as exc:
         if failure is None:
-            return _failure("usererror", exc.code, exc.message)
+            return failure_info("usererror", exc.code, exc.message)
     return failure
 
 
@@ -355,7 +233,8 @@ def outcome_to_wire(outcome: Outcome) -> dict[str, Any]:
     """Return an outcome as plain msgpack-friendly values."""
     return {"exit_code": outcome.exit_code, "start": outcome.start_time.timestamp(),
             "end": outcome.end_time.timestamp(), "failure": outcome.failure_info,
-            "task_root_dir": outcome.task_root_dir, "node_id": outcome.node_id}
+            "task_root_dir": outcome.task_root_dir, "node_id": outcome.node_id,
+            "usage": outcome.usage}
 
 
 def outcome_from_wire(msg: Mapping[str, Any]) -> Outcome:
@@ -374,9 +253,16 @@ def outcome_from_wire(msg: Mapping[str, Any]) -> Outcome:
             or not (failure is None or isinstance(failure, Mapping)) \
             or not isinstance(tdir, str) or not isinstance(node_id, str):
         raise TypeError(f"malformed outcome {dict(msg)!r}")
+    usage = msg.get("usage")
+    if usage is not None and not (
+            isinstance(usage, Mapping) and all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                for k, v in usage.items())):
+        raise TypeError(f"malformed outcome usage {usage!r}")
     return Outcome(code, datetime.fromtimestamp(float(start), UTC),  # type: ignore[arg-type]
                    datetime.fromtimestamp(float(end), UTC),  # type: ignore[arg-type]
-                   None if failure is None else dict(failure), tdir, node_id)
+                   None if failure is None else dict(failure), tdir, node_id,
+                   None if usage is None else {k: float(v) for k, v in usage.items()})
 
 
 @dataclass
@@ -387,7 +273,7 @@ class _LoopRun:
     tdir: Path
     wd: Path
     start: datetime
-    proc: subprocess.Popen[bytes]
+    child: Child
     pidfd: int
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
@@ -441,8 +327,8 @@ class NodeAgent(WorkerPlugin):
         self.worker: Any = None
         self._loop_thread: int | None = None
         self._lock = threading.Lock()
-        self._running: dict[str, subprocess.Popen[bytes]] = {}
-        self._killed: set[str] = set()
+        self.processes = Processes(node.node_id, self.base_env, Warden(node.root_dir))
+        """The task processes (start, wait, kill; tied to this agent's life)."""
         self._job_dirs: set[Path] = set()
         """Parents of task directories known to exist (one ``mkdir`` per task instead of four)."""
         self._executor: ThreadPoolExecutor | None = None
@@ -457,7 +343,13 @@ class NodeAgent(WorkerPlugin):
     # ------------------------------------------------------------- plugin hooks
 
     def setup(self, worker: Any) -> None:
-        """Bind the exchange and outcome stream handlers (on the worker's event loop)."""
+        """Bind the exchange and outcome stream handlers (on the worker's event loop).
+
+        First the task processes an earlier incarnation of this node left alive
+        are killed, and the watchdog that kills this incarnation's tasks when
+        the agent dies is started (:class:`hpcbatch.execution.spawn.Warden`).
+        """
+        self.processes.warden.start()
         self.worker = worker
         self._loop_thread = threading.get_ident()
         worker.handlers[EXCHANGE_HANDLER] = self.exchange
@@ -467,6 +359,7 @@ class NodeAgent(WorkerPlugin):
     def teardown(self, worker: Any) -> None:
         """End every task process of this node; the worker is closing."""
         self.kill_all()
+        self.processes.warden.stop()
         with self._executor_lock:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
@@ -508,7 +401,7 @@ class NodeAgent(WorkerPlugin):
         except RuntimeError:
             loop = None
         for launch in launches:
-            if loop is not None and _HAS_PIDFD and _is_plain(launch) and not self._makes_user(launch):
+            if loop is not None and HAS_PIDFD and _is_plain(launch) and not self._makes_user(launch):
                 self._start_on_loop(launch, loop)
             else:
                 self._pool().submit(self._run_and_report, launch)
@@ -547,11 +440,11 @@ class NodeAgent(WorkerPlugin):
             self._report(launch.key, outcome)
             return outcome
         try:
-            code, failure = self._execute(launch, tdir, wd, env, creds)
+            code, failure, usage = self._execute(launch, tdir, wd, env, creds)
             failure = _persist(launch, tdir, wd, code, failure)
         finally:
             self._drop_task_user(launch, tdir)
-        outcome = Outcome(code, start, _now(), failure, str(tdir), self.node.node_id)
+        outcome = Outcome(code, start, _now(), failure, str(tdir), self.node.node_id, usage)
         self._report(launch.key, outcome)
         return outcome
 
@@ -648,20 +541,21 @@ class NodeAgent(WorkerPlugin):
             tdir, wd, env, creds = self._prepare(launch)
             with open(tdir / launch.stdout_name, "wb") as out, \
                     open(tdir / launch.stderr_name, "wb") as err:
-                proc, failure = self._spawn(launch, wd, env, out, err, creds)
-            if proc is None:
+                child, failure = self.processes.spawn(launch.key, launch.command_line, wd,
+                                                      env, out, err, creds)
+            if child is None:
                 self._report(launch.key,
                              Outcome(None, start, _now(), failure, str(tdir), node.node_id))
                 return
             try:
-                pidfd = os.pidfd_open(proc.pid)
+                pidfd = os.pidfd_open(child.pid)
             except OSError:  # the kernel refuses pidfds after all: wait in a thread
-                self._pool().submit(self._wait_and_report, launch, tdir, wd, proc, start)
+                self._pool().submit(self._wait_and_report, launch, tdir, wd, child, start)
                 return
         except BaseException as exc:  # report every end, even an agent fault
             self._report_fault(launch, exc)
             return
-        run = _LoopRun(launch, tdir, wd, start, proc, pidfd)
+        run = _LoopRun(launch, tdir, wd, start, child, pidfd)
         if launch.max_wall_clock_s is not None:
             run.timer = loop.call_later(launch.max_wall_clock_s, self._time_out, run)
         loop.add_reader(pidfd, self._exited, run, loop)
@@ -669,7 +563,7 @@ class NodeAgent(WorkerPlugin):
     @staticmethod
     def _time_out(run: _LoopRun) -> None:
         run.timed_out = True
-        kill_process_tree(run.proc.pid)
+        kill_process_tree(run.child.pid)
 
     def _exited(self, run: _LoopRun, loop: asyncio.AbstractEventLoop) -> None:
         """A loop run's process ended: settle its exit, save its logs, report its outcome."""
@@ -679,35 +573,39 @@ class NodeAgent(WorkerPlugin):
             run.timer.cancel()
         launch = run.launch
         try:
-            rc = run.proc.wait()
+            rc = self.processes.reap(run.child)
             if run.timed_out:
-                kill_tagged(launch.key)
-            code, failure = self._settle(launch, run.proc, rc, run.timed_out)
+                kill_tagged(launch.key, self.node.root_dir)
+            code, failure = self.processes.settle(launch.key, run.child, rc, run.timed_out,
+                                                  launch.max_wall_clock_s, launch.keep_background)
             # Logs go to local storage as hard links (no copy): cheap enough for the loop.
-            self._persist_and_report(launch, run.tdir, run.wd, run.start, code, failure)
+            self._persist_and_report(launch, run.tdir, run.wd, run.start, code, failure,
+                                     run.child.usage)
         except BaseException as exc:
             self._report_fault(launch, exc)
 
     # ---------------------------------------------------- runs in the thread pool
 
     def _persist_and_report(self, launch: Launch, tdir: Path, wd: Path, start: datetime,
-                            code: int | None, failure: dict[str, Any] | None) -> None:
+                            code: int | None, failure: dict[str, Any] | None,
+                            usage: dict[str, float] | None) -> None:
         try:
             failure = _persist(launch, tdir, wd, code, failure)
-            self._report(launch.key,
-                         Outcome(code, start, _now(), failure, str(tdir), self.node.node_id))
+            self._report(launch.key, Outcome(code, start, _now(), failure, str(tdir),
+                                             self.node.node_id, usage))
         except BaseException as exc:
             self._report_fault(launch, exc)
 
     def _wait_and_report(self, launch: Launch, tdir: Path, wd: Path,
-                         proc: subprocess.Popen[bytes], start: datetime) -> None:
+                         child: Child, start: datetime) -> None:
         """Wait for a started process in this thread (no pidfd), then persist and report."""
         try:
-            code, failure = self._wait(launch, proc)
+            code, failure = self.processes.wait(launch.key, child, launch.max_wall_clock_s,
+                                                launch.keep_background)
         except BaseException as exc:
             self._report_fault(launch, exc)
             return
-        self._persist_and_report(launch, tdir, wd, start, code, failure)
+        self._persist_and_report(launch, tdir, wd, start, code, failure, child.usage)
 
     def _run_and_report(self, launch: Launch) -> None:
         try:
@@ -718,7 +616,7 @@ class NodeAgent(WorkerPlugin):
     def _user_failure(self, launch: Launch, exc: Exception, start: datetime) -> Outcome:
         """The outcome of a run whose user does not exist or cannot be made (pre-processing)."""
         user = launch.run_as.user if launch.run_as else identity.POOL_AUTO_USER
-        return Outcome(None, start, _now(), _failure(
+        return Outcome(None, start, _now(), failure_info(
             "usererror", "UserIdentityInvalid",
             f"The task cannot run as user {user} on node {self.node.node_id}: {exc}"),
             "", self.node.node_id)
@@ -731,14 +629,14 @@ class NodeAgent(WorkerPlugin):
         if isinstance(exc, identity.UserSwitchError):
             self._report(launch.key, self._user_failure(launch, exc, now))
             return
-        self._report(launch.key, Outcome(None, now, now, _failure(
+        self._report(launch.key, Outcome(None, now, now, failure_info(
             "servererror", "NodeAgentError", f"node {node_id}: {type(exc).__name__}: {exc}"),
             "", node_id))
 
     def _execute(self, launch: Launch, tdir: Path, wd: Path, env: dict[str, str],
                  creds: identity.Credentials | None = None,
-                 ) -> tuple[int | None, dict[str, Any] | None]:
-        """Download inputs, run the command line and wait; return (exit code, failure info)."""
+                 ) -> tuple[int | None, dict[str, Any] | None, dict[str, float] | None]:
+        """Download inputs, run the command line and wait; return (exit code, failure info, usage)."""
         node = self.node
         if launch.job_id:  # the task's scoped storage reaches this container only
             transfer.prepare_job_container(launch.job_id, launch.storage)
@@ -752,7 +650,7 @@ class NodeAgent(WorkerPlugin):
                     msg = (f"The application package {ref.application_id} version "
                            f"{ref.version} could not be installed on node {node.node_id}: {exc}")
                     err.write((msg + "\n").encode())
-                    return None, _failure("usererror", "ApplicationPackageFailed", msg)
+                    return None, failure_info("usererror", "ApplicationPackageFailed", msg), None
                 env[packages.variable_name(ref.application_id, ref.version)] = str(folder)
                 if ref.is_default:
                     env[packages.variable_name(ref.application_id)] = str(folder)
@@ -762,107 +660,18 @@ class NodeAgent(WorkerPlugin):
                                                      tdir / launch.resource_dir, launch.storage)
                 except transfer.TransferError as exc:
                     err.write((exc.message + "\n").encode())
-                    return None, _failure("usererror", exc.code, exc.message)
+                    return None, failure_info("usererror", exc.code, exc.message), None
                 if creds is not None:
                     _chown_tree(tdir / launch.resource_dir, creds)
-            proc, failure = self._spawn(launch, wd, env, out, err, creds)
-        if proc is None:
-            return None, failure
-        return self._wait(launch, proc)
+            child, failure = self.processes.spawn(launch.key, launch.command_line, wd, env,
+                                                  out, err, creds)
+        if child is None:
+            return None, failure, None
+        code, failure = self.processes.wait(launch.key, child, launch.max_wall_clock_s,
+                                            launch.keep_background)
+        return code, failure, child.usage
 
     # ------------------------------------------------------------ processes
-
-    def _spawn(self, launch: Launch, wd: Path, env: dict[str, str], out: Any, err: Any,
-               creds: identity.Credentials | None = None,
-               ) -> tuple[subprocess.Popen[bytes] | None, dict[str, Any] | None]:
-        """Start the command line without a shell in its own session; (process, None) or (None, failure).
-
-        With ``creds`` the process runs as that user (its uid, primary group and
-        supplementary groups), and its output files belong to it.
-        """
-        try:
-            argv = shlex.split(launch.command_line)
-        except ValueError as exc:
-            return None, _failure("usererror", "CommandLineInvalid",
-                                  f"The command line cannot be parsed: {exc}")
-        if not argv:
-            return None, _failure("usererror", "CommandLineInvalid", "The command line is empty.")
-        full_env = dict(self.base_env)
-        full_env.update((os.fsencode(k), os.fsencode(v)) for k, v in env.items())
-        user: dict[str, Any] = {}
-        try:
-            if creds is not None:
-                os.fchown(out.fileno(), creds.uid, creds.gid)
-                os.fchown(err.fileno(), creds.uid, creds.gid)
-                if creds.uid == os.geteuid():  # root runs as root: nothing to switch
-                    pass
-                elif identity.SETPRIV is None:  # subprocess switches: fork, not vfork
-                    user = {"user": creds.uid, "group": creds.gid,
-                            "extra_groups": list(creds.groups)}
-                elif identity.program_missing(argv[0], os.fsdecode(full_env.get(b"PATH", b"")),
-                                              wd):
-                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-                else:
-                    argv = identity.setpriv_argv(creds, argv)
-            proc = subprocess.Popen(
-                argv, cwd=wd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, close_fds=True, **user,
-            )
-        except OSError as exc:
-            msg = (f"The command program {argv[0]!r} could not be started on node "
-                   f"{self.node.node_id}: {exc.strerror or exc}")
-            err.write((msg + "\n").encode())
-            code = ("CommandProgramNotFound" if isinstance(exc, FileNotFoundError)
-                    else "CommandProgramFailed")
-            return None, _failure("usererror", code, msg)
-        with self._lock:
-            self._running[launch.key] = proc
-            ended_early = launch.key in self._killed
-        if ended_early:  # kill_task came before the process existed
-            kill_process_tree(proc.pid)
-        return proc, None
-
-    def _wait(self, launch: Launch, proc: subprocess.Popen[bytes],
-              ) -> tuple[int | None, dict[str, Any] | None]:
-        """Wait for a started process in this thread, within the wall-clock limit."""
-        try:
-            rc = proc.wait(timeout=launch.max_wall_clock_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            kill_process_tree(proc.pid)
-            rc = proc.wait()
-            kill_tagged(launch.key)
-            timed_out = True
-        return self._settle(launch, proc, rc, timed_out)
-
-    def _settle(self, launch: Launch, proc: subprocess.Popen[bytes], rc: int,
-                timed_out: bool) -> tuple[int | None, dict[str, Any] | None]:
-        """Turn an ended process into (exit code, failure info); leave nothing of its group behind."""
-        try:
-            if timed_out:
-                return EXIT_CODE_TASK_ENDED, _failure(
-                    "servererror", "TaskEnded",
-                    "The task was ended because it exceeded its maxWallClockTime "
-                    f"of {launch.max_wall_clock_s:g} s.")
-            if not launch.keep_background:
-                # The main process has ended: leave nothing of its group behind.
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        finally:
-            with self._lock:
-                self._running.pop(launch.key, None)
-                killed = launch.key in self._killed
-                self._killed.discard(launch.key)
-        if killed:
-            return EXIT_CODE_TASK_ENDED, _failure("usererror", "TaskEnded",
-                                                  "The task was ended by user request.")
-        code = rc if rc >= 0 else 128 - rc
-        if code != 0:
-            return code, _failure("usererror", "FailureExitCode",
-                                  f"The task process exited with an unexpected exit code {code}.")
-        return 0, None
 
     def kill_task(self, key: str) -> bool:
         """Kill the process tree of a running run ("Task - Terminate").
@@ -878,18 +687,11 @@ class NodeAgent(WorkerPlugin):
             True when a running process was found and killed. A run that has not
             started yet is ended as soon as it starts.
         """
-        with self._lock:
-            proc = self._running.get(key)
-            self._killed.add(key)  # also ends a run that has not started its process yet
-        if proc is not None:
-            kill_process_tree(proc.pid)
-        return kill_tagged(key) > 0 or proc is not None
+        return self.processes.kill(key)
 
     def kill_all(self) -> int:
         """Kill every task process of this node; return how many runs were running."""
-        with self._lock:
-            keys = list(self._running)
-        return sum(self.kill_task(k) for k in keys)
+        return self.processes.kill_all()
 
     # --------------------------------------------------------- outcome stream
 
@@ -986,7 +788,7 @@ class NodeAgent(WorkerPlugin):
             if op == "kill_task":
                 result: Any = self.kill_task(str(kwargs["key"]))
             elif op == "kill_tagged":
-                result = kill_tagged(str(kwargs["key"]))
+                result = kill_tagged(str(kwargs["key"]), self.node.root_dir)
             elif op == "node_sample":
                 result = metrics.node_sample()
             elif op == "node_info":

@@ -54,7 +54,7 @@ def test_kill_task_ends_only_its_agents_run(tmp_path: Path) -> None:
         fa = pool.submit(a.run_task, launch)
         fb = pool.submit(b.run_task, launch)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (a._running and b._running):  # noqa: SLF001
+        while time.monotonic() < deadline and not (a.processes.running() and b.processes.running()):
             time.sleep(0.02)
         assert a.kill_task("sleep") is True
         outcome = fa.result(10)
