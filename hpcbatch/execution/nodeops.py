@@ -1,0 +1,41 @@
+"""Node agent operations beyond running tasks: file delete, node users, certificates.
+
+:data:`NODE_CALLS` maps an operation's name to the function the node agent runs for it
+(:meth:`hpcbatch.execution.agent.NodeAgent.call`, in a thread): each takes the node
+root and the call's keyword arguments (msgpack values) and returns a msgpack value.
+The service calls them with :meth:`hpcbatch.execution.engine.Engine.call`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hpcbatch.execution import file_delete, node_users
+
+
+def _delete_file(root: str, a: Mapping[str, Any]) -> str:
+    return file_delete.delete_path(root, str(a["rel_path"]), bool(a.get("recursive", False)))
+
+
+def _add_user(root: str, a: Mapping[str, Any]) -> dict[str, Any]:
+    return node_users.add_user(root, str(a["name"]), bool(a.get("is_admin")), str(a["expiry"]),
+                               a.get("password"), a.get("ssh_public_key"))
+
+
+def _update_user(root: str, a: Mapping[str, Any]) -> dict[str, Any]:
+    return node_users.update_user(root, str(a["name"]), str(a["expiry"]), a.get("password"),
+                                  a.get("ssh_public_key"))
+
+
+def _delete_user(root: str, a: Mapping[str, Any]) -> dict[str, Any]:
+    return node_users.delete_user(root, str(a["name"]))
+
+
+NODE_CALLS: dict[str, Callable[[str, Mapping[str, Any]], Any]] = {
+    "delete_file": _delete_file,
+    "add_user": _add_user,
+    "update_user": _update_user,
+    "delete_user": _delete_user,
+}
+"""Operation name -> ``fn(node_root, kwargs)``, run by the node agent in a thread."""
