@@ -431,6 +431,11 @@ class BatchClient:
         """:meth:`get_pool` as wire JSON."""
         return self._get(f"/pools/{self._q(pool_id)}")
 
+    def patch_pool(self, pool_id: str, patch: Mapping[str, Any]) -> None:
+        """Update a pool's mutable properties, e.g. ``{"metadata": [...]}`` ("Pool - Patch";
+        REST ``PATCH /pools/{poolId}``: the properties given replace the pool's)."""
+        self._request("PATCH", f"/pools/{self._q(pool_id)}", body=patch)
+
     def list_pools(self, filter: str | None = None) -> list[Pool]:  # noqa: A002 - SDK name
         """Return pools ("Pool - List"), with an optional OData ``$filter``."""
         return [_parse(_models().Pool, p) for p in self.list_pools_json(filter)]
