@@ -20,9 +20,6 @@ from aiohttp import web
 
 from hpcbatch.batch.errors import HpcbatchError
 
-_CERTIFICATES = ("certificates are deprecated by Batch; put secrets on the hosts or in "
-                 "resource files.")
-_CERTIFICATE = "/certificates(thumbprintAlgorithm={thumbprintAlgorithm},thumbprint={thumbprint})"
 _NO_STATISTICS = "an operation of older api-versions; hpcbatch keeps no statistics."
 
 
@@ -110,13 +107,6 @@ UNSUPPORTED: tuple[UnsupportedOperation, ...] = (
     UnsupportedOperation(
         "Compute Node - Deallocate", "POST", "/pools/{poolId}/nodes/{nodeId}/deallocate",
         "inventory hosts cannot be deallocated; remove the node or resize the pool."),
-    # Certificate (not in api-version 2025-06-01; the 14.x SDK still calls them)
-    UnsupportedOperation("Certificate - Add", "POST", "/certificates", _CERTIFICATES),
-    UnsupportedOperation("Certificate - List", "GET", "/certificates", _CERTIFICATES),
-    UnsupportedOperation("Certificate - Get", "GET", _CERTIFICATE, _CERTIFICATES),
-    UnsupportedOperation("Certificate - Delete", "DELETE", _CERTIFICATE, _CERTIFICATES),
-    UnsupportedOperation(
-        "Certificate - Cancel Deletion", "POST", f"{_CERTIFICATE}/canceldelete", _CERTIFICATES),
 )
 """Every Batch REST operation hpcbatch answers with ``400 FeatureNotSupported``."""
 

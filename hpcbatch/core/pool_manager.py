@@ -167,6 +167,9 @@ class PoolManager:
         self.specs: dict[str, PoolSpec] = {}
         self.targets: dict[str, int] = {}
         self.ssh_keys: dict[str, tuple[str, str]] = {}
+        self.before_start_task: Callable[[NodeRuntime], Awaitable[None]] | None = None
+        """Run on a node once its worker is up, before its start task (the pool's
+        certificates: :meth:`hpcbatch.core.certificates.Certificates.install_on_node`)."""
         self._providers: dict[str, NodeProvider] = {}
         self._trust_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -806,6 +809,8 @@ class PoolManager:
             return
         node.worker = addr
         node.last_boot_time = utcnow()
+        if self.before_start_task is not None:
+            await self.before_start_task(node)
         await self._run_start_task(node, gen)
 
     def _diagnose(self, node: NodeRuntime) -> tuple[bool, str]:

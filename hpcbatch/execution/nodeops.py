@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hpcbatch.execution import file_delete, node_users
+from hpcbatch.execution import certificates, file_delete, node_users
 
 
 def _delete_file(root: str, a: Mapping[str, Any]) -> str:
@@ -32,10 +32,15 @@ def _delete_user(root: str, a: Mapping[str, Any]) -> dict[str, Any]:
     return node_users.delete_user(root, str(a["name"]))
 
 
+def _install_certificates(root: str, a: Mapping[str, Any]) -> list[str]:
+    return certificates.install(root, list(a.get("certs") or []))
+
+
 NODE_CALLS: dict[str, Callable[[str, Mapping[str, Any]], Any]] = {
     "delete_file": _delete_file,
     "add_user": _add_user,
     "update_user": _update_user,
     "delete_user": _delete_user,
+    "install_certificates": _install_certificates,
 }
 """Operation name -> ``fn(node_root, kwargs)``, run by the node agent in a thread."""
