@@ -61,7 +61,7 @@ def ref(cert: x509.Certificate, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("certs")
-    with service_on_testbed(tmp, 1, "127.0.94.1") as (client, bed, thread):
+    with service_on_testbed(tmp, 1, "127.0.94.1") as (client, _bed, thread):
         http = Http(thread.runtime.endpoint, "hpcbatch", account_key(tmp / "state"))
         yield client, http, thread
 

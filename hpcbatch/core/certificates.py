@@ -138,7 +138,7 @@ def parse_certificate(body: Mapping[str, Any]) -> dict[str, Any]:
     if cert is None:
         raise InvalidPropertyValueError("data", str(body["data"])[:32],
                                         "the pfx holds no certificate")
-    actual = cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303 - Batch's thumbprint is SHA-1
+    actual = cert.fingerprint(hashes.SHA1()).hex()  # Batch's thumbprint is SHA-1
     if actual != thumbprint.lower():
         raise BadRequestError(
             f"The thumbprint {thumbprint} does not match the certificate in data "
@@ -258,11 +258,11 @@ class Certificates:
         return (f"/certificates(thumbprintAlgorithm={spec['thumbprintAlgorithm']},"
                 f"thumbprint={spec['thumbprint']})")
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_certificates(self) -> list[dict[str, Any]]:
         """"Certificate - List": every certificate's JSON (no ``data``, no password)."""
         with self.ctx.store.read() as conn:
             rows = conn.execute(sa.select(certificates).order_by(certificates.c.key)).mappings()
-            return [self._wire(r) for r in rows]
+            return [self._wire(dict(r)) for r in rows]
 
     def _row(self, conn: Connection, algorithm: str, thumbprint: str) -> Mapping[str, Any]:
         if algorithm.lower() not in ALGORITHMS:

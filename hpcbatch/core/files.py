@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hpcbatch.batch.errors import (
     ConflictError,
@@ -18,9 +18,6 @@ from hpcbatch.batch.wire import iso
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import job_row, pool_row, task_row
 from hpcbatch.execution.environment import SECRETS_DIR, task_dir
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

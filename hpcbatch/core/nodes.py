@@ -279,7 +279,7 @@ def node_user_request(body: Mapping[str, Any], *, name: str | None = None,
         expiry = now + DEFAULT_USER_EXPIRY
     else:
         try:
-            expiry = datetime.fromisoformat(str(expiry_text).replace("Z", "+00:00"))
+            expiry = datetime.fromisoformat(str(expiry_text))
         except ValueError:
             raise InvalidPropertyValueError("expiryTime", expiry_text,
                                             "an ISO 8601 date and time") from None

@@ -37,10 +37,10 @@ from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.applications import Applications
 from hpcbatch.core.autoscaler import Autoscaler
+from hpcbatch.core.certificates import Certificates
 from hpcbatch.core.changes import Changes
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.dispatcher import Dispatcher
-from hpcbatch.core.certificates import Certificates
 from hpcbatch.core.files import NodeFiles
 from hpcbatch.core.housekeeping import Housekeeping
 from hpcbatch.core.inventory import Inventory

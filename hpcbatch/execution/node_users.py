@@ -105,7 +105,7 @@ def expire_date(expiry: str) -> str:
     ValueError
         ``expiry`` is not an ISO 8601 time.
     """
-    when = datetime.fromisoformat(expiry.replace("Z", "+00:00"))
+    when = datetime.fromisoformat(expiry)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return (when.astimezone(UTC).date() + timedelta(days=1)).isoformat()

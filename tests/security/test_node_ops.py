@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="node users need a roo
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("nodeops")
-    with service_on_testbed(tmp, 2, "127.0.93.1") as (client, bed, thread):
+    with service_on_testbed(tmp, 2, "127.0.93.1") as (client, _bed, thread):
         client.create_pool({"id": POOL, "vmSize": "testbed", "targetDedicatedNodes": 1})
         nodes = client.wait_for_pool(POOL, timeout_s=120)
         assert [n.state for n in nodes] == ["idle"], [(n.id, n.errors) for n in nodes]
@@ -46,7 +46,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_node_file_delete_files_and_directories(env) -> None:
-    client, http, node, _ = env
+    _, http, node, _ = env
     root = Path(node.root_dir)
     base = f"/pools/{POOL}/nodes/{node.node_id}/files"
     (root / "shared" / "a.txt").write_text("a")

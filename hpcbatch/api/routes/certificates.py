@@ -50,7 +50,7 @@ async def add_certificate(request: web.Request) -> web.Response:
 @routes.get("/certificates")
 async def list_certificates(request: web.Request) -> web.Response:
     """"Certificate - List" (``$filter``, ``$select``)."""
-    items = service(request).certificates.list()
+    items = service(request).certificates.list_certificates()
     if request.query.get("$filter"):
         items = CERTIFICATE_FILTER.apply(items, request.query["$filter"])
     return page_reply(request, "certificates", items, CERTIFICATE_SELECTABLE)

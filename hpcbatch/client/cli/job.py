@@ -90,6 +90,6 @@ read_command(job, "prep-release-status",
              job_id_option, columns=PREP_RELEASE_COLUMNS)
 
 
-from hpcbatch.client.cli.set_commands import job_set  # noqa: E402 - "job set"
+from hpcbatch.client.cli.set_commands import job_set  # "job set"
 
 job.add_command(job_set)

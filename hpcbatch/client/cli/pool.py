@@ -210,6 +210,6 @@ def pool_autoscale_evaluate(pool_id: str, formula: str | None, formula_file: str
         click.get_current_context().exit(1)
 
 
-from hpcbatch.client.cli.set_commands import pool_set  # noqa: E402 - "pool set"
+from hpcbatch.client.cli.set_commands import pool_set  # "pool set"
 
 pool.add_command(pool_set)
