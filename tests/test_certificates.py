@@ -166,3 +166,28 @@ def test_pfx_to_pem_refuses_a_wrong_password() -> None:
     with pytest.raises(ValueError):
         pfx_to_pem(data, "wrong")
     assert b"PRIVATE KEY" in pfx_to_pem(data, "right")
+
+
+def test_cli_certificates(env, tmp_path) -> None:
+    from tests.test_cli_more import run, run_json
+
+    client, http, thread = env
+    cli_env = {"AZURE_BATCH_ENDPOINT": client.endpoint, "AZURE_BATCH_ACCOUNT": "hpcbatch",
+               "AZURE_BATCH_ACCESS_KEY": account_key(thread.runtime.state_dir)}
+    cert, key = make_cert("cli")
+    pfx = tmp_path / "c.pfx"
+    pfx.write_bytes(base64.b64decode(pfx_body(cert, key, "pw")["data"]))
+    tp = thumbprint(cert)
+    err = run(cli_env, "certificate", "create", "--certificate-file", str(pfx), "--thumbprint",
+              tp, "--password", "bad", code=1)
+    assert "InvalidPropertyValue" in err.stderr and "password" in err.stderr
+    run(cli_env, "certificate", "create", "--certificate-file", str(pfx), "--thumbprint", tp,
+        "--password", "pw")
+    assert run_json(cli_env, "certificate", "show", "--thumbprint", tp)["state"] == "active"
+    assert tp in [c["thumbprint"] for c in run_json(cli_env, "certificate", "list", "--filter",
+                                                     "state eq 'active'")]
+    err = run(cli_env, "certificate", "cancel-delete", "--thumbprint", tp, code=1)
+    assert "CertificateStateActive" in err.stderr
+    run(cli_env, "certificate", "delete", "--thumbprint", tp)
+    err = run(cli_env, "certificate", "show", "--thumbprint", tp, code=1)
+    assert "CertificateNotFound" in err.stderr

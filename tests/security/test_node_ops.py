@@ -231,3 +231,46 @@ def test_without_root_the_node_says_why_it_cannot_manage_users(env) -> None:
                          cwd=str(Path(__file__).resolve().parents[2]))
     assert out.returncode == 0, out.stderr
     assert '"UserManagementUnavailable"' in out.stdout and "runs as nobody, not root" in out.stdout
+
+
+def test_cli_node_users_and_file_delete(env, tmp_path) -> None:
+    from tests.test_cli_more import run, run_json
+
+    client, http, node, tmp = env
+    cli_env = {"AZURE_BATCH_ENDPOINT": client.endpoint, "AZURE_BATCH_ACCOUNT": "hpcbatch",
+               "AZURE_BATCH_ACCESS_KEY": account_key(tmp / "state")}
+    name = "nodeopscli"
+    _remove_user(name)
+    key, _ = _keypair(tmp_path, "cli")
+    where = ("--pool-id", POOL, "--node-id", node.node_id)
+    try:
+        run(cli_env, "node", "user", "add", *where, "--name", name, "--ssh-public-key-file",
+            f"{key}.pub")
+        login = run_json(cli_env, "node", "login-settings", *where)
+        out = _ssh(key, name, login["remoteLoginIPAddress"], login["remoteLoginPort"], "id -un")
+        assert out.stdout.strip() == name, out.stderr
+        err = run(cli_env, "node", "user", "add", *where, "--name", name, code=1)
+        assert "NodeUserExists" in err.stderr
+        run(cli_env, "node", "user", "update", *where, "--name", name, "--password", "pw1")
+        assert _ssh(key, name, login["remoteLoginIPAddress"], login["remoteLoginPort"],
+                    "true").returncode != 0  # the key was replaced (by none)
+        run(cli_env, "node", "user", "delete", *where, "--name", name)
+        with pytest.raises(KeyError):
+            pwd.getpwnam(name)
+    finally:
+        _remove_user(name)
+    shared = Path(node.root_dir) / "shared"
+    (shared / "cli" / "x").mkdir(parents=True, exist_ok=True)
+    err = run(cli_env, "node", "file", "delete", *where, "--file-path", "shared/cli", code=1)
+    assert "DirectoryNotEmpty" in err.stderr
+    run(cli_env, "node", "file", "delete", *where, "--file-path", "shared/cli", "--recursive")
+    assert not (shared / "cli").exists()
+    err = run(cli_env, "node", "file", "delete", *where, "--file-path", "secrets", "--recursive",
+              code=1)
+    assert "FileNotFound" in err.stderr and (Path(node.root_dir) / "secrets").is_dir()
+    client.create_job({"id": "clidel", "poolInfo": {"poolId": POOL}})
+    client.create_task("clidel", {"id": "t", "commandLine": "echo hi"})
+    client.wait_for_tasks("clidel", timeout_s=120)
+    run(cli_env, "task", "file", "delete", "--job-id", "clidel", "--task-id", "t",
+        "--file-path", "stdout.txt")
+    assert "stdout.txt" not in {f.name for f in client.list_task_files("clidel", "t")}
