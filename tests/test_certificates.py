@@ -171,7 +171,7 @@ def test_pfx_to_pem_refuses_a_wrong_password() -> None:
 def test_cli_certificates(env, tmp_path) -> None:
     from tests.test_cli_more import run, run_json
 
-    client, http, thread = env
+    client, _http, thread = env
     cli_env = {"AZURE_BATCH_ENDPOINT": client.endpoint, "AZURE_BATCH_ACCOUNT": "hpcbatch",
                "AZURE_BATCH_ACCESS_KEY": account_key(thread.runtime.state_dir)}
     cert, key = make_cert("cli")

@@ -236,7 +236,7 @@ def test_without_root_the_node_says_why_it_cannot_manage_users(env) -> None:
 def test_cli_node_users_and_file_delete(env, tmp_path) -> None:
     from tests.test_cli_more import run, run_json
 
-    client, http, node, tmp = env
+    client, _http, node, tmp = env
     cli_env = {"AZURE_BATCH_ENDPOINT": client.endpoint, "AZURE_BATCH_ACCOUNT": "hpcbatch",
                "AZURE_BATCH_ACCESS_KEY": account_key(tmp / "state")}
     name = "nodeopscli"
