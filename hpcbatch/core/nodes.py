@@ -117,6 +117,8 @@ class Nodes:
 
     async def _restart_node(self, node: NodeRuntime, option: str, reimage: bool) -> None:
         await self.runs.drain(node, option)
+        if reimage:  # a reimaged node starts without the users added to it
+            await self.drop_node_users(node)
         await self.ctx.pool_manager.restart(node, wipe=reimage)
 
     def set_node_scheduling(self, pool_id: str, node_id: str, enabled: bool,
@@ -225,6 +227,16 @@ class Nodes:
                             f"this node: {reply.get('message')}.", code="FeatureNotSupported",
                             status=400, values={"Operation": _USER_OPERATIONS[op],
                                                 "Reason": str(code)})
+
+    async def drop_node_users(self, node: NodeRuntime) -> None:
+        """Delete every user added to a node (it leaves its pool or is reimaged): no account
+        made for remote login outlives the node on its host. A failure is logged."""
+        if not node.worker:
+            return
+        try:
+            await self.ctx.engine.call(node.worker, "delete_all_users")
+        except Exception as exc:  # noqa: BLE001 - the node leaves anyway; say so
+            log.warning("node %s: its users could not be deleted: %s", node.node_id, exc)
 
     async def remove_node(self, node: NodeRuntime, option: str) -> None:
         self.ctx.pool_manager.mark_removing(node)

@@ -170,6 +170,9 @@ class PoolManager:
         self.before_start_task: Callable[[NodeRuntime], Awaitable[None]] | None = None
         """Run on a node once its worker is up, before its start task (the pool's
         certificates: :meth:`hpcbatch.core.certificates.Certificates.install_on_node`)."""
+        self.before_remove: Callable[[NodeRuntime], Awaitable[None]] | None = None
+        """Run on a node that leaves its pool, while its worker is up (its node users:
+        :meth:`hpcbatch.core.nodes.Nodes.drop_node_users`)."""
         self._providers: dict[str, NodeProvider] = {}
         self._trust_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -926,6 +929,8 @@ class PoolManager:
         self.set_state(node, "leavingpool")
         if node.used_slots:
             self.on_node_lost(node)
+        if node.worker and self.before_remove is not None:
+            await self.before_remove(node)
         if node.worker:
             await self.engine.close_worker(node.worker)
         elif node.root_dir:  # no worker to close: its process may still be trying to connect

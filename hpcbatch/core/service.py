@@ -133,6 +133,7 @@ class BatchService:
         )
         self.certificates = Certificates(ctx)
         ctx.pool_manager.before_start_task = self.certificates.install_on_node
+        ctx.pool_manager.before_remove = self.nodes.drop_node_users
         self._loop_task: asyncio.Task[None] | None = None
 
     @property

@@ -32,6 +32,10 @@ def _delete_user(root: str, a: Mapping[str, Any]) -> dict[str, Any]:
     return node_users.delete_user(root, str(a["name"]))
 
 
+def _delete_all_users(root: str, _a: Mapping[str, Any]) -> int:
+    return node_users.delete_all(root)
+
+
 def _install_certificates(root: str, a: Mapping[str, Any]) -> list[str]:
     return certificates.install(root, list(a.get("certs") or []))
 
@@ -41,6 +45,7 @@ NODE_CALLS: dict[str, Callable[[str, Mapping[str, Any]], Any]] = {
     "add_user": _add_user,
     "update_user": _update_user,
     "delete_user": _delete_user,
+    "delete_all_users": _delete_all_users,
     "install_certificates": _install_certificates,
 }
 """Operation name -> ``fn(node_root, kwargs)``, run by the node agent in a thread."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.wire import Http, batch_error
-from tests.helpers import account_key, service_on_testbed
+from tests.helpers import account_key, service_on_testbed, wait_until
 
 POOL = "nodeops"
 
@@ -274,3 +274,28 @@ def test_cli_node_users_and_file_delete(env, tmp_path) -> None:
     run(cli_env, "task", "file", "delete", "--job-id", "clidel", "--task-id", "t",
         "--file-path", "stdout.txt")
     assert "stdout.txt" not in {f.name for f in client.list_task_files("clidel", "t")}
+
+
+def test_node_users_go_when_the_node_is_reimaged_or_leaves(env, tmp_path) -> None:
+    client, http, node, _ = env
+    _, public = _keypair(tmp_path, "gone")
+    users = f"/pools/{POOL}/nodes/{node.node_id}/users"
+    for name in ("nodeopsre", "nodeopsrm"):
+        _remove_user(name)
+    try:
+        assert http("POST", users, {"name": "nodeopsre", "sshPublicKey": public}).status_code == 201
+        pwd.getpwnam("nodeopsre")
+        client.reimage_node(POOL, node.node_id)
+        nodes = client.wait_for_pool(POOL, timeout_s=120)
+        assert [n.state for n in nodes] == ["idle"]
+        with pytest.raises(KeyError):
+            pwd.getpwnam("nodeopsre")
+        assert http("POST", users, {"name": "nodeopsrm", "sshPublicKey": public}).status_code == 201
+        pwd.getpwnam("nodeopsrm")
+        client.resize_pool(POOL, 0)
+        wait_until(lambda: not client.list_nodes(POOL), 120, what="the node to leave")
+        with pytest.raises(KeyError):
+            pwd.getpwnam("nodeopsrm")
+    finally:
+        for name in ("nodeopsre", "nodeopsrm"):
+            _remove_user(name)
