@@ -20,12 +20,7 @@ from aiohttp import web
 
 from hpcbatch.batch.errors import HpcbatchError
 
-_USERS = "tasks run as the inventory host's SSH user; manage accounts on the host."
-_CERTIFICATES = ("certificates are deprecated by Batch; put secrets on the hosts or in "
-                 "resource files.")
-_CERTIFICATE = "/certificates(thumbprintAlgorithm={thumbprintAlgorithm},thumbprint={thumbprint})"
 _NO_STATISTICS = "an operation of older api-versions; hpcbatch keeps no statistics."
-_NOT_YET = "hpcbatch does not implement it yet"
 
 
 def feature_not_supported(operation: str, reason: str) -> HpcbatchError:
@@ -96,22 +91,7 @@ UNSUPPORTED: tuple[UnsupportedOperation, ...] = (
     # Job
     UnsupportedOperation(
         "Job - Get All Lifetime Statistics", "GET", "/lifetimejobstats", _NO_STATISTICS),
-    # File
-    UnsupportedOperation(
-        "File - Delete From Task", "DELETE", "/jobs/{jobId}/tasks/{taskId}/files/{filePath}",
-        f"{_NOT_YET}; a task's directory is removed when its retentionTime has elapsed."),
-    UnsupportedOperation(
-        "File - Delete From Compute Node", "DELETE",
-        "/pools/{poolId}/nodes/{nodeId}/files/{filePath}", f"{_NOT_YET}."),
     # Compute node
-    UnsupportedOperation(
-        "Compute Node - Add User", "POST", "/pools/{poolId}/nodes/{nodeId}/users", _USERS),
-    UnsupportedOperation(
-        "Compute Node - Update User", "PUT", "/pools/{poolId}/nodes/{nodeId}/users/{userName}",
-        _USERS),
-    UnsupportedOperation(
-        "Compute Node - Delete User", "DELETE",
-        "/pools/{poolId}/nodes/{nodeId}/users/{userName}", _USERS),
     UnsupportedOperation(
         "Compute Node - Get Remote Desktop", "GET", "/pools/{poolId}/nodes/{nodeId}/rdp",
         "nodes are Linux SSH hosts; Compute Node - Get Remote Login Settings gives their "
@@ -127,13 +107,6 @@ UNSUPPORTED: tuple[UnsupportedOperation, ...] = (
     UnsupportedOperation(
         "Compute Node - Deallocate", "POST", "/pools/{poolId}/nodes/{nodeId}/deallocate",
         "inventory hosts cannot be deallocated; remove the node or resize the pool."),
-    # Certificate (not in api-version 2025-06-01; the 14.x SDK still calls them)
-    UnsupportedOperation("Certificate - Add", "POST", "/certificates", _CERTIFICATES),
-    UnsupportedOperation("Certificate - List", "GET", "/certificates", _CERTIFICATES),
-    UnsupportedOperation("Certificate - Get", "GET", _CERTIFICATE, _CERTIFICATES),
-    UnsupportedOperation("Certificate - Delete", "DELETE", _CERTIFICATE, _CERTIFICATES),
-    UnsupportedOperation(
-        "Certificate - Cancel Deletion", "POST", f"{_CERTIFICATE}/canceldelete", _CERTIFICATES),
 )
 """Every Batch REST operation hpcbatch answers with ``400 FeatureNotSupported``."""
 

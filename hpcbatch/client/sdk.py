@@ -431,6 +431,11 @@ class BatchClient:
         """:meth:`get_pool` as wire JSON."""
         return self._get(f"/pools/{self._q(pool_id)}")
 
+    def patch_pool(self, pool_id: str, patch: Mapping[str, Any]) -> None:
+        """Update a pool's mutable properties, e.g. ``{"metadata": [...]}`` ("Pool - Patch";
+        REST ``PATCH /pools/{poolId}``: the properties given replace the pool's)."""
+        self._request("PATCH", f"/pools/{self._q(pool_id)}", body=patch)
+
     def list_pools(self, filter: str | None = None) -> list[Pool]:  # noqa: A002 - SDK name
         """Return pools ("Pool - List"), with an optional OData ``$filter``."""
         return [_parse(_models().Pool, p) for p in self.list_pools_json(filter)]
@@ -860,6 +865,71 @@ class BatchClient:
         path = (f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/files/"
                 f"{quote(file_path, safe='/')}")
         return self._download(path, destination)
+
+    # ------------------------------------- file delete, node users, certificates
+
+    def delete_task_file(self, job_id: str, task_id: str, file_path: str,
+                         recursive: bool = False) -> None:
+        """Delete a file or directory of a task's directory ("File - Delete From Task");
+        without ``recursive`` a directory must be empty (``DirectoryNotEmpty``)."""
+        self._request("DELETE", f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/files/"
+                                f"{quote(file_path, safe='/')}",
+                      params={"recursive": str(recursive).lower()})
+
+    def delete_node_file(self, pool_id: str, node_id: str, file_path: str,
+                         recursive: bool = False) -> None:
+        """Delete a file or directory under a node's root ("File - Delete From Compute Node")."""
+        self._request("DELETE", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/files/"
+                                f"{quote(file_path, safe='/')}",
+                      params={"recursive": str(recursive).lower()})
+
+    def add_node_user(self, pool_id: str, node_id: str, user: Mapping[str, Any]) -> None:
+        """Add a user to a node ("Compute Node - Add User"); ``user`` is ``ComputeNodeUser``
+        JSON (``name``, ``isAdmin``, ``expiryTime``, ``password``, ``sshPublicKey``)."""
+        self._request("POST", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/users",
+                      body=user)
+
+    def update_node_user(self, pool_id: str, node_id: str, user_name: str,
+                         update: Mapping[str, Any]) -> None:
+        """Replace a node user's ``password``, ``sshPublicKey`` and ``expiryTime``
+        ("Compute Node - Update User"; one left out is removed or reset)."""
+        self._request("PUT", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/users/"
+                             f"{self._q(user_name)}", body=update)
+
+    def delete_node_user(self, pool_id: str, node_id: str, user_name: str) -> None:
+        """Delete a user added to a node ("Compute Node - Delete User")."""
+        self._request("DELETE", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/users/"
+                                f"{self._q(user_name)}")
+
+    def get_remote_login_settings(self, pool_id: str, node_id: str) -> Json:
+        """A node's SSH address and port ("Compute Node - Get Remote Login Settings")."""
+        return self._get(f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}"
+                         "/remoteloginsettings")
+
+    @staticmethod
+    def _certificate(algorithm: str, thumbprint: str) -> str:
+        return f"/certificates(thumbprintAlgorithm={algorithm},thumbprint={thumbprint})"
+
+    def add_certificate(self, certificate: Mapping[str, Any]) -> None:
+        """Add a certificate ("Certificate - Add"): ``thumbprint``, ``thumbprintAlgorithm``,
+        ``data`` (base64), ``certificateFormat`` (``pfx``/``cer``), ``password``."""
+        self._request("POST", "/certificates", body=certificate)
+
+    def list_certificates_json(self, filter: str | None = None) -> list[Json]:  # noqa: A002
+        """The account's certificates ("Certificate - List"), as wire JSON."""
+        return list(self._list("/certificates", {"$filter": filter}))
+
+    def get_certificate_json(self, algorithm: str, thumbprint: str) -> Json:
+        """One certificate ("Certificate - Get"), as wire JSON."""
+        return self._get(self._certificate(algorithm, thumbprint))
+
+    def delete_certificate(self, algorithm: str, thumbprint: str) -> None:
+        """Delete a certificate ("Certificate - Delete"; ``deletefailed`` while pools use it)."""
+        self._request("DELETE", self._certificate(algorithm, thumbprint))
+
+    def cancel_certificate_deletion(self, algorithm: str, thumbprint: str) -> None:
+        """Make a ``deletefailed`` certificate active again ("Certificate - Cancel Deletion")."""
+        self._request("POST", self._certificate(algorithm, thumbprint) + "/canceldelete")
 
     def _download(self, path: str, destination: str | Path | None,
                   headers: Mapping[str, str] | None = None) -> bytes:

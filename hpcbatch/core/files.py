@@ -1,4 +1,5 @@
-"""Files on nodes: "File - List/Get From Compute Node" and "File - List/Get From Task"."""
+"""Files on nodes: "File - List/Get/Delete From Compute Node" and "File - List/Get/Delete
+From Task"."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hpcbatch.batch.errors import (
     ConflictError,
@@ -17,9 +18,6 @@ from hpcbatch.batch.wire import iso
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import job_row, pool_row, task_row
 from hpcbatch.execution.environment import SECRETS_DIR, task_dir
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +119,57 @@ class NodeFiles:
             raise not_found("File", path)
         return data
 
+    async def delete_node_file(self, pool_id: str, node_id: str, path: str,
+                               recursive: bool = False) -> None:
+        """Delete a file or directory under a node's root dir ("File - Delete From Compute
+        Node", REST ``DELETE /pools/{poolId}/nodes/{nodeId}/files/{filePath}``).
+
+        Parameters
+        ----------
+        pool_id, node_id
+            The node.
+        path
+            The file's path relative to the node root.
+        recursive
+            Delete a directory and everything under it (else only an empty one).
+
+        Raises
+        ------
+        NotFoundError
+            ``FileNotFound``: no such node file, or a path that leaves the node
+            root or is (or resolves into) the node's secrets folder.
+        ConflictError
+            ``DirectoryNotEmpty`` (409): a directory with entries, ``recursive``
+            not set.
+        """
+        worker = self._node_worker(pool_id, node_id)
+        await self._delete(worker, _safe_node_rel(path), path, recursive)
+
+    async def delete_task_file(self, job_id: str, task_id: str, path: str,
+                               recursive: bool = False) -> None:
+        """Delete a file or directory of a task's directory on the node that ran it
+        ("File - Delete From Task", REST ``DELETE /jobs/{jobId}/tasks/{taskId}/files/{filePath}``).
+
+        Parameters and errors as :meth:`delete_node_file`; a path that leaves
+        the task directory is not found.
+        """
+        worker, tdir = self._task_location(job_id, task_id)
+        rel = _safe_rel(path)
+        if not rel:
+            raise not_found("File", path)
+        await self._delete(worker, f"{tdir}/{rel}", path, recursive)
+
+    async def _delete(self, worker: str, rel: str, path: str, recursive: bool) -> None:
+        """Delete ``rel`` (node-root relative) on the node (:func:`hpcbatch.execution.
+        file_delete.delete_path`); map its answer to Batch's errors."""
+        result = await self.ctx.engine.call(worker, "delete_file", rel_path=rel,
+                                            recursive=recursive)
+        if result == "missing":
+            raise not_found("File", path)
+        if result == "not_empty":
+            raise ConflictError(
+                f"The directory {path} is not empty; set recursive=true to delete it with "
+                "everything in it.", code="DirectoryNotEmpty", values={"FilePath": path})
 
 
 def _safe_rel(path: str) -> str:

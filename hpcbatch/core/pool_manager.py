@@ -167,6 +167,12 @@ class PoolManager:
         self.specs: dict[str, PoolSpec] = {}
         self.targets: dict[str, int] = {}
         self.ssh_keys: dict[str, tuple[str, str]] = {}
+        self.before_start_task: Callable[[NodeRuntime], Awaitable[None]] | None = None
+        """Run on a node once its worker is up, before its start task (the pool's
+        certificates: :meth:`hpcbatch.core.certificates.Certificates.install_on_node`)."""
+        self.before_remove: Callable[[NodeRuntime], Awaitable[None]] | None = None
+        """Run on a node that leaves its pool, while its worker is up (its node users:
+        :meth:`hpcbatch.core.nodes.Nodes.drop_node_users`)."""
         self._providers: dict[str, NodeProvider] = {}
         self._trust_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -806,6 +812,8 @@ class PoolManager:
             return
         node.worker = addr
         node.last_boot_time = utcnow()
+        if self.before_start_task is not None:
+            await self.before_start_task(node)
         await self._run_start_task(node, gen)
 
     def _diagnose(self, node: NodeRuntime) -> tuple[bool, str]:
@@ -921,6 +929,8 @@ class PoolManager:
         self.set_state(node, "leavingpool")
         if node.used_slots:
             self.on_node_lost(node)
+        if node.worker and self.before_remove is not None:
+            await self.before_remove(node)
         if node.worker:
             await self.engine.close_worker(node.worker)
         elif node.root_dir:  # no worker to close: its process may still be trying to connect

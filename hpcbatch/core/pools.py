@@ -28,6 +28,7 @@ from hpcbatch.batch.states import (
     PoolState,
 )
 from hpcbatch.batch.wire import iso, new_etag, utcnow
+from hpcbatch.core.certificates import check_references as check_certificate_references
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.core.transitions import check
@@ -203,6 +204,7 @@ class Pools:
         with self.ctx.store.begin() as conn:
             if Store.fetch_one(conn, pools, key=spec.id.lower()) is not None:
                 raise exists("Pool", spec.id)
+            check_certificate_references(conn, spec.certificate_references)
             count = conn.execute(sa.select(sa.func.count()).select_from(pools)).scalar() or 0
             if count >= self.ctx.quotas.pools:
                 raise ConflictError(
@@ -303,16 +305,7 @@ class Pools:
                    "targetNodeCommunicationMode"}
         if not isinstance(body, Mapping):
             raise BadRequestError("The request body must be a JSON object.")
-        if "certificateReferences" in body:
-            # Batch's Update Properties requires the property; the 14.x SDK always sends
-            # it, empty. No certificate exists here (Certificate - Add is not supported),
-            # so only the empty list is a valid value.
-            if body["certificateReferences"] not in (None, []):
-                raise BadRequestError(
-                    "The value of certificateReferences must be empty: hpcbatch keeps no "
-                    "certificates (Certificate - Add answers FeatureNotSupported).",
-                    code="InvalidPropertyValue", values={"PropertyName": "certificateReferences"})
-            body = {k: v for k, v in body.items() if k != "certificateReferences"}
+        mutable.add("certificateReferences")  # checked against the account's certificates
         extra = set(body) - mutable
         if extra:
             name = sorted(extra)[0]
@@ -327,6 +320,7 @@ class Pools:
                 for k in mutable - {"targetNodeCommunicationMode"}:
                     spec.pop(k, None)
             spec.update({k: v for k, v in body.items() if v is not None})
+            check_certificate_references(conn, spec.get("certificateReferences"))
             parsed = PoolSpec.from_wire(spec, what="pool")
             self.applications.resolve_packages([r.to_wire() for r in parsed.application_package_references
                                    or []], "applicationPackageReferences")

@@ -11,6 +11,7 @@ part with public methods only, sharing one :class:`~hpcbatch.core.context.Servic
 ``service.jobs``              :class:`~hpcbatch.core.jobs.Jobs`
 ``service.tasks``             :class:`~hpcbatch.core.tasks.Tasks`
 ``service.files``             :class:`~hpcbatch.core.files.NodeFiles`
+``service.certificates``      :class:`~hpcbatch.core.certificates.Certificates`
 ``service.preparation``       :class:`~hpcbatch.core.preparation.JobPreparation`
 ``service.schedules``         :class:`~hpcbatch.core.job_schedules.JobSchedules`
 ``service.autoscaler``        :class:`~hpcbatch.core.autoscaler.Autoscaler`
@@ -36,6 +37,7 @@ from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.applications import Applications
 from hpcbatch.core.autoscaler import Autoscaler
+from hpcbatch.core.certificates import Certificates
 from hpcbatch.core.changes import Changes
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.dispatcher import Dispatcher
@@ -129,6 +131,9 @@ class BatchService:
             packages_for=lambda pool_key: self.dispatcher.launch_io(None, pool_key)["packages"],
             shrink=self.nodes.remove_node, core_quota=ctx.quotas.dedicated_cores,
         )
+        self.certificates = Certificates(ctx)
+        ctx.pool_manager.before_start_task = self.certificates.install_on_node
+        ctx.pool_manager.before_remove = self.nodes.drop_node_users
         self._loop_task: asyncio.Task[None] | None = None
 
     @property

@@ -42,7 +42,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from hpcbatch.batch.identity import RunAs
-from hpcbatch.execution import identity, metrics, packages, transfer
+from hpcbatch.execution import identity, metrics, nodeops, packages, transfer
 from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
 from hpcbatch.execution.spawn import (  # noqa: F401 - re-exported: the agent's public names
     EXIT_CODE_TASK_ENDED,
@@ -68,7 +68,7 @@ OUTCOME_STREAM_HANDLER = "hpcbatch_outcomes"
 CALL_HANDLER = "hpcbatch_call"
 """Name of the worker handler the service calls the agent's operations through (:meth:`NodeAgent.call`)."""
 CALL_OPS = frozenset({"kill_task", "kill_tagged", "list_files", "read_file", "remove_dirs",
-                      "node_sample", "node_info"})
+                      "node_sample", "node_info", *nodeops.NODE_CALLS})
 """The operations :data:`CALL_HANDLER` runs; any other name is refused."""
 STREAM_KEEPALIVE_S = 30.0
 """An outcome stream with nothing to say sends an empty message this often."""
@@ -802,6 +802,9 @@ class NodeAgent(WorkerPlugin):
                 result = await asyncio.to_thread(
                     self.read_file, str(kwargs["rel_path"]), int(kwargs.get("offset") or 0),
                     None if length is None else int(length))
+            elif op in nodeops.NODE_CALLS:  # file delete, node users, certificates
+                result = await asyncio.to_thread(nodeops.NODE_CALLS[op], self.node.root_dir,
+                                                 kwargs)
             else:
                 result = await asyncio.to_thread(self.remove_dirs,
                                                  [str(d) for d in kwargs["rel_dirs"]])

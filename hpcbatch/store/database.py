@@ -187,6 +187,17 @@ app_packages = sa.Table(
 )
 """Application package versions; the zip lives in the service storage at ``storage_key``."""
 
+certificates = sa.Table(
+    "certificates",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("spec", JSON, nullable=False),
+    sa.Column("status", JSON, nullable=False),
+)
+"""Certificates of the account ("Certificate - Add"): key ``{algorithm}-{thumbprint}``
+(lower case); ``spec`` holds the data (base64), format and pfx password."""
+
 counters = sa.Table(
     "counters",
     metadata,

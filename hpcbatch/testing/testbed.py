@@ -280,7 +280,10 @@ def _start_sshd(directory: Path, address: str, port: int) -> int:
     config.write_text(
         f"ListenAddress {address}:{port}\n"
         f"HostKey {directory / 'ssh_host_ed25519_key'}\n"
-        f"AuthorizedKeysFile {directory / 'authorized_keys'} {keys_file(directory, address)}\n"
+        # ~/.ssh/authorized_keys too, as on a real host: node users' keys (Compute Node -
+        # Add User) go there.
+        f"AuthorizedKeysFile {directory / 'authorized_keys'} {keys_file(directory, address)} "
+        ".ssh/authorized_keys\n"
         f"PidFile {directory / f'sshd-{address}.pid'}\n"
         "PasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\n"

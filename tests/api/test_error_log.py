@@ -22,8 +22,8 @@ def _logged(caplog: pytest.LogCaptureFixture, request_id: str) -> list[logging.L
 
 @pytest.mark.parametrize("method,path,status,code,route", [
     ("GET", "/pools/nosuch", 404, "PoolNotFound", "/pools/{pool}"),
-    ("POST", "/pools/p1/nodes/n1/users", 400, "FeatureNotSupported",
-     "/pools/{poolId}/nodes/{nodeId}/users"),
+    ("POST", "/pools/p1/nodes/n1/deallocate", 400, "FeatureNotSupported",
+     "/pools/{poolId}/nodes/{nodeId}/deallocate"),
     ("GET", "/jobs", 400, "InvalidQueryParameterValue", "/jobs"),
     ("PUT", "/pools", 405, "UnsupportedHttpVerb", "-"),
     ("GET", "/no/such/path", 400, "InvalidUri", "-"),

@@ -79,8 +79,8 @@ def test_no_routed_operation_is_in_the_table(service_thread: ServiceThread):
 
 
 def test_a_routed_operation_is_not_answered_as_unsupported(http: Http):
-    """A request the table does not name reaches its handler, even on a path it shares with
-    an unsupported operation (``GET`` of a task file vs "File - Delete From Task")."""
+    """A request the table does not name reaches its handler, even under a path with
+    unsupported operations (a node's ``/rdp``, ``/deallocate``)."""
     batch_error(http("GET", "/jobs/nojob/tasks/t1/files/wd/out.txt"), 404, "JobNotFound")
     batch_error(http("GET", "/pools/nopool/nodes/n1"), 404, "PoolNotFound")
 

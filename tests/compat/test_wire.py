@@ -133,11 +133,10 @@ def test_node_filter(http):
 
 
 @pytest.mark.parametrize("method,path", [
-    ("POST", "/pools/w0/nodes/n1/users"),
-    ("DELETE", "/pools/w0/nodes/n1/users/alice"),
+    ("GET", "/pools/w0/nodes/n1/rdp"),
+    ("POST", "/pools/w0/nodes/n1/start"),
     ("GET", "/lifetimejobstats"),
     ("GET", "/poolusagemetrics"),
-    ("GET", "/certificates"),
     ("POST", "/pools/w0/nodes/n1/deallocate"),
 ])
 def test_unsupported_operations_say_so(http, method, path):

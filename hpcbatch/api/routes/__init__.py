@@ -13,6 +13,7 @@ from aiohttp import web
 from hpcbatch.api.routes import (
     account,
     applications,
+    certificates,
     files,
     inventory,
     job_schedules,
@@ -24,7 +25,7 @@ from hpcbatch.api.routes import (
 
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     account.routes, pools.routes, nodes.routes, jobs.routes, tasks.routes, files.routes,
-    applications.routes, job_schedules.routes, inventory.routes,
+    applications.routes, job_schedules.routes, inventory.routes, certificates.routes,
 )
 """Every resource's route table."""
 

@@ -1,7 +1,4 @@
-"""File routes: "File - List/Get/Get Properties From Task" and "... From Compute Node".
-
-Deleting files is not supported yet (:mod:`hpcbatch.api.unsupported`).
-"""
+"""File routes: "File - List/Get/Get Properties/Delete From Task" and "... From Compute Node"."""
 
 from __future__ import annotations
 
@@ -142,6 +139,8 @@ class _Folder:
     """Lists the folder's ``(parent, recursive)`` entries: "File - List From ..."."""
     content: Callable[[NodeFiles, Params, int, int | None], Awaitable[bytes]]
     """Reads the file ``{path}`` from ``(offset, length)``: "File - Get From ..."."""
+    delete: Callable[[NodeFiles, Params, bool], Awaitable[None]]
+    """Deletes the file or directory ``{path}`` (``recursive``): "File - Delete From ..."."""
     by_parent: bool
     """Whether a file's entry is looked up in its parent dir (a node's root dir is large)
     rather than in the whole recursive listing (a task's dir)."""
@@ -183,12 +182,18 @@ class _Folder:
             size = (entry.get("properties") or {}).get("contentLength")
             return web.Response(status=200, headers=_file_headers(request, entry, size or 0))
 
+        async def delete_file(request: web.Request) -> web.Response:
+            await self.delete(service(request).files, request.match_info,
+                              bool_query(request, "recursive"))
+            return empty_reply(200)
+
         for handler, operation in ((list_files, "List"), (get_file, "Get"),
-                                   (get_properties, "Get Properties")):
+                                   (get_properties, "Get Properties"), (delete_file, "Delete")):
             handler.__doc__ = f'"File - {operation} From {self.where}".'
         routes.get(f"{self.path}/files")(list_files)
         routes.get(f"{self.path}/files/{{path:.+}}", allow_head=False)(get_file)
         routes.head(f"{self.path}/files/{{path:.+}}")(get_properties)
+        routes.delete(f"{self.path}/files/{{path:.+}}")(delete_file)
 
 
 NODE_FOLDER = _Folder(
@@ -197,6 +202,8 @@ NODE_FOLDER = _Folder(
                                                               recursive),
     lambda files, p, offset, length: files.get_node_file(p["pool"], p["node"], p["path"],
                                                          offset, length),
+    lambda files, p, recursive: files.delete_node_file(p["pool"], p["node"], p["path"],
+                                                       recursive),
     by_parent=True)
 """A compute node's root dir: ``/pools/{pool}/nodes/{node}/files``."""
 
@@ -205,6 +212,8 @@ TASK_FOLDER = _Folder(
     lambda files, p, _parent, recursive: files.list_task_files(p["job"], p["task"], recursive),
     lambda files, p, offset, length: files.get_task_file(p["job"], p["task"], p["path"],
                                                          offset, length),
+    lambda files, p, recursive: files.delete_task_file(p["job"], p["task"], p["path"],
+                                                       recursive),
     by_parent=False)
 """A task's directory: ``/jobs/{job}/tasks/{task}/files``."""
 

@@ -1,5 +1,6 @@
 """Compute node routes: "Compute Node - List/Get/Reboot/Reimage/Disable Scheduling/
-Enable Scheduling/Get Remote Login Settings", "Compute Node Extension - List/Get"."""
+Enable Scheduling/Get Remote Login Settings/Add User/Update User/Delete User",
+"Compute Node Extension - List/Get"."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from aiohttp import web
 from hpcbatch.api.filters import NODE_FILTER
 from hpcbatch.api.http import (
     Collection,
+    empty_reply,
     json_reply,
     metadata_url,
     page_reply,
@@ -17,6 +19,7 @@ from hpcbatch.api.http import (
 )
 from hpcbatch.api.unsupported import feature_not_supported
 from hpcbatch.batch.errors import NotFoundError
+from hpcbatch.core.nodes import node_user_request
 
 routes = web.RouteTableDef()
 
@@ -108,6 +111,34 @@ async def remote_login_settings(request: web.Request) -> web.Response:
     return json_reply({"odata.metadata": metadata_url(request, "remoteloginsettings/@Element"),
                        "remoteLoginIPAddress": host.get("address"),
                        "remoteLoginPort": int(host.get("port") or 22)})
+
+
+@routes.post("/pools/{pool}/nodes/{node}/users")
+async def add_user(request: web.Request) -> web.Response:
+    """"Compute Node - Add User" (``ComputeNodeUser``): 201."""
+    args = node_user_request(await read_object(request))
+    await service(request).nodes.node_user_call(param(request, "pool"), param(request, "node"),
+                                                "add_user", args)
+    return empty_reply(201, {"DataServiceId": f"{request.url.with_query(None)}/{args['name']}"})
+
+
+@routes.put("/pools/{pool}/nodes/{node}/users/{user}")
+async def update_user(request: web.Request) -> web.Response:
+    """"Compute Node - Update User" (``NodeUpdateUserParameter``): password, key and expiry
+    replaced (one left out is removed or reset to its default)."""
+    args = node_user_request(await read_object(request), name=param(request, "user"))
+    args.pop("is_admin")
+    await service(request).nodes.node_user_call(param(request, "pool"), param(request, "node"),
+                                                "update_user", args)
+    return empty_reply(200)
+
+
+@routes.delete("/pools/{pool}/nodes/{node}/users/{user}")
+async def delete_user(request: web.Request) -> web.Response:
+    """"Compute Node - Delete User"."""
+    await service(request).nodes.node_user_call(param(request, "pool"), param(request, "node"),
+                                                "delete_user", {"name": param(request, "user")})
+    return empty_reply(200)
 
 
 @routes.get("/pools/{pool}/nodes/{node}/extensions")

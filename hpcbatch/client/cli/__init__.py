@@ -45,6 +45,7 @@ COMMAND_GROUPS: Mapping[str, str] = {
     "application": "application:application",
     "dashboard": "dashboard:dashboard",
     "bench": "bench:bench",
+    "certificate": "certificate:certificate",
     "events": "events:events",
     "hosts": "hosts:hosts",
     "init": "init:init",

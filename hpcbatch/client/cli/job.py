@@ -88,3 +88,8 @@ read_command(job, "prep-release-status",
              '("Job - List Preparation and Release Task Status").',
              lambda c, job_id: c.list_job_preparation_and_release_task_status(job_id),
              job_id_option, columns=PREP_RELEASE_COLUMNS)
+
+
+from hpcbatch.client.cli.set_commands import job_set  # "job set"
+
+job.add_command(job_set)

@@ -96,3 +96,8 @@ download_command(
     pool_id_option, node_id_option,
     click.option("--file-path", required=True,
                  help="Path under the node's root, e.g. workitems/{job}/job-1/{task}/stdout.txt."))
+
+
+from hpcbatch.client.cli.nodeops_commands import add_node_commands  # "node user", "node file delete"
+
+add_node_commands(node, node_file)

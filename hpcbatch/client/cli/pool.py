@@ -208,3 +208,8 @@ def pool_autoscale_evaluate(pool_id: str, formula: str | None, formula_file: str
         click.echo(f"error: {error.get('code')}: {error.get('message')}"
                    + (f" ({details})" if details else ""), err=True)
         click.get_current_context().exit(1)
+
+
+from hpcbatch.client.cli.set_commands import pool_set  # "pool set"
+
+pool.add_command(pool_set)

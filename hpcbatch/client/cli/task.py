@@ -200,3 +200,8 @@ read_command(
     "A subtask's files are on its node: see ``hpcbatch node file download``.",
     lambda c, job_id, task_id: c.list_subtasks_json(job_id, task_id),
     job_id_option, task_id_option, columns=SUBTASK_COLUMNS)
+
+
+from hpcbatch.client.cli.nodeops_commands import add_task_file_commands  # "task file delete"
+
+add_task_file_commands(task_file)
