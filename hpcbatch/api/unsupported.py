@@ -24,7 +24,6 @@ _USERS = "tasks run as the inventory host's SSH user; manage accounts on the hos
 _CERTIFICATES = ("certificates are deprecated by Batch; put secrets on the hosts or in "
                  "resource files.")
 _CERTIFICATE = "/certificates(thumbprintAlgorithm={thumbprintAlgorithm},thumbprint={thumbprint})"
-_NO_STATISTICS = "an operation of older api-versions; hpcbatch keeps no statistics."
 _NOT_YET = "hpcbatch does not implement it yet"
 
 
@@ -87,15 +86,6 @@ class UnsupportedOperation:
 
 
 UNSUPPORTED: tuple[UnsupportedOperation, ...] = (
-    # Pool
-    UnsupportedOperation(
-        "Pool - List Usage Metrics", "GET", "/poolusagemetrics",
-        "hpcbatch keeps no usage metrics."),
-    UnsupportedOperation(
-        "Pool - Get All Lifetime Statistics", "GET", "/lifetimepoolstats", _NO_STATISTICS),
-    # Job
-    UnsupportedOperation(
-        "Job - Get All Lifetime Statistics", "GET", "/lifetimejobstats", _NO_STATISTICS),
     # File
     UnsupportedOperation(
         "File - Delete From Task", "DELETE", "/jobs/{jobId}/tasks/{taskId}/files/{filePath}",

@@ -135,8 +135,7 @@ def test_node_filter(http):
 @pytest.mark.parametrize("method,path", [
     ("POST", "/pools/w0/nodes/n1/users"),
     ("DELETE", "/pools/w0/nodes/n1/users/alice"),
-    ("GET", "/lifetimejobstats"),
-    ("GET", "/poolusagemetrics"),
+    ("POST", "/pools/w0/nodes/n1/uploadbatchservicelogs"),
     ("GET", "/certificates"),
     ("POST", "/pools/w0/nodes/n1/deallocate"),
 ])
