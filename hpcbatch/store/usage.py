@@ -58,7 +58,7 @@ def add_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         sets[name] = sa.case((same, old[name] + new[name]), else_=new[name])
     for name in PEAKS:
         sets[name] = sa.case((sa.and_(same, old[name] > new[name]), old[name]), else_=new[name])
-    stmt = stmt.values({c: sa.bindparam(f"b_{c}") for c in usage_stats.c.keys()})
+    stmt = stmt.values({c.name: sa.bindparam(f"b_{c.name}") for c in usage_stats.c})
     stmt = stmt.on_conflict_do_update(index_elements=[old.scope, old.key], set_=sets)
     params = [{"b_scope": r["scope"], "b_key": r["key"], "b_seq": r["seq"],
                "b_start_time": r["now"], "b_last_update_time": r["now"],

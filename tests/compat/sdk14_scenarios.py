@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.batch.models as bm
@@ -565,7 +565,7 @@ def wire() -> dict[str, Any]:
         ("unsupported", lambda: c.compute_node.upload_batch_service_logs(
             ids[0], "n1", bm.UploadBatchServiceLogsConfiguration(
                 container_url="https://example.invalid/logs?sv=x",
-                start_time=datetime.now(timezone.utc)))),
+                start_time=datetime.now(UTC)))),
     ]:
         try:
             call()
@@ -603,7 +603,7 @@ def statistics() -> dict[str, Any]:
     listed = [j.stats for j in c.job.list(job_list_options=bm.JobListOptions(expand="stats"))
               if j.id == job_id]
     ps = c.pool.get(pool_id, pool_get_options=bm.PoolGetOptions(expand="stats")).stats
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     metrics = list(c.pool.list_usage_metrics(bm.PoolListUsageMetricsOptions(
         start_time=now - timedelta(hours=1), end_time=now + timedelta(minutes=1),
         filter=f"poolId eq '{pool_id}'")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from _harness import (
@@ -559,7 +559,7 @@ def wire() -> dict[str, Any]:
         ("unknown_job", lambda: c.get_job(f"{PREFIX}-nope")),
         ("unsupported", lambda: c.upload_node_logs(ids[0], "n1", m.UploadBatchServiceLogsOptions(
             container_url="https://example.invalid/logs?sv=x",
-            start_time=datetime.now(timezone.utc)))),
+            start_time=datetime.now(UTC)))),
     ]:
         try:
             call()
@@ -601,7 +601,7 @@ def statistics() -> dict[str, Any]:
     js = c.get_job(job_id, expand=["stats"]).job_statistics
     listed = [j.job_statistics for j in c.list_jobs(expand=["stats"]) if j.id == job_id]
     ps = c.get_pool(pool_id, expand=["stats"]).pool_statistics
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     metrics = [x for x in c.list_pool_usage_metrics(
         start_time=now - timedelta(hours=1), end_time=now + timedelta(minutes=1),
         filter=f"poolId eq '{pool_id}'")]

@@ -118,7 +118,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_job_statistics_match_the_tasks_that_ran(ran: Any) -> None:
-    http, client, _ = ran
+    http, _, _ = ran
     plain = http("GET", "/jobs/sj").json()
     assert "stats" not in plain  # only with $expand=stats
     job = http("GET", "/jobs/sj", params={"$expand": "stats"}).json()
@@ -145,7 +145,7 @@ def test_job_statistics_match_the_tasks_that_ran(ran: Any) -> None:
 
 
 def test_pool_statistics_count_the_nodes_core_time(ran: Any) -> None:
-    http, client, bed = ran
+    http, _, bed = ran
     pool = http("GET", "/pools/sp", params={"$expand": "stats"}).json()
     stats = pool["stats"]
     core_s = seconds(stats["usageStats"]["dedicatedCoreTime"])
@@ -175,7 +175,7 @@ def test_lifetime_statistics_only_in_the_api_versions_that_have_them(ran: Any) -
 
 
 def test_usage_metrics_per_pool_and_interval(ran: Any) -> None:
-    http, client, bed = ran
+    http, client, _ = ran
     now = utcnow()
     window = {"starttime": (now - timedelta(hours=1)).isoformat() + "Z",
               "endtime": (now + timedelta(minutes=1)).isoformat() + "Z"}

@@ -15,9 +15,9 @@ from hpcbatch.client.cli.common import (
     as_json,
     client,
     emit,
-    filter_option,
     id_of,
     json_file_option,
+    list_command,
     note,
     output_option,
     parse_duration,
@@ -82,8 +82,9 @@ def pool_create(json_file: str | None, pool_id: str | None, vm_size: str | None,
     note(f"created pool {id_of(body)}")
 
 
-read_command(pool, "list", "List pools.", lambda c, filter_: c.list_pools_json(filter_),
-             filter_option("state eq 'active'"), columns=POOL_COLUMNS)
+list_command(pool, "list", "List pools.",
+             lambda c, filter_, select: c.list_pools_json(filter_, select),
+             columns=POOL_COLUMNS, example="state eq 'active'")
 
 def _show_pool(c: Any, pool_id: str) -> Any:
     """The pool's JSON; its hpcbatch warnings (tasks sharing the agent's identity) go to stderr."""
