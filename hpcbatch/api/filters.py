@@ -37,6 +37,7 @@ from hpcbatch.batch.odata import (
     ListFilter,
     Property,
     parse_filter,
+    wire_value,
 )
 from hpcbatch.batch.states import (
     AllocationState,
@@ -47,6 +48,11 @@ from hpcbatch.batch.states import (
     SchedulingState,
     StartTaskState,
 )
+
+__all__ = [  # ListFilter and wire_value live in hpcbatch.batch.odata; re-exported here
+    "JOB_FILTER", "JOB_SCHEDULE_FILTER", "NODE_FILTER", "POOL_FILTER", "SCHEDULE_JOB_FILTER",
+    "ListFilter", "filter_listed", "wire_value",
+]
 
 NODE_FILTER = ListFilter([
     ("id", "string", ()), ("state", "enum", tuple(map(str, ComputeNodeState))),

@@ -156,16 +156,16 @@ def job_statistics(url: str, start: str, updated: str,
                    counters: Mapping[str, Any] | None) -> dict[str, Any]:
     """A ``JobStatistics`` wire dict from counters (None: nothing recorded yet, zeros)."""
     c = counters or zero_counters()
-    return JobStatistics(
-        url=url, start_time=start, last_update_time=updated,
-        user_cpu_time=timedelta(seconds=c["user_cpu_s"]),
-        kernel_cpu_time=timedelta(seconds=c["kernel_cpu_s"]),
-        wall_clock_time=timedelta(seconds=c["wall_clock_s"]),
-        read_iops=str(int(c["read_ops"])), write_iops=str(int(c["write_ops"])),
-        read_io_gib=c["read_bytes"] / GIB, write_io_gib=c["write_bytes"] / GIB,
-        num_succeeded_tasks=str(int(c["succeeded"])), num_failed_tasks=str(int(c["failed"])),
-        num_task_retries=str(int(c["retries"])), wait_time=timedelta(seconds=c["wait_s"]),
-    ).to_wire()
+    return JobStatistics.model_validate({
+        "url": url, "startTime": start, "lastUpdateTime": updated,
+        "userCPUTime": timedelta(seconds=c["user_cpu_s"]),
+        "kernelCPUTime": timedelta(seconds=c["kernel_cpu_s"]),
+        "wallClockTime": timedelta(seconds=c["wall_clock_s"]),
+        "readIOps": str(int(c["read_ops"])), "writeIOps": str(int(c["write_ops"])),
+        "readIOGiB": c["read_bytes"] / GIB, "writeIOGiB": c["write_bytes"] / GIB,
+        "numSucceededTasks": str(int(c["succeeded"])), "numFailedTasks": str(int(c["failed"])),
+        "numTaskRetries": str(int(c["retries"])), "waitTime": timedelta(seconds=c["wait_s"]),
+    }).to_wire()
 
 
 def pool_statistics(url: str, start: str, updated: str, counters: Mapping[str, Any] | None,
@@ -406,7 +406,8 @@ class Statistics:
                                                          min(now, max(stop, first))):
                     k = (bucket, node.pool_id, node.vm_size)
                     sums[k] = sums.get(k, 0.0) + node.host.cores * seconds
-        return [PoolUsageMetrics(pool_id=pool_id, start_time=str(iso(bucket)),
-                                 end_time=str(iso(bucket + INTERVAL)), vm_size=vm_size,
-                                 total_core_hours=core_s / 3600).to_wire()
+        return [PoolUsageMetrics.model_validate({
+                    "poolId": pool_id, "startTime": iso(bucket),
+                    "endTime": iso(bucket + INTERVAL), "vmSize": vm_size,
+                    "totalCoreHours": core_s / 3600}).to_wire()
                 for (bucket, pool_id, vm_size), core_s in sorted(sums.items())]
