@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +13,6 @@ import pytest
 from hpcbatch.batch.wire import utcnow
 from hpcbatch.core.statistics import interval_start, run_counters, split_by_interval
 from hpcbatch.execution import agent
-from hpcbatch.store.database import Store
-from hpcbatch.store.usage import SUMS, add_usage, read_usage
 from tests.api.wire import Http, batch_error
 from tests.helpers import service_on_testbed, wait_until
 
@@ -60,31 +57,6 @@ def test_a_run_counts_its_wall_clock_usage_retry_result_and_wait() -> None:
     never = run_counters({"user_cpu_s": -1}, None, end, retried=False, result="failure",
                          created=created)
     assert (never["wall_clock_s"], never["failed"], never["user_cpu_s"]) == (0, 1, 0)
-
-
-def test_counters_add_up_in_the_store_and_reset_for_a_new_resource(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    now = utcnow()
-
-    def row(seq: int, **values: float) -> dict[str, Any]:
-        counters = dict.fromkeys((*SUMS, "peak_rss_bytes"), 0.0)
-        counters.update(values)
-        return {"scope": "job", "key": "j", "seq": seq, "now": now, **counters}
-
-    with store.begin() as conn:
-        add_usage(conn, [row(1, wall_clock_s=2, succeeded=1, peak_rss_bytes=10)])
-        add_usage(conn, [row(1, wall_clock_s=3, failed=1, peak_rss_bytes=5)])
-    with store.read() as conn:
-        got = read_usage(conn, "job", ["j", "other"])
-    assert list(got) == ["j"]
-    assert (got["j"]["wall_clock_s"], got["j"]["succeeded"], got["j"]["failed"]) == (5, 1, 1)
-    assert got["j"]["peak_rss_bytes"] == 10
-    with store.begin() as conn:  # job j deleted and added again: seq 2 starts from zero
-        add_usage(conn, [row(2, wall_clock_s=1)])
-    with store.read() as conn:
-        got = read_usage(conn, "job", ["j"])
-    assert (got["j"]["wall_clock_s"], got["j"]["succeeded"], got["j"]["seq"]) == (1, 0, 2)
-    store.close()
 
 
 # ----------------------------------------------------------- on the testbed
