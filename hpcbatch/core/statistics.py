@@ -2,7 +2,8 @@
 
 Batch's operations (api-version 2025-06-01 unless noted):
 
-* ``$expand=stats`` on "Job - Get/List" (``JobStatistics``) and "Pool - Get/List"
+* ``$expand=stats`` on "Job - Get/List" (``JobStatistics``), "Job Schedule - Get/List"
+  (``JobScheduleStatistics``: every job the schedule created) and "Pool - Get/List"
   (``PoolStatistics``: ``usageStats``, ``resourceStats``);
 * "Job - Get All Lifetime Statistics" (``GET /lifetimejobstats``) and "Pool - Get All
   Lifetime Statistics" (``GET /lifetimepoolstats``): the account's totals; removed from
@@ -39,7 +40,7 @@ import sqlalchemy as sa
 from hpcbatch.batch.models import JobStatistics, PoolStatistics, PoolUsageMetrics
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.store.database import jobs, pools, tasks
+from hpcbatch.store.database import job_schedules, jobs, pools, tasks
 from hpcbatch.store.usage import (
     PEAKS,
     SUMS,
@@ -62,6 +63,9 @@ GIB = 1024 ** 3
 
 ACCOUNT = ""
 """The key of the account's lifetime rows (scopes ``jobs`` and ``pools``)."""
+
+SCHEDULE_JOB = ":job-"
+"""What separates a schedule's ID from the number in the IDs of the jobs it creates."""
 
 USAGE_KEYS = ("user_cpu_s", "kernel_cpu_s", "read_bytes", "write_bytes", "read_ops",
               "write_ops", "max_rss_bytes")
@@ -249,6 +253,7 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
             tasks.c.seq.in_(completed[i:i + 500]))
         created.update({s: t for s, t in conn.execute(stmt)})
     per_job: dict[str, dict[str, float]] = {}
+    per_schedule: dict[str, dict[str, float]] = {}
     per_pool: dict[str, dict[str, float]] = {}
     total = zero_counters()
     for e in ended:
@@ -259,6 +264,9 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
                                 retried=u["b_state"] == "active", result=u["b_result"],
                                 created=created.get(e.run.seq))
         merge(per_job.setdefault(e.run.job_key, zero_counters()), counters)
+        schedule_key, sep, _ = e.run.job_key.partition(SCHEDULE_JOB)
+        if sep:  # a job a schedule created: "{scheduleId}:job-{n}"
+            merge(per_schedule.setdefault(schedule_key, zero_counters()), counters)
         merge(per_pool.setdefault(e.run.node.pool_key, zero_counters()), counters)
         merge(total, counters)
     if not per_job:
@@ -266,6 +274,7 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
     now = utcnow()
     add_usage(conn, [
         *_rows("job", per_job, _seqs(conn, jobs, per_job), now),
+        *_rows("schedule", per_schedule, _seqs(conn, job_schedules, per_schedule), now),
         *_rows("pool", per_pool, _seqs(conn, pools, per_pool), now),
         {"scope": "jobs", "key": ACCOUNT, "seq": 0, "now": now, **total},
     ])
@@ -327,6 +336,16 @@ class Statistics:
         """Add ``stats`` (``JobStatistics``) to jobs' wire dicts ("Job - Get/List" with
         ``$expand=stats``); one query for the lot."""
         rows = self._owned("job", jobs, (i["id"] for i in items))
+        for item in items:
+            row = rows.get(item["id"].lower())
+            updated = iso(row["last_update_time"]) if row else item["creationTime"]
+            item["stats"] = job_statistics(f"{item['url']}/stats", item["creationTime"],
+                                           str(updated), row)
+
+    def expand_schedules(self, items: list[dict[str, Any]]) -> None:
+        """Add ``stats`` (``JobScheduleStatistics``: the task runs of every job the schedule
+        created) to job schedules' wire dicts ("Job Schedule - Get/List" with ``$expand=stats``)."""
+        rows = self._owned("schedule", job_schedules, (i["id"] for i in items))
         for item in items:
             row = rows.get(item["id"].lower())
             updated = iso(row["last_update_time"]) if row else item["creationTime"]

@@ -86,6 +86,14 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Any:
         client.create_job({"id": "sj", "poolInfo": {"poolId": "sp"}})
         client.create_tasks("sj", TASKS)
         client.wait_for_tasks("sj", timeout_s=180)
+        # A schedule's job: its runs count for the schedule too.
+        assert http("POST", "/jobschedules", {
+            "id": "ss", "schedule": {"recurrenceInterval": "PT1H"},
+            "jobSpecification": {"poolInfo": {"poolId": "sp"}}}).status_code == 201
+        wait_until(lambda: http("GET", "/jobs/ss:job-1").status_code == 200, timeout_s=60,
+                   what="the schedule's job")
+        client.create_tasks("ss:job-1", [{"id": "s1", "commandLine": "/bin/sh -c 'sleep 1'"}])
+        client.wait_for_tasks("ss:job-1", timeout_s=180)
         yield http, client, bed
 
 
@@ -112,8 +120,22 @@ def test_job_statistics_match_the_tasks_that_ran(ran: Any) -> None:
         assert float(stats["writeIOGiB"]) * 1024 ** 3 >= 1_000_000 or int(stats["writeIOps"]) >= 0
         assert seconds(stats["userCPUTime"]) + seconds(stats["kernelCPUTime"]) > 0
     # The same numbers in Job - List with $expand=stats, and $select may pick them.
-    listed = http("GET", "/jobs", params={"$expand": "stats", "$select": "id,stats"}).json()
+    listed = http("GET", "/jobs", params={"$expand": "stats", "$select": "id,stats",
+                                          "$filter": "id eq 'sj'"}).json()
     assert listed["value"] == [{"id": "sj", "stats": stats}]
+
+
+def test_job_schedule_statistics_count_the_jobs_it_created(ran: Any) -> None:
+    http, _, _ = ran
+    schedule = http("GET", "/jobschedules/ss", params={"$expand": "stats"}).json()["stats"]
+    job = http("GET", "/jobs/ss:job-1", params={"$expand": "stats"}).json()["stats"]
+    assert (schedule["numSucceededTasks"], schedule["numFailedTasks"]) == ("1", "0")
+    assert schedule["wallClockTime"] == job["wallClockTime"]
+    assert seconds(schedule["wallClockTime"]) >= 1
+    assert schedule["url"].endswith("/jobschedules/ss/stats")
+    listed = http("GET", "/jobschedules/ss/jobs", params={"$expand": "stats"}).json()["value"]
+    assert [j["stats"]["numSucceededTasks"] for j in listed] == ["1"]
+    assert "stats" not in http("GET", "/jobschedules/ss").json()
 
 
 def test_pool_statistics_count_the_nodes_core_time(ran: Any) -> None:
@@ -136,9 +158,10 @@ def test_lifetime_statistics_only_in_the_api_versions_that_have_them(ran: Any) -
     http, _, _ = ran
     jobs = http("GET", "/lifetimejobstats", params={"api-version": OLD_API}).json()
     assert jobs["url"].endswith("/lifetimejobstats")
+    # Every job's runs: sj's and the schedule's job's (one more success, 1 s more).
     assert (jobs["numSucceededTasks"], jobs["numFailedTasks"], jobs["numTaskRetries"]) == (
-        "2", "1", "1")
-    assert seconds(jobs["wallClockTime"]) >= MIN_WALL_S
+        "3", "1", "1")
+    assert seconds(jobs["wallClockTime"]) >= MIN_WALL_S + 1
     pools = http("GET", "/lifetimepoolstats", params={"api-version": OLD_API}).json()
     assert seconds(pools["usageStats"]["dedicatedCoreTime"]) >= seconds(jobs["wallClockTime"])
     for path in ("/lifetimejobstats", "/lifetimepoolstats"):
