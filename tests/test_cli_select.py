@@ -75,6 +75,11 @@ def test_server_side_filter_and_select(env: dict[str, str]) -> None:
                      "--filter", "executionInfo/exitCode eq 2", "--select", "id")
     assert tasks == [{"id": "bad"}]
     assert run_json(env, "job-schedule", "list", "--select", "id") == []
+    usage = run_json(env, "pool", "usage-metrics", "--start-time", "2020-01-01T00:00:00Z",
+                     "--end-time", "2100-01-01T00:00:00Z", "--filter", "poolId eq 'sp'",
+                     "--select", "poolId,totalCoreHours")
+    assert usage and keys(usage) == {"poolId", "totalCoreHours"}
+    assert all(u["poolId"] == "sp" and u["totalCoreHours"] > 0 for u in usage)
     files = run_json(env, "task", "file", "list", "--job-id", "sj", "--task-id", "ok",
                      "--filter", "startswith(name, 'std')")
     assert sorted(f["name"] for f in files) == ["stderr.txt", "stdout.txt"]

@@ -431,6 +431,28 @@ class BatchClient:
         """:meth:`get_pool` as wire JSON."""
         return self._get(f"/pools/{self._q(pool_id)}")
 
+    def list_pool_usage_metrics_json(self, start_time: str | None = None,
+                                     end_time: str | None = None,
+                                     filter: str | None = None) -> list[Json]:
+        """Core hours per pool per 30-minute interval ("Pool - List Usage Metrics").
+
+        Parameters
+        ----------
+        start_time, end_time
+            ISO 8601 times (``2026-01-02T03:00:00Z``): the intervals that overlap them;
+            without either, the last interval that has ended.
+        filter
+            OData ``$filter`` on ``poolId``, ``startTime``, ``endTime``.
+
+        Returns
+        -------
+        list[dict]
+            ``PoolUsageMetrics``: ``poolId``, ``startTime``, ``endTime``, ``vmSize``,
+            ``totalCoreHours``.
+        """
+        return list(self._list("/poolusagemetrics", {"starttime": start_time,
+                                                     "endtime": end_time, "$filter": filter}))
+
     def list_pools(self, filter: str | None = None) -> list[Pool]:  # noqa: A002 - SDK name
         """Return pools ("Pool - List"), with an optional OData ``$filter``."""
         return [_parse(_models().Pool, p) for p in self.list_pools_json(filter)]

@@ -97,6 +97,18 @@ def _show_pool(c: Any, pool_id: str) -> Any:
 
 read_command(pool, "show", "Show a pool.", _show_pool, pool_id_option)
 
+list_command(
+    pool, "usage-metrics",
+    'List core hours per pool per 30-minute interval ("Pool - List Usage Metrics").',
+    lambda c, start_time, end_time, filter_: c.list_pool_usage_metrics_json(
+        start_time, end_time, filter_),
+    click.option("--start-time", help="ISO 8601 time: the intervals from the one holding it "
+                                      "(default: the last interval that has ended)."),
+    click.option("--end-time", help="ISO 8601 time: the intervals up to it."),
+    columns=[("Pool", "poolId"), ("Start", "startTime"), ("End", "endTime"),
+             ("VM size", "vmSize"), ("Core hours", "totalCoreHours")],
+    example="poolId eq 'mypool'", server=("filter",))
+
 action_command(
     pool, "resize", 'Resize a pool ("Pool - Resize").',
     lambda c, pool_id, target_dedicated_nodes, node_deallocation_option: c.resize_pool(
