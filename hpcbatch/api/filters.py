@@ -21,22 +21,23 @@ only the properties the store has as columns (``id``, ``state``, ``priority``,
 ``allocationState``) and on the wire JSON otherwise (:func:`filter_listed`):
 times, ``executionInfo/*``, node counts... every property Batch documents as
 filterable on those lists.
+
+:class:`~hpcbatch.batch.odata.ListFilter` itself is pure and lives in
+:mod:`hpcbatch.batch.odata` (the command line filters with it too); this module holds the
+lists' catalogues.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hpcbatch.batch.odata import (
     InvalidQueryParameterError,
-    Kind,
+    ListFilter,
     Property,
-    Value,
-    matches,
-    parse_datetime,
     parse_filter,
+    wire_value,
 )
 from hpcbatch.batch.states import (
     AllocationState,
@@ -48,80 +49,10 @@ from hpcbatch.batch.states import (
     StartTaskState,
 )
 
-
-class ListFilter:
-    """The filterable properties of one list operation, and its ``$filter`` over wire dicts.
-
-    Parameters
-    ----------
-    properties
-        ``(wire name, kind, enum values)`` per property; kind is ``"string"``,
-        ``"enum"``, ``"int"``, ``"datetime"`` or ``"bool"`` (the operators and
-        literals of :mod:`hpcbatch.batch.odata`). A nested name
-        (``startTaskInfo/state``) reads the nested value.
-    """
-
-    def __init__(self, properties: Iterable[tuple[str, Kind, tuple[str, ...]]]) -> None:
-        self.properties = {name: Property(name, kind, values) for name, kind, values in properties}
-
-    def apply(self, items: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
-        """Return the items ``text`` selects, in their order.
-
-        Parameters
-        ----------
-        items
-            Wire JSON of the listed resources (``ComputeNode``, ``CloudJobSchedule``, ...).
-        text
-            The ``$filter`` value; blank keeps every item.
-
-        Returns
-        -------
-        list[dict]
-            The items that pass (the same objects).
-
-        Raises
-        ------
-        hpcbatch.batch.odata.InvalidQueryParameterError
-            ``400 InvalidQueryParameterValue``: a syntax error, an unknown
-            property, an operator or literal the property does not take.
-        """
-        expression = parse_filter(text, self.properties)
-        return [item for item in items if matches(expression, partial(wire_value, item))]
-
-
-def wire_value(item: Mapping[str, Any], prop: Property) -> Value:
-    """The value of ``prop`` in a wire dict, as :func:`~hpcbatch.batch.odata.matches` takes it.
-
-    Parameters
-    ----------
-    item
-        One resource's wire JSON.
-    prop
-        The property; ``a/b`` reads ``item["a"]["b"]``.
-
-    Returns
-    -------
-    str, int, bool, datetime or None
-        ``str`` for string and enum kinds, ``int``, ``bool``, a naive UTC
-        ``datetime`` (parsed from the wire time); None when the item lacks the
-        property or holds a value of another type.
-    """
-    value: Any = item
-    for part in prop.wire_name.split("/"):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    if value is None:
-        return None
-    if prop.kind in ("string", "enum"):
-        return str(value)
-    if prop.kind == "int":
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-    if prop.kind == "bool":
-        return value if isinstance(value, bool) else None
-    try:  # datetime
-        return parse_datetime(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
+__all__ = [  # ListFilter and wire_value live in hpcbatch.batch.odata; re-exported here
+    "JOB_FILTER", "JOB_SCHEDULE_FILTER", "NODE_FILTER", "POOL_FILTER", "SCHEDULE_JOB_FILTER",
+    "ListFilter", "filter_listed", "wire_value",
+]
 
 NODE_FILTER = ListFilter([
     ("id", "string", ()), ("state", "enum", tuple(map(str, ComputeNodeState))),

@@ -305,8 +305,13 @@ def max_results(request: web.Request) -> int:
     return value
 
 
-def check_expand(request: web.Request) -> None:
-    """Check ``$expand`` when given (only ``stats``; hpcbatch keeps no statistics).
+def check_expand(request: web.Request) -> set[str]:
+    """Check ``$expand`` when given (only ``stats``) and return what it names.
+
+    Returns
+    -------
+    set[str]
+        ``{"stats"}`` or an empty set.
 
     Raises
     ------
@@ -314,7 +319,12 @@ def check_expand(request: web.Request) -> None:
         Another value (``InvalidQueryParameterValue``).
     """
     if "$expand" in request.query:
-        odata.parse_expand(request.query["$expand"])
+        return odata.parse_expand(request.query["$expand"])
+    return set()
+
+
+Expander = Callable[[list[dict[str, Any]]], None]
+"""Adds ``stats`` to wire items in place (``$expand=stats``)."""
 
 
 def select(request: web.Request, items: list[dict[str, Any]],
@@ -393,8 +403,10 @@ def entity_headers(data: Mapping[str, Any], url: str | None = None) -> dict[str,
 
 
 def entity_reply(request: web.Request, data: dict[str, Any], entity: str,
-                 selectable: Iterable[str] | None = None) -> web.Response:
-    """Answer one resource (``GET``/``HEAD``), honouring conditional headers and ``$select``.
+                 selectable: Iterable[str] | None = None,
+                 stats: Expander | None = None) -> web.Response:
+    """Answer one resource (``GET``/``HEAD``), honouring conditional headers, ``$select``
+    and, with ``stats``, ``$expand=stats``.
 
     Parameters
     ----------
@@ -409,8 +421,9 @@ def entity_reply(request: web.Request, data: dict[str, Any], entity: str,
     if not_modified is not None:
         return not_modified
     headers = entity_headers(data)
+    if "stats" in check_expand(request) and stats is not None:
+        stats([data])
     [data] = select(request, [data], selectable)
-    check_expand(request)
     return json_reply({"odata.metadata": metadata_url(request, entity), **data}, headers=headers)
 
 
@@ -439,9 +452,11 @@ def list_reply(request: web.Request, entity: str, items: list[dict[str, Any]],
 
 
 def page_reply(request: web.Request, entity: str, items: list[dict[str, Any]],
-               selectable: Iterable[str] | None = None, *, expand: bool = False) -> web.Response:
+               selectable: Iterable[str] | None = None, *, expand: bool = False,
+               stats: Expander | None = None) -> web.Response:
     """Answer a whole list one page at a time: ``maxresults`` items after ``$skiptoken``
-    (an offset), ``$select`` applied, ``$expand`` checked when ``expand``.
+    (an offset), ``$select`` applied, ``$expand`` checked when ``expand`` (and
+    ``$expand=stats`` answered on the page's items with ``stats``).
 
     Raises
     ------
@@ -449,11 +464,13 @@ def page_reply(request: web.Request, entity: str, items: list[dict[str, Any]],
         A bad ``maxresults``, ``$select`` or ``$expand``.
     """
     size = max_results(request)
-    if expand:
-        check_expand(request)
+    expanded = check_expand(request) if expand else set()
     token = request.query.get("$skiptoken", "")
     start = int(token) if token.isdigit() else 0
-    page = select(request, items[start:start + size], selectable)
+    page = items[start:start + size]
+    if "stats" in expanded and stats is not None:
+        stats(page)
+    page = select(request, page, selectable)
     nxt = start + size if len(items) > start + size else None
     return list_reply(request, entity, page, nxt)
 
@@ -626,6 +643,9 @@ class Collection:
         its ``...NotFound``).
     selectable
         The names ``$select`` may take; None: the core applies ``$select``.
+    stats
+        ``stats(service, items)`` adds ``stats`` to items for ``$expand=stats``; None:
+        the collection has no statistics.
     """
 
     path: str
@@ -633,6 +653,13 @@ class Collection:
     entity_set: str
     get: Callable[[BatchService, Params], dict[str, Any]]
     selectable: tuple[str, ...] | None = None
+    stats: Callable[[BatchService, list[dict[str, Any]]], None] | None = None
+
+    def _stats(self, request: web.Request) -> Expander | None:
+        if self.stats is None:
+            return None
+        expand, svc = self.stats, service(request)
+        return lambda items: expand(svc, items)
 
     def url(self, request: web.Request, item_id: str) -> str:
         """The URL of item ``item_id`` (the other path parameters from ``request``)."""
@@ -652,12 +679,13 @@ class Collection:
     def entity(self, request: web.Request) -> web.Response:
         """Answer "... - Get" (and "... - Exists", ``HEAD``) of the item the path names."""
         return entity_reply(request, self.target(request).fetch(), f"{self.entity_set}/@Element",
-                            self.selectable)
+                            self.selectable, self._stats(request))
 
     def page(self, request: web.Request, items: list[dict[str, Any]], *,
              expand: bool = False) -> web.Response:
         """Answer "... - List" with the whole list ``items`` (:func:`page_reply`)."""
-        return page_reply(request, self.entity_set, items, self.selectable, expand=expand)
+        return page_reply(request, self.entity_set, items, self.selectable, expand=expand,
+                          stats=self._stats(request))
 
     def change(self, status: int, *, guard: bool = True,
                etag: bool = True) -> Callable[[Change], Handler]:

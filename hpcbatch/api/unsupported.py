@@ -20,8 +20,6 @@ from aiohttp import web
 
 from hpcbatch.batch.errors import HpcbatchError
 
-_NO_STATISTICS = "an operation of older api-versions; hpcbatch keeps no statistics."
-
 
 def feature_not_supported(operation: str, reason: str) -> HpcbatchError:
     """The error for a Batch operation hpcbatch does not carry out.
@@ -82,15 +80,6 @@ class UnsupportedOperation:
 
 
 UNSUPPORTED: tuple[UnsupportedOperation, ...] = (
-    # Pool
-    UnsupportedOperation(
-        "Pool - List Usage Metrics", "GET", "/poolusagemetrics",
-        "hpcbatch keeps no usage metrics."),
-    UnsupportedOperation(
-        "Pool - Get All Lifetime Statistics", "GET", "/lifetimepoolstats", _NO_STATISTICS),
-    # Job
-    UnsupportedOperation(
-        "Job - Get All Lifetime Statistics", "GET", "/lifetimejobstats", _NO_STATISTICS),
     # Compute node
     UnsupportedOperation(
         "Compute Node - Get Remote Desktop", "GET", "/pools/{poolId}/nodes/{nodeId}/rdp",

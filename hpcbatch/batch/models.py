@@ -988,3 +988,75 @@ class SubtaskInformation(Output):
     previous_state: Literal["preparing", "running", "completed"] | None = None
     previous_state_transition_time: datetime | None = None
     result: TaskExecutionResult | None = None
+
+
+# ------------------------------------------------------------------- statistics
+
+
+class JobStatistics(Output):
+    """Resource usage of a job's tasks, or of every job of the account (``JobStatistics``).
+
+    Times are wire strings; durations serialise as ISO 8601 (``PT1.5S``); the int64
+    counters are strings, as api-version 2025-06-01 sends them.
+    """
+
+    url: str
+    start_time: str
+    last_update_time: str
+    user_cpu_time: timedelta = Field(alias="userCPUTime")
+    kernel_cpu_time: timedelta = Field(alias="kernelCPUTime")
+    wall_clock_time: timedelta
+    read_iops: str = Field(alias="readIOps")
+    write_iops: str = Field(alias="writeIOps")
+    read_io_gib: float = Field(alias="readIOGiB")
+    write_io_gib: float = Field(alias="writeIOGiB")
+    num_succeeded_tasks: str
+    num_failed_tasks: str
+    num_task_retries: str
+    wait_time: timedelta
+
+
+class PoolUsageStatistics(Output):
+    """A pool's core time (``UsageStatistics``)."""
+
+    start_time: str
+    last_update_time: str
+    dedicated_core_time: timedelta
+
+
+class ResourceStatistics(Output):
+    """A pool's resource use (``ResourceStatistics``); unmeasured figures are left out."""
+
+    start_time: str
+    last_update_time: str
+    avg_cpu_percentage: float = Field(alias="avgCPUPercentage")
+    avg_memory_gib: float | None = Field(default=None, alias="avgMemoryGiB")
+    peak_memory_gib: float | None = Field(default=None, alias="peakMemoryGiB")
+    avg_disk_gib: float | None = Field(default=None, alias="avgDiskGiB")
+    peak_disk_gib: float | None = Field(default=None, alias="peakDiskGiB")
+    disk_read_iops: str = Field(alias="diskReadIOps")
+    disk_write_iops: str = Field(alias="diskWriteIOps")
+    disk_read_gib: float = Field(alias="diskReadGiB")
+    disk_write_gib: float = Field(alias="diskWriteGiB")
+    network_read_gib: float | None = Field(default=None, alias="networkReadGiB")
+    network_write_gib: float | None = Field(default=None, alias="networkWriteGiB")
+
+
+class PoolStatistics(Output):
+    """A pool's, or every pool's of the account, statistics (``PoolStatistics``)."""
+
+    url: str
+    start_time: str
+    last_update_time: str
+    usage_stats: PoolUsageStatistics | None = None
+    resource_stats: ResourceStatistics | None = None
+
+
+class PoolUsageMetrics(Output):
+    """One pool's core hours in one aggregation interval (``PoolUsageMetrics``)."""
+
+    pool_id: str
+    start_time: str
+    end_time: str
+    vm_size: str
+    total_core_hours: float

@@ -436,13 +436,36 @@ class BatchClient:
         REST ``PATCH /pools/{poolId}``: the properties given replace the pool's)."""
         self._request("PATCH", f"/pools/{self._q(pool_id)}", body=patch)
 
+    def list_pool_usage_metrics_json(self, start_time: str | None = None,
+                                     end_time: str | None = None,
+                                     filter: str | None = None) -> list[Json]:
+        """Core hours per pool per 30-minute interval ("Pool - List Usage Metrics").
+
+        Parameters
+        ----------
+        start_time, end_time
+            ISO 8601 times (``2026-01-02T03:00:00Z``): the intervals that overlap them;
+            without either, the last interval that has ended.
+        filter
+            OData ``$filter`` on ``poolId``, ``startTime``, ``endTime``.
+
+        Returns
+        -------
+        list[dict]
+            ``PoolUsageMetrics``: ``poolId``, ``startTime``, ``endTime``, ``vmSize``,
+            ``totalCoreHours``.
+        """
+        return list(self._list("/poolusagemetrics", {"starttime": start_time,
+                                                     "endtime": end_time, "$filter": filter}))
+
     def list_pools(self, filter: str | None = None) -> list[Pool]:  # noqa: A002 - SDK name
         """Return pools ("Pool - List"), with an optional OData ``$filter``."""
         return [_parse(_models().Pool, p) for p in self.list_pools_json(filter)]
 
-    def list_pools_json(self, filter: str | None = None) -> list[Json]:  # noqa: A002
-        """:meth:`list_pools` as wire JSON."""
-        return list(self._list("/pools", {"$filter": filter}))
+    def list_pools_json(self, filter: str | None = None,
+                        select: str | None = None) -> list[Json]:
+        """:meth:`list_pools` as wire JSON (with ``select``, the ``$select``-ed properties)."""
+        return list(self._list("/pools", {"$filter": filter, "$select": select}))
 
     def resize_pool(self, pool_id: str, target_dedicated_nodes: int,
                     node_deallocation_option: str | None = None) -> None:
@@ -484,10 +507,11 @@ class BatchClient:
         """Return a pool's compute nodes ("Compute Node - List"), with an optional OData ``$filter``."""
         return [_parse(_models().ComputeNode, n) for n in self.list_nodes_json(pool_id, filter)]
 
-    def list_nodes_json(self, pool_id: str, filter: str | None = None  # noqa: A002
-                        ) -> list[Json]:
-        """:meth:`list_nodes` as wire JSON."""
-        return list(self._list(f"/pools/{self._q(pool_id)}/nodes", {"$filter": filter}))
+    def list_nodes_json(self, pool_id: str, filter: str | None = None,
+                        select: str | None = None) -> list[Json]:
+        """:meth:`list_nodes` as wire JSON (with ``select``, the ``$select``-ed properties)."""
+        return list(self._list(f"/pools/{self._q(pool_id)}/nodes",
+                               {"$filter": filter, "$select": select}))
 
     def get_node(self, pool_id: str, node_id: str) -> ComputeNode:
         """Return one compute node ("Compute Node - Get")."""
@@ -575,9 +599,10 @@ class BatchClient:
         """Return jobs ("Job - List")."""
         return [_parse(_models().Job, j) for j in self.list_jobs_json(filter)]
 
-    def list_jobs_json(self, filter: str | None = None) -> list[Json]:  # noqa: A002
-        """:meth:`list_jobs` as wire JSON."""
-        return list(self._list("/jobs", {"$filter": filter}))
+    def list_jobs_json(self, filter: str | None = None,
+                       select: str | None = None) -> list[Json]:
+        """:meth:`list_jobs` as wire JSON (with ``select``, the ``$select``-ed properties)."""
+        return list(self._list("/jobs", {"$filter": filter, "$select": select}))
 
     def update_job(self, job_id: str, patch: Mapping[str, Any]) -> None:
         """Update a job's mutable properties, e.g. ``{"priority": 100}`` ("Job - Patch")."""
@@ -601,10 +626,13 @@ class BatchClient:
         """Enable a disabled job ("Job - Enable")."""
         self._request("POST", f"/jobs/{self._q(job_id)}/enable")
 
-    def list_job_preparation_and_release_task_status(self, job_id: str) -> list[dict[str, Any]]:
+    def list_job_preparation_and_release_task_status(
+            self, job_id: str, filter: str | None = None,
+            select: str | None = None) -> list[dict[str, Any]]:
         """Per node, the job preparation and release task execution info
-        ("Job - List Preparation and Release Task Status")."""
-        return list(self._list(f"/jobs/{self._q(job_id)}/jobpreparationandreleasetaskstatus"))
+        ("Job - List Preparation and Release Task Status"; ``$filter``: ``nodeId eq '...'``)."""
+        return list(self._list(f"/jobs/{self._q(job_id)}/jobpreparationandreleasetaskstatus",
+                               {"$filter": filter, "$select": select}))
 
     def get_task_counts(self, job_id: str) -> dict[str, int]:
         """Return ``{active, running, completed, succeeded, failed}`` ("Job - Get Task Counts")."""
@@ -630,18 +658,22 @@ class BatchClient:
         """Return a job schedule ("Job Schedule - Get")."""
         return self._get(f"/jobschedules/{self._q(job_schedule_id)}")
 
-    def list_job_schedules(self, filter: str | None = None  # noqa: A002 - SDK name
-                           ) -> list[dict[str, Any]]:
-        """List job schedules ("Job Schedule - List"), with an optional OData ``$filter``."""
-        return list(self._list("/jobschedules", {"$filter": filter}))
+    def list_job_schedules(self, filter: str | None = None,
+                           select: str | None = None) -> list[dict[str, Any]]:
+        """List job schedules ("Job Schedule - List"), with optional OData ``$filter`` and
+        ``$select``."""
+        return list(self._list("/jobschedules", {"$filter": filter, "$select": select}))
 
     def list_jobs_from_schedule(self, job_schedule_id: str) -> list[Job]:
         """List the jobs a schedule created ("Job - List From Job Schedule")."""
         return [_parse(_models().Job, j) for j in self.list_jobs_from_schedule_json(job_schedule_id)]
 
-    def list_jobs_from_schedule_json(self, job_schedule_id: str) -> list[Json]:
-        """:meth:`list_jobs_from_schedule` as wire JSON."""
-        return list(self._list(f"/jobschedules/{self._q(job_schedule_id)}/jobs"))
+    def list_jobs_from_schedule_json(self, job_schedule_id: str,
+                                     filter: str | None = None,
+                                     select: str | None = None) -> list[Json]:
+        """:meth:`list_jobs_from_schedule` as wire JSON (OData ``$filter``, ``$select``)."""
+        return list(self._list(f"/jobschedules/{self._q(job_schedule_id)}/jobs",
+                               {"$filter": filter, "$select": select}))
 
     def disable_job_schedule(self, job_schedule_id: str) -> None:
         """Disable a job schedule ("Job Schedule - Disable")."""
@@ -804,11 +836,11 @@ class BatchClient:
         return [_parse(_models().NodeFile, f)
                 for f in self.list_task_files_json(job_id, task_id, recursive)]
 
-    def list_task_files_json(self, job_id: str, task_id: str,
-                             recursive: bool = False) -> list[Json]:
-        """:meth:`list_task_files` as wire JSON."""
+    def list_task_files_json(self, job_id: str, task_id: str, recursive: bool = False,
+                             filter: str | None = None) -> list[Json]:
+        """:meth:`list_task_files` as wire JSON (``$filter``: ``startswith(name, '...')``)."""
         path = f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/files"
-        return list(self._list(path, {"recursive": str(recursive).lower()}))
+        return list(self._list(path, {"recursive": str(recursive).lower(), "$filter": filter}))
 
     def download_task_file(self, job_id: str, task_id: str, file_path: str,
                            destination: str | Path | None = None, *,
@@ -840,20 +872,22 @@ class BatchClient:
         return [_parse(_models().SubtaskInformation, s)
                 for s in self.list_subtasks_json(job_id, task_id)]
 
-    def list_subtasks_json(self, job_id: str, task_id: str) -> list[Json]:
-        """:meth:`list_subtasks` as wire JSON."""
-        return list(self._list(f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/subtasksinfo"))
+    def list_subtasks_json(self, job_id: str, task_id: str,
+                           select: str | None = None) -> list[Json]:
+        """:meth:`list_subtasks` as wire JSON (with ``select``, the ``$select``-ed properties)."""
+        return list(self._list(f"/jobs/{self._q(job_id)}/tasks/{self._q(task_id)}/subtasksinfo",
+                               {"$select": select}))
 
     def list_node_files(self, pool_id: str, node_id: str, recursive: bool = False) -> list[NodeFile]:
         """List files under a node's root dir ("File - List From Compute Node")."""
         return [_parse(_models().NodeFile, f)
                 for f in self.list_node_files_json(pool_id, node_id, recursive)]
 
-    def list_node_files_json(self, pool_id: str, node_id: str,
-                             recursive: bool = False) -> list[Json]:
-        """:meth:`list_node_files` as wire JSON."""
+    def list_node_files_json(self, pool_id: str, node_id: str, recursive: bool = False,
+                             filter: str | None = None) -> list[Json]:
+        """:meth:`list_node_files` as wire JSON (``$filter``: ``startswith(name, '...')``)."""
         path = f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/files"
-        return list(self._list(path, {"recursive": str(recursive).lower()}))
+        return list(self._list(path, {"recursive": str(recursive).lower(), "$filter": filter}))
 
     def download_node_file(self, pool_id: str, node_id: str, file_path: str,
                            destination: str | Path | None = None) -> bytes:

@@ -37,6 +37,7 @@ from hpcbatch.batch.states import (
 )
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
+from hpcbatch.core import statistics
 from hpcbatch.core.gang_health import GangHealth
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
@@ -288,6 +289,7 @@ class Dispatcher:
             if start is not None:
                 row["b_start"] = start
             updates.append(row)
+        statistics.record_ended(conn, batch, updates)  # stats helper: job/pool counters
         if not updates:
             return
         with_start = [u for u in updates if "b_start" in u]

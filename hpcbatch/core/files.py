@@ -189,13 +189,33 @@ def _safe_node_rel(path: str) -> str:
     return norm
 
 
+def _wire_time(posix_s: float) -> str | None:
+    return iso(datetime.fromtimestamp(posix_s, UTC).replace(tzinfo=None))
+
+
+def file_mode(st_mode: int) -> str:
+    """A file's ``st_mode`` as Batch's ``fileMode`` on Linux nodes: ``0o100644`` for a file,
+    ``0o40755`` for a directory (octal, type bits included)."""
+    return f"0o{st_mode:o}"
+
+
 def _file_wire(entry: Mapping[str, Any], name: str, base: str) -> dict[str, Any]:
-    """Return Batch ``NodeFile`` JSON for an agent's file entry."""
-    item: dict[str, Any] = {"name": name, "url": f"{base}/{name}",
-                            "isDirectory": entry["isDirectory"]}
-    if not entry["isDirectory"]:
-        item["properties"] = {"contentLength": entry["size_bytes"],
-                              "lastModified": iso(datetime.fromtimestamp(entry["mtime"], UTC)
-                                                  .replace(tzinfo=None)),
-                              "contentType": "application/octet-stream"}
-    return item
+    """Return Batch ``NodeFile`` JSON for an agent's file entry.
+
+    Every entry, a directory too, carries its own ``properties``: ``lastModified`` (its
+    modification time), ``creationTime`` (its inode's change time: Linux keeps no creation
+    time in ``stat``), ``fileMode`` (its own mode, ``0o40755`` for a directory) and
+    ``contentLength`` (0 for a directory).
+    """
+    is_dir = bool(entry["isDirectory"])
+    props: dict[str, Any] = {
+        "lastModified": _wire_time(entry["mtime"]),
+        "contentLength": 0 if is_dir else entry["size_bytes"],
+    }
+    if entry.get("ctime") is not None:
+        props["creationTime"] = _wire_time(entry["ctime"])
+    if entry.get("mode") is not None:
+        props["fileMode"] = file_mode(entry["mode"])
+    if not is_dir:
+        props["contentType"] = "application/octet-stream"
+    return {"name": name, "url": f"{base}/{name}", "isDirectory": is_dir, "properties": props}

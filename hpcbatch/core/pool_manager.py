@@ -36,6 +36,7 @@ from hpcbatch.batch.states import (
     Kind,
 )
 from hpcbatch.batch.wire import iso, utcnow
+from hpcbatch.core import statistics
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent
@@ -939,6 +940,7 @@ class PoolManager:
         await asyncio.to_thread(self._revoke_trust, node)
         await self.sync_trust(node.pool_key)
         with self.store.begin() as conn:
+            statistics.node_left(conn, node)  # stats helper: the node's core time in the pool
             conn.execute(nodes.delete().where(nodes.c.pool_key == node.pool_key,
                                               nodes.c.id == node.node_id))
             conn.execute(hosts.update().where(hosts.c.key == node.host.name.lower())

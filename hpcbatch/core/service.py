@@ -52,6 +52,7 @@ from hpcbatch.core.pools import Pools
 from hpcbatch.core.preparation import JobPreparation
 from hpcbatch.core.quotas import Quotas
 from hpcbatch.core.runs import REQUEUE_FROM, SUBTASK_REQUEUED, Runs, end_subtasks
+from hpcbatch.core.statistics import Statistics
 from hpcbatch.core.tasks import Tasks
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
@@ -125,6 +126,7 @@ class BatchService:
                                      self.applications, self.pools)
         self.housekeeping = Housekeeping(ctx, self.jobs, self.pools)
         self.schedules = JobSchedules(ctx, self.jobs)
+        self.statistics = Statistics(ctx)
         ctx.pool_manager = PoolManager(
             store, engine, tls, account_name=account_name, account_url=ctx.base_url,
             on_change=ctx.kick, on_node_lost=self.runs.node_lost, storage=storage,

@@ -832,8 +832,9 @@ class NodeAgent(WorkerPlugin):
         Returns
         -------
         list of dict
-            ``{"name", "isDirectory", "size_bytes", "mtime"}`` (``mtime``: POSIX
-            seconds) with names relative to ``rel_dir``; empty when the
+            ``{"name", "isDirectory", "size_bytes", "mtime", "ctime", "mode"}``
+            (``mtime``, ``ctime``: POSIX seconds; ``mode``: ``st_mode``) with names
+            relative to ``rel_dir``; empty when the
             directory does not exist, is outside the node root or is (in) the
             node's secrets folder, which no listing shows.
         """
@@ -862,6 +863,7 @@ class NodeAgent(WorkerPlugin):
                     "isDirectory": is_dir,
                     "size_bytes": st.st_size,
                     "mtime": st.st_mtime,
+                    "ctime": st.st_ctime, "mode": st.st_mode,  # stats helper: file properties
                 })
                 if recursive and is_dir and not p.is_symlink():
                     stack.append(p)

@@ -206,6 +206,47 @@ counters = sa.Table(
 )
 
 
+usage_stats = sa.Table(
+    "usage_stats",
+    metadata,
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("start_time", sa.DateTime, nullable=False),
+    sa.Column("last_update_time", sa.DateTime, nullable=False),
+    sa.Column("user_cpu_s", sa.Float, nullable=False),
+    sa.Column("kernel_cpu_s", sa.Float, nullable=False),
+    sa.Column("wall_clock_s", sa.Float, nullable=False),
+    sa.Column("wait_s", sa.Float, nullable=False),
+    sa.Column("read_ops", sa.BigInteger, nullable=False),
+    sa.Column("write_ops", sa.BigInteger, nullable=False),
+    sa.Column("read_bytes", sa.BigInteger, nullable=False),
+    sa.Column("write_bytes", sa.BigInteger, nullable=False),
+    sa.Column("peak_rss_bytes", sa.BigInteger, nullable=False),
+    sa.Column("succeeded", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("core_s", sa.Float, nullable=False),
+)
+"""Statistics counters (rev. 0003), one row per ``(scope, key)``: ``scope`` ``job`` or
+``pool`` (``key`` the resource's key, ``seq`` its creation ``seq``: a row whose ``seq``
+differs belongs to an earlier resource of the same ID and is reset), or ``jobs``/``pools``
+(``key`` ``""``: the account's lifetime totals). Task runs add to them as they end; nodes
+add ``core_s`` (core-seconds in a pool) as they leave it."""
+
+pool_usage = sa.Table(
+    "pool_usage",
+    metadata,
+    sa.Column("pool_id", sa.String(64), primary_key=True),
+    sa.Column("interval_start", sa.DateTime, primary_key=True),
+    sa.Column("vm_size", sa.String(64), primary_key=True),
+    sa.Column("core_s", sa.Float, nullable=False),
+    sa.Index("ix_pool_usage_interval", "interval_start"),
+)
+"""Pool usage metrics (rev. 0003): core-seconds of nodes that left a pool, per
+aggregation interval and ``vmSize`` (the nodes still in a pool are counted when read)."""
+
+
 job_schedules = sa.Table(
     "job_schedules",
     metadata,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.batch.models as bm
@@ -562,7 +562,10 @@ def wire() -> dict[str, Any]:
         ("bad_id", lambda: c.pool.add(bm.PoolAddParameter(
             id="bad id!", vm_size=VM_SIZE, target_dedicated_nodes=0))),
         ("unknown_job", lambda: c.job.get(f"{PREFIX}-nope")),
-        ("unsupported", lambda: list(c.pool.list_usage_metrics())),
+        ("unsupported", lambda: c.compute_node.upload_batch_service_logs(
+            ids[0], "n1", bm.UploadBatchServiceLogsConfiguration(
+                container_url="https://example.invalid/logs?sv=x",
+                start_time=datetime.now(UTC)))),
     ]:
         try:
             call()
@@ -580,6 +583,49 @@ def wire() -> dict[str, Any]:
     return out
 
 
+def statistics() -> dict[str, Any]:
+    """Job and pool statistics ($expand=stats) and pool usage metrics after tasks with known
+    sleeps and exit codes: two succeed, one fails after a retry."""
+    c = client()
+    pool_id, job_id = f"{PREFIX}-stats", f"{PREFIX}-stats-job"
+    c.pool.add(bm.PoolAddParameter(id=pool_id, vm_size=VM_SIZE, target_dedicated_nodes=1,
+                                   virtual_machine_configuration=azure_vm_configuration()))
+    wait_idle(c, pool_id, 1)
+    c.job.add(bm.JobAddParameter(id=job_id, pool_info=bm.PoolInformation(pool_id=pool_id)))
+    c.task.add_collection(job_id, [
+        bm.TaskAddParameter(id="ok1", command_line="/bin/sh -c 'sleep 1'"),
+        bm.TaskAddParameter(id="ok2", command_line="/bin/sh -c 'sleep 2'"),
+        bm.TaskAddParameter(id="bad", command_line="/bin/sh -c 'sleep 1; exit 3'",
+                            constraints=bm.TaskConstraints(max_task_retry_count=1))])
+    wait_tasks(c, job_id)
+    plain = c.job.get(job_id).stats
+    js = c.job.get(job_id, job_get_options=bm.JobGetOptions(expand="stats")).stats
+    listed = [j.stats for j in c.job.list(job_list_options=bm.JobListOptions(expand="stats"))
+              if j.id == job_id]
+    ps = c.pool.get(pool_id, pool_get_options=bm.PoolGetOptions(expand="stats")).stats
+    now = datetime.now(UTC)
+    metrics = list(c.pool.list_usage_metrics(bm.PoolListUsageMetricsOptions(
+        start_time=now - timedelta(hours=1), end_time=now + timedelta(minutes=1),
+        filter=f"poolId eq '{pool_id}'")))
+    out = {
+        "plain": plain is None,
+        "job": {"succeeded": js.num_succeeded_tasks, "failed": js.num_failed_tasks,
+                "retries": js.num_task_retries,
+                "wall_s": js.wall_clock_time.total_seconds(),
+                "wait_s": js.wait_time.total_seconds(), "url": js.url},
+        "listed": [s.num_succeeded_tasks if s else None for s in listed],
+        "pool_vm_size": c.pool.get(pool_id).vm_size,
+        "pool_core_s": ps.usage_stats.dedicated_core_time.total_seconds(),
+        "pool_cpu_pct": ps.resource_stats.avg_cpu_percentage,
+        "metrics": [{"pool": x.pool_id, "vm": x.vm_size, "hours": x.total_core_hours,
+                     "span_s": (x.end_time - x.start_time).total_seconds()} for x in metrics],
+    }
+    c.job.delete(job_id)
+    delete_pool(c, pool_id)
+    return out
+
+
 if __name__ == "__main__":
     main({f.__name__: f for f in (pool_start_task, job_prep_release, tasks_1000, multi_instance,
-                                  autoscale, lifecycle, job_schedule, updates, wire)})
+                                  autoscale, lifecycle, job_schedule, updates, wire,
+                                  statistics)})

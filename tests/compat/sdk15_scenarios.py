@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from _harness import (
@@ -557,7 +557,9 @@ def wire() -> dict[str, Any]:
         ("bad_id", lambda: c.create_pool(m.BatchPoolCreateOptions(
             id="bad id!", vm_size=VM_SIZE, target_dedicated_nodes=0))),
         ("unknown_job", lambda: c.get_job(f"{PREFIX}-nope")),
-        ("unsupported", lambda: list(c.list_pool_usage_metrics())),
+        ("unsupported", lambda: c.upload_node_logs(ids[0], "n1", m.UploadBatchServiceLogsOptions(
+            container_url="https://example.invalid/logs?sv=x",
+            start_time=datetime.now(UTC)))),
     ]:
         try:
             call()
@@ -579,6 +581,49 @@ def wire() -> dict[str, Any]:
     return out
 
 
+def statistics() -> dict[str, Any]:
+    """Job and pool statistics ($expand=stats) and pool usage metrics after tasks with known
+    sleeps and exit codes: two succeed, one fails after a retry."""
+    c = client()
+    pool_id, job_id = f"{PREFIX}-stats", f"{PREFIX}-stats-job"
+    c.create_pool(m.BatchPoolCreateOptions(
+        id=pool_id, vm_size=VM_SIZE, target_dedicated_nodes=1,
+        virtual_machine_configuration=azure_vm_configuration()))
+    wait_idle(c, pool_id, 1)
+    c.create_job(m.BatchJobCreateOptions(id=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id)))
+    c.create_tasks(job_id, [
+        m.BatchTaskCreateOptions(id="ok1", command_line="/bin/sh -c 'sleep 1'"),
+        m.BatchTaskCreateOptions(id="ok2", command_line="/bin/sh -c 'sleep 2'"),
+        m.BatchTaskCreateOptions(id="bad", command_line="/bin/sh -c 'sleep 1; exit 3'",
+                                 constraints=m.BatchTaskConstraints(max_task_retry_count=1))])
+    wait_tasks(c, job_id)
+    plain = c.get_job(job_id).job_statistics
+    js = c.get_job(job_id, expand=["stats"]).job_statistics
+    listed = [j.job_statistics for j in c.list_jobs(expand=["stats"]) if j.id == job_id]
+    ps = c.get_pool(pool_id, expand=["stats"]).pool_statistics
+    now = datetime.now(UTC)
+    metrics = [x for x in c.list_pool_usage_metrics(
+        start_time=now - timedelta(hours=1), end_time=now + timedelta(minutes=1),
+        filter=f"poolId eq '{pool_id}'")]
+    out = {
+        "plain": plain is None,
+        "job": {"succeeded": js.succeeded_tasks_count, "failed": js.failed_tasks_count,
+                "retries": js.task_retries_count,
+                "wall_s": js.wall_clock_time.total_seconds(),
+                "wait_s": js.wait_time.total_seconds(), "url": js.url},
+        "listed": [s.succeeded_tasks_count if s else None for s in listed],
+        "pool_vm_size": c.get_pool(pool_id).vm_size,
+        "pool_core_s": ps.usage_statistics.dedicated_core_time.total_seconds(),
+        "pool_cpu_pct": ps.resource_statistics.avg_cpu_percentage,
+        "metrics": [{"pool": x.pool_id, "vm": x.vm_size, "hours": x.total_core_hours,
+                     "span_s": (x.end_time - x.start_time).total_seconds()} for x in metrics],
+    }
+    c.begin_delete_job(job_id, polling_interval=POLL_S).result()
+    delete_pool(c, pool_id)
+    return out
+
+
 if __name__ == "__main__":
     main({f.__name__: f for f in (pool_start_task, job_prep_release, tasks_1000, multi_instance,
-                                  autoscale, lifecycle, job_schedule, updates, wire)})
+                                  autoscale, lifecycle, job_schedule, updates, wire,
+                                  statistics)})

@@ -253,6 +253,26 @@ def test_wire_headers_errors_paging_and_conditions(run_sdk, major):
 
 
 @pytest.mark.parametrize("major", SDKS)
+def test_statistics_and_usage_metrics(run_sdk, major):
+    """$expand=stats on a job and its pool and pool usage metrics, through the SDK: the numbers
+    agree with the tasks that ran (sleeps 1, 2 and twice 1 s; exit codes 0, 0, 3 with a retry)."""
+    r = scenario(run_sdk, major, "statistics")
+    assert r["plain"] is True  # no stats without $expand
+    job = r["job"]
+    assert (job["succeeded"], job["failed"], job["retries"]) == (2, 1, 1)
+    assert job["wall_s"] >= 1 + 2 + 1 + 1
+    assert job["wait_s"] >= 0 and job["url"].endswith("-stats-job/stats")
+    assert r["listed"] == [2]
+    # One node, one task slot: the node's core time covers every run.
+    assert r["pool_core_s"] >= job["wall_s"]
+    assert 0 <= r["pool_cpu_pct"] <= 100
+    assert r["metrics"], "no usage metrics for the pool"
+    assert {m["pool"] for m in r["metrics"]} == {f"sdk{major}-stats"}
+    assert all(m["span_s"] == 1800 and m["hours"] > 0 for m in r["metrics"])
+    assert {m["vm"] for m in r["metrics"]} == {r["pool_vm_size"]}
+
+
+@pytest.mark.parametrize("major", SDKS)
 def test_a_script_written_for_azure_runs_unmodified(run_sdk, major):
     """The Azure quickstart, as a new user writes it: only endpoint, account and key differ."""
     run = run_sdk(major, f"azure_quickstart_{major}.py", timeout_s=600)

@@ -135,8 +135,7 @@ def test_node_filter(http):
 @pytest.mark.parametrize("method,path", [
     ("GET", "/pools/w0/nodes/n1/rdp"),
     ("POST", "/pools/w0/nodes/n1/start"),
-    ("GET", "/lifetimejobstats"),
-    ("GET", "/poolusagemetrics"),
+    ("POST", "/pools/w0/nodes/n1/uploadbatchservicelogs"),
     ("POST", "/pools/w0/nodes/n1/deallocate"),
 ])
 def test_unsupported_operations_say_so(http, method, path):

@@ -20,12 +20,14 @@ from hpcbatch.api.routes import (
     jobs,
     nodes,
     pools,
+    statistics,
     tasks,
 )
 
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     account.routes, pools.routes, nodes.routes, jobs.routes, tasks.routes, files.routes,
     applications.routes, job_schedules.routes, inventory.routes, certificates.routes,
+    statistics.routes,
 )
 """Every resource's route table."""
 

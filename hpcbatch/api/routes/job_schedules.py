@@ -21,7 +21,8 @@ SCHEDULE_SELECTABLE = (
 
 
 JOB_SCHEDULES = Collection("/jobschedules", "schedule", "jobschedules",
-                           lambda svc, p: svc.schedules.get(p["schedule"]), SCHEDULE_SELECTABLE)
+                           lambda svc, p: svc.schedules.get(p["schedule"]), SCHEDULE_SELECTABLE,
+                           lambda svc, items: svc.statistics.expand_schedules(items))
 """The job schedules: ``/jobschedules/{schedule}``."""
 
 

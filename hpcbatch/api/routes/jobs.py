@@ -49,7 +49,7 @@ JOB_REPLACE_DEFAULTS: dict[str, Any] = {
 
 
 JOBS = Collection("/jobs", "job", "jobs", lambda svc, p: svc.jobs.get_job(p["job"]),
-                  JOB_SELECTABLE)
+                  JOB_SELECTABLE, lambda svc, items: svc.statistics.expand_jobs(items))
 """The jobs: ``/jobs/{job}``."""
 
 

@@ -36,7 +36,7 @@ POOL_SELECTABLE = (
 
 
 POOLS = Collection("/pools", "pool", "pools", lambda svc, p: svc.pools.get_pool(p["pool"]),
-                   POOL_SELECTABLE)
+                   POOL_SELECTABLE, lambda svc, items: svc.statistics.expand_pools(items))
 """The pools: ``/pools/{pool}``."""
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import click
 
-from hpcbatch.client.cli.common import Column, action_command, id_option, read_command
+from hpcbatch.client.cli.common import (
+    Column,
+    action_command,
+    id_option,
+    list_command,
+    read_command,
+)
 
 APPLICATION_COLUMNS: list[Column] = [
     ("Id", "id"), ("Display name", "displayName"), ("Versions", "versions"),
@@ -52,8 +58,8 @@ action_command(
     click.option("--version", "version", required=True, help="The package version."),
     confirm="Delete package {application_name} {version}?")
 
-read_command(application, "list", 'List applications with their versions ("Application - List").',
-             lambda c: c.list_applications(), columns=APPLICATION_COLUMNS)
+list_command(application, "list", 'List applications with their versions ("Application - List").',
+             lambda c: c.list_applications(), columns=APPLICATION_COLUMNS, server=())
 
 read_command(application, "show", 'Show an application ("Application - Get").',
              lambda c, application_name: c.get_application(application_name),

@@ -11,7 +11,15 @@ from typing import Any
 import click
 
 from hpcbatch.batch.errors import HpcbatchError
-from hpcbatch.client.cli.common import as_json, client, note, output_option
+from hpcbatch.client.cli.common import (
+    as_json,
+    client,
+    filter_option,
+    note,
+    output_option,
+    query_locally,
+    select_option,
+)
 from hpcbatch.client.cli.output import open_output_storage, storage_url_option
 
 TABLE_FORMATS = ("table", "markdown", "csv", "json")
@@ -36,18 +44,20 @@ def _load(source: str) -> Any:
 
 
 @bench.command("list")
+@filter_option("startswith(name, 'builtin:osu')")
+@select_option("name")
 @output_option
-def bench_list() -> None:
+def bench_list(filter_: str | None, select: str | None) -> None:
     """List the built-in campaigns (run them as builtin:NAME)."""
     from hpcbatch.campaigns.model import builtin_campaigns
 
-    items = builtin_campaigns()
+    rows = query_locally([{"name": f"builtin:{k}", "description": v}
+                          for k, v in builtin_campaigns().items()], filter_, select)
     if as_json():
-        click.echo(json.dumps([{"name": f"builtin:{k}", "description": v}
-                               for k, v in items.items()], indent=2))
+        click.echo(json.dumps(rows, indent=2))
         return
-    for name, desc in items.items():
-        click.echo(f"builtin:{name}\n    {desc}")
+    for row in rows:
+        click.echo("\n    ".join(str(v) for v in row.values()))
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, list[Any]]:

@@ -418,6 +418,104 @@ def read_command(group: click.Group, name: str, doc: str, read: Callable[..., An
     return group.command(name)(_with_options(command, [*options, output_option]))
 
 
+def select_option(example: str = "id,state") -> Decorator:
+    """``--select``: an OData ``$select`` (comma-separated properties; parameter ``select``)."""
+    return click.option("--select", help=f"OData $select: comma-separated properties, e.g. "
+                                         f"{example}; the table shows them as its columns.")
+
+
+def _is_time(text: str) -> bool:
+    """Whether a wire string is a time (``2026-01-02T03:04:05.123Z``)."""
+    from hpcbatch.batch import odata
+
+    if len(text) < 19 or text[4] != "-" or text[10] != "T":
+        return False
+    try:
+        odata.parse_datetime(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _properties(items: Sequence[dict[str, Any]]) -> list[tuple[str, Any, tuple[str, ...]]]:
+    """What a ``$filter`` may name on ``items``: every property path (``a/b``) they hold,
+    with the OData kind of its values (strings that are times are ``datetime``)."""
+    kinds: dict[str, str] = {}
+
+    def walk(value: dict[str, Any], prefix: str) -> None:
+        for key, item in value.items():
+            name = f"{prefix}/{key}" if prefix else key
+            if isinstance(item, dict):
+                walk(item, name)
+            elif isinstance(item, bool):
+                kinds.setdefault(name, "bool")
+            elif isinstance(item, int):
+                kinds.setdefault(name, "int")
+            elif isinstance(item, str):
+                kinds.setdefault(name, "datetime" if _is_time(item) else "string")
+
+    for item in items:
+        walk(item, "")
+    return [(name, kind, ()) for name, kind in kinds.items()]
+
+
+def query_locally(items: list[dict[str, Any]], filter_: str | None,
+                  select: str | None) -> list[dict[str, Any]]:
+    """Apply ``$filter`` and ``$select`` to a list's wire JSON here, for the lists whose
+    Batch operation does not take them (the same OData parser and errors as the service).
+
+    Raises
+    ------
+    hpcbatch.batch.odata.InvalidQueryParameterError
+        A filter or select the items cannot take (an unknown property, a bad literal).
+    """
+    from hpcbatch.batch import odata
+
+    if filter_ and filter_.strip():
+        items = odata.ListFilter(_properties(items)).apply(items, filter_)
+    if select and select.strip() and items:
+        names = odata.parse_select(select, {k for item in items for k in item})
+        items = [odata.apply_select(item, names) for item in items] if names else items
+    return items
+
+
+def list_command(group: click.Group, name: str, doc: str, read: Callable[..., Any],
+                 *options: Decorator, columns: Sequence[Column] = (),
+                 example: str = "startswith(id, 'a')",
+                 server: Sequence[str] = ("filter", "select")) -> click.Command:
+    """Add a ``list`` command: :func:`read_command` with ``--filter`` and ``--select``.
+
+    Parameters
+    ----------
+    group, name, doc, read, options, columns
+        As for :func:`read_command`; ``read`` also gets ``filter_`` and/or ``select``
+        for the query options the service applies (``server``).
+    example
+        A ``$filter`` for the option's help.
+    server
+        Which of ``"filter"`` and ``"select"`` the Batch operation takes (sent as
+        ``$filter``/``$select``); the others are applied here (:func:`query_locally`).
+
+    Returns
+    -------
+    click.Command
+        The command, added to ``group``.
+    """
+    def command(filter_: str | None, select: str | None, **params: Any) -> None:
+        sent = {"filter_": filter_} if "filter" in server else {}
+        if "select" in server:
+            sent["select"] = select
+        items = [_wire(i) for i in read(client(), **params, **sent)]
+        items = query_locally(items, None if "filter" in server else filter_,
+                              None if "select" in server else select)
+        names = [n.strip() for n in select.split(",") if n.strip()] if select else []
+        emit(items, [(n, n) for n in names] if names else columns)
+
+    command.__doc__ = doc
+    return group.command(name)(_with_options(
+        command, [*options, filter_option(example), select_option(), output_option]))
+
+
 def download_command(group: click.Group, doc: str, download: Callable[..., bytes],
                      *options: Decorator) -> click.Command:
     """Add ``download`` to ``group``: write a file's bytes to ``--destination`` (``-``: stdout).

@@ -12,9 +12,9 @@ from hpcbatch.client.cli.common import (
     as_json,
     client,
     emit,
+    list_command,
     note,
     output_option,
-    read_command,
 )
 
 HOST_COLUMNS: list[Column] = [
@@ -45,8 +45,8 @@ def hosts_add(file: str) -> None:
          HOST_COLUMNS)
 
 
-read_command(hosts, "list", "List the inventory, with the pool each host belongs to.",
-             lambda c: c.list_hosts(), columns=HOST_COLUMNS)
+list_command(hosts, "list", "List the inventory, with the pool each host belongs to.",
+             lambda c: c.list_hosts(), columns=HOST_COLUMNS, example="pool eq null", server=())
 
 action_command(hosts, "remove", "Remove a host that belongs to no pool.",
                lambda c, name: c.remove_host(name), "removed host {name}",

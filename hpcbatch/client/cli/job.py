@@ -9,10 +9,10 @@ from hpcbatch.client.cli.common import (
     Column,
     action_command,
     client,
-    filter_option,
     id_of,
     job_id_option,
     json_file_option,
+    list_command,
     note,
     read_command,
     request_body,
@@ -50,8 +50,9 @@ def job_create(json_file: str | None, job_id: str | None, pool_id: str | None,
     note(f"created job {id_of(body)}")
 
 
-read_command(job, "list", "List jobs.", lambda c, filter_: c.list_jobs_json(filter_),
-             filter_option("state eq 'active'"), columns=JOB_COLUMNS)
+list_command(job, "list", "List jobs.",
+             lambda c, filter_, select: c.list_jobs_json(filter_, select),
+             columns=JOB_COLUMNS, example="state eq 'active'")
 
 read_command(job, "show", "Show a job.", lambda c, job_id: c.get_job_json(job_id),
              job_id_option)
@@ -83,11 +84,12 @@ action_command(
 action_command(job, "enable", 'Enable a disabled job ("Job - Enable").',
                lambda c, job_id: c.enable_job(job_id), "enabled job {job_id}", job_id_option)
 
-read_command(job, "prep-release-status",
+list_command(job, "prep-release-status",
              "Show, per node, the job preparation and release tasks' status\n"
              '("Job - List Preparation and Release Task Status").',
-             lambda c, job_id: c.list_job_preparation_and_release_task_status(job_id),
-             job_id_option, columns=PREP_RELEASE_COLUMNS)
+             lambda c, job_id, filter_, select:
+             c.list_job_preparation_and_release_task_status(job_id, filter_, select),
+             job_id_option, columns=PREP_RELEASE_COLUMNS, example="nodeId eq 'node-1'")
 
 
 from hpcbatch.client.cli.set_commands import job_set  # "job set"

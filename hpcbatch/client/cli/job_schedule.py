@@ -9,9 +9,9 @@ from hpcbatch.client.cli.common import (
     Column,
     action_command,
     client,
-    filter_option,
     id_of,
     id_option,
+    list_command,
     load_json,
     note,
     read_command,
@@ -40,16 +40,17 @@ def job_schedule_create(json_file: str) -> None:
     note(f"created job schedule {id_of(body)}")
 
 
-read_command(job_schedule, "list", "List job schedules.",
-             lambda c, filter_: c.list_job_schedules(filter_),
-             filter_option("state eq 'active'"), columns=SCHEDULE_COLUMNS)
+list_command(job_schedule, "list", "List job schedules.",
+             lambda c, filter_, select: c.list_job_schedules(filter_, select),
+             columns=SCHEDULE_COLUMNS, example="state eq 'active'")
 
 read_command(job_schedule, "show", "Show a job schedule.",
              lambda c, job_schedule_id: c.get_job_schedule(job_schedule_id), schedule_id_option)
 
-read_command(job_schedule, "jobs", "List the jobs a schedule created.",
-             lambda c, job_schedule_id: c.list_jobs_from_schedule_json(job_schedule_id),
-             schedule_id_option, columns=JOB_COLUMNS)
+list_command(job_schedule, "jobs", "List the jobs a schedule created.",
+             lambda c, job_schedule_id, filter_, select: c.list_jobs_from_schedule_json(
+                 job_schedule_id, filter_, select),
+             schedule_id_option, columns=JOB_COLUMNS, example="state eq 'completed'")
 
 for _name, _method, _doc in (("enable", "enable_job_schedule", "Enable a job schedule."),
                              ("disable", "disable_job_schedule", "Disable a job schedule."),

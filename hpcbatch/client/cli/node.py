@@ -13,7 +13,7 @@ from hpcbatch.client.cli.common import (
     Decorator,
     action_command,
     download_command,
-    filter_option,
+    list_command,
     node_id_option,
     pool_id_option,
     read_command,
@@ -25,9 +25,9 @@ def node() -> None:
     """Inspect and manage compute nodes."""
 
 
-read_command(node, "list", "List a pool's compute nodes.",
-             lambda c, pool_id, filter_: c.list_nodes_json(pool_id, filter_), pool_id_option,
-             filter_option("state eq 'idle'"), columns=NODE_COLUMNS)
+list_command(node, "list", "List a pool's compute nodes.",
+             lambda c, pool_id, filter_, select: c.list_nodes_json(pool_id, filter_, select),
+             pool_id_option, columns=NODE_COLUMNS, example="state eq 'idle'")
 
 read_command(node, "show", "Show a compute node.",
              lambda c, pool_id, node_id: c.get_node_json(pool_id, node_id),
@@ -80,13 +80,14 @@ def node_file() -> None:
     """List and download the files under a compute node's root directory."""
 
 
-read_command(
+list_command(
     node_file, "list",
     'List the files under a node\'s root directory ("File - List From Compute Node").',
-    lambda c, pool_id, node_id, recursive: c.list_node_files_json(pool_id, node_id, recursive),
+    lambda c, pool_id, node_id, recursive, filter_: c.list_node_files_json(
+        pool_id, node_id, recursive, filter_),
     pool_id_option, node_id_option,
     click.option("--recursive", is_flag=True, help="Include files of subdirectories."),
-    columns=FILE_COLUMNS)
+    columns=FILE_COLUMNS, example="startswith(name, 'workitems')", server=("filter",))
 
 
 download_command(

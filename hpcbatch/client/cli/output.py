@@ -15,10 +15,13 @@ from hpcbatch.client.cli.common import (
     Decorator,
     destination_option,
     emit,
+    filter_option,
     job_id_option,
     note,
     output_option,
+    query_locally,
     save,
+    select_option,
     state,
 )
 from hpcbatch.client.state import read_service_info
@@ -115,9 +118,11 @@ def _standard_kinds(task_id: str | None) -> list[Any]:
                              "(with --task-id), JobOutput, JobPreview, or a custom kind. "
                              "Default: every standard kind.")
 @storage_url_option
+@filter_option("startswith(path, 'results')")
+@select_option("path,sizeBytes")
 @output_option
 def output_list(job_id: str, task_id: str | None, kind: str | None,
-                storage_url: str | None) -> None:
+                storage_url: str | None, filter_: str | None, select: str | None) -> None:
     """List a task's outputs (with --task-id) or a job's outputs."""
     outputs = _output_storage(storage_url, job_id, task_id)
     kinds = [_output_kind(task_id, kind)] if kind else _standard_kinds(task_id)
@@ -126,7 +131,10 @@ def output_list(job_id: str, task_id: str | None, kind: str | None,
                               .replace("+00:00", "Z") if f.last_modified else None),
              "url": f.url}
             for k in kinds for f in outputs.list_outputs(k)]
-    emit(rows, OUTPUT_COLUMNS if kind else [("Kind", "kind"), *OUTPUT_COLUMNS])
+    rows = query_locally(rows, filter_, select)
+    names = [n.strip() for n in select.split(",") if n.strip()] if select else []
+    emit(rows, [(n, n) for n in names] if names
+         else OUTPUT_COLUMNS if kind else [("Kind", "kind"), *OUTPUT_COLUMNS])
 
 
 @output_group.command("download")

@@ -15,9 +15,9 @@ from hpcbatch.client.cli.common import (
     as_json,
     client,
     emit,
-    filter_option,
     id_of,
     json_file_option,
+    list_command,
     note,
     output_option,
     parse_duration,
@@ -82,8 +82,9 @@ def pool_create(json_file: str | None, pool_id: str | None, vm_size: str | None,
     note(f"created pool {id_of(body)}")
 
 
-read_command(pool, "list", "List pools.", lambda c, filter_: c.list_pools_json(filter_),
-             filter_option("state eq 'active'"), columns=POOL_COLUMNS)
+list_command(pool, "list", "List pools.",
+             lambda c, filter_, select: c.list_pools_json(filter_, select),
+             columns=POOL_COLUMNS, example="state eq 'active'")
 
 def _show_pool(c: Any, pool_id: str) -> Any:
     """The pool's JSON; its hpcbatch warnings (tasks sharing the agent's identity) go to stderr."""
@@ -95,6 +96,18 @@ def _show_pool(c: Any, pool_id: str) -> Any:
 
 
 read_command(pool, "show", "Show a pool.", _show_pool, pool_id_option)
+
+list_command(
+    pool, "usage-metrics",
+    'List core hours per pool per 30-minute interval ("Pool - List Usage Metrics").',
+    lambda c, start_time, end_time, filter_: c.list_pool_usage_metrics_json(
+        start_time, end_time, filter_),
+    click.option("--start-time", help="ISO 8601 time: the intervals from the one holding it "
+                                      "(default: the last interval that has ended)."),
+    click.option("--end-time", help="ISO 8601 time: the intervals up to it."),
+    columns=[("Pool", "poolId"), ("Start", "startTime"), ("End", "endTime"),
+             ("VM size", "vmSize"), ("Core hours", "totalCoreHours")],
+    example="poolId eq 'mypool'", server=("filter",))
 
 action_command(
     pool, "resize", 'Resize a pool ("Pool - Resize").',

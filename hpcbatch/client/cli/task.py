@@ -14,10 +14,10 @@ from hpcbatch.client.cli.common import (
     client,
     download_command,
     emit,
-    filter_option,
     id_of,
     job_id_option,
     json_file_option,
+    list_command,
     note,
     output_option,
     parse_duration,
@@ -93,17 +93,9 @@ def task_create(job_id: str, json_file: str | None, task_id: str | None,
         click.get_current_context().exit(1)
 
 
-@task.command("list")
-@job_id_option
-@filter_option("state eq 'completed'")
-@click.option("--select", help="OData $select: comma-separated properties, e.g. id,state.")
-@output_option
-def task_list(job_id: str, filter_: str | None, select: str | None) -> None:
-    """List a job's tasks."""
-    tasks = client().list_tasks_json(job_id, filter=filter_, select=select)
-    columns = ([(name.strip(), name.strip()) for name in select.split(",")] if select
-               else TASK_COLUMNS)
-    emit(tasks, columns)
+list_command(task, "list", "List a job's tasks.",
+             lambda c, job_id, filter_, select: c.list_tasks_json(job_id, filter_, select),
+             job_id_option, columns=TASK_COLUMNS, example="state eq 'completed'")
 
 
 read_command(task, "show", "Show a task.",
@@ -174,12 +166,13 @@ def task_file() -> None:
     """List and download the files of a task's directory."""
 
 
-read_command(
+list_command(
     task_file, "list", "List a task's files.",
-    lambda c, job_id, task_id, recursive: c.list_task_files_json(job_id, task_id, recursive),
+    lambda c, job_id, task_id, recursive, filter_: c.list_task_files_json(
+        job_id, task_id, recursive, filter_),
     job_id_option, task_id_option,
     click.option("--recursive", is_flag=True, help="Include files of subdirectories (wd/...)."),
-    columns=FILE_COLUMNS)
+    columns=FILE_COLUMNS, example="startswith(name, 'wd')", server=("filter",))
 
 
 download_command(
@@ -194,12 +187,13 @@ def task_subtask() -> None:
     """Inspect the subtasks (instances 1..N-1) of a multi-instance task."""
 
 
-read_command(
+list_command(
     task_subtask, "list",
     'List a multi-instance task\'s subtasks ("Task - List Subtasks").\n\n'
     "A subtask's files are on its node: see ``hpcbatch node file download``.",
-    lambda c, job_id, task_id: c.list_subtasks_json(job_id, task_id),
-    job_id_option, task_id_option, columns=SUBTASK_COLUMNS)
+    lambda c, job_id, task_id, select: c.list_subtasks_json(job_id, task_id, select),
+    job_id_option, task_id_option, columns=SUBTASK_COLUMNS, example="state eq 'completed'",
+    server=("select",))
 
 
 from hpcbatch.client.cli.nodeops_commands import add_task_file_commands  # "task file delete"
