@@ -238,6 +238,7 @@ class SimulatedEngine(DaskEngine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._agents: dict[str, SimulatedAgent] = {}
+        self._sample: tuple[float, dict[str, float]] = (0.0, {})
 
     @staticmethod
     def is_simulated(worker: str) -> bool:
@@ -314,13 +315,21 @@ class SimulatedEngine(DaskEngine):
             "list_files": lambda: [],
             "read_file": lambda: None,
             "remove_dirs": lambda: 0,
-            "node_sample": metrics.node_sample,
+            "node_sample": self._machine_sample,
             "node_info": lambda: {"node_id": sim.node.node_id, "pool_id": sim.node.pool_id,
                                   "root_dir": sim.node.root_dir},
         }
         if op not in answers:
             raise ValueError(f"unknown node agent operation {op!r}")
         return answers[op]()
+
+    def _machine_sample(self) -> dict[str, float]:
+        """This machine's metrics, read at most once a second for all simulated nodes."""
+        at, sample = self._sample
+        if time.monotonic() - at > 1.0:
+            sample = metrics.node_sample()
+            self._sample = (time.monotonic(), sample)
+        return dict(sample)
 
     async def close_worker(self, worker: str) -> None:
         """Close a worker; a simulated node's incarnation ends (its runs with it)."""
