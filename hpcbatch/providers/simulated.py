@@ -5,7 +5,7 @@ For exercising the control plane at scale on one machine (a 1,000-node pool, a
 ``provider: simulated`` becomes a node whose "node process" is an entry in
 :data:`FLEET`, the process-wide registry this module keeps, instead of a Dask
 worker started on a host. The service's engine
-(:class:`hpcbatch.execution.simulated.SimulatedEngine`) finds the nodes
+(:class:`hpcbatch.core.simulated.SimulatedEngine`) finds the nodes
 registered for its scheduler there, lists them as connected workers, and runs
 their tasks as timers on its event loop (:func:`simulate` reads the command
 line: ``sleep 0.01``, ``/bin/true``, ``exit 3``), or as a real tiny process

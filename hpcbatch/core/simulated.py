@@ -1,5 +1,9 @@
 """Simulated nodes at the engine's seam: the service's side of ``provider: simulated``.
 
+(In the service core because it joins the two layers below it that may not
+import each other: the engine, in :mod:`hpcbatch.execution`, and the
+simulated nodes' registry, in :mod:`hpcbatch.providers.simulated`.)
+
 :class:`SimulatedEngine` is the service's :class:`~hpcbatch.execution.engine.DaskEngine`
 with one addition: the nodes that :class:`hpcbatch.providers.simulated.SimulatedProvider`
 registered for its scheduler (in :data:`hpcbatch.providers.simulated.FLEET`)
@@ -41,7 +45,7 @@ from typing import Any
 
 from hpcbatch.execution import agent, metrics
 from hpcbatch.execution.engine import DaskEngine
-from hpcbatch.providers.simulated import FLEET, SimulatedNode
+from hpcbatch.providers.simulated import FLEET, SimulatedNode, simulate
 
 __all__ = ["SIM_SCHEME", "SimulatedAgent", "SimulatedEngine"]
 
@@ -77,8 +81,6 @@ class SimulatedAgent:
 
     def enqueue(self, launch: agent.Launch) -> None:
         """Start one run now: a timer for a simulated command line, else a real process."""
-        from hpcbatch.providers.simulated import simulate
-
         loop = asyncio.get_running_loop()
         tdir = f"{self.node.root_dir}/{launch.task_dir}"
         sim = simulate(launch.command_line)
@@ -312,7 +314,7 @@ class SimulatedEngine(DaskEngine):
         answers: dict[str, Callable[[], Any]] = {
             "kill_task": lambda: sim.kill(str(kwargs["key"])),
             "kill_tagged": lambda: 0,
-            "list_files": lambda: [],
+            "list_files": list,
             "read_file": lambda: None,
             "remove_dirs": lambda: 0,
             "node_sample": self._machine_sample,
