@@ -80,7 +80,7 @@ class Service:
         self.state_dir = state_dir
         state_dir.mkdir(parents=True)
         port = _free_port()
-        self.log = open(state_dir.parent / "service.log", "ab")
+        self.log = open(state_dir.parent / "service.log", "ab")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hpcbatch.api.server", "--state-dir", str(state_dir),
              "--port", str(port), "--scheduler-host", "127.0.0.1"],

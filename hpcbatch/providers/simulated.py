@@ -31,7 +31,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hpcbatch.providers.local import LocalProvider
+from hpcbatch.providers.base import TransportProvider
+from hpcbatch.providers.inventory import Host
+from hpcbatch.providers.local import LocalTransport
 
 __all__ = ["FLEET", "SimulatedFleet", "SimulatedNode", "SimulatedProvider", "simulate"]
 
@@ -207,7 +209,7 @@ def scheduler_port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
-class SimulatedProvider(LocalProvider):
+class SimulatedProvider(TransportProvider):
     """Simulated compute nodes (``provider: simulated``): no process per node.
 
     :meth:`start` registers the node in :data:`FLEET` for the engine whose
@@ -219,6 +221,11 @@ class SimulatedProvider(LocalProvider):
 
     name: ClassVar[str] = "simulated"
     remote_login: ClassVar[bool] = False
+
+    @classmethod
+    def open_transport(cls, host: Host) -> LocalTransport:
+        """Host commands run on this machine: a :class:`LocalTransport`."""
+        return LocalTransport(host)
 
     def prepare(self) -> str:
         """Return the node root, ``~`` expanded (made only when a real process runs)."""
