@@ -242,6 +242,7 @@ class SimulatedEngine(DaskEngine):
         super().__init__(*args, **kwargs)
         self._agents: dict[str, SimulatedAgent] = {}
         self._sample: tuple[float, dict[str, float]] = (0.0, {})
+        self._listing: asyncio.Future[dict[str, str]] | None = None
 
     @staticmethod
     def is_simulated(worker: str) -> bool:
@@ -262,13 +263,26 @@ class SimulatedEngine(DaskEngine):
         return sim
 
     async def workers(self) -> dict[str, str]:
-        """The connected Dask workers and the registered simulated nodes, by worker name."""
-        found = await super().workers()
+        """The connected Dask workers and the registered simulated nodes, by worker name.
+
+        Concurrent calls share one question to the Dask scheduler (a pool of a
+        thousand starting nodes asks ten times a second each); each caller
+        gets an answer at least as fresh as its call.
+        """
+        listing = self._listing
+        if listing is None:
+            listing = self._listing = asyncio.ensure_future(super().workers())
+            listing.add_done_callback(self._listed)
+        found = dict(await asyncio.shield(listing))
         registered = FLEET.nodes(self.port)
         for name in [n for n, a in self._agents.items() if n not in registered]:
             self._agents.pop(name).close()  # stopped by its provider
         found.update((name, SIM_SCHEME + name) for name in registered)
         return found
+
+    def _listed(self, listing: asyncio.Future[dict[str, str]]) -> None:
+        if self._listing is listing:
+            self._listing = None
 
     async def _send(self, ch: Any, batch: list[tuple[list[Any], Any]]) -> None:
         if not self.is_simulated(ch.worker):
@@ -285,8 +299,9 @@ class SimulatedEngine(DaskEngine):
                 if on_error is not None:
                     on_error(lcs, exc)
             return
-        # What the service pays to send them to a real worker: one pickle per message.
-        std_pickle.loads(std_pickle.dumps(launches, protocol=5))
+        # What the service pays to send them to a real worker: one pickle per message
+        # (unpickling is the node's work).
+        std_pickle.dumps(launches, protocol=5)
         for launch in launches:
             sim.enqueue(launch)
 
