@@ -36,6 +36,7 @@ from hpcbatch.api.security import (
 from hpcbatch.batch.statedir import EVENTS_FILE, SERVICE_FILE, default_state_dir
 from hpcbatch.core.service import BatchService, Quotas
 from hpcbatch.execution.engine import DaskEngine
+from hpcbatch.core.simulated import SimulatedEngine
 from hpcbatch.execution.transfer import StorageRef
 from hpcbatch.storage.fs import default_storage_url
 from hpcbatch.store.database import Store, sqlite_url
@@ -165,7 +166,7 @@ class ServiceRuntime:
         operator_key = ensure_operator_key(self.state_dir)
         tls = ensure_tls(self.state_dir, _api_names(self.config.host) if self.config.tls else ())
         self.store = Store(self.config.database_url or sqlite_url(self.state_dir / "state.db"))
-        self.engine = DaskEngine(self.state_dir / "run", tls, self.config.scheduler_host)
+        self.engine = SimulatedEngine(self.state_dir / "run", tls, self.config.scheduler_host)
         await self.engine.start()
         # Bind the REST socket first so the endpoint (and any port 0) is known.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

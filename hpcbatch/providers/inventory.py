@@ -133,7 +133,9 @@ class Host(pydantic.BaseModel):
     labels
         Labels a pool's ``vmSize`` selects the host by.
     provider
-        ``"ssh"`` (reach the host over SSH) or ``"local"`` (this machine).
+        ``"ssh"`` (reach the host over SSH), ``"local"`` (this machine) or
+        ``"simulated"`` (a lightweight node served by the service itself, for
+        scale tests: :mod:`hpcbatch.providers.simulated`, ``docs/scale.md``).
     root_dir
         Node root directory on the host (``AZ_BATCH_NODE_ROOT_DIR``); ``~`` is
         expanded on the host. It is emptied on reimage, so it must be a folder
@@ -181,7 +183,7 @@ class Host(pydantic.BaseModel):
     cores: int = Field(default=1, ge=1)
     memory_gb: float = Field(default=1.0, gt=0)
     labels: list[str] = Field(default_factory=list)
-    provider: Literal["ssh", "local"] = "ssh"
+    provider: Literal["ssh", "local", "simulated"] = "ssh"
     root_dir: str = "~/.hpcbatch-node"
     python: str = "python3"
     ssh_config: str | None = None

@@ -13,12 +13,13 @@ from hpcbatch.batch.errors import InvalidPropertyValueError
 from hpcbatch.providers.base import NodeProvider, Transport, TransportProvider
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.local import LocalProvider
+from hpcbatch.providers.simulated import SimulatedProvider
 from hpcbatch.providers.ssh import SshProvider
 
 __all__ = ["PROVIDERS", "offers_remote_login", "open_transport", "provider_class", "provider_for"]
 
 PROVIDERS: Mapping[str, type[TransportProvider]] = {
-    cls.name: cls for cls in (SshProvider, LocalProvider)
+    cls.name: cls for cls in (SshProvider, LocalProvider, SimulatedProvider)
 }
 """Provider classes by :attr:`Host.provider <hpcbatch.providers.inventory.Host.provider>` value."""
 
@@ -29,7 +30,7 @@ def provider_class(name: str) -> type[TransportProvider]:
     Parameters
     ----------
     name
-        A provider name (``ssh``, ``local``).
+        A provider name (``ssh``, ``local``, ``simulated``).
 
     Returns
     -------

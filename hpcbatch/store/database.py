@@ -115,6 +115,10 @@ tasks = sa.Table(
     sa.Index("ix_tasks_int_id", "job_key", "int_id"),
     sa.Index("ix_tasks_node", "node_id", "state"),
     sa.Index("ix_tasks_counts", "job_key", "state", "result", "required_slots"),  # task counts
+    # "Task - List" pages in insertion order, whole or by state: a page of a 1M-task job
+    # reads its rows from these, instead of sorting the job's tasks (0003).
+    sa.Index("ix_tasks_job_seq", "job_key", "seq"),
+    sa.Index("ix_tasks_job_state_seq", "job_key", "state", "seq"),
 )
 
 task_deps = sa.Table(

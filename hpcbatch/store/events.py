@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import orjson
+
 if TYPE_CHECKING:
     from hpcbatch.storage.fs import Storage
 
@@ -119,7 +121,9 @@ class EventLog:
             ``body`` is not JSON-serializable.
         """
         record = {"time": format_time(time or datetime.now(UTC)), "name": name, "body": dict(body)}
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        # orjson: the same compact UTF-8 JSON as json.dumps(separators=(",", ":"),
+        # ensure_ascii=False), several times faster (an event or two per task run).
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         with self._lock:
             file = self._file if self._file is not None else self._open()
             if self._size and self._size + len(line) > self.max_bytes:

@@ -62,9 +62,9 @@ def test_registry_picks_the_local_provider(tmp_path: Path) -> None:
 
 def test_registry_covers_exactly_the_inventory_providers() -> None:
     allowed = typing.get_args(Host.model_fields["provider"].annotation)
-    assert sorted(PROVIDERS) == sorted(allowed) == ["local", "ssh"]
+    assert sorted(PROVIDERS) == sorted(allowed) == ["local", "simulated", "ssh"]
     assert all(cls.name == name for name, cls in PROVIDERS.items())
-    with pytest.raises(InvalidPropertyValueError, match="valid providers are local, ssh"):
+    with pytest.raises(InvalidPropertyValueError, match="valid providers are local, simulated, ssh"):
         provider_class("k8s")
 
 
