@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
+import paramiko
 import sqlalchemy as sa
 
 from hpcbatch.batch import identity
@@ -58,6 +59,7 @@ from hpcbatch.providers.base import (
 )
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.registry import offers_remote_login, provider_for
+from hpcbatch.providers.ssh import SshTransport
 from hpcbatch.store.database import Store, dumps, hosts, loads, nodes
 
 log = logging.getLogger(__name__)
@@ -1179,8 +1181,22 @@ class PoolManager:
         return error
 
     def _reach(self, provider: TransportProvider) -> str | None:
+        """One SSH round trip to the provider's host (runs in a thread); the error or None.
+
+        Over SSH: open and close a channel on the host's connection (sshd
+        answers it without starting a process), connecting first when the
+        connection dropped. Other transports run ``true``.
+        """
+        transport = provider.transport
         try:
-            provider.transport.run(["true"], timeout_s=self.probe_timeout_s)
+            if isinstance(transport, SshTransport):
+                try:
+                    transport.connection.transport.open_session(
+                        timeout=self.probe_timeout_s).close()
+                except (paramiko.SSHException, OSError, EOFError) as exc:
+                    return f"no answer on the SSH connection: {exc or type(exc).__name__}"
+            else:
+                transport.run(["true"], timeout_s=self.probe_timeout_s)
         except NodeConnectionError as exc:
             return exc.reason
         except HpcbatchError as exc:
