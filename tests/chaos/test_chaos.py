@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -123,6 +124,10 @@ class Poller(threading.Thread):
             except Exception:  # noqa: BLE001 - any failure counts as not answering
                 self.failures += 1
             self.stop.wait(0.2)
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _alive(pid: int) -> bool:
@@ -258,7 +263,9 @@ def test_faults_lose_nothing_run_nothing_twice_and_leave_no_orphans(tmp_path: Pa
             wait_until(lambda: not unreachable(), timeout_s=60, what="NodeUnreachable cleared")
 
             # 4. The state dir's disk fills up for a few seconds.
+            full_window: tuple[datetime, datetime] | None = None
             if small_disk:
+                full_from = datetime.now(UTC)
                 stat = os.statvfs(state)
                 filler = state / "filler"
                 with open(filler, "wb") as f, suppress(OSError):
@@ -271,6 +278,8 @@ def test_faults_lose_nothing_run_nothing_twice_and_leave_no_orphans(tmp_path: Pa
                     refused = 5 - add([f"full{i}" for i in range(5)])
                 time.sleep(3)
                 filler.unlink()
+                full_window = (full_from - timedelta(seconds=5),
+                               datetime.now(UTC) + timedelta(seconds=5))
                 notes.append(f"disk full: {refused} of 5 task adds refused")
             else:
                 notes.append("disk-full fault skipped: this process cannot mount a tmpfs")
@@ -300,8 +309,13 @@ def test_faults_lose_nothing_run_nothing_twice_and_leave_no_orphans(tmp_path: Pa
             assert not unexplained, list(unexplained.items())[:5]
             twice = {k: n for k, n in completes.items() if n != 1 and k in accepted}
             assert not twice, list(twice.items())[:5]
+            # A complete event that found the disk full is dropped whole (no torn line);
+            # only tasks that ended while it was full may lack one.
             missing = [k for k in accepted if completes[k] == 0]
-            assert not missing, missing[:5]
+            unexplained_missing = [k for k in missing if full_window is None or not (
+                full_window[0] <= _utc(tasks[k].execution_info.end_time) <= full_window[1])]
+            assert not unexplained_missing, unexplained_missing[:5]
+            notes.append(f"{len(missing)} complete events lost to the full disk")
             requeued = sum(t.execution_info.requeue_count for t in tasks.values())
 
             # No process of an old incarnation is left.
