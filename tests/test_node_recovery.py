@@ -28,7 +28,7 @@ def test_restarts_back_off_exponentially_up_to_the_cap() -> None:
     delays = []
     for _ in range(6):
         delays.append(rec.next_delay())
-        assert rec.next_action(free_host=True) is Action.restart
+        assert rec.next_action(free_host=True) is Action.RESTART
         rec.failed(unreachable=False)  # e.g. the worker did not connect: never a replacement
     assert delays == [1, 2, 4, 8, 10, 10]
     assert rec.attempts == 6 and rec.unreachable == 0
@@ -39,16 +39,16 @@ def test_an_unreachable_host_is_replaced_after_n_attempts_or_retried_slowly() ->
                                       replace_after=3))
     for _ in range(2):
         rec.failed(unreachable=True)
-        assert rec.next_action(free_host=True) is Action.restart
+        assert rec.next_action(free_host=True) is Action.RESTART
     rec.failed(unreachable=True)
-    assert rec.next_action(free_host=True) is Action.replace
-    assert rec.next_action(free_host=False) is Action.restart
+    assert rec.next_action(free_host=True) is Action.REPLACE
+    assert rec.next_action(free_host=False) is Action.RESTART
     assert rec.next_delay(free_host=False) == 100
     assert "no free inventory host" in rec.describe(free_host=False)
     assert "retrying every 100 s" in rec.describe(free_host=False)
     assert "replacing" in rec.describe(free_host=True)
     rec.failed(unreachable=False)  # reached, but failed otherwise: the streak starts again
-    assert rec.next_action(free_host=True) is Action.restart
+    assert rec.next_action(free_host=True) is Action.RESTART
 
 
 def test_policy_from_environment_and_bad_values() -> None:

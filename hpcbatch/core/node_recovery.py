@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 class Action(enum.StrEnum):
     """What to do with a lost node now."""
 
-    restart = "restart"
+    RESTART = "restart"
     """Start the node's process on its host again (its start task runs again)."""
-    replace = "replace"
+    REPLACE = "replace"
     """Take another free inventory host for the pool; the node leaves the pool."""
 
 
@@ -155,7 +155,7 @@ class NodeRecovery:
         free_host
             Whether a free inventory host matching the pool exists now.
         """
-        return Action.replace if self.should_replace and free_host else Action.restart
+        return Action.REPLACE if self.should_replace and free_host else Action.RESTART
 
     def failed(self, unreachable: bool) -> None:
         """Record a restart attempt that left the node ``unusable``.

@@ -1082,7 +1082,7 @@ class PoolManager:
             if not self._recoverable(node):
                 return
             free = bool(self._free_hosts(node.pool_key, 1))
-            if recovery.next_action(free) is Action.replace and self._replace(node):
+            if recovery.next_action(free) is Action.REPLACE and self._replace(node):
                 return
             log.info("node %s (pool %s): restarting it on host %s (attempt %d)", node.node_id,
                      node.pool_id, node.host.name, recovery.attempts + 1)
