@@ -1193,6 +1193,8 @@ class PoolManager:
                 try:
                     transport.connection.transport.open_session(
                         timeout=self.probe_timeout_s).close()
+                except paramiko.ChannelException:
+                    pass  # refused (e.g. MaxSessions in use): sshd answered all the same
                 except (paramiko.SSHException, OSError, EOFError) as exc:
                     return f"no answer on the SSH connection: {exc or type(exc).__name__}"
             else:
