@@ -17,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import posixpath
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
+import paramiko
 import sqlalchemy as sa
 
 from hpcbatch.batch import identity
@@ -37,6 +40,12 @@ from hpcbatch.batch.states import (
 )
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core import statistics
+from hpcbatch.core.node_recovery import (
+    RECOVERABLE_CODES,
+    Action,
+    NodeRecovery,
+    RecoveryPolicy,
+)
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent
@@ -44,9 +53,14 @@ from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.environment import NODE_TLS_DIR, NODE_TLS_FILES
 from hpcbatch.execution.pki import issue_node_credentials
 from hpcbatch.execution.tls import TlsFiles
-from hpcbatch.providers.base import NodeProvider, NodeRootRefusedError
+from hpcbatch.providers.base import (
+    NodeProvider,
+    NodeRootRefusedError,
+    TransportProvider,
+)
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.registry import offers_remote_login, provider_for
+from hpcbatch.providers.ssh import SshTransport
 from hpcbatch.store.database import Store, dumps, hosts, loads, nodes
 
 log = logging.getLogger(__name__)
@@ -57,6 +71,17 @@ node's scheduling again clears it."""
 
 WORKER_TIMEOUT_S = 60.0
 """How long a started node has to connect its Dask worker before it is unusable."""
+
+NODE_UNREACHABLE = "NodeUnreachable"
+"""``ComputeNodeError`` code of a node whose host the periodic SSH check cannot reach
+(:meth:`PoolManager.probe_node`); cleared when the host answers again."""
+
+PROBE_INTERVAL_ENV = "HPCBATCH_NODE_PROBE_INTERVAL_S"
+"""Environment variable: seconds between two SSH reachability checks of a node (default 30)."""
+
+PROBED_STATES = frozenset({"idle", "running", "offline", "waitingforstarttask",
+                           "starttaskfailed"})
+"""States of a node whose host the periodic SSH check probes (its worker is connected)."""
 
 
 def source_addresses(address: str) -> tuple[str, ...]:
@@ -179,6 +204,17 @@ class PoolManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
         self.watch_interval_s = 1.0
+        self.recovery_policy = RecoveryPolicy.from_environment()
+        """How lost nodes are restarted or replaced (:mod:`hpcbatch.core.node_recovery`)."""
+        self.auto_recover = True
+        """Restart lost nodes by themselves; False leaves them ``unusable`` until a reboot."""
+        self._recovering: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.probe_interval_s = float(os.environ.get(PROBE_INTERVAL_ENV) or 30.0)
+        """Seconds between two SSH reachability checks of one node (:meth:`probe_node`)."""
+        self.probe_timeout_s = 10.0
+        self.probe_concurrency = 16
+        """Most reachability checks in flight at once (their own threads)."""
+        self._probe: asyncio.Task[None] | None = None
         self.state_listeners: list[Callable[[NodeRuntime], None]] = []
         """Called with a node (on the event loop) after each change of its state: watchers
         such as the dashboard's live heat map see every state a node passes through."""
@@ -275,13 +311,16 @@ class PoolManager:
     # --------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Start the loop that watches nodes' workers."""
-        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
+        """Start the loops that watch nodes' workers and their hosts' reachability."""
+        loop = asyncio.get_running_loop()
+        self._watch = loop.create_task(self._watch_loop())
+        self._probe = loop.create_task(self._probe_loop())
 
     async def close(self, stop_nodes: bool = True) -> None:
         """Stop watching; when ``stop_nodes``, close every node's worker."""
-        if self._watch:
-            self._watch.cancel()
+        for loop_task in (self._watch, self._probe, *self._recovering.values()):
+            if loop_task:
+                loop_task.cancel()
         for t in list(self._tasks):
             t.cancel()
         if stop_nodes:
@@ -988,14 +1027,219 @@ class PoolManager:
             await asyncio.to_thread(self._revoke_trust, node)
 
     def lost(self, node: NodeRuntime) -> None:
-        """Mark a node whose worker disappeared ``unusable``; the service requeues its tasks."""
+        """Mark a node whose worker disappeared ``unusable``; the service requeues its tasks.
+
+        Unless :attr:`auto_recover` is off, the node is then restarted by itself
+        (:meth:`recover_node`): it returns to ``idle`` without a reboot request.
+        """
         if node.worker is None:
             return
         node.worker = None
         node.generation += 1
         node.trusted = False  # until it is provisioned again
         self._spawn(self._lose_trust(node, node.generation))
-        self.on_node_lost(node)
-        self._fail(node, "NodeLost",
+        self._fail(node, "NodeLost",  # first: its tasks leaving must not make it look idle
                    f"host {node.host.name}: the node's worker disconnected from the scheduler; "
-                   "its running tasks were requeued")
+                   "its running tasks were requeued"
+                   + ("; the node is restarted automatically" if self.auto_recover else ""))
+        self.on_node_lost(node)
+        self.recover_node(node)
+
+    # ----------------------------------------------------------------- recovery
+
+    def recover_node(self, node: NodeRuntime) -> None:
+        """Start recovering an ``unusable`` node by itself, unless that is under way.
+
+        The node is restarted over SSH as "Compute Node - Reboot" does, with the
+        backoff of :attr:`recovery_policy`; when its host stays unreachable it
+        is replaced by a free inventory host matching the pool; with none, the
+        restarts go on slowly and the node's error says so
+        (:mod:`hpcbatch.core.node_recovery`). Recovery ends when the node is no
+        longer ``unusable`` with a :data:`~hpcbatch.core.node_recovery.RECOVERABLE_CODES`
+        error (it is back, was rebooted or removed by a user, or failed otherwise).
+
+        Parameters
+        ----------
+        node
+            The node (``unusable``).
+        """
+        if not self.auto_recover:
+            return
+        key = (node.pool_key, node.node_id)
+        if key in self._recovering:
+            return
+        task = asyncio.get_running_loop().create_task(self._recover(node))
+        self._recovering[key] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._recovering.get(key) is t:
+                del self._recovering[key]
+
+        task.add_done_callback(done)
+
+    def recovering(self, node: NodeRuntime) -> bool:
+        """Tell whether the pool manager is recovering ``node`` by itself (:meth:`recover_node`)."""
+        return (node.pool_key, node.node_id) in self._recovering
+
+    def _recoverable(self, node: NodeRuntime) -> bool:
+        return (not node.removing and self.node(node.pool_key, node.node_id) is node
+                and node.state == "unusable" and bool(node.errors)
+                and node.errors[0].get("code") in RECOVERABLE_CODES)
+
+    async def _recover(self, node: NodeRuntime) -> None:
+        recovery = NodeRecovery(self.recovery_policy)
+        free = True
+        while True:
+            await asyncio.sleep(recovery.next_delay(free))
+            if not self._recoverable(node):
+                return
+            free = bool(self._free_hosts(node.pool_key, 1))
+            if recovery.next_action(free) is Action.REPLACE and self._replace(node):
+                return
+            log.info("node %s (pool %s): restarting it on host %s (attempt %d)", node.node_id,
+                     node.pool_id, node.host.name, recovery.attempts + 1)
+            await self.restart(node)
+            if not self._recoverable(node):  # back, or taken over by a user or another cause
+                return
+            recovery.failed(unreachable=node.errors[0].get("code") == NodeConnectionError.code)
+            free = bool(self._free_hosts(node.pool_key, 1))
+            first = node.errors[0]
+            node.errors = [{**first, "errorDetails": [
+                *(d for d in first.get("errorDetails") or [] if d.get("name") != "Recovery"),
+                {"name": "Recovery", "value": recovery.describe(free)}]}, *node.errors[1:]]
+            self._persist(node)
+
+    def _replace(self, node: NodeRuntime) -> bool:
+        """Replace an unreachable node by a free host of its pool; return whether it was.
+
+        The pool takes a new host (:meth:`reconcile`) and the node leaves the
+        pool (:meth:`remove_node`: its host goes back to the inventory).
+        """
+        pool = self.pools.get(node.pool_key, {})
+        self.mark_removing(node)
+        self.reconcile(node.pool_key)
+        live = [n for n in pool.values() if n.state != "leavingpool" and not n.removing]
+        if len(live) < self.targets.get(node.pool_key, 0):  # no host could be taken after all
+            node.removing = False
+            node.scheduling_state = "enabled"
+            return False
+        log.warning("node %s (pool %s): host %s stayed unreachable; the node is replaced by "
+                    "another inventory host and leaves the pool", node.node_id, node.pool_id,
+                    node.host.name)
+        self._spawn(self.remove_node(node))
+        return True
+
+    # ------------------------------------------------------------ reachability
+
+    async def _probe_loop(self) -> None:
+        """Check every node's host over SSH once per :attr:`probe_interval_s`, spread out.
+
+        The checks of one round start ``probe_interval_s / nodes`` apart (so
+        1,000 nodes at 30 s cost 33 one-round-trip commands a second, never a
+        burst), at most :attr:`probe_concurrency` at once, on threads of their own.
+        """
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=self.probe_concurrency,
+                                      thread_name_prefix="hpcbatch-ssh-probe")
+        slots = asyncio.Semaphore(self.probe_concurrency)
+        try:
+            while True:
+                started = loop.time()
+                targets = [n for pool in list(self.pools.values()) for n in list(pool.values())
+                           if n.worker and n.state in PROBED_STATES]
+                spacing = self.probe_interval_s / max(len(targets), 1)
+                for node in targets:
+                    await slots.acquire()
+                    task = loop.create_task(self.probe_node(node, executor))
+                    task.add_done_callback(lambda _t: slots.release())
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    await asyncio.sleep(spacing)
+                await asyncio.sleep(max(started + self.probe_interval_s - loop.time(), 0.0))
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def probe_node(self, node: NodeRuntime,
+                         executor: ThreadPoolExecutor | None = None) -> str | None:
+        """Check once that a node's host answers over SSH; set or clear its error.
+
+        One command (``true``) on the host's SSH connection, reconnecting if it
+        dropped. A host that cannot be reached gets a ``ComputeNodeError``
+        :data:`NODE_UNREACHABLE` naming the host and the SSH error; the node
+        keeps its state while its worker is connected (its tasks run on, new
+        ones are still placed there, since a node's worker, not SSH, carries
+        them), and the error goes when the host answers again. A node on a
+        provider without a transport (no SSH) is not checked.
+
+        Parameters
+        ----------
+        node
+            The node.
+        executor
+            Threads to run the check on (default: the loop's).
+
+        Returns
+        -------
+        str or None
+            The SSH error, or None when the host answered.
+        """
+        provider = self.provider(node.host)
+        if not isinstance(provider, TransportProvider):
+            return None
+        generation = node.generation
+        error = await asyncio.get_running_loop().run_in_executor(executor, self._reach, provider)
+        if generation == node.generation and node.worker and not node.removing:
+            self.mark_reachability(node, error)
+        return error
+
+    def _reach(self, provider: TransportProvider) -> str | None:
+        """One SSH round trip to the provider's host (runs in a thread); the error or None.
+
+        Over SSH: open and close a channel on the host's connection (sshd
+        answers it without starting a process), connecting first when the
+        connection dropped. Other transports run ``true``.
+        """
+        transport = provider.transport
+        try:
+            if isinstance(transport, SshTransport):
+                try:
+                    transport.connection.transport.open_session(
+                        timeout=self.probe_timeout_s).close()
+                except paramiko.ChannelException:
+                    pass  # refused (e.g. MaxSessions in use): sshd answered all the same
+                except (paramiko.SSHException, OSError, EOFError) as exc:
+                    return f"no answer on the SSH connection: {exc or type(exc).__name__}"
+            else:
+                transport.run(["true"], timeout_s=self.probe_timeout_s)
+        except NodeConnectionError as exc:
+            return exc.reason
+        except HpcbatchError as exc:
+            return str(exc)
+        return None
+
+    def mark_reachability(self, node: NodeRuntime, error: str | None) -> None:
+        """Record the outcome of a reachability check on a node's errors (see :meth:`probe_node`).
+
+        Parameters
+        ----------
+        node
+            The node.
+        error
+            The SSH error, or None when its host answered.
+        """
+        others = [e for e in node.errors if e.get("code") != NODE_UNREACHABLE]
+        if error is None:
+            if len(others) != len(node.errors):
+                node.errors = others
+                log.info("node %s (pool %s): host %s is reachable over SSH again", node.node_id,
+                         node.pool_id, node.host.name)
+                self._persist(node)
+            return
+        message = (f"host {node.host.name} cannot be reached over SSH: {error}; the node keeps "
+                   "running its tasks while its worker stays connected")
+        if any(e.get("message") == message for e in node.errors):
+            return
+        node.errors = [*others, {"code": NODE_UNREACHABLE, "message": message, "errorDetails": [
+            {"name": "Host", "value": node.host.name}, {"name": "SshError", "value": error}]}]
+        log.warning("node %s (pool %s): %s", node.node_id, node.pool_id, message)
+        self._persist(node)

@@ -59,6 +59,10 @@ SCHEDULER_PRELOAD = "hpcbatch.execution.scheduler_guard"
 """The module the scheduler preloads: it guards the scheduler's comms (:mod:`hpcbatch.execution.guard`)."""
 
 HTTP_ROUTES = '["distributed.http.health"]'
+
+SERVICE_PID_ENV = "HPCBATCH_SERVICE_PID"
+"""Environment variable naming the service process the scheduler lives for
+(:mod:`hpcbatch.execution.scheduler_guard` exits when it is gone)."""
 """The only routes of the scheduler's HTTP server (on loopback): no dashboard, info, proxy."""
 
 
@@ -164,6 +168,10 @@ class DaskEngine:
         # Nodes' task processes, not the Dask scheduler, decide when work is done.
         env.setdefault("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")
         env.setdefault("DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL", "None")
+        # The scheduler ends itself when this process is gone (a SIGKILL leaves no
+        # time to close it); its workers, and with them the node agents and their
+        # tasks, end when their scheduler connection breaks.
+        env[SERVICE_PID_ENV] = str(os.getpid())
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
         deadline = time.monotonic() + timeout_s

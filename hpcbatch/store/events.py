@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import threading
 import time as _time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -84,8 +85,11 @@ class EventLog:
         self.max_buffer_bytes = max_buffer_bytes
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._file: BinaryIO | None = None
+        self._file: io.FileIO | None = None
         self._size = 0
+        self._written = 0
+        """Bytes of the local file that hold whole lines (what a failed write truncates back to)."""
+        self._buf: list[bytes] = []
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._last_flush = float("-inf")
@@ -125,13 +129,14 @@ class EventLog:
         # ensure_ascii=False), several times faster (an event or two per task run).
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         with self._lock:
-            file = self._file if self._file is not None else self._open()
+            if self._file is None:
+                self._open()
             if self._size and self._size + len(line) > self.max_bytes:
-                file = self._rotate()
-            file.write(line)
-            if not self._held:
-                file.flush()
+                self._rotate()
+            self._buf.append(line)
             self._size += len(line)
+            if not self._held:
+                self._write_out()
             if self.storage is not None:
                 self._pending.append(line)
                 self._pending_bytes += len(line)
@@ -153,19 +158,42 @@ class EventLog:
         finally:
             with self._lock:
                 self._held -= 1
-                if not self._held and self._file is not None:
-                    self._file.flush()
+                if not self._held:
+                    self._write_out()
 
-    def _open(self) -> BinaryIO:
-        file = self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across emits
-        self._size = file.tell()
-        return file
+    def _open(self) -> None:
+        # Unbuffered: this class writes whole lines itself (see _write_out).
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open across emits
+        self._size = self._written = self._file.seek(0, os.SEEK_END)
 
-    def _rotate(self) -> BinaryIO:
+    def _write_out(self) -> None:
+        """Write the lines not written yet; on failure (a full disk) leave no torn line.
+
+        The file is cut back to its last whole line and the lines are dropped
+        (logged); the error is raised.
+        """
+        if not self._buf or self._file is None:
+            return
+        data, self._buf = b"".join(self._buf), []
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._file.write(view) or 0:]
+        except OSError as exc:
+            with suppress(OSError):
+                os.ftruncate(self._file.fileno(), self._written)
+            self._size = self._written
+            log.warning("event log %s: %d bytes of events not written: %s", self.path,
+                        len(data), exc)
+            raise
+        self._written += len(data)
+
+    def _rotate(self) -> None:
         if self._file is not None:
+            self._write_out()
             self._file.close()
         os.replace(self.path, self.rotated_path)
-        return self._open()
+        self._open()
 
     def _trim_pending(self) -> None:
         dropped = 0
@@ -226,8 +254,11 @@ class EventLog:
         self.flush(force=True)
         with self._lock:
             if self._file is not None:
-                self._file.close()
-                self._file = None
+                try:
+                    self._write_out()
+                finally:
+                    self._file.close()
+                    self._file = None
 
     def __enter__(self) -> EventLog:
         return self
