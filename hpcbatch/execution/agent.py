@@ -47,7 +47,7 @@ import psutil
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from hpcbatch.batch.identity import RunAs
-from hpcbatch.execution import identity, metrics, packages, transfer
+from hpcbatch.execution import identity, packages, transfer
 from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
 
 AGENT_PLUGIN = "hpcbatch-agent"
@@ -988,6 +988,7 @@ class NodeAgent(WorkerPlugin):
             elif op == "kill_tagged":
                 result = kill_tagged(str(kwargs["key"]))
             elif op == "node_sample":
+                from hpcbatch.execution import metrics  # lazy: lark, for a rare call
                 result = metrics.node_sample()
             elif op == "node_info":
                 result = {"node_id": self.node.node_id, "pool_id": self.node.pool_id,
