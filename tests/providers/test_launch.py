@@ -26,6 +26,7 @@ from hpcbatch.providers.base import (
     CommandResult,
     LaunchSpec,
     NodeLaunchError,
+    NodeProvider,
     PoolTrust,
     TransportProvider,
     TrustSpec,
@@ -112,8 +113,11 @@ def test_ssh_launch_does_everything_in_one_command(testbed: Testbed) -> None:
     assert public.split()[1] not in authorized.read_text()
 
 
-def test_local_launch_starts_a_node_process_that_check_and_stop_find(tmp_path: Path) -> None:
-    # A node with its own certificate: it keeps trying the (absent) scheduler.
+@pytest.mark.parametrize("way", ["one command", "step by step"])
+def test_local_launch_starts_a_node_process_that_check_and_stop_find(way: str,
+                                                                     tmp_path: Path) -> None:
+    # A node with its own certificate: it keeps trying the (absent) scheduler. "step by step"
+    # is NodeProvider.launch's default (prepare, setup_identity, start), for other providers.
     host = Host(name="here", address="127.0.0.1", provider="local", python=sys.executable,
                 root_dir=str(tmp_path / "root"))
     provider = provider_for(host)
@@ -125,10 +129,15 @@ def test_local_launch_starts_a_node_process_that_check_and_stop_find(tmp_path: P
               "death_timeout_s": 60, "tls": {"ca_file": "secrets/tls/ca.pem",
                                              "cert_file": "secrets/tls/node.pem",
                                              "key_file": "secrets/tls/node.key"}}
-    launched = provider.launch(LaunchSpec(config, files, IDENTITY))
+    spec = LaunchSpec(config, files, IDENTITY)
+    launched = (provider.launch(spec) if way == "one command"
+                else NodeProvider.launch(provider, spec))
     root = launched.root_dir
     try:
         assert launched.trust is None  # the local provider has no SSH trust
+        config = json.loads(Path(root, "node.json").read_text())
+        assert config["root_dir"] == root and config["user_switching"] is False
+        assert config["tls"]["cert_file"] == f"{root}/secrets/tls/node.pem"
         deadline = time.monotonic() + 30
         while not provider.check(root) and time.monotonic() < deadline:
             time.sleep(0.1)
