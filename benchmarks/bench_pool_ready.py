@@ -6,16 +6,22 @@ A pool of 8 testbed nodes (``vmSize`` ``testbed``, 8 sshd daemons on
 and median of R rounds (3; ``--quick`` 2).
 
 Baselines in the same run, what any pool start on these hosts costs at least:
-(i) ``ssh host true`` to the 8 hosts in parallel (SSH connection set-up; the
-service uses one connection per host); (ii) a node process's imports,
-``python -c "import hpcbatch.execution.node"``, 8 at once (what every node
-pays before its worker can register). Target: median <= 3 s.
+(i) one ``ssh host true`` round trip, and (ii) ``ssh host true`` to the 8 hosts
+in parallel (SSH connection set-up plus the login shell's start-up files; the
+service opens one connection per host and runs one command per node start);
+(iii) a serving node process's imports (``distributed.Worker`` and the node
+agent, what :func:`hpcbatch.execution.node.serve` imports), 8 at once, and
+(iv) Dask's worker import alone, 8 at once: the floor of any Dask node. The
+CPU seconds of every process of the run (service, scheduler, sshd sessions and
+login shells, node processes: :func:`own_cpu`) during each pool start are
+printed too: with C cores to itself, a pool start takes at least CPU s / C. Target: median <= 3 s.
 
     python benchmarks/bench_pool_ready.py [--quick] [--rounds R] [--json PATH]
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 from _common import node_python, parse_args, service, table, verdict, write_json
 
 from hpcbatch.client.sdk import BatchClient, BatchError
@@ -45,12 +52,43 @@ def parallel(argvs: list[list[str]]) -> float:
     return time.perf_counter() - t0
 
 
-def one_round(client: BatchClient, i: int) -> float:
+def own_cpu(bed_dir: Path) -> dict[int, float]:
+    """CPU seconds (user + system, with reaped children) of this run's processes, by pid.
+
+    This process (the service and the client), its descendants (the scheduler,
+    the testbed's sshd daemons, which reap the SSH sessions and login shells)
+    and the node processes (detached: found by their log under ``bed_dir``).
+    Other processes on the machine are left out, so the figure holds on a
+    shared machine.
+    """
+    me = psutil.Process()
+    procs = [me, *me.children(recursive=True)]
+    for p in psutil.process_iter(["cmdline"]):
+        if "hpcbatch.node" in " ".join(p.info["cmdline"] or ()):
+            try:
+                if any(str(bed_dir) in f.path for f in p.open_files()):
+                    procs.append(p)
+            except psutil.Error:
+                pass
+    out = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return out
+
+
+def one_round(client: BatchClient, i: int, bed_dir: Path) -> tuple[float, float]:
     pool = f"ready-{i}"
-    t0 = time.perf_counter()
+    c0, t0 = own_cpu(bed_dir), time.perf_counter()
     client.create_pool({"id": pool, "vmSize": "testbed", "targetDedicatedNodes": NODES})
-    nodes = client.wait_for_pool(pool, timeout_s=300, poll_interval_s=0.02)
+    # Every 50 ms (two REST calls): finer polling only takes CPU from the nodes starting.
+    nodes = client.wait_for_pool(pool, timeout_s=300, poll_interval_s=0.05)
     ready_s = time.perf_counter() - t0
+    c1 = own_cpu(bed_dir)
+    cpu_s = sum(v - c0.get(pid, 0.0) for pid, v in c1.items())
     states = [n.state for n in nodes]
     if states != ["idle"] * NODES:
         raise RuntimeError(f"pool {pool} came up as {states}")
@@ -63,7 +101,7 @@ def one_round(client: BatchClient, i: int) -> float:
             if all(h.get("poolId") is None for h in client.list_hosts()):
                 break
         time.sleep(0.1)
-    return ready_s
+    return ready_s, cpu_s
 
 
 def main() -> int:
@@ -81,26 +119,43 @@ def main() -> int:
             client.add_hosts([{**h.model_dump(mode="json"), "python": python}
                               for h in bed.hosts])
             ssh = [["ssh", "-F", str(bed.ssh_config_path), h.address, "true"] for h in bed.hosts]
-            imports = [[python, "-c", "import hpcbatch.execution.node"]] * NODES
+            serving = ("from distributed import Worker; import hpcbatch.execution.node, "
+                       "hpcbatch.execution.agent, hpcbatch.execution.guard")
+            imports = [[python, "-c", serving]] * NODES
+            dask_imports = [[python, "-c", "from distributed import Worker"]] * NODES
             parallel(ssh), parallel(imports)  # warm caches (not timed)
-            base_ssh = [parallel(ssh) for _ in range(rounds)]
-            base_imports = [parallel(imports) for _ in range(rounds)]
-            ready = []
+            base = {"ssh_true_one_s": [parallel(ssh[:1]) for _ in range(rounds)],
+                    "ssh_true_parallel_s": [parallel(ssh) for _ in range(rounds)],
+                    "node_imports_parallel_s": [parallel(imports) for _ in range(rounds)],
+                    "dask_worker_import_parallel_s": [parallel(dask_imports)
+                                                      for _ in range(rounds)]}
+            ready, cpu = [], []
             for i in range(rounds):
-                ready.append(one_round(client, i))
-                print(f"  round {i + 1}: {ready[-1]:.2f} s", flush=True)
+                ready_s, cpu_s = one_round(client, i, bed.directory)
+                ready.append(ready_s)
+                cpu.append(cpu_s)
+                print(f"  round {i + 1}: {ready_s:.2f} s, CPU {cpu_s:.2f} s", flush=True)
     med = statistics.median(ready)
+    cores = os.cpu_count() or 1
     results.update({
         "pool_ready_s": ready, "pool_ready_median_s": med, "pool_ready_best_s": min(ready),
-        "ssh_true_parallel_s": base_ssh, "node_imports_parallel_s": base_imports,
+        "cpu_s": cpu, "cores": cores, **base,
         "target_met": med <= TARGET_S, "python": sys.version.split()[0]})
+
+    def row(label: str, values: list[float]) -> list[Any]:
+        return [label, min(values), statistics.median(values)]
+
     table(f"{NODES}-node testbed pool: Pool - Add -> every node idle ({rounds} rounds)",
           ["", "best s", "median s"],
-          [[f"hpcbatch pool of {NODES} nodes", min(ready), med],
-           [f"baseline: ssh host true, {NODES} hosts in parallel", min(base_ssh),
-            statistics.median(base_ssh)],
-           [f"baseline: node process imports, {NODES} at once", min(base_imports),
-            statistics.median(base_imports)]])
+          [row(f"hpcbatch pool of {NODES} nodes", ready),
+           row(f"  its CPU seconds, all its processes ({cores} cores)", cpu),
+           row("baseline: one ssh host true round trip", base["ssh_true_one_s"]),
+           row(f"baseline: ssh host true, {NODES} hosts in parallel",
+               base["ssh_true_parallel_s"]),
+           row(f"baseline: node process imports, {NODES} at once",
+               base["node_imports_parallel_s"]),
+           row(f"baseline: Dask worker import alone, {NODES} at once",
+               base["dask_worker_import_parallel_s"])])
     print(f"target: median <= {TARGET_S:g} s -> {verdict(results['target_met'])} ({med:.2f} s)")
     write_json(args.json, results)
     return 0

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hpcbatch.batch.errors import InvalidPropertyValueError
-from hpcbatch.batch.models import PoolSpec, UserIdentity
+
+if TYPE_CHECKING:  # annotations only: node processes import this module without pydantic
+    from hpcbatch.batch.models import PoolSpec, UserIdentity
 
 __all__ = ["ADMIN_USER", "POOL_AUTO_USER", "TASK_USER_PREFIX", "RunAs", "check_user_name",
            "resolve", "task_user_name"]

@@ -54,9 +54,12 @@ from hpcbatch.execution.environment import NODE_TLS_DIR, NODE_TLS_FILES
 from hpcbatch.execution.pki import issue_node_credentials
 from hpcbatch.execution.tls import TlsFiles
 from hpcbatch.providers.base import (
+    LaunchSpec,
+    NodeLaunchError,
     NodeProvider,
     NodeRootRefusedError,
     TransportProvider,
+    TrustSpec,
 )
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.registry import offers_remote_login, provider_for
@@ -71,6 +74,11 @@ node's scheduling again clears it."""
 
 WORKER_TIMEOUT_S = 60.0
 """How long a started node has to connect its Dask worker before it is unusable."""
+WORKER_POLL_S = 0.05
+"""Seconds between two queries of the scheduler's workers while nodes start."""
+PROVISION_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="hpcbatch-provision")
+"""Threads that start nodes (blocking SSH): a pool's nodes start together, not
+``asyncio``'s default few (cores + 4) at a time. Threads are made as needed."""
 
 NODE_UNREACHABLE = "NodeUnreachable"
 """``ComputeNodeError`` code of a node whose host the periodic SSH check cannot reach
@@ -203,6 +211,7 @@ class PoolManager:
         self._trust_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._workers_poll: tuple[float, asyncio.Future[dict[str, str]] | None] = (0.0, None)
         self.watch_interval_s = 1.0
         self.recovery_policy = RecoveryPolicy.from_environment()
         """How lost nodes are restarted or replaced (:mod:`hpcbatch.core.node_recovery`)."""
@@ -695,11 +704,13 @@ class PoolManager:
         return provider
 
     def _launch(self, node: NodeRuntime) -> None:
-        """Start the node process on its host (runs in a thread: blocking I/O)."""
+        """Start the node process on its host (runs in a thread: blocking I/O).
+
+        One :meth:`~hpcbatch.providers.base.NodeProvider.launch` per start: the
+        host probe, task users, pool trust, TLS files and node process together.
+        """
         host = node.host
         provider = self.provider(host)
-        root = provider.prepare()
-        node.root_dir = root
         # The node's own identity, for this incarnation's worker name only; the
         # service's key and the CA key stay here.
         creds = issue_node_credentials(self.tls, node.pool_id, node.worker_name)
@@ -709,12 +720,11 @@ class PoolManager:
                            ("key_file", creds.key_pem)):
             rel = posixpath.join(NODE_TLS_DIR, NODE_TLS_FILES[name])
             files[rel] = data
-            remote_tls[name] = posixpath.join(root, rel)
+            remote_tls[name] = rel  # under the node root, made absolute on the host
         config = {
             "node_id": node.node_id,
             "worker_name": node.worker_name,
             "pool_id": node.pool_id,
-            "root_dir": root,
             "scheduler_address": self.engine.contact_address(host.address),
             "nthreads": node.slots + 1,
             "account_name": self.account_name,
@@ -723,26 +733,31 @@ class PoolManager:
             "death_timeout_s": WORKER_TIMEOUT_S,
             "env": dict(host.env),
         }
-        config["user_switching"] = self._setup_identity(node, provider, root)
+        spec = self.specs[node.pool_key]
+        trust_spec = None
         if node.pool_key in self.ssh_keys:
             private, public = self.ssh_keys[node.pool_key]
             node.trust_addresses = source_addresses(host.address)
             node.trusted = True
-            node.trust_user = identity.POOL_AUTO_USER if node.user_switching else None
-            allowed = self._trusted_addresses(node.pool_key)
-            trust = provider.install_trust(root, private, public, allowed_from=allowed,
-                                           user=node.trust_user)
-            if trust is not None:
-                node.host_key, node.ssh_user = trust.host_key, trust.user
-                node.trust_from = allowed
-        provider.start(root, config, files)
+            trust_spec = TrustSpec(private, public, self._trusted_addresses(node.pool_key),
+                                   identity.POOL_AUTO_USER)
+        try:
+            launched = provider.launch(LaunchSpec(config, files, {
+                "accounts": [a.to_wire() for a in spec.user_accounts or []],
+                "inter_node": bool(spec.enable_inter_node_communication)}, trust_spec))
+        except NodeLaunchError as exc:
+            node.root_dir = exc.root_dir or node.root_dir
+            raise
+        node.root_dir = launched.root_dir
+        self._setup_identity(node, launched.identity)
+        if trust_spec is not None:
+            node.trust_user = launched.trust_user
+            if launched.trust is not None:
+                node.host_key, node.ssh_user = launched.trust.host_key, launched.trust.user
+                node.trust_from = trust_spec.allowed_from
 
-    def _setup_identity(self, node: NodeRuntime, provider: NodeProvider, root: str) -> bool:
-        """Prepare the node's task users (runs in a thread); return whether tasks switch users."""
-        spec = self.specs[node.pool_key]
-        result = provider.setup_identity(root, {
-            "accounts": [a.to_wire() for a in spec.user_accounts or []],
-            "inter_node": bool(spec.enable_inter_node_communication)})
+    def _setup_identity(self, node: NodeRuntime, result: Mapping[str, Any]) -> bool:
+        """Record the host's user-switching answer on the node; return whether tasks switch users."""
         node.user_switching = bool(result.get("switching"))
         node.switching_note = None if node.user_switching else str(result.get("reason"))
         if not node.user_switching:
@@ -810,17 +825,32 @@ class PoolManager:
                         node.node_id, node.host.name, exc)
 
     async def _wait_for_worker(self, node: NodeRuntime, timeout_s: float) -> str | None:
+        """Wait for the node's worker to register with the scheduler; its address, or None."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            try:
-                addr = (await self.engine.workers()).get(node.worker_name)
-            except Exception:
-                addr = None
+            addr = (await self._registered_workers()).get(node.worker_name)
             if addr:
                 return addr
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(WORKER_POLL_S)
         return None
+
+    async def _registered_workers(self) -> dict[str, str]:
+        """The scheduler's workers (name to address), one query shared by every waiting node.
+
+        A query younger than :data:`WORKER_POLL_S` (or in flight) answers all
+        nodes that wait at once, so a pool's start costs one query per poll,
+        not one per node.
+        """
+        loop = asyncio.get_running_loop()
+        at, poll = self._workers_poll
+        if poll is None or (poll.done() and loop.time() - at >= WORKER_POLL_S):
+            poll = asyncio.ensure_future(self.engine.workers())
+            self._workers_poll = (loop.time(), poll)
+        try:
+            return await asyncio.shield(poll)
+        except Exception:  # noqa: BLE001 - the scheduler is restarting: no worker known now
+            return {}
 
     async def _provision(self, node: NodeRuntime) -> None:
         node.generation += 1
@@ -831,7 +861,8 @@ class PoolManager:
         self.set_state(node, "starting")
         self._persist(node)
         try:
-            await asyncio.to_thread(self._launch, node)
+            await asyncio.get_running_loop().run_in_executor(PROVISION_THREADS, self._launch,
+                                                             node)
         except NodeConnectionError as exc:
             self._fail(node, "NodeConnectionFailed", str(exc))
             return

@@ -42,7 +42,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from hpcbatch.batch.identity import RunAs
-from hpcbatch.execution import identity, metrics, nodeops, packages, transfer
+from hpcbatch.execution import identity, nodeops, packages, transfer
 from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
 from hpcbatch.execution.spawn import (  # noqa: F401 - re-exported: the agent's public names
     EXIT_CODE_TASK_ENDED,
@@ -790,6 +790,7 @@ class NodeAgent(WorkerPlugin):
             elif op == "kill_tagged":
                 result = kill_tagged(str(kwargs["key"]), self.node.root_dir)
             elif op == "node_sample":
+                from hpcbatch.execution import metrics  # lazy: lark, for a rare call
                 result = metrics.node_sample()
             elif op == "node_info":
                 result = {"node_id": self.node.node_id, "pool_id": self.node.pool_id,

@@ -20,6 +20,11 @@ Config keys: ``node_id``, ``worker_name``, ``pool_id``, ``root_dir``,
 ``user_switching`` (true when :func:`hpcbatch.execution.identity.setup_node`
 prepared the node for running tasks as their own users).
 
+A provider starts a node with ``python -m hpcbatch.node --launch`` and a JSON
+spec on stdin (:mod:`hpcbatch.execution.bootstrap`): the host's set-up and
+this process in one interpreter. Dask and the node agent are imported only
+once the node serves, so ``--launch``, ``--check`` and ``--stop`` start fast.
+
 Providers also check and stop a node through this module:
 ``python -m hpcbatch.node --check ROOT`` exits 0 when the node process recorded
 in ``ROOT/node.pid`` runs (1 when not); ``python -m hpcbatch.node --stop ROOT``
@@ -38,7 +43,6 @@ from typing import Any
 
 import psutil
 
-from hpcbatch.execution import agent, guard, identity
 from hpcbatch.execution.environment import (
     NODE_DIRS,
     NODE_TLS_DIR,
@@ -107,6 +111,8 @@ def end_previous_incarnation(root: Path) -> bool:
     proc = node_process(root)
     if proc is None:
         return False
+    from hpcbatch.execution import agent  # lazy: Dask, not needed by --check
+
     agent.kill_process_tree(proc)
     try:
         proc.wait(timeout=10)
@@ -119,6 +125,8 @@ async def serve(config: dict[str, Any]) -> None:
     """Run the node's Dask worker until it closes."""
     import dask
     from distributed import Security, Worker
+
+    from hpcbatch.execution import agent, guard, identity
 
     root = Path(os.path.expanduser(config["root_dir"])).resolve()
     prepare_root(root)
@@ -175,7 +183,7 @@ async def serve(config: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m hpcbatch.node CONFIG_JSON | --check ROOT | --stop ROOT``.
+    """Entry point: ``python -m hpcbatch.node CONFIG_JSON | --launch | --check ROOT | --stop ROOT``.
 
     Parameters
     ----------
@@ -186,16 +194,24 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         The exit code: 0; for ``--check``/``--stop``, 1 when no node process
-        runs; 2 on a usage error.
+        runs; for ``--launch``, 1 when a start step failed; 2 on a usage error.
     """
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--launch"]:
+        from hpcbatch.execution import bootstrap
+
+        code, launched = bootstrap.run(sys.stdin.buffer.read())
+        if launched is None:
+            return code
+        asyncio.run(serve(launched))
+        return 0
     if len(args) == 2 and args[0] in ("--check", "--stop"):
         root = Path(os.path.expanduser(args[1])).resolve()
         if args[0] == "--check":
             return 0 if node_process(root) is not None else 1
         return 0 if end_previous_incarnation(root) else 1
     if len(args) != 1:
-        print("usage: python -m hpcbatch.node CONFIG_JSON | --check ROOT | --stop ROOT",
+        print("usage: python -m hpcbatch.node CONFIG_JSON | --launch | --check ROOT | --stop ROOT",
               file=sys.stderr)
         return 2
     config = json.loads(Path(args[0]).read_text())

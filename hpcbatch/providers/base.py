@@ -24,6 +24,7 @@ shell is wanted.
 
 from __future__ import annotations
 
+import base64
 import json
 import posixpath
 from abc import ABC, abstractmethod
@@ -39,12 +40,16 @@ from hpcbatch.providers.inventory import Host, check_root_dir
 __all__ = [
     "ROOT_MARKER",
     "CommandResult",
+    "LaunchSpec",
+    "Launched",
+    "NodeLaunchError",
     "NodeProvider",
     "NodeRootRefusedError",
     "PoolTrust",
     "Transport",
     "TransportBase",
     "TransportProvider",
+    "TrustSpec",
     "run_parallel",
 ]
 
@@ -110,6 +115,24 @@ class NodeRootRefusedError(HpcbatchError):
     def __init__(self, host: str, root_dir: str, reason: str) -> None:
         super().__init__(f"host {host}: refusing to empty the node root {root_dir}: {reason}",
                          values={"Host": host, "RootDir": root_dir})
+
+
+class NodeLaunchError(NodeConnectionError):
+    """Starting a node failed on its host; says how far it got.
+
+    Parameters
+    ----------
+    host
+        Inventory name of the host.
+    reason
+        What failed, as a sentence.
+    root_dir
+        The node root, expanded on the host, once it was made (None before).
+    """
+
+    def __init__(self, host: str, reason: str, root_dir: str | None = None) -> None:
+        super().__init__(host, reason)
+        self.root_dir = root_dir
 
 
 @dataclass(frozen=True)
@@ -268,6 +291,85 @@ class PoolTrust:
     user: str | None
 
 
+@dataclass(frozen=True)
+class TrustSpec:
+    """The pool's SSH trust for a node being launched (a pool with inter-node communication).
+
+    Attributes
+    ----------
+    private_key, public_key
+        The pool's key (:func:`hpcbatch.providers.trust.pool_ssh_key`).
+    allowed_from
+        The pool's node addresses, for the key's ``restrict,from=`` line.
+    switching_user
+        Who holds the key when the node switches users (the pool's auto-user);
+        otherwise the login user does.
+    """
+
+    private_key: str
+    public_key: str
+    allowed_from: tuple[str, ...]
+    switching_user: str
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything :meth:`NodeProvider.launch` needs to bring a node up.
+
+    Attributes
+    ----------
+    config
+        The node process's config (:mod:`hpcbatch.execution.node`); its
+        ``root_dir`` and ``user_switching`` are set, and its ``tls`` paths
+        (relative to the node root) made absolute, on the host, once the node
+        root and the identity set-up's answer are known.
+    files
+        Files to write before the node process starts, by path relative to the
+        node root (TLS material), mode 0600.
+    identity
+        The user-switching spec for :meth:`NodeProvider.setup_identity`.
+    trust
+        The pool's SSH trust to install, or None.
+    """
+
+    config: Mapping[str, Any]
+    files: Mapping[str, bytes]
+    identity: Mapping[str, Any]
+    trust: TrustSpec | None = None
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What :meth:`NodeProvider.launch` did on the host.
+
+    Attributes
+    ----------
+    root_dir
+        The node root, expanded on the host.
+    identity
+        :meth:`NodeProvider.setup_identity`'s answer (``{"switching": bool, "reason"?: str}``).
+    trust
+        The installed trust (None without a :class:`TrustSpec` or SSH trust).
+    trust_user
+        Who holds the pool's key (None: the login user).
+    """
+
+    root_dir: str
+    identity: Mapping[str, Any]
+    trust: PoolTrust | None
+    trust_user: str | None
+
+
+def node_config(config: Mapping[str, Any], root_dir: str, switching: bool) -> dict[str, Any]:
+    """``config`` with ``root_dir`` and ``user_switching`` set, ``tls`` paths made absolute."""
+    out = dict(config)
+    out["root_dir"] = root_dir
+    out["user_switching"] = switching
+    if isinstance(out.get("tls"), Mapping):
+        out["tls"] = {k: posixpath.join(root_dir, v) for k, v in out["tls"].items()}
+    return out
+
+
 class NodeProvider(ABC):
     """Starts, checks and stops one host's compute node process (DESIGN.md, "Layers", 5).
 
@@ -298,6 +400,43 @@ class NodeProvider(ABC):
         self.host = host
 
     # ------------------------------------------------------------ node process
+
+    def launch(self, spec: LaunchSpec) -> Launched:
+        """Bring a node up: :meth:`prepare`, :meth:`setup_identity`, :meth:`install_trust`
+        (with :attr:`LaunchSpec.trust`), then :meth:`start`, in that order.
+
+        Providers may do it all in one exchange with the host (as
+        :class:`TransportProvider` does); this default calls the steps one by one.
+
+        Parameters
+        ----------
+        spec
+            The node's config, files, identity spec and trust.
+
+        Returns
+        -------
+        Launched
+            The node root, the identity answer and the installed trust.
+
+        Raises
+        ------
+        NodeConnectionError
+            A step failed (the message names the host and the cause);
+            :class:`NodeLaunchError` carries the node root once it was made.
+        """
+        root = self.prepare()
+        try:
+            ident = self.setup_identity(root, spec.identity)
+            trust, user = None, None
+            if spec.trust is not None:
+                user = spec.trust.switching_user if ident.get("switching") else None
+                trust = self.install_trust(root, spec.trust.private_key, spec.trust.public_key,
+                                           allowed_from=spec.trust.allowed_from, user=user)
+            self.start(root, node_config(spec.config, root, bool(ident.get("switching"))),
+                       spec.files)
+        except NodeConnectionError as exc:
+            raise NodeLaunchError(exc.host, exc.reason, root) from exc
+        return Launched(root, ident, trust, user)
 
     @abstractmethod
     def prepare(self) -> str:
@@ -534,6 +673,67 @@ class TransportProvider(NodeProvider):
         task users and their keys, and task folders those users own.
         """
         return ["sudo", "-n", "--", *argv] if self.host.sudo else list(argv)
+
+    def launch(self, spec: LaunchSpec) -> Launched:
+        """Bring the node up in one command on the host; see :meth:`NodeProvider.launch`.
+
+        ``python -m hpcbatch.node --launch`` (:mod:`hpcbatch.execution.bootstrap`)
+        gets the whole spec on stdin (passwords and the pool's key never reach
+        a file or an argument) and does the probe, the identity set-up, the
+        trust (:meth:`remote_trust`), the files and the node process's start in
+        one interpreter: one SSH exchange per node start.
+        """
+        host = self.host
+        request = {
+            "root_dir": host.root_dir, "marker": ROOT_MARKER, "python": host.python,
+            "privileged": self.privileged([]), "identity": dict(spec.identity),
+            "trust": self.remote_trust(spec.trust) if spec.trust is not None else None,
+            "files": {rel: base64.b64encode(data).decode() for rel, data in spec.files.items()},
+            "config": dict(spec.config), "config_file": NODE_CONFIG, "log_file": NODE_LOG,
+        }
+        res = self.transport.run([host.python, "-m", "hpcbatch.node", "--launch"],
+                                 stdin=json.dumps(request).encode(), timeout_s=120)
+        try:
+            answer = json.loads(res.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            answer = None
+        if not isinstance(answer, dict):
+            detail = (res.stderr.strip().splitlines() or [res.stdout.strip() or "no output"])[-1]
+            raise NodeLaunchError(
+                host.name, f"{host.python} cannot run hpcbatch on this host "
+                f"(exit code {res.exit_code}): {detail}")
+        error = answer.get("error")
+        if error or res.exit_code != 0:
+            error = error or {"step": "start", "message": "cannot start the node process",
+                              "detail": res.stderr.strip() or f"exit code {res.exit_code}"}
+            reason = error["message"] + (f": {error['detail']}" if error.get("detail") else "")
+            if error.get("step") == "probe":
+                reason = (f"{host.python} cannot run hpcbatch on this host "
+                          f"(exit code {res.exit_code}): {reason}")
+            raise NodeLaunchError(host.name, reason, answer.get("root_dir"))
+        root = str(answer["root_dir"])
+        trusted = answer.get("trust")
+        trust = (self.trust_result(trusted["key_path"], trusted["user"])
+                 if trusted is not None else None)
+        return Launched(root, dict(answer.get("identity") or {}), trust,
+                        trusted.get("trust_user") if trusted is not None else None)
+
+    def remote_trust(self, spec: TrustSpec) -> dict[str, Any] | None:
+        """How the host installs the pool's trust during :meth:`launch`, or None for none.
+
+        Returns
+        -------
+        dict or None
+            ``{"key_file", "private_key", "login", "plain": VARIANT, "switching": VARIANT}``,
+            a VARIANT being ``{"user", "chown", "chown_error", "authorize",
+            "authorize_error"}`` (argv lists and the messages naming what failed),
+            for a node without and with user switching (:mod:`hpcbatch.execution.bootstrap`).
+        """
+        return None
+
+    def trust_result(self, key_path: str, user: str) -> PoolTrust | None:
+        """The :class:`PoolTrust` of a trust installed by :meth:`launch` (None: no SSH trust)."""
+        return None
 
     def prepare(self) -> str:
         """Probe the host's interpreter and expand the node root; see :meth:`NodeProvider.prepare`."""

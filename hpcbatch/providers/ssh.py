@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import paramiko
 from fabric import Config, Connection
@@ -31,6 +31,7 @@ from hpcbatch.providers.base import (
     PoolTrust,
     TransportBase,
     TransportProvider,
+    TrustSpec,
     decode,
 )
 from hpcbatch.providers.inventory import Host
@@ -247,6 +248,31 @@ class SshProvider(TransportProvider):
         host_key = known_hosts_line(tr) if isinstance(tr, SshTransport) else None
         login = user or self.host.user or tr.run(["id", "-un"], timeout_s=30).stdout.strip()
         return PoolTrust(key_path=key_path, host_key=host_key, user=login or None)
+
+    def remote_trust(self, spec: TrustSpec) -> dict[str, Any]:
+        """The pool key's installation during :meth:`launch`: as :meth:`install_trust`
+        does it, for the login user and for the pool's auto-user (user switching); see
+        :meth:`TransportProvider.remote_trust <hpcbatch.providers.base.TransportProvider.remote_trust>`."""
+        keys = self.host.authorized_keys or trust.DEFAULT_KEYS_FILE
+
+        def variant(user: str | None) -> dict[str, Any]:
+            argv = trust.authorize_argv(spec.public_key, spec.allowed_from, user=user,
+                                        keys_file=self.host.authorized_keys)
+            return {"user": user,
+                    "chown": self.privileged(["chown", "--", user]) if user else None,
+                    "chown_error": f"cannot give the pool's SSH key to {user}",
+                    "authorize": self.privileged(argv) if user else argv,
+                    "authorize_error": f"cannot authorise the pool's SSH key in {keys}"}
+
+        return {"key_file": trust.POOL_KEY_FILE, "private_key": spec.private_key,
+                "login": self.host.user, "plain": variant(None),
+                "switching": variant(spec.switching_user)}
+
+    def trust_result(self, key_path: str, user: str) -> PoolTrust:
+        """The key's path, this host's ``known_hosts`` line and the login user."""
+        tr = self.transport
+        host_key = known_hosts_line(tr) if isinstance(tr, SshTransport) else None
+        return PoolTrust(key_path=key_path, host_key=host_key, user=user or None)
 
     def update_trust(self, public_key: str, *, allowed_from: Sequence[str],
                      user: str | None = None) -> None:
