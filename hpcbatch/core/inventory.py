@@ -233,9 +233,14 @@ class Inventory:
         """When a pool selects hosts by ``imageReference``, read the hosts' OS in the
         background (:meth:`learn_releases`) and let every pool take what now fits."""
         pm = self.ctx.pool_manager
-        if not any(spec is not None and images.wanted_image(spec.virtual_machine_configuration)
-                   for spec in map(pm.spec, pm.pool_keys())):
+        specs = [s for s in map(pm.spec, pm.pool_keys())
+                 if s is not None and images.wanted_image(s.virtual_machine_configuration)]
+        if not specs:
             return
+        hosts_ = [Host.model_validate({k: v for k, v in h.items() if k != "poolId"})
+                  for h in self.list_hosts() if h["poolId"] is None]
+        if not any(pm.host_misfit(s, h) == "unread" for s in specs for h in hosts_):
+            return  # every free host's fit is known (its OS, or its inventory images)
         try:
             asyncio.get_running_loop()
         except RuntimeError:

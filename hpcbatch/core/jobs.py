@@ -200,7 +200,7 @@ class Jobs:
                 if schedule_job_id is not None:
                     raise
                 scheduling_error = auto_pools.scheduling_error(exc)
-                log.warning("job %s: its auto pool cannot be created: %s", spec.id, exc.message)
+                log.warning("job %s: %s", spec.id, exc.message)
                 pool_id = None
         try:
             self._insert_job(spec, pool_id, now, owned, scheduling_error)

@@ -276,6 +276,8 @@ def test_low_priority_targets_take_only_low_priority_hosts(env) -> None:
     assert (pool["targetDedicatedNodes"], pool["targetLowPriorityNodes"]) == (1, 1)
     assert [n["id"] for n in client.list_nodes_json("lp", filter="isDedicated eq false")] == \
         [hosts[2]["name"]]
+    counts = {c["poolId"]: c for c in client._request("GET", "/nodecounts").json()["value"]}
+    assert (counts["lp"]["dedicated"]["idle"], counts["lp"]["lowPriority"]["idle"]) == (1, 1)
     # two low-priority nodes wanted, one low-priority host: the dedicated host left is not used
     client._request("POST", "/pools/lp/resize",
                     body={"targetDedicatedNodes": 1, "targetLowPriorityNodes": 2})
@@ -291,6 +293,23 @@ def test_low_priority_targets_take_only_low_priority_hosts(env) -> None:
                timeout_s=60, what="only the dedicated node left")
     client.delete_pool("lp")
     wait_until(lambda: gone(client, "lp"), timeout_s=60)
+
+
+def test_autoscale_sets_the_low_priority_target(env) -> None:
+    client, _, hosts = env
+    client.create_pool({"id": "als", "vmSize": "any", "enableAutoScale": True,
+                        "autoScaleFormula": "$TargetDedicatedNodes = 0; "
+                                            "$TargetLowPriorityNodes = 1;"})
+    wait_until(lambda: client.get_pool_json("als").get("targetLowPriorityNodes") == 1,
+               timeout_s=30, what="the formula's low-priority target")
+    wait_until(lambda: [(n["id"], n["state"], n["isDedicated"])
+                        for n in client.list_nodes_json("als")]
+               == [(hosts[2]["name"], "idle", False)], timeout_s=120, what="a low-priority node")
+    pool = client.get_pool_json("als")
+    assert (pool["currentDedicatedNodes"], pool["currentLowPriorityNodes"]) == (0, 1)
+    assert "$TargetLowPriorityNodes=1" in pool["autoScaleRun"]["results"]
+    client.delete_pool("als")
+    wait_until(lambda: gone(client, "als"), timeout_s=60)
 
 
 def test_low_priority_target_without_low_priority_hosts_is_a_resize_error(env) -> None:
