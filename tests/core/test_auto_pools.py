@@ -286,6 +286,11 @@ def test_low_priority_targets_take_only_low_priority_hosts(env) -> None:
     pool = client.get_pool_json("lp")
     assert pool["currentLowPriorityNodes"] == 1 and pool["currentDedicatedNodes"] == 1
     assert "low-priority" in pool["resizeErrors"][0]["message"]
+    # Remove Nodes of a low-priority node lowers the low-priority target only
+    client._request("POST", "/pools/lp/removenodes", body={"nodeList": [hosts[2]["name"]]})
+    pool = client.get_pool_json("lp")
+    assert (pool["targetDedicatedNodes"], pool["targetLowPriorityNodes"]) == (1, 1)
+    client.wait_for_pool("lp", timeout_s=120)  # the freed low-priority host comes back
     # back to dedicated only: the low-priority node leaves, the dedicated one stays
     client._request("POST", "/pools/lp/resize",
                     body={"targetDedicatedNodes": 1, "targetLowPriorityNodes": 0})
