@@ -225,7 +225,7 @@ def test_schedule_with_a_job_schedule_pool_runs_its_jobs_on_one_pool(env) -> Non
 
 def test_schedule_whose_auto_pool_fails_records_it_and_does_not_spin(
         env, caplog: pytest.LogCaptureFixture) -> None:
-    client, thread, _ = env
+    _, thread, _ = env
     svc = thread.runtime.service
     start = datetime.now(UTC)
     clock = ManualClock(start)
