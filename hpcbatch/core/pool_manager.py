@@ -756,6 +756,7 @@ class PoolManager:
             "node_id": node.node_id,
             "worker_name": node.worker_name,
             "pool_id": node.pool_id,
+            "is_dedicated": not host.low_priority,  # AZ_BATCH_NODE_IS_DEDICATED
             "root_dir": root,
             "scheduler_address": self.engine.contact_address(host.address),
             "nthreads": node.slots + 1,

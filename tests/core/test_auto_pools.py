@@ -313,6 +313,11 @@ def test_autoscale_sets_the_low_priority_target(env) -> None:
     pool = client.get_pool_json("als")
     assert (pool["currentDedicatedNodes"], pool["currentLowPriorityNodes"]) == (0, 1)
     assert "$TargetLowPriorityNodes=1" in pool["autoScaleRun"]["results"]
+    client.create_job({"id": "onlow", "poolInfo": {"poolId": "als"}})
+    client.create_task("onlow", {"id": "env", "commandLine": "printenv AZ_BATCH_NODE_IS_DEDICATED"})
+    client.wait_for_tasks("onlow", timeout_s=120)
+    assert client.download_task_file("onlow", "env", "stdout.txt") == b"false\n"
+    client.delete_job("onlow")
     client.delete_pool("als")
     wait_until(lambda: gone(client, "als"), timeout_s=60)
 
