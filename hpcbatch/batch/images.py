@@ -15,7 +15,8 @@ import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["image_for", "node_agent_skus", "parse_os_release", "supported_images"]
+__all__ = ["describe", "image_for", "node_agent_skus", "parse_os_release", "serves",
+           "supported_images", "wanted_image"]
 
 _UBUNTU_OFFERS = {
     "20.04": ("0001-com-ubuntu-server-focal", "20_04-lts"),
@@ -124,3 +125,61 @@ def node_agent_skus(images: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
             "id": image["nodeAgentSKUId"], "verifiedImageReferences": [], "osType": "linux"})
         sku["verifiedImageReferences"].append(dict(image["imageReference"]))
     return list(skus.values())
+
+
+def wanted_image(virtual_machine_configuration: Mapping[str, Any] | None
+                 ) -> tuple[str, str, str] | None:
+    """The marketplace image a pool asks for, as ``(publisher, offer, sku)`` lower-cased.
+
+    Parameters
+    ----------
+    virtual_machine_configuration
+        The pool's ``virtualMachineConfiguration`` (wire JSON), or None.
+
+    Returns
+    -------
+    tuple or None
+        None when the pool names no marketplace image (no configuration, or a
+        custom ``virtualMachineImageId``): any host serves it.
+    """
+    ref = (virtual_machine_configuration or {}).get("imageReference") or {}
+    parts = tuple(str(ref.get(k) or "").strip().lower() for k in ("publisher", "offer", "sku"))
+    if not all(parts):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def describe(image: tuple[str, str, str]) -> str:
+    """An image as Azure's URN without version: ``publisher:offer:sku``."""
+    return ":".join(image)
+
+
+def serves(image: tuple[str, str, str], release: Mapping[str, str] | None,
+           extra: Iterable[str] = ()) -> bool | None:
+    """Whether a host serves a pool's image (:func:`wanted_image`).
+
+    Parameters
+    ----------
+    image
+        ``(publisher, offer, sku)``, lower-cased.
+    release
+        The host's ``os-release`` (:func:`parse_os_release`), or None when not read yet.
+    extra
+        The host's inventory ``images``: URNs ``publisher:offer:sku[:version]``.
+
+    Returns
+    -------
+    bool or None
+        True when the host's OS maps to the image (:func:`image_for`) or an
+        ``extra`` URN names it; False when it does not; None when ``release``
+        is unknown and no ``extra`` URN matches (read the host first).
+    """
+    if any(tuple(p.strip().lower() for p in urn.split(":")[:3]) == image for urn in extra):
+        return True
+    if release is None:
+        return None
+    info = image_for(release)
+    if info is None:
+        return False
+    ref = info["imageReference"]
+    return (ref["publisher"], ref["offer"], ref["sku"]) == image

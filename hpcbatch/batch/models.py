@@ -563,16 +563,18 @@ class AffinityInformation(WireModel):
 # ---------------------------------------------------------------------------- pools
 
 
-class PoolSpec(WireModel):
-    """The body of "Add a pool" (``POST /pools``, ``PoolAddParameter``).
+class PoolSpecification(WireModel):
+    """A pool's specification without its ID (``PoolSpecification``, the ``pool`` of an
+    ``autoPoolSpecification``); :class:`PoolSpec` adds the ID (``PoolAddParameter``).
 
     ``vm_size`` selects inventory hosts by label (``any`` matches every host);
-    ``target_dedicated_nodes`` is how many hosts to take. Azure-only properties
-    (``virtualMachineConfiguration``, ``cloudServiceConfiguration``, network
-    and identity settings) are accepted and ignored.
+    ``target_dedicated_nodes`` is how many hosts to take, ``target_low_priority_nodes``
+    how many of the hosts marked ``low_priority`` in the inventory. An
+    ``imageReference`` in ``virtualMachineConfiguration`` selects hosts by
+    operating system. Other Azure-only properties (``cloudServiceConfiguration``,
+    network and identity settings) are accepted and ignored.
     """
 
-    id: BatchId
     display_name: DisplayName | None = None
     vm_size: Annotated[str, Field(min_length=1, max_length=1024)]
     target_dedicated_nodes: Count | None = None
@@ -602,7 +604,7 @@ class PoolSpec(WireModel):
     application_licenses: list[str] | None = None
 
     @model_validator(mode="after")
-    def _unique_accounts(self) -> PoolSpec:
+    def _unique_accounts(self) -> PoolSpecification:
         names = [a.name if isinstance(a, UserAccount) else a.get("name")
                  for a in self.user_accounts or []]
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -614,6 +616,13 @@ class PoolSpec(WireModel):
     def slots(self) -> int:
         """Task slots per node (``taskSlotsPerNode``, or the older ``maxTasksPerNode``), default 1."""
         return self.task_slots_per_node or self.max_tasks_per_node or 1
+
+
+class PoolSpec(PoolSpecification):
+    """The body of "Add a pool" (``POST /pools``, ``PoolAddParameter``): a
+    :class:`PoolSpecification` with the pool's ``id``."""
+
+    id: BatchId
 
 
 class PoolEnableAutoScale(WireModel):
@@ -754,11 +763,58 @@ class ComputeNode(Output):
 # ----------------------------------------------------------------------------- jobs
 
 
+AUTO_POOL_ID_PREFIX_MAX = 20
+"""Batch: "The prefix can be up to 20 characters long" (``autoPoolIdPrefix``)."""
+
+
+def _auto_pool_prefix(value: str) -> str:
+    if not re.fullmatch(rf"[A-Za-z0-9_-]{{1,{AUTO_POOL_ID_PREFIX_MAX}}}", value):
+        raise ValueError(f"the prefix may contain only letters, digits, hyphens and "
+                         f"underscores, and must be 1 to {AUTO_POOL_ID_PREFIX_MAX} characters long")
+    return value
+
+
+def _lifetime(value: str) -> str:
+    """``poolLifetimeOption``, case-insensitive as Batch reads enums, kept lower-case."""
+    if not isinstance(value, str) or value.lower() not in ("job", "jobschedule"):
+        raise ValueError("allowed values are job, jobschedule")
+    return value.lower()
+
+
+class AutoPoolSpecification(WireModel):
+    """A pool the service creates for a job or job schedule (``AutoPoolSpecification``).
+
+    Attributes
+    ----------
+    auto_pool_id_prefix
+        Prefix of the pool's generated ID (up to 20 letters, digits, ``-``, ``_``).
+    pool_lifetime_option
+        ``job`` (a pool per job, deleted when the job completes or is deleted) or
+        ``jobschedule`` (one pool for a schedule's lifetime; schedules only).
+    keep_alive
+        Keep the pool when its lifetime ends (the user deletes it).
+    pool
+        The pool's :class:`PoolSpecification`, validated as Pool - Add validates.
+    """
+
+    auto_pool_id_prefix: Annotated[str, AfterValidator(_auto_pool_prefix)] | None = None
+    pool_lifetime_option: Annotated[str, AfterValidator(_lifetime)]
+    keep_alive: Bool | None = None
+    pool: PoolSpecification
+
+
 class PoolInformation(WireModel):
-    """Which pool a job runs on (``PoolInformation``). Auto pools are not supported."""
+    """Which pool a job runs on (``PoolInformation``): an existing pool's ``poolId``, or an
+    ``autoPoolSpecification`` the service creates a pool from; exactly one of them."""
 
     pool_id: BatchId | None = None
-    auto_pool_specification: dict[str, Any] | None = None
+    auto_pool_specification: AutoPoolSpecification | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PoolInformation:
+        if (self.pool_id is None) == (self.auto_pool_specification is None):
+            raise ValueError("specify either poolId or autoPoolSpecification, but not both")
+        return self
 
 
 class AuthenticationTokenSettings(WireModel):

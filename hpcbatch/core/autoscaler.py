@@ -156,9 +156,12 @@ class Autoscaler:
         key = row["key"]
         nodes = self.ctx.pool_manager.nodes_of(key)
         spec = PoolSpec.model_validate(loads(row["spec"]))
+        status = loads(row["status"])
+        low = sum(1 for n in nodes if n.host.low_priority)
         return self.history.snapshot(
-            key, self.clock(), current_dedicated_nodes=len(nodes),
-            target_dedicated_nodes=loads(row["status"])["target"],
+            key, self.clock(), current_dedicated_nodes=len(nodes) - low,
+            current_low_priority_nodes=low, target_dedicated_nodes=status["target"],
+            target_low_priority_nodes=status.get("targetLowPriority", 0),
             task_slots_per_node=spec.slots)
 
     def _run(self, row: Mapping[str, Any], formula: autoscale.Formula) -> autoscale.AutoScaleResult:
@@ -246,11 +249,13 @@ class Autoscaler:
             formula = loads(row["spec"]).get("autoScaleFormula")
             if result.error is None:
                 status["target"] = result.target_dedicated_nodes
+                status["targetLowPriority"] = result.target_low_priority_nodes or 0
             Store.update(conn, pools, {"key": pool_key}, status=dumps(status))
         self.ctx.emit("PoolAutoscaleEvent", events.pool_autoscale_event(
             {"id": row["id"], "autoScaleFormula": formula}, status["autoScaleRun"]))
         if result.error is None:
             pm = self.ctx.pool_manager
+            pm.low_priority_targets[pool_key] = result.target_low_priority_nodes or 0
             pm.set_target(pool_key, result.target_dedicated_nodes or 0,
                           result.node_deallocation_option)
 

@@ -86,8 +86,12 @@ class Inventory:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self._os_releases: dict[str, dict[str, str]] = {}
-        """Each host's ``/etc/os-release`` fields (lower-cased name), read once."""
+
+    @property
+    def _os_releases(self) -> dict[str, Mapping[str, str]]:
+        """Each host's ``/etc/os-release`` fields (lower-cased name), read once; kept by the
+        pool manager, whose pools select hosts by ``imageReference`` with them."""
+        return self.ctx.pool_manager.host_releases
 
     def add_hosts(self, items: Sequence[Mapping[str, Any]], *,
                   operator: bool = False) -> list[dict[str, Any]]:
@@ -151,6 +155,7 @@ class Inventory:
                     spec=dumps(host.model_dump(mode="json")), pool_key=None))
         for key in self.ctx.pool_manager.pool_keys():
             self.ctx.pool_manager.reconcile(key)
+        self.learn_soon()
         return [self._host_wire(h.model_dump(mode="json"), None) for h in parsed]
 
     @staticmethod
@@ -197,6 +202,21 @@ class Inventory:
         list of dict
             Batch's ``ImageInformation`` items (:func:`hpcbatch.batch.images.supported_images`).
         """
+        hosts_ = await self.learn_releases()
+        return images.supported_images(self._os_releases[h.name.lower()] for h in hosts_
+                                       if h.name.lower() in self._os_releases)
+
+    async def learn_releases(self) -> list[Host]:
+        """Read the ``/etc/os-release`` of every inventory host not read yet (in parallel).
+
+        A host that cannot be reached is logged and read again next time. Pools that
+        select hosts by ``imageReference`` take a host once its OS is known.
+
+        Returns
+        -------
+        list of Host
+            The inventory's hosts.
+        """
         hosts_ = [Host.model_validate({k: v for k, v in h.items() if k != "poolId"})
                   for h in self.list_hosts()]
         unread = [h for h in hosts_ if h.name.lower() not in self._os_releases]
@@ -204,11 +224,33 @@ class Inventory:
             found = await asyncio.to_thread(preflight.read_os_releases, unread)
             for name, text in found.items():
                 if isinstance(text, Exception):
-                    log.warning("supported images: host %s: %s", name, text)
+                    log.warning("host %s: cannot read /etc/os-release: %s", name, text)
                 else:
                     self._os_releases[name.lower()] = images.parse_os_release(text)
-        return images.supported_images(self._os_releases[h.name.lower()] for h in hosts_
-                                       if h.name.lower() in self._os_releases)
+        return hosts_
+
+    def learn_soon(self) -> None:
+        """When a pool selects hosts by ``imageReference``, read the hosts' OS in the
+        background (:meth:`learn_releases`) and let every pool take what now fits."""
+        pm = self.ctx.pool_manager
+        specs = [s for s in map(pm.spec, pm.pool_keys())
+                 if s is not None and images.wanted_image(s.virtual_machine_configuration)]
+        if not specs:
+            return
+        hosts_ = [Host.model_validate({k: v for k, v in h.items() if k != "poolId"})
+                  for h in self.list_hosts() if h["poolId"] is None]
+        if not any(pm.host_misfit(s, h) == "unread" for s in specs for h in hosts_):
+            return  # every free host's fit is known (its OS, or its inventory images)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.ctx.background(self._learn_and_reconcile())
+
+    async def _learn_and_reconcile(self) -> None:
+        await self.learn_releases()
+        for key in self.ctx.pool_manager.pool_keys():
+            self.ctx.pool_manager.reconcile(key)
 
     async def check_hosts(self, pool_id: str | None = None,
                           launcher: str = "mpiexec") -> dict[str, Any]:

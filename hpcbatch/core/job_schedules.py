@@ -35,6 +35,8 @@ from hpcbatch.batch.states import (
     transition,
 )
 from hpcbatch.batch.wire import iso, new_etag
+from hpcbatch.core import auto_pools
+from hpcbatch.core.auto_pools import AutoPools
 from hpcbatch.core.transitions import check
 from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads, mappings
 
@@ -68,6 +70,7 @@ class JobSchedules:
                  clock: schedules.ScheduleClock | None = None) -> None:
         self.ctx = ctx
         self.jobs = jobs
+        self.auto_pools = jobs.auto_pools
         self.clock = clock or schedules.SystemClock()
 
     # ------------------------------------------------------------- operations
@@ -311,7 +314,9 @@ class JobSchedules:
                 conn.execute(job_schedules.delete().where(job_schedules.c.key == key))
             else:
                 self._set_state(conn, row, "completed")
-            return True
+        # A jobschedule-lifetime auto pool ends with its schedule (unless keepAlive).
+        self.auto_pools.release(auto_pools.owned(loads(row["status"])))
+        return True
 
     def _end_jobs(self, conn: sa.Connection, row: Mapping[str, Any], *, delete: bool) -> None:
         prefix = f"{row['key']}:job-"
@@ -372,13 +377,26 @@ class JobSchedules:
         decision = schedules.due(spec.schedule, state, now)
         if decision.action == "create" and decision.job_number is not None:
             job_id = schedules.job_id_for(spec.id, decision.job_number)
-            self.jobs.add_job(dict(spec.job_specification), schedule_job_id=job_id)
-            status["jobsCreated"] = decision.job_number
-            status["lastRun"] = iso(now)
-            status["executionInfo"]["recentJob"] = {
-                "id": job_id, "url": f"{self.ctx.base_url}/jobs/{job_id}"}
-            state = schedules.ScheduleState(created=state.created, last_run=now,
-                                            jobs_created=decision.job_number, active_job=True)
+            try:
+                self._create_job(spec, status, job_id)
+            except HpcbatchError as exc:
+                # The job cannot be created (its auto pool cannot, the job quota ...): the
+                # schedule records why and this recurrence is spent, as a created job
+                # would spend it, instead of failing again every tick.
+                self._record_error(spec.id, status, job_id, exc)
+                status["lastRun"] = iso(now)
+                state = schedules.ScheduleState(created=state.created, last_run=now,
+                                                jobs_created=state.jobs_created,
+                                                active_job=False)
+            else:
+                status["executionInfo"].pop("schedulingError", None)
+                status["jobsCreated"] = decision.job_number
+                status["lastRun"] = iso(now)
+                status["executionInfo"]["recentJob"] = {
+                    "id": job_id, "url": f"{self.ctx.base_url}/jobs/{job_id}"}
+                state = schedules.ScheduleState(created=state.created, last_run=now,
+                                                jobs_created=decision.job_number,
+                                                active_job=True)
             decision = schedules.due(spec.schedule, state, now)
         if decision.next_run_time is not None:
             status["executionInfo"]["nextRunTime"] = iso(decision.next_run_time)
@@ -388,3 +406,42 @@ class JobSchedules:
             Store.update(conn, job_schedules, {"key": row["key"]}, status=dumps(status))
             if decision.action == "complete":
                 self._set_state(conn, self._row(conn, row["id"]), "completed")
+        if decision.action == "complete":
+            self.auto_pools.release(auto_pools.owned(status))
+
+    def _create_job(self, spec: schedules.JobScheduleSpec, status: dict[str, Any],
+                    job_id: str) -> None:
+        """Create a schedule's job; first its auto pool of lifetime ``jobschedule``, kept in
+        ``status`` for the schedule's lifetime (a new one if its user deleted it).
+
+        Raises
+        ------
+        HpcbatchError
+            The job or its auto pool cannot be created.
+        """
+        pool_info = spec.job_specification.get("poolInfo") or {}
+        auto = AutoPools.parse(pool_info.get("autoPoolSpecification"))
+        pool_id = None
+        if auto is not None and auto.pool_lifetime_option == "jobschedule":
+            owned = auto_pools.owned(status)
+            if not self.auto_pools.exists(owned):
+                owned = status[auto_pools.AUTO_POOL] = self.auto_pools.create(auto)
+            assert owned is not None
+            pool_id = str(owned["poolId"])
+        self.jobs.add_job(dict(spec.job_specification), schedule_job_id=job_id,
+                          schedule_pool_id=pool_id)
+
+    def _record_error(self, schedule_id: str, status: dict[str, Any], job_id: str,
+                      exc: HpcbatchError) -> None:
+        """Record why a schedule's job could not be created: ``executionInfo.schedulingError``
+        (Batch's ``JobSchedulingError`` shape) and a ``JobScheduleErrorEvent``; logged
+        once per distinct error, not per tick."""
+        error = auto_pools.scheduling_error(exc)
+        previous = status["executionInfo"].get("schedulingError")
+        status["executionInfo"]["schedulingError"] = error
+        if previous is None or (previous.get("code"), previous.get("message")) != \
+                (error["code"], error["message"]):
+            log.warning("job schedule %s: job %s not created: %s", schedule_id, job_id,
+                        exc.message)
+        self.ctx.emit("JobScheduleErrorEvent", {"id": schedule_id, "jobId": job_id,
+                                                "schedulingError": error})

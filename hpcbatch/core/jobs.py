@@ -14,6 +14,7 @@ from hpcbatch.batch import dependencies, identity
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
+    HpcbatchError,
     InvalidPropertyValueError,
     exists,
 )
@@ -30,6 +31,7 @@ from hpcbatch.batch.states import (
     Kind,
 )
 from hpcbatch.batch.wire import iso, new_etag, utcnow
+from hpcbatch.core import auto_pools
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import job_row
 from hpcbatch.core.runs import Completion, Run
@@ -50,6 +52,7 @@ from hpcbatch.store.database import (
 )
 
 if TYPE_CHECKING:
+    from hpcbatch.core.auto_pools import AutoPools
     from hpcbatch.core.preparation import JobPreparation
     from hpcbatch.core.runs import Runs
     from hpcbatch.core.tasks import Tasks
@@ -90,11 +93,15 @@ class Jobs:
         The jobs' tasks (a job manager task is queued with its job; dependents resolve).
     preparation
         Runs release tasks when a job ends.
+    auto_pools
+        Creates the pools of jobs with an ``autoPoolSpecification`` and deletes them
+        when the job ends.
     """
 
     def __init__(self, ctx: ServiceContext, runs: Runs, tasks: Tasks,
-                 preparation: JobPreparation) -> None:
+                 preparation: JobPreparation, auto_pools: AutoPools) -> None:
         self.ctx = ctx
+        self.auto_pools = auto_pools
         self.runs = runs
         self.tasks = tasks
         self.preparation = preparation
@@ -117,44 +124,116 @@ class Jobs:
         """Forget the active jobs the passes keep (a job was added, changed or removed)."""
         self._active.clear()
 
-    def add_job(self, body: Mapping[str, Any], schedule_job_id: str | None = None) -> str:
+    def add_job(self, body: Mapping[str, Any], schedule_job_id: str | None = None,
+                schedule_pool_id: str | None = None) -> str:
         """Add a job ("Job - Add"). Raises ``JobExists``, or 400 for bad properties.
 
-        The pool need not exist yet (Batch allows that); tasks wait for it.
+        The pool need not exist yet (Batch allows that); tasks wait for it. With
+        ``poolInfo.autoPoolSpecification`` (lifetime ``job``) the job's pool is
+        created now (:class:`~hpcbatch.core.auto_pools.AutoPools`) and deleted when
+        the job completes or is deleted, unless ``keepAlive``; its ID is the job's
+        ``executionInfo.poolId``. A pool that cannot be created leaves the job
+        active without a pool, with Batch's ``executionInfo.schedulingError``.
+
+        Parameters
+        ----------
+        body
+            ``JobAddParameter`` JSON, or a schedule's ``jobSpecification``.
+        schedule_job_id
+            The job's ID when a job schedule creates it (``{schedule}:job-{n}``).
+        schedule_pool_id
+            The schedule's own auto pool (``poolLifetimeOption: jobschedule``), which
+            the job runs on and does not own.
+
+        Raises
+        ------
+        BadRequestError
+            Invalid properties (named); ``poolLifetimeOption: jobschedule`` on a job
+            not created by a schedule.
+        ConflictError
+            ``JobExists``, ``ActiveJobAndScheduleQuotaReached``.
+        HpcbatchError
+            For a schedule's job (``schedule_job_id``), why its auto pool could not be
+            created: the schedule records it.
         """
         if schedule_job_id is not None:  # Batch names schedules' jobs "{schedule}:job-{n}"
             spec = JobSpec.from_wire({**body, "id": "scheduled"}, what="jobSpecification")
             spec.id = schedule_job_id
         else:
             spec = JobSpec.from_wire(body, what="job")
-        if spec.pool_info.pool_id is None:
-            raise BadRequestError(
-                "poolInfo.poolId is required: auto pools (autoPoolSpecification) are not "
-                "supported by this service.", code="FeatureNotSupported",
-                values={"PropertyName": "poolInfo.autoPoolSpecification"})
+        auto = spec.pool_info.auto_pool_specification
+        if auto is not None and auto.pool_lifetime_option == "jobschedule" and \
+                schedule_pool_id is None:
+            raise InvalidPropertyValueError(
+                "poolInfo.autoPoolSpecification.poolLifetimeOption", "jobschedule",
+                "a job's auto pool lives as long as the job (job); jobschedule applies only "
+                "to job schedules")
         if spec.job_release_task and not spec.job_preparation_task:
             raise BadRequestError(
                 "A job release task cannot be specified without a job preparation task.",
                 code="InvalidPropertyValue", values={"PropertyName": "jobReleaseTask"})
         now = utcnow()
-        pool_spec = self.ctx.pool_manager.spec(spec.pool_info.pool_id.lower())
+        owned: dict[str, Any] | None = None
+        scheduling_error: dict[str, Any] | None = None
+        named = spec.pool_info.pool_id or schedule_pool_id
+        pool_id: str | None = named
+        if named is not None:
+            pool_spec = self.ctx.pool_manager.spec(named.lower())
+        else:
+            assert auto is not None
+            pool_id = auto_pools.auto_pool_id(auto.auto_pool_id_prefix)
+            pool_spec = self.auto_pools.pool_spec(auto, pool_id)
         for name, special in (("jobManagerTask", spec.job_manager_task),
                               ("jobPreparationTask", spec.job_preparation_task),
                               ("jobReleaseTask", spec.job_release_task)):
             if special is not None:
                 identity.check_user_name(special.user_identity, pool_spec,
                                          f"{name}.userIdentity.username")
+        if auto is not None and schedule_pool_id is None:
+            with self.ctx.store.read() as conn:  # refuse before a pool is made for nothing
+                if Store.fetch_one(conn, jobs, key=spec.id.lower()) is not None:
+                    raise exists("Job", spec.id)
+                self.check_job_quota(conn)
+            try:
+                owned = self.auto_pools.create(auto, pool_id)
+            except HpcbatchError as exc:
+                if schedule_job_id is not None:
+                    raise
+                scheduling_error = auto_pools.scheduling_error(exc)
+                log.warning("job %s: %s", spec.id, exc.message)
+                pool_id = None
+        try:
+            self._insert_job(spec, pool_id, now, owned, scheduling_error)
+        except HpcbatchError:
+            self.auto_pools.release(owned)
+            raise
+        self.ctx.kick()
+        return spec.id
+
+    def _insert_job(self, spec: JobSpec, pool_id: str | None, now: datetime,
+                    owned: dict[str, Any] | None,
+                    scheduling_error: dict[str, Any] | None) -> None:
+        """Insert a new job's row (and its job manager task) in one transaction."""
         with self.ctx.store.begin() as conn:
             if Store.fetch_one(conn, jobs, key=spec.id.lower()) is not None:
                 raise exists("Job", spec.id)
             self.check_job_quota(conn)
-            status = {"creationTime": iso(now), "stateTransitionTime": iso(now),
-                      "lastModified": iso(now), "eTag": new_etag(),
-                      "executionInfo": {"startTime": iso(now), "poolId": spec.pool_info.pool_id}}
-            values = dict(key=spec.id.lower(), id=spec.id, seq=self.ctx.store.next_seq(conn, "job"),
-                          pool_key=spec.pool_info.pool_id.lower(), state="active",
-                          priority=spec.priority or 0, spec=dumps(spec.to_wire()),
-                          status=dumps(status), creation_time=now, state_transition_time=now)
+            execution: dict[str, Any] = {"startTime": iso(now)}
+            if pool_id is not None:
+                execution["poolId"] = pool_id
+            if scheduling_error is not None:
+                execution["schedulingError"] = scheduling_error
+            status: dict[str, Any] = {
+                "creationTime": iso(now), "stateTransitionTime": iso(now),
+                "lastModified": iso(now), "eTag": new_etag(), "executionInfo": execution}
+            if owned is not None:
+                status[auto_pools.AUTO_POOL] = owned
+            values: dict[str, Any] = {
+                "key": spec.id.lower(), "id": spec.id,
+                "seq": self.ctx.store.next_seq(conn, "job"),
+                "pool_key": pool_id.lower() if pool_id else None, "state": "active",
+                "priority": spec.priority or 0, "spec": dumps(spec.to_wire()),
+                "status": dumps(status), "creation_time": now, "state_transition_time": now}
             conn.execute(jobs.insert().values(**values))
             self.forget_active()
             jm = spec.job_manager_task
@@ -162,15 +241,13 @@ class Jobs:
                 # Queued first: the job manager gets the job's lowest insertion order.
                 row = self.tasks.row_values(jm, values["key"], now)
                 if jm.run_exclusive is not False:
-                    pool = self.ctx.pool_manager.spec(values["pool_key"])
+                    pool = self.ctx.pool_manager.spec(values["pool_key"] or "")
                     row["required_slots"] = pool.slots if pool else (jm.required_slots or 1)
                 conn.execute(tasks.insert().values(row))
             elif spec.on_all_tasks_complete == "terminatejob":
                 # Batch: a job without tasks has all its tasks complete.
                 self.begin_terminate(conn, {**values, "status": dumps(status)},
                                       "AllTasksComplete")
-        self.ctx.kick()
-        return spec.id
 
     def check_job_quota(self, conn: sa.Connection) -> None:
         """Raise ``ActiveJobAndScheduleQuotaReached`` when active jobs and schedules are at quota."""
@@ -230,6 +307,11 @@ class Jobs:
             that is in deleting state will fail with status code 409" (REST Job - Delete).
         """
         patch = JobPatch.from_wire(body, what="job update")
+        if patch.pool_info is not None and patch.pool_info.auto_pool_specification is not None:
+            raise BadRequestError(
+                "A job's poolInfo can be changed to another poolId only: give an "
+                "autoPoolSpecification when the job is added.", code="InvalidPropertyValue",
+                values={"PropertyName": "poolInfo.autoPoolSpecification"})
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
             _check_job_changeable(row)
@@ -242,6 +324,8 @@ class Jobs:
                 values["priority"] = patch.priority
             if patch.pool_info and patch.pool_info.pool_id:
                 values["pool_key"] = patch.pool_info.pool_id.lower()
+                status["executionInfo"]["poolId"] = patch.pool_info.pool_id
+                values["status"] = dumps(status)
             Store.update(conn, jobs, {"key": row["key"]}, **values)
             self.forget_active()
             # Batch evaluates onAllTasksComplete when it is set, not only when a task
@@ -322,8 +406,11 @@ class Jobs:
         await self.preparation.run_releases(job_key)
         with self.ctx.store.begin() as conn:
             row = Store.fetch_one(conn, jobs, key=job_key)
-            if row is not None and row["state"] == "terminating":
-                self.set_state(conn, row, "completed", endTime=iso(utcnow()))
+            if row is None or row["state"] != "terminating":
+                return
+            self.set_state(conn, row, "completed", endTime=iso(utcnow()))
+        # An auto pool of lifetime job ends with its job (REST AutoPoolSpecification.keepAlive).
+        self.auto_pools.release(auto_pools.owned(loads(row["status"])))
 
     def disable_job(self, job_id: str, disable_tasks: str = "requeue") -> None:
         """Disable a job ("Job - Disable"): no new task of it starts.
@@ -453,12 +540,15 @@ class Jobs:
         # Nodes where the release task ran at Job - Terminate are skipped (audit M6).
         await self.preparation.run_releases(job_key)
         with self.ctx.store.begin() as conn:
+            row = Store.fetch_one(conn, jobs, key=job_key)
             for table in (tasks, task_deps, task_dep_ranges, subtasks):
                 conn.execute(table.delete().where(table.c.job_key == job_key))
             conn.execute(job_nodes.delete().where(job_nodes.c.job_key == job_key))
             conn.execute(jobs.delete().where(jobs.c.key == job_key))
             self.forget_active()
         self.preparation.failed_nodes.pop(job_key, None)
+        if row is not None:
+            self.auto_pools.release(auto_pools.owned(loads(row["status"])))
 
     def task_counts(self, job_id: str) -> dict[str, Any]:
         """Return the job's task counts ("Job - Get Task Counts").

@@ -104,7 +104,7 @@ class NodeRuntime:
             "totalTasksSucceeded": self.total_tasks_succeeded,
             "runningTasksCount": len(self.running),
             "runningTaskSlotsCount": self.used_slots,
-            "isDedicated": True,
+            "isDedicated": not self.host.low_priority,
             "nodeAgentInfo": {"version": "hpcbatch", "lastUpdateTime": iso(self.allocation_time)},
         }
         if self.last_boot_time:

@@ -174,8 +174,12 @@ class Nodes:
             check_not_deleting(row)
             check_steady(self.ctx.pool_manager, row)
             status = loads(row["status"])
-            status["target"] = max(0, status["target"] - len(nodes_))
+            # each removed node lowers the target of its kind (dedicated or low-priority)
+            low = sum(1 for n in nodes_ if n.host.low_priority)
+            status["target"] = max(0, status["target"] - (len(nodes_) - low))
+            status["targetLowPriority"] = max(0, status.get("targetLowPriority", 0) - low)
             Store.update(conn, pools, {"key": row["key"]}, status=dumps(status))
+        self.ctx.pool_manager.low_priority_targets[row["key"]] = status["targetLowPriority"]
         self.ctx.pool_manager.set_target(row["key"], status["target"], reconcile=False)
         for node in nodes_:
             self.ctx.pool_manager.mark_removing(node)

@@ -29,7 +29,7 @@ from typing import Any
 import paramiko
 import sqlalchemy as sa
 
-from hpcbatch.batch import identity
+from hpcbatch.batch import identity, images
 from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.states import (
@@ -200,6 +200,13 @@ class PoolManager:
         self.pools: dict[str, dict[str, NodeRuntime]] = {}
         self.specs: dict[str, PoolSpec] = {}
         self.targets: dict[str, int] = {}
+        """Per pool: its dedicated node target (``targetDedicatedNodes``)."""
+        self.low_priority_targets: dict[str, int] = {}
+        """Per pool: its low-priority node target (``targetLowPriorityNodes``), served by
+        inventory hosts marked ``low_priority``; set before :meth:`set_pool`/:meth:`set_target`."""
+        self.host_releases: dict[str, Mapping[str, str]] = {}
+        """Per host key: its ``/etc/os-release`` fields, as the inventory read them, for
+        pools that select hosts by ``imageReference``."""
         self.ssh_keys: dict[str, tuple[str, str]] = {}
         self.before_start_task: Callable[[NodeRuntime], Awaitable[None]] | None = None
         """Run on a node once its worker is up, before its start task (the pool's
@@ -262,7 +269,7 @@ class PoolManager:
             until the pool is steady.
         """
         nodes_ = self.pools.get(pool_key, {})
-        target = self.targets.get(pool_key, 0)
+        target = self.total_target(pool_key)
         settling = any(n.state in NODE_JOINING_OR_LEAVING
                        and not (n.state == "starting" and n.last_boot_time is not None)
                        for n in nodes_.values())
@@ -288,8 +295,11 @@ class PoolManager:
             The pool (lower-cased ID).
         """
         pool = self.pools.get(pool_key, {})
-        self.targets[pool_key] = sum(1 for n in pool.values()
-                                     if n.state != "leavingpool" and not n.removing)
+        kept = [n for n in pool.values() if n.state != "leavingpool" and not n.removing]
+        low = sum(1 for n in kept if n.host.low_priority)
+        self.targets[pool_key] = len(kept) - low
+        if low or pool_key in self.low_priority_targets:
+            self.low_priority_targets[pool_key] = low
         if self.allocation_state(pool_key) == "resizing":
             self.stopping.add(pool_key)
 
@@ -302,8 +312,12 @@ class PoolManager:
             The pool (lower-cased ID).
         """
         return (pool_key not in self.quota_blocked
-                and len(self.pools.get(pool_key, {})) < self.targets.get(pool_key, 0)
+                and len(self.pools.get(pool_key, {})) < self.total_target(pool_key)
                 and bool(self._free_hosts(pool_key, 1)))
+
+    def total_target(self, pool_key: str) -> int:
+        """A pool's dedicated and low-priority node targets together."""
+        return self.targets.get(pool_key, 0) + self.low_priority_targets.get(pool_key, 0)
 
     def is_quota_blocked(self, pool_key: str) -> bool:
         """Tell whether the pool's last growth stopped at the account's core quota."""
@@ -486,15 +500,20 @@ class PoolManager:
         self.reconcile(pool_key)
 
     def reconcile(self, pool_key: str) -> None:
-        """Grow or shrink a pool toward its target: take or give back hosts."""
+        """Grow or shrink a pool toward its target: take or give back hosts.
+
+        Dedicated and low-priority nodes are counted apart
+        (:meth:`kind_deficits`): each kind short of its target takes free hosts of
+        that kind, each kind above it gives back its least useful nodes.
+        """
         spec = self.specs.get(pool_key)
         if spec is None:
             return
         pool = self.pools.setdefault(pool_key, {})
-        target = self.targets.get(pool_key, 0)
         live = [n for n in pool.values() if n.state != "leavingpool" and not n.removing]
-        if len(live) < target:
-            for host in self._take_hosts(pool_key, spec, target - len(live)):
+        short = sum(max(0, d) for d in self.kind_deficits(pool_key, live))
+        if short:
+            for host in self._take_hosts(pool_key, spec, short):
                 order = max((n.order for n in pool.values()), default=-1) + 1
                 node = NodeRuntime(pool_key=pool_key, pool_id=spec.id, node_id=host.name,
                                    host=host, slots=spec.slots, order=order,
@@ -502,43 +521,112 @@ class PoolManager:
                 pool[node.node_id] = node
                 self._persist(node, insert=True)
                 self._spawn(self._provision(node))
-        elif len(live) > target:
+        dedicated_extra, low_extra = (max(0, -d) for d in self.kind_deficits(pool_key, live))
+        if dedicated_extra or low_extra:
             # Give back the least useful nodes first: broken, then idle, then busy.
             rank = {"unusable": 0, "starttaskfailed": 0, "offline": 0, "creating": 1,
                     "starting": 1, "idle": 2, "waitingforstarttask": 3, "running": 4}
-            victims = sorted(live, key=lambda n: (rank.get(n.state, 1), n.used_slots, -n.order))
             option = self.deallocation.get(pool_key, "requeue")
-            for node in victims[: len(live) - target]:
-                self.mark_removing(node)
-                self._spawn(self.shrink(node, option))
+            for low, extra in ((False, dedicated_extra), (True, low_extra)):
+                of_kind = [n for n in live if n.host.low_priority is low]
+                victims = sorted(of_kind,
+                                 key=lambda n: (rank.get(n.state, 1), n.used_slots, -n.order))
+                for node in victims[:extra]:
+                    self.mark_removing(node)
+                    self._spawn(self.shrink(node, option))
 
-    def _free_hosts(self, pool_key: str, limit: int) -> list[Host]:
+    def kind_deficits(self, pool_key: str,
+                      live: Iterable[NodeRuntime] | None = None) -> tuple[int, int]:
+        """How many dedicated and low-priority nodes a pool lacks (negative: has too many).
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+        live
+            Its nodes not leaving (default: computed).
+
+        Returns
+        -------
+        (int, int)
+            ``(dedicated, low_priority)``: target minus the nodes of that kind.
+        """
+        if live is None:
+            live = [n for n in self.pools.get(pool_key, {}).values()
+                    if n.state != "leavingpool" and not n.removing]
+        low_target = self.low_priority_targets.get(pool_key, 0)
+        dedicated_target = self.targets.get(pool_key, 0)
+        nodes_ = list(live)
+        low = sum(1 for n in nodes_ if n.host.low_priority)
+        return dedicated_target - (len(nodes_) - low), low_target - low
+
+    def host_misfit(self, spec: PoolSpec, host: Host) -> str | None:
+        """Why a pool may not take a host, or None when it may (its kind aside).
+
+        Parameters
+        ----------
+        spec
+            The pool's specification: ``vmSize`` (host labels) and the
+            ``imageReference`` of its ``virtualMachineConfiguration`` (the host's
+            OS, :attr:`host_releases`, or its inventory ``images``).
+        host
+            An inventory host.
+
+        Returns
+        -------
+        str or None
+            ``"vmSize"``, ``"image"`` (the host runs another OS), ``"unread"`` (its OS
+            is not known yet), or None.
+        """
+        if not host.matches(spec.vm_size):
+            return "vmSize"
+        image = images.wanted_image(spec.virtual_machine_configuration)
+        if image is None:
+            return None
+        fits = images.serves(image, self.host_releases.get(host.name.lower()), host.images)
+        return None if fits else ("unread" if fits is None else "image")
+
+    def _free_hosts(self, pool_key: str, limit: int, *, unread: bool = True) -> list[Host]:
+        """Free hosts the pool may take, of the kinds it lacks, at most ``limit``.
+
+        With ``unread``, hosts whose OS is still being read for the pool's
+        ``imageReference`` count too (the pool is resizing until it is known);
+        :meth:`_take_hosts` takes only hosts known to fit.
+        """
         spec = self.specs[pool_key]
+        allowed = (None, "unread") if unread else (None,)
+        dedicated, low = (max(0, d) for d in self.kind_deficits(pool_key))
         with self.store.read() as conn:
             rows = conn.execute(sa.select(hosts.c.spec).where(hosts.c.pool_key.is_(None))
                                 .order_by(hosts.c.key)).scalars().all()
-        found = []
+        found: list[Host] = []
         for text in rows:
+            if len(found) >= limit or not (dedicated or low):
+                break
             host = Host.model_validate(loads(text))
-            if host.matches(spec.vm_size):
+            wanted = low if host.low_priority else dedicated
+            if wanted and self.host_misfit(spec, host) in allowed:
                 found.append(host)
-                if len(found) >= limit:
-                    break
+                if host.low_priority:
+                    low -= 1
+                else:
+                    dedicated -= 1
         return found
 
     def _take_hosts(self, pool_key: str, spec: PoolSpec, count: int) -> list[Host]:
-        taken = self._free_hosts(pool_key, count)
+        taken = self._free_hosts(pool_key, count, unread=False)
         self.quota_blocked.discard(pool_key)
-        if self.core_quota is not None:
-            used = sum(n.host.cores for p in self.pools.values() for n in p.values())
+        if self.core_quota is not None:  # the dedicated core quota: dedicated hosts only
+            used = sum(n.host.cores for p in self.pools.values() for n in p.values()
+                       if not n.host.low_priority)
             allowed = []
             for host in taken:
-                if used + host.cores > self.core_quota:
-                    break
-                used += host.cores
+                if not host.low_priority:
+                    if used + host.cores > self.core_quota:
+                        self.quota_blocked.add(pool_key)
+                        continue
+                    used += host.cores
                 allowed.append(host)
-            if len(allowed) < len(taken):
-                self.quota_blocked.add(pool_key)
             taken = allowed
         if taken:
             with self.store.begin() as conn:
@@ -725,6 +813,7 @@ class PoolManager:
             "node_id": node.node_id,
             "worker_name": node.worker_name,
             "pool_id": node.pool_id,
+            "is_dedicated": not host.low_priority,  # AZ_BATCH_NODE_IS_DEDICATED
             "scheduler_address": self.engine.contact_address(host.address),
             "nthreads": node.slots + 1,
             "account_name": self.account_name,
@@ -1026,6 +1115,7 @@ class PoolManager:
     async def delete_pool(self, pool_key: str) -> None:
         """Remove every node of a pool and forget the pool."""
         self.targets[pool_key] = 0
+        self.low_priority_targets.pop(pool_key, None)
         await asyncio.gather(*(self.remove_node(n)
                                for n in list(self.pools.get(pool_key, {}).values())))
         self.ssh_keys.pop(pool_key, None)

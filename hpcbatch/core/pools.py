@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import events
+from hpcbatch.batch import events, images
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
@@ -32,6 +32,7 @@ from hpcbatch.core.certificates import check_references as check_certificate_ref
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.core.transitions import check
+from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.trust import pool_ssh_key
 from hpcbatch.store import filters
 from hpcbatch.store.database import (
@@ -46,6 +47,7 @@ from hpcbatch.store.database import (
 if TYPE_CHECKING:
     from hpcbatch.core.applications import Applications
     from hpcbatch.core.autoscaler import Autoscaler
+    from hpcbatch.core.inventory import Inventory
     from hpcbatch.core.node_runtime import NodeRuntime
     from hpcbatch.core.pool_manager import PoolManager
 
@@ -159,25 +161,37 @@ class Pools:
         Resolves ``applicationPackageReferences``.
     autoscaler
         Checks and evaluates autoscale formulas.
+    inventory
+        Reads the hosts' operating systems for pools with an ``imageReference``.
     """
 
     def __init__(self, ctx: ServiceContext, applications: Applications,
-                 autoscaler: Autoscaler) -> None:
+                 autoscaler: Autoscaler, inventory: Inventory) -> None:
         self.ctx = ctx
         self.applications = applications
         self.autoscaler = autoscaler
+        self.inventory = inventory
         self.resizing: dict[str, datetime] = {}
         self._allocation: dict[str, str] = {}
         """Per pool: the ``allocationState`` last written to the store."""
         """Pools being resized, with the time the resize started (for PoolResizeCompleteEvent)."""
 
-    def add_pool(self, body: Mapping[str, Any]) -> str:
+    def add_pool(self, body: Mapping[str, Any], *, auto_pool: bool = False) -> str:
         """Add a pool (``POST /pools``, "Pool - Add").
+
+        ``targetDedicatedNodes`` are served by the inventory's dedicated hosts,
+        ``targetLowPriorityNodes`` by its hosts marked ``low_priority``; an
+        ``imageReference`` takes only hosts whose OS is that image.
 
         Parameters
         ----------
         body
             ``PoolAddParameter`` JSON.
+        auto_pool
+            The pool is a job's or job schedule's auto pool
+            (:mod:`hpcbatch.core.auto_pools`): its create event says so, and a pool
+            no inventory host could ever serve is refused (``InsufficientInventory``)
+            rather than created to wait forever.
 
         Returns
         -------
@@ -189,15 +203,23 @@ class Pools:
         BadRequestError
             Invalid or unknown properties (the message names them).
         ConflictError
-            ``PoolExists``.
+            ``PoolExists``; for an auto pool, ``InsufficientInventory``.
         """
         spec = PoolSpec.from_wire(body, what="pool")
         self.autoscaler.check(spec)
-        if spec.enable_auto_scale and spec.target_dedicated_nodes is not None:
-            raise InvalidPropertyValueError(
-                "targetDedicatedNodes", spec.target_dedicated_nodes,
-                "targetDedicatedNodes must not be given when enableAutoScale is true")
+        for name, value in (("targetDedicatedNodes", spec.target_dedicated_nodes),
+                            ("targetLowPriorityNodes", spec.target_low_priority_nodes)):
+            if spec.enable_auto_scale and value is not None:
+                raise InvalidPropertyValueError(
+                    name, value, f"{name} must not be given when enableAutoScale is true")
         target = spec.target_dedicated_nodes or 0
+        low_target = spec.target_low_priority_nodes or 0
+        if auto_pool and (target or low_target or spec.enable_auto_scale):
+            missing = self.unservable(spec, dedicated=bool(target or spec.enable_auto_scale),
+                                      low_priority=bool(low_target))
+            if missing:
+                raise ConflictError(missing, code="InsufficientInventory",
+                                    values={"VmSize": spec.vm_size})
         self.applications.resolve_packages([r.to_wire() for r in spec.application_package_references or []],
                               "applicationPackageReferences")
         now = utcnow()
@@ -212,7 +234,7 @@ class Pools:
                     code="PoolQuotaReached", values={"Quota": str(self.ctx.quotas.pools)})
             status = {"creationTime": iso(now), "stateTransitionTime": iso(now),
                       "allocationStateTransitionTime": iso(now), "lastModified": iso(now),
-                      "eTag": new_etag(), "target": target}
+                      "eTag": new_etag(), "target": target, "targetLowPriority": low_target}
             ssh_key = pool_ssh_key(spec.id) if spec.enable_inter_node_communication else None
             if ssh_key is not None:
                 status["sshKey"] = list(ssh_key)
@@ -221,11 +243,15 @@ class Pools:
                 state="active", allocation_state="resizing",
                 spec=dumps(spec.to_wire()), status=dumps(status)))
         key = ssh_key
+        self.ctx.pool_manager.low_priority_targets[spec.id.lower()] = low_target
         self.ctx.pool_manager.set_pool(spec.id.lower(), spec, target, key)
         if spec.enable_auto_scale:
             self.ctx.background(self.autoscaler.evaluate_due())
+        if images.wanted_image(spec.virtual_machine_configuration) is not None:
+            self.inventory.learn_soon()
         pool_json = self.get_pool(spec.id)
-        self.ctx.emit("PoolCreateEvent", events.pool_create_event(pool_json))
+        self.ctx.emit("PoolCreateEvent", events.pool_create_event(pool_json,
+                                                                  is_auto_pool=auto_pool))
         self._start_resize(spec.id.lower(), pool_json)
         return spec.id
 
@@ -244,9 +270,10 @@ class Pools:
             if row["state"] == "active" else deleting_allocation_state(nodes_),
             "allocationStateTransitionTime": status["allocationStateTransitionTime"],
             "targetDedicatedNodes": status["target"],
-            "currentDedicatedNodes": len(nodes_),  # leaving nodes count until they are gone
-            "currentLowPriorityNodes": 0,
-            "targetLowPriorityNodes": 0,
+            # leaving nodes count until they are gone
+            "currentDedicatedNodes": sum(1 for n in nodes_ if not n.host.low_priority),
+            "currentLowPriorityNodes": sum(1 for n in nodes_ if n.host.low_priority),
+            "targetLowPriorityNodes": status.get("targetLowPriority", 0),
             "taskSlotsPerNode": PoolSpec.model_validate(spec).slots,
         })
         if "autoScaleRun" in status:
@@ -258,13 +285,13 @@ class Pools:
         if warnings:
             out[WARNINGS_PROPERTY] = warnings
         short = status["target"] - out["currentDedicatedNodes"]
-        if row["state"] == "active" and short > 0 and not self.ctx.pool_manager.can_grow(key):
-            if not any(n.state in NODE_JOINING for n in nodes_):
-                out["resizeErrors"] = [{
-                    "code": "InsufficientInventory",
-                    "message": f"The inventory has no free host matching vmSize "
-                               f"'{spec['vmSize']}' for {short} more node(s).",
-                }]
+        low_short = out["targetLowPriorityNodes"] - out["currentLowPriorityNodes"]
+        if (row["state"] == "active" and (short > 0 or low_short > 0)
+                and not self.ctx.pool_manager.can_grow(key)
+                and not any(n.state in NODE_JOINING for n in nodes_)):
+            errors = self.shortage_errors(PoolSpec.model_validate(spec), short, low_short)
+            if errors:
+                out["resizeErrors"] = errors
         if row["state"] == "active" and short > 0 and self.ctx.pool_manager.is_quota_blocked(key):
             out["resizeErrors"] = [{
                 "code": "AccountCoreQuotaReached",
@@ -272,6 +299,81 @@ class Pools:
                            f"leaves no room for {short} more node(s).",
             }]
         return out
+
+    def _inventory_hosts(self) -> list[Host]:
+        with self.ctx.store.read() as conn:
+            texts = conn.execute(sa.select(hosts.c.spec)).scalars().all()
+        return [Host.model_validate(loads(t)) for t in texts]
+
+    def unservable(self, spec: PoolSpec, *, dedicated: bool, low_priority: bool) -> str | None:
+        """Why no inventory host could ever serve a pool (taken or free), or None.
+
+        Parameters
+        ----------
+        spec
+            The pool: ``vmSize`` and ``imageReference`` select hosts.
+        dedicated, low_priority
+            Which kinds of node it wants.
+
+        Returns
+        -------
+        str or None
+            A sentence naming the ``vmSize``, image or kind nothing in the inventory
+            offers; None when some host of each wanted kind fits (or its OS is not
+            known yet).
+        """
+        pm = self.ctx.pool_manager
+        fits = [h for h in self._inventory_hosts() if pm.host_misfit(spec, h) in (None, "unread")]
+        for wanted, low, kind in ((dedicated, False, "dedicated"),
+                                  (low_priority, True, "low-priority")):
+            if wanted and not any(h.low_priority is low for h in fits):
+                return self._no_host_message(spec, kind)
+        return None
+
+    def _no_host_message(self, spec: PoolSpec, kind: str) -> str:
+        image = images.wanted_image(spec.virtual_machine_configuration)
+        what = f"vmSize '{spec.vm_size}'"
+        if image is not None:
+            what += f" and image {images.describe(image)}"
+        if kind == "low-priority":
+            return (f"The inventory has no low-priority host (low_priority: true) matching "
+                    f"{what}: targetLowPriorityNodes cannot be served.")
+        return f"The inventory has no dedicated host matching {what}."
+
+    def shortage_errors(self, spec: PoolSpec, short: int, low_short: int) -> list[dict[str, Any]]:
+        """The ``resizeErrors`` of a pool that cannot grow to its targets.
+
+        Parameters
+        ----------
+        spec
+            The pool's specification.
+        short, low_short
+            Dedicated and low-priority nodes it lacks.
+
+        Returns
+        -------
+        list of dict
+            ``InsufficientInventory`` per kind it lacks, naming the ``vmSize``, the
+            image when the pool has one (no host runs it) and the kind.
+        """
+        pm = self.ctx.pool_manager
+        all_hosts = self._inventory_hosts()
+        errors = []
+        for count, low in ((short, False), (low_short, True)):
+            if count <= 0:
+                continue
+            kind = "low-priority" if low else "dedicated"
+            of_kind = [h for h in all_hosts if h.low_priority is low]
+            misfits = [pm.host_misfit(spec, h) for h in of_kind]
+            if not of_kind or all(m is not None for m in misfits) and "unread" not in misfits:
+                message = self._no_host_message(spec, kind)
+            elif "unread" in misfits and None not in misfits:
+                continue  # the hosts' OS is being read: the pool may grow yet
+            else:
+                message = (f"The inventory has no free {kind} host matching vmSize "
+                           f"'{spec.vm_size}' for {count} more node(s).")
+            errors.append({"code": "InsufficientInventory", "message": message})
+        return errors
 
     def get_pool(self, pool_id: str) -> dict[str, Any]:
         """Return a pool's ``CloudPool`` JSON ("Pool - Get"). Raises ``PoolNotFound``."""
@@ -357,9 +459,11 @@ class Pools:
             check_steady(self.ctx.pool_manager, row)
             status = loads(row["status"])
             status["target"] = resize.target_dedicated_nodes or 0
+            status["targetLowPriority"] = resize.target_low_priority_nodes or 0
             status["lastModified"] = iso(utcnow())
             status["eTag"] = new_etag()
             Store.update(conn, pools, {"key": row["key"]}, status=dumps(status))
+        self.ctx.pool_manager.low_priority_targets[row["key"]] = status["targetLowPriority"]
         self.ctx.pool_manager.set_target(row["key"], status["target"],
                                          resize.node_deallocation_option or "requeue")
         self._start_resize(row["key"], self.get_pool(pool_id), resize.node_deallocation_option)
@@ -389,7 +493,9 @@ class Pools:
         pm.stop_resize(key)
         with self.ctx.store.begin() as conn:
             status = loads(pool_row(conn, pool_id)["status"])
-            status.update(target=pm.targets.get(key, 0), lastModified=iso(utcnow()),
+            status.update(target=pm.targets.get(key, 0),
+                          targetLowPriority=pm.low_priority_targets.get(key, 0),
+                          lastModified=iso(utcnow()),
                           eTag=new_etag())
             Store.update(conn, pools, {"key": key}, status=dumps(status))
         self.sync_allocation_states([key])

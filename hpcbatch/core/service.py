@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.applications import Applications
+from hpcbatch.core.auto_pools import AutoPools
 from hpcbatch.core.autoscaler import Autoscaler
 from hpcbatch.core.certificates import Certificates
 from hpcbatch.core.changes import Changes
@@ -115,13 +116,14 @@ class BatchService:
         self.files = NodeFiles(ctx)
         self.preparation = JobPreparation(ctx, self.runs)
         self.tasks = Tasks(ctx, self.runs, self.applications)
-        self.jobs = Jobs(ctx, self.runs, self.tasks, self.preparation)
+        self.autoscaler = Autoscaler(ctx, sample_interval_s=metrics_interval_s,
+                                     min_interval_s=min_autoscale_interval_s)
+        self.pools = Pools(ctx, self.applications, self.autoscaler, self.inventory)
+        self.jobs = Jobs(ctx, self.runs, self.tasks, self.preparation,
+                         AutoPools(ctx, self.pools))
         # Task - Terminate of an active task completes it through the jobs' completion path.
         self.tasks.after_completions = self.jobs.after_completions
         self.nodes = Nodes(ctx, self.runs)
-        self.autoscaler = Autoscaler(ctx, sample_interval_s=metrics_interval_s,
-                                     min_interval_s=min_autoscale_interval_s)
-        self.pools = Pools(ctx, self.applications, self.autoscaler)
         self.dispatcher = Dispatcher(ctx, self.runs, self.jobs, self.tasks, self.preparation,
                                      self.applications, self.pools)
         self.housekeeping = Housekeeping(ctx, self.jobs, self.pools)
@@ -186,9 +188,11 @@ class BatchService:
                 continue
             status = loads(row["status"])
             key = status.get("sshKey")
+            self.pool_manager.low_priority_targets[row["key"]] = status.get("targetLowPriority", 0)
             self.pool_manager.recover(row["key"], spec, status["target"],
                                       tuple(key) if key else None)
         self.pool_manager.start()
+        self.inventory.learn_soon()  # pools that select hosts by imageReference
         # Jobs left terminating, disabling or deleting are finished (audit M2).
         self.jobs.resume()
         self._loop_task = asyncio.get_running_loop().create_task(self.dispatcher.loop())

@@ -138,6 +138,7 @@ async def serve(config: dict[str, Any]) -> None:
     node_agent = agent.NodeAgent(NodeIdentity(
         node_id=config["node_id"],
         pool_id=config["pool_id"],
+        is_dedicated=bool(config.get("is_dedicated", True)),
         root_dir=str(root),
         account_name=config["account_name"],
         account_url=config["account_url"],

@@ -11,6 +11,7 @@ and pools"). The inventory is a YAML file::
     hosts:
       - {address: 10.0.0.11, labels: [standard_d2]}
       - {name: gpu1, address: 10.0.0.12, port: 2222, cores: 16, labels: [gpu]}
+      - {address: 10.0.0.13, low_priority: true}   # serves targetLowPriorityNodes
 
 A bare list of hosts (no ``defaults``) is accepted too.
 """
@@ -165,6 +166,17 @@ class Host(pydantic.BaseModel):
         host logged into as root; creating those users, writing their keys and
         emptying the node root go through ``sudo -n`` too. ``False`` (default): a
         non-root login user's tasks share its identity, and the pool says so.
+    low_priority
+        The host is low-priority (preemptible) capacity: a pool's
+        ``targetLowPriorityNodes`` is served from such hosts only, and its
+        ``targetDedicatedNodes`` from the others; its nodes show ``isDedicated:
+        false``. Default ``False`` (dedicated).
+    images
+        Marketplace images the host also stands in for, beyond the one its
+        ``/etc/os-release`` maps to, as Azure URNs ``publisher:offer:sku``
+        (an optional ``:version`` is ignored), e.g.
+        ``canonical:0001-com-ubuntu-server-jammy:22_04-lts``: a pool whose
+        ``imageReference`` names one may take the host. Compared case-insensitively.
     authorized_keys
         The host sshd's ``AuthorizedKeysFile`` for pool keys, with sshd's
         tokens: a leading ``%h`` (the user's home) and ``%u`` (the user name),
@@ -191,7 +203,20 @@ class Host(pydantic.BaseModel):
     strict_host_key_checking: bool = True
     env: dict[str, str] = Field(default_factory=dict)
     sudo: bool = False
+    low_priority: bool = False
+    images: list[str] = Field(default_factory=list)
     authorized_keys: str | None = None
+
+    @field_validator("images")
+    @classmethod
+    def _check_images(cls, value: list[str]) -> list[str]:
+        for urn in value:
+            parts = urn.split(":")
+            if len(parts) not in (3, 4) or not all(p.strip() for p in parts[:3]):
+                raise ValueError(f"image {urn!r} must be an Azure URN publisher:offer:sku "
+                                 "(optionally :version), e.g. "
+                                 "canonical:0001-com-ubuntu-server-jammy:22_04-lts")
+        return value
 
     @field_validator("authorized_keys")
     @classmethod

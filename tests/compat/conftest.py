@@ -10,7 +10,8 @@
 ``compat_service``
     A service (SQLite, real Dask) on a 4-host sshd testbed (127.0.11.1-4),
     whose hosts also carry the Azure VM sizes the scripts ask for as labels
-    (:data:`AZURE_VM_SIZES`), with autoscale allowed to evaluate every second.
+    (:data:`AZURE_VM_SIZES`) and stand in for the images they ask for
+    (:data:`AZURE_IMAGES`), with autoscale allowed to evaluate every second.
 ``azurite_storage``
     The connection string of an Azurite blob service (``tests/azurite.py``), for the
     samples that upload their inputs and download their outputs.
@@ -54,6 +55,11 @@ SDK_EXTRAS = {"8": ["azure-storage-blob==1.5.0"], "11": ["azure-storage-blob==12
 
 AZURE_VM_SIZES = ["standard_d2s_v3", "standard_ds1_v2"]
 """Azure VM sizes the scripts use; a pool's vmSize selects inventory hosts by label."""
+
+AZURE_IMAGES = ["canonical:0001-com-ubuntu-server-jammy:22_04-lts",
+                "canonical:0001-com-ubuntu-server-focal:20_04-lts"]
+"""Marketplace images the scripts (Microsoft's quickstarts among them) ask for; the hosts
+stand in for them (inventory ``images``), as a pool's imageReference selects hosts by OS."""
 
 
 def _venv_root() -> Path:
@@ -143,8 +149,8 @@ def compat_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatS
     tmp = tmp_path_factory.mktemp("compat")
     with service_on_testbed(tmp, 4, "127.0.11.1", min_autoscale_interval_s=1.0,
                             metrics_interval_s=1.0) as (client, bed, thread):
-        client.add_hosts([{**h.model_dump(mode="json"), "labels": [*h.labels, *AZURE_VM_SIZES]}
-                          for h in bed.hosts])
+        client.add_hosts([{**h.model_dump(mode="json"), "labels": [*h.labels, *AZURE_VM_SIZES],
+                           "images": AZURE_IMAGES} for h in bed.hosts])
         creds = thread.runtime.credentials
         assert creds is not None
         yield CompatService(thread.runtime.endpoint, creds.account_name, creds.key, client, bed)

@@ -623,7 +623,48 @@ def statistics() -> dict[str, Any]:
     return out
 
 
+def auto_pool() -> dict[str, Any]:
+    """A job with an auto pool (lifetime job): its tasks run on the pool the service made,
+    which goes when the job is terminated; one whose pool cannot be made reports why."""
+    c = client()
+    job_id, bad_id = f"{PREFIX}-auto", f"{PREFIX}-auto-bad"
+
+    def job_with(pool: m.BatchPoolSpecification, job: str) -> None:
+        c.create_job(m.BatchJobCreateOptions(id=job, pool_info=m.BatchPoolInfo(
+            auto_pool_specification=m.BatchAutoPoolSpecification(
+                auto_pool_id_prefix="sdkauto", keep_alive=False,
+                pool_lifetime_option=m.BatchPoolLifetimeOption.JOB, pool=pool))))
+
+    job_with(m.BatchPoolSpecification(
+        vm_size=VM_SIZE, target_dedicated_nodes=2, task_slots_per_node=2,
+        virtual_machine_configuration=azure_vm_configuration(),
+        start_task=m.BatchStartTask(command_line="/bin/true", wait_for_success=True)), job_id)
+    job = c.get_job(job_id)
+    pool_id = job.execution_info.pool_id
+    pool = c.get_pool(pool_id)
+    c.create_tasks(job_id, [m.BatchTaskCreateOptions(
+        id=f"t{i}", command_line="/bin/sh -c 'echo $AZ_BATCH_POOL_ID'") for i in range(4)])
+    tasks = wait_tasks(c, job_id)
+    stdout = sorted({read_file(c, job_id, t.id, "stdout.txt").strip() for t in tasks})
+    c.begin_terminate_job(job_id, {"terminateReason": "compat-done"},
+                          polling_interval=POLL_S).result()
+    wait_for(lambda: not exists(c, pool_id), 120, f"auto pool {pool_id} to be deleted")
+    job_with(m.BatchPoolSpecification(vm_size="standard_nowhere", target_dedicated_nodes=1),
+             bad_id)
+    error = c.get_job(bad_id).execution_info.scheduling_error
+    for j in (job_id, bad_id):
+        c.begin_delete_job(j, polling_interval=POLL_S).result()
+    return {"pool_id": pool_id, "pool_info_pool_id": job.pool_info.pool_id,
+            "lifetime": enum(job.pool_info.auto_pool_specification.pool_lifetime_option),
+            "pool": {"target": pool.target_dedicated_nodes,
+                     "slots": pool.task_slots_per_node, "vm_size": pool.vm_size},
+            "tasks": [(enum(t.state), t.execution_info.exit_code) for t in tasks],
+            "stdout": stdout, "exists_after": exists(c, pool_id),
+            "error": {"category": enum(error.category), "code": error.code,
+                      "message": error.message} if error else None}
+
+
 if __name__ == "__main__":
     main({f.__name__: f for f in (pool_start_task, job_prep_release, tasks_1000, multi_instance,
                                   autoscale, lifecycle, job_schedule, updates, wire,
-                                  statistics)})
+                                  statistics, auto_pool)})

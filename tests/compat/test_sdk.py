@@ -282,3 +282,16 @@ def test_a_script_written_for_azure_runs_unmodified(run_sdk, major):
     for i, word in enumerate(["alpha", "beta", "gamma"]):
         assert f"Hello {word} from task Task{i}" in out, run.describe()
     assert out.count("Standard output:") == 3
+
+
+def test_job_with_an_auto_pool(run_sdk):
+    r = scenario(run_sdk, "15", "auto_pool")
+    assert r["pool_id"].startswith("sdkauto_") and len(r["pool_id"]) == len("sdkauto_") + 36
+    assert r["pool_info_pool_id"] is None and r["lifetime"] == "job"
+    assert r["pool"] == {"target": 2, "slots": 2, "vm_size": "STANDARD_D2S_V3"}
+    assert r["tasks"] == [["completed", 0]] * 4
+    assert r["stdout"] == [r["pool_id"]]  # every task ran on the auto pool
+    assert r["exists_after"] is False  # deleted with its job
+    assert r["error"] is not None
+    assert (r["error"]["category"], r["error"]["code"]) == ("usererror", "InsufficientInventory")
+    assert "standard_nowhere" in r["error"]["message"]

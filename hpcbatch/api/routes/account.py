@@ -53,8 +53,10 @@ async def list_pool_node_counts(request: web.Request) -> web.Response:
             nodes = svc.nodes.list_nodes(pool["id"])
         except NotFoundError:
             continue
-        items.append({"poolId": pool["id"], "dedicated": node_counts(nodes),
-                      "lowPriority": node_counts([])})
+        items.append({"poolId": pool["id"],
+                      "dedicated": node_counts([n for n in nodes if n.get("isDedicated", True)]),
+                      "lowPriority": node_counts([n for n in nodes
+                                                  if not n.get("isDedicated", True)])})
     return page_reply(request, "poolnodecounts", items)
 
 
