@@ -320,18 +320,23 @@ def auto_pool():
                     start_task=batchmodels.StartTask(
                         command_line="/bin/bash -c \"echo ready > "
                                      "$AZ_BATCH_NODE_SHARED_DIR/ready.txt\"",
-                        wait_for_success=True)))),
-        on_all_tasks_complete=batchmodels.OnAllTasksComplete.terminate_job))
+                        wait_for_success=True))))))
     try:
         batch_client.task.add(job_id, batchmodels.TaskAddParameter(
             id="AutoTask",
             command_line="/bin/bash -c \"cat $AZ_BATCH_NODE_SHARED_DIR/ready.txt\""))
         [task] = wait_for_tasks_to_complete(batch_client, job_id, datetime.timedelta(minutes=10))
         pool_id = batch_client.job.get(job_id).execution_info.pool_id
+        stdout = _read_stream_as_string(
+            batch_client.file.get_from_task(job_id, "AutoTask", "stdout.txt"))
+        # As Batch documents: a job with no tasks has all its tasks complete, so
+        # terminatejob is set once the tasks are in; here they are done, so the job
+        # ends now, and its auto pool (poolLifetimeOption job) with it.
+        batch_client.job.patch(job_id, batchmodels.JobPatchParameter(
+            on_all_tasks_complete=batchmodels.OnAllTasksComplete.terminate_job))
+        job_state = batch_client.job.get(job_id).state.value
         return {"task": {"state": task.state.value, "exit_code": task.execution_info.exit_code},
-                "stdout": _read_stream_as_string(
-                    batch_client.file.get_from_task(job_id, "AutoTask", "stdout.txt")),
-                "pool_id": pool_id}
+                "stdout": stdout, "pool_id": pool_id, "job_state": job_state}
     finally:
         batch_client.job.delete(job_id)
 
