@@ -949,9 +949,11 @@ class BatchClient:
         ``data`` (base64), ``certificateFormat`` (``pfx``/``cer``), ``password``."""
         self._request("POST", "/certificates", body=certificate)
 
-    def list_certificates_json(self, filter: str | None = None) -> list[Json]:  # noqa: A002
-        """The account's certificates ("Certificate - List"), as wire JSON."""
-        return list(self._list("/certificates", {"$filter": filter}))
+    def list_certificates_json(self, filter: str | None = None,  # noqa: A002
+                               select: str | None = None) -> list[Json]:
+        """The account's certificates ("Certificate - List"), as wire JSON, optionally
+        narrowed by an OData ``$filter`` and ``$select``."""
+        return list(self._list("/certificates", {"$filter": filter, "$select": select}))
 
     def get_certificate_json(self, algorithm: str, thumbprint: str) -> Json:
         """One certificate ("Certificate - Get"), as wire JSON."""

@@ -31,7 +31,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hpcbatch.providers.base import TransportProvider
+from hpcbatch.providers.base import (
+    Launched,
+    LaunchSpec,
+    NodeProvider,
+    TransportProvider,
+)
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.local import LocalTransport
 
@@ -226,6 +231,12 @@ class SimulatedProvider(TransportProvider):
     def open_transport(cls, host: Host) -> LocalTransport:
         """Host commands run on this machine: a :class:`LocalTransport`."""
         return LocalTransport(host)
+
+    def launch(self, spec: LaunchSpec) -> Launched:
+        """Bring the node up step by step (:meth:`NodeProvider.launch`): a simulated node
+        has no node process, so :class:`TransportProvider`'s one-command bootstrap, which
+        starts one, does not apply."""
+        return NodeProvider.launch(self, spec)
 
     def prepare(self) -> str:
         """Return the node root, ``~`` expanded (made only when a real process runs)."""

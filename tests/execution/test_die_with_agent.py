@@ -25,6 +25,7 @@ import pytest
 from hpcbatch.execution import agent, spawn
 from hpcbatch.execution.agent import Launch, NodeAgent
 from hpcbatch.execution.environment import NodeIdentity
+from hpcbatch.execution.node import PID_FILE as NODE_PID_FILE
 from tests.helpers import service_on_testbed, wait_until
 
 
@@ -42,11 +43,11 @@ def task_processes(root: str) -> list[psutil.Process]:
 
 
 def node_process(root: str) -> psutil.Process:
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "-m hpcbatch.node" in cmd and root in cmd and "--" not in cmd:
-            return p
-    raise AssertionError(f"no node process for {root}")
+    """The node process serving node root ``root``, by the pid it records in ``root/node.pid``."""
+    try:
+        return psutil.Process(int((Path(root) / NODE_PID_FILE).read_text().strip()))
+    except (OSError, ValueError, psutil.NoSuchProcess) as exc:
+        raise AssertionError(f"no node process for {root}: {exc}") from exc
 
 
 def test_a_killed_agent_takes_its_tasks_and_their_grandchildren_along(tmp_path: Path) -> None:

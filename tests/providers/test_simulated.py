@@ -97,7 +97,7 @@ def test_a_job_of_thousands_of_tasks_completes_with_correct_counts(sim: Any) -> 
     failed = client.list_tasks("many", filter="executionInfo/result eq 'failure'")
     assert len(failed) == n // 20
     for task in failed:
-        assert task.execution_info.exit_code == 3
+        assert task.execution_info.exit_code == 3, (task.id, task.execution_info.failure_info)
         assert task.execution_info.retry_count == 2  # retried as Batch does
         assert task.execution_info.failure_info.code == "FailureExitCode"
     ok = client.get_task("many", "t00001")

@@ -12,7 +12,7 @@ from hpcbatch.client.cli.common import (
     Column,
     action_command,
     client,
-    filter_option,
+    list_command,
     note,
     read_command,
 )
@@ -53,9 +53,9 @@ def certificate_create(certificate_file: Path, thumbprint: str, thumbprint_algor
     note(f"added certificate {thumbprint_algorithm}-{thumbprint}")
 
 
-read_command(certificate, "list", "List the account's certificates.",
-             lambda c, filter_: c.list_certificates_json(filter_),
-             filter_option("state eq 'active'"), columns=CERTIFICATE_COLUMNS)
+list_command(certificate, "list", 'List the account\'s certificates ("Certificate - List").',
+             lambda c, filter_, select: c.list_certificates_json(filter_, select),
+             columns=CERTIFICATE_COLUMNS, example="state eq 'active'")
 
 read_command(certificate, "show", "Show a certificate.",
              lambda c, thumbprint, thumbprint_algorithm: c.get_certificate_json(

@@ -196,6 +196,8 @@ list_command(
     server=("select",))
 
 
-from hpcbatch.client.cli.nodeops_commands import add_task_file_commands  # "task file delete"
+from hpcbatch.client.cli.nodeops_commands import (
+    add_task_file_commands,  # "task file delete"
+)
 
 add_task_file_commands(task_file)
