@@ -586,16 +586,19 @@ class PoolManager:
         fits = images.serves(image, self.host_releases.get(host.name.lower()), host.images)
         return None if fits else ("unread" if fits is None else "image")
 
-    def _free_hosts(self, pool_key: str, limit: int, *, unread: bool = True) -> list[Host]:
+    def _free_hosts(self, pool_key: str, limit: int, *, unread: bool = True,
+                    kinds: tuple[int, int] | None = None) -> list[Host]:
         """Free hosts the pool may take, of the kinds it lacks, at most ``limit``.
 
         With ``unread``, hosts whose OS is still being read for the pool's
         ``imageReference`` count too (the pool is resizing until it is known);
-        :meth:`_take_hosts` takes only hosts known to fit.
+        :meth:`_take_hosts` takes only hosts known to fit. ``kinds`` (dedicated,
+        low-priority) overrides what the pool lacks, e.g. ``(1, 0)`` to ask whether a
+        dedicated node could be replaced.
         """
         spec = self.specs[pool_key]
         allowed = (None, "unread") if unread else (None,)
-        dedicated, low = (max(0, d) for d in self.kind_deficits(pool_key))
+        dedicated, low = kinds or tuple(max(0, d) for d in self.kind_deficits(pool_key))
         with self.store.read() as conn:
             rows = conn.execute(sa.select(hosts.c.spec).where(hosts.c.pool_key.is_(None))
                                 .order_by(hosts.c.key)).scalars().all()
@@ -1207,6 +1210,11 @@ class PoolManager:
                 and node.state == "unusable" and bool(node.errors)
                 and node.errors[0].get("code") in RECOVERABLE_CODES)
 
+    def _replaceable(self, node: NodeRuntime) -> bool:
+        """Whether a free inventory host of the node's kind fits its pool (could replace it)."""
+        kinds = (0, 1) if node.host.low_priority else (1, 0)
+        return bool(self._free_hosts(node.pool_key, 1, unread=False, kinds=kinds))
+
     async def _recover(self, node: NodeRuntime) -> None:
         recovery = NodeRecovery(self.recovery_policy)
         free = True
@@ -1214,7 +1222,7 @@ class PoolManager:
             await asyncio.sleep(recovery.next_delay(free))
             if not self._recoverable(node):
                 return
-            free = bool(self._free_hosts(node.pool_key, 1))
+            free = self._replaceable(node)
             if recovery.next_action(free) is Action.REPLACE and self._replace(node):
                 return
             log.info("node %s (pool %s): restarting it on host %s (attempt %d)", node.node_id,
@@ -1223,7 +1231,7 @@ class PoolManager:
             if not self._recoverable(node):  # back, or taken over by a user or another cause
                 return
             recovery.failed(unreachable=node.errors[0].get("code") == NodeConnectionError.code)
-            free = bool(self._free_hosts(node.pool_key, 1))
+            free = self._replaceable(node)
             first = node.errors[0]
             node.errors = [{**first, "errorDetails": [
                 *(d for d in first.get("errorDetails") or [] if d.get("name") != "Recovery"),
