@@ -268,7 +268,7 @@ def test_low_priority_targets_take_only_low_priority_hosts(env) -> None:
                         "targetLowPriorityNodes": 1})
     nodes = client.wait_for_pool("lp", timeout_s=180)
     by_id = {n["id"]: n for n in client.list_nodes_json("lp")}
-    assert {n.state for n in nodes} == {"idle"}
+    assert {n.state for n in nodes} == {"idle"}, [(n.id, n.state, n.errors) for n in nodes]
     assert by_id[hosts[2]["name"]]["isDedicated"] is False
     assert [n["isDedicated"] for i, n in by_id.items() if i != hosts[2]["name"]] == [True]
     pool = client.get_pool_json("lp")

@@ -43,9 +43,16 @@ FILES = {"secrets/tls/ca.pem": b"ca-bytes"}
 IDENTITY = {"accounts": [], "inter_node": True}
 
 
+def beside(root_dir: str, sub: str) -> Path:
+    """A folder next to a testbed host's node root, never inside it: later tests on the
+    session testbed use that root, which must hold only what hpcbatch put there."""
+    root = Path(root_dir)
+    return root.parent / f"{root.name}-{sub}"
+
+
 def ssh_host(testbed: Testbed, index: int, sub: str, **update: typing.Any) -> Host:
     base = testbed.hosts[index]
-    return base.model_copy(update={"root_dir": str(Path(base.root_dir) / sub), **update})
+    return base.model_copy(update={"root_dir": str(beside(base.root_dir, sub)), **update})
 
 
 def count_commands(provider: TransportProvider) -> list[list[str]]:
@@ -157,7 +164,7 @@ def test_launch_failures_name_the_host_and_the_cause(testbed: Testbed, tmp_path:
                                                   r"hpcbatch on this host \(exit code 127\)"):
         provider_for(host).launch(LaunchSpec(CONFIG, FILES, IDENTITY))
     # A node root that is somebody else's folder.
-    foreign = Path(testbed.hosts[2].root_dir) / "launch-foreign"
+    foreign = beside(testbed.hosts[2].root_dir, "launch-foreign")
     foreign.mkdir(parents=True, exist_ok=True)
     (foreign / "thesis.tex").write_text("x")
     host = ssh_host(testbed, 2, "launch-foreign")
