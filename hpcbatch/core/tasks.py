@@ -18,6 +18,7 @@ from hpcbatch.batch.errors import (
     exists,
 )
 from hpcbatch.batch.models import (
+    check_container_configuration,
     MAX_TASKS_PER_COLLECTION,
     ComputeNodeInformation,
     JobManagerTask,
@@ -128,6 +129,12 @@ class Tasks:
                                   "applicationPackageReferences")
         pool = self.ctx.pool_manager.spec(job["pool_key"] or "")
         identity.check_user_name(spec.user_identity, pool)
+        if spec.container_settings is not None and pool is not None \
+                and check_container_configuration(pool.virtual_machine_configuration) is None:
+            raise InvalidPropertyValueError(
+                "containerSettings", spec.container_settings.image_name,
+                f"the pool {pool.id} has no virtualMachineConfiguration.containerConfiguration: "
+                "a task can run in a container only on a pool that enables containers")
         if spec.multi_instance_settings is not None:
             capacity = self.ctx.pool_manager.capacity(job["pool_key"]) if pool else None
             multiinstance.validate(spec, pool, capacity)
