@@ -31,7 +31,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    field_validator,
     AfterValidator,
     BaseModel,
     BeforeValidator,
@@ -39,6 +38,7 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -526,7 +526,8 @@ def check_container_configuration(vm_config: dict[str, Any] | None) -> dict[str,
     if cc is None:
         return None
     if not isinstance(cc, dict):
-        raise ValueError("virtualMachineConfiguration.containerConfiguration must be an object")
+        raise ValueError(  # noqa: TRY004 - pydantic reports a ValueError as a 400
+            "virtualMachineConfiguration.containerConfiguration must be an object")
     unknown = sorted(set(cc) - {"type", "containerImageNames", "containerRegistries"})
     if unknown:
         raise ValueError(f"containerConfiguration: {unknown[0]!r} is not a known property")

@@ -18,7 +18,6 @@ from hpcbatch.batch.errors import (
     exists,
 )
 from hpcbatch.batch.models import (
-    check_container_configuration,
     MAX_TASKS_PER_COLLECTION,
     ComputeNodeInformation,
     JobManagerTask,
@@ -26,6 +25,7 @@ from hpcbatch.batch.models import (
     TaskConstraints,
     TaskExecutionInformation,
     TaskSpec,
+    check_container_configuration,
 )
 from hpcbatch.batch.states import Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
