@@ -545,6 +545,37 @@ def check_container_configuration(vm_config: dict[str, Any] | None) -> dict[str,
     return cc
 
 
+def check_pool_runs_containers(settings: TaskContainerSettings | None,
+                               pool: PoolSpecification | None, pool_id: str | None,
+                               name: str = "containerSettings") -> None:
+    """Refuse ``containerSettings`` for a known pool that does not enable containers.
+
+    Parameters
+    ----------
+    settings
+        The task's (job manager's, preparation or release task's) container settings.
+    pool
+        Its pool's specification, or None when the pool is not known yet (the
+        node agent then fails the task with ``ContainerConfigurationMissing``).
+    pool_id
+        The pool's ID, for the message.
+    name
+        The property's wire path, for the error.
+
+    Raises
+    ------
+    InvalidPropertyValueError
+        ``settings`` given and ``pool`` has no ``containerConfiguration``.
+    """
+    if settings is None or pool is None:
+        return
+    if check_container_configuration(pool.virtual_machine_configuration) is None:
+        raise InvalidPropertyValueError(
+            name, settings.image_name,
+            f"the pool {pool_id} has no virtualMachineConfiguration.containerConfiguration: "
+            "a task runs in a container only on a pool that enables containers")
+
+
 class StartTask(WireModel):
     """A pool's start task (``StartTask``): runs on every node as it joins or restarts."""
 

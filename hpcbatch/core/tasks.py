@@ -25,7 +25,7 @@ from hpcbatch.batch.models import (
     TaskConstraints,
     TaskExecutionInformation,
     TaskSpec,
-    check_container_configuration,
+    check_pool_runs_containers,
 )
 from hpcbatch.batch.states import Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
@@ -129,12 +129,8 @@ class Tasks:
                                   "applicationPackageReferences")
         pool = self.ctx.pool_manager.spec(job["pool_key"] or "")
         identity.check_user_name(spec.user_identity, pool)
-        if spec.container_settings is not None and pool is not None \
-                and check_container_configuration(pool.virtual_machine_configuration) is None:
-            raise InvalidPropertyValueError(
-                "containerSettings", spec.container_settings.image_name,
-                f"the pool {pool.id} has no virtualMachineConfiguration.containerConfiguration: "
-                "a task can run in a container only on a pool that enables containers")
+        check_pool_runs_containers(spec.container_settings, pool,
+                                   pool.id if pool else None)
         if spec.multi_instance_settings is not None:
             capacity = self.ctx.pool_manager.capacity(job["pool_key"]) if pool else None
             multiinstance.validate(spec, pool, capacity)
