@@ -23,8 +23,8 @@ exec "$@"
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory):
-    """Two testbed hosts: a pool with containerConfiguration and one without."""
-    with service_on_testbed(tmp_path_factory.mktemp("svc"), 2, "127.0.5.1") as env:
+    """Three testbed hosts: a pool with containerConfiguration, one without, one spare."""
+    with service_on_testbed(tmp_path_factory.mktemp("svc"), 3, "127.0.5.1") as env:
         client = env[0]
         client.create_pool({"id": "boxes", "vmSize": "testbed", "targetDedicatedNodes": 1,
                             "virtualMachineConfiguration": {"containerConfiguration": {
@@ -93,3 +93,20 @@ def test_container_task_on_a_pool_without_containers_is_refused(svc):
                                             "containerSettings": {"imageName": IMAGE}})
     assert (info.value.status, info.value.code) == (400, "InvalidPropertyValue")
     assert "containerConfiguration" in info.value.message and "plain" in info.value.message
+
+
+def test_container_task_added_before_its_pool_exists_fails_if_the_pool_has_no_containers(
+        svc, tmp_path: Path):
+    client, _, _ = svc
+    client.create_job({"id": "early", "poolInfo": {"poolId": "later"}})
+    client.create_task("early", {  # the pool is not known yet: accepted
+        "id": "t", "commandLine": f"/bin/sh -c 'touch {tmp_path}/ran-on-host'",
+        "containerSettings": {"imageName": IMAGE}})
+    client.create_pool({"id": "later", "vmSize": "testbed", "targetDedicatedNodes": 1})
+    client.wait_for_tasks("early", timeout_s=120)
+    info = client.get_task("early", "t").execution_info
+    assert info.result == "failure" and info.exit_code is None
+    assert (info.failure_info.category, info.failure_info.code) == (
+        "usererror", "ContainerConfigurationMissing")
+    assert "containerConfiguration" in info.failure_info.message
+    assert not (tmp_path / "ran-on-host").exists()
