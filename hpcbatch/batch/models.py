@@ -38,6 +38,7 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -121,18 +122,6 @@ MaxParallelTasks = Annotated[int, Strict(), Field(ge=-1, le=INT32_MAX),
 """A job's ``maxParallelTasks``: -1 (no limit) or 1 up to a 32-bit integer."""
 
 
-def _no_container(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None:
-        raise ValueError(
-            "hpcbatch does not run commands in containers yet, and will not run one on the "
-            "host as if no container had been asked for: remove containerSettings to run "
-            "the command on the node itself")
-    return value
-
-
-ContainerSettings = Annotated[dict[str, Any] | None, AfterValidator(_no_container)]
-"""``containerSettings`` of a task, start task, job manager, preparation or release task:
-refused (``400 InvalidPropertyValue``) rather than accepted and ignored."""
 
 
 def _no_nul(value: str) -> str:
@@ -476,6 +465,117 @@ class UserAccount(WireModel):
     windows_user_configuration: dict[str, Any] | None = None
 
 
+CONTAINER_TYPES = ("dockerCompatible", "criCompatible")
+"""``containerConfiguration.type`` values a pool may give."""
+
+
+class TaskContainerSettings(WireModel):
+    """``containerSettings`` of a task, start task, job manager, preparation or release task.
+
+    The command line runs in ``image_name`` through the container runtime of the
+    pool's ``containerConfiguration`` (:mod:`hpcbatch.execution.containers`), with
+    the node root directory mounted at the same path and the task's environment
+    passed. ``container_run_options`` are extra runtime options (split with POSIX
+    shell rules); ``working_directory``: ``taskWorkingDirectory`` (default) or
+    ``containerImageDefault``. ``registry`` (a private registry's credentials) is
+    refused: the agent logs in to no registry, the image must be on the node or
+    pullable without credentials.
+    """
+
+    image_name: Annotated[str, Field(min_length=1), NoNul]
+    container_run_options: Annotated[str, NoNul] | None = None
+    working_directory: Literal["taskWorkingDirectory", "containerImageDefault"] | None = None
+    registry: dict[str, Any] | None = None
+
+    @field_validator("image_name")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if value.startswith("-") or any(c.isspace() for c in value):
+            raise ValueError("an image name must not start with '-' or contain white space")
+        return value
+
+    @field_validator("registry")
+    @classmethod
+    def _no_registry(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            raise ValueError("hpcbatch does not log in to container registries: remove "
+                             "registry and have the image on the nodes (or pullable "
+                             "without credentials)")
+        return value
+
+
+ContainerSettings = TaskContainerSettings | None
+"""The ``containerSettings`` property type."""
+
+
+def check_container_configuration(vm_config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Check a pool's ``virtualMachineConfiguration.containerConfiguration``; return it or None.
+
+    Parameters
+    ----------
+    vm_config
+        The pool's ``virtualMachineConfiguration`` wire dict, or None.
+
+    Raises
+    ------
+    ValueError
+        ``type`` is not ``dockerCompatible``/``criCompatible``, ``containerImageNames``
+        is not a list of names, or ``containerRegistries`` is given (no registry login).
+    """
+    cc = (vm_config or {}).get("containerConfiguration")
+    if cc is None:
+        return None
+    if not isinstance(cc, dict):
+        raise ValueError(  # noqa: TRY004 - pydantic reports a ValueError as a 400
+            "virtualMachineConfiguration.containerConfiguration must be an object")
+    unknown = sorted(set(cc) - {"type", "containerImageNames", "containerRegistries"})
+    if unknown:
+        raise ValueError(f"containerConfiguration: {unknown[0]!r} is not a known property")
+    if cc.get("type") not in CONTAINER_TYPES:
+        raise ValueError("containerConfiguration.type must be one of "
+                         f"{', '.join(CONTAINER_TYPES)}")
+    names = cc.get("containerImageNames")
+    if names is not None and not (isinstance(names, list)
+                                  and all(isinstance(n, str) and n for n in names)):
+        raise ValueError("containerConfiguration.containerImageNames must be a list of "
+                         "image names")
+    if cc.get("containerRegistries"):
+        raise ValueError("containerConfiguration.containerRegistries is not supported: "
+                         "hpcbatch logs in to no container registry")
+    return cc
+
+
+def check_pool_runs_containers(settings: TaskContainerSettings | None,
+                               pool: PoolSpecification | None, pool_id: str | None,
+                               name: str = "containerSettings") -> None:
+    """Refuse ``containerSettings`` for a known pool that does not enable containers.
+
+    Parameters
+    ----------
+    settings
+        The task's (job manager's, preparation or release task's) container settings.
+    pool
+        Its pool's specification, or None when the pool is not known yet (the
+        node agent then fails the task with ``ContainerConfigurationMissing``).
+    pool_id
+        The pool's ID, for the message.
+    name
+        The property's wire path, for the error.
+
+    Raises
+    ------
+    InvalidPropertyValueError
+        ``settings`` given and ``pool`` has no ``containerConfiguration``.
+    """
+    if settings is None or pool is None:
+        return
+    if check_container_configuration(pool.virtual_machine_configuration) is None:
+        raise InvalidPropertyValueError(
+            name, settings.image_name,
+            f"the pool {pool_id} has no virtualMachineConfiguration.containerConfiguration: "
+            "a task runs in a container only on a pool that enables containers")
+
+
 class StartTask(WireModel):
     """A pool's start task (``StartTask``): runs on every node as it joins or restarts."""
 
@@ -610,6 +710,16 @@ class PoolSpecification(WireModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"userAccounts: the name {dup[0]!r} is given more than once")
+        return self
+
+    @model_validator(mode="after")
+    def _containers(self) -> PoolSpecification:
+        cc = check_container_configuration(self.virtual_machine_configuration)
+        if cc is None and self.start_task is not None \
+                and self.start_task.container_settings is not None:
+            raise ValueError(
+                "startTask.containerSettings needs a pool whose virtualMachineConfiguration "
+                "has a containerConfiguration")
         return self
 
     @property

@@ -51,7 +51,7 @@ from hpcbatch.core.runs import (
 )
 from hpcbatch.core.scheduling import NodeSlots, plan_pool, should_retry
 from hpcbatch.core.transitions import check, task_moves
-from hpcbatch.execution import agent, multiinstance
+from hpcbatch.execution import agent, containers, multiinstance
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
     Store,
@@ -563,6 +563,9 @@ class Dispatcher:
             "resource_files": [r.to_wire() for r in getattr(spec, "resource_files", None) or []],
             "output_files": [o.to_wire() for o in getattr(spec, "output_files", None) or []],
             "storage": self.ctx.storage, "persist_logs": self.ctx.storage is not None,
+            "container": containers.launch_container(
+                cs.to_wire() if (cs := getattr(spec, "container_settings", None)) else None,
+                pool.virtual_machine_configuration if pool else None),
         }
 
     async def _run_gang(self, run: Run, gang: list[multiinstance.GangNode],

@@ -22,6 +22,7 @@ from hpcbatch.batch.models import (
     UNLIMITED,
     JobPatch,
     JobSpec,
+    check_pool_runs_containers,
 )
 from hpcbatch.batch.states import (
     JOB_CLOSED,
@@ -189,6 +190,8 @@ class Jobs:
             if special is not None:
                 identity.check_user_name(special.user_identity, pool_spec,
                                          f"{name}.userIdentity.username")
+                check_pool_runs_containers(special.container_settings, pool_spec, pool_id,
+                                           f"{name}.containerSettings")
         if auto is not None and schedule_pool_id is None:
             with self.ctx.store.read() as conn:  # refuse before a pool is made for nothing
                 if Store.fetch_one(conn, jobs, key=spec.id.lower()) is not None:

@@ -48,7 +48,7 @@ from hpcbatch.core.node_recovery import (
 )
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.transitions import check
-from hpcbatch.execution import agent
+from hpcbatch.execution import agent, containers
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.environment import NODE_TLS_DIR, NODE_TLS_FILES
 from hpcbatch.execution.pki import issue_node_credentials
@@ -1018,6 +1018,9 @@ class PoolManager:
                 settings=[s.to_wire() for s in spec.environment_settings or []],
                 resource_files=[r.to_wire() for r in spec.resource_files or []],
                 storage=self.storage, packages=self.packages_for(node.pool_key),
+                container=containers.launch_container(
+                    spec.container_settings.to_wire() if spec.container_settings else None,
+                    self.specs[node.pool_key].virtual_machine_configuration),
             )
             try:
                 outcome: agent.Outcome = await self.engine.run_launch(node.worker or "", launch)

@@ -23,7 +23,7 @@ from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.rows import job_row
 from hpcbatch.core.runs import PreparationFailed, Run, wall_clock_s
 from hpcbatch.core.transitions import check, task_moves
-from hpcbatch.execution import agent
+from hpcbatch.execution import agent, containers
 from hpcbatch.execution.environment import task_dir
 from hpcbatch.store.database import (
     Store,
@@ -170,7 +170,11 @@ class JobPreparation:
                 extra_env=self.ctx.task_storage_env(job["id"], wall_clock_s(wall)),
                 max_wall_clock_s=wall_clock_s(wall),
                 resource_files=[r.to_wire() for r in spec.resource_files or []],
-                storage=self.ctx.storage)
+                storage=self.ctx.storage,
+                container=containers.launch_container(
+                    spec.container_settings.to_wire() if spec.container_settings else None,
+                    pool.virtual_machine_configuration
+                    if (pool := self.ctx.pool_manager.spec(node.pool_key)) else None))
             try:
                 out: agent.Outcome = await self.ctx.engine.run_launch(node.worker or "", launch)
                 failure, code = out.failure_info, out.exit_code

@@ -25,6 +25,7 @@ from hpcbatch.batch.models import (
     TaskConstraints,
     TaskExecutionInformation,
     TaskSpec,
+    check_pool_runs_containers,
 )
 from hpcbatch.batch.states import Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
@@ -128,6 +129,8 @@ class Tasks:
                                   "applicationPackageReferences")
         pool = self.ctx.pool_manager.spec(job["pool_key"] or "")
         identity.check_user_name(spec.user_identity, pool)
+        check_pool_runs_containers(spec.container_settings, pool,
+                                   pool.id if pool else None)
         if spec.multi_instance_settings is not None:
             capacity = self.ctx.pool_manager.capacity(job["pool_key"]) if pool else None
             multiinstance.validate(spec, pool, capacity)

@@ -130,6 +130,10 @@ class Launch:
         The user the run executes as (its ``userIdentity`` resolved by the
         service); honoured when the agent switches users, else the run shares
         the agent's identity.
+    container
+        The task's ``containerSettings`` with its pool's container type
+        (:func:`hpcbatch.execution.containers.launch_container`), or None: the
+        command line then runs in that container, never on the host.
     """
 
     key: str
@@ -151,6 +155,7 @@ class Launch:
     persist_logs: bool = False
     packages: list[packages.PackageRef] = field(default_factory=list)
     run_as: RunAs | None = None
+    container: dict[str, Any] | None = None
 
 
 @dataclass
@@ -542,7 +547,7 @@ class NodeAgent(WorkerPlugin):
             with open(tdir / launch.stdout_name, "wb") as out, \
                     open(tdir / launch.stderr_name, "wb") as err:
                 child, failure = self.processes.spawn(launch.key, launch.command_line, wd,
-                                                      env, out, err, creds)
+                                                      env, out, err, creds, launch.container)
             if child is None:
                 self._report(launch.key,
                              Outcome(None, start, _now(), failure, str(tdir), node.node_id))
@@ -664,7 +669,7 @@ class NodeAgent(WorkerPlugin):
                 if creds is not None:
                     _chown_tree(tdir / launch.resource_dir, creds)
             child, failure = self.processes.spawn(launch.key, launch.command_line, wd, env,
-                                                  out, err, creds)
+                                                  out, err, creds, launch.container)
         if child is None:
             return None, failure, None
         code, failure = self.processes.wait(launch.key, child, launch.max_wall_clock_s,

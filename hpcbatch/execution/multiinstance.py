@@ -263,6 +263,7 @@ def launches(
                 stdout_name="coordination-stdout.txt" if i == 0 else "stdout.txt",
                 stderr_name="coordination-stderr.txt" if i == 0 else "stderr.txt",
                 files=files if i == 0 else {}, run_as=run_as,
+                container=(io or {}).get("container"),
             ))
     app = agent.Launch(
         key=key, task_dir=task_dir, command_line=spec.command_line, job_id=job_id,

@@ -36,7 +36,7 @@ from typing import IO, Any
 
 import psutil
 
-from hpcbatch.execution import identity
+from hpcbatch.execution import containers, identity
 
 EXIT_CODE_TASK_ENDED = 0xC000013A
 """Batch's exit code for a task ended by its wall-clock limit or by request."""
@@ -425,6 +425,7 @@ class Processes:
 
     def spawn(self, key: str, command_line: str, wd: Path, env: Mapping[str, str],
               out: IO[bytes], err: IO[bytes], creds: identity.Credentials | None = None,
+              container: Mapping[str, Any] | None = None,
               ) -> tuple[Child | None, dict[str, Any] | None]:
         """Start a command line without a shell in its own session; (child, None) or (None, failure).
 
@@ -445,12 +446,17 @@ class Processes:
             Open files receiving stdout and stderr; a start failure is written to ``err``.
         creds
             The user to run as, or None for the agent's own identity.
+        container
+            The launch's container dict
+            (:func:`hpcbatch.execution.containers.launch_container`): the command
+            runs in its image through a runtime on the task ``PATH``, never on the host.
 
         Returns
         -------
         tuple
             The child, or a ``CommandLineInvalid``/``CommandProgramNotFound``/
-            ``CommandProgramFailed`` failure info.
+            ``CommandProgramFailed``/``ContainerConfigurationMissing``/
+            ``ContainerRuntimeNotFound``/``ContainerRunOptionsInvalid`` failure info.
         """
         try:
             argv = shlex.split(command_line)
@@ -466,6 +472,11 @@ class Processes:
         for k, v in env.items():
             full_env[os.fsencode(k)] = os.fsencode(v)
         full_env[AGENT_TAG.encode()] = os.fsencode(self.warden.tag)
+        if container is not None:
+            argv, failure = self._containerized(argv, container, wd, env, full_env)
+            if failure is not None:
+                err.write((failure["message"] + "\n").encode())
+                return None, failure
         user: dict[str, Any] = {}
         try:
             if creds is not None:
@@ -500,6 +511,36 @@ class Processes:
         if ended_early:  # kill() came before the process existed
             kill_process_tree(child.pid)
         return child, None
+
+    def _containerized(self, argv: list[str], container: Mapping[str, Any], wd: Path,
+                       env: Mapping[str, str], full_env: Mapping[bytes, bytes],
+                       ) -> tuple[list[str], dict[str, Any] | None]:
+        """The runtime argv running ``argv`` in the launch's container, or a failure info."""
+        kind = container.get(containers.TYPE_KEY)
+        if kind is None:
+            return argv, failure_info(
+                "usererror", "ContainerConfigurationMissing",
+                f"The task has containerSettings, but the pool of node {self.node_id} has no "
+                "virtualMachineConfiguration.containerConfiguration: it is not run on the "
+                "host instead.")
+        path = os.fsdecode(full_env.get(b"PATH", b""))
+        runtime = containers.find_runtime(kind, path)
+        if runtime is None:
+            return argv, failure_info(
+                "usererror", "ContainerRuntimeNotFound",
+                f"No container runtime for containerConfiguration type {kind} on node "
+                f"{self.node_id}: looked for {', '.join(containers.runtime_names(kind))} "
+                f"on PATH {path!r}; the task is not run on the host instead.",
+                node=self.node_id, runtimes=",".join(containers.runtime_names(kind)),
+                path=path)
+        try:
+            return containers.container_argv(
+                runtime, container, argv, root_dir=self.warden.root_dir,
+                working_dir=str(wd), env_names=env), None
+        except ValueError as exc:
+            return argv, failure_info("usererror", "ContainerRunOptionsInvalid",
+                                      f"containerSettings.containerRunOptions cannot be "
+                                      f"parsed: {exc}")
 
     @staticmethod
     def reap(child: Child) -> int:
