@@ -50,9 +50,10 @@ SDK_PINS = {"15": "15.1.0", "14": "14.2.0", "11": "11.0.0", "8": "8.0.0"}
 """The newest ``azure-batch`` of each major version (``pip index versions azure-batch``)."""
 
 SDK_EXTRAS = {"8": ["azure-storage-blob==1.5.0"], "11": ["azure-storage-blob==12.31.1"],
-              "14": ["azure-storage-blob==12.31.1"]}
+              "14": ["azure-storage-blob==12.31.1"], "15": ["azure-storage-blob==12.31.1"]}
 """What the older samples' venvs hold beside the SDK: the legacy ``BlockBlobService``
-(azure-storage-blob 1.x, the newest: 1.5.0) for 8.x, azure-storage-blob 12.x for 11.x."""
+(azure-storage-blob 1.x, the newest: 1.5.0) for 8.x, azure-storage-blob 12.x for 11.x, 14.x
+and 15.x."""
 
 AZURE_VM_SIZES = ["standard_d2s_v3", "standard_ds1_v2"]
 """Azure VM sizes the scripts use; a pool's vmSize selects inventory hosts by label."""

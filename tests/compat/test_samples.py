@@ -1,14 +1,15 @@
 """Microsoft's published Python Batch samples, as written for azure-batch 8.x (with the legacy
-azure-storage-blob 1.x ``BlockBlobService``) and 11.x (with azure-storage-blob 12.x), run
-against hpcbatch with an Azurite storage account.
+azure-storage-blob 1.x ``BlockBlobService``) and 11.x (with azure-storage-blob 12.x), and
+ported to 15.x's track-2 API (``BatchClient``), run against hpcbatch with an Azurite storage
+account.
 
-Each script (``azure_samples_8.py``, ``azure_samples_11.py``) runs in its SDK's own venv
-(``conftest.ensure_sdk_venv``): it picks the latest verified Ubuntu/Debian image with
-"Account - List Supported Images", uploads its inputs and a coordination script to an
-Azurite container, creates a pool with a start task, a job with tasks whose resource files
-are blob SAS URLs and whose outputs go to a container SAS URL, and a multi-instance MPI task
-whose coordination script comes from ``commonResourceFiles`` without ``fileMode``; waits;
-downloads the outputs from the container; deletes everything.
+Each script (``azure_samples_8.py``, ``azure_samples_11.py``, ``azure_samples_15.py``) runs
+in its SDK's own venv (``conftest.ensure_sdk_venv``): it picks the latest verified
+Ubuntu/Debian image with "Account - List Supported Images", uploads its inputs and a
+coordination script to an Azurite container, creates a pool with a start task, a job with
+tasks whose resource files are blob SAS URLs and whose outputs go to a container SAS URL, and
+a multi-instance MPI task whose coordination script comes from ``commonResourceFiles``
+without ``fileMode``; waits; downloads the outputs from the container; deletes everything.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 
 import pytest
 
-SAMPLES = ["14", "11", "8"]
-SCRIPT = {"8": "8", "11": "11", "14": "11"}
+SAMPLES = ["15", "14", "11", "8"]
+SCRIPT = {"8": "8", "11": "11", "14": "11", "15": "15"}
 """The script each SDK major version runs: 14.x keeps 11.x's track-1 API (``BatchServiceClient``,
-``batchmodels``), so Microsoft's samples written for 11.x run on it unmodified."""
+``batchmodels``), so Microsoft's samples written for 11.x run on it unmodified; 15.x is track 2
+(``BatchClient``, ``azure.batch.models``), so it runs the same flow ported to that API."""
 
 
 
