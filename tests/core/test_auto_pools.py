@@ -51,6 +51,8 @@ def env(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory
     low-priority."""
     tmp = tmp_path_factory.mktemp("autopool")
     hosts = [h.model_dump(mode="json") for h in testbed.hosts]
+    for h in hosts:  # node roots of its own: other modules use the session hosts' roots
+        h["root_dir"] = str(tmp / "roots" / h["name"])
     hosts[2]["low_priority"] = True
     with running_service(tmp / "state") as (client, thread):
         client.add_hosts(hosts)
