@@ -151,10 +151,14 @@ class CpuMeter:
         self.groups = {"service + benchmark client": [psutil.Process()],
                        "Dask scheduler": [psutil.Process(engine.proc.pid)],
                        "4 node processes + tasks": [
-                           p for p in psutil.process_iter(["cmdline"])
-                           if ("hpcbatch.node" in " ".join(p.info["cmdline"] or [])
-                               or spawn.AGENT_TAG in (p.info["cmdline"] or []))  # + watchdogs
-                           and str(testbed_dir) in " ".join(p.info["cmdline"] or [])]}
+                           # node processes by the pid each records in its root (they are
+                           # forked by `python -m hpcbatch.node --launch`, whose command
+                           # line names no root), plus the agents' watchdogs
+                           *(psutil.Process(int(f.read_text().strip()))
+                             for f in testbed_dir.rglob("node.pid")),
+                           *(p for p in psutil.process_iter(["cmdline"])
+                             if spawn.AGENT_TAG in (p.info["cmdline"] or [])
+                             and str(testbed_dir) in " ".join(p.info["cmdline"] or []))]}
         self.start = self._read()
 
     def _read(self) -> dict[str, float]:
