@@ -35,7 +35,8 @@ from typing import Any
 
 from hpcbatch.batch.identity import POOL_AUTO_USER, TASK_USER_PREFIX, RunAs
 
-__all__ = ["Credentials", "Switcher", "UserSwitchError", "main", "setup_node"]
+__all__ = ["Credentials", "Switcher", "UserSwitchError", "group_exists", "main",
+           "run_account_tool", "setup_node", "user_exists"]
 
 NODE_CONFIG = "node.json"
 """The node process's config file, in the node root (only the agent's user reads it)."""
@@ -139,16 +140,44 @@ def _credentials(name: str) -> Credentials:
     return Credentials(name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
 
 
-def _run(argv: list[str], stdin: bytes | None = None) -> None:
+def run_account_tool(argv: list[str], stdin: bytes | None = None, *,
+                     error: type[Exception] = UserSwitchError) -> None:
+    """Run an account tool (``useradd``, ``usermod``, ``chpasswd``...) and check it succeeded.
+
+    Parameters
+    ----------
+    argv
+        The command (no shell: user strings stay single arguments).
+    stdin
+        Bytes fed to its standard input (``chpasswd``'s ``name:password`` line), or None.
+    error
+        The exception class raised on failure: :class:`UserSwitchError` for task users
+        (the default), ``OSError`` for node users (:mod:`hpcbatch.execution.node_users`).
+
+    Raises
+    ------
+    Exception
+        ``error("TOOL failed (exit code N): STDERR")`` when the tool exits non-zero.
+    """
     res = subprocess.run(argv, input=stdin, capture_output=True, check=False)
     if res.returncode != 0:
-        raise UserSwitchError(f"{' '.join(argv[:1])} failed (exit code {res.returncode}): "
-                              f"{res.stderr.decode(errors='replace').strip()}")
+        raise error(f"{argv[0]} failed (exit code {res.returncode}): "
+                    f"{res.stderr.decode(errors='replace').strip()}")
 
 
-def _exists(name: str) -> bool:
+def user_exists(name: str) -> bool:
+    """Tell whether the host has a user named ``name`` (``getpwnam``)."""
     try:
         pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def group_exists(name: str) -> bool:
+    """Tell whether the host has a group named ``name`` (``getgrnam``)."""
+    try:
+        grp.getgrnam(name)
     except KeyError:
         return False
     return True
@@ -183,7 +212,7 @@ def unreachable(path: str | os.PathLike[str], *, execute: bool = False) -> str |
 def _ensure_user(name: str, *, uid: int | None = None, gid: int | None = None,
                  home: str | None = None) -> None:
     """Create a user with its own group (or group ``gid``) unless it exists."""
-    if _exists(name):
+    if user_exists(name):
         entry = pwd.getpwnam(name)
         if uid is not None and (entry.pw_uid, entry.pw_gid) != (uid, gid):
             raise UserSwitchError(f"user {name!r} exists with uid {entry.pw_uid} and gid "
@@ -197,13 +226,13 @@ def _ensure_user(name: str, *, uid: int | None = None, gid: int | None = None,
         try:
             grp.getgrgid(gid)
         except KeyError:
-            _run(["groupadd", "--gid", str(gid), name])
+            run_account_tool(["groupadd", "--gid", str(gid), name])
         argv += ["--gid", str(gid)]
     else:
         argv += ["--user-group"]
     if uid is not None:
         argv += ["--uid", str(uid)]
-    _run([*argv, "--", name])
+    run_account_tool([*argv, "--", name])
 
 
 def _install_user_key(creds: Credentials, private_key: str) -> None:
@@ -276,7 +305,7 @@ def setup_node(root: str | os.PathLike[str], spec: dict[str, Any]) -> dict[str, 
             return {"switching": False,
                     "reason": f"task users cannot reach {what} ({why})"}
     _ensure_user(POOL_AUTO_USER)
-    admin_group = next((g for g in ADMIN_GROUPS if _group_exists(g)), None)
+    admin_group = next((g for g in ADMIN_GROUPS if group_exists(g)), None)
     for account in spec.get("accounts") or []:
         linux = account.get("linuxUserConfiguration") or {}
         name = account["name"]
@@ -285,8 +314,8 @@ def setup_node(root: str | os.PathLike[str], spec: dict[str, Any]) -> dict[str, 
             if admin_group is None:
                 raise UserSwitchError(f"user account {name}: elevationLevel admin needs a "
                                       f"{' or '.join(ADMIN_GROUPS)} group on the node")
-            _run(["usermod", "--append", "--groups", admin_group, "--", name])
-        _run(["chpasswd"], stdin=f"{name}:{account['password']}\n".encode())
+            run_account_tool(["usermod", "--append", "--groups", admin_group, "--", name])
+        run_account_tool(["chpasswd"], stdin=f"{name}:{account['password']}\n".encode())
         if spec.get("inter_node") and linux.get("sshPrivateKey"):
             _install_user_key(_credentials(name), linux["sshPrivateKey"])
     root.chmod(0o755)
@@ -306,14 +335,6 @@ def setup_node(root: str | os.PathLike[str], spec: dict[str, Any]) -> dict[str, 
         if path.exists():
             path.chmod(0o700 if path.is_dir() else 0o600)
     return {"switching": True}
-
-
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 class Switcher:
@@ -368,7 +389,7 @@ class Switcher:
         bool
             True when the user was removed (False: it still runs processes).
         """
-        if not name.startswith(TASK_USER_PREFIX) or not _exists(name):
+        if not name.startswith(TASK_USER_PREFIX) or not user_exists(name):
             return False
         try:
             os.chown(task_dir, 0, 0)

@@ -21,7 +21,6 @@ operation answers ``{"code": "UserManagementUnavailable"}`` saying why.
 
 from __future__ import annotations
 
-import grp
 import json
 import os
 import pwd
@@ -32,7 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from hpcbatch.execution.environment import SECRETS_DIR
-from hpcbatch.execution.identity import ADMIN_GROUPS
+from hpcbatch.execution.identity import (
+    ADMIN_GROUPS,
+    group_exists,
+    run_account_tool,
+    user_exists,
+)
 
 REGISTRY = "node_users.json"
 """File of the node's secrets folder naming the users made by Add User (and their details)."""
@@ -74,26 +78,8 @@ def _save(root_dir: str, users: dict[str, Any]) -> None:
 
 
 def _run(argv: list[str], stdin: bytes | None = None) -> None:
-    res = subprocess.run(argv, input=stdin, capture_output=True, check=False)
-    if res.returncode != 0:
-        raise OSError(f"{argv[0]} failed (exit code {res.returncode}): "
-                      f"{res.stderr.decode(errors='replace').strip()}")
-
-
-def _exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
+    """Run an account tool; a failure is an ``OSError`` (the agent reports it as such)."""
+    run_account_tool(argv, stdin, error=OSError)
 
 
 def expire_date(expiry: str) -> str:
@@ -157,9 +143,9 @@ def add_user(root_dir: str, name: str, is_admin: bool, expiry: str,
         return why
     with _lock:
         users = _load(root_dir)
-        if name in users or _exists(name):
+        if name in users or user_exists(name):
             return _error("NodeUserExists", f"an account named {name} already exists on the node")
-        admin_group = next((g for g in ADMIN_GROUPS if _group_exists(g)), None)
+        admin_group = next((g for g in ADMIN_GROUPS if group_exists(g)), None)
         if is_admin and admin_group is None:
             return _error("UserAdminUnavailable",
                           f"isAdmin needs a {' or '.join(ADMIN_GROUPS)} group on the node's host")
@@ -195,7 +181,7 @@ def update_user(root_dir: str, name: str, expiry: str, password: str | None = No
         return why
     with _lock:
         users = _load(root_dir)
-        if name not in users or not _exists(name):
+        if name not in users or not user_exists(name):
             return _error("NodeUserNotFound", f"the node has no user named {name}")
         _set_credentials(name, password, ssh_public_key, expiry)
         users[name]["expiryTime"] = expiry
@@ -218,7 +204,7 @@ def delete_user(root_dir: str, name: str) -> dict[str, Any]:
         users = _load(root_dir)
         if name not in users:
             return _error("NodeUserNotFound", f"the node has no user named {name}")
-        if _exists(name):
+        if user_exists(name):
             subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, check=False)
             _run(["userdel", "--force", "--remove", "--", name])
         del users[name]
