@@ -29,6 +29,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,22 +166,22 @@ def run_account_tool(argv: list[str], stdin: bytes | None = None, *,
                     f"{res.stderr.decode(errors='replace').strip()}")
 
 
-def user_exists(name: str) -> bool:
-    """Tell whether the host has a user named ``name`` (``getpwnam``)."""
+def _found(lookup: Callable[[str], object], name: str) -> bool:
     try:
-        pwd.getpwnam(name)
+        lookup(name)
     except KeyError:
         return False
     return True
+
+
+def user_exists(name: str) -> bool:
+    """Tell whether the host has a user named ``name`` (``getpwnam``)."""
+    return _found(pwd.getpwnam, name)
 
 
 def group_exists(name: str) -> bool:
     """Tell whether the host has a group named ``name`` (``getgrnam``)."""
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
+    return _found(grp.getgrnam, name)
 
 
 def unreachable(path: str | os.PathLike[str], *, execute: bool = False) -> str | None:
