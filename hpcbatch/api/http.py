@@ -475,14 +475,35 @@ def page_reply(request: web.Request, entity: str, items: list[dict[str, Any]],
     return list_reply(request, entity, page, nxt)
 
 
-def error_reply(request: web.Request, exc: HpcbatchError, request_id: str) -> web.Response:
-    """Batch's error body for ``exc``; the message ends ``RequestId:...`` and ``Time:...``."""
+def error_body(base: str, exc: HpcbatchError, request_id: str) -> dict[str, object]:
+    """Batch's JSON error body for ``exc``.
+
+    Parameters
+    ----------
+    base
+        ``scheme://host[:port]`` of the service (:func:`base_url`), for ``odata.metadata``.
+    exc
+        The error (code, message, values).
+    request_id
+        The reply's ``request-id``.
+
+    Returns
+    -------
+    dict
+        ``{"odata.metadata", "code", "message": {"lang", "value"}, "values"?}``; the
+        message ends ``RequestId:...`` and ``Time:...`` as Batch's do.
+    """
     body = exc.to_wire()
-    body["odata.metadata"] = metadata_url(
-        request, "Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element")
+    body["odata.metadata"] = \
+        f"{base}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element"
     body["message"] = {"lang": "en-US",
                        "value": f"{exc.message}\nRequestId:{request_id}\nTime:{wire_now()}"}
-    return json_reply(body, status=exc.status)
+    return body
+
+
+def error_reply(request: web.Request, exc: HpcbatchError, request_id: str) -> web.Response:
+    """Batch's error reply for ``exc`` (:func:`error_body`, status ``exc.status``)."""
+    return json_reply(error_body(base_url(request), exc, request_id), status=exc.status)
 
 
 # --------------------------------------------------------- conditional requests

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hpcbatch.api.protocol import BatchAppRunner
 from hpcbatch.api.rest import make_app
 from hpcbatch.api.security import (
     AccountCredentials,
@@ -190,7 +191,7 @@ class ServiceRuntime:
         app = make_app(self.service, creds.account_name, creds.key, operator_key=operator_key,
                        allow_api_local_hosts=self.config.allow_api_local_hosts,
                        dask_dashboard_url=self.config.dask_dashboard_url)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = BatchAppRunner(app, access_log=None)
         await self.runner.setup()
         await web.SockSite(self.runner, sock,
                            ssl_context=_api_ssl_context(tls) if self.config.tls else None).start()

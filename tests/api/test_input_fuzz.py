@@ -130,7 +130,7 @@ def test_random_bytes_as_a_body_never_get_a_5xx(http: Http, fz: str, raw: bytes)
 
 _HEADER_TEXT = st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " ",
                        max_size=40)
-"""Header values HTTP allows (aiohttp's parser answers control characters itself)."""
+"""Header values HTTP allows (control characters: tests/api/test_parser_errors.py)."""
 HEADERS = ["ocp-range", "Range", "If-Match", "If-None-Match", "If-Modified-Since",
            "If-Unmodified-Since", "client-request-id", "return-client-request-id"]
 
