@@ -30,8 +30,10 @@ def test_committed_document_is_what_the_generator_produces():
         return
 
     def shape(doc: dict) -> dict:
-        return {(path, method): (op.get("operationId"),
-                                 sorted(p.get("name") or p.get("$ref", "") for p in op.get("parameters", [])),
+        def params(op: dict) -> list[str]:
+            return sorted(p.get("name") or p.get("$ref", "") for p in op.get("parameters", []))
+
+        return {(path, method): (op.get("operationId"), params(op),
                                  sorted((op.get("requestBody") or {}).get("content", {})))
                 for path, ops in doc["paths"].items() for method, op in ops.items()}
 
