@@ -237,7 +237,8 @@ def _ensure_user(name: str, *, uid: int | None = None, gid: int | None = None,
 
 
 def _install_user_key(creds: Credentials, private_key: str) -> None:
-    """Put an account's ``sshPrivateKey`` pair in its ``~/.ssh`` (Batch's ``LinuxUserConfiguration``)."""
+    """Put an account's ``sshPrivateKey`` pair in its ``~/.ssh``
+    (Batch's ``LinuxUserConfiguration``)."""
     from cryptography.hazmat.primitives import serialization
 
     data = private_key.encode()

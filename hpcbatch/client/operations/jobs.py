@@ -20,7 +20,8 @@ class JobOperations(RestClient):
     # --------------------------------------------------------------------- jobs
 
     def create_job(self, job: Any) -> None:
-        """Add a job ("Job - Add"); ``job`` is a :class:`~hpcbatch.batch.models.JobSpec` or its JSON."""
+        """Add a job ("Job - Add"); ``job`` is a :class:`~hpcbatch.batch.models.JobSpec`
+        or its JSON."""
         self._request("POST", "/jobs", body=job)
 
     def get_job(self, job_id: str) -> Job:
@@ -102,7 +103,8 @@ class JobOperations(RestClient):
 
     def list_jobs_from_schedule(self, job_schedule_id: str) -> list[Job]:
         """List the jobs a schedule created ("Job - List From Job Schedule")."""
-        return [parse_model(wire_models().Job, j) for j in self.list_jobs_from_schedule_json(job_schedule_id)]
+        return [parse_model(wire_models().Job, j)
+                for j in self.list_jobs_from_schedule_json(job_schedule_id)]
 
     def list_jobs_from_schedule_json(self, job_schedule_id: str,
                                      filter: str | None = None,

@@ -26,7 +26,8 @@ class PoolOperations(RestClient):
     # -------------------------------------------------------------------- pools
 
     def create_pool(self, pool: Any) -> None:
-        """Add a pool ("Pool - Add"); ``pool`` is a :class:`~hpcbatch.batch.models.PoolSpec` or its JSON."""
+        """Add a pool ("Pool - Add"); ``pool`` is a :class:`~hpcbatch.batch.models.PoolSpec`
+        or its JSON."""
         self._request("POST", "/pools", body=pool)
 
     def get_pool(self, pool_id: str) -> Pool:
@@ -103,15 +104,18 @@ class PoolOperations(RestClient):
         Returns
         -------
         dict
-            ``AutoScaleRun``: ``timestamp``, ``results`` (``$TargetDedicatedNodes=...;``), ``error``.
+            ``AutoScaleRun``: ``timestamp``, ``results`` (``$TargetDedicatedNodes=...;``),
+            ``error``.
         """
         return self._request("POST", f"/pools/{self._q(pool_id)}/evaluateautoscale",
                              body={"autoScaleFormula": auto_scale_formula}).json()
 
     def list_nodes(self, pool_id: str, filter: str | None = None
                    ) -> list[ComputeNode]:
-        """Return a pool's compute nodes ("Compute Node - List"), with an optional OData ``$filter``."""
-        return [parse_model(wire_models().ComputeNode, n) for n in self.list_nodes_json(pool_id, filter)]
+        """Return a pool's compute nodes ("Compute Node - List"), with an optional OData
+        ``$filter``."""
+        return [parse_model(wire_models().ComputeNode, n)
+                for n in self.list_nodes_json(pool_id, filter)]
 
     def list_nodes_json(self, pool_id: str, filter: str | None = None,
                         select: str | None = None) -> list[Json]:
@@ -127,13 +131,16 @@ class PoolOperations(RestClient):
         """:meth:`get_node` as wire JSON."""
         return self._get(f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}")
 
-    def reboot_node(self, pool_id: str, node_id: str, node_reboot_option: str | None = None) -> None:
-        """Reboot a node ("Compute Node - Reboot"): requeue, terminate, taskcompletion or retaineddata."""
+    def reboot_node(self, pool_id: str, node_id: str,
+                    node_reboot_option: str | None = None) -> None:
+        """Reboot a node ("Compute Node - Reboot"): requeue, terminate, taskcompletion or
+        retaineddata."""
         body = {"nodeRebootOption": node_reboot_option} if node_reboot_option else None
         self._request("POST", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/reboot",
                       body=body)
 
-    def reimage_node(self, pool_id: str, node_id: str, node_reimage_option: str | None = None) -> None:
+    def reimage_node(self, pool_id: str, node_id: str,
+                     node_reimage_option: str | None = None) -> None:
         """Reimage a node ("Compute Node - Reimage"): its root dir is wiped, then it reboots."""
         body = {"nodeReimageOption": node_reimage_option} if node_reimage_option else None
         self._request("POST", f"/pools/{self._q(pool_id)}/nodes/{self._q(node_id)}/reimage",
@@ -184,12 +191,14 @@ class PoolOperations(RestClient):
                 return nodes
             if time.monotonic() > deadline:
                 states = ", ".join(f"{n.id}={n.state}" for n in nodes) or "no nodes"
-                raise TimeoutError(f"pool {pool_id} did not settle within {timeout_s:g} s ({states})")
+                raise TimeoutError(f"pool {pool_id} did not settle within {timeout_s:g} s "
+                                   f"({states})")
             time.sleep(poll_interval_s)
 
     # --------------------------------------------------------------- node files
 
-    def list_node_files(self, pool_id: str, node_id: str, recursive: bool = False) -> list[NodeFile]:
+    def list_node_files(self, pool_id: str, node_id: str,
+                        recursive: bool = False) -> list[NodeFile]:
         """List files under a node's root dir ("File - List From Compute Node")."""
         return [parse_model(wire_models().NodeFile, f)
                 for f in self.list_node_files_json(pool_id, node_id, recursive)]
