@@ -16,7 +16,7 @@ from hpcbatch.batch.errors import (
 )
 from hpcbatch.batch.wire import iso
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.rows import job_row, pool_row, task_row
+from hpcbatch.core.rows import job_row, pool_node, task_row
 from hpcbatch.execution.environment import SECRETS_DIR, task_dir
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,7 @@ class NodeFiles:
 
     def _node_worker(self, pool_id: str, node_id: str) -> str:
         """Return the Dask worker address of a node that can serve files."""
-        with self.ctx.store.read() as conn:
-            row = pool_row(conn, pool_id)
-        node = self.ctx.pool_manager.node(row["key"], node_id)
-        if node is None:
-            raise not_found("Node", node_id)
+        node = pool_node(self.ctx, pool_id, node_id)
         if not node.worker:
             raise ConflictError(f"Node {node_id} is {node.state}; its files cannot be read.",
                                 code="NodeNotReady")

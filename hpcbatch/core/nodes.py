@@ -15,7 +15,6 @@ from hpcbatch.batch.errors import (
     HpcbatchError,
     InvalidPropertyValueError,
     NotFoundError,
-    not_found,
 )
 from hpcbatch.batch.identity import POOL_AUTO_USER, TASK_USER_PREFIX
 from hpcbatch.batch.models import NodeRemove
@@ -23,7 +22,7 @@ from hpcbatch.batch.states import NODE_IN_TRANSITION
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.pools import check_steady
-from hpcbatch.core.rows import check_not_deleting, pool_row
+from hpcbatch.core.rows import check_not_deleting, pool_node, pool_row
 from hpcbatch.store.database import (
     Store,
     dumps,
@@ -68,20 +67,7 @@ class Nodes:
 
     def get_node(self, pool_id: str, node_id: str) -> dict[str, Any]:
         """Return one node's JSON ("Compute Node - Get"). Raises ``PoolNotFound``/``NodeNotFound``."""
-        with self.ctx.store.read() as conn:
-            row = pool_row(conn, pool_id)
-        node = self.ctx.pool_manager.node(row["key"], node_id)
-        if node is None:
-            raise not_found("Node", node_id)
-        return node.to_wire(self.ctx.base_url)
-
-    def _node(self, pool_id: str, node_id: str) -> NodeRuntime:
-        with self.ctx.store.read() as conn:
-            row = pool_row(conn, pool_id)
-        node = self.ctx.pool_manager.node(row["key"], node_id)
-        if node is None:
-            raise not_found("Node", node_id)
-        return node
+        return pool_node(self.ctx, pool_id, node_id).to_wire(self.ctx.base_url)
 
     @staticmethod
     def _option(name: str, value: str | None, allowed: Sequence[str], default: str) -> str:
@@ -104,7 +90,7 @@ class Nodes:
         ConflictError
             ``NodeNotReady`` when the node is not idle, running or failed.
         """
-        node = self._node(pool_id, node_id)
+        node = pool_node(self.ctx, pool_id, node_id)
         name = "nodeReimageOption" if reimage else "nodeRebootOption"
         option = self._option(name, option, ("requeue", "terminate", "taskcompletion",
                                              "retaineddata"), "requeue")
@@ -137,7 +123,7 @@ class Nodes:
             Compute Node only if its current scheduling state is enabled" (REST
             Compute Node - Disable Scheduling; Enable Scheduling alike).
         """
-        node = self._node(pool_id, node_id)
+        node = pool_node(self.ctx, pool_id, node_id)
         how = "" if enabled else self._option(
             "nodeDisableSchedulingOption", option, ("requeue", "terminate", "taskcompletion"),
             "requeue")
@@ -168,7 +154,7 @@ class Nodes:
         """
         params = NodeRemove.from_wire(body, what="remove nodes")
         option = params.node_deallocation_option or "requeue"
-        nodes_ = [self._node(pool_id, n) for n in params.node_list]
+        nodes_ = [pool_node(self.ctx, pool_id, n) for n in params.node_list]
         with self.ctx.store.begin() as conn:
             row = pool_row(conn, pool_id)
             check_not_deleting(row)
@@ -213,7 +199,7 @@ class Nodes:
             (it does not run as root: the host is neither logged into as root nor
             ``sudo: true``), or ``isAdmin`` on a host without an admin group.
         """
-        node = self._node(pool_id, node_id)
+        node = pool_node(self.ctx, pool_id, node_id)
         if node.state not in ("idle", "running") or not node.worker:
             raise ConflictError(f"Node {node_id} is {node.state}; users can be managed only on "
                                 "an idle or running node.", code="NodeNotReady")

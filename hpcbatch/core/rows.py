@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from hpcbatch.batch.errors import ConflictError, not_found
 from hpcbatch.batch.states import JobState, PoolState
 from hpcbatch.store.database import Store, jobs, pools, tasks
+
+if TYPE_CHECKING:
+    from hpcbatch.core.context import ServiceContext
+    from hpcbatch.core.node_runtime import NodeRuntime
 
 
 def pool_row(conn: sa.Connection, pool_id: str) -> Mapping[str, Any]:
@@ -18,6 +22,29 @@ def pool_row(conn: sa.Connection, pool_id: str) -> Mapping[str, Any]:
     if row is None:
         raise not_found("Pool", pool_id)
     return row
+
+
+def pool_node(ctx: ServiceContext, pool_id: str, node_id: str) -> NodeRuntime:
+    """Return a pool's live node (IDs matched case-insensitively).
+
+    Parameters
+    ----------
+    ctx
+        The service context (its store and pool manager).
+    pool_id, node_id
+        The pool and the node, as a request names them.
+
+    Raises
+    ------
+    NotFoundError
+        ``PoolNotFound``; ``NodeNotFound`` (the pool has no such node).
+    """
+    with ctx.store.read() as conn:
+        row = pool_row(conn, pool_id)
+    node = ctx.pool_manager.node(row["key"], node_id)
+    if node is None:
+        raise not_found("Node", node_id)
+    return node
 
 
 def job_row(conn: sa.Connection, job_id: str) -> Mapping[str, Any]:
