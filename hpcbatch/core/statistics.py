@@ -335,17 +335,17 @@ class Statistics:
     def expand_jobs(self, items: list[dict[str, Any]]) -> None:
         """Add ``stats`` (``JobStatistics``) to jobs' wire dicts ("Job - Get/List" with
         ``$expand=stats``); one query for the lot."""
-        rows = self._owned("job", jobs, (i["id"] for i in items))
-        for item in items:
-            row = rows.get(item["id"].lower())
-            updated = iso(row["last_update_time"]) if row else item["creationTime"]
-            item["stats"] = job_statistics(f"{item['url']}/stats", item["creationTime"],
-                                           str(updated), row)
+        self._expand_task_runs("job", jobs, items)
 
     def expand_schedules(self, items: list[dict[str, Any]]) -> None:
         """Add ``stats`` (``JobScheduleStatistics``: the task runs of every job the schedule
         created) to job schedules' wire dicts ("Job Schedule - Get/List" with ``$expand=stats``)."""
-        rows = self._owned("schedule", job_schedules, (i["id"] for i in items))
+        self._expand_task_runs("schedule", job_schedules, items)
+
+    def _expand_task_runs(self, scope: str, table: sa.Table,
+                          items: list[dict[str, Any]]) -> None:
+        """Add ``stats`` of task runs (:func:`job_statistics`) to jobs' or schedules' wire dicts."""
+        rows = self._owned(scope, table, (i["id"] for i in items))
         for item in items:
             row = rows.get(item["id"].lower())
             updated = iso(row["last_update_time"]) if row else item["creationTime"]
