@@ -373,6 +373,10 @@ def test_pool_autoscale_enable_evaluate_disable(svc: Service, tmp_path: Path) ->
 
     run(env, "pool", "autoscale", "disable", *pool)
     assert run_json(env, "pool", "show", *pool)["enableAutoScale"] is False
+    # Batch resizes only a steady pool (else 409 PoolBeingResized): the
+    # autoscale shrink to 1 may still be under way.
+    wait_until(lambda: run_json(env, "pool", "show", *pool)["allocationState"] == "steady",
+               what="pool steady")
     run(env, "pool", "resize", *pool, "--target-dedicated-nodes", "2")  # manual again
     nodes = run_json(env, "pool", "wait", *pool, "--timeout-s", "120")
     assert [n["state"] for n in nodes] == ["idle", "idle"]
