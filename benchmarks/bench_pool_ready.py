@@ -14,7 +14,8 @@ agent, what :func:`hpcbatch.execution.node.serve` imports), 8 at once, and
 (iv) Dask's worker import alone, 8 at once: the floor of any Dask node. The
 CPU seconds of every process of the run (service, scheduler, sshd sessions and
 login shells, node processes: :func:`own_cpu`) during each pool start are
-printed too: with C cores to itself, a pool start takes at least CPU s / C. Target: median <= 3 s.
+printed too, in total and by role (:func:`role`; ``ssh`` holds the SSH sessions,
+the login shells and each node's ``--launch`` process up to its fork): with C cores to itself, a pool start takes at least CPU s / C. Target: median <= 3 s.
 
     python benchmarks/bench_pool_ready.py [--quick] [--rounds R] [--json PATH]
 """
@@ -52,8 +53,25 @@ def parallel(argvs: list[list[str]]) -> float:
     return time.perf_counter() - t0
 
 
-def own_cpu(bed_dir: Path) -> dict[int, float]:
-    """CPU seconds (user + system, with reaped children) of this run's processes, by pid.
+ROLES = ("service", "scheduler", "ssh", "node")
+"""What each process of a run is, for the CPU breakdown (:func:`role`)."""
+
+
+def role(proc: psutil.Process, me: psutil.Process) -> str:
+    """``service`` (this process: service and client), ``scheduler`` (Dask's), ``ssh`` (an
+    sshd of the testbed, with the sessions, login shells and ``--launch`` processes it
+    reaped), or ``node`` (a node process)."""
+    if proc.pid == me.pid:
+        return "service"
+    cmdline = " ".join(proc.cmdline())
+    if "hpcbatch.node" in cmdline:
+        return "node"
+    return "scheduler" if "dask_scheduler" in cmdline else "ssh"
+
+
+def own_cpu(bed_dir: Path) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system, with reaped children) of this run's processes, by pid,
+    with each process's :func:`role`.
 
     This process (the service and the client), its descendants (the scheduler,
     the testbed's sshd daemons, which reap the SSH sessions and login shells)
@@ -74,21 +92,29 @@ def own_cpu(bed_dir: Path) -> dict[int, float]:
     for p in procs:
         try:
             t = p.cpu_times()
-            out[p.pid] = t.user + t.system + t.children_user + t.children_system
+            out[p.pid] = (role(p, me), t.user + t.system + t.children_user + t.children_system)
         except psutil.Error:
             pass
     return out
 
 
-def one_round(client: BatchClient, i: int, bed_dir: Path) -> tuple[float, float]:
+def cpu_by_role(c0: dict[int, tuple[str, float]],
+                c1: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two :func:`own_cpu` readings, per role."""
+    spent = dict.fromkeys(ROLES, 0.0)
+    for pid, (kind, value) in c1.items():
+        spent[kind] += value - c0.get(pid, (kind, 0.0))[1]
+    return spent
+
+
+def one_round(client: BatchClient, i: int, bed_dir: Path) -> tuple[float, dict[str, float]]:
     pool = f"ready-{i}"
     c0, t0 = own_cpu(bed_dir), time.perf_counter()
     client.create_pool({"id": pool, "vmSize": "testbed", "targetDedicatedNodes": NODES})
     # Every 50 ms (two REST calls): finer polling only takes CPU from the nodes starting.
     nodes = client.wait_for_pool(pool, timeout_s=300, poll_interval_s=0.05)
     ready_s = time.perf_counter() - t0
-    c1 = own_cpu(bed_dir)
-    cpu_s = sum(v - c0.get(pid, 0.0) for pid, v in c1.items())
+    cpu_s = cpu_by_role(c0, own_cpu(bed_dir))
     states = [n.state for n in nodes]
     if states != ["idle"] * NODES:
         raise RuntimeError(f"pool {pool} came up as {states}")
@@ -129,17 +155,19 @@ def main() -> int:
                     "node_imports_parallel_s": [parallel(imports) for _ in range(rounds)],
                     "dask_worker_import_parallel_s": [parallel(dask_imports)
                                                       for _ in range(rounds)]}
-            ready, cpu = [], []
+            ready, cpu, roles = [], [], []
             for i in range(rounds):
-                ready_s, cpu_s = one_round(client, i, bed.directory)
+                ready_s, by_role = one_round(client, i, bed.directory)
                 ready.append(ready_s)
-                cpu.append(cpu_s)
-                print(f"  round {i + 1}: {ready_s:.2f} s, CPU {cpu_s:.2f} s", flush=True)
+                cpu.append(sum(by_role.values()))
+                roles.append(by_role)
+                print(f"  round {i + 1}: {ready_s:.2f} s, CPU {cpu[-1]:.2f} s ("
+                      + ", ".join(f"{k} {v:.2f}" for k, v in by_role.items()) + ")", flush=True)
     med = statistics.median(ready)
     cores = os.cpu_count() or 1
     results.update({
         "pool_ready_s": ready, "pool_ready_median_s": med, "pool_ready_best_s": min(ready),
-        "cpu_s": cpu, "cores": cores, **base,
+        "cpu_s": cpu, "cpu_by_role_s": roles, "cores": cores, **base,
         "target_met": med <= TARGET_S, "python": sys.version.split()[0]})
 
     def row(label: str, values: list[float]) -> list[Any]:
@@ -149,6 +177,7 @@ def main() -> int:
           ["", "best s", "median s"],
           [row(f"hpcbatch pool of {NODES} nodes", ready),
            row(f"  its CPU seconds, all its processes ({cores} cores)", cpu),
+           *(row(f"    of which {kind}", [r[kind] for r in roles]) for kind in ROLES),
            row("baseline: one ssh host true round trip", base["ssh_true_one_s"]),
            row(f"baseline: ssh host true, {NODES} hosts in parallel",
                base["ssh_true_parallel_s"]),

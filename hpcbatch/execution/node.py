@@ -123,6 +123,10 @@ def end_previous_incarnation(root: Path) -> bool:
 
 async def serve(config: dict[str, Any]) -> None:
     """Run the node's Dask worker until it closes."""
+    # The node process handles no arrays: Dask imports NumPy at start only to allocate
+    # receive buffers when it can (distributed.protocol.utils, which falls back to
+    # bytearray), about a quarter of its imports' CPU. Tasks are processes of their own.
+    sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
     import dask
     from distributed import Security, Worker
 
