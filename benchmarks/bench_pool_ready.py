@@ -66,7 +66,8 @@ def role(proc: psutil.Process, me: psutil.Process) -> str:
     cmdline = " ".join(proc.cmdline())
     if "hpcbatch.node" in cmdline:
         return "node"
-    return "scheduler" if "dask_scheduler" in cmdline else "ssh"
+    # Dask's scheduler retitles its process ("dask scheduler [tls://...]").
+    return "scheduler" if "dask_scheduler" in cmdline or "dask scheduler" in cmdline else "ssh"
 
 
 def own_cpu(bed_dir: Path) -> dict[int, tuple[str, float]]:
