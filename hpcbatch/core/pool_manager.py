@@ -206,6 +206,9 @@ class PoolManager:
         self._trust_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._workers_poll: tuple[float, asyncio.Future[dict[str, str]] | None] = (0.0, None)
+        self._unsaved: dict[tuple[str, str], tuple[NodeRuntime, bool]] = {}
+        self._flush_due = False
+        self._identity_noted: set[tuple[str, str | None]] = set()
         self.health = NodeHealth(self)
         """Lost workers and the nodes' own recovery (``auto_recover``, ``recovery_policy``)."""
         self.reachability = NodeReachability(self)
@@ -321,6 +324,7 @@ class PoolManager:
         """Stop watching; when ``stop_nodes``, close every node's worker."""
         self.health.close()
         self.reachability.close()
+        self.flush()
         for t in list(self._tasks):
             t.cancel()
         if stop_nodes:
@@ -616,7 +620,12 @@ class PoolManager:
         return taken
 
     def persist(self, node: NodeRuntime, insert: bool = False) -> None:
-        """Write a node's state and status (order, errors, ``allocationTime``) to the store.
+        """Save a node's state and status (order, errors, ``allocationTime``) in the store.
+
+        On the event loop, the nodes saved during one turn of the loop are written
+        together at its end, in one transaction (:meth:`flush`): a pool's nodes
+        start together, and 1,000 of them are one commit, not 1,000. Outside an
+        event loop the node is written at once.
 
         Parameters
         ----------
@@ -625,16 +634,50 @@ class PoolManager:
         insert
             Insert its row (a node joining the pool) rather than update it.
         """
-        status = dumps({"order": node.order, "errors": node.errors,
-                        "allocationTime": iso(node.allocation_time)})  # restored by recover
-        with self.store.begin() as conn:
+        key = (node.pool_key, node.node_id)
+        earlier = self._unsaved.get(key)
+        self._unsaved[key] = (node, insert or (earlier is not None and earlier[1]
+                                               and earlier[0] is node))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the nodes :meth:`persist` saved and not written yet, in one transaction.
+
+        A node no longer in its pool is skipped: its row went with it.
+        """
+        self._flush_due = False
+        pending, self._unsaved = self._unsaved, {}
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for node, insert in pending.values():
+            if self.pools.get(node.pool_key, {}).get(node.node_id) is not node:
+                continue
+            status = dumps({"order": node.order, "errors": node.errors,
+                            "allocationTime": iso(node.allocation_time)})  # restored by recover
             if insert:
-                conn.execute(nodes.insert().values(pool_key=node.pool_key, id=node.node_id,
-                                                   host_key=node.host.name.lower(),
-                                                   state=node.state, status=status))
+                inserts.append({"pool_key": node.pool_key, "id": node.node_id,
+                                "host_key": node.host.name.lower(), "state": node.state,
+                                "status": status})
             else:
-                Store.update(conn, nodes, {"pool_key": node.pool_key, "id": node.node_id},
-                             state=node.state, status=status)
+                updates.append({"key_pool": node.pool_key, "key_id": node.node_id,
+                                "state": node.state, "status": status})
+        if not (inserts or updates):
+            return
+        with self.store.begin() as conn:
+            Store.insert_many(conn, nodes, inserts)
+            if updates:
+                conn.execute(nodes.update()
+                             .where(nodes.c.pool_key == sa.bindparam("key_pool"),
+                                    nodes.c.id == sa.bindparam("key_id"))
+                             .values(state=sa.bindparam("state"),
+                                     status=sa.bindparam("status")), updates)
 
     def set_state(self, node: NodeRuntime, state: str, *, notify: bool = True) -> None:
         """Move a node to a Batch node state (``ComputeNodeState``), recording the transition time.
@@ -851,9 +894,12 @@ class PoolManager:
         """Record the host's user-switching answer on the node; return whether tasks switch users."""
         node.user_switching = bool(result.get("switching"))
         node.switching_note = None if node.user_switching else str(result.get("reason"))
-        if not node.user_switching:
-            log.warning("node %s (pool %s): tasks share the node agent's identity: %s",
-                        node.node_id, node.pool_id, node.switching_note)
+        if not node.user_switching:  # once per pool and reason: a pool's nodes are alike
+            noted = (node.pool_key, node.switching_note)
+            log.log(logging.DEBUG if noted in self._identity_noted else logging.WARNING,
+                    "node %s (pool %s): tasks share the node agent's identity: %s",
+                    node.node_id, node.pool_id, node.switching_note)
+            self._identity_noted.add(noted)
         return node.user_switching
 
     def _trusted_addresses(self, pool_key: str) -> tuple[str, ...]:
@@ -1106,6 +1152,7 @@ class PoolManager:
         node.worker = None
         await asyncio.to_thread(self.revoke_trust, node)
         await self.sync_trust(node.pool_key)
+        self.flush()  # no saved state of the node may land after its row is gone
         with self.store.begin() as conn:
             statistics.node_left(conn, node)  # stats helper: the node's core time in the pool
             conn.execute(nodes.delete().where(nodes.c.pool_key == node.pool_key,
@@ -1127,6 +1174,7 @@ class PoolManager:
         await asyncio.gather(*(self.remove_node(n)
                                for n in list(self.pools.get(pool_key, {}).values())))
         self.ssh_keys.pop(pool_key, None)
+        self._identity_noted = {n for n in self._identity_noted if n[0] != pool_key}
         self.stopping.discard(pool_key)
         self.pools.pop(pool_key, None)
         self.specs.pop(pool_key, None)
