@@ -128,10 +128,16 @@ def end_previous_incarnation(root: Path) -> bool:
     return True
 
 
+def forgo_unused_modules() -> None:
+    """Make :data:`UNUSED_MODULES` unimportable in this process (``import`` raises
+    ``ImportError``, as if they were not installed), unless one is imported already."""
+    for name in UNUSED_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 async def serve(config: dict[str, Any]) -> None:
     """Run the node's Dask worker until it closes."""
-    for name in UNUSED_MODULES:  # before Dask: it imports them when it finds them
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    forgo_unused_modules()  # before Dask: it imports them when it finds them
     import dask
     from distributed import Security, Worker
 
