@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import functools
 import ipaddress
 import os
 import secrets
@@ -256,6 +257,24 @@ def _make_leaf(
     return cert, key
 
 
+@functools.lru_cache(maxsize=8)
+def _load_pair_as_of(cert_path: Path, key_path: Path,
+                     stamps: tuple[tuple[int, int, int], ...]) -> tuple[x509.Certificate, Any] | None:
+    """:func:`_load_pair` for files last changed as ``stamps`` say (inode, mtime, size each)."""
+    return _load_pair(cert_path, key_path)
+
+
+def _ca_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, Any] | None:
+    """The CA and its key, read again only when either file changed (a pool's nodes are
+    issued certificates together: 1,000 of them read and parse the CA once)."""
+    try:
+        stamps = tuple((st.st_ino, st.st_mtime_ns, st.st_size)
+                       for st in (cert_path.stat(), key_path.stat()))
+    except OSError:
+        return None
+    return _load_pair_as_of(cert_path, key_path, stamps)
+
+
 def _load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, Any] | None:
     """Load a certificate and its key; ``None`` if missing, unreadable or not a pair."""
     try:
@@ -401,7 +420,7 @@ def issue_node_credentials(tls: TlsFiles, pool_id: str, worker_name: str) -> Nod
     """
     if tls.ca_key_file is None:
         raise ValueError("these TLS files have no CA key: node certificates cannot be issued")
-    ca = _load_pair(tls.ca_file, tls.ca_key_file)
+    ca = _ca_pair(tls.ca_file, tls.ca_key_file)
     if ca is None:
         raise ValueError(f"{tls.ca_file} and {tls.ca_key_file} are not a CA and its key")
     ca_cert, ca_key = ca
