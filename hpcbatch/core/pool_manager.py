@@ -495,8 +495,9 @@ class PoolManager:
         live = [n for n in pool.values() if n.state != "leavingpool" and not n.removing]
         short = sum(max(0, d) for d in self.kind_deficits(pool_key, live))
         if short:
+            order = max((n.order for n in pool.values()), default=-1)
             for host in self._take_hosts(pool_key, spec, short):
-                order = max((n.order for n in pool.values()), default=-1) + 1
+                order += 1
                 node = NodeRuntime(pool_key=pool_key, pool_id=spec.id, node_id=host.name,
                                    host=host, slots=spec.slots, order=order,
                                    vm_size=spec.vm_size)
