@@ -17,7 +17,11 @@ login shells, node processes: :func:`own_cpu`) during each pool start are
 printed too, in total and by role (:func:`role`; ``ssh`` holds the SSH sessions,
 the login shells and each node's ``--launch`` process up to its fork): with C cores to itself, a pool start takes at least CPU s / C. Target: median <= 3 s.
 
-    python benchmarks/bench_pool_ready.py [--quick] [--rounds R] [--json PATH]
+``--simulated N`` times a pool of N ``provider: simulated`` nodes instead (the
+control plane alone: no SSH, no node process; ``docs/scale.md``), the service
+running as its own process, with its CPU seconds; baseline: a 10-node pool.
+
+    python benchmarks/bench_pool_ready.py [--quick] [--rounds R] [--simulated N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -149,12 +153,54 @@ def one_round(client: BatchClient, i: int, bed_dir: Path) -> tuple[float, dict[s
     return ready_s, cpu_s
 
 
+def simulated(nodes: int, rounds: int, json_path: Any) -> int:
+    """``--simulated N``: a pool of N simulated nodes (the control plane alone), best and
+    median of ``rounds`` pools, with the service's CPU seconds; baseline: a 10-node one."""
+    from bench_scale import SLOTS, Service
+
+    def one(svc: Service, pool: str, count: int) -> tuple[float, float]:
+        c0, t0 = svc.cpu_s(), time.perf_counter()
+        svc.client.create_pool({"id": pool, "vmSize": "sim", "targetDedicatedNodes": count,
+                                "taskSlotsPerNode": SLOTS})
+        got = svc.client.wait_for_pool(pool, timeout_s=600)
+        ready_s, cpu_s = time.perf_counter() - t0, svc.cpu_s() - c0
+        if {n.state for n in got} != {"idle"} or len(got) != count:
+            raise RuntimeError(f"pool {pool} came up as {sorted({n.state for n in got})}")
+        svc.client.delete_pool(pool)
+        while any(h.get("poolId") for h in svc.client.list_hosts()):
+            time.sleep(0.2)
+        return ready_s, cpu_s
+
+    with tempfile.TemporaryDirectory(prefix="hpcbatch-bench-ready-sim-") as tmpdir:
+        svc = Service(Path(tmpdir) / "state")
+        try:
+            svc.client.add_hosts([{"name": f"sim-{i:05d}", "address": "127.0.0.1",
+                                   "provider": "simulated", "cores": SLOTS, "labels": ["sim"],
+                                   "root_dir": f"{tmpdir}/nodes/{i}"} for i in range(nodes)])
+            small = [one(svc, f"small-{i}", 10) for i in range(rounds)]
+            big = [one(svc, f"big-{i}", nodes) for i in range(rounds)]
+        finally:
+            svc.close()
+    for label, runs in ((f"{nodes} simulated nodes", big), ("baseline: 10 simulated nodes", small)):
+        print(f"{label}: idle in best {min(r[0] for r in runs):.2f} s, median "
+              f"{statistics.median(r[0] for r in runs):.2f} s; service CPU median "
+              f"{statistics.median(r[1] for r in runs):.2f} s")
+    write_json(json_path, {"benchmark": "pool_ready_simulated", "nodes": nodes,
+                           "pool_ready_s": [r[0] for r in big], "service_cpu_s": [r[1] for r in big],
+                           "baseline_10_nodes_s": [r[0] for r in small]})
+    return 0
+
+
 def main() -> int:
     def extra(p: Any) -> None:
         p.add_argument("--rounds", type=int, default=None, help="pools to time (default 3)")
+        p.add_argument("--simulated", type=int, default=None, metavar="N",
+                       help="time a pool of N simulated nodes instead (service as its own process)")
 
     args = parse_args("bench_pool_ready", __doc__.splitlines()[0], extra)
     rounds = args.rounds or (2 if args.quick else 3)
+    if args.simulated:
+        return simulated(args.simulated, rounds, args.json)
     results: dict[str, Any] = {"benchmark": "pool_ready", "nodes": NODES, "target_s": TARGET_S}
     with tempfile.TemporaryDirectory(prefix="hpcbatch-bench-ready-") as tmpdir:
         tmp = Path(tmpdir)
