@@ -34,6 +34,7 @@ ends it and its whole process tree (exit 0; 1 when none was running).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -138,10 +139,18 @@ def forgo_unused_modules() -> None:
 async def serve(config: dict[str, Any]) -> None:
     """Run the node's Dask worker until it closes."""
     forgo_unused_modules()  # before Dask: it imports them when it finds them
-    import dask
-    from distributed import Security, Worker
+    # No cyclic garbage collection while Dask's imports allocate (a third of their
+    # CPU, on every node of a pool at once); what they made lives as long as the
+    # process, so it is frozen out of later collections too.
+    gc.disable()
+    try:
+        import dask
+        from distributed import Security, Worker
 
-    from hpcbatch.execution import agent, guard, identity
+        from hpcbatch.execution import agent, guard, identity
+    finally:
+        gc.freeze()
+        gc.enable()
 
     root = Path(os.path.expanduser(config["root_dir"])).resolve()
     prepare_root(root)
