@@ -14,9 +14,14 @@ agent, what :func:`hpcbatch.execution.node.serve` imports), 8 at once, and
 (iv) Dask's worker import alone, 8 at once: the floor of any Dask node. The
 CPU seconds of every process of the run (service, scheduler, sshd sessions and
 login shells, node processes: :func:`own_cpu`) during each pool start are
-printed too: with C cores to itself, a pool start takes at least CPU s / C. Target: median <= 3 s.
+printed too, in total and by role (:func:`role`; ``ssh`` holds the SSH sessions,
+the login shells and each node's ``--launch`` process up to its fork): with C cores to itself, a pool start takes at least CPU s / C. Target: median <= 3 s.
 
-    python benchmarks/bench_pool_ready.py [--quick] [--rounds R] [--json PATH]
+``--simulated N`` times a pool of N ``provider: simulated`` nodes instead (the
+control plane alone: no SSH, no node process; ``docs/scale.md``), the service
+running as its own process, with its CPU seconds; baseline: a 10-node pool.
+
+    python benchmarks/bench_pool_ready.py [--quick] [--rounds R] [--simulated N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -52,8 +57,26 @@ def parallel(argvs: list[list[str]]) -> float:
     return time.perf_counter() - t0
 
 
-def own_cpu(bed_dir: Path) -> dict[int, float]:
-    """CPU seconds (user + system, with reaped children) of this run's processes, by pid.
+ROLES = ("service", "scheduler", "ssh", "node")
+"""What each process of a run is, for the CPU breakdown (:func:`role`)."""
+
+
+def role(proc: psutil.Process, me: psutil.Process) -> str:
+    """``service`` (this process: service and client), ``scheduler`` (Dask's), ``ssh`` (an
+    sshd of the testbed, with the sessions, login shells and ``--launch`` processes it
+    reaped), or ``node`` (a node process)."""
+    if proc.pid == me.pid:
+        return "service"
+    cmdline = " ".join(proc.cmdline())
+    if "hpcbatch.node" in cmdline:
+        return "node"
+    # Dask's scheduler retitles its process ("dask scheduler [tls://...]").
+    return "scheduler" if "dask_scheduler" in cmdline or "dask scheduler" in cmdline else "ssh"
+
+
+def own_cpu(bed_dir: Path) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system, with reaped children) of this run's processes, by pid,
+    with each process's :func:`role`.
 
     This process (the service and the client), its descendants (the scheduler,
     the testbed's sshd daemons, which reap the SSH sessions and login shells)
@@ -74,21 +97,47 @@ def own_cpu(bed_dir: Path) -> dict[int, float]:
     for p in procs:
         try:
             t = p.cpu_times()
-            out[p.pid] = t.user + t.system + t.children_user + t.children_system
+            out[p.pid] = (role(p, me), t.user + t.system + t.children_user + t.children_system)
         except psutil.Error:
             pass
     return out
 
 
-def one_round(client: BatchClient, i: int, bed_dir: Path) -> tuple[float, float]:
+def cpu_by_role(c0: dict[int, tuple[str, float]],
+                c1: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two :func:`own_cpu` readings, per role."""
+    spent = dict.fromkeys(ROLES, 0.0)
+    for pid, (kind, value) in c1.items():
+        spent[kind] += value - c0.get(pid, (kind, 0.0))[1]
+    return spent
+
+
+def wait_idle(client: BatchClient, pool: str, timeout_s: float = 300.0) -> list[Any]:
+    """Poll until the pool's nodes are all past starting and the pool is steady; its nodes.
+
+    One "Compute Node - List" every 50 ms while nodes start, then "Pool - Get"
+    until ``allocationState`` is ``steady`` (what ``BatchClient.wait_for_pool``
+    checks, with half its REST calls: the client and the service share the
+    cores the nodes start on, and finer polling only takes CPU from them).
+    """
+    settling = {"creating", "starting", "waitingforstarttask", "rebooting", "reimaging"}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        nodes = client.list_nodes(pool)
+        if (len(nodes) == NODES and not any(n.state in settling for n in nodes)
+                and client.get_pool(pool).allocation_state == "steady"):
+            return nodes
+        time.sleep(0.05)
+    raise TimeoutError(f"pool {pool} did not settle within {timeout_s:g} s")
+
+
+def one_round(client: BatchClient, i: int, bed_dir: Path) -> tuple[float, dict[str, float]]:
     pool = f"ready-{i}"
     c0, t0 = own_cpu(bed_dir), time.perf_counter()
     client.create_pool({"id": pool, "vmSize": "testbed", "targetDedicatedNodes": NODES})
-    # Every 50 ms (two REST calls): finer polling only takes CPU from the nodes starting.
-    nodes = client.wait_for_pool(pool, timeout_s=300, poll_interval_s=0.05)
+    nodes = wait_idle(client, pool)
     ready_s = time.perf_counter() - t0
-    c1 = own_cpu(bed_dir)
-    cpu_s = sum(v - c0.get(pid, 0.0) for pid, v in c1.items())
+    cpu_s = cpu_by_role(c0, own_cpu(bed_dir))
     states = [n.state for n in nodes]
     if states != ["idle"] * NODES:
         raise RuntimeError(f"pool {pool} came up as {states}")
@@ -104,12 +153,54 @@ def one_round(client: BatchClient, i: int, bed_dir: Path) -> tuple[float, float]
     return ready_s, cpu_s
 
 
+def simulated(nodes: int, rounds: int, json_path: Any) -> int:
+    """``--simulated N``: a pool of N simulated nodes (the control plane alone), best and
+    median of ``rounds`` pools, with the service's CPU seconds; baseline: a 10-node one."""
+    from bench_scale import SLOTS, Service
+
+    def one(svc: Service, pool: str, count: int) -> tuple[float, float]:
+        c0, t0 = svc.cpu_s(), time.perf_counter()
+        svc.client.create_pool({"id": pool, "vmSize": "sim", "targetDedicatedNodes": count,
+                                "taskSlotsPerNode": SLOTS})
+        got = svc.client.wait_for_pool(pool, timeout_s=600)
+        ready_s, cpu_s = time.perf_counter() - t0, svc.cpu_s() - c0
+        if {n.state for n in got} != {"idle"} or len(got) != count:
+            raise RuntimeError(f"pool {pool} came up as {sorted({n.state for n in got})}")
+        svc.client.delete_pool(pool)
+        while any(h.get("poolId") for h in svc.client.list_hosts()):
+            time.sleep(0.2)
+        return ready_s, cpu_s
+
+    with tempfile.TemporaryDirectory(prefix="hpcbatch-bench-ready-sim-") as tmpdir:
+        svc = Service(Path(tmpdir) / "state")
+        try:
+            svc.client.add_hosts([{"name": f"sim-{i:05d}", "address": "127.0.0.1",
+                                   "provider": "simulated", "cores": SLOTS, "labels": ["sim"],
+                                   "root_dir": f"{tmpdir}/nodes/{i}"} for i in range(nodes)])
+            small = [one(svc, f"small-{i}", 10) for i in range(rounds)]
+            big = [one(svc, f"big-{i}", nodes) for i in range(rounds)]
+        finally:
+            svc.close()
+    for label, runs in ((f"{nodes} simulated nodes", big), ("baseline: 10 simulated nodes", small)):
+        print(f"{label}: idle in best {min(r[0] for r in runs):.2f} s, median "
+              f"{statistics.median(r[0] for r in runs):.2f} s; service CPU median "
+              f"{statistics.median(r[1] for r in runs):.2f} s")
+    write_json(json_path, {"benchmark": "pool_ready_simulated", "nodes": nodes,
+                           "pool_ready_s": [r[0] for r in big], "service_cpu_s": [r[1] for r in big],
+                           "baseline_10_nodes_s": [r[0] for r in small]})
+    return 0
+
+
 def main() -> int:
     def extra(p: Any) -> None:
         p.add_argument("--rounds", type=int, default=None, help="pools to time (default 3)")
+        p.add_argument("--simulated", type=int, default=None, metavar="N",
+                       help="time a pool of N simulated nodes instead (service as its own process)")
 
     args = parse_args("bench_pool_ready", __doc__.splitlines()[0], extra)
     rounds = args.rounds or (2 if args.quick else 3)
+    if args.simulated:
+        return simulated(args.simulated, rounds, args.json)
     results: dict[str, Any] = {"benchmark": "pool_ready", "nodes": NODES, "target_s": TARGET_S}
     with tempfile.TemporaryDirectory(prefix="hpcbatch-bench-ready-") as tmpdir:
         tmp = Path(tmpdir)
@@ -129,17 +220,19 @@ def main() -> int:
                     "node_imports_parallel_s": [parallel(imports) for _ in range(rounds)],
                     "dask_worker_import_parallel_s": [parallel(dask_imports)
                                                       for _ in range(rounds)]}
-            ready, cpu = [], []
+            ready, cpu, roles = [], [], []
             for i in range(rounds):
-                ready_s, cpu_s = one_round(client, i, bed.directory)
+                ready_s, by_role = one_round(client, i, bed.directory)
                 ready.append(ready_s)
-                cpu.append(cpu_s)
-                print(f"  round {i + 1}: {ready_s:.2f} s, CPU {cpu_s:.2f} s", flush=True)
+                cpu.append(sum(by_role.values()))
+                roles.append(by_role)
+                print(f"  round {i + 1}: {ready_s:.2f} s, CPU {cpu[-1]:.2f} s ("
+                      + ", ".join(f"{k} {v:.2f}" for k, v in by_role.items()) + ")", flush=True)
     med = statistics.median(ready)
     cores = os.cpu_count() or 1
     results.update({
         "pool_ready_s": ready, "pool_ready_median_s": med, "pool_ready_best_s": min(ready),
-        "cpu_s": cpu, "cores": cores, **base,
+        "cpu_s": cpu, "cpu_by_role_s": roles, "cores": cores, **base,
         "target_met": med <= TARGET_S, "python": sys.version.split()[0]})
 
     def row(label: str, values: list[float]) -> list[Any]:
@@ -149,6 +242,7 @@ def main() -> int:
           ["", "best s", "median s"],
           [row(f"hpcbatch pool of {NODES} nodes", ready),
            row(f"  its CPU seconds, all its processes ({cores} cores)", cpu),
+           *(row(f"    of which {kind}", [r[kind] for r in roles]) for kind in ROLES),
            row("baseline: one ssh host true round trip", base["ssh_true_one_s"]),
            row(f"baseline: ssh host true, {NODES} hosts in parallel",
                base["ssh_true_parallel_s"]),

@@ -12,8 +12,8 @@ from typing import Any
 import psutil
 import pytest
 
+from hpcbatch.core.node_reachability import NODE_UNREACHABLE
 from hpcbatch.core.node_recovery import Action, NodeRecovery, RecoveryPolicy
-from hpcbatch.core.pool_manager import NODE_UNREACHABLE
 from hpcbatch.execution import scheduler_guard
 from tests.helpers import service_on_testbed, wait_until
 
@@ -104,7 +104,7 @@ def _details(error: Any) -> dict[str, str]:
 def test_killed_agent_node_returns_to_idle_by_itself(tmp_path: Path) -> None:
     with service_on_testbed(tmp_path, 3, "127.0.7.1") as (client, bed, thread):
         manager = thread.runtime.service.pool_manager
-        manager.recovery_policy = FAST
+        manager.health.recovery_policy = FAST
         client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 2})
         nodes = client.wait_for_pool("p", timeout_s=120)
         assert [n.state for n in nodes] == ["idle", "idle"]
@@ -128,14 +128,14 @@ def test_killed_agent_node_returns_to_idle_by_itself(tmp_path: Path) -> None:
         task = client.get_task("j", "t")
         assert task.execution_info.requeue_count == 1 and task.execution_info.retry_count == 0
         assert {n.id for n in client.list_nodes("p")} == {n.id for n in nodes}
-        assert not manager.recovering(manager.node("p", victim))
+        assert not manager.health.recovering(manager.node("p", victim))
 
 
 def test_an_unreachable_host_is_retried_with_a_visible_error_then_replaced(tmp_path: Path
                                                                          ) -> None:
     with service_on_testbed(tmp_path, 3, "127.0.7.11") as (client, bed, thread):
         manager = thread.runtime.service.pool_manager
-        manager.recovery_policy = FAST
+        manager.health.recovery_policy = FAST
         client.create_pool({"id": "full", "vmSize": "any", "targetDedicatedNodes": 3})
         nodes = client.wait_for_pool("full", timeout_s=120)
         assert {n.state for n in nodes} == {"idle"}
@@ -178,7 +178,7 @@ def test_an_unreachable_host_is_retried_with_a_visible_error_then_replaced(tmp_p
 def test_a_host_that_cannot_be_reached_shows_it_until_it_can(tmp_path: Path) -> None:
     with service_on_testbed(tmp_path, 2, "127.0.7.21") as (client, bed, thread):
         manager = thread.runtime.service.pool_manager
-        manager.probe_interval_s = 0.3
+        manager.reachability.probe_interval_s = 0.3
         client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 2})
         a, b = (n.id for n in client.wait_for_pool("p", timeout_s=120))
         agent = psutil.Process(_agent_pid(bed, a))

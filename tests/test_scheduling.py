@@ -20,7 +20,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     """A 4-host testbed (127.0.3.x) and a service with those hosts in its inventory."""
     with service_on_testbed(tmp_path_factory.mktemp("sched"), 4, "127.0.3.1") as (client, bed, th):
         # Lost nodes are restarted by themselves: quickly here.
-        th.runtime.service.pool_manager.recovery_policy = RecoveryPolicy(
+        th.runtime.service.pool_manager.health.recovery_policy = RecoveryPolicy(
             first_delay_s=0.2, max_delay_s=1.0, slow_delay_s=1.0)
         yield client, bed
 

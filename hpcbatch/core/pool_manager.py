@@ -3,10 +3,15 @@
 It takes inventory hosts for a pool (``vmSize`` selects them by label), starts a
 compute node on each through the host's :class:`~hpcbatch.providers.base.NodeProvider`
 (the only way it reaches a host; :func:`hpcbatch.providers.registry.provider_for`
-picks it), waits for the node's Dask worker, runs the start task, watches for
-lost workers, and gives hosts back when a pool shrinks or is deleted. Node
-states are Batch's (``ComputeNodeState``); every change of a node's state goes
-through :meth:`PoolManager.set_state`.
+picks it), waits for the node's Dask worker, runs the start task, and gives
+hosts back when a pool shrinks or is deleted. Node states are Batch's
+(``ComputeNodeState``); every change of a node's state goes through
+:meth:`PoolManager.set_state`.
+
+The nodes' health is watched apart: lost workers and the nodes' own recovery
+in :mod:`hpcbatch.core.node_health` (:attr:`PoolManager.health`), the SSH
+reachability checks of their hosts in :mod:`hpcbatch.core.node_reachability`
+(:attr:`PoolManager.reachability`); both act through this module's public methods.
 
 It holds no scheduling policy: the service asks it which nodes are ready and
 how many slots they have free.
@@ -17,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import posixpath
 import secrets
 import socket
@@ -26,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-import paramiko
 import sqlalchemy as sa
 
 from hpcbatch.batch import identity, images
@@ -40,12 +43,8 @@ from hpcbatch.batch.states import (
 )
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core import statistics
-from hpcbatch.core.node_recovery import (
-    RECOVERABLE_CODES,
-    Action,
-    NodeRecovery,
-    RecoveryPolicy,
-)
+from hpcbatch.core.node_health import NodeHealth
+from hpcbatch.core.node_reachability import NodeReachability
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent, containers
@@ -58,12 +57,10 @@ from hpcbatch.providers.base import (
     NodeLaunchError,
     NodeProvider,
     NodeRootRefusedError,
-    TransportProvider,
     TrustSpec,
 )
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.registry import offers_remote_login, provider_for
-from hpcbatch.providers.ssh import SshTransport
 from hpcbatch.store.database import Store, dumps, hosts, loads, nodes
 
 log = logging.getLogger(__name__)
@@ -80,16 +77,6 @@ PROVISION_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="hpcba
 """Threads that start nodes (blocking SSH): a pool's nodes start together, not
 ``asyncio``'s default few (cores + 4) at a time. Threads are made as needed."""
 
-NODE_UNREACHABLE = "NodeUnreachable"
-"""``ComputeNodeError`` code of a node whose host the periodic SSH check cannot reach
-(:meth:`PoolManager.probe_node`); cleared when the host answers again."""
-
-PROBE_INTERVAL_ENV = "HPCBATCH_NODE_PROBE_INTERVAL_S"
-"""Environment variable: seconds between two SSH reachability checks of a node (default 30)."""
-
-PROBED_STATES = frozenset({"idle", "running", "offline", "waitingforstarttask",
-                           "starttaskfailed"})
-"""States of a node whose host the periodic SSH check probes (its worker is connected)."""
 
 
 def source_addresses(address: str) -> tuple[str, ...]:
@@ -121,7 +108,8 @@ def source_addresses(address: str) -> tuple[str, ...]:
 
 
 class PoolManager:
-    """Provisions and watches the compute nodes of every pool.
+    """Provisions the compute nodes of every pool (and watches them through :attr:`health`
+    and :attr:`reachability`).
 
     Parameters
     ----------
@@ -217,20 +205,14 @@ class PoolManager:
         self._providers: dict[str, NodeProvider] = {}
         self._trust_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._watch: asyncio.Task[None] | None = None
         self._workers_poll: tuple[float, asyncio.Future[dict[str, str]] | None] = (0.0, None)
-        self.watch_interval_s = 1.0
-        self.recovery_policy = RecoveryPolicy.from_environment()
-        """How lost nodes are restarted or replaced (:mod:`hpcbatch.core.node_recovery`)."""
-        self.auto_recover = True
-        """Restart lost nodes by themselves; False leaves them ``unusable`` until a reboot."""
-        self._recovering: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self.probe_interval_s = float(os.environ.get(PROBE_INTERVAL_ENV) or 30.0)
-        """Seconds between two SSH reachability checks of one node (:meth:`probe_node`)."""
-        self.probe_timeout_s = 10.0
-        self.probe_concurrency = 16
-        """Most reachability checks in flight at once (their own threads)."""
-        self._probe: asyncio.Task[None] | None = None
+        self._unsaved: dict[tuple[str, str], tuple[NodeRuntime, bool]] = {}
+        self._flush_due = False
+        self._identity_noted: set[tuple[str, str | None]] = set()
+        self.health = NodeHealth(self)
+        """Lost workers and the nodes' own recovery (``auto_recover``, ``recovery_policy``)."""
+        self.reachability = NodeReachability(self)
+        """The periodic SSH checks of the nodes' hosts (``probe_interval_s``)."""
         self.state_listeners: list[Callable[[NodeRuntime], None]] = []
         """Called with a node (on the event loop) after each change of its state: watchers
         such as the dashboard's live heat map see every state a node passes through."""
@@ -313,7 +295,7 @@ class PoolManager:
         """
         return (pool_key not in self.quota_blocked
                 and len(self.pools.get(pool_key, {})) < self.total_target(pool_key)
-                and bool(self._free_hosts(pool_key, 1)))
+                and bool(self.free_hosts(pool_key, 1)))
 
     def total_target(self, pool_key: str) -> int:
         """A pool's dedicated and low-priority node targets together."""
@@ -335,15 +317,14 @@ class PoolManager:
 
     def start(self) -> None:
         """Start the loops that watch nodes' workers and their hosts' reachability."""
-        loop = asyncio.get_running_loop()
-        self._watch = loop.create_task(self._watch_loop())
-        self._probe = loop.create_task(self._probe_loop())
+        self.health.start()
+        self.reachability.start()
 
     async def close(self, stop_nodes: bool = True) -> None:
         """Stop watching; when ``stop_nodes``, close every node's worker."""
-        for loop_task in (self._watch, self._probe, *self._recovering.values()):
-            if loop_task:
-                loop_task.cancel()
+        self.health.close()
+        self.reachability.close()
+        self.flush()
         for t in list(self._tasks):
             t.cancel()
         if stop_nodes:
@@ -359,7 +340,8 @@ class PoolManager:
                 pass
         self._providers.clear()
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
+        """Run a coroutine on the event loop as a task the manager cancels when it closes."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -492,11 +474,11 @@ class PoolManager:
             )
             pool[node.node_id] = node
             if node.state == ComputeNodeState.leavingpool:  # its removal was under way
-                self._spawn(self.remove_node(node))
+                self.spawn(self.remove_node(node))
                 continue
             if node.state not in NODE_JOINING:  # it had joined: restart it as a reboot
                 self.set_state(node, ComputeNodeState.rebooting, notify=False)
-            self._spawn(self._provision(node))
+            self.spawn(self._provision(node))
         self.reconcile(pool_key)
 
     def reconcile(self, pool_key: str) -> None:
@@ -513,14 +495,15 @@ class PoolManager:
         live = [n for n in pool.values() if n.state != "leavingpool" and not n.removing]
         short = sum(max(0, d) for d in self.kind_deficits(pool_key, live))
         if short:
+            order = max((n.order for n in pool.values()), default=-1)
             for host in self._take_hosts(pool_key, spec, short):
-                order = max((n.order for n in pool.values()), default=-1) + 1
+                order += 1
                 node = NodeRuntime(pool_key=pool_key, pool_id=spec.id, node_id=host.name,
                                    host=host, slots=spec.slots, order=order,
                                    vm_size=spec.vm_size)
                 pool[node.node_id] = node
-                self._persist(node, insert=True)
-                self._spawn(self._provision(node))
+                self.persist(node, insert=True)
+                self.spawn(self._provision(node))
         dedicated_extra, low_extra = (max(0, -d) for d in self.kind_deficits(pool_key, live))
         if dedicated_extra or low_extra:
             # Give back the least useful nodes first: broken, then idle, then busy.
@@ -533,7 +516,7 @@ class PoolManager:
                                  key=lambda n: (rank.get(n.state, 1), n.used_slots, -n.order))
                 for node in victims[:extra]:
                     self.mark_removing(node)
-                    self._spawn(self.shrink(node, option))
+                    self.spawn(self.shrink(node, option))
 
     def kind_deficits(self, pool_key: str,
                       live: Iterable[NodeRuntime] | None = None) -> tuple[int, int]:
@@ -586,9 +569,9 @@ class PoolManager:
         fits = images.serves(image, self.host_releases.get(host.name.lower()), host.images)
         return None if fits else ("unread" if fits is None else "image")
 
-    def _free_hosts(self, pool_key: str, limit: int, *, unread: bool = True,
-                    kinds: tuple[int, int] | None = None) -> list[Host]:
-        """Free hosts the pool may take, of the kinds it lacks, at most ``limit``.
+    def free_hosts(self, pool_key: str, limit: int, *, unread: bool = True,
+                   kinds: tuple[int, int] | None = None) -> list[Host]:
+        """Free hosts the pool may take, of the kinds it lacks, at most ``limit`` (reads the store).
 
         With ``unread``, hosts whose OS is still being read for the pool's
         ``imageReference`` count too (the pool is resizing until it is known);
@@ -617,7 +600,7 @@ class PoolManager:
         return found
 
     def _take_hosts(self, pool_key: str, spec: PoolSpec, count: int) -> list[Host]:
-        taken = self._free_hosts(pool_key, count, unread=False)
+        taken = self.free_hosts(pool_key, count, unread=False)
         self.quota_blocked.discard(pool_key)
         if self.core_quota is not None:  # the dedicated core quota: dedicated hosts only
             used = sum(n.host.cores for p in self.pools.values() for n in p.values()
@@ -637,17 +620,65 @@ class PoolManager:
                              .values(pool_key=pool_key))
         return taken
 
-    def _persist(self, node: NodeRuntime, insert: bool = False) -> None:
-        status = dumps({"order": node.order, "errors": node.errors,
-                        "allocationTime": iso(node.allocation_time)})  # restored by recover
-        with self.store.begin() as conn:
+    def persist(self, node: NodeRuntime, insert: bool = False) -> None:
+        """Save a node's state and status (order, errors, ``allocationTime``) in the store.
+
+        On the event loop, the nodes saved during one turn of the loop are written
+        together at its end, in one transaction (:meth:`flush`): a pool's nodes
+        start together, and 1,000 of them are one commit, not 1,000. Outside an
+        event loop the node is written at once.
+
+        Parameters
+        ----------
+        node
+            The node.
+        insert
+            Insert its row (a node joining the pool) rather than update it.
+        """
+        key = (node.pool_key, node.node_id)
+        earlier = self._unsaved.get(key)
+        self._unsaved[key] = (node, insert or (earlier is not None and earlier[1]
+                                               and earlier[0] is node))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the nodes :meth:`persist` saved and not written yet, in one transaction.
+
+        A node no longer in its pool is skipped: its row went with it.
+        """
+        self._flush_due = False
+        pending, self._unsaved = self._unsaved, {}
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for node, insert in pending.values():
+            if self.pools.get(node.pool_key, {}).get(node.node_id) is not node:
+                continue
+            status = dumps({"order": node.order, "errors": node.errors,
+                            "allocationTime": iso(node.allocation_time)})  # restored by recover
             if insert:
-                conn.execute(nodes.insert().values(pool_key=node.pool_key, id=node.node_id,
-                                                   host_key=node.host.name.lower(),
-                                                   state=node.state, status=status))
+                inserts.append({"pool_key": node.pool_key, "id": node.node_id,
+                                "host_key": node.host.name.lower(), "state": node.state,
+                                "status": status})
             else:
-                Store.update(conn, nodes, {"pool_key": node.pool_key, "id": node.node_id},
-                             state=node.state, status=status)
+                updates.append({"key_pool": node.pool_key, "key_id": node.node_id,
+                                "state": node.state, "status": status})
+        if not (inserts or updates):
+            return
+        with self.store.begin() as conn:
+            Store.insert_many(conn, nodes, inserts)
+            if updates:
+                conn.execute(nodes.update()
+                             .where(nodes.c.pool_key == sa.bindparam("key_pool"),
+                                    nodes.c.id == sa.bindparam("key_id"))
+                             .values(state=sa.bindparam("state"),
+                                     status=sa.bindparam("status")), updates)
 
     def set_state(self, node: NodeRuntime, state: str, *, notify: bool = True) -> None:
         """Move a node to a Batch node state (``ComputeNodeState``), recording the transition time.
@@ -748,7 +779,7 @@ class PoolManager:
                            for e in node.errors):  # the reason of a quarantine goes with it
             node.errors = [e for e in node.errors
                            if CLEARED_BY_ENABLE_SCHEDULING not in (e.get("errorDetails") or [])]
-            self._persist(node)
+            self.persist(node)
         self.settle(node)
 
     def quarantine(self, node: NodeRuntime, code: str, message: str) -> None:
@@ -771,19 +802,31 @@ class PoolManager:
         log.warning("node %s (pool %s) taken out of scheduling: %s", node.node_id,
                     node.pool_id, message)
         self.set_scheduling(node, False)
-        self._persist(node)
+        self.persist(node)
 
     def mark_removing(self, node: NodeRuntime) -> None:
         """Take no new task on a node about to leave its pool (it no longer counts as live)."""
         node.removing = True
         node.scheduling_state = "disabled"
 
-    def _fail(self, node: NodeRuntime, code: str, message: str, state: str = "unusable") -> None:
+    def fail(self, node: NodeRuntime, code: str, message: str, state: str = "unusable") -> None:
+        """Put a node in a failed state (``unusable`` by default) with one ``ComputeNodeError``.
+
+        Parameters
+        ----------
+        node
+            The node.
+        code, message
+            The error's code (``NodeLost``, ``NodeStartFailed``, ...) and sentence;
+            its ``errorDetails`` name the host.
+        state
+            The failed state (``unusable`` or ``starttaskfailed``).
+        """
         node.errors = [{"code": code, "message": message,
                         "errorDetails": [{"name": "Host", "value": node.host.name}]}]
         log.warning("node %s (pool %s): %s", node.node_id, node.pool_id, message)
         self.set_state(node, state)
-        self._persist(node)
+        self.persist(node)
 
     # -------------------------------------------------------------- provisioning
 
@@ -852,9 +895,12 @@ class PoolManager:
         """Record the host's user-switching answer on the node; return whether tasks switch users."""
         node.user_switching = bool(result.get("switching"))
         node.switching_note = None if node.user_switching else str(result.get("reason"))
-        if not node.user_switching:
-            log.warning("node %s (pool %s): tasks share the node agent's identity: %s",
-                        node.node_id, node.pool_id, node.switching_note)
+        if not node.user_switching:  # once per pool and reason: a pool's nodes are alike
+            noted = (node.pool_key, node.switching_note)
+            log.log(logging.DEBUG if noted in self._identity_noted else logging.WARNING,
+                    "node %s (pool %s): tasks share the node agent's identity: %s",
+                    node.node_id, node.pool_id, node.switching_note)
+            self._identity_noted.add(noted)
         return node.user_switching
 
     def _trusted_addresses(self, pool_key: str) -> tuple[str, ...]:
@@ -892,8 +938,11 @@ class PoolManager:
 
             await asyncio.gather(*(asyncio.to_thread(update, n) for n in stale))
 
-    def _revoke_trust(self, node: NodeRuntime) -> None:
-        """Remove the pool key and the private key copy from a node leaving the pool (thread)."""
+    def revoke_trust(self, node: NodeRuntime) -> None:
+        """Remove the pool key and the private key copy from a node leaving the pool.
+
+        Blocking (SSH): run it in a thread. A host that cannot be reached is logged.
+        """
         node.trusted = False
         if node.pool_key not in self.ssh_keys:
             return
@@ -951,15 +1000,15 @@ class PoolManager:
         node.errors = []
         node.worker = None
         self.set_state(node, "starting")
-        self._persist(node)
+        self.persist(node)
         try:
             await asyncio.get_running_loop().run_in_executor(PROVISION_THREADS, self._launch,
                                                              node)
         except NodeConnectionError as exc:
-            self._fail(node, "NodeConnectionFailed", str(exc))
+            self.fail(node, "NodeConnectionFailed", str(exc))
             return
         except Exception as exc:  # an unexpected provider failure still names the host
-            self._fail(node, "NodeStartFailed", f"host {node.host.name}: {exc}")
+            self.fail(node, "NodeStartFailed", f"host {node.host.name}: {exc}")
             return
         await self.sync_trust(node.pool_key)  # the other nodes accept this one from now on
         addr = await self._wait_for_worker(node, WORKER_TIMEOUT_S)
@@ -967,7 +1016,7 @@ class PoolManager:
             return
         if addr is None:
             running, tail = await asyncio.to_thread(self._diagnose, node)
-            self._fail(node, "NodeStartFailed",
+            self.fail(node, "NodeStartFailed",
                        f"host {node.host.name}: the node's worker did not connect to the "
                        f"scheduler within {WORKER_TIMEOUT_S:g} s "
                        f"({'its process is running' if running else 'its process exited'}). "
@@ -995,7 +1044,7 @@ class PoolManager:
         if spec is None:
             self.set_state(node, "idle", notify=False)
             self.settle(node)
-            self._persist(node)
+            self.persist(node)
             return
         # Batch's default is true: "If false, the Batch service will not wait for the
         # StartTask to complete ... The default is true." (REST StartTask.waitForSuccess)
@@ -1027,7 +1076,7 @@ class PoolManager:
             except Exception as exc:
                 if gen != node.generation:
                     return
-                self._fail(node, "StartTaskFailed",
+                self.fail(node, "StartTaskFailed",
                            f"host {node.host.name}: the start task could not run: {exc}")
                 return
             if gen != node.generation:
@@ -1047,16 +1096,16 @@ class PoolManager:
                 if node.state == "waitingforstarttask":
                     self.set_state(node, "idle", notify=False)
                     self.settle(node)
-                self._persist(node)
+                self.persist(node)
                 return
             if retries == -1 or attempt < retries:
                 attempt += 1
                 continue
             if wait:
-                self._fail(node, "StartTaskFailed",
+                self.fail(node, "StartTaskFailed",
                            f"the start task failed on host {node.host.name} with exit code "
                            f"{outcome.exit_code}", state="starttaskfailed")
-            self._persist(node)
+            self.persist(node)
             return
 
     async def restart(self, node: NodeRuntime, wipe: bool = False) -> None:
@@ -1076,7 +1125,7 @@ class PoolManager:
             try:
                 await asyncio.to_thread(self.provider(node.host).wipe, node.root_dir)
             except NodeRootRefusedError as exc:  # not a folder of its own: nothing removed
-                self._fail(node, exc.code, exc.message)
+                self.fail(node, exc.code, exc.message)
                 return
         node.scheduling_state = "enabled"
         node.start_task_info = None
@@ -1102,8 +1151,9 @@ class PoolManager:
         elif node.root_dir:  # no worker to close: its process may still be trying to connect
             await asyncio.to_thread(self._stop_process, node)
         node.worker = None
-        await asyncio.to_thread(self._revoke_trust, node)
+        await asyncio.to_thread(self.revoke_trust, node)
         await self.sync_trust(node.pool_key)
+        self.flush()  # no saved state of the node may land after its row is gone
         with self.store.begin() as conn:
             statistics.node_left(conn, node)  # stats helper: the node's core time in the pool
             conn.execute(nodes.delete().where(nodes.c.pool_key == node.pool_key,
@@ -1125,127 +1175,40 @@ class PoolManager:
         await asyncio.gather(*(self.remove_node(n)
                                for n in list(self.pools.get(pool_key, {}).values())))
         self.ssh_keys.pop(pool_key, None)
+        self._identity_noted = {n for n in self._identity_noted if n[0] != pool_key}
         self.stopping.discard(pool_key)
         self.pools.pop(pool_key, None)
         self.specs.pop(pool_key, None)
         self.targets.pop(pool_key, None)
 
-    # ----------------------------------------------------------------- watching
-
-    async def _watch_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.watch_interval_s)
-            try:
-                workers = await self.engine.workers()
-            except Exception as exc:
-                log.warning("cannot reach the Dask scheduler: %s", exc)
-                continue
-            for pool in list(self.pools.values()):
-                for node in list(pool.values()):
-                    if node.worker and node.state not in NODE_JOINING_OR_LEAVING:
-                        if workers.get(node.worker_name) != node.worker:
-                            self.lost(node)
-
-    async def _lose_trust(self, node: NodeRuntime, generation: int) -> None:
-        """A lost node: the others stop accepting it, and it loses the key if it is reachable
-        (unless it was provisioned again meanwhile)."""
-        await self.sync_trust(node.pool_key)
-        if node.generation == generation:
-            await asyncio.to_thread(self._revoke_trust, node)
+    # ---------------------------------------------------- lost and replaced nodes
 
     def lost(self, node: NodeRuntime) -> None:
-        """Mark a node whose worker disappeared ``unusable``; the service requeues its tasks.
+        """Handle a node whose worker disappeared: :meth:`hpcbatch.core.node_health.NodeHealth.lost`."""
+        self.health.lost(node)
 
-        Unless :attr:`auto_recover` is off, the node is then restarted by itself
-        (:meth:`recover_node`): it returns to ``idle`` without a reboot request.
-        """
-        if node.worker is None:
-            return
-        node.worker = None
-        node.generation += 1
-        node.trusted = False  # until it is provisioned again
-        self._spawn(self._lose_trust(node, node.generation))
-        self._fail(node, "NodeLost",  # first: its tasks leaving must not make it look idle
-                   f"host {node.host.name}: the node's worker disconnected from the scheduler; "
-                   "its running tasks were requeued"
-                   + ("; the node is restarted automatically" if self.auto_recover else ""))
-        self.on_node_lost(node)
-        self.recover_node(node)
-
-    # ----------------------------------------------------------------- recovery
-
-    def recover_node(self, node: NodeRuntime) -> None:
-        """Start recovering an ``unusable`` node by itself, unless that is under way.
-
-        The node is restarted over SSH as "Compute Node - Reboot" does, with the
-        backoff of :attr:`recovery_policy`; when its host stays unreachable it
-        is replaced by a free inventory host matching the pool; with none, the
-        restarts go on slowly and the node's error says so
-        (:mod:`hpcbatch.core.node_recovery`). Recovery ends when the node is no
-        longer ``unusable`` with a :data:`~hpcbatch.core.node_recovery.RECOVERABLE_CODES`
-        error (it is back, was rebooted or removed by a user, or failed otherwise).
+    def can_replace(self, node: NodeRuntime) -> bool:
+        """Tell whether a free inventory host of the node's kind fits its pool (could replace it).
 
         Parameters
         ----------
         node
-            The node (``unusable``).
+            A node of the pool (its kind, dedicated or low-priority, is its host's).
         """
-        if not self.auto_recover:
-            return
-        key = (node.pool_key, node.node_id)
-        if key in self._recovering:
-            return
-        task = asyncio.get_running_loop().create_task(self._recover(node))
-        self._recovering[key] = task
-
-        def done(t: asyncio.Task[None]) -> None:
-            if self._recovering.get(key) is t:
-                del self._recovering[key]
-
-        task.add_done_callback(done)
-
-    def recovering(self, node: NodeRuntime) -> bool:
-        """Tell whether the pool manager is recovering ``node`` by itself (:meth:`recover_node`)."""
-        return (node.pool_key, node.node_id) in self._recovering
-
-    def _recoverable(self, node: NodeRuntime) -> bool:
-        return (not node.removing and self.node(node.pool_key, node.node_id) is node
-                and node.state == "unusable" and bool(node.errors)
-                and node.errors[0].get("code") in RECOVERABLE_CODES)
-
-    def _replaceable(self, node: NodeRuntime) -> bool:
-        """Whether a free inventory host of the node's kind fits its pool (could replace it)."""
         kinds = (0, 1) if node.host.low_priority else (1, 0)
-        return bool(self._free_hosts(node.pool_key, 1, unread=False, kinds=kinds))
+        return bool(self.free_hosts(node.pool_key, 1, unread=False, kinds=kinds))
 
-    async def _recover(self, node: NodeRuntime) -> None:
-        recovery = NodeRecovery(self.recovery_policy)
-        free = True
-        while True:
-            await asyncio.sleep(recovery.next_delay(free))
-            if not self._recoverable(node):
-                return
-            free = self._replaceable(node)
-            if recovery.next_action(free) is Action.REPLACE and self._replace(node):
-                return
-            log.info("node %s (pool %s): restarting it on host %s (attempt %d)", node.node_id,
-                     node.pool_id, node.host.name, recovery.attempts + 1)
-            await self.restart(node)
-            if not self._recoverable(node):  # back, or taken over by a user or another cause
-                return
-            recovery.failed(unreachable=node.errors[0].get("code") == NodeConnectionError.code)
-            free = self._replaceable(node)
-            first = node.errors[0]
-            node.errors = [{**first, "errorDetails": [
-                *(d for d in first.get("errorDetails") or [] if d.get("name") != "Recovery"),
-                {"name": "Recovery", "value": recovery.describe(free)}]}, *node.errors[1:]]
-            self._persist(node)
-
-    def _replace(self, node: NodeRuntime) -> bool:
-        """Replace an unreachable node by a free host of its pool; return whether it was.
+    def replace_node(self, node: NodeRuntime) -> bool:
+        """Replace a node by a free host of its pool; return whether it was.
 
         The pool takes a new host (:meth:`reconcile`) and the node leaves the
-        pool (:meth:`remove_node`: its host goes back to the inventory).
+        pool (:meth:`remove_node`: its host goes back to the inventory). With no
+        host to take, the node stays, scheduling enabled again.
+
+        Parameters
+        ----------
+        node
+            The node (an unreachable one, :mod:`hpcbatch.core.node_health`).
         """
         pool = self.pools.get(node.pool_key, {})
         self.mark_removing(node)
@@ -1258,120 +1221,5 @@ class PoolManager:
         log.warning("node %s (pool %s): host %s stayed unreachable; the node is replaced by "
                     "another inventory host and leaves the pool", node.node_id, node.pool_id,
                     node.host.name)
-        self._spawn(self.remove_node(node))
+        self.spawn(self.remove_node(node))
         return True
-
-    # ------------------------------------------------------------ reachability
-
-    async def _probe_loop(self) -> None:
-        """Check every node's host over SSH once per :attr:`probe_interval_s`, spread out.
-
-        The checks of one round start ``probe_interval_s / nodes`` apart (so
-        1,000 nodes at 30 s cost 33 one-round-trip commands a second, never a
-        burst), at most :attr:`probe_concurrency` at once, on threads of their own.
-        """
-        loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(max_workers=self.probe_concurrency,
-                                      thread_name_prefix="hpcbatch-ssh-probe")
-        slots = asyncio.Semaphore(self.probe_concurrency)
-        try:
-            while True:
-                started = loop.time()
-                targets = [n for pool in list(self.pools.values()) for n in list(pool.values())
-                           if n.worker and n.state in PROBED_STATES]
-                spacing = self.probe_interval_s / max(len(targets), 1)
-                for node in targets:
-                    await slots.acquire()
-                    task = loop.create_task(self.probe_node(node, executor))
-                    task.add_done_callback(lambda _t: slots.release())
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                    await asyncio.sleep(spacing)
-                await asyncio.sleep(max(started + self.probe_interval_s - loop.time(), 0.0))
-        finally:
-            executor.shutdown(wait=False, cancel_futures=True)
-
-    async def probe_node(self, node: NodeRuntime,
-                         executor: ThreadPoolExecutor | None = None) -> str | None:
-        """Check once that a node's host answers over SSH; set or clear its error.
-
-        One command (``true``) on the host's SSH connection, reconnecting if it
-        dropped. A host that cannot be reached gets a ``ComputeNodeError``
-        :data:`NODE_UNREACHABLE` naming the host and the SSH error; the node
-        keeps its state while its worker is connected (its tasks run on, new
-        ones are still placed there, since a node's worker, not SSH, carries
-        them), and the error goes when the host answers again. A node on a
-        provider without a transport (no SSH) is not checked.
-
-        Parameters
-        ----------
-        node
-            The node.
-        executor
-            Threads to run the check on (default: the loop's).
-
-        Returns
-        -------
-        str or None
-            The SSH error, or None when the host answered.
-        """
-        provider = self.provider(node.host)
-        if not isinstance(provider, TransportProvider):
-            return None
-        generation = node.generation
-        error = await asyncio.get_running_loop().run_in_executor(executor, self._reach, provider)
-        if generation == node.generation and node.worker and not node.removing:
-            self.mark_reachability(node, error)
-        return error
-
-    def _reach(self, provider: TransportProvider) -> str | None:
-        """One SSH round trip to the provider's host (runs in a thread); the error or None.
-
-        Over SSH: open and close a channel on the host's connection (sshd
-        answers it without starting a process), connecting first when the
-        connection dropped. Other transports run ``true``.
-        """
-        transport = provider.transport
-        try:
-            if isinstance(transport, SshTransport):
-                try:
-                    transport.connection.transport.open_session(
-                        timeout=self.probe_timeout_s).close()
-                except paramiko.ChannelException:
-                    pass  # refused (e.g. MaxSessions in use): sshd answered all the same
-                except (paramiko.SSHException, OSError, EOFError) as exc:
-                    return f"no answer on the SSH connection: {exc or type(exc).__name__}"
-            else:
-                transport.run(["true"], timeout_s=self.probe_timeout_s)
-        except NodeConnectionError as exc:
-            return exc.reason
-        except HpcbatchError as exc:
-            return str(exc)
-        return None
-
-    def mark_reachability(self, node: NodeRuntime, error: str | None) -> None:
-        """Record the outcome of a reachability check on a node's errors (see :meth:`probe_node`).
-
-        Parameters
-        ----------
-        node
-            The node.
-        error
-            The SSH error, or None when its host answered.
-        """
-        others = [e for e in node.errors if e.get("code") != NODE_UNREACHABLE]
-        if error is None:
-            if len(others) != len(node.errors):
-                node.errors = others
-                log.info("node %s (pool %s): host %s is reachable over SSH again", node.node_id,
-                         node.pool_id, node.host.name)
-                self._persist(node)
-            return
-        message = (f"host {node.host.name} cannot be reached over SSH: {error}; the node keeps "
-                   "running its tasks while its worker stays connected")
-        if any(e.get("message") == message for e in node.errors):
-            return
-        node.errors = [*others, {"code": NODE_UNREACHABLE, "message": message, "errorDetails": [
-            {"name": "Host", "value": node.host.name}, {"name": "SshError", "value": error}]}]
-        log.warning("node %s (pool %s): %s", node.node_id, node.pool_id, message)
-        self._persist(node)

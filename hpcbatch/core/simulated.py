@@ -333,6 +333,7 @@ class SimulatedEngine(DaskEngine):
             "list_files": list,
             "read_file": lambda: None,
             "remove_dirs": lambda: 0,
+            "install_certificates": list,  # a simulated node holds no certificate files
             "node_sample": self._machine_sample,
             "node_info": lambda: {"node_id": sim.node.node_id, "pool_id": sim.node.pool_id,
                                   "root_dir": sim.node.root_dir},

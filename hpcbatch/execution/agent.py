@@ -37,12 +37,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from hpcbatch.batch.identity import RunAs
-from hpcbatch.execution import identity, nodeops, packages, transfer
+from hpcbatch.execution import identity, nodeops, packages
 from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
 from hpcbatch.execution.spawn import (  # noqa: F401 - re-exported: the agent's public names
     EXIT_CODE_TASK_ENDED,
@@ -57,6 +57,9 @@ from hpcbatch.execution.spawn import (  # noqa: F401 - re-exported: the agent's 
     kill_tagged,
     python_first_path,
 )
+
+if TYPE_CHECKING:  # imported where files move (fsspec): not before a node serves
+    from hpcbatch.execution import transfer
 
 AGENT_PLUGIN = "hpcbatch-agent"
 """Name of the :class:`NodeAgent` plugin in a node worker's ``plugins``."""
@@ -219,6 +222,8 @@ def _persist(launch: Launch, tdir: Path, wd: Path, code: int | None,
     """Upload output files and task logs; return the failure info, with an upload error if any."""
     if code is None and failure is not None and failure["code"] != "TaskEnded":
         return failure  # pre-processing error: the task never ran
+    from hpcbatch.execution import transfer
+
     try:
         if launch.output_files and launch.job_id and launch.task_id:
             transfer.upload_output_files(launch.output_files, wd,
@@ -642,6 +647,8 @@ class NodeAgent(WorkerPlugin):
                  creds: identity.Credentials | None = None,
                  ) -> tuple[int | None, dict[str, Any] | None, dict[str, float] | None]:
         """Download inputs, run the command line and wait; return (exit code, failure info, usage)."""
+        from hpcbatch.execution import transfer
+
         node = self.node
         if launch.job_id:  # the task's scoped storage reaches this container only
             transfer.prepare_job_container(launch.job_id, launch.storage)

@@ -42,7 +42,7 @@ from typing import Any
 
 import msgpack
 
-from hpcbatch.execution.pki import PeerIdentity, peer_identity
+from hpcbatch.execution.peers import PeerIdentity, peer_identity
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ organisational unit (the *role*):
   (``urn:hpcbatch:node:{pool}:{worker}``, both percent-encoded). A node holds
   the CA certificate, its own certificate and its own key, nothing else.
 
-:func:`peer_identity` reads a TLS peer's certificate back into a
-:class:`PeerIdentity`; :mod:`hpcbatch.execution.guard` decides from it what a
+:func:`peer_identity` (:mod:`hpcbatch.execution.peers`, re-exported here) reads a
+TLS peer's certificate back into a :class:`PeerIdentity`; :mod:`hpcbatch.execution.guard` decides from it what a
 peer may do. A certificate without exactly one known role (such as the single
 certificate every node held before per-node identities) is nobody.
 
@@ -28,15 +28,15 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import functools
 import ipaddress
 import os
 import secrets
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -44,6 +44,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hpcbatch.execution.peers import (  # re-exported: pki's names since before peers.py
+    NODE_ROLE,
+    SERVICE_ROLE,
+    PeerIdentity,
+    node_uri,
+    peer_identity,
+)
 from hpcbatch.execution.tls import TlsFiles
 
 __all__ = [
@@ -54,6 +61,7 @@ __all__ = [
     "ensure_tls",
     "issue_node_credentials",
     "locked",
+    "node_uri",
     "peer_identity",
     "private_dir",
     "tighten",
@@ -66,11 +74,6 @@ CA_KEY = "ca-key.pem"
 CERT = "cert.pem"
 KEY = "key.pem"
 
-SERVICE_ROLE = "hpcbatch-service"
-"""Organisational unit of the service's certificate (scheduler and service client)."""
-NODE_ROLE = "hpcbatch-node"
-"""Organisational unit of a node's certificate."""
-_NODE_URN = "urn:hpcbatch:node:"
 
 #: Names the service certificate carries besides the caller's hostnames.
 DEFAULT_SANS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1", "hpcbatch")
@@ -254,6 +257,24 @@ def _make_leaf(
     return cert, key
 
 
+@functools.lru_cache(maxsize=8)
+def _load_pair_as_of(cert_path: Path, key_path: Path,
+                     stamps: tuple[tuple[int, int, int], ...]) -> tuple[x509.Certificate, Any] | None:
+    """:func:`_load_pair` for files last changed as ``stamps`` say (inode, mtime, size each)."""
+    return _load_pair(cert_path, key_path)
+
+
+def _ca_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, Any] | None:
+    """The CA and its key, read again only when either file changed (a pool's nodes are
+    issued certificates together: 1,000 of them read and parse the CA once)."""
+    try:
+        stamps = tuple((st.st_ino, st.st_mtime_ns, st.st_size)
+                       for st in (cert_path.stat(), key_path.stat()))
+    except OSError:
+        return None
+    return _load_pair_as_of(cert_path, key_path, stamps)
+
+
 def _load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, Any] | None:
     """Load a certificate and its key; ``None`` if missing, unreadable or not a pair."""
     try:
@@ -369,11 +390,6 @@ class NodeCredentials:
         return "NodeCredentials(...)"
 
 
-def node_uri(pool_id: str, worker_name: str) -> str:
-    """Return the URI naming a node identity: ``urn:hpcbatch:node:{pool}:{worker}``."""
-    return f"{_NODE_URN}{quote(pool_id, safe='')}:{quote(worker_name, safe='')}"
-
-
 def issue_node_credentials(tls: TlsFiles, pool_id: str, worker_name: str) -> NodeCredentials:
     """Issue a node's own certificate and key, signed by the service's CA.
 
@@ -404,7 +420,7 @@ def issue_node_credentials(tls: TlsFiles, pool_id: str, worker_name: str) -> Nod
     """
     if tls.ca_key_file is None:
         raise ValueError("these TLS files have no CA key: node certificates cannot be issued")
-    ca = _load_pair(tls.ca_file, tls.ca_key_file)
+    ca = _ca_pair(tls.ca_file, tls.ca_key_file)
     if ca is None:
         raise ValueError(f"{tls.ca_file} and {tls.ca_key_file} are not a CA and its key")
     ca_cert, ca_key = ca
@@ -414,63 +430,3 @@ def issue_node_credentials(tls: TlsFiles, pool_id: str, worker_name: str) -> Nod
     return NodeCredentials(ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
                            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
                            key_pem=_key_pem(key))
-
-
-# --------------------------------------------------------------------------
-# peers
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PeerIdentity:
-    """Who is on the other end of a TLS comm, from its certificate.
-
-    Attributes
-    ----------
-    role
-        :data:`SERVICE_ROLE` or :data:`NODE_ROLE`.
-    pool_id, worker_name
-        For a node: its pool and the Dask worker name its certificate was
-        issued for; empty for the service.
-    """
-
-    role: str
-    pool_id: str = ""
-    worker_name: str = ""
-
-    @property
-    def is_service(self) -> bool:
-        """Whether the peer presented the service's certificate."""
-        return self.role == SERVICE_ROLE
-
-
-def peer_identity(peercert: Mapping[str, Any] | None) -> PeerIdentity | None:
-    """Read a verified TLS peer certificate (``ssl.SSLSocket.getpeercert()``'s dict).
-
-    Parameters
-    ----------
-    peercert
-        The peer's certificate as :mod:`ssl` decodes it (``subject`` and
-        ``subjectAltName`` tuples); the TLS layer has checked it against the CA.
-
-    Returns
-    -------
-    PeerIdentity or None
-        The identity; None for a certificate that is neither the service's nor a
-        well-formed node's (no role, two roles, a node without its URI, ...).
-    """
-    if not peercert:
-        return None
-    roles = [value for rdn in peercert.get("subject", ()) for key, value in rdn
-             if key == "organizationalUnitName"]
-    if roles == [SERVICE_ROLE]:
-        return PeerIdentity(SERVICE_ROLE)
-    if roles != [NODE_ROLE]:
-        return None
-    uris = [v for k, v in peercert.get("subjectAltName", ()) if k == "URI"]
-    if len(uris) != 1 or not uris[0].startswith(_NODE_URN):
-        return None
-    parts = uris[0][len(_NODE_URN):].split(":")
-    if len(parts) != 2 or not all(parts):
-        return None
-    return PeerIdentity(NODE_ROLE, unquote(parts[0]), unquote(parts[1]))

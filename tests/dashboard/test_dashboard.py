@@ -150,7 +150,7 @@ def test_heat_map_shows_every_state_a_failing_node_passes_through(env: Env, brow
     server_seen: list[str] = []
     listener = (lambda n: server_seen.append(n.state) if n.node_id == victim else None)
     env.service.pool_manager.state_listeners.append(listener)
-    env.service.pool_manager.auto_recover = False  # rebooted from the page, not by itself
+    env.service.pool_manager.health.auto_recover = False  # rebooted from the page, not by itself
     page.evaluate("""victim => {
         window.__seen = [];
         const cell = document.querySelector(`.cell[data-node="${victim}"]`);
@@ -177,7 +177,7 @@ def test_heat_map_shows_every_state_a_failing_node_passes_through(env: Env, brow
         wait_until(lambda: server_seen and server_seen[-1] == "idle", what="idle on the server")
     finally:
         env.service.pool_manager.state_listeners.remove(listener)
-        env.service.pool_manager.auto_recover = True
+        env.service.pool_manager.health.auto_recover = True
     seen = page.evaluate("window.__seen")
     assert seen == server_seen, (seen, server_seen)
     assert seen[0] == "unusable" and "rebooting" in seen and "starting" in seen

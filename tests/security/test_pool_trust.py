@@ -56,7 +56,7 @@ def bed() -> Iterator[tuple[BatchClient, Any]]:
         pytest.skip("user switching needs root (the testbed runs as root)")
     with reachable_dir() as tmp, service_on_testbed(tmp, 3, "127.0.42.1") as (client, tb, th):
         # These tests watch a lost node until a reboot: no restart by itself meanwhile.
-        th.runtime.service.pool_manager.auto_recover = False
+        th.runtime.service.pool_manager.health.auto_recover = False
         yield client, tb
 
 
