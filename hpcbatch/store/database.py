@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.dml import UpdateBase
 
 metadata = sa.MetaData()
 
@@ -310,22 +311,23 @@ class BulkStatement:
         parameters with a value (literals of the statement) are fixed.
     """
 
-    def __init__(self, statement: sa.Executable) -> None:
+    def __init__(self, statement: UpdateBase) -> None:
         self.statement = statement
         self._sqlite: tuple[str, list[tuple[str, Any, Callable[[Any], Any] | None, bool]]] | None = None
         self._required: dict[str, bool] = {}
 
     def _compile_sqlite(self, dialect: Any) -> tuple[
             str, list[tuple[str, Any, Callable[[Any], Any] | None, bool]]]:
-        compiled = cast("sa.sql.compiler.SQLCompiler", self.statement.compile(dialect=dialect))
+        compiled = self.statement.compile(dialect=dialect)
         assert compiled.positiontup is not None  # SQLite's paramstyle is positional
-        slots = []
+        slots: list[tuple[str, Any, Callable[[Any], Any] | None, bool]] = []
         for name in compiled.positiontup:
             bind = compiled.binds[name]
             self._required[name] = bind.required
             impl = bind.type.dialect_impl(dialect)
-            slots.append((name, None if bind.required else bind.value,
-                          impl.bind_processor(dialect), isinstance(bind.type, sa.DateTime)))
+            process = cast("Callable[[Any], Any] | None", impl.bind_processor(dialect))
+            slots.append((name, None if bind.required else bind.value, process,
+                          isinstance(bind.type, sa.DateTime)))
         return compiled.string, slots
 
     def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
