@@ -256,6 +256,8 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
     per_schedule: dict[str, dict[str, float]] = {}
     per_pool: dict[str, dict[str, float]] = {}
     total = zero_counters()
+    # runs summed per (job, pool) first: one merge per run, then one per pair and scope
+    per_pair: dict[tuple[str, str], dict[str, float]] = {}
     for e in ended:
         u = by_seq.get(e.run.seq)
         if u is None:
@@ -263,11 +265,17 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
         counters = run_counters(getattr(e.outcome, "usage", None), u.get("b_start"), u["b_end"],
                                 retried=u["b_state"] == "active", result=u["b_result"],
                                 created=created.get(e.run.seq))
-        merge(per_job.setdefault(e.run.job_key, zero_counters()), counters)
-        schedule_key, sep, _ = e.run.job_key.partition(SCHEDULE_JOB)
+        pair = (e.run.job_key, e.run.node.pool_key)
+        if pair in per_pair:
+            merge(per_pair[pair], counters)
+        else:
+            per_pair[pair] = counters
+    for (job_key, pool_key), counters in per_pair.items():
+        merge(per_job.setdefault(job_key, zero_counters()), counters)
+        schedule_key, sep, _ = job_key.partition(SCHEDULE_JOB)
         if sep:  # a job a schedule created: "{scheduleId}:job-{n}"
             merge(per_schedule.setdefault(schedule_key, zero_counters()), counters)
-        merge(per_pool.setdefault(e.run.node.pool_key, zero_counters()), counters)
+        merge(per_pool.setdefault(pool_key, zero_counters()), counters)
         merge(total, counters)
     if not per_job:
         return

@@ -369,13 +369,22 @@ class BulkStatement:
         taken = {i for i, *_ in live}
         fixed = [(i, prepare(value, process, is_time))
                  for i, (_, value, process, is_time) in enumerate(slots) if i not in taken]
+        base: list[Any] = [None] * len(slots)
+        for i, value in fixed:
+            base[i] = value
+        plain = [(i, name) for i, name, process, _ in live if process is None]
+        other = [(i, name, process, is_time) for i, name, process, is_time in live
+                 if process is not None]
         params = []
         for row in rows:
-            values: list[Any] = [None] * len(slots)
-            for i, value in fixed:
-                values[i] = value
-            for i, name, process, is_time in live:
-                values[i] = prepare(row[name], process, is_time)
+            values = base.copy()
+            for i, name in plain:
+                values[i] = row[name]
+            for i, name, process, is_time in other:
+                value = row[name]
+                if value is not None:
+                    values[i] = (done.get(value) or prepare(value, process, is_time)
+                                 if is_time else process(value))
             params.append(tuple(values))
         conn.exec_driver_sql(sql, params)
 
