@@ -225,6 +225,11 @@ def _rows(scope: str, per_key: Mapping[str, dict[str, float]], seqs: Mapping[str
             for key, counters in per_key.items() if key in seqs]
 
 
+_CREATED = sa.select(tasks.c.seq, tasks.c.creation_time).where(
+    tasks.c.seq.in_(sa.bindparam("b_seqs", expanding=True)))
+"""Creation times of tasks by ``seq`` (built once: :func:`record_ended` runs every pass)."""
+
+
 def record_ended(conn: sa.Connection, ended: Sequence[Ended],
                  updates: Sequence[Mapping[str, Any]]) -> None:
     """Add the runs the dispatcher just recorded to the statistics counters.
@@ -249,9 +254,7 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
     completed = [u["b_seq"] for u in updates if u["b_result"] is not None and "b_start" in u]
     created: dict[int, datetime] = {}
     for i in range(0, len(completed), 500):
-        stmt = sa.select(tasks.c.seq, tasks.c.creation_time).where(
-            tasks.c.seq.in_(completed[i:i + 500]))
-        created.update({s: t for s, t in conn.execute(stmt)})
+        created.update({s: t for s, t in conn.execute(_CREATED, {"b_seqs": completed[i:i + 500]})})
     per_job: dict[str, dict[str, float]] = {}
     per_schedule: dict[str, dict[str, float]] = {}
     per_pool: dict[str, dict[str, float]] = {}
