@@ -211,12 +211,19 @@ def pool_statistics(url: str, start: str, updated: str, counters: Mapping[str, A
 # ------------------------------------------------------------ recording (hooks)
 
 
+_SEQS: dict[str, sa.Select[Any]] = {}
+"""``select key, seq from {table} where key in (...)`` per table, built once (every pass)."""
+
+
 def _seqs(conn: sa.Connection, table: sa.Table, keys: Iterable[str]) -> dict[str, int]:
     keys = list(set(keys))
     if not keys:
         return {}
-    stmt = sa.select(table.c.key, table.c.seq).where(table.c.key.in_(keys))
-    return {k: s for k, s in conn.execute(stmt)}
+    stmt = _SEQS.get(table.name)
+    if stmt is None:
+        stmt = _SEQS[table.name] = sa.select(table.c.key, table.c.seq).where(
+            table.c.key.in_(sa.bindparam("b_keys", expanding=True)))
+    return {k: s for k, s in conn.execute(stmt, {"b_keys": keys})}
 
 
 def _rows(scope: str, per_key: Mapping[str, dict[str, float]], seqs: Mapping[str, int],
