@@ -267,6 +267,7 @@ class Dispatcher:
             return
         batch, self._ended = self._ended, []
         now = utcnow()
+        etag = new_etag()  # each task's new eTag; one per pass, as for the runs it starts
         updates = []
         ended: list[tuple[Run, bool, dependencies.Ending]] = []
         gangs: list[Ended] = []
@@ -312,7 +313,7 @@ class Dispatcher:
                     self.ctx.emit("TaskFailEvent", events.task_fail_event(run.job_id, task))
             row = {
                 "b_seq": run.seq, "b_exit": exit_code, "b_failure": dumps(failure) if failure else None,
-                "b_end": end, "b_now": now, "b_etag": new_etag(),
+                "b_end": end, "b_now": now, "b_etag": etag,
                 "b_result": None if retry else ("success" if ok else "failure"),
                 "b_state": "active" if retry else "completed",
                 "b_retry": run.retry_count + (1 if retry else 0),
