@@ -330,6 +330,9 @@ def main() -> int:
          f"simulator: {results['simulator_ceiling_timers_per_s']:,.0f} timers/s"),
         ("decisions per service CPU-s", *(f"{r['decisions_per_service_cpu_s']:,.0f}"
                                           for r in runs), "(shared machine: per CPU)"),
+        ("service CPU-s per 1,000 decisions",
+         *(f"{1000 / r['decisions_per_service_cpu_s']:.3f}" for r in runs),
+         f"at {TARGET_DECISIONS_S:,}/s: <= {1000 / TARGET_DECISIONS_S:.3f} a core"),
         ("adds per service CPU-s", *(f"{r['add_per_service_cpu_s']:,.0f}" for r in runs), ""),
         ("RSS per finished task (B)", *(f"{r['rss_bytes_per_finished_task']:,.0f}" for r in runs),
          f"target <= {TARGET_BYTES_PER_TASK}"),

@@ -134,8 +134,8 @@ def format_time(value: datetime | str) -> str:
             value = _DATETIME.validate_python(value)
         except ValidationError:
             raise ValueError(f"not an ISO 8601 time: {value!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
+    if value.tzinfo is None:  # UTC already (the dispatcher's times): no conversion
+        return value.isoformat(timespec="milliseconds") + "Z"
     text = value.astimezone(UTC).isoformat(timespec="milliseconds")
     return text.removesuffix("+00:00") + "Z"
 

@@ -211,18 +211,30 @@ def pool_statistics(url: str, start: str, updated: str, counters: Mapping[str, A
 # ------------------------------------------------------------ recording (hooks)
 
 
+_SEQS: dict[str, sa.Select[Any]] = {}
+"""``select key, seq from {table} where key in (...)`` per table, built once (every pass)."""
+
+
 def _seqs(conn: sa.Connection, table: sa.Table, keys: Iterable[str]) -> dict[str, int]:
     keys = list(set(keys))
     if not keys:
         return {}
-    stmt = sa.select(table.c.key, table.c.seq).where(table.c.key.in_(keys))
-    return {k: s for k, s in conn.execute(stmt)}
+    stmt = _SEQS.get(table.name)
+    if stmt is None:
+        stmt = _SEQS[table.name] = sa.select(table.c.key, table.c.seq).where(
+            table.c.key.in_(sa.bindparam("b_keys", expanding=True)))
+    return {k: s for k, s in conn.execute(stmt, {"b_keys": keys})}
 
 
 def _rows(scope: str, per_key: Mapping[str, dict[str, float]], seqs: Mapping[str, int],
           now: datetime) -> list[dict[str, Any]]:
     return [{"scope": scope, "key": key, "seq": seqs[key], "now": now, **counters}
             for key, counters in per_key.items() if key in seqs]
+
+
+_CREATED = sa.select(tasks.c.seq, tasks.c.creation_time).where(
+    tasks.c.seq.in_(sa.bindparam("b_seqs", expanding=True)))
+"""Creation times of tasks by ``seq`` (built once: :func:`record_ended` runs every pass)."""
 
 
 def record_ended(conn: sa.Connection, ended: Sequence[Ended],
@@ -249,13 +261,13 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
     completed = [u["b_seq"] for u in updates if u["b_result"] is not None and "b_start" in u]
     created: dict[int, datetime] = {}
     for i in range(0, len(completed), 500):
-        stmt = sa.select(tasks.c.seq, tasks.c.creation_time).where(
-            tasks.c.seq.in_(completed[i:i + 500]))
-        created.update({s: t for s, t in conn.execute(stmt)})
+        created.update({s: t for s, t in conn.execute(_CREATED, {"b_seqs": completed[i:i + 500]})})
     per_job: dict[str, dict[str, float]] = {}
     per_schedule: dict[str, dict[str, float]] = {}
     per_pool: dict[str, dict[str, float]] = {}
     total = zero_counters()
+    # runs summed per (job, pool) first: one merge per run, then one per pair and scope
+    per_pair: dict[tuple[str, str], dict[str, float]] = {}
     for e in ended:
         u = by_seq.get(e.run.seq)
         if u is None:
@@ -263,11 +275,17 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
         counters = run_counters(getattr(e.outcome, "usage", None), u.get("b_start"), u["b_end"],
                                 retried=u["b_state"] == "active", result=u["b_result"],
                                 created=created.get(e.run.seq))
-        merge(per_job.setdefault(e.run.job_key, zero_counters()), counters)
-        schedule_key, sep, _ = e.run.job_key.partition(SCHEDULE_JOB)
+        pair = (e.run.job_key, e.run.node.pool_key)
+        if pair in per_pair:
+            merge(per_pair[pair], counters)
+        else:
+            per_pair[pair] = counters
+    for (job_key, pool_key), counters in per_pair.items():
+        merge(per_job.setdefault(job_key, zero_counters()), counters)
+        schedule_key, sep, _ = job_key.partition(SCHEDULE_JOB)
         if sep:  # a job a schedule created: "{scheduleId}:job-{n}"
             merge(per_schedule.setdefault(schedule_key, zero_counters()), counters)
-        merge(per_pool.setdefault(e.run.node.pool_key, zero_counters()), counters)
+        merge(per_pool.setdefault(pool_key, zero_counters()), counters)
         merge(total, counters)
     if not per_job:
         return

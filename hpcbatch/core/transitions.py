@@ -9,6 +9,7 @@ change is a bug: it raises :class:`hpcbatch.batch.states.IllegalStateTransition`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -22,11 +23,19 @@ __all__ = ["check", "task_moves"]
 def check(kind: Kind, current: str | None, new: str) -> str:
     """Check one resource's state change; return the new state (its wire string).
 
+    A pure function of its arguments, memoised (a pass checks the same few
+    node moves for every run; an illegal change is not cached and raises each time).
+
     Raises
     ------
     hpcbatch.batch.states.IllegalStateTransition
         The kind's transition table does not allow ``current`` -> ``new``.
     """
+    return _checked(kind, current, new)
+
+
+@lru_cache(maxsize=1024)
+def _checked(kind: Kind, current: str | None, new: str) -> str:
     return str(transition(kind, current, new))
 
 

@@ -17,11 +17,13 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.dml import UpdateBase
 
 metadata = sa.MetaData()
 
@@ -279,12 +281,112 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{os.fspath(path)}"
 
 
-_NEXT_ACTIVE = (sa.select(tasks)
+QUEUE_COLUMNS = ("seq", "job_key", "key", "id", "spec", "required_slots", "instances",
+                 "is_manager", "int_id", "retry_count", "requeue_count")
+"""The columns :meth:`Store.next_active_tasks` returns: what a scheduling pass reads of a
+candidate (no times: a ``DATETIME`` column costs a parse per row on SQLite)."""
+
+_NEXT_ACTIVE = (sa.select(*(tasks.c[name] for name in QUEUE_COLUMNS))
                 .where(tasks.c.job_key == sa.bindparam("b_job"), tasks.c.state == "active",
                        tasks.c.dep_state == "ready")
                 .order_by(tasks.c.seq)
                 .limit(sa.bindparam("b_limit", type_=sa.Integer)))
 """Statement of :meth:`Store.next_active_tasks`, built once (it runs in every scheduling pass)."""
+
+
+class BulkStatement:
+    """A statement run for many rows at once (executemany) in every scheduling pass.
+
+    On SQLite its parameters go to the driver as tuples, prepared here once per
+    distinct value instead of once per row and occurrence by SQLAlchemy (a
+    pass's recorded runs share their transition time, and a ``DATETIME``
+    costs a string format each time); the SQL is compiled once. What reaches
+    the database is what ``conn.execute(statement, rows)`` sends; other
+    databases take that path.
+
+    Parameters
+    ----------
+    statement
+        An INSERT, UPDATE or DELETE whose per-row values are bind parameters;
+        parameters with a value (literals of the statement) are fixed.
+    """
+
+    def __init__(self, statement: UpdateBase) -> None:
+        self.statement = statement
+        self._sqlite: tuple[str, list[tuple[str, Any, Callable[[Any], Any] | None, bool]]] | None = None
+        self._required: dict[str, bool] = {}
+
+    def _compile_sqlite(self, dialect: Any) -> tuple[
+            str, list[tuple[str, Any, Callable[[Any], Any] | None, bool]]]:
+        compiled = self.statement.compile(dialect=dialect)
+        assert compiled.positiontup is not None  # SQLite's paramstyle is positional
+        slots: list[tuple[str, Any, Callable[[Any], Any] | None, bool]] = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            self._required[name] = bind.required
+            impl = bind.type.dialect_impl(dialect)
+            process = cast("Callable[[Any], Any] | None", impl.bind_processor(dialect))
+            slots.append((name, None if bind.required else bind.value, process,
+                          isinstance(bind.type, sa.DateTime)))
+        return compiled.string, slots
+
+    def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run the statement once per row of ``rows`` (one executemany).
+
+        Parameters
+        ----------
+        conn
+            The transaction.
+        rows
+            ``{bind parameter name: value}`` per row; every parameter without a
+            value in the statement must be given.
+        """
+        if not rows:
+            return
+        if conn.dialect.name != "sqlite":
+            conn.execute(self.statement, list(rows))
+            return
+        if self._sqlite is None:
+            self._sqlite = self._compile_sqlite(conn.dialect)
+        sql, slots = self._sqlite
+        done: dict[Any, Any] = {}  # value -> what the driver gets, shared by the rows
+
+        def prepare(value: Any, process: Callable[[Any], Any] | None, is_time: bool) -> Any:
+            if value is None or process is None:
+                return value
+            if is_time and type(value) is datetime and value.tzinfo is None:
+                got = done.get(value)
+                if got is None:  # SQLAlchemy's SQLite DATETIME text, in C
+                    got = done[value] = value.isoformat(" ", "microseconds")
+                return got
+            return process(value)
+
+        given = rows[0].keys()
+        # a parameter without a value in the statement is taken from each row (KeyError if not)
+        live = [(i, name, process, is_time)
+                for i, (name, _, process, is_time) in enumerate(slots)
+                if name in given or self._required[name]]
+        taken = {i for i, *_ in live}
+        fixed = [(i, prepare(value, process, is_time))
+                 for i, (_, value, process, is_time) in enumerate(slots) if i not in taken]
+        base: list[Any] = [None] * len(slots)
+        for i, value in fixed:
+            base[i] = value
+        plain = [(i, name) for i, name, process, _ in live if process is None]
+        other = [(i, name, process, is_time) for i, name, process, is_time in live
+                 if process is not None]
+        params = []
+        for row in rows:
+            values = base.copy()
+            for i, name in plain:
+                values[i] = row[name]
+            for i, name, process, is_time in other:
+                value = row[name]
+                if value is not None:
+                    values[i] = (done.get(value) or prepare(value, process, is_time)
+                                 if is_time else process(value))
+            params.append(tuple(values))
+        conn.exec_driver_sql(sql, params)
 
 
 def mappings(result: sa.Result[Any]) -> list[Mapping[str, Any]]:
@@ -415,6 +517,8 @@ class Store:
     @staticmethod
     def next_active_tasks(conn: Connection, job_key: str, limit: int) -> list[Mapping[str, Any]]:
         """Return up to ``limit`` active tasks of a job whose dependencies are met, FIFO.
+
+        Each row holds the :data:`QUEUE_COLUMNS` only.
 
         Uses the ``(job_key, state, dep_state, seq)`` index: the cost is in proportion to
         ``limit``, however many tasks the job holds.

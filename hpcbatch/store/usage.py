@@ -47,6 +47,22 @@ def add_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """
     if not rows:
         return
+    stmt = _ADD_USAGE.get(conn.dialect.name)
+    if stmt is None:
+        stmt = _ADD_USAGE[conn.dialect.name] = _add_usage_statement(conn)
+    params = [{"b_scope": r["scope"], "b_key": r["key"], "b_seq": r["seq"],
+               "b_start_time": r["now"], "b_last_update_time": r["now"],
+               **{f"b_{n}": r[n] for n in (*SUMS, *PEAKS)}} for r in rows]
+    conn.execute(stmt, params)
+
+
+_ADD_USAGE: dict[str, Any] = {}
+"""The upsert of :func:`add_usage` per dialect name, built once: it runs in every
+scheduling pass that records ended runs, and building its thirty ``CASE`` clauses
+cost more than running it."""
+
+
+def _add_usage_statement(conn: Connection) -> Any:
     stmt = _insert(conn, usage_stats)
     new, old = stmt.excluded, usage_stats.c
     same = old.seq == new.seq
@@ -59,11 +75,7 @@ def add_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     for name in PEAKS:
         sets[name] = sa.case((sa.and_(same, old[name] > new[name]), old[name]), else_=new[name])
     stmt = stmt.values({c.name: sa.bindparam(f"b_{c.name}") for c in usage_stats.c})
-    stmt = stmt.on_conflict_do_update(index_elements=[old.scope, old.key], set_=sets)
-    params = [{"b_scope": r["scope"], "b_key": r["key"], "b_seq": r["seq"],
-               "b_start_time": r["now"], "b_last_update_time": r["now"],
-               **{f"b_{n}": r[n] for n in (*SUMS, *PEAKS)}} for r in rows]
-    conn.execute(stmt, params)
+    return stmt.on_conflict_do_update(index_elements=[old.scope, old.key], set_=sets)
 
 
 def read_usage(conn: Connection, scope: str,
