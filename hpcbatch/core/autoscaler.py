@@ -28,10 +28,11 @@ import sqlalchemy as sa
 from hpcbatch.batch import autoscale, events
 from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
 from hpcbatch.batch.models import PoolEnableAutoScale, PoolSpec
-from hpcbatch.batch.states import JOB_LIVE, TASK_HOLDS_NODE
+from hpcbatch.batch.states import JOB_LIVE
 from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.execution import metrics
-from hpcbatch.store.database import Store, dumps, jobs, loads, mappings, pools, tasks
+from hpcbatch.store import task_counts
+from hpcbatch.store.database import Store, dumps, jobs, loads, mappings, pools
 
 if TYPE_CHECKING:
     from hpcbatch.core.context import ServiceContext
@@ -194,21 +195,10 @@ class Autoscaler:
             job_keys = conn.execute(sa.select(jobs.c.key).where(
                 jobs.c.pool_key == pool_key, jobs.c.state.in_(sorted(JOB_LIVE))
             )).scalars().all()
-            counts: dict[str, float] = {"ActiveTasks": 0, "RunningTasks": 0,
-                                        "SucceededTasks": 0, "FailedTasks": 0}
-            for i in range(0, len(job_keys), 500):
-                stmt = (sa.select(tasks.c.state, tasks.c.result, sa.func.count())
-                        .where(tasks.c.job_key.in_(job_keys[i:i + 500]))
-                        .group_by(tasks.c.state, tasks.c.result))
-                for state, result, n in conn.execute(stmt):
-                    if state == "active":
-                        counts["ActiveTasks"] += n
-                    elif state in TASK_HOLDS_NODE:
-                        counts["RunningTasks"] += n
-                    elif result == "success":
-                        counts["SucceededTasks"] += n
-                    else:
-                        counts["FailedTasks"] += n
+            counters = task_counts.read(conn, job_keys).values()
+        counts: dict[str, float] = {
+            f"{bucket.capitalize()}Tasks": float(sum(c[bucket] for c in counters))
+            for bucket in task_counts.BUCKETS}
         counts["PendingTasks"] = counts["ActiveTasks"] + counts["RunningTasks"]
         return counts
 

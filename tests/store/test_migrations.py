@@ -4,6 +4,7 @@ and the revisions build exactly the tables the code defines."""
 from __future__ import annotations
 
 import json
+import random
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -14,8 +15,10 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from hpcbatch.store import filters
-from hpcbatch.store.database import Store, jobs, metadata
+from hpcbatch.store.database import Store, jobs, metadata, tasks
 from hpcbatch.store.migrate import FIRST, HEAD, MIGRATIONS, current_revision
+from tests.store import test_task_counts as counts_test
+from tests.store.test_task_counts import add_job, task_row
 
 
 def _config(conn: sa.Connection) -> Config:
@@ -86,3 +89,43 @@ def test_a_new_database_starts_at_head(database_url: str) -> None:
         assert current_revision(conn) == HEAD
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     store.close()
+
+
+def test_a_database_at_0005_with_tasks_upgrades_to_counters(database_url: str) -> None:
+    # Revision 0006 fills job_task_counts from the tasks already there, and from then on
+    # the triggers keep it; its downgrade removes table and triggers.
+    engine = sa.create_engine(database_url)
+    rng = random.Random(6)
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), "0005")
+        for key in ("full", "empty"):
+            add_job(conn, key)
+        conn.execute(tasks.insert(), [task_row("full", i, rng) for i in range(300)])
+        conn.execute(tasks.insert(), [task_row("gone", i, rng) for i in range(5)])  # no job
+        want = counts_test.expected(conn)
+    engine.dispose()
+    assert sum(want["full"].values()) > 300
+
+    store = Store(database_url)  # opening it migrates it
+    try:
+        with store.read() as conn:
+            assert current_revision(conn) == HEAD
+            assert counts_test.stored(conn) == want
+        with store.begin() as conn:
+            conn.execute(tasks.update().where(tasks.c.state == "active").values(
+                state="completed", result="failure"))
+            conn.execute(tasks.insert(), [task_row("empty", 1000 + i, rng) for i in range(7)])
+        with store.read() as conn:
+            assert counts_test.stored(conn) == counts_test.expected(conn)
+            empty = counts_test.stored(conn)["empty"]
+            assert sum(empty[b] for b in ("active", "running", "succeeded", "failed")) == 7
+    finally:
+        store.close()
+
+    with engine.begin() as conn:
+        command.downgrade(_config(conn), "0005")
+        assert "job_task_counts" not in sa.inspect(conn).get_table_names()
+        conn.execute(tasks.update().values(state="active", result=None))  # no trigger left
+        command.upgrade(_config(conn), "head")
+        assert counts_test.stored(conn) == counts_test.expected(conn)
+    engine.dispose()
