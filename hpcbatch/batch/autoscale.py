@@ -244,7 +244,7 @@ class MetricsSnapshot:
     """
 
     now: datetime
-    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    samples: Mapping[str, Sequence[Sample]] = field(default_factory=dict)
     current_dedicated_nodes: int = 0
     current_low_priority_nodes: int = 0
     target_dedicated_nodes: int = 0
