@@ -85,6 +85,10 @@ more runs than a node has slots for."""
 STARTUP_DIR = "startup"
 """The start task's directory, relative to the node root (``AZ_BATCH_NODE_STARTUP_DIR``)."""
 
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+"""How a run's ``stdout.txt``/``stderr.txt`` are opened (as ``open(path, "wb")`` would)."""
+
+
 @dataclass
 class Launch:
     """One run of a task on a node, as the service sends it.
@@ -544,10 +548,17 @@ class NodeAgent(WorkerPlugin):
         start = _now()
         try:
             tdir, wd, env, creds = self._prepare(launch)
-            with open(tdir / launch.stdout_name, "wb") as out, \
-                    open(tdir / launch.stderr_name, "wb") as err:
-                child, failure = self.processes.spawn(launch.key, launch.command_line, wd,
-                                                      env, out, err, creds, launch.container)
+            # Raw descriptors: a buffered file object costs three more system calls each.
+            out = os.open(tdir / launch.stdout_name, _LOG_FLAGS, 0o666)
+            try:
+                err = os.open(tdir / launch.stderr_name, _LOG_FLAGS, 0o666)
+                try:
+                    child, failure = self.processes.spawn(launch.key, launch.command_line, wd,
+                                                          env, out, err, creds, launch.container)
+                finally:
+                    os.close(err)
+            finally:
+                os.close(out)
             if child is None:
                 self._report(launch.key,
                              Outcome(None, start, _now(), failure, str(tdir), node.node_id))
