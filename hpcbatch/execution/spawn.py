@@ -266,6 +266,28 @@ def python_first_path(path: str, python: str = sys.executable) -> str:
     return os.pathsep.join([first, *rest])
 
 
+_SHLEX_SPECIAL = frozenset("'\"\\\x0b\x0c\x1c\x1d\x1e\x1f")
+"""Characters after which ``str.split`` no longer splits a command line as ``shlex.split``
+does: quotes, the escape, and the ASCII whitespace that ``shlex`` does not split on."""
+
+
+def split_command_line(command_line: str) -> list[str]:
+    """Split a command line with POSIX shell rules, as ``shlex.split`` does.
+
+    A line of ASCII without quotes or backslashes (``/bin/true``, ``python
+    run.py 3``) splits on whitespace alone: the same words, at a fraction of
+    ``shlex``'s cost.
+
+    Raises
+    ------
+    ValueError
+        Unbalanced quotes or a trailing escape.
+    """
+    if command_line.isascii() and _SHLEX_SPECIAL.isdisjoint(command_line):
+        return command_line.split()
+    return shlex.split(command_line)
+
+
 def usage_of(ru: Any) -> dict[str, float]:
     """Return a task's resource usage from the ``struct rusage`` of ``os.wait4``.
 
@@ -486,7 +508,7 @@ class Processes:
             ``ContainerRuntimeNotFound``/``ContainerRunOptionsInvalid`` failure info.
         """
         try:
-            argv = shlex.split(command_line)
+            argv = split_command_line(command_line)
         except ValueError as exc:
             return None, failure_info("usererror", "CommandLineInvalid",
                                       f"The command line cannot be parsed: {exc}")
