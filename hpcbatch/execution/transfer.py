@@ -292,11 +292,12 @@ def persist_task_logs(task_dir: Path, *, job_id: str, task_id: str,
     st = _storage(storage.url, storage.options)
     container = job_output_container_name(job_id)
     for name in ("stdout.txt", "stderr.txt"):
+        path = task_dir / name
         try:
-            st.put_file(task_dir / name, f"{container}/{task_id}/$TaskLog/{name}", link=True)
-        except StorageNotFoundError:
-            continue  # no such log (the run never started): nothing to save
+            st.put_file(path, f"{container}/{task_id}/$TaskLog/{name}", link=True)
         except Exception as exc:
+            if isinstance(exc, StorageNotFoundError) and not path.exists():
+                continue  # no such log (the run never started): nothing to save
             raise TransferError(f"{name} could not be saved as a TaskLog output: {exc}",
                                 code="FileUploadError") from None
 
