@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import psutil
 from distributed import Client
 from distributed.comm import connect
@@ -295,6 +296,8 @@ class DaskEngine:
         another node's runs. A malformed message breaks the stream (it is read
         again from a new one).
         """
+        if isinstance(outs, bytes):  # a packed list (what agents send): msgpack, never pickle
+            outs = msgpack.unpackb(outs)
         if not isinstance(outs, (list, tuple)):
             raise TypeError(f"outcome stream message of type {type(outs).__name__}")
         for msg in outs:

@@ -13,9 +13,11 @@ layout of "Files and directories" (reference: azure-batch-docs-2017.txt)::
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 NODE_DIRS = ("shared", "startup", "applications", "workitems")
 """Folders created under every node's root directory."""
@@ -79,6 +81,12 @@ def node_environment(node: NodeIdentity) -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=64)
+def _node_environment(node: NodeIdentity) -> Mapping[str, str]:
+    """:func:`node_environment`, made once per node (every run of the node asks for it)."""
+    return MappingProxyType(node_environment(node))
+
+
 def task_environment(
     node: NodeIdentity,
     *,
@@ -111,7 +119,7 @@ def task_environment(
     dict[str, str]
         Variables to add to the process environment.
     """
-    env = node_environment(node)
+    env = dict(_node_environment(node))
     tdir = posixpath.join(node.root_dir, task_dir_rel)
     env["AZ_BATCH_TASK_DIR"] = tdir
     env["AZ_BATCH_TASK_WORKING_DIR"] = posixpath.join(tdir, "wd")

@@ -38,7 +38,7 @@ import fsspec
 
 from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.storage.conventions import job_output_container_name
-from hpcbatch.storage.fs import Storage, open_storage
+from hpcbatch.storage.fs import Storage, StorageNotFoundError, open_storage
 
 _CACHE: dict[str, Storage] = {}
 _CACHE_LOCK = threading.Lock()
@@ -293,12 +293,13 @@ def persist_task_logs(task_dir: Path, *, job_id: str, task_id: str,
     container = job_output_container_name(job_id)
     for name in ("stdout.txt", "stderr.txt"):
         path = task_dir / name
-        if path.is_file():
-            try:
-                st.put_file(path, f"{container}/{task_id}/$TaskLog/{name}", link=True)
-            except Exception as exc:
-                raise TransferError(f"{name} could not be saved as a TaskLog output: {exc}",
-                                    code="FileUploadError") from None
+        try:
+            st.put_file(path, f"{container}/{task_id}/$TaskLog/{name}", link=True)
+        except Exception as exc:
+            if isinstance(exc, StorageNotFoundError) and not path.exists():
+                continue  # no such log (the run never started): nothing to save
+            raise TransferError(f"{name} could not be saved as a TaskLog output: {exc}",
+                                code="FileUploadError") from None
 
 
 def prepare_job_container(job_id: str, storage: StorageRef | None) -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from distributed import Security
 from distributed.comm import connect
@@ -92,8 +93,9 @@ class FakeNode:
             await comm.write([_outcome(key, ToPickle(Touch(self.markers / "outcome-pickled")))])
         elif self.streams == 2:  # a serialized one: refused too
             await comm.write([_outcome(key, Serialize(Touch(self.markers / "outcome-serial")))])
-        else:  # then an outcome for another node's run (ignored) and its own (taken)
-            await comm.write([_outcome("other-node-run"), _outcome(key)])
+        else:  # then an outcome for another node's run (ignored) and its own (taken),
+            # packed as an agent packs them (bytes the service unpacks with msgpack alone)
+            await comm.write(msgpack.packb([_outcome("other-node-run"), _outcome(key)]))
         await asyncio.sleep(30)
 
 
