@@ -220,10 +220,14 @@ def test_proxyjump_from_ssh_config(testbed: Testbed, tmp_path: Path) -> None:
         client_address, client_port, server_address, server_port = result.stdout.split()
         assert (server_address, int(server_port)) == (target.address, target.port)
         # The TCP connection reaching the target belongs to the jump host's sshd.
+        # Matched by its whole address pair and state: an earlier test's closed
+        # connection on the same ports may linger in TIME_WAIT, owned by no process.
         owners = {
             c.pid
             for c in psutil.net_connections("tcp")
-            if c.laddr and c.laddr.port == int(client_port) and c.raddr and c.raddr.port == target.port
+            if c.status == psutil.CONN_ESTABLISHED
+            and c.laddr and (c.laddr.ip, c.laddr.port) == (client_address, int(client_port))
+            and c.raddr and (c.raddr.ip, c.raddr.port) == (target.address, target.port)
         }
         jump_sshd = psutil.Process(testbed.pids[jump.name])
         assert owners and owners <= {p.pid for p in jump_sshd.children(recursive=True)}
