@@ -31,7 +31,7 @@ page <= 50 ms; nothing O(n) per event: the per-N curve of each figure is
 printed, with each figure's ratio to the 10k one.
 
     python benchmarks/bench_scale.py [--quick] [--sizes 10000,100000,1000000] [--nodes 1000]
-                                     [--json PATH]
+                                     [--json PATH] [--profile PATH]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sqlite3
 import statistics
@@ -234,7 +235,24 @@ def simulator_ceiling(n: int = 200_000) -> float:
     return asyncio.run(go())
 
 
-def run_size(tmp: Path, n: int, nodes: int, skip_run: bool = False) -> dict[str, Any]:
+def start_profile(svc: Service, path: str | None, n: int) -> subprocess.Popen[bytes] | None:
+    """``--profile PATH``: py-spy samples the service during the scheduling phase and
+    writes collapsed stacks (``PATH.N.txt``, one file per job size)."""
+    if not path:
+        return None
+    return subprocess.Popen(["py-spy", "record", "-p", str(svc.proc.pid), "-r", "100",
+                             "--nonblocking", "--format", "raw", "-o", f"{path}.{n}.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profile(prof: subprocess.Popen[bytes] | None) -> None:
+    if prof is not None:
+        prof.send_signal(signal.SIGINT)
+        prof.wait(60)
+
+
+def run_size(tmp: Path, n: int, nodes: int, skip_run: bool = False,
+             profile: str | None = None) -> dict[str, Any]:
     svc = Service(tmp / f"state-{n}")
     r: dict[str, Any] = {"tasks": n, "nodes": nodes, "slots_per_node": SLOTS}
     try:
@@ -265,6 +283,7 @@ def run_size(tmp: Path, n: int, nodes: int, skip_run: bool = False) -> dict[str,
         r["counts_baseline_sql_s"] = sql_counts(svc)
         if skip_run:  # --skip-run: the figures above only (no scheduling phase)
             return r
+        prof = start_profile(svc, profile, n)
         t0, cpu0 = time.perf_counter(), svc.cpu_s()
         svc.client.enable_job("j")
         # Task counts read the job's counter row (revision 0006): O(1) a call at any N.
@@ -274,6 +293,7 @@ def run_size(tmp: Path, n: int, nodes: int, skip_run: bool = False) -> dict[str,
         # On a shared machine the service may get a fraction of a core: per CPU-second of
         # the service process is the steadier figure.
         r["decisions_per_service_cpu_s"] = n / max(svc.cpu_s() - cpu0, 1e-9)
+        stop_profile(prof)
         r["rss_peak_bytes"] = svc.stop_sampling()
         r["rss_peak_bytes_per_task"] = (r["rss_peak_bytes"] - r["rss_idle_bytes"]) / n
         counts = svc.client.get_task_counts("j")
@@ -297,7 +317,9 @@ def main() -> int:
         p.add_argument("--sizes", default=None, help="job sizes, comma-separated"),
         p.add_argument("--nodes", type=int, default=1000, help="simulated nodes (default 1000)"),
         p.add_argument("--skip-run", action="store_true",
-                       help="stop after task counts: no scheduling phase, no summary table")))
+                       help="stop after task counts: no scheduling phase, no summary table"),
+        p.add_argument("--profile", metavar="PATH", default=None,
+                       help="py-spy the service during the scheduling phase: PATH.N.txt")))
     sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
              else [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
     results: dict[str, Any] = {"benchmark": "scale", "sizes": sizes, "nodes": args.nodes,
@@ -306,7 +328,7 @@ def main() -> int:
     results["simulator_ceiling_timers_per_s"] = simulator_ceiling()
     with tempfile.TemporaryDirectory(prefix="hpcbatch-bench-scale-") as tmpdir:
         for n in sizes:
-            r = run_size(Path(tmpdir), n, args.nodes, args.skip_run)
+            r = run_size(Path(tmpdir), n, args.nodes, args.skip_run, args.profile)
             results["runs"].append(r)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                               for k, v in r.items()}), flush=True)
