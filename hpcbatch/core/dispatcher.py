@@ -557,7 +557,9 @@ class Dispatcher:
                   exit_conditions=tpl.exit_conditions,
                   is_manager=bool(row["is_manager"]),
                   kill_job_on_completion=tpl.kill_job_on_completion,
-                  retention_s=tpl.retention_s)
+                  retention_s=tpl.retention_s, job_seq=job["seq"],
+                  pool_seq=self.ctx.pool_manager.pool_seq(nodes_[0].pool_key),
+                  created=row["creation_time"])
         self.runs.add(run)
         if self.ctx.events is not None:
             self.ctx.emit("TaskStartEvent", events.task_start_event(job["id"], {

@@ -187,6 +187,8 @@ class PoolManager:
         """Pools whose resize is being stopped ("Pool - Stop Resize") and not steady yet."""
         self.pools: dict[str, dict[str, NodeRuntime]] = {}
         self.specs: dict[str, PoolSpec] = {}
+        self.seqs: dict[str, int] = {}
+        """Each pool's ``seq`` (its row's, which a re-created pool of the same id does not share)."""
         self.targets: dict[str, int] = {}
         """Per pool: its dedicated node target (``targetDedicatedNodes``)."""
         self.low_priority_targets: dict[str, int] = {}
@@ -309,6 +311,16 @@ class PoolManager:
         """Return the keys of the pools the manager knows (declared and not deleted)."""
         return list(self.specs)
 
+    def pool_seq(self, pool_key: str) -> int | None:
+        """The pool's ``seq`` (the key of its statistics rows), or None when not known.
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+        """
+        return self.seqs.get(pool_key)
+
     def spec(self, pool_key: str) -> PoolSpec | None:
         """Return a pool's current specification, or None for an unknown pool."""
         return self.specs.get(pool_key)
@@ -347,15 +359,19 @@ class PoolManager:
         task.add_done_callback(self._tasks.discard)
 
     def set_pool(self, pool_key: str, spec: PoolSpec, target: int,
-                 ssh_key: tuple[str, str] | None = None) -> None:
+                 ssh_key: tuple[str, str] | None = None, seq: int | None = None) -> None:
         """Declare a pool's specification and target node count, then reconcile.
 
         Parameters
         ----------
         ssh_key
             The pool's (private key, authorized_keys line) for inter-node trust.
+        seq
+            The pool row's ``seq`` (:meth:`pool_seq`).
         """
         self.specs[pool_key] = spec
+        if seq is not None:
+            self.seqs[pool_key] = seq
         self.targets[pool_key] = target
         if ssh_key:
             self.ssh_keys[pool_key] = ssh_key
@@ -440,7 +456,7 @@ class PoolManager:
         return offers_remote_login(host)
 
     def recover(self, pool_key: str, spec: PoolSpec, target: int,
-                ssh_key: tuple[str, str] | None = None) -> None:
+                ssh_key: tuple[str, str] | None = None, seq: int | None = None) -> None:
         """Restore a pool's nodes after a service restart and restart each of them.
 
         A node keeps its ``allocationTime`` ("the time when the Compute Node was
@@ -450,9 +466,11 @@ class PoolManager:
         -> ``starting``, its start task runs again, 2017 l.375), a node stored
         ``creating`` starts from there, and one stored ``leavingpool`` finishes
         leaving (audit M23). Tasks that were running on the nodes are requeued
-        by the service.
+        by the service. ``seq`` is the pool row's (:meth:`pool_seq`).
         """
         self.specs[pool_key] = spec
+        if seq is not None:
+            self.seqs[pool_key] = seq
         self.targets[pool_key] = target
         if ssh_key:
             self.ssh_keys[pool_key] = ssh_key
@@ -1179,6 +1197,7 @@ class PoolManager:
         self.stopping.discard(pool_key)
         self.pools.pop(pool_key, None)
         self.specs.pop(pool_key, None)
+        self.seqs.pop(pool_key, None)
         self.targets.pop(pool_key, None)
 
     # ---------------------------------------------------- lost and replaced nodes

@@ -238,13 +238,14 @@ class Pools:
             ssh_key = pool_ssh_key(spec.id) if spec.enable_inter_node_communication else None
             if ssh_key is not None:
                 status["sshKey"] = list(ssh_key)
+            seq = self.ctx.store.next_seq(conn, "pool")
             conn.execute(pools.insert().values(
-                key=spec.id.lower(), id=spec.id, seq=self.ctx.store.next_seq(conn, "pool"),
+                key=spec.id.lower(), id=spec.id, seq=seq,
                 state="active", allocation_state="resizing",
                 spec=dumps(spec.to_wire()), status=dumps(status)))
         key = ssh_key
         self.ctx.pool_manager.low_priority_targets[spec.id.lower()] = low_target
-        self.ctx.pool_manager.set_pool(spec.id.lower(), spec, target, key)
+        self.ctx.pool_manager.set_pool(spec.id.lower(), spec, target, key, seq=seq)
         if spec.enable_auto_scale:
             self.ctx.background(self.autoscaler.evaluate_due())
         if images.wanted_image(spec.virtual_machine_configuration) is not None:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -106,6 +106,13 @@ class Run:
     is_manager: bool = False
     kill_job_on_completion: bool = False
     retention_s: float | None = None
+    job_seq: int | None = None
+    """The job's ``seq``: its statistics row (a job deleted and re-created keeps its id, not its seq)."""
+    pool_seq: int | None = None
+    """The pool's ``seq`` (:meth:`hpcbatch.core.pool_manager.PoolManager.pool_seq`)."""
+    created: datetime | str | None = None
+    """The task's ``creationTime`` as the store gave it (SQLite: text, parsed only when the
+    task completes and its wait time is counted)."""
 
     @property
     def node(self) -> NodeRuntime:

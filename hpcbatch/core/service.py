@@ -190,7 +190,7 @@ class BatchService:
             key = status.get("sshKey")
             self.pool_manager.low_priority_targets[row["key"]] = status.get("targetLowPriority", 0)
             self.pool_manager.recover(row["key"], spec, status["target"],
-                                      tuple(key) if key else None)
+                                      tuple(key) if key else None, seq=row["seq"])
         self.pool_manager.start()
         self.inventory.learn_soon()  # pools that select hosts by imageReference
         # Jobs left terminating, disabling or deleting are finished (audit M2).

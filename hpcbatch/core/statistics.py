@@ -242,8 +242,9 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
     """Add the runs the dispatcher just recorded to the statistics counters.
 
     Called once per scheduling pass, in the transaction that records the runs' ends:
-    the job, pool and account rows each get one upsert, and the creation times of the
-    completed tasks are read in one query.
+    the job, pool and account rows each get one upsert (one executemany). A run
+    carries its task's creation time and its job's and pool's ``seq``; what a run
+    lacks is read in one query per kind.
 
     Parameters
     ----------
@@ -258,10 +259,21 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
         the run started, ``b_start``.
     """
     by_seq = {u["b_seq"]: u for u in updates}
-    completed = [u["b_seq"] for u in updates if u["b_result"] is not None and "b_start" in u]
+    carried = {e.run.seq: e.run.created for e in ended if e.run.created is not None}
     created: dict[int, datetime] = {}
-    for i in range(0, len(completed), 500):
-        created.update({s: t for s, t in conn.execute(_CREATED, {"b_seqs": completed[i:i + 500]})})
+    missing = []
+    for row in updates:
+        if row["b_result"] is not None and "b_start" in row:
+            value = carried.get(row["b_seq"])
+            if value is None:
+                missing.append(row["b_seq"])
+            else:
+                created[row["b_seq"]] = (value if isinstance(value, datetime)
+                                         else datetime.fromisoformat(value))
+    for i in range(0, len(missing), 500):
+        created.update({s: t for s, t in conn.execute(_CREATED, {"b_seqs": missing[i:i + 500]})})
+    job_seqs: dict[str, int] = {}
+    pool_seqs: dict[str, int] = {}
     per_job: dict[str, dict[str, float]] = {}
     per_schedule: dict[str, dict[str, float]] = {}
     per_pool: dict[str, dict[str, float]] = {}
@@ -276,6 +288,10 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
                                 retried=u["b_state"] == "active", result=u["b_result"],
                                 created=created.get(e.run.seq))
         pair = (e.run.job_key, e.run.node.pool_key)
+        if e.run.job_seq is not None:
+            job_seqs[e.run.job_key] = e.run.job_seq
+        if e.run.pool_seq is not None:
+            pool_seqs[e.run.node.pool_key] = e.run.pool_seq
         if pair in per_pair:
             merge(per_pair[pair], counters)
         else:
@@ -290,10 +306,12 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
     if not per_job:
         return
     now = utcnow()
+    job_seqs.update(_seqs(conn, jobs, [k for k in per_job if k not in job_seqs]))
+    pool_seqs.update(_seqs(conn, pools, [k for k in per_pool if k not in pool_seqs]))
     add_usage(conn, [
-        *_rows("job", per_job, _seqs(conn, jobs, per_job), now),
+        *_rows("job", per_job, job_seqs, now),
         *_rows("schedule", per_schedule, _seqs(conn, job_schedules, per_schedule), now),
-        *_rows("pool", per_pool, _seqs(conn, pools, per_pool), now),
+        *_rows("pool", per_pool, pool_seqs, now),
         {"scope": "jobs", "key": ACCOUNT, "seq": 0, "now": now, **total},
     ])
 

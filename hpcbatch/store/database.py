@@ -313,11 +313,19 @@ def sqlite_url(path: Path) -> str:
 
 
 QUEUE_COLUMNS = ("seq", "job_key", "key", "id", "spec", "required_slots", "instances",
-                 "is_manager", "int_id", "retry_count", "requeue_count")
+                 "is_manager", "int_id", "retry_count", "requeue_count", "creation_time")
 """The columns :meth:`Store.next_active_tasks` returns: what a scheduling pass reads of a
-candidate (no times: a ``DATETIME`` column costs a parse per row on SQLite)."""
+candidate. ``creation_time`` comes as the driver gives it (SQLite: text, which a
+``DATETIME`` would parse for every row read; it is parsed only for the statistics
+of a task that completes)."""
 
-_NEXT_ACTIVE = (sa.select(*(tasks.c[name] for name in QUEUE_COLUMNS))
+
+def _queue_column(name: str) -> Any:
+    column = tasks.c[name]
+    return sa.type_coerce(column, sa.String).label(name) if name == "creation_time" else column
+
+
+_NEXT_ACTIVE = (sa.select(*(_queue_column(name) for name in QUEUE_COLUMNS))
                 .where(tasks.c.job_key == sa.bindparam("b_job"), sa.text(TASK_READY))
                 .order_by(tasks.c.seq)
                 .limit(sa.bindparam("b_limit", type_=sa.Integer)))
@@ -326,7 +334,7 @@ _NEXT_ACTIVE = (sa.select(*(tasks.c[name] for name in QUEUE_COLUMNS))
 _NEXT_ACTIVE_SQLITE = sa.text(
     "SELECT " + ", ".join(f'tasks."{name}"' for name in QUEUE_COLUMNS) +
     f" FROM tasks INDEXED BY ix_tasks_queue WHERE tasks.job_key = :b_job AND {TASK_READY}"
-    " ORDER BY tasks.seq LIMIT :b_limit").columns(*(tasks.c[name] for name in QUEUE_COLUMNS))
+    " ORDER BY tasks.seq LIMIT :b_limit").columns(*(_queue_column(name) for name in QUEUE_COLUMNS))
 """:data:`_NEXT_ACTIVE` on SQLite, which reads the ready queue's partial index by name:
 with no statistics its planner takes ``(job_key, state, seq)`` for its two equalities,
 and would then step over every active task still waiting on dependencies, in every pass
