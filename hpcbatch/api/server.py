@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import json
 import logging
@@ -267,9 +268,19 @@ class ServiceThread:
                 self._thread.join(timeout_s)
 
 
+HEAP_NOTE = """Once the service has started, its heap (modules, models, metadata, the
+Dask client: some hundreds of thousands of objects) is moved to the collector's
+permanent generation (``gc.freeze``), so that a full collection traverses only
+what the service made since; a service process's full collections cost about
+60 ms each before (``bench_dispatch.py`` with ``gc.callbacks``). Only the service
+process does this: a service in a thread (tests, benchmarks) shares its process."""
+
+
 async def _serve(config: ServiceConfig) -> None:
     runtime = ServiceRuntime(config)
     await runtime.start()
+    gc.collect()  # see HEAP_NOTE
+    gc.freeze()
     creds = runtime.credentials
     assert creds is not None
     print(json.dumps({"endpoint": runtime.endpoint, "account": creds.account_name,
