@@ -271,9 +271,12 @@ class ServiceThread:
 HEAP_NOTE = """Once the service has started, its heap (modules, models, metadata, the
 Dask client: some hundreds of thousands of objects) is moved to the collector's
 permanent generation (``gc.freeze``), so that a full collection traverses only
-what the service made since; a service process's full collections cost about
-60 ms each before (``bench_dispatch.py`` with ``gc.callbacks``). Only the service
-process does this: a service in a thread (tests, benchmarks) shares its process."""
+what the service made since. A full collection of a started service took about
+60 ms (``bench_dispatch.py`` with ``gc.callbacks``); they are rare (one in a
+2,000-task run), and ``bench_scale.py`` at 100k tasks showed no difference
+beyond its noise, so this bounds a rare pause rather than buying throughput.
+Only the service process does this: a service in a thread (tests, benchmarks)
+shares its process with others."""
 
 
 async def _serve(config: ServiceConfig) -> None:
