@@ -38,10 +38,10 @@ from hpcbatch.batch.states import (
     TaskState,
 )
 from hpcbatch.batch.wire import new_etag, utcnow
-from hpcbatch.core.context import ServiceContext
 from hpcbatch.core import statistics
+from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.gang_health import GangHealth
-from hpcbatch.core.node_runtime import NodeRuntime
+from hpcbatch.core.node_runtime import EndedTask, NodeRuntime
 from hpcbatch.core.preparation import PREP_DIR
 from hpcbatch.core.runs import (
     DEFAULT_RETENTION_S,
@@ -291,6 +291,12 @@ class Dispatcher:
             run.node.total_tasks_run += 1
             run.node.total_tasks_succeeded += ok
             retry = should_retry(ok, run.terminated, run.max_retries, run.retry_count)
+            for i, node in enumerate(run.nodes):  # a gang's subtasks are 1..n-1 (its primary: 0)
+                self.ctx.pool_manager.note_ended(node, EndedTask(
+                    run.job_id, run.task_id, i or None,
+                    "active" if retry else "completed", start, end, exit_code,
+                    run.retry_count + retry, run.requeue_count,
+                    None if retry else ("success" if ok else "failure"), failure))
             ending = dependencies.task_ending(run.exit_conditions, exit_code,
                                               failure.get("code") if failure else None)
             if not retry:
@@ -557,7 +563,8 @@ class Dispatcher:
                   exit_conditions=tpl.exit_conditions,
                   is_manager=bool(row["is_manager"]),
                   kill_job_on_completion=tpl.kill_job_on_completion,
-                  retention_s=tpl.retention_s, job_seq=job["seq"],
+                  retention_s=tpl.retention_s, requeue_count=row["requeue_count"],
+                  job_seq=job["seq"],
                   pool_seq=self.ctx.pool_manager.pool_seq(nodes_[0].pool_key),
                   created=row["creation_time"])
         self.runs.add(run)

@@ -3,13 +3,36 @@ the runs it holds, and its ``ComputeNode`` JSON (Compute Node - Get/List)."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from hpcbatch.batch.states import NODE_ACCEPTS_TASKS
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.providers.inventory import Host
+
+
+RECENT_TASKS = 10
+"""How many tasks a node's ``recentTasks`` lists: its running ones first, then the latest
+that ended on it (Batch documents no number)."""
+
+
+class EndedTask(NamedTuple):
+    """A run that ended on a node, as its ``recentTasks`` shows it (``TaskInformation``)."""
+
+    job_id: str
+    task_id: str
+    subtask_id: int | None
+    task_state: str
+    """``completed``, or ``active`` when the task was retried or requeued."""
+    start_time: datetime | None
+    end_time: datetime
+    exit_code: int | None
+    retry_count: int
+    requeue_count: int
+    result: str | None
+    failure_info: dict[str, Any] | None
 
 
 @dataclass
@@ -63,6 +86,8 @@ class NodeRuntime:
     total_tasks_run: int = 0
     total_tasks_succeeded: int = 0
     running: dict[str, tuple[str, str]] = field(default_factory=dict)
+    ended: deque[EndedTask] = field(default_factory=lambda: deque(maxlen=RECENT_TASKS))
+    """The latest runs that ended here, oldest first (the node's ``recentTasks``)."""
     generation: int = 0
     host_key: str | None = None
     ssh_user: str | None = None
@@ -113,10 +138,35 @@ class NodeRuntime:
             out["startTaskInfo"] = self.start_task_info
         if self.errors:
             out["errors"] = self.errors
-        if self.running:
-            out["recentTasks"] = [
-                {"taskUrl": f"{base_url}/jobs/{j}/tasks/{t}", "jobId": j, "taskId": t,
-                 "taskState": "running"}
-                for j, t in list(self.running.values())[:10]
-            ]
+        if self.running or self.ended:
+            out["recentTasks"] = self.recent_tasks(base_url)
+        return out
+
+    def recent_tasks(self, base_url: str) -> list[dict[str, Any]]:
+        """Batch ``recentTasks``: "the execution information for the most recent tasks that
+        ran on this compute node" (``TaskInformation``), at most :data:`RECENT_TASKS`: the
+        running ones, then those that ended here, latest first."""
+        out: list[dict[str, Any]] = [
+            {"taskUrl": f"{base_url}/jobs/{j}/tasks/{t}", "jobId": j, "taskId": t,
+             "taskState": "running"}
+            for j, t in list(self.running.values())[:RECENT_TASKS]]
+        for e in reversed(self.ended):
+            if len(out) == RECENT_TASKS:
+                break
+            info: dict[str, Any] = {"endTime": iso(e.end_time), "retryCount": e.retry_count,
+                                    "requeueCount": e.requeue_count}
+            if e.start_time is not None:
+                info["startTime"] = iso(e.start_time)
+            if e.exit_code is not None:
+                info["exitCode"] = e.exit_code
+            if e.result is not None:
+                info["result"] = e.result
+            if e.failure_info is not None:
+                info["failureInfo"] = e.failure_info
+            entry: dict[str, Any] = {"taskUrl": f"{base_url}/jobs/{e.job_id}/tasks/{e.task_id}",
+                                     "jobId": e.job_id, "taskId": e.task_id}
+            if e.subtask_id is not None:
+                entry["subtaskId"] = e.subtask_id
+            entry.update(taskState=e.task_state, executionInfo=info)
+            out.append(entry)
         return out

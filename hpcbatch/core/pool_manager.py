@@ -45,7 +45,7 @@ from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core import statistics
 from hpcbatch.core.node_health import NodeHealth
 from hpcbatch.core.node_reachability import NodeReachability
-from hpcbatch.core.node_runtime import NodeRuntime
+from hpcbatch.core.node_runtime import EndedTask, NodeRuntime
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent, containers
 from hpcbatch.execution.engine import DaskEngine
@@ -755,6 +755,20 @@ class PoolManager:
         node.used_slots -= slots
         self.settle(node, notify=False)
         return True
+
+    @staticmethod
+    def note_ended(node: NodeRuntime, ended: EndedTask) -> None:
+        """Record a run that ended on a node, for its ``recentTasks`` (the latest
+        :data:`~hpcbatch.core.node_runtime.RECENT_TASKS` are kept: O(1), bounded).
+
+        Parameters
+        ----------
+        node
+            The node (each node of a multi-instance run, with its ``subtask_id``).
+        ended
+            What ended, as ``TaskInformation`` shows it.
+        """
+        node.ended.append(ended)
 
     def settle(self, node: NodeRuntime, *, notify: bool = True) -> None:
         """Put a node that runs no task in ``offline`` or ``idle`` per its scheduling state.

@@ -106,6 +106,8 @@ class Run:
     is_manager: bool = False
     kill_job_on_completion: bool = False
     retention_s: float | None = None
+    requeue_count: int = 0
+    """The task's ``requeueCount`` when this run started."""
     job_seq: int | None = None
     """The job's ``seq``: its statistics row (a job deleted and re-created keeps its id, not its seq)."""
     pool_seq: int | None = None

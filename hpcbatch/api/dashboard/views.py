@@ -26,7 +26,7 @@ from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core.service import BatchService
 from hpcbatch.storage.conventions import job_output_container_name
 from hpcbatch.storage.fs import open_storage
-from hpcbatch.store.database import jobs, tasks
+from hpcbatch.store.database import tasks
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,6 @@ JOB_PAGE = 50
 
 CHART_BUCKETS = 60
 """Points of a job's charts (completions per second, running tasks)."""
-
-RECENT_TASKS = 20
-"""Tasks shown on a node's page."""
 
 EVENTS_SHOWN = 200
 """Most events the events page shows (the latest that match)."""
@@ -106,30 +103,28 @@ def pools_overview(svc: BatchService) -> list[dict[str, Any]]:
     return [pool_summary(svc, p) for p in svc.pools.list_pools()]
 
 
-def _pool_key(svc: BatchService, pool_id: str) -> str:
-    return str(svc.pools.get_pool(pool_id)["id"]).lower()
+def recent_node_tasks(node: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The tasks that run or last ran on a node: its ``recentTasks`` (running first, then the
+    latest that ended), from its ``ComputeNode`` JSON: no query of the store (a scan of the
+    tasks table at a million tasks).
 
-
-def recent_node_tasks(svc: BatchService, pool_id: str, node_id: str,
-                      limit: int = RECENT_TASKS) -> list[dict[str, Any]]:
-    """The latest tasks that ran (or run) on a node, newest first.
+    Parameters
+    ----------
+    node
+        The node's ``ComputeNode`` JSON ("Compute Node - Get").
 
     Returns
     -------
     list of dict
         ``jobId``, ``taskId``, ``state``, ``exitCode``, ``startTime``, ``endTime``.
     """
-    key = _pool_key(svc, pool_id)
-    stmt = (sa.select(jobs.c.id, tasks.c.id, tasks.c.state, tasks.c.exit_code,
-                      tasks.c.start_time, tasks.c.end_time)
-            .join(jobs, jobs.c.key == tasks.c.job_key)
-            .where(tasks.c.pool_key == key, sa.func.lower(tasks.c.node_id) == node_id.lower())
-            .order_by(tasks.c.start_time.desc()).limit(limit))
-    with svc.store.read() as conn:
-        rows = conn.execute(stmt).all()
-    return [{"jobId": j, "taskId": t, "state": s, "exitCode": code,
-             "startTime": iso(start) if start else None, "endTime": iso(end) if end else None}
-            for j, t, s, code, start, end in rows]
+    out = []
+    for t in node.get("recentTasks") or []:
+        info = t.get("executionInfo") or {}
+        out.append({"jobId": t["jobId"], "taskId": t["taskId"], "state": t["taskState"],
+                    "exitCode": info.get("exitCode"), "startTime": info.get("startTime"),
+                    "endTime": info.get("endTime")})
+    return out
 
 
 async def node_detail(svc: BatchService, pool_id: str, node_id: str,
@@ -149,7 +144,7 @@ async def node_detail(svc: BatchService, pool_id: str, node_id: str,
         files = exc.message
     except Exception as exc:  # noqa: BLE001 - the node may be gone mid-call
         files = f"cannot list files: {exc}"
-    return {"node": node, "recentTasks": recent_node_tasks(svc, pool_id, node_id),
+    return {"node": node, "recentTasks": recent_node_tasks(node),
             "files": files, "path": path}
 
 
