@@ -344,7 +344,7 @@ async function viewJob(main, jobId) {
   const freeBox = h("input", {id: "task-filter", placeholder: "or an OData $filter", size: 40, "aria-label": "OData filter"});
   const tableBox = h("div", {id: "tasks"});
   const pager = h("div", {class: "pager"});
-  let tokens = [null], pageIndex = 0;
+  let tokens = [null], pageIndex = 0, loadSeq = 0;
   const filterText = () => {
     if (freeBox.value.trim()) return freeBox.value.trim();
     const parts = [];
@@ -353,21 +353,24 @@ async function viewJob(main, jobId) {
     return parts.join(" and ");
   };
   const loadTasks = async () => {
-    const after = tokens[pageIndex];
+    // A live refresh and a click may overlap: only the latest request draws, and it
+    // files its continuation under the page it asked for.
+    const seq = ++loadSeq, index = pageIndex, after = tokens[index];
     let page;
     try {
       page = await api(`jobs/${enc(jobId)}/tasks?filter=${enc(filterText())}${after !== null ? `&after=${after}` : ""}`);
-    } catch (e) { tableBox.replaceChildren(h("p", {class: "error"}, e.message)); return; }
-    tokens[pageIndex + 1] = page.next;
+    } catch (e) { if (seq === loadSeq) tableBox.replaceChildren(h("p", {class: "error"}, e.message)); return; }
+    if (seq !== loadSeq) return;
+    tokens[index + 1] = page.next;
     tableBox.replaceChildren(h("table", {id: "tasks-table"},
       h("tr", {}, ["Task", "State", "Exit code", "Node", "Start", "End"].map(x => h("th", {}, x))),
       page.tasks.map(t => h("tr", {dataset: {task: t.id, state: t.state}},
         h("td", {}, h("a", {href: `#/jobs/${enc(jobId)}/tasks/${enc(t.id)}`}, t.id)), h("td", {}, badge(t.state)),
         h("td", {}, t.exitCode ?? "-"), h("td", {}, t.nodeId || "-"), h("td", {}, fmtTime(t.startTime)), h("td", {}, fmtTime(t.endTime))))));
     pager.replaceChildren(
-      h("button", {type: "button", disabled: pageIndex === 0, onclick: () => { pageIndex--; loadTasks(); }}, "Previous"),
-      h("span", {class: "muted"}, `page ${pageIndex + 1}`),
-      h("button", {type: "button", disabled: page.next === null, onclick: () => { pageIndex++; loadTasks(); }}, "Next"));
+      h("button", {type: "button", disabled: index === 0, onclick: () => { pageIndex = index - 1; loadTasks(); }}, "Previous"),
+      h("span", {class: "muted"}, `page ${index + 1}`),
+      h("button", {type: "button", disabled: page.next === null, onclick: () => { pageIndex = index + 1; loadTasks(); }}, "Next"));
   };
   const applyFilter = () => { tokens = [null]; pageIndex = 0; loadTasks(); };
   fill(main, 
