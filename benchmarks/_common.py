@@ -4,7 +4,8 @@
 - :func:`service`: an hpcbatch service in a thread on a state dir, and its client;
 - :func:`stats`: best / median / all of repeated timings;
 - :func:`table`: print rows side by side (rich when installed, else plain);
-- :func:`write_json`: write the results to ``benchmarks/results/<name>.json``.
+- :func:`write_json`: write the results to ``benchmarks/results/<name>.json``;
+- :func:`start_profile` / :func:`stop_profile`: py-spy on a process (``--profile``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import gc
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -46,9 +49,26 @@ def node_python(directory: Path) -> str:
     return str(path)
 
 
-def _checkout() -> dict[str, Any]:
-    import subprocess
+def start_profile(pid: int, path: str) -> subprocess.Popen[bytes]:
+    """Start py-spy sampling process ``pid`` into collapsed stacks at ``path``.
 
+    250 samples a second of the thread holding the GIL (``--gil``: the
+    process's Python CPU, not its waits); ``--format raw`` is one line a
+    stack with its count, for any flame graph tool.
+    """
+    return subprocess.Popen(["py-spy", "record", "-p", str(pid), "-r", "250",
+                             "--nonblocking", "--gil", "--format", "raw", "-o", path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profile(prof: subprocess.Popen[bytes] | None) -> None:
+    """Stop a :func:`start_profile` sampler and wait for its file."""
+    if prof is not None:
+        prof.send_signal(signal.SIGINT)
+        prof.wait(60)
+
+
+def _checkout() -> dict[str, Any]:
     import hpcbatch
 
     def git(*args: str) -> str:

@@ -21,8 +21,13 @@ one Dask task (future) per run, ``slots`` in flight per node, with no REST, no
 store and no scheduling pass: what a design with one Dask task per Batch task
 can reach at best on this machine.
 
-    python benchmarks/bench_dispatch.py [--quick] [--slots 2,1,4] [--base-address 127.0.7.1]
-                                        [--user-switching] [--json PATH]
+    python benchmarks/bench_dispatch.py [--quick] [--tasks N] [--slots 2,1,4]
+                                        [--base-address 127.0.7.1] [--user-switching]
+                                        [--profile PATH] [--json PATH]
+
+``--profile PATH`` samples the service process and each node process with
+py-spy during the headline pool's timed phase (``PATH.service.txt``,
+``PATH.<node>.txt``: collapsed stacks).
 
 ``--user-switching`` makes the node roots reachable by task users, so that
 the testbed's nodes (running as root) start every task as the pool's
@@ -46,7 +51,16 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import node_python, parse_args, service, table, verdict, write_json
+from _common import (
+    node_python,
+    parse_args,
+    service,
+    start_profile,
+    stop_profile,
+    table,
+    verdict,
+    write_json,
+)
 
 from hpcbatch.api.server import ServiceThread
 from hpcbatch.client.sdk import BatchClient, BatchError
@@ -158,8 +172,7 @@ class CpuMeter:
                            # node processes by the pid each records in its root (they are
                            # forked by `python -m hpcbatch.node --launch`, whose command
                            # line names no root), plus the agents' watchdogs
-                           *(psutil.Process(int(f.read_text().strip()))
-                             for f in testbed_dir.rglob("node.pid")),
+                           *(psutil.Process(pid) for pid in node_pids(testbed_dir).values()),
                            *(p for p in psutil.process_iter(["cmdline"])
                              if spawn.AGENT_TAG in (p.info["cmdline"] or [])
                              and str(testbed_dir) in " ".join(p.info["cmdline"] or []))]}
@@ -225,9 +238,15 @@ def _print_logs(thread: ServiceThread, testbed_dir: Path, node_ids: list[str]) -
         print(f"  --- {path}\n" + "\n".join(f"    {line}" for line in tail), flush=True)
 
 
+def node_pids(testbed_dir: Path) -> dict[str, int]:
+    """The node processes of the testbed by node folder name (the pid each records)."""
+    return {f.parent.name: int(f.read_text().strip()) for f in testbed_dir.rglob("node.pid")}
+
+
 def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
-             floor: bool, testbed_dir: Path) -> dict[str, Any]:
-    """Create a pool with ``slots`` task slots per node, run n tasks, delete the pool."""
+             floor: bool, testbed_dir: Path, profile: str | None = None) -> dict[str, Any]:
+    """Create a pool with ``slots`` task slots per node, run n tasks, delete the pool
+    (``profile``: py-spy the service and the node processes while the tasks run)."""
     pool_errors: list[str] = []
     for attempt in range(2):
         pool = f"bench-s{slots}-{attempt}"
@@ -259,6 +278,11 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
     job = f"job-s{slots}"
     client.create_job({"id": job, "poolInfo": {"poolId": pool}})
     specs = [{"id": f"t{i:05d}", "commandLine": "/bin/true"} for i in range(n)]
+    profs = []
+    if profile:
+        pids = {"service": os.getpid(), **node_pids(testbed_dir)}
+        profs = [start_profile(pid, f"{profile}.{name}.txt") for name, pid in pids.items()]
+        time.sleep(1.0)  # py-spy attaches
     cpu = CpuMeter(thread, testbed_dir)
     t0 = time.perf_counter()
     client.create_tasks(job, specs)
@@ -275,6 +299,8 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
         time.sleep(POLL_S)
     wall_s = time.perf_counter() - t0
     cpu_ms = cpu.per_task_ms(n)
+    for prof in profs:
+        stop_profile(prof)
     assert counts["succeeded"] == n, counts
     # Per-task figures from the tasks themselves: process run time as the agent saw it.
     done = client.list_tasks(job, select="id,executionInfo,nodeInfo")
@@ -309,13 +335,17 @@ def main() -> int:
                        help="taskSlotsPerNode values to run (first is the headline)")
         p.add_argument("--base-address", default=BASE_ADDRESS,
                        help="loopback address of the first testbed node (default %(default)s)")
+        p.add_argument("--tasks", type=int, default=None,
+                       help="tasks a pool (default 2,000; --quick 300)")
+        p.add_argument("--profile", metavar="PATH", default=None,
+                       help="py-spy the service and the nodes during the headline run")
         p.add_argument("--user-switching", action="store_true",
                        help="node roots reachable by task users, so that nodes running as "
                             "root run tasks as the pool's auto-user (default: the temporary "
                             "folder is mode 0700, tasks share the node agent's identity)")
 
     args = parse_args("bench_dispatch", __doc__.splitlines()[0], extra)
-    n = 300 if args.quick else 2000
+    n = args.tasks or (300 if args.quick else 2000)
     slot_values = [int(s) for s in args.slots.split(",")]
     results: dict[str, Any] = {"benchmark": "dispatch", "tasks": n, "nodes": NODES,
                                "target_fraction_of_raw": TARGET_FRACTION}
@@ -335,7 +365,8 @@ def main() -> int:
                               for h in bed.hosts])
             for k, slots in enumerate(slot_values):
                 r = run_pool(client, thread, slots, n, floor=k == 0,
-                             testbed_dir=bed.directory)
+                             testbed_dir=bed.directory,
+                             profile=args.profile if k == 0 else None)
                 runs.append(r)
                 print(f"  taskSlotsPerNode={slots}: {n} tasks in {r['wall_s']:.2f} s "
                       f"({r['tasks_per_s']:.0f}/s)", flush=True)

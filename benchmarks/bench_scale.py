@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import sqlite3
 import statistics
@@ -53,7 +52,15 @@ from typing import Any
 
 import psutil
 import requests
-from _common import environment, parse_args, table, timed, write_json
+from _common import (
+    environment,
+    parse_args,
+    start_profile,
+    stop_profile,
+    table,
+    timed,
+    write_json,
+)
 
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.client.auth import SharedKeyAuth
@@ -235,20 +242,10 @@ def simulator_ceiling(n: int = 200_000) -> float:
     return asyncio.run(go())
 
 
-def start_profile(svc: Service, path: str | None, n: int) -> subprocess.Popen[bytes] | None:
+def profile_service(svc: Service, path: str | None, n: int) -> subprocess.Popen[bytes] | None:
     """``--profile PATH``: py-spy samples the service during the scheduling phase and
     writes collapsed stacks (``PATH.N.txt``, one file per job size)."""
-    if not path:
-        return None
-    return subprocess.Popen(["py-spy", "record", "-p", str(svc.proc.pid), "-r", "100",
-                             "--nonblocking", "--format", "raw", "-o", f"{path}.{n}.txt"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop_profile(prof: subprocess.Popen[bytes] | None) -> None:
-    if prof is not None:
-        prof.send_signal(signal.SIGINT)
-        prof.wait(60)
+    return start_profile(svc.proc.pid, f"{path}.{n}.txt") if path else None
 
 
 def run_size(tmp: Path, n: int, nodes: int, skip_run: bool = False,
@@ -283,7 +280,7 @@ def run_size(tmp: Path, n: int, nodes: int, skip_run: bool = False,
         r["counts_baseline_sql_s"] = sql_counts(svc)
         if skip_run:  # --skip-run: the figures above only (no scheduling phase)
             return r
-        prof = start_profile(svc, profile, n)
+        prof = profile_service(svc, profile, n)
         t0, cpu0 = time.perf_counter(), svc.cpu_s()
         svc.client.enable_job("j")
         # Task counts read the job's counter row (revision 0006): O(1) a call at any N, so
