@@ -451,7 +451,10 @@ async def action(request: web.Request) -> web.Response:
 
 async def _stream(request: web.Request,
                   loop: Callable[[live.EventStream], Awaitable[None]]) -> web.StreamResponse:
-    stream = await live.EventStream.open(request, dash(request).closing)
+    try:
+        stream = await live.EventStream.open(request, dash(request).closing)
+    except ConnectionResetError:  # the browser left before the stream's headers went out
+        return web.Response(status=204)  # nothing to read it; aiohttp drops the connection
     return await live.run(stream, loop)
 
 
