@@ -358,15 +358,41 @@ def test_overlapping_routings_leave_one_view_and_its_streams(env: Env, browser: 
     page.wait_for_function("() => document.getElementById('task-info') !== window.__old"
                            " && document.getElementById('tail-stdout')?.textContent.includes('tick')",
                            timeout=30_000)
-    # stdout, stderr and the task: one view's streams, all open.
+    # The task and its stdout and stderr: one view's one stream, open.
     assert page.evaluate("window.__streams.map(e => e.readyState !== EventSource.CLOSED)") \
-        == [True] * 3
+        == [True]
     page.click("button.terminate-task")
     page.click("#confirm-ok")
     page.wait_for_function("() => document.querySelector('#task-state-badge')?.textContent === "
                            "'completed'", timeout=30_000)
     assert client.get_task("race", "spin").execution_info.failure_info.code == "TaskEnded"
     page.context.close()
+
+
+def test_four_task_tabs_leave_connections_for_actions(env: Env, browser: Any) -> None:
+    """A task page holds one event stream (its task and both tails): four task tabs of one
+    browser take four of Chromium's six HTTP/1.1 connections to the service, and an
+    action from any of them still goes out (with three streams a page, two tabs took all
+    six and every request after them waited)."""
+    client = env.client
+    client.create_job({"id": "tabs", "poolInfo": {"poolId": "heat"}})
+    client.create_task("tabs", {"id": "talk", "commandLine":
+                                "/bin/sh -c 'while true; do echo tick; sleep 0.2; done'"})
+    wait_until(lambda: client.get_task("tabs", "talk").state == "running", what="running")
+    first = signed_in_page(browser, env)
+    pages = [first, *(first.context.new_page() for _ in range(3))]
+    for page in pages:
+        page.goto(f"{env.endpoint}/dashboard/#/jobs/tabs/tasks/talk")
+        page.wait_for_function("() => document.getElementById('tail-stdout')?.textContent"
+                               ".includes('tick')", timeout=30_000)
+    last = pages[-1]
+    last.click("button.terminate-task")
+    last.click("#confirm-ok")
+    for page in pages:  # every tab's stream sees the end
+        page.wait_for_function("() => document.querySelector('#task-state-badge')?.textContent"
+                               " === 'completed'", timeout=30_000)
+    assert client.get_task("tabs", "talk").execution_info.failure_info.code == "TaskEnded"
+    first.context.close()
 
 
 def test_dashboard_sends_pages_not_whole_lists(env: Env) -> None:

@@ -11,9 +11,13 @@ Each stream sends a full ``snapshot`` first and then only what changed:
   :data:`FAST_S` when they change, charts every :data:`SLOW_S` when counts moved.
 * ``/dashboard/live/nodes/{pool}/{node}``: the node's JSON when it changes and a
   CPU/memory sample from the node every :data:`SLOW_S`.
-* ``/dashboard/live/tail/{job}/{task}/{file}``: bytes appended to a task file
-  (``stdout.txt``), read from the node through "File - Get From Task" with an
-  offset, until the task has completed and the file stopped growing.
+* ``/dashboard/live/jobs/{job}/tasks/{task}``: the task page's one stream
+  (:func:`task_loop`): the task when it changes, and the bytes appended to its
+  ``stdout.txt`` and ``stderr.txt`` (read from the node through "File - Get
+  From Task" with an offset, until the task has completed and the file stopped
+  growing), events named ``task``, ``stdout-append``, ``stderr-end``, ... Every
+  page holds one stream (one of the browser's six HTTP/1.1 connections to the
+  service), so several dashboard tabs still leave connections for actions.
 * ``/dashboard/live/events``: new diagnostic events that match the filters.
 
 A stream ends when the browser goes away or the service shuts down.
@@ -334,8 +338,10 @@ async def node_loop(stream: EventStream, svc: BatchService, pool_id: str, node_i
 
 async def tail_loop(stream: EventStream, svc: BatchService, job_id: str, task_id: str,
                     name: str) -> None:
-    """``/dashboard/live/tail/{job}/{task}/{file}``: ``append`` events with the text added
-    to the file, ``end`` once the task completed and the file stopped growing."""
+    """One task file's tail (:func:`task_loop` runs one per file): ``append`` events with
+    the text added to the file, ``end`` once the task completed and the file stopped
+    growing (``skipped`` first when only its last part is sent; ``gone`` when the task
+    was deleted)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset: int | None = None
     quiet = 0.0
@@ -381,6 +387,35 @@ async def tail_loop(stream: EventStream, svc: BatchService, job_id: str, task_id
                 quiet = 0.0
         if not await stream.sleep(FAST_S):
             return
+
+
+class PrefixedStream(EventStream):
+    """One feed of several on a shared :class:`EventStream`: its events are named
+    ``{prefix}{event}`` (``stdout-append``); beats and sleeps are the stream's."""
+
+    def __init__(self, stream: EventStream, prefix: str) -> None:
+        super().__init__(stream.response, stream.closing)
+        self.prefix = prefix
+
+    async def send(self, event: str, data: Any) -> None:
+        await super().send(self.prefix + event, data)
+
+
+async def task_loop(stream: EventStream, svc: BatchService, job_id: str, task_id: str) -> None:
+    """``/dashboard/live/jobs/{job}/tasks/{task}``: the task (``task`` events, as
+    :func:`poll_loop` sends them) and the tails of its ``stdout.txt`` and
+    ``stderr.txt`` (:func:`tail_loop`, events prefixed ``stdout-`` and ``stderr-``), on
+    one stream. Each feed ends on its own (a tail when the task completed); the stream
+    stays open until the browser leaves."""
+    try:
+        async with asyncio.TaskGroup() as feeds:
+            feeds.create_task(poll_loop(stream, lambda: svc.tasks.get_task(job_id, task_id),
+                                        "task"))
+            for name in ("stdout.txt", "stderr.txt"):
+                feeds.create_task(tail_loop(PrefixedStream(stream, name.split(".")[0] + "-"),
+                                            svc, job_id, task_id, name))
+    except* ConnectionResetError:  # the browser left: every feed stops
+        pass
 
 
 async def events_loop(stream: EventStream,

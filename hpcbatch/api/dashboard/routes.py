@@ -494,11 +494,11 @@ async def live_job(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/live/jobs/{job}/tasks/{task}", name="live-task")
 async def live_task(request: web.Request) -> web.StreamResponse:
-    """A task's state and execution info, live."""
+    """A task's state and execution info, and its stdout/stderr tails, live
+    (:func:`live.task_loop`: the task page's one stream)."""
     svc, job_id, task_id = _svc(request), request.match_info["job"], request.match_info["task"]
     svc.tasks.get_task(job_id, task_id)
-    return await _stream(request, lambda s: live.poll_loop(
-        s, lambda: svc.tasks.get_task(job_id, task_id), "task"))
+    return await _stream(request, lambda s: live.task_loop(s, svc, job_id, task_id))
 
 
 @routes.get("/live/nodes/{pool}/{node}", name="live-node")
@@ -507,18 +507,6 @@ async def live_node(request: web.Request) -> web.StreamResponse:
     svc, pool_id, node_id = _svc(request), request.match_info["pool"], request.match_info["node"]
     svc.nodes.get_node(pool_id, node_id)
     return await _stream(request, lambda s: live.node_loop(s, svc, pool_id, node_id))
-
-
-@routes.get("/live/tail/{job}/{task}/{file}", name="live-tail")
-async def live_tail(request: web.Request) -> web.StreamResponse:
-    """A task's ``stdout.txt`` / ``stderr.txt`` as it grows (:func:`live.tail_loop`)."""
-    svc, m = _svc(request), request.match_info
-    if m["file"] not in ("stdout.txt", "stderr.txt"):
-        raise BadRequestError("Only stdout.txt and stderr.txt can be followed.",
-                              code="InvalidQueryParameterValue")
-    svc.tasks.get_task(m["job"], m["task"])
-    return await _stream(request, lambda s: live.tail_loop(s, svc, m["job"], m["task"],
-                                                           m["file"]))
 
 
 @routes.get("/live/events", name="live-events")

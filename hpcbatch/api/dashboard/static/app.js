@@ -446,16 +446,20 @@ async function viewTask(main, jobId, taskId, current) {
     ]));
   };
   renderTask(d.task);
+  // The task and both tails come on one stream (one of the browser's six connections):
+  // the tails' events are named "stdout-append", "stderr-end", ...
+  const handlers = {task: renderTask};
   const tails = ["stdout.txt", "stderr.txt"].map(name => {
-    const pre = h("pre", {class: "tail", id: `tail-${name.split(".")[0]}`});
+    const feed = name.split(".")[0];
+    const pre = h("pre", {class: "tail", id: `tail-${feed}`});
     const note = h("span", {class: "muted tail-state"}, "following");
     let follow = true;
     pre.addEventListener("scroll", () => { follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4; });
-    stream(`tail/${enc(jobId)}/${enc(taskId)}/${name}`, {
-      skipped: x => pre.append(`[... first ${x.bytes} bytes not shown ...]\n`),
-      append: x => { pre.append(x.text); if (follow) pre.scrollTop = pre.scrollHeight; },
-      end: x => { note.textContent = `ended (task ${x.state})`; },
-      gone: x => { note.textContent = x.message; },
+    Object.assign(handlers, {
+      [`${feed}-skipped`]: x => pre.append(`[... first ${x.bytes} bytes not shown ...]\n`),
+      [`${feed}-append`]: x => { pre.append(x.text); if (follow) pre.scrollTop = pre.scrollHeight; },
+      [`${feed}-end`]: x => { note.textContent = `ended (task ${x.state})`; },
+      [`${feed}-gone`]: x => { note.textContent = x.message; },
     });
     return h("div", {}, h("h2", {}, name, " ", note), pre);
   });
@@ -476,7 +480,7 @@ async function viewTask(main, jobId, taskId, current) {
     h("h2", {}, "File Conventions outputs"),
     d.outputs.length ? h("ul", {id: "outputs"}, d.outputs.map(o => h("li", {}, `${o.path} (${fmtBytes(o.sizeBytes)})`)))
       : h("p", {class: "muted"}, "None saved."));
-  stream(`jobs/${enc(jobId)}/tasks/${enc(taskId)}`, {task: renderTask});
+  stream(`jobs/${enc(jobId)}/tasks/${enc(taskId)}`, handlers);
 }
 
 // ------------------------------------------------------------------ events
