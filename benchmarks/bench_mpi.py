@@ -428,7 +428,7 @@ class Poller:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
         self.client.close()

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import urlsplit
 
@@ -38,7 +38,7 @@ from hpcbatch.client.auth import SharedKeyAuth
 ACCOUNT = "hpcbatch"
 KEY = base64.b64encode(bytes(range(64))).decode()
 DATE = "Tue, 04 Nov 2025 10:20:30 GMT"
-AT = datetime(2025, 11, 4, 10, 20, 30, tzinfo=timezone.utc)
+AT = datetime(2025, 11, 4, 10, 20, 30, tzinfo=UTC)
 BASE = "https://hpcbatch.example.test"
 SDK_HEADERS = {
     "ocp-date": DATE,
@@ -229,7 +229,7 @@ def test_round_trip_prepared_request(method, url, body, ctype):
     req = _prepared(method, url, headers, body, auth=SharedKeyAuth(ACCOUNT, KEY))
     assert req.headers["Authorization"].startswith(f"SharedKey {ACCOUNT}:")
     created = datetime.strptime(req.headers["ocp-date"], "%a, %d %b %Y %H:%M:%S GMT")
-    assert abs(created.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs(created.replace(tzinfo=UTC) - datetime.now(UTC)) < timedelta(minutes=1)
     if body is not None:
         data = body.encode() if isinstance(body, str) else body
         assert req.headers["Content-Length"] == str(len(data))

@@ -654,7 +654,7 @@ class Jobs:
             decided = dependencies.job_action_after(
                 ((ok, run.is_manager, run.kill_job_on_completion, ending.job_action)
                  for run, ok, ending in items), on_task_failure=spec.get("onTaskFailure"))
-            action, reason = decided if decided else (None, None)
+            action, reason = decided or (None, None)
             if (action is None and spec.get("onAllTasksComplete") == "terminatejob"
                     and self._all_tasks_complete(conn, job_key)):
                 action, reason = "terminate", "AllTasksComplete"

@@ -257,7 +257,7 @@ class PoolManager:
         settling = any(n.state in NODE_JOINING_OR_LEAVING
                        and not (n.state == "starting" and n.last_boot_time is not None)
                        for n in nodes_.values())
-        state = "resizing" if settling or len(nodes_) != target and self.can_grow(pool_key) else "steady"
+        state = "resizing" if settling or (len(nodes_) != target and self.can_grow(pool_key)) else "steady"
         if pool_key in self.stopping:
             if state == "resizing":
                 return "stopping"

@@ -57,7 +57,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Self, TypeVar
 
 from hpcbatch.storage.fs import (
     Storage,
@@ -183,7 +183,7 @@ class _OutputKind:
         self._text = text
 
     @classmethod
-    def custom(cls: type[_K], text: str) -> _K:
+    def custom(cls, text: str) -> Self:
         """Return a custom kind named ``text`` (``Custom`` in .NET).
 
         Parameters
