@@ -217,7 +217,8 @@ ROUND_TRIPS = [
     ("GET", BASE + "/jobs?api-version=2024-07-01.20.0&$filter=state eq 'active'", None, None),
     ("POST", BASE + "/jobs?api-version=2024-07-01.20.0", JOB_BODY, JSON_TYPE),
     ("POST", BASE + "/pools/p1/stopresize?api-version=2024-07-01.20.0", None, None),
-    ("PUT", BASE + "/pools/p1/updateproperties?api-version=2024-07-01.20.0", "ünïcode body", "text/plain; charset=utf-8"),
+    ("PUT", BASE + "/pools/p1/updateproperties?api-version=2024-07-01.20.0", "ünïcode body",
+     "text/plain; charset=utf-8"),
     ("DELETE", BASE + "/jobs/j%201?api-version=2024-07-01.20.0", None, None),
     ("HEAD", BASE + "/jobs/j1/tasks/t1/files/std%20out.txt?api-version=2024-07-01.20.0", None, None),
 ]
@@ -277,7 +278,8 @@ def test_round_trip_over_http_with_aiohttp_server():
         base = f"http://127.0.0.1:{port}"
         with requests.Session() as s:
             s.auth = SharedKeyAuth(ACCOUNT, KEY)
-            r1 = s.get(base + "/jobs", params={"api-version": "2024-07-01.20.0", "$filter": "state eq 'active'"}, timeout=10)
+            r1 = s.get(base + "/jobs", params={"api-version": "2024-07-01.20.0", "$filter": "state eq 'active'"},
+                       timeout=10)
             r2 = s.post(base + "/jobs", params={"api-version": "1"}, json={"id": "j1"}, timeout=10)
             r3 = s.post(base + "/pools/p%201/stopresize", timeout=10)
             r4 = s.delete(base + "/jobs/j1", timeout=10)
@@ -394,7 +396,8 @@ def test_missing_authorization():
 
 @pytest.mark.parametrize(
     "value",
-    ["Bearer abc", "SharedKey", "SharedKey hpcbatch", "SharedKey hpcbatch:", "SharedKey :abc", "SharedKey hpcbatch:not*base64"],
+    ["Bearer abc", "SharedKey", "SharedKey hpcbatch", "SharedKey hpcbatch:", "SharedKey :abc",
+     "SharedKey hpcbatch:not*base64"],
 )
 def test_malformed_authorization(value):
     req = _signed()

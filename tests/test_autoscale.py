@@ -56,7 +56,7 @@ def ok(formula: str, metrics: MetricsSnapshot | None = None, **kwargs) -> AutoSc
     return result
 
 
-VEC_METRICS = dict(CPUPercent=series([1, 2, 3]))  # $v below: [1, 2, 3]
+VEC_METRICS = {"CPUPercent": series([1, 2, 3])}  # $v below: [1, 2, 3]
 
 
 def value_of(expression: str, setup: str = ""):
@@ -287,7 +287,7 @@ maxNumberofVMs = 25;
 pendingTaskSamplePercent = $PendingTasks.GetSamplePercent(180 * TimeInterval_Second);
 pendingTaskSamples = pendingTaskSamplePercent < 70 ? startingNumberOfVMs : avg($PendingTasks.GetSample(180 * TimeInterval_Second));
 $TargetDedicatedNodes=min(maxNumberofVMs, pendingTaskSamples);
-$NodeDeallocationOption = taskcompletion;"""
+$NodeDeallocationOption = taskcompletion;"""  # noqa: E501 - the formula as Batch's autoscale doc prints it
 
     def test_pending_tasks_sample_formula(self):
         assert ok(self.PENDING).target_dedicated_nodes == 1  # no samples yet: starting size
@@ -399,7 +399,7 @@ class TestSamples:
         assert ok(formula, self.LATE).variables["$s"] == [26.0, 27.0]
 
     def test_future_samples_are_ignored(self):
-        metrics = snapshot(CPUPercent=series([1, 2, 3]) + [Sample(NOW + SECOND, 99.0)])
+        metrics = snapshot(CPUPercent=[*series([1, 2, 3]), Sample(NOW + SECOND, 99.0)])
         assert ok("$s = $CPUPercent.GetSample(1);", metrics).variables["$s"] == [3.0]
 
     def test_unordered_and_naive_samples(self):
@@ -424,9 +424,9 @@ class TestSamples:
 
     def test_every_metric_variable_is_sampled(self):
         names = [
-            "CPUPercent", "WallClockSeconds", "MemoryBytes", "DiskBytes", "DiskReadBytes", "DiskWriteBytes", "DiskReadOps",
-            "DiskWriteOps", "NetworkInBytes", "NetworkOutBytes", "SampleNodeCount", "ActiveTasks", "RunningTasks",
-            "PendingTasks", "SucceededTasks", "FailedTasks", "UsableNodeCount", "PreemptedNodeCount",
+            "CPUPercent", "WallClockSeconds", "MemoryBytes", "DiskBytes", "DiskReadBytes", "DiskWriteBytes",
+            "DiskReadOps", "DiskWriteOps", "NetworkInBytes", "NetworkOutBytes", "SampleNodeCount", "ActiveTasks",
+            "RunningTasks", "PendingTasks", "SucceededTasks", "FailedTasks", "UsableNodeCount", "PreemptedNodeCount",
         ]
         metrics = snapshot(**{name: series([i]) for i, name in enumerate(names)})
         formula = ";\n".join(f"$m{i} = ${name}.GetSample(1)" for i, name in enumerate(names))

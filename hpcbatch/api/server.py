@@ -239,7 +239,7 @@ class ServiceThread:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self.runtime.start())
-        except BaseException as exc:  # reported to the starting thread
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             self._error = exc
             self._started.set()
             return

@@ -695,7 +695,7 @@ _COMPARE = {
 }
 _OPERATIONS: dict[tuple[str, str, str], tuple[str, Any]] = {}
 for _op in "+-*/":
-    _OPERATIONS[_op, DOUBLE, DOUBLE] = (DOUBLE, lambda op, a, b: _arith(op, a, b))
+    _OPERATIONS[_op, DOUBLE, DOUBLE] = (DOUBLE, _arith)
     _OPERATIONS[_op, VEC, DOUBLE] = (VEC, lambda op, a, b: tuple(_arith(op, x, b) for x in a))
     _OPERATIONS[_op, VEC, VEC] = (VEC, _vec_vec)
 _OPERATIONS["*", DOUBLE, INTERVAL] = (INTERVAL, lambda op, a, b: _scale(b, a))
@@ -744,8 +744,8 @@ _METHODS: dict[str, tuple[str, list[tuple[tuple[str, ...], ...]], str]] = {
     "GetSample": (
         VEC,
         [((DOUBLE,),), (_TIME,), (_TIME, (DOUBLE,)), (_TIME, _TIME), (_TIME, _TIME, (DOUBLE,))],
-        "(double count), (start [, double samplePercent]) or (start, end [, double samplePercent]) "
-        "where start and end are timestamps or timeintervals",
+        ("(double count), (start [, double samplePercent]) or (start, end [, double samplePercent]) "
+         "where start and end are timestamps or timeintervals"),
     ),
     "GetSamplePercent": (DOUBLE, [(_TIME,), (_TIME, _TIME)], "(start [, end]), timestamps or timeintervals"),
     "GetSamplePeriod": (INTERVAL, [(), (_TIME,), (_TIME, _TIME)], "() or (start [, end])"),

@@ -471,7 +471,7 @@ class Jobs:
             await asyncio.gather(*(self.runs.kill(r) for r in runs), return_exceptions=True)
         # Every way (``wait`` too) ends with no task of the job running: the job stays
         # disabling until then (REST Job - Disable, JobState.disabled).
-        while self.runs.of_job(job_key):
+        while self.runs.of_job(job_key):  # noqa: ASYNC110 - polls state that many paths change
             await asyncio.sleep(0.05)
         with self.ctx.store.begin() as conn:
             row = Store.fetch_one(conn, jobs, key=job_key)

@@ -411,7 +411,7 @@ class Pools:
         mutable.add("certificateReferences")  # checked against the account's certificates
         extra = set(body) - mutable
         if extra:
-            name = sorted(extra)[0]
+            name = min(extra)
             raise BadRequestError(f"The property {name} cannot be updated on a pool; updatable: "
                                   + ", ".join(sorted(mutable)) + ".",
                                   code="InvalidRequestBody", values={"PropertyName": name})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import doctest
 import enum
+import itertools
 import re
 import typing
 from collections.abc import Iterable
@@ -351,7 +352,7 @@ def test_batch_scenarios() -> None:
                            "deleting", None],
     }
     for kind, life in lives.items():
-        for current, new in zip(life, life[1:]):
+        for current, new in itertools.pairwise(life):
             if new is None:
                 assert current is not None and transition(kind, current, None) is None
             else:
