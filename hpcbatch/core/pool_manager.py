@@ -841,7 +841,8 @@ class PoolManager:
         node.removing = True
         node.scheduling_state = "disabled"
 
-    def fail(self, node: NodeRuntime, code: str, message: str, state: str = "unusable") -> None:
+    def fail(self, node: NodeRuntime, code: str, message: str, state: str = "unusable",
+             details: Mapping[str, str] | None = None) -> None:
         """Put a node in a failed state (``unusable`` by default) with one ``ComputeNodeError``.
 
         Parameters
@@ -853,9 +854,12 @@ class PoolManager:
             its ``errorDetails`` name the host.
         state
             The failed state (``unusable`` or ``starttaskfailed``).
+        details
+            More ``errorDetails`` name/value pairs, after the host.
         """
-        node.errors = [{"code": code, "message": message,
-                        "errorDetails": [{"name": "Host", "value": node.host.name}]}]
+        node.errors = [{"code": code, "message": message, "errorDetails": [
+            {"name": "Host", "value": node.host.name},
+            *({"name": k, "value": v} for k, v in (details or {}).items())]}]
         log.warning("node %s (pool %s): %s", node.node_id, node.pool_id, message)
         self.set_state(node, state)
         self.persist(node)
@@ -1056,9 +1060,51 @@ class PoolManager:
             return
         node.worker = addr
         node.last_boot_time = utcnow()
+        if not await self._prefetch_images(node, gen):
+            return
         if self.before_start_task is not None:
             await self.before_start_task(node)
         await self._run_start_task(node, gen)
+
+    async def _prefetch_images(self, node: NodeRuntime, gen: int) -> bool:
+        """Pull the pool's ``containerImageNames`` on a node that just started (incarnation
+        ``gen``), before its start task. False when the node did not start: it failed
+        (``unusable``: ``ContainerInvalidImage`` or ``ContainerRuntimeNotFound``, with
+        the image and the runtime's words), or it was restarted or removed meanwhile.
+
+        Batch: "Run container workloads on Azure Batch", prefetch container images.
+        """
+        vm = self.specs[node.pool_key].virtual_machine_configuration or {}
+        cc = vm.get("containerConfiguration") or {}
+        images = list(cc.get("containerImageNames") or [])
+        if not images:
+            return True
+        try:
+            answer = await self.engine.call(node.worker or "", "pull_images",
+                                            container_type=cc.get("type"), images=images)
+        except Exception as exc:  # noqa: BLE001 - the node cannot be asked: it failed to start
+            answer = {"code": "NodeStartFailed", "message": str(exc)}
+        if gen != node.generation or node.state == "leavingpool":
+            return False
+        if isinstance(answer, Mapping) and "pulled" in answer:
+            return True
+        if not isinstance(answer, Mapping):
+            answer = {"code": "NodeStartFailed", "message": f"unexpected answer {answer!r}"}
+        code = str(answer.get("code") or "ContainerInvalidImage")
+        said = str(answer.get("message") or "")
+        image = answer.get("image")
+        if code == "NodeStartFailed":
+            self.fail(node, code, f"host {node.host.name}: the pool's container images "
+                      f"could not be prefetched: {said}")
+            return False
+        if code == "ContainerInvalidImage":
+            message = (f"One or more container images specified are invalid: node "
+                       f"{node.node_id} (host {node.host.name}) could not pull {image}")
+        else:
+            message = f"node {node.node_id} (host {node.host.name}): {said}"
+        self.fail(node, code, message, details={
+            **({"ContainerImage": str(image)} if image else {}), "Message": said})
+        return False
 
     def _diagnose(self, node: NodeRuntime) -> tuple[bool, str]:
         """Whether a node's process runs, and the tail of its log (one line), for an error."""

@@ -341,6 +341,8 @@ class SimulatedEngine(DaskEngine):
             "read_file": lambda: None,
             "remove_dirs": lambda: 0,
             "install_certificates": list,  # a simulated node holds no certificate files
+            # nor container images: what a pool prefetches counts as pulled
+            "pull_images": lambda: {"pulled": list(kwargs.get("images") or [])},
             "node_sample": self._machine_sample,
             "node_info": lambda: {"node_id": sim.node.node_id, "pool_id": sim.node.pool_id,
                                   "root_dir": sim.node.root_dir},

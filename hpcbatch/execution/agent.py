@@ -73,7 +73,7 @@ OUTCOME_STREAM_HANDLER = "hpcbatch_outcomes"
 CALL_HANDLER = "hpcbatch_call"
 """Name of the worker handler the service calls the agent's operations through (:meth:`NodeAgent.call`)."""
 CALL_OPS = frozenset({"kill_task", "kill_tagged", "list_files", "read_file", "remove_dirs",
-                      "node_sample", "node_info", *nodeops.NODE_CALLS})
+                      "node_sample", "node_info", "pull_images", *nodeops.NODE_CALLS})
 """The operations :data:`CALL_HANDLER` runs; any other name is refused."""
 STREAM_KEEPALIVE_S = 30.0
 """An outcome stream with nothing to say sends an empty message this often."""
@@ -800,7 +800,9 @@ class NodeAgent(WorkerPlugin):
         operation
             One of :data:`CALL_OPS`: ``kill_task(key)``, ``kill_tagged(key)``,
             ``list_files(rel_dir, recursive)``, ``read_file(rel_path, offset,
-            length)``, ``remove_dirs(rel_dirs)``, ``node_sample()``, ``node_info()``.
+            length)``, ``remove_dirs(rel_dirs)``, ``node_sample()``, ``node_info()``,
+            ``pull_images(container_type, images)``
+            (:func:`hpcbatch.execution.images.pull_images`).
         args
             The operation's keyword arguments (msgpack values).
 
@@ -835,6 +837,11 @@ class NodeAgent(WorkerPlugin):
                 result = await asyncio.to_thread(
                     self.read_file, str(kwargs["rel_path"]), int(kwargs.get("offset") or 0),
                     None if length is None else int(length))
+            elif op == "pull_images":
+                from hpcbatch.execution import images  # lazy: once per node start
+                result = await asyncio.to_thread(
+                    images.pull_images, kwargs.get("container_type"),
+                    [str(i) for i in kwargs["images"]], self.base_env)
             elif op in nodeops.NODE_CALLS:  # file delete, node users, certificates
                 result = await asyncio.to_thread(nodeops.NODE_CALLS[op], self.node.root_dir,
                                                  kwargs)

@@ -42,6 +42,8 @@ from hpcbatch.storage.fs import Storage, StorageNotFoundError, open_storage
 
 _CACHE: dict[str, Storage] = {}
 _CACHE_LOCK = threading.Lock()
+_LAST: tuple[str, dict[str, Any] | None, list[str] | None, Storage] | None = None
+"""The storage :func:`_storage` returned last, with what named it (one tuple: replaced whole)."""
 DEFAULT_FILE_MODE = 0o770
 """Mode of a downloaded resource file without ``fileMode`` (Batch's Linux default)."""
 
@@ -66,12 +68,25 @@ class StorageRef:
 
 def _storage(url: str, options: Mapping[str, Any] | None = None,
              containers: Sequence[str] | None = None) -> Storage:
+    # Every run of a node names the same storage: compare with the last one first
+    # (a few equality tests) before building the cache key.
+    last = _LAST
+    if last is not None and last[0] == url and last[1] == options and last[2] == containers:
+        return last[3]
     key = json.dumps([url, dict(options or {}), containers], sort_keys=True, default=str)
     with _CACHE_LOCK:
         st = _CACHE.get(key)
         if st is None:
             st = _CACHE[key] = open_storage(url, options, containers=containers)
-        return st
+    _remember(url, options, containers, st)
+    return st
+
+
+def _remember(url: str, options: Mapping[str, Any] | None, containers: Sequence[str] | None,
+              st: Storage) -> None:
+    global _LAST
+    _LAST = (url, dict(options) if options is not None else None,
+             list(containers) if containers is not None else None, st)
 
 
 def container_location(url: str, default: StorageRef | None = None) -> tuple[Storage, str]:

@@ -236,19 +236,63 @@ def test_a_job_of_200_tasks_reaches_completion_live(env: Env, browser: Any) -> N
     page.wait_for_function("() => document.querySelectorAll('#tasks-table tr[data-task]').length === 10")
     ids = page.eval_on_selector_all("#tasks-table tr[data-task]", "r => r.map(x => x.dataset.task)")
     assert ids == [f"f{i:03d}" for i in range(10)]
+    # Task - Add Collection sent its two chunks of 100 in parallel: which landed first, so
+    # the list's order (and the table's pages), is the service's to say.
+    listed = [t["id"] for t in client.list_tasks_json("j200", "state eq 'completed'", "id")]
     page.fill("#task-exit", "")
     page.select_option("#task-state", "completed")
     page.click("#apply-filter")
     page.wait_for_function("() => document.querySelectorAll('#tasks-table tr[data-task]').length === 50")
+    assert page.eval_on_selector_all("#tasks-table tr[data-task]",
+                                     "r => r.map(x => x.dataset.task)") == listed[:50]
     page.click("text=Next")
-    page.wait_for_function("() => document.querySelector('#tasks-table tr[data-task]')"
-                           "?.dataset.task === 't050'")
+    page.wait_for_selector('#tasks-table[data-page="2"]')
+    assert page.eval_on_selector_all("#tasks-table tr[data-task]",
+                                     "r => r.map(x => x.dataset.task)") == listed[50:100]
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(DOCS / "dashboard-job.png"))  # the viewport: counts, charts, tasks
     # The jobs list shows the same counts.
     page.goto(f"{env.endpoint}/dashboard/#/jobs")
     page.wait_for_selector('#jobs-table tr[data-job="j200"] [data-count="failed"]')
     assert page.inner_text('#jobs-table tr[data-job="j200"] [data-count="failed"]') == "10"
+    page.context.close()
+
+
+def test_a_live_refresh_keeps_the_applied_filter_and_page_of_the_task_table(
+        env: Env, browser: Any) -> None:
+    """A refresh redraws the page the table shows: the filter as applied, not as being
+    edited, and that filter's continuation (it once mixed the edited filter with the
+    applied one's token, and a Next drawn before Filter paged from a token not known yet)."""
+    client = env.client
+    client.create_job({"id": "pager", "poolInfo": {"poolId": "heat"}})
+    client.create_tasks("pager", [{"id": f"p{i:03d}", "commandLine": "/bin/true"}
+                                  for i in range(60)])
+    wait_until(lambda: client.get_task_counts("pager")["completed"] == 60, timeout_s=120,
+               what="60 completed")
+    page = signed_in_page(browser, env)
+    page.goto(f"{env.endpoint}/dashboard/#/jobs/pager")
+    page.wait_for_selector("#tasks-table")
+    page.select_option("#task-state", "completed")
+    page.click("#apply-filter")
+    page.click("text=Next")  # enabled only once the filtered first page is drawn
+    page.wait_for_selector('#tasks-table[data-page="2"]')
+    rows = "r => r.map(x => x.dataset.task)"
+    assert page.eval_on_selector_all("#tasks-table tr[data-task]", rows) == \
+        [f"p{i:03d}" for i in range(50, 60)]
+    # Edited, not applied: the next refresh (the counts move as a new task runs) keeps page 2
+    # of "completed", which the new task joins once it has completed.
+    page.fill("#task-exit", "3")
+    page.select_option("#task-state", "active")
+    client.create_task("pager", {"id": "p060", "commandLine": "/bin/true"})
+    page.wait_for_selector('#tasks-table tr[data-task="p060"][data-state="completed"]',
+                           timeout=60_000)
+    assert page.get_attribute("#tasks-table", "data-page") == "2"
+    assert page.eval_on_selector_all("#tasks-table tr[data-task]", rows) == \
+        [f"p{i:03d}" for i in range(50, 61)]
+    page.click("text=Previous")
+    page.wait_for_selector('#tasks-table[data-page="1"]')
+    assert page.eval_on_selector_all("#tasks-table tr[data-task]", rows) == \
+        [f"p{i:03d}" for i in range(50)]
     page.context.close()
 
 
@@ -290,6 +334,42 @@ def test_stdout_tail_grows_and_terminate_ends_the_task(env: Env, browser: Any) -
     page.wait_for_selector(f'#events-table tr[data-event="{ACTION_EVENT}"]')
     names = page.eval_on_selector_all("#events-table tbody tr", "r => r.map(x => x.dataset.event)")
     assert names and set(names) == {ACTION_EVENT}
+    page.context.close()
+
+
+def test_overlapping_routings_leave_one_view_and_its_streams(env: Env, browser: Any) -> None:
+    """Two routings of one address may overlap: a hashchange queued while start() awaited
+    the session fires the listener it then added, besides start()'s own routing. Only the
+    latest view draws and opens streams; with both task views' six event streams open
+    (Chromium's HTTP/1.1 connections per host), terminate's POST waited forever."""
+    client = env.client
+    client.create_job({"id": "race", "poolInfo": {"poolId": "heat"}})
+    client.create_task("race", {"id": "spin", "commandLine":
+                                "/bin/sh -c 'while true; do echo tick; sleep 0.2; done'"})
+    wait_until(lambda: client.get_task("race", "spin").state == "running", what="running")
+    page = signed_in_page(browser, env)
+    page.goto(f"{env.endpoint}/dashboard/#/jobs/race/tasks/spin")
+    page.wait_for_selector("#task-state-badge")
+    page.evaluate("""() => {
+        window.__old = document.getElementById("task-info");
+        window.__streams = [];  // the event streams opened from now on
+        const Native = window.EventSource;
+        window.EventSource = class extends Native {
+            constructor(...args) { super(...args); window.__streams.push(this); }
+        };
+        for (let i = 0; i < 2; i++) window.dispatchEvent(new HashChangeEvent("hashchange"));
+    }""")
+    page.wait_for_function("() => document.getElementById('task-info') !== window.__old"
+                           " && document.getElementById('tail-stdout')?.textContent.includes('tick')",
+                           timeout=30_000)
+    # stdout, stderr and the task: one view's streams, all open.
+    assert page.evaluate("window.__streams.map(e => e.readyState !== EventSource.CLOSED)") \
+        == [True] * 3
+    page.click("button.terminate-task")
+    page.click("#confirm-ok")
+    page.wait_for_function("() => document.querySelector('#task-state-badge')?.textContent === "
+                           "'completed'", timeout=30_000)
+    assert client.get_task("race", "spin").execution_info.failure_info.code == "TaskEnded"
     page.context.close()
 
 

@@ -8,6 +8,7 @@ const NODE_STATES = ["creating", "starting", "waitingforstarttask", "starttaskfa
 const TASK_STATES = ["active", "preparing", "running", "completed"];
 let session = null;       // {csrf, how, account, daskDashboardUrl}
 let cleanups = [];        // closers of the current view's streams and timers
+let routeSeq = 0;         // the latest routing; an older one that resumes draws and opens nothing
 
 // ------------------------------------------------------------------ helpers
 
@@ -251,8 +252,9 @@ function viewPools(main) {
 
 // ------------------------------------------------------------------ node
 
-async function viewNode(main, poolId, nodeId, path) {
+async function viewNode(main, poolId, nodeId, path, current) {
   const d = await api(`pools/${enc(poolId)}/nodes/${enc(nodeId)}?path=${enc(path || "")}`);
+  if (!current()) return;
   const info = h("div", {id: "node-info"});
   const cpu = [], mem = [];
   const charts = h("div", {class: "charts", id: "node-metrics"});
@@ -329,8 +331,9 @@ function seriesCharts(sr) {
           lineChart("Running tasks", sr.running, {seconds: secs})];
 }
 
-async function viewJob(main, jobId) {
+async function viewJob(main, jobId, current) {
   const d = await api(`jobs/${enc(jobId)}`);
+  if (!current()) return;
   const job = d.job;
   const stateBadge = h("span", {id: "job-state"}, badge(job.state));
   const counts = h("div", {}, countsBox(d.counts));
@@ -344,7 +347,12 @@ async function viewJob(main, jobId) {
   const freeBox = h("input", {id: "task-filter", placeholder: "or an OData $filter", size: 40, "aria-label": "OData filter"});
   const tableBox = h("div", {id: "tasks"});
   const pager = h("div", {class: "pager"});
-  let tokens = [null], pageIndex = 0, loadSeq = 0;
+  // A page of the table is a query: the $filter as applied (not as being edited), the
+  // continuation tokens of the pages before it, and its index. "wanted" is the latest asked
+  // for; a live refresh asks for it again. Only the latest request draws, and the buttons it
+  // draws page from its own query, so an old or refreshed button can never mix one filter's
+  // tokens with another filter, nor page from a token that is not known yet.
+  let wanted = {filter: "", tokens: [null], index: 0}, shown = null, loadSeq = 0;
   const filterText = () => {
     if (freeBox.value.trim()) return freeBox.value.trim();
     const parts = [];
@@ -352,27 +360,36 @@ async function viewJob(main, jobId) {
     if (exitBox.value !== "") parts.push(`executionInfo/exitCode eq ${parseInt(exitBox.value, 10)}`);
     return parts.join(" and ");
   };
-  const loadTasks = async () => {
-    // A live refresh and a click may overlap: only the latest request draws, and it
-    // files its continuation under the page it asked for.
-    const seq = ++loadSeq, index = pageIndex, after = tokens[index];
+  const loadTasks = async (query = wanted) => {
+    const seq = ++loadSeq;
+    wanted = query;
+    if (query !== shown) {  // another page is coming: no paging from the one being replaced
+      pager.querySelectorAll("button").forEach(b => { b.disabled = true; });
+      tableBox.setAttribute("aria-busy", "true");
+    }
+    const {filter, tokens, index} = query, after = tokens[index];
     let page;
     try {
-      page = await api(`jobs/${enc(jobId)}/tasks?filter=${enc(filterText())}${after !== null ? `&after=${after}` : ""}`);
-    } catch (e) { if (seq === loadSeq) tableBox.replaceChildren(h("p", {class: "error"}, e.message)); return; }
+      page = await api(`jobs/${enc(jobId)}/tasks?filter=${enc(filter)}${after !== null ? `&after=${after}` : ""}`);
+    } catch (e) {
+      if (seq === loadSeq) { tableBox.removeAttribute("aria-busy"); tableBox.replaceChildren(h("p", {class: "error"}, e.message)); }
+      return;
+    }
     if (seq !== loadSeq) return;
-    tokens[index + 1] = page.next;
-    tableBox.replaceChildren(h("table", {id: "tasks-table"},
+    const drawn = {filter, tokens: [...tokens.slice(0, index + 1), page.next], index};
+    wanted = shown = drawn;
+    tableBox.removeAttribute("aria-busy");
+    tableBox.replaceChildren(h("table", {id: "tasks-table", dataset: {page: String(index + 1)}},
       h("tr", {}, ["Task", "State", "Exit code", "Node", "Start", "End"].map(x => h("th", {}, x))),
       page.tasks.map(t => h("tr", {dataset: {task: t.id, state: t.state}},
         h("td", {}, h("a", {href: `#/jobs/${enc(jobId)}/tasks/${enc(t.id)}`}, t.id)), h("td", {}, badge(t.state)),
         h("td", {}, t.exitCode ?? "-"), h("td", {}, t.nodeId || "-"), h("td", {}, fmtTime(t.startTime)), h("td", {}, fmtTime(t.endTime))))));
     pager.replaceChildren(
-      h("button", {type: "button", disabled: index === 0, onclick: () => { pageIndex = index - 1; loadTasks(); }}, "Previous"),
+      h("button", {type: "button", disabled: index === 0, onclick: () => loadTasks({...drawn, index: index - 1})}, "Previous"),
       h("span", {class: "muted"}, `page ${index + 1}`),
-      h("button", {type: "button", disabled: page.next === null, onclick: () => { pageIndex = index + 1; loadTasks(); }}, "Next"));
+      h("button", {type: "button", disabled: page.next === null, onclick: () => loadTasks({...drawn, index: index + 1})}, "Next"));
   };
-  const applyFilter = () => { tokens = [null]; pageIndex = 0; loadTasks(); };
+  const applyFilter = () => loadTasks({filter: filterText(), tokens: [null], index: 0});
   fill(main, 
     h("h1", {}, h("a", {href: "#/jobs"}, "Jobs"), ` / ${job.id} `, stateBadge),
     h("div", {class: "facts"},
@@ -407,8 +424,9 @@ async function viewJob(main, jobId) {
 
 // ------------------------------------------------------------------ task
 
-async function viewTask(main, jobId, taskId) {
+async function viewTask(main, jobId, taskId, current) {
   const d = await api(`jobs/${enc(jobId)}/tasks/${enc(taskId)}`);
+  if (!current()) return;
   const info = h("div", {id: "task-info"});
   const renderTask = t => {
     const ex = t.executionInfo || {};
@@ -487,21 +505,27 @@ function viewEvents(main, query) {
 
 // ------------------------------------------------------------------ router
 
+// Show the view the URL's # part names. Routings can overlap (a hashchange queued before
+// start() added its listener fires it too; a click while a view loads): a view that awaits
+// its data checks current() first, so only the latest draws and opens streams. Two task
+// views' streams would be six event streams, Chromium's HTTP/1.1 connections per host:
+// every later request (an action's POST) would wait for one of them to end.
 async function route() {
+  const seq = ++routeSeq, current = () => seq === routeSeq;
   cleanups.forEach(f => f()); cleanups = [];
   const main = document.getElementById("view");
   const [path, query] = (window.location.hash.slice(1) || "/pools").split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   document.querySelectorAll("[data-nav]").forEach(a => a.classList.toggle("current", a.dataset.nav === parts[0]));
   try {
-    if (parts[0] === "pools" && parts[2] === "nodes" && parts[3]) await viewNode(main, parts[1], parts[3], new URLSearchParams(query || "").get("path"));
-    else if (parts[0] === "jobs" && parts[2] === "tasks" && parts[3]) await viewTask(main, parts[1], parts[3]);
-    else if (parts[0] === "jobs" && parts[1]) await viewJob(main, parts[1]);
+    if (parts[0] === "pools" && parts[2] === "nodes" && parts[3]) await viewNode(main, parts[1], parts[3], new URLSearchParams(query || "").get("path"), current);
+    else if (parts[0] === "jobs" && parts[2] === "tasks" && parts[3]) await viewTask(main, parts[1], parts[3], current);
+    else if (parts[0] === "jobs" && parts[1]) await viewJob(main, parts[1], current);
     else if (parts[0] === "jobs") viewJobs(main);
     else if (parts[0] === "events") viewEvents(main, query);
     else viewPools(main);
   } catch (e) {
-    fill(main, h("p", {class: "error"}, e.message));
+    if (current()) fill(main, h("p", {class: "error"}, e.message));
   }
 }
 

@@ -1,0 +1,67 @@
+"""The node side of a pool's image prefetch: the runtime on the task PATH pulls each image
+(argv, no shell), and the first failure is reported with its image and the runtime's words."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hpcbatch.execution import images
+
+RUNTIME = """#!/bin/sh
+printf '%s\\n' "$@" >> "$(dirname "$0")/argv.txt"
+case "$3" in
+  slow-*) sleep 5 ;;
+  bad-*) echo "manifest unknown: $3" >&2; exit 1 ;;
+  quiet-*) exit 2 ;;
+esac
+"""
+
+
+def _bin(tmp_path: Path, name: str = "podman") -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / name).write_text(RUNTIME)
+    (bindir / name).chmod(0o755)
+    return bindir
+
+
+def _env(path: Path | str) -> dict[bytes, bytes]:
+    return {b"PATH": os.fsencode(f"{path}:/usr/bin:/bin"), b"HOME": b"/nonexistent"}
+
+
+def test_each_image_is_pulled_once_in_order_with_an_argv(tmp_path: Path) -> None:
+    bindir = _bin(tmp_path)
+    odd = "repo/name:tag; touch /tmp/x"  # never a shell: one argv item
+    out = images.pull_images("criCompatible", ["a:1", odd], _env(bindir))
+    assert out == {"pulled": ["a:1", odd]}
+    assert (bindir / "argv.txt").read_text().splitlines() == ["pull", "--", "a:1",
+                                                             "pull", "--", odd]
+
+
+def test_the_first_failure_stops_the_pulls_and_names_image_and_words(tmp_path: Path) -> None:
+    bindir = _bin(tmp_path, "docker")
+    out = images.pull_images("dockerCompatible", ["ok:1", "bad-one", "never"], _env(bindir))
+    assert out["code"] == "ContainerInvalidImage" and out["image"] == "bad-one"
+    assert "exited with code 1" in out["message"] and "manifest unknown: bad-one" in out["message"]
+    assert "never" not in (bindir / "argv.txt").read_text()
+    quiet = images.pull_images("dockerCompatible", ["quiet-x"], _env(bindir))
+    assert quiet["image"] == "quiet-x" and "code 2: (no output)" in quiet["message"]
+
+
+def test_a_pull_that_hangs_is_given_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir = _bin(tmp_path)
+    monkeypatch.setattr(images, "PULL_TIMEOUT_S", 0.3)
+    out = images.pull_images("criCompatible", ["slow-x"], _env(bindir))
+    assert (out["code"], out["image"]) == ("ContainerInvalidImage", "slow-x")
+    assert "did not finish within 0.3 s" in out["message"]
+
+
+def test_no_runtime_on_the_path_is_its_own_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = images.pull_images("criCompatible", ["a:1"], {b"PATH": os.fsencode(str(empty))})
+    assert out["code"] == "ContainerRuntimeNotFound" and out["image"] is None
+    assert "podman, nerdctl, docker" in out["message"] and str(empty) in out["message"]
