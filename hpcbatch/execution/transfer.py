@@ -84,7 +84,7 @@ def _storage(url: str, options: Mapping[str, Any] | None = None,
 
 def _remember(url: str, options: Mapping[str, Any] | None, containers: Sequence[str] | None,
               st: Storage) -> None:
-    global _LAST
+    global _LAST  # noqa: PLW0603 - a one-entry cache: the tuple is swapped whole
     _LAST = (url, dict(options) if options is not None else None,
              list(containers) if containers is not None else None, st)
 
