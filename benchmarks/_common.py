@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from hpcbatch.api.server import ServiceConfig, ServiceThread
-from hpcbatch.client.sdk import BatchClient
+from hpcbatch.api.server import ServiceConfig, ServiceThread  # noqa: E402 - after the sys.path line above
+from hpcbatch.client.sdk import BatchClient  # noqa: E402 - after the sys.path line above
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

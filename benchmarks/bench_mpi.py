@@ -66,7 +66,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 from _common import REPO, parse_args, service, stats, table, verdict, write_json
@@ -244,6 +244,7 @@ class Probe:
         has_outcome = hasattr(engine, "outcome")
 
         submit = getattr(engine, "submit", None)  # engines that ran runs as Dask tasks
+        watching: set[asyncio.Future[None]] = set()  # asyncio holds tasks weakly: keep them to the end
 
         def p_submit(fn: Callable[..., Any], *args: Any, worker: str, key: str) -> Any:
             t = time.time()
@@ -258,7 +259,9 @@ class Probe:
                         out = None
                     probe._got(entry, out)
 
-                asyncio.ensure_future(watch())
+                watcher = asyncio.ensure_future(watch())
+                watching.add(watcher)
+                watcher.add_done_callback(watching.discard)
             return fut
 
         if submit is not None:
@@ -424,11 +427,11 @@ class Poller:
             self.client.get_task(self.job, self.task_id)
             time.sleep(POLL_S)
 
-    def __enter__(self) -> Poller:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
         self.client.close()
@@ -512,7 +515,7 @@ def code_under_test(thread: ServiceThread) -> dict[str, Any]:
 
     def git(*argv: str) -> str:
         try:
-            return subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True,
+            return subprocess.run(["git", *argv], cwd=root, check=False, capture_output=True, text=True,
                                   timeout=30).stdout.rstrip()
         except (OSError, subprocess.SubprocessError):
             return ""
@@ -551,7 +554,7 @@ def cli_vs_bare(state_dir: Path, bare_hello: str, bare_env: dict[str, str], scra
     def cli(attempt: int) -> float:
         t0 = time.perf_counter()
         proc = subprocess.run(argv, env=env, cwd=scratch, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+                              check=False, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"hpcbatch mpi run exited {proc.returncode}:\n{proc.stderr[-2000:]}")
@@ -708,8 +711,8 @@ def main() -> int:
                 print(f"  hello round {r + 1}/{runs}: " + ", ".join(
                     f"{v} {samples[v][-1]:.3f} s" for v in order), flush=True)
             hello: dict[str, Any] = {v: stats(s) for v, s in samples.items()}
-            for v in hello:
-                hello[v]["infra_cpu_s_median"] = {k: med([c[k] for c in cpu[v]]) for k in cpu[v][0]}
+            for v, h in hello.items():
+                h["infra_cpu_s_median"] = {k: med([c[k] for c in cpu[v]]) for k in cpu[v][0]}
             base = hello["bare"]["median_s"]
             for v in ("hpcbatch", "hpcbatch_coord"):
                 hello[v]["added_s"] = hello[v]["median_s"] - base

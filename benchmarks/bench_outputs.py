@@ -200,7 +200,7 @@ def measure(backend: Backend, workloads: list[Workload], rounds: int) -> dict[st
             backend.cleanup(old)
         pending.clear()
 
-        def entry(samples: list[float], cpu: list[float]) -> dict[str, Any]:
+        def entry(samples: list[float], cpu: list[float], wl: Workload = wl) -> dict[str, Any]:
             s = stats(samples)
             s["rate_median"] = wl.rate(s["median_s"])
             s["rate_best"] = wl.rate(s["best_s"])
@@ -290,7 +290,7 @@ def main() -> int:
                     same = open_storage(az.url, az.options).fs is az.raw_fs
                     results["backends"]["azurite"] = measure(az, workloads, args.rounds)
                     results["backends"]["azurite"]["same_fs_instance"] = same
-            except Exception as exc:  # no node/npm, Azurite would not start, a check failed...
+            except Exception as exc:  # noqa: BLE001 - no node/npm, Azurite would not start, a check failed...
                 print(f"azurite: {type(exc).__name__}: {exc}")
                 results["backends"]["azurite"] = {"error": f"{type(exc).__name__}: {exc}"}
 

@@ -15,7 +15,8 @@ agent, what :func:`hpcbatch.execution.node.serve` imports), 8 at once, and
 CPU seconds of every process of the run (service, scheduler, sshd sessions and
 login shells, node processes: :func:`own_cpu`) during each pool start are
 printed too, in total and by role (:func:`role`; ``ssh`` holds the SSH sessions,
-the login shells and each node's ``--launch`` process up to its fork): with C cores to itself, a pool start takes at least CPU s / C. Target: median <= 3 s.
+the login shells and each node's ``--launch`` process up to its fork): with C cores
+to itself, a pool start takes at least CPU s / C. Target: median <= 3 s.
 
 ``--simulated N`` times a pool of N ``provider: simulated`` nodes instead (the
 control plane alone: no SSH, no node process; ``docs/scale.md``), the service

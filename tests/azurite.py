@@ -60,7 +60,7 @@ def install(cache_dir: Path = CACHE_DIR, timeout_s: float = 600.0) -> Path:
             proc = subprocess.run(
                 [npm, "install", "--prefix", str(cache_dir), "--no-audit", "--no-fund",
                  "--loglevel=error", "azurite@3"],
-                capture_output=True, text=True, timeout=timeout_s,
+                check=False, capture_output=True, text=True, timeout=timeout_s,
             )
             if proc.returncode != 0 or not exe.exists():
                 raise RuntimeError(

@@ -35,10 +35,10 @@ def running_service(state_dir: Path, **config: Any) -> Iterator[tuple[BatchClien
 def service_on_testbed(tmp: Path, nodes: int, base_address: str, **config: Any
                        ) -> Iterator[tuple[BatchClient, tb.Testbed, ServiceThread]]:
     """A testbed of ``nodes`` sshd hosts and a service (``ServiceConfig`` ``config``) using them."""
-    with tb.up(nodes, tmp / "testbed", base_address=base_address) as bed:
-        with running_service(tmp / "state", **config) as (client, thread):
-            client.add_hosts([h.model_dump(mode="json") for h in bed.hosts])
-            yield client, bed, thread
+    with (tb.up(nodes, tmp / "testbed", base_address=base_address) as bed,
+          running_service(tmp / "state", **config) as (client, thread)):
+        client.add_hosts([h.model_dump(mode="json") for h in bed.hosts])
+        yield client, bed, thread
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 60, interval_s: float = 0.1,

@@ -61,7 +61,7 @@ def server() -> Iterator[str]:
         yield f"postgresql+psycopg://hpcbatch@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
+                        "stop"], check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

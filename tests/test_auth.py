@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import urlsplit
 
@@ -38,7 +38,7 @@ from hpcbatch.client.auth import SharedKeyAuth
 ACCOUNT = "hpcbatch"
 KEY = base64.b64encode(bytes(range(64))).decode()
 DATE = "Tue, 04 Nov 2025 10:20:30 GMT"
-AT = datetime(2025, 11, 4, 10, 20, 30, tzinfo=timezone.utc)
+AT = datetime(2025, 11, 4, 10, 20, 30, tzinfo=UTC)
 BASE = "https://hpcbatch.example.test"
 SDK_HEADERS = {
     "ocp-date": DATE,
@@ -217,7 +217,8 @@ ROUND_TRIPS = [
     ("GET", BASE + "/jobs?api-version=2024-07-01.20.0&$filter=state eq 'active'", None, None),
     ("POST", BASE + "/jobs?api-version=2024-07-01.20.0", JOB_BODY, JSON_TYPE),
     ("POST", BASE + "/pools/p1/stopresize?api-version=2024-07-01.20.0", None, None),
-    ("PUT", BASE + "/pools/p1/updateproperties?api-version=2024-07-01.20.0", "ünïcode body", "text/plain; charset=utf-8"),
+    ("PUT", BASE + "/pools/p1/updateproperties?api-version=2024-07-01.20.0", "ünïcode body",
+     "text/plain; charset=utf-8"),
     ("DELETE", BASE + "/jobs/j%201?api-version=2024-07-01.20.0", None, None),
     ("HEAD", BASE + "/jobs/j1/tasks/t1/files/std%20out.txt?api-version=2024-07-01.20.0", None, None),
 ]
@@ -229,7 +230,7 @@ def test_round_trip_prepared_request(method, url, body, ctype):
     req = _prepared(method, url, headers, body, auth=SharedKeyAuth(ACCOUNT, KEY))
     assert req.headers["Authorization"].startswith(f"SharedKey {ACCOUNT}:")
     created = datetime.strptime(req.headers["ocp-date"], "%a, %d %b %Y %H:%M:%S GMT")
-    assert abs(created.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs(created.replace(tzinfo=UTC) - datetime.now(UTC)) < timedelta(minutes=1)
     if body is not None:
         data = body.encode() if isinstance(body, str) else body
         assert req.headers["Content-Length"] == str(len(data))
@@ -277,7 +278,8 @@ def test_round_trip_over_http_with_aiohttp_server():
         base = f"http://127.0.0.1:{port}"
         with requests.Session() as s:
             s.auth = SharedKeyAuth(ACCOUNT, KEY)
-            r1 = s.get(base + "/jobs", params={"api-version": "2024-07-01.20.0", "$filter": "state eq 'active'"}, timeout=10)
+            r1 = s.get(base + "/jobs", params={"api-version": "2024-07-01.20.0", "$filter": "state eq 'active'"},
+                       timeout=10)
             r2 = s.post(base + "/jobs", params={"api-version": "1"}, json={"id": "j1"}, timeout=10)
             r3 = s.post(base + "/pools/p%201/stopresize", timeout=10)
             r4 = s.delete(base + "/jobs/j1", timeout=10)
@@ -394,7 +396,8 @@ def test_missing_authorization():
 
 @pytest.mark.parametrize(
     "value",
-    ["Bearer abc", "SharedKey", "SharedKey hpcbatch", "SharedKey hpcbatch:", "SharedKey :abc", "SharedKey hpcbatch:not*base64"],
+    ["Bearer abc", "SharedKey", "SharedKey hpcbatch", "SharedKey hpcbatch:", "SharedKey :abc",
+     "SharedKey hpcbatch:not*base64"],
 )
 def test_malformed_authorization(value):
     req = _signed()

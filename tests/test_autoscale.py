@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -28,7 +28,7 @@ from hpcbatch.batch.autoscale import (
 )
 from hpcbatch.batch.errors import BadRequestError
 
-NOW = datetime(2016, 10, 13, 19, 18, 47, 805000, tzinfo=timezone.utc)  # a Thursday
+NOW = datetime(2016, 10, 13, 19, 18, 47, 805000, tzinfo=UTC)  # a Thursday
 SECOND = timedelta(seconds=1)
 
 
@@ -56,7 +56,7 @@ def ok(formula: str, metrics: MetricsSnapshot | None = None, **kwargs) -> AutoSc
     return result
 
 
-VEC_METRICS = dict(CPUPercent=series([1, 2, 3]))  # $v below: [1, 2, 3]
+VEC_METRICS = {"CPUPercent": series([1, 2, 3])}  # $v below: [1, 2, 3]
 
 
 def value_of(expression: str, setup: str = ""):
@@ -123,13 +123,13 @@ $TargetDedicated = $isWorkingWeekdayHour ? 20:10;
     @pytest.mark.parametrize(
         ("now", "target"),
         [
-            (datetime(2016, 10, 13, 10, 0, tzinfo=timezone.utc), 20),  # Thursday 10:00
-            (datetime(2016, 10, 10, 8, 0, tzinfo=timezone.utc), 20),  # Monday 08:00
-            (datetime(2016, 10, 14, 17, 59, 59, tzinfo=timezone.utc), 20),  # Friday 17:59:59
-            (datetime(2016, 10, 14, 18, 0, tzinfo=timezone.utc), 10),  # Friday 18:00
-            (datetime(2016, 10, 15, 10, 0, tzinfo=timezone.utc), 10),  # Saturday
-            (datetime(2016, 10, 16, 10, 0, tzinfo=timezone.utc), 10),  # Sunday
-            (datetime(2016, 10, 13, 7, 59, tzinfo=timezone.utc), 10),  # Thursday 07:59
+            (datetime(2016, 10, 13, 10, 0, tzinfo=UTC), 20),  # Thursday 10:00
+            (datetime(2016, 10, 10, 8, 0, tzinfo=UTC), 20),  # Monday 08:00
+            (datetime(2016, 10, 14, 17, 59, 59, tzinfo=UTC), 20),  # Friday 17:59:59
+            (datetime(2016, 10, 14, 18, 0, tzinfo=UTC), 10),  # Friday 18:00
+            (datetime(2016, 10, 15, 10, 0, tzinfo=UTC), 10),  # Saturday
+            (datetime(2016, 10, 16, 10, 0, tzinfo=UTC), 10),  # Sunday
+            (datetime(2016, 10, 13, 7, 59, tzinfo=UTC), 10),  # Thursday 07:59
         ],
     )
     def test_time_based_adjustment(self, now, target):
@@ -138,10 +138,10 @@ $TargetDedicated = $isWorkingWeekdayHour ? 20:10;
     MONDAYS = "$TargetDedicated = (time().weekday == 1 ? 5:1);"
 
     def test_five_nodes_on_mondays_one_otherwise(self):
-        monday = datetime(2016, 10, 10, 12, tzinfo=timezone.utc)
+        monday = datetime(2016, 10, 10, 12, tzinfo=UTC)
         assert ok(self.MONDAYS, snapshot(now=monday)).target_dedicated_nodes == 5
         assert ok(self.MONDAYS).target_dedicated_nodes == 1
-        sunday = datetime(2016, 10, 16, 12, tzinfo=timezone.utc)
+        sunday = datetime(2016, 10, 16, 12, tzinfo=UTC)
         assert ok("$d = time().weekday;", snapshot(now=sunday)).variables["$d"] == 0
 
     TASK_BASED = """
@@ -287,7 +287,7 @@ maxNumberofVMs = 25;
 pendingTaskSamplePercent = $PendingTasks.GetSamplePercent(180 * TimeInterval_Second);
 pendingTaskSamples = pendingTaskSamplePercent < 70 ? startingNumberOfVMs : avg($PendingTasks.GetSample(180 * TimeInterval_Second));
 $TargetDedicatedNodes=min(maxNumberofVMs, pendingTaskSamples);
-$NodeDeallocationOption = taskcompletion;"""
+$NodeDeallocationOption = taskcompletion;"""  # noqa: E501 - the formula as Batch's autoscale doc prints it
 
     def test_pending_tasks_sample_formula(self):
         assert ok(self.PENDING).target_dedicated_nodes == 1  # no samples yet: starting size
@@ -399,7 +399,7 @@ class TestSamples:
         assert ok(formula, self.LATE).variables["$s"] == [26.0, 27.0]
 
     def test_future_samples_are_ignored(self):
-        metrics = snapshot(CPUPercent=series([1, 2, 3]) + [Sample(NOW + SECOND, 99.0)])
+        metrics = snapshot(CPUPercent=[*series([1, 2, 3]), Sample(NOW + SECOND, 99.0)])
         assert ok("$s = $CPUPercent.GetSample(1);", metrics).variables["$s"] == [3.0]
 
     def test_unordered_and_naive_samples(self):
@@ -423,11 +423,11 @@ class TestSamples:
         assert error["code"] == "InsufficientSampleData"
 
     def test_every_metric_variable_is_sampled(self):
-        names = (
-            "CPUPercent WallClockSeconds MemoryBytes DiskBytes DiskReadBytes DiskWriteBytes DiskReadOps "
-            "DiskWriteOps NetworkInBytes NetworkOutBytes SampleNodeCount ActiveTasks RunningTasks "
-            "PendingTasks SucceededTasks FailedTasks UsableNodeCount PreemptedNodeCount"
-        ).split()
+        names = [
+            "CPUPercent", "WallClockSeconds", "MemoryBytes", "DiskBytes", "DiskReadBytes", "DiskWriteBytes",
+            "DiskReadOps", "DiskWriteOps", "NetworkInBytes", "NetworkOutBytes", "SampleNodeCount", "ActiveTasks",
+            "RunningTasks", "PendingTasks", "SucceededTasks", "FailedTasks", "UsableNodeCount", "PreemptedNodeCount",
+        ]
         metrics = snapshot(**{name: series([i]) for i, name in enumerate(names)})
         formula = ";\n".join(f"$m{i} = ${name}.GetSample(1)" for i, name in enumerate(names))
         result = ok(formula, metrics)
@@ -479,8 +479,8 @@ class TestOperations:
             ("TimeInterval_Hour + TimeInterval_Minute", timedelta(minutes=61)),
             ("TimeInterval_Hour - TimeInterval_Minute", timedelta(minutes=59)),
             # timeinterval + timestamp, timestamp + timeinterval, timestamp - timestamp
-            ('TimeInterval_Day + time("2016-10-13T00:00:00Z")', datetime(2016, 10, 14, tzinfo=timezone.utc)),
-            ('time("2016-10-13T00:00:00Z") + TimeInterval_Week', datetime(2016, 10, 20, tzinfo=timezone.utc)),
+            ('TimeInterval_Day + time("2016-10-13T00:00:00Z")', datetime(2016, 10, 14, tzinfo=UTC)),
+            ('time("2016-10-13T00:00:00Z") + TimeInterval_Week', datetime(2016, 10, 20, tzinfo=UTC)),
             ('time("2016-10-13T01:00:00Z") - time("2016-10-13")', timedelta(hours=1)),
             # unary
             ("-5", -5), ("--5", 5), ("!0", 1), ("!5", 0), ("!!7", 1), ("-TimeInterval_Second", timedelta(seconds=-1)),
@@ -632,13 +632,13 @@ class TestFunctions:
         ("argument", "expected"),
         [
             ("", NOW),
-            ('"2016-10-13T19:18:47Z"', datetime(2016, 10, 13, 19, 18, 47, tzinfo=timezone.utc)),
-            ('"2016-10-13T21:18:47.5+02:00"', datetime(2016, 10, 13, 19, 18, 47, 500000, tzinfo=timezone.utc)),
-            ('"2016-10-13"', datetime(2016, 10, 13, tzinfo=timezone.utc)),
-            ('"2016-10"', datetime(2016, 10, 1, tzinfo=timezone.utc)),
-            ('"2016"', datetime(2016, 1, 1, tzinfo=timezone.utc)),
-            ('"2016-10-13T19:18Z"', datetime(2016, 10, 13, 19, 18, tzinfo=timezone.utc)),
-            ('"Thu, 13 Oct 2016 19:18:47 GMT"', datetime(2016, 10, 13, 19, 18, 47, tzinfo=timezone.utc)),
+            ('"2016-10-13T19:18:47Z"', datetime(2016, 10, 13, 19, 18, 47, tzinfo=UTC)),
+            ('"2016-10-13T21:18:47.5+02:00"', datetime(2016, 10, 13, 19, 18, 47, 500000, tzinfo=UTC)),
+            ('"2016-10-13"', datetime(2016, 10, 13, tzinfo=UTC)),
+            ('"2016-10"', datetime(2016, 10, 1, tzinfo=UTC)),
+            ('"2016"', datetime(2016, 1, 1, tzinfo=UTC)),
+            ('"2016-10-13T19:18Z"', datetime(2016, 10, 13, 19, 18, tzinfo=UTC)),
+            ('"Thu, 13 Oct 2016 19:18:47 GMT"', datetime(2016, 10, 13, 19, 18, 47, tzinfo=UTC)),
             ('""', NOW),
         ],
     )

@@ -18,7 +18,7 @@ $NodeDeallocationOption = taskcompletion;
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):
     with service_on_testbed(tmp_path_factory.mktemp("autoscale"), 3, "127.0.10.1",
-                            metrics_interval_s=0.5, min_autoscale_interval_s=1) as (c, bed, th):
+                            metrics_interval_s=0.5, min_autoscale_interval_s=1) as (c, _bed, th):
         yield c, th
 
 

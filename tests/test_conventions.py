@@ -319,7 +319,7 @@ def test_task_saves_outputs_and_a_client_reads_them_back(backend: Backend, tmp_p
     # the task: its own process, given only its environment (as the node agent would)
     proc = subprocess.run([sys.executable, "-c", TASK_SCRIPT], cwd=task_dir / "wd",
                           env=_task_env(backend, job_id, task_id, task_dir),
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "task finished" in proc.stdout
 
@@ -481,13 +481,13 @@ def test_save_tracked_flushes_when_the_block_raises(backend: Backend, tmp_path: 
     outputs = TaskOutputStorage(backend.open(), _unique("tracked"), "test-task")
     log = tmp_path / "stderr.txt"
     log.write_text("before\n")
-    with pytest.raises(RuntimeError, match="task failed"):
-        # an hour between flushes: only the first tick and the exit can upload
-        with outputs.save_tracked(TaskOutputKind.TaskLog, str(log), 3600.0, dest="stderr.txt"):
-            time.sleep(0.2)
-            with open(log, "a") as f:
-                f.write("Traceback: task failed\n")
-            raise RuntimeError("task failed")
+    # an hour between flushes: only the first tick and the exit can upload
+    with (pytest.raises(RuntimeError, match="task failed"),
+          outputs.save_tracked(TaskOutputKind.TaskLog, str(log), 3600.0, dest="stderr.txt")):
+        time.sleep(0.2)
+        with open(log, "a") as f:
+            f.write("Traceback: task failed\n")
+        raise RuntimeError("task failed")
     assert outputs.get_bytes(TaskOutputKind.TaskLog, "stderr.txt") == b"before\nTraceback: task failed\n"
 
 
@@ -496,12 +496,12 @@ def test_save_tracked_while_the_file_is_being_written(backend: Backend, tmp_path
     outputs = TaskOutputStorage(backend.open(), _unique("tracked"), "test-task")
     log = tmp_path / "busy.txt"
     log.touch()
-    with outputs.save_tracked(TaskOutputKind.TaskLog, str(log), 0.005, dest="Tracked2.txt") as tracked:
-        with open(log, "a") as f:
-            for i in range(200):
-                f.write(f"Line {i}\n")
-                f.flush()
-                time.sleep(0.002)
+    with (outputs.save_tracked(TaskOutputKind.TaskLog, str(log), 0.005, dest="Tracked2.txt") as tracked,
+          open(log, "a") as f):
+        for i in range(200):
+            f.write(f"Line {i}\n")
+            f.flush()
+            time.sleep(0.002)
     assert outputs.get_bytes(TaskOutputKind.TaskLog, "Tracked2.txt") == log.read_bytes()
     assert tracked.flush_errors == []
 

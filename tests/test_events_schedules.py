@@ -30,7 +30,7 @@ def _on_loop(thread, fn, *args):
 
 
 def test_events_are_written_as_json_lines(env):
-    client, thread, tmp = env
+    client, _thread, tmp = env
     client.create_job({"id": "ev", "poolInfo": {"poolId": "p"}})
     client.create_tasks("ev", [{"id": "ok", "commandLine": "/bin/true"},
                                {"id": "bad", "commandLine": "/bin/false"}])

@@ -38,8 +38,8 @@ def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
 
 def test_import_contracts() -> None:
     done = _run([sys.executable, "-c",
-                 "import sys; from importlinter.cli import lint_imports_command; "
-                 "sys.argv[0] = 'lint-imports'; lint_imports_command()",
+                 ("import sys; from importlinter.cli import lint_imports_command; "
+                  "sys.argv[0] = 'lint-imports'; lint_imports_command()"),
                  "--no-cache"], timeout_s=300)
     assert done.returncode == 0, f"lint-imports failed:\n{done.stdout}\n{done.stderr}"
     # Every contract of pyproject.toml was checked.

@@ -121,8 +121,8 @@ def test_launch_argv_nprocs_and_launcher() -> None:
     ({"ppn": 0}, "ppn"),
     ({"ppn": -2}, "ppn"),
     ({"nprocs": 0}, "nprocs"),
-    ({"flavor": "mvapich"}, "unknown MPI flavor 'mvapich'; expected one of: mpich, openmpi, "
-                            "intelmpi"),
+    ({"flavor": "mvapich"}, ("unknown MPI flavor 'mvapich'; expected one of: mpich, openmpi, "
+                             "intelmpi")),
     ({"env": {"A=B": "x"}}, "not an environment variable name"),
     ({"allow_run_as_root": True}, "Open MPI option"),
     ({"extra_args": "-v"}, "extra_args"),
@@ -152,7 +152,7 @@ def test_launch_argv_runs_with_mpich() -> None:
     # Without PYTHONUNBUFFERED each rank writes its line at once at exit; with it,
     # hydra may interleave the two ranks' words.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.splitlines()) == ["0 2", "1 2"], proc.stdout
 
@@ -202,7 +202,7 @@ def test_batch_command_line_expands_only_the_host_list(showargs: str, flavor: st
     words = ["prog", "it's", "$HOME", "`id`", "a b", '"q"', "\\", "$(echo no)", "*"]
     line = batch_command_line(words, 2, ppn=3, flavor=flavor,  # type: ignore[arg-type]
                               env={"V": "x $y 'z'"}, launcher=showargs)
-    proc = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30,
+    proc = subprocess.run(shlex.split(line), check=False, capture_output=True, text=True, timeout=30,
                           env={**os.environ, "AZ_BATCH_HOST_LIST": "h1,h2"})
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
@@ -216,7 +216,7 @@ def test_batch_command_line_expands_only_the_host_list(showargs: str, flavor: st
 def test_batch_command_line_without_host_list_fails_clearly(showargs: str) -> None:
     line = batch_command_line(["prog"], 2, launcher=showargs)
     env = {k: v for k, v in os.environ.items() if k != "AZ_BATCH_HOST_LIST"}
-    proc = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30, env=env)
+    proc = subprocess.run(shlex.split(line), check=False, capture_output=True, text=True, timeout=30, env=env)
     assert proc.returncode != 0
     assert "AZ_BATCH_HOST_LIST" in proc.stderr and "not a multi-instance task" in proc.stderr
 

@@ -33,7 +33,7 @@ def mpi(mpi_home: Path):
     The hosts' ``python`` is this interpreter (in CI, a fresh virtual environment's,
     whose bin directory holds the mpich wheel's ``mpiexec``); they have :data:`SITE_ENV`.
     """
-    with service_on_testbed(mpi_home, 4, "127.0.2.1") as (client, bed, th):
+    with service_on_testbed(mpi_home, 4, "127.0.2.1") as (client, bed, _th):
         client.add_hosts([{**h.model_dump(mode="json"), "env": SITE_ENV} for h in bed.hosts])
         client.create_pool({"id": "mpi", "vmSize": "testbed", "targetDedicatedNodes": 4,
                             "enableInterNodeCommunication": True})

@@ -155,11 +155,11 @@ def test_tls_handshake_strict_with_hostnames(tmp_path):
         server_ctx, client_ctx = ctx(ssl.Purpose.CLIENT_AUTH), ctx(ssl.Purpose.SERVER_AUTH)
         errors = []
 
-        def serve(sock=a, sctx=server_ctx):
+        def serve(sock=a, sctx=server_ctx, errors=errors):
             try:
                 with sctx.wrap_socket(sock, server_side=True) as s:
                     s.sendall(s.recv(5))
-            except Exception as exc:  # pragma: no cover - reported below
+            except Exception as exc:  # noqa: BLE001 - reported below  # pragma: no cover
                 errors.append(exc)
 
         t = threading.Thread(target=serve)
@@ -224,12 +224,12 @@ def test_dask_scheduler_mutual_tls(tmp_path):
             port = int(s.address.rsplit(":", 1)[1])
 
             # accepted: the cluster's certificate, and a worker that computes
-            async with Worker(s.address, security=sec, nthreads=1, dashboard=False) as w:
-                async with Client(s.address, security=sec, asynchronous=True, timeout=CONNECT_TIMEOUT) as c:
-                    info = await c.scheduler.identity()
-                    assert w.address in info["workers"]
-                    assert w.address.startswith("tls://")
-                    assert await c.submit(lambda x: x + 1, 41) == 42
+            async with (Worker(s.address, security=sec, nthreads=1, dashboard=False) as w,
+                        Client(s.address, security=sec, asynchronous=True, timeout=CONNECT_TIMEOUT) as c):
+                info = await c.scheduler.identity()
+                assert w.address in info["workers"]
+                assert w.address.startswith("tls://")
+                assert await c.submit(lambda x: x + 1, 41) == 42
 
             # rejected, concurrently so the test takes one connect timeout at most.
             # No security at all: Dask refuses a tls:// address without an SSL

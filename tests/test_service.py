@@ -251,9 +251,9 @@ def test_client_without_certificates_cannot_join_the_scheduler(tmp_path):
 
 
 def _start_service_process(state_dir: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "hpcbatch.api.server", "--state-dir", str(state_dir),
-                             "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=open(state_dir.parent / "service.log", "ab"))
+    with open(state_dir.parent / "service.log", "ab") as log:  # the service keeps its own copy
+        proc = subprocess.Popen([sys.executable, "-m", "hpcbatch.api.server", "--state-dir", str(state_dir),
+                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=log)
     line = proc.stdout.readline()
     assert line, (state_dir.parent / "service.log").read_text()[-2000:]
     return proc

@@ -47,7 +47,7 @@ PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "hpcbatch" / "templ
 def env(tmp_path_factory: pytest.TempPathFactory):
     """A 3-host testbed (127.0.4.x), a service, and pool ``tpl``: 3 nodes x 4 slots."""
     tmp = tmp_path_factory.mktemp("templates")
-    with service_on_testbed(tmp, 3, "127.0.4.1") as (client, bed, _):
+    with service_on_testbed(tmp, 3, "127.0.4.1") as (client, _bed, _):
         client.create_pool({"id": POOL, "vmSize": "testbed", "targetDedicatedNodes": 3,
                             "taskSlotsPerNode": 4})
         assert [n.state for n in client.wait_for_pool(POOL, timeout_s=180)] == ["idle"] * 3
@@ -134,7 +134,7 @@ def test_the_starter_projects_work_as_copied(tmp_path: Path) -> None:
     (wd.parent / "stdout.txt").write_text("log line\n")
     storage_url = (tmp_path / "storage").as_uri()
     proc = subprocess.run(
-        [sys.executable, str(tmp_path / "tp" / "main.py")], cwd=wd, capture_output=True, text=True,
+        [sys.executable, str(tmp_path / "tp" / "main.py")], cwd=wd, check=False, capture_output=True, text=True,
         env={"PATH": "/usr/bin:/bin", "AZ_BATCH_JOB_ID": "job1", "AZ_BATCH_TASK_ID": "t1",
              "AZ_BATCH_TASK_WORKING_DIR": str(wd), **storage_environment(storage_url)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -300,7 +300,7 @@ def test_a_task_the_service_rejects_exits_1_naming_it(env, jm_env) -> None:
             yield from ({"id": f"late{i}", "commandLine": "/bin/true"} for i in range(5))
 
     job = _job(client, "jm-rejected")
-    code, out, err = _run_jm(Rejected, {**jm_env, "AZ_BATCH_JOB_ID": job})
+    code, out, _err = _run_jm(Rejected, {**jm_env, "AZ_BATCH_JOB_ID": job})
     assert code == 1
     assert "task bad: TaskDependenciesNotSpecifiedOnJob" in out, out
     assert "bad" not in _ids(client, job) and "ok0" in _ids(client, job)
@@ -436,7 +436,7 @@ def _run_tp(cls, env: dict[str, str], argv: list[str] | None = None) -> tuple[in
 
 
 class _Writer(TaskProcessor):
-    outputs_to_save = {"result-*.txt": TaskOutputKind.TaskOutput,
+    outputs_to_save = {"result-*.txt": TaskOutputKind.TaskOutput,  # noqa: RUF012 - read, never changed
                        "../stdout.txt": "TaskLog", "missing.bin": TaskOutputKind.TaskPreview}
 
     def run(self) -> int:

@@ -75,7 +75,7 @@ def test_stdin_and_large_output(ssh: SshTransport) -> None:
 
 def test_run_timeout(ssh: SshTransport) -> None:
     started = time.monotonic()
-    with pytest.raises(NodeConnectionError, match="did not finish within 0.5 s"):
+    with pytest.raises(NodeConnectionError, match=r"did not finish within 0\.5 s"):
         ssh.run(["sleep", "5"], timeout_s=0.5)
     assert time.monotonic() - started < 3
     assert ssh.run(["true"]).exit_code == 0  # the connection is still usable
@@ -194,7 +194,7 @@ def test_wrong_key_fails_authentication(testbed: Testbed, tmp_path: Path) -> Non
 
 def test_missing_ssh_config_file(testbed: Testbed, tmp_path: Path) -> None:
     host = testbed.hosts[0].model_copy(update={"ssh_config": str(tmp_path / "nope")})
-    with pytest.raises(NodeConnectionError, match="ssh config file .*nope does not exist"):
+    with pytest.raises(NodeConnectionError, match=r"ssh config file .*nope does not exist"):
         SshTransport(host).run(["true"])
 
 
@@ -258,7 +258,7 @@ def test_local_transport(tmp_path: Path) -> None:
         assert transport.run(["cat"], stdin=b"in").stdout == "in"
         assert transport.run(["sh", "-c", "exit 4"]).exit_code == 4
         assert transport.run(["no-such-program-hpcbatch"]).exit_code == 127
-        with pytest.raises(NodeConnectionError, match="did not finish within 0.2 s"):
+        with pytest.raises(NodeConnectionError, match=r"did not finish within 0\.2 s"):
             transport.run(["sleep", "5"], timeout_s=0.2)
         transport.put_bytes(b"data", str(tmp_path / "a" / "b"), mode=0o644)
         assert (tmp_path / "a" / "b").read_bytes() == b"data"

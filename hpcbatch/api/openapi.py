@@ -250,7 +250,7 @@ def _parameters(method: str, path: str, handler: Callable[..., Any],
         {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
         for n in names]
     common = ["api-version", "timeout", "client-request-id"]
-    if path in ("/health",):
+    if path == "/health":
         common = []
     extra: list[str] = []
     is_list = method == "GET" and handler.__name__.startswith("list_")

@@ -37,8 +37,8 @@ from hpcbatch.api.security import (
 )
 from hpcbatch.batch.statedir import EVENTS_FILE, SERVICE_FILE, default_state_dir
 from hpcbatch.core.service import BatchService, Quotas
-from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.core.simulated import SimulatedEngine
+from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.transfer import StorageRef
 from hpcbatch.storage.fs import default_storage_url
 from hpcbatch.store.database import Store, sqlite_url
@@ -239,7 +239,7 @@ class ServiceThread:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self.runtime.start())
-        except BaseException as exc:  # reported to the starting thread
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             self._error = exc
             self._started.set()
             return

@@ -62,7 +62,7 @@ import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
@@ -73,6 +73,12 @@ from lark.tree import Meta
 from .errors import BadRequestError
 
 __all__ = [
+    "MAX_FORMULA_BYTES",
+    "MAX_NESTING",
+    "MAX_STATEMENTS",
+    "METRIC_VARIABLES",
+    "NODE_DEALLOCATION_OPTIONS",
+    "SAMPLE_PERIOD",
     "AutoScaleResult",
     "Formula",
     "FormulaError",
@@ -82,12 +88,6 @@ __all__ = [
     "TimeInterval",
     "evaluate",
     "parse_formula",
-    "MAX_FORMULA_BYTES",
-    "MAX_STATEMENTS",
-    "MAX_NESTING",
-    "SAMPLE_PERIOD",
-    "NODE_DEALLOCATION_OPTIONS",
-    "METRIC_VARIABLES",
 ]
 
 MAX_FORMULA_BYTES = 8 * 1024
@@ -129,11 +129,11 @@ _READ_ONLY_VALUES = {  # plain doubles, read from the snapshot's attributes
 METRIC_VARIABLES = frozenset(
     "$" + n
     for n in (
-        "CPUPercent WallClockSeconds MemoryBytes DiskBytes DiskReadBytes DiskWriteBytes "
-        "DiskReadOps DiskWriteOps NetworkInBytes NetworkOutBytes SampleNodeCount "
-        "UsableNodeCount PreemptedNodeCount ActiveTasks RunningTasks PendingTasks "
-        "SucceededTasks FailedTasks"
-    ).split()
+        "CPUPercent", "WallClockSeconds", "MemoryBytes", "DiskBytes", "DiskReadBytes", "DiskWriteBytes",
+        "DiskReadOps", "DiskWriteOps", "NetworkInBytes", "NetworkOutBytes", "SampleNodeCount",
+        "UsableNodeCount", "PreemptedNodeCount", "ActiveTasks", "RunningTasks", "PendingTasks",
+        "SucceededTasks", "FailedTasks",
+    )
 )
 """Sampled service-defined variables; a snapshot keys their series without the ``$``."""
 _SERVICE_NAMES = set(_RW_CANONICAL) | set(_READ_ONLY_VALUES) | METRIC_VARIABLES
@@ -695,7 +695,7 @@ _COMPARE = {
 }
 _OPERATIONS: dict[tuple[str, str, str], tuple[str, Any]] = {}
 for _op in "+-*/":
-    _OPERATIONS[_op, DOUBLE, DOUBLE] = (DOUBLE, lambda op, a, b: _arith(op, a, b))
+    _OPERATIONS[_op, DOUBLE, DOUBLE] = (DOUBLE, _arith)
     _OPERATIONS[_op, VEC, DOUBLE] = (VEC, lambda op, a, b: tuple(_arith(op, x, b) for x in a))
     _OPERATIONS[_op, VEC, VEC] = (VEC, _vec_vec)
 _OPERATIONS["*", DOUBLE, INTERVAL] = (INTERVAL, lambda op, a, b: _scale(b, a))
@@ -744,8 +744,8 @@ _METHODS: dict[str, tuple[str, list[tuple[tuple[str, ...], ...]], str]] = {
     "GetSample": (
         VEC,
         [((DOUBLE,),), (_TIME,), (_TIME, (DOUBLE,)), (_TIME, _TIME), (_TIME, _TIME, (DOUBLE,))],
-        "(double count), (start [, double samplePercent]) or (start, end [, double samplePercent]) "
-        "where start and end are timestamps or timeintervals",
+        ("(double count), (start [, double samplePercent]) or (start, end [, double samplePercent]) "
+         "where start and end are timestamps or timeintervals"),
     ),
     "GetSamplePercent": (DOUBLE, [(_TIME,), (_TIME, _TIME)], "(start [, end]), timestamps or timeintervals"),
     "GetSamplePeriod": (INTERVAL, [(), (_TIME,), (_TIME, _TIME)], "() or (start [, end])"),
@@ -908,7 +908,7 @@ def _deallocation_error(value: object) -> str:
 
 
 def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 _W3C_DTF = re.compile(
@@ -923,7 +923,7 @@ def _parse_time(text: str) -> datetime:
     try:
         if m:
             year, month, day, hour, minute, second, fraction, zone = m.groups()
-            tz = timezone.utc
+            tz = UTC
             if zone and zone != "Z":
                 offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
                 tz = timezone(-offset if zone[0] == "-" else offset)
@@ -931,7 +931,7 @@ def _parse_time(text: str) -> datetime:
             return datetime(
                 int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0),
                 min(micro, 999_999), tzinfo=tz,
-            ).astimezone(timezone.utc)
+            ).astimezone(UTC)
         return _utc(parsedate_to_datetime(text))
     except (TypeError, ValueError, IndexError):
         pass

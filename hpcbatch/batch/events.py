@@ -25,42 +25,39 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import TypeAdapter, ValidationError
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "POOL_CREATE",
-    "POOL_DELETE_START",
-    "POOL_DELETE_COMPLETE",
-    "POOL_RESIZE_START",
-    "POOL_RESIZE_COMPLETE",
+    "EVENT_NAMES",
     "POOL_AUTOSCALE",
-    "TASK_START",
+    "POOL_CREATE",
+    "POOL_DELETE_COMPLETE",
+    "POOL_DELETE_START",
+    "POOL_RESIZE_COMPLETE",
+    "POOL_RESIZE_START",
+    "SPECIAL_TASK",
     "TASK_COMPLETE",
     "TASK_FAIL",
     "TASK_REQUEUE",
     "TASK_SCHEDULE_FAIL",
-    "SPECIAL_TASK",
-    "EVENT_NAMES",
+    "TASK_START",
     "format_time",
-    "pool_create_event",
-    "pool_delete_start_event",
-    "pool_delete_complete_event",
-    "pool_resize_start_event",
-    "pool_resize_complete_event",
     "pool_autoscale_event",
-    "task_start_event",
+    "pool_create_event",
+    "pool_delete_complete_event",
+    "pool_delete_start_event",
+    "pool_resize_complete_event",
+    "pool_resize_start_event",
+    "special_task_event",
     "task_complete_event",
     "task_fail_event",
     "task_requeue_event",
     "task_schedule_fail_event",
-    "special_task_event",
+    "task_start_event",
 ]
 
 # ----------------------------------------------------------------------- names

@@ -862,7 +862,7 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> InvalidQueryParameterError
         if interactive is not None:
             try:
                 names = set(interactive.accepts())
-            except Exception:  # pragma: no cover - fall back to the state's lookaheads
+            except Exception:  # noqa: BLE001 - the parser's lookahead failed: fall back to the state's  # pragma: no cover
                 names = set(exc.expected)
         if "_OR" in names:
             # LALR reduced the last and-expression before it saw the bad token;

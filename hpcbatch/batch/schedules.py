@@ -57,18 +57,18 @@ from hpcbatch.batch.models import (
 
 __all__ = [
     "MIN_INTERVAL",
-    "Schedule",
-    "JobScheduleSpec",
-    "ScheduleState",
-    "ScheduleDecision",
-    "ScheduleClock",
-    "SystemClock",
-    "ManualClock",
     "SYSTEM_CLOCK",
-    "job_id_for",
-    "next_run_time",
+    "JobScheduleSpec",
+    "ManualClock",
+    "Schedule",
+    "ScheduleClock",
+    "ScheduleDecision",
+    "ScheduleState",
+    "SystemClock",
     "due",
     "evaluate",
+    "job_id_for",
+    "next_run_time",
 ]
 
 MIN_INTERVAL = timedelta(minutes=1)

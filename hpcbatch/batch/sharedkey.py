@@ -48,7 +48,7 @@ import itertools
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl
 
@@ -332,7 +332,7 @@ def _request_time(h: Mapping[str, str]) -> datetime:
             values={"AuthenticationErrorDetail": f"unparsable date {raw!r}"},
         )
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when
 
 
@@ -451,9 +451,9 @@ def verify(
         ) from None
 
     created = _request_time(h)
-    current = now or datetime.now(timezone.utc)
+    current = now or datetime.now(UTC)
     if current.tzinfo is None:
-        current = current.replace(tzinfo=timezone.utc)
+        current = current.replace(tzinfo=UTC)
     skew = abs(current - created)
     if skew > max_skew:
         raise AuthenticationError(

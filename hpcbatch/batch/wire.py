@@ -55,5 +55,5 @@ def parse_iso(text: str | None) -> datetime | None:
     """
     if text is None:
         return None
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    dt = datetime.fromisoformat(text)
     return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo is not None else dt

@@ -121,7 +121,7 @@ class ServiceContext:
         if self.events is not None:
             try:
                 self.events.emit(name, body)
-            except Exception as exc:  # events never break the operation that caused them
+            except Exception as exc:  # noqa: BLE001 - events never break the operation that caused them
                 log.warning("cannot record %s: %s", name, exc)
 
     def run_key(self, prefix: str) -> str:

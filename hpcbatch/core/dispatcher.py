@@ -82,17 +82,17 @@ TOKEN_GRACE = timedelta(minutes=15)
 """How long a token outlives its task's ``maxWallClockTime``."""
 
 
-_END_VALUES = dict(
-    state=sa.bindparam("b_state"), previous_state=tasks.c.state,
-    previous_state_transition_time=tasks.c.state_transition_time,
-    state_transition_time=sa.bindparam("b_now"), exit_code=sa.bindparam("b_exit"),
-    failure_info=sa.bindparam("b_failure"), end_time=sa.bindparam("b_end"),
-    result=sa.bindparam("b_result"), retry_count=sa.bindparam("b_retry"),
-    last_retry_time=sa.func.coalesce(sa.bindparam("b_retry_time", type_=sa.DateTime),
-                                     tasks.c.last_retry_time),
-    last_modified=sa.bindparam("b_now"), etag=sa.bindparam("b_etag"),
-    satisfies=sa.bindparam("b_satisfies"), cleanup_at=sa.bindparam("b_cleanup"),
-)
+_END_VALUES = {
+    "state": sa.bindparam("b_state"), "previous_state": tasks.c.state,
+    "previous_state_transition_time": tasks.c.state_transition_time,
+    "state_transition_time": sa.bindparam("b_now"), "exit_code": sa.bindparam("b_exit"),
+    "failure_info": sa.bindparam("b_failure"), "end_time": sa.bindparam("b_end"),
+    "result": sa.bindparam("b_result"), "retry_count": sa.bindparam("b_retry"),
+    "last_retry_time": sa.func.coalesce(sa.bindparam("b_retry_time", type_=sa.DateTime),
+                                        tasks.c.last_retry_time),
+    "last_modified": sa.bindparam("b_now"), "etag": sa.bindparam("b_etag"),
+    "satisfies": sa.bindparam("b_satisfies"), "cleanup_at": sa.bindparam("b_cleanup"),
+}
 _END_WHERE = (tasks.c.seq == sa.bindparam("b_seq"),
               task_moves(TASK_HOLDS_NODE, {TaskState.active, TaskState.completed}))
 _END = BulkStatement(tasks.update().where(*_END_WHERE).values(**_END_VALUES))
@@ -181,7 +181,7 @@ class Dispatcher:
         self.preparation = preparation
         self.applications = applications
         self._ended: list[Ended] = []
-        self.gangs = GangHealth(lambda node, code, message:
+        self.gangs = GangHealth(lambda node, code, message:  # noqa: PLW0108 - pool_manager read at call time
                                 self.ctx.pool_manager.quarantine(node, code, message))
         """Nodes that failed multi-instance tasks: retries avoid them."""
 
@@ -208,19 +208,18 @@ class Dispatcher:
                     "category": "usererror", "code": "JobPreparationTaskFailed",
                     "message": f"The job preparation task failed on node {exc}; the task "
                                "goes back to the queue for another node."})
-        except (asyncio.CancelledError, Exception) as exc:
-            if run.key in self.runs.by_key:
-                if await self._nodes_alive(run):
-                    self._ended.append(Ended(run, None, f"{type(exc).__name__}: {exc}"
-                                             if str(exc) else type(exc).__name__))
-                # else: the node was lost; its runs are requeued, not failed.
+        except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - any failure of the run is the task's
+            # (a run whose node was lost is requeued, not failed)
+            if run.key in self.runs.by_key and await self._nodes_alive(run):
+                self._ended.append(Ended(run, None, f"{type(exc).__name__}: {exc}"
+                                         if str(exc) else type(exc).__name__))
         self.ctx.kick()
 
     async def _nodes_alive(self, run: Run) -> bool:
         """Check that the run's nodes still have their workers; report the lost ones."""
         try:
             workers = await self.ctx.engine.workers()
-        except Exception:
+        except Exception:  # noqa: BLE001 - the scheduler cannot say: take the nodes as alive
             return True
         alive = True
         for node in run.nodes:

@@ -74,7 +74,7 @@ class Housekeeping:
         for worker, (node_id, dirs) in by_worker.items():
             try:
                 await self.ctx.engine.remove_dirs(worker, dirs)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged; the other nodes are cleaned up
                 log.warning("cannot remove task dirs on node %s: %s", node_id, exc)
         if rows:
             with self.ctx.store.begin() as conn:

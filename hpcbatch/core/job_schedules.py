@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 def _parse(text: str) -> datetime:
     """Parse a time this module wrote (:func:`hpcbatch.batch.wire.iso`) as an aware UTC datetime."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)
 
 
 class JobSchedules:
@@ -283,7 +283,7 @@ class JobSchedules:
 
     async def _finish_closing(self, key: str, interval_s: float = 0.1) -> None:
         """Wait until a terminating or deleting schedule's jobs are done, then close it."""
-        while not self._close_if_done(key):
+        while not self._close_if_done(key):  # noqa: ASYNC110 - polls the store: its jobs end in other requests
             await asyncio.sleep(interval_s)
 
     def _close_if_done(self, key: str) -> bool:

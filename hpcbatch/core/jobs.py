@@ -471,7 +471,7 @@ class Jobs:
             await asyncio.gather(*(self.runs.kill(r) for r in runs), return_exceptions=True)
         # Every way (``wait`` too) ends with no task of the job running: the job stays
         # disabling until then (REST Job - Disable, JobState.disabled).
-        while self.runs.of_job(job_key):
+        while self.runs.of_job(job_key):  # noqa: ASYNC110 - polls state that many paths change
             await asyncio.sleep(0.05)
         with self.ctx.store.begin() as conn:
             row = Store.fetch_one(conn, jobs, key=job_key)
@@ -654,7 +654,7 @@ class Jobs:
             decided = dependencies.job_action_after(
                 ((ok, run.is_manager, run.kill_job_on_completion, ending.job_action)
                  for run, ok, ending in items), on_task_failure=spec.get("onTaskFailure"))
-            action, reason = decided if decided else (None, None)
+            action, reason = decided or (None, None)
             if (action is None and spec.get("onAllTasksComplete") == "terminatejob"
                     and self._all_tasks_complete(conn, job_key)):
                 action, reason = "terminate", "AllTasksComplete"

@@ -12,7 +12,6 @@ from hpcbatch.batch.states import NODE_ACCEPTS_TASKS
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.providers.inventory import Host
 
-
 RECENT_TASKS = 10
 """How many tasks a node's ``recentTasks`` lists: its running ones first, then the latest
 that ended on it (Batch documents no number)."""

@@ -257,7 +257,7 @@ class PoolManager:
         settling = any(n.state in NODE_JOINING_OR_LEAVING
                        and not (n.state == "starting" and n.last_boot_time is not None)
                        for n in nodes_.values())
-        state = "resizing" if settling or len(nodes_) != target and self.can_grow(pool_key) else "steady"
+        state = "resizing" if settling or (len(nodes_) != target and self.can_grow(pool_key)) else "steady"
         if pool_key in self.stopping:
             if state == "resizing":
                 return "stopping"
@@ -348,7 +348,7 @@ class PoolManager:
         for provider in self._providers.values():
             try:
                 provider.close()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - at close, one provider's failure must not stop the others
                 pass
         self._providers.clear()
 
@@ -1043,7 +1043,7 @@ class PoolManager:
         except NodeConnectionError as exc:
             self.fail(node, "NodeConnectionFailed", str(exc))
             return
-        except Exception as exc:  # an unexpected provider failure still names the host
+        except Exception as exc:  # noqa: BLE001 - an unexpected provider failure still names the host
             self.fail(node, "NodeStartFailed", f"host {node.host.name}: {exc}")
             return
         await self.sync_trust(node.pool_key)  # the other nodes accept this one from now on
@@ -1151,7 +1151,7 @@ class PoolManager:
             )
             try:
                 outcome: agent.Outcome = await self.engine.run_launch(node.worker or "", launch)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any launch failure is the node's StartTaskFailed
                 if gen != node.generation:
                     return
                 self.fail(node, "StartTaskFailed",

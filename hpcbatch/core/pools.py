@@ -366,7 +366,7 @@ class Pools:
             kind = "low-priority" if low else "dedicated"
             of_kind = [h for h in all_hosts if h.low_priority is low]
             misfits = [pm.host_misfit(spec, h) for h in of_kind]
-            if not of_kind or all(m is not None for m in misfits) and "unread" not in misfits:
+            if not of_kind or (all(m is not None for m in misfits) and "unread" not in misfits):
                 message = self._no_host_message(spec, kind)
             elif "unread" in misfits and None not in misfits:
                 continue  # the hosts' OS is being read: the pool may grow yet
@@ -411,7 +411,7 @@ class Pools:
         mutable.add("certificateReferences")  # checked against the account's certificates
         extra = set(body) - mutable
         if extra:
-            name = sorted(extra)[0]
+            name = min(extra)
             raise BadRequestError(f"The property {name} cannot be updated on a pool; updatable: "
                                   + ", ".join(sorted(mutable)) + ".",
                                   code="InvalidRequestBody", values={"PropertyName": name})

@@ -180,7 +180,7 @@ class JobPreparation:
                 failure, code = out.failure_info, out.exit_code
                 info.update(startTime=iso(out.start_time.replace(tzinfo=None)),
                             endTime=iso(out.end_time.replace(tzinfo=None)))
-            except Exception as exc:  # node lost or agent error
+            except Exception as exc:  # noqa: BLE001 - node lost or agent error
                 failure = {"category": "servererror", "code": "NodeAgentError",
                            "message": f"node {node.node_id}: {exc}"}
                 code = None

@@ -282,13 +282,13 @@ class Runs:
                 continue
             try:
                 await self.ctx.engine.kill_run(node.worker, key)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged: the node may be gone
                 log.warning("cannot end task %s on node %s: %s", run.task_id, node.node_id, exc)
 
     async def end_job_runs(self, job_key: str) -> None:
         runs = [r for r in self.by_key.values() if r.job_key == job_key]
         await asyncio.gather(*(self.kill(r) for r in runs), return_exceptions=True)
-        while any(r.job_key == job_key for r in self.by_key.values()):
+        while any(r.job_key == job_key for r in self.by_key.values()):  # noqa: ASYNC110 - polls state that many paths change
             await asyncio.sleep(0.05)
 
     async def drain(self, node: NodeRuntime, option: str) -> None:
@@ -304,7 +304,7 @@ class Runs:
             await asyncio.gather(*(self.kill(r) for r in runs), return_exceptions=True)
         elif option == "terminate":
             await asyncio.gather(*(self.kill(r) for r in runs), return_exceptions=True)
-        while any(k in self.by_key for k in list(node.running)):
+        while any(k in self.by_key for k in list(node.running)):  # noqa: ASYNC110 - polls state that many paths change
             await asyncio.sleep(0.05)
 
     def node_lost(self, node: NodeRuntime) -> None:

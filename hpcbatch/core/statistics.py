@@ -223,7 +223,7 @@ def _seqs(conn: sa.Connection, table: sa.Table, keys: Iterable[str]) -> dict[str
     if stmt is None:
         stmt = _SEQS[table.name] = sa.select(table.c.key, table.c.seq).where(
             table.c.key.in_(sa.bindparam("b_keys", expanding=True)))
-    return {k: s for k, s in conn.execute(stmt, {"b_keys": keys})}
+    return dict(conn.execute(stmt, {"b_keys": keys}).all())
 
 
 def _rows(scope: str, per_key: Mapping[str, dict[str, float]], seqs: Mapping[str, int],
@@ -271,7 +271,7 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
                 created[row["b_seq"]] = (value if isinstance(value, datetime)
                                          else datetime.fromisoformat(value))
     for i in range(0, len(missing), 500):
-        created.update({s: t for s, t in conn.execute(_CREATED, {"b_seqs": missing[i:i + 500]})})
+        created.update(conn.execute(_CREATED, {"b_seqs": missing[i:i + 500]}).all())
     job_seqs: dict[str, int] = {}
     pool_seqs: dict[str, int] = {}
     per_job: dict[str, dict[str, float]] = {}

@@ -580,7 +580,7 @@ class NodeAgent(WorkerPlugin):
             except OSError:  # the kernel refuses pidfds after all: wait in a thread
                 self._pool().submit(self._wait_and_report, launch, tdir, wd, child, start)
                 return
-        except BaseException as exc:  # report every end, even an agent fault
+        except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
             return
         run = _LoopRun(launch, tdir, wd, start, child, pidfd)
@@ -609,7 +609,7 @@ class NodeAgent(WorkerPlugin):
             # Logs go to local storage as hard links (no copy): cheap enough for the loop.
             self._persist_and_report(launch, run.tdir, run.wd, run.start, code, failure,
                                      run.child.usage)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
 
     # ---------------------------------------------------- runs in the thread pool
@@ -621,7 +621,7 @@ class NodeAgent(WorkerPlugin):
             failure = _persist(launch, tdir, wd, code, failure)
             self._report(launch.key, Outcome(code, start, _now(), failure, str(tdir),
                                              self.node.node_id, usage))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
 
     def _wait_and_report(self, launch: Launch, tdir: Path, wd: Path,
@@ -630,7 +630,7 @@ class NodeAgent(WorkerPlugin):
         try:
             code, failure = self.processes.wait(launch.key, child, launch.max_wall_clock_s,
                                                 launch.keep_background)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
             return
         self._persist_and_report(launch, tdir, wd, start, code, failure, child.usage)
@@ -638,7 +638,7 @@ class NodeAgent(WorkerPlugin):
     def _run_and_report(self, launch: Launch) -> None:
         try:
             self.run_task(launch)
-        except BaseException as exc:  # report every end, even an agent fault
+        except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
 
     def _user_failure(self, launch: Launch, exc: Exception, start: datetime) -> Outcome:
@@ -676,7 +676,7 @@ class NodeAgent(WorkerPlugin):
                 try:
                     folder = packages.install(Path(node.root_dir), ref,
                                               transfer.fetcher(launch.storage))
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any install failure fails the task, told in its stderr
                     msg = (f"The application package {ref.application_id} version "
                            f"{ref.version} could not be installed on node {node.node_id}: {exc}")
                     err.write((msg + "\n").encode())
@@ -784,7 +784,7 @@ class NodeAgent(WorkerPlugin):
                 self._pending.clear()
             try:
                 await comm.write(msgpack.packb(batch))
-            except Exception:
+            except Exception:  # noqa: BLE001 - the stream broke: the batch waits for the next one
                 with self._lock:
                     self._pending[:0] = batch
                 return

@@ -154,7 +154,6 @@ class DaskEngine:
         self._kill_stale()
         sched_file = self.run_dir / "dask-scheduler.json"
         sched_file.unlink(missing_ok=True)
-        log = open(self.run_dir / "dask-scheduler.log", "ab")
         argv = [
             sys.executable, "-m", "distributed.cli.dask_scheduler",
             "--host", self.listen_host, "--port", "0", "--protocol", "tls",
@@ -173,8 +172,10 @@ class DaskEngine:
         # time to close it); its workers, and with them the node agents and their
         # tasks, end when their scheduler connection breaks.
         env[SERVICE_PID_ENV] = str(os.getpid())
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
-        log.close()
+        # Blocking, once at start (the loop serves nothing yet); the scheduler keeps its own log fd.
+        with open(self.run_dir / "dask-scheduler.log", "ab") as log:  # noqa: ASYNC230 - see above
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log,  # noqa: ASYNC220 - see above
+                                         stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout_s
         while not sched_file.exists() or not sched_file.read_text().strip():
             if self.proc.poll() is not None:
@@ -247,7 +248,7 @@ class DaskEngine:
         try:
             await self.nodes(ch.worker).hpcbatch_exchange(
                 launches=std_pickle.dumps(launches, protocol=5), reply=False)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged; the runs go to on_error
             log.warning("cannot send %d run(s) to worker %s: %s", len(launches), ch.worker, exc)
             for lcs, on_error in batch:
                 for launch in lcs:
@@ -274,7 +275,7 @@ class DaskEngine:
                     await comm.write({"op": agent.OUTCOME_STREAM_HANDLER, "reply": False})
                     while True:
                         self._deliver(ch, await comm.read())
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any break: reconnect, or end if nothing is owed
                     if not ch.keys and not ch.queued:
                         break  # the worker is gone and owes nothing
                     # The worker may be gone: the pool manager then forgets its runs.
@@ -488,7 +489,7 @@ class DaskEngine:
             await asyncio.wait_for(
                 self.client.retire_workers(workers=[worker], close_workers=True, remove=True), 15
             )
-        except Exception:  # the worker is gone already, or the scheduler is closing
+        except Exception:  # noqa: BLE001, S110 - the worker is gone already, or the scheduler is closing
             pass
 
     async def close(self) -> None:
@@ -498,13 +499,13 @@ class DaskEngine:
         if self.nodes is not None:
             try:
                 await asyncio.wait_for(self.nodes.close(), 10)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - closing: a failed close changes nothing
                 pass
             self.nodes = None
         if self.client is not None:
             try:
                 await asyncio.wait_for(self.client.close(), 10)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - closing: a failed close changes nothing
                 pass
             self.client = None
         if self.proc is not None and self.proc.poll() is None:

@@ -72,7 +72,7 @@ def _check_ppn(ppn: int) -> int:
 
 def _check_hosts(hosts: Sequence[str]) -> list[str]:
     if isinstance(hosts, str):
-        raise ValueError(f"hosts must be a sequence of host names, not the string {hosts!r} "
+        raise ValueError(f"hosts must be a sequence of host names, not the string {hosts!r} "  # noqa: TRY004 - documented ValueError: bad input
                          "(use parse_host_list to split a host list)")
     out = list(hosts)
     if not out:
@@ -115,7 +115,7 @@ def parse_host_list(value: str) -> list[str]:
     ['10.0.0.4', '10.0.0.5']
     """
     if not isinstance(value, str):
-        raise ValueError(f"a host list is a string such as 'a,b', not {value!r}")
+        raise ValueError(f"a host list is a string such as 'a,b', not {value!r}")  # noqa: TRY004 - documented ValueError: bad input
     if not value.strip():
         raise ValueError("the host list is empty")
     if "," in value and ";" in value:
@@ -216,13 +216,13 @@ def _build(
     launcher: str | None,
 ) -> list[str | _Shell]:
     if isinstance(command, str):
-        raise ValueError(f"command must be a sequence of words, not the string {command!r} "
+        raise ValueError(f"command must be a sequence of words, not the string {command!r} "  # noqa: TRY004 - documented ValueError: bad input
                          "(split it with shlex.split)")
     words = list(command)
     if not words or not words[0]:
         raise ValueError("command is empty: give the MPI program and its arguments")
     if isinstance(extra_args, str):
-        raise ValueError(f"extra_args must be a sequence of words, not the string {extra_args!r}")
+        raise ValueError(f"extra_args must be a sequence of words, not the string {extra_args!r}")  # noqa: TRY004 - documented ValueError: bad input
     env = dict(env or {})
     for name in env:
         if not isinstance(name, str) or not _NAME.match(name):

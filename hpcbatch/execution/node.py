@@ -152,7 +152,7 @@ async def serve(config: dict[str, Any]) -> None:
         gc.freeze()
         gc.enable()
 
-    root = Path(os.path.expanduser(config["root_dir"])).resolve()
+    root = Path(os.path.expanduser(config["root_dir"])).resolve()  # noqa: ASYNC240 - once, before serving
     prepare_root(root)
     for own in ("node.log", "node.json"):  # the agent's files: not for task users
         if (root / own).exists():

@@ -97,7 +97,7 @@ async def watch_service(scheduler: Any, alive: Callable[[], bool],
         Called with exit code 0 after the scheduler closed (or did not within
         :data:`CLOSE_TIMEOUT_S`); ``os._exit`` in the scheduler process.
     """
-    while alive():
+    while alive():  # noqa: ASYNC110 - polls another process: no event to wait on
         await asyncio.sleep(interval_s)
     log.warning("the hpcbatch service is gone: closing the scheduler and its workers")
     try:

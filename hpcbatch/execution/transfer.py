@@ -84,7 +84,7 @@ def _storage(url: str, options: Mapping[str, Any] | None = None,
 
 def _remember(url: str, options: Mapping[str, Any] | None, containers: Sequence[str] | None,
               st: Storage) -> None:
-    global _LAST
+    global _LAST  # noqa: PLW0603 - a one-entry cache: the tuple is swapped whole
     _LAST = (url, dict(options) if options is not None else None,
              list(containers) if containers is not None else None, st)
 
@@ -136,7 +136,7 @@ def container_location(url: str, default: StorageRef | None = None) -> tuple[Sto
         return _storage("az://", {"connection_string": connection}, [container]), container
     base, _, container = url.split("?", 1)[0].rstrip("/").rpartition("/")
     if not container or base.endswith(":/"):
-        base, container = base + "/", container
+        base += "/"
     if not container:
         raise TransferError(f"the container URL {url!r} names no container",
                             code="ResourceFileDownloadFailed")
@@ -177,7 +177,7 @@ def download_resource_files(files: Sequence[Mapping[str, Any]], dest: Path,
             written = _download_one(rf, dest, storage)
         except TransferError:
             raise
-        except Exception as exc:  # fsspec and drivers raise many kinds
+        except Exception as exc:  # noqa: BLE001 - fsspec and drivers raise many kinds
             target = rf.get("filePath") or "(container contents)"
             raise TransferError(
                 f"The resource file {target} could not be downloaded from {source}: "
@@ -281,7 +281,7 @@ def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeed
                 count += 1
         except TransferError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - fsspec and drivers raise many kinds
             raise TransferError(
                 f"Output files matching {pattern!r} could not be uploaded: "
                 f"{type(exc).__name__}: {exc}", code="FileUploadError",
@@ -310,7 +310,7 @@ def persist_task_logs(task_dir: Path, *, job_id: str, task_id: str,
         path = task_dir / name
         try:
             st.put_file(path, f"{container}/{task_id}/$TaskLog/{name}", link=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - fsspec and drivers raise many kinds
             if isinstance(exc, StorageNotFoundError) and not path.exists():
                 continue  # no such log (the run never started): nothing to save
             raise TransferError(f"{name} could not be saved as a TaskLog output: {exc}",

@@ -91,8 +91,6 @@ def offers_remote_login(host: Host | Mapping[str, Any]) -> bool:
     host
         A :class:`Host`, or its dict form (``provider`` missing: the field's default).
     """
-    if isinstance(host, Host):
-        name = host.provider
-    else:
-        name = host.get("provider") or Host.model_fields["provider"].default
+    name = host.provider if isinstance(host, Host) else (
+        host.get("provider") or Host.model_fields["provider"].default)
     return provider_class(name).remote_login

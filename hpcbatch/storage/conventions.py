@@ -57,7 +57,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Self, TypeVar
 
 from hpcbatch.storage.fs import (
     Storage,
@@ -183,7 +183,7 @@ class _OutputKind:
         self._text = text
 
     @classmethod
-    def custom(cls: type[_K], text: str) -> _K:
+    def custom(cls, text: str) -> Self:
         """Return a custom kind named ``text`` (``Custom`` in .NET).
 
         Parameters
@@ -825,7 +825,7 @@ class TrackedFile:
         self._thread.join()
         self._flush(force=True)
 
-    def __enter__(self) -> TrackedFile:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -835,7 +835,7 @@ class TrackedFile:
             return
         try:
             self.close()
-        except Exception as flush_exc:  # keep the task's own exception the one that propagates
+        except Exception as flush_exc:  # noqa: BLE001 - keep the task's own exception the one that propagates
             log.error("tracked file %s: final upload to %s failed: %s",
                       self.source_path, self.key, flush_exc)
             exc.add_note(f"hpcbatch: the final upload of tracked file {self.source_path} "

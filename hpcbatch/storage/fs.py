@@ -61,7 +61,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -201,7 +201,7 @@ def _check_prefix(prefix: str) -> str:
     """Return a listing prefix (a key, or the start of one; may end in '/'; may be empty)."""
     if prefix == "":
         return prefix
-    body = prefix[:-1] if prefix.endswith("/") else prefix
+    body = prefix.removesuffix("/")
     if not body:
         raise StorageKeyError("storage prefix '/' is not allowed; use '' for everything")
     # the last segment may be partial, but still not '.'/'..' or empty
@@ -213,15 +213,15 @@ def _to_datetime(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return datetime.fromtimestamp(float(value), tz=UTC)
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
 
 
@@ -730,7 +730,7 @@ class Storage:
         int
             The number of objects deleted (0 when nothing matched).
         """
-        body = prefix[:-1] if prefix.endswith("/") else prefix
+        body = prefix.removesuffix("/")
         _check_key(body, what="prefix")
         self._in_scope(body, "delete")
         keys = [o.key for o in self.list(body) if o.key == body or o.key.startswith(body + "/")]

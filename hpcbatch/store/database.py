@@ -596,4 +596,4 @@ class Store:
             .where(tasks.c.job_key == job_key)
             .group_by(tasks.c.state)
         )
-        return {state: n for state, n in conn.execute(stmt)}
+        return dict(conn.execute(stmt).all())

@@ -284,7 +284,7 @@ class _TaskSubmitter:
         try:
             while (batch := self._next_batch()) is not None:
                 self._submit(batch)
-        except BaseException as exc:  # handed to the main thread by close()/put()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread by close()/put()
             with self._cond:
                 self.error = exc
                 self._pending.clear()
@@ -501,7 +501,7 @@ def _split_and_submit(splitter: JobSplitter, client: BatchClient, job_id: str,
             submitter.put(task)
     except _SubmitterStopped:
         pass  # close() raises the submitter's error
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - split() is user code: its error is raised after close()
         split_error = exc
     finally:
         close = getattr(iterator, "close", None)
@@ -587,7 +587,7 @@ def run_job_manager(splitter_cls: type[JobSplitter], argv: Sequence[str] | None 
         code = int(splitter_cls.expected_error_exit_code)
         report_expected(exc, _WHAT, code, out, err)
         return code
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - user code: any error is reported with its exit code
         code = int(splitter_cls.unexpected_error_exit_code)
         report_unexpected(exc, _WHAT, code, out, err)
         return code

@@ -326,7 +326,7 @@ def _run(processor_cls: type[TaskProcessor], argv: Sequence[str] | None,
         except BaseException:
             try:
                 processor.save_outputs(best_effort=True)
-            except Exception as exc:  # keep run()'s exception the one reported
+            except Exception as exc:  # noqa: BLE001 - keep run()'s exception the one reported
                 processor._log(f"could not save outputs: {type(exc).__name__}: {exc}")
             raise
         if isinstance(code, bool) or not isinstance(code, int):
@@ -387,7 +387,7 @@ def run_task_processor(processor_cls: type[TaskProcessor], argv: Sequence[str] |
         code = int(processor_cls.expected_error_exit_code)
         report_expected(exc, _WHAT, code, out, err)
         return code
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - user code: any error is reported with its exit code
         code = int(processor_cls.unexpected_error_exit_code)
         report_unexpected(exc, _WHAT, code, out, err)
         return code

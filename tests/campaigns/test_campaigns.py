@@ -147,7 +147,7 @@ def test_plan_fills_words_without_a_shell_and_overrides() -> None:
     assert [r.task_id for r in runs[:3]] == ["b-000-r0", "b-000-r1", "b-001-r0"]
     with pytest.raises(CampaignError, match="--set nope: not a parameter or variable"):
         plan_runs(camp, {"nope": [1]})
-    with pytest.raises(CampaignError, match="placeholder {other} is neither"):
+    with pytest.raises(CampaignError, match=r"placeholder \{other\} is neither"):
         plan_runs(parse_campaign(campaign(bench={"command": "x {other}"})))
     with pytest.raises(CampaignError, match="nodes must be an integer >= 1"):
         plan_runs(camp, {"nodes": [0]})

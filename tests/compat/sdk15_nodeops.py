@@ -61,7 +61,10 @@ def node_ops() -> dict[str, Any]:
     c.create_task(job_id, m.BatchTaskCreateOptions(
         id="t", command_line="/bin/sh -c 'mkdir -p out/sub && echo x > out/sub/x.txt'"))
     wait_for(lambda: c.get_task(job_id, "t").state == m.BatchTaskState.COMPLETED, 120, "task t")
-    names = lambda: sorted(f.name for f in c.list_task_files(job_id, "t", recursive=True))
+
+    def names() -> list[str]:
+        return sorted(f.name for f in c.list_task_files(job_id, "t", recursive=True))
+
     out["before"] = names()
     c.delete_task_file(job_id, "t", "stdout.txt")
     out["not_empty"] = error(lambda: c.delete_task_file(job_id, "t", "wd/out", recursive=False))

@@ -602,9 +602,9 @@ def statistics() -> dict[str, Any]:
     listed = [j.job_statistics for j in c.list_jobs(expand=["stats"]) if j.id == job_id]
     ps = c.get_pool(pool_id, expand=["stats"]).pool_statistics
     now = datetime.now(UTC)
-    metrics = [x for x in c.list_pool_usage_metrics(
+    metrics = list(c.list_pool_usage_metrics(
         start_time=now - timedelta(hours=1), end_time=now + timedelta(minutes=1),
-        filter=f"poolId eq '{pool_id}'")]
+        filter=f"poolId eq '{pool_id}'"))
     out = {
         "plain": plain is None,
         "job": {"succeeded": js.succeeded_tasks_count, "failed": js.failed_tasks_count,

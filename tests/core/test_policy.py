@@ -115,7 +115,7 @@ def test_gang_is_not_starved_by_a_stream_of_small_tasks() -> None:
         if step < 4:
             free[step] = 1
         small = tuple(T(f"s{step}-{i}") for i in range(3))
-        got = plan(nodes(*free), [J("j", 0, 1, (T("mpi", instances=4),) + small)])
+        got = plan(nodes(*free), [J("j", 0, 1, (T("mpi", instances=4), *small))])
         for _, t, ns in got:
             started.append(t)
             for n in ns:

@@ -44,8 +44,8 @@ def test_the_samples_image_picker_finds_what_this_machine_runs(tmp_path: Path) -
         assert images == [expected]  # two hosts, one OS
         # The usual sample: the first verified image of the wanted distribution.
         sku = expected["nodeAgentSKUId"]
-        picked = [i for i in client.list_supported_images(
-            filter=f"verificationType eq 'verified' and nodeAgentSKUId eq '{sku}'")]
+        picked = list(client.list_supported_images(
+            filter=f"verificationType eq 'verified' and nodeAgentSKUId eq '{sku}'"))
         assert picked == [expected]
         assert client.list_supported_images(filter="osType eq 'windows'") == []
         # A pool made from it gets the hosts.

@@ -148,7 +148,11 @@ def test_heat_map_shows_every_state_a_failing_node_passes_through(env: Env, brow
 
     victim = cells[1]["id"]
     server_seen: list[str] = []
-    listener = (lambda n: server_seen.append(n.state) if n.node_id == victim else None)
+
+    def listener(n):
+        if n.node_id == victim:
+            server_seen.append(n.state)
+
     env.service.pool_manager.state_listeners.append(listener)
     env.service.pool_manager.health.auto_recover = False  # rebooted from the page, not by itself
     page.evaluate("""victim => {

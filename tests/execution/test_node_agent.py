@@ -100,7 +100,7 @@ def test_terminating_a_task_kills_it_through_the_agent(env) -> None:
 
 
 def test_the_provider_checks_the_node_process(env) -> None:
-    _, bed, thread, node_id = env
+    _, _bed, thread, node_id = env
     pm = thread.runtime.service.pool_manager
     node = pm.node("agents", node_id)
     assert node is not None and node.root_dir

@@ -35,7 +35,8 @@ out = {"env": dict(os.environ), "has_token": "AZ_BATCH_AUTHENTICATION_TOKEN" in 
 if out["has_token"]:
     c = BatchClient.from_environment()
     job = os.environ["AZ_BATCH_JOB_ID"]
-    out["add_own_task"] = code(lambda: c.create_task(job, {"id": "child-" + os.environ["AZ_BATCH_TASK_ID"], "commandLine": "/bin/true"}))
+    child = {"id": "child-" + os.environ["AZ_BATCH_TASK_ID"], "commandLine": "/bin/true"}
+    out["add_own_task"] = code(lambda: c.create_task(job, child))
     out["read_own_job"] = code(lambda: c.get_job(job))
     out["list_own_tasks"] = code(lambda: c.list_tasks(job))
     out["read_other_job"] = code(lambda: c.get_job("victim"))

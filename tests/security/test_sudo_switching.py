@@ -31,7 +31,7 @@ SUDOERS = Path("/etc/sudoers.d/hpcbatch-test-hbsudo")
 @pytest.fixture(scope="module")
 def sudo_user() -> Iterator[str]:
     """A login user with passwordless sudo (made here; its sudo right removed after)."""
-    if subprocess.run(["id", USER], capture_output=True).returncode != 0:
+    if subprocess.run(["id", USER], check=False, capture_output=True).returncode != 0:
         subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True)
     subprocess.run(["usermod", "-p", "*", USER], check=True)  # no password, not locked
     SUDOERS.write_text(f"{USER} ALL=(ALL) NOPASSWD: ALL\n")
@@ -78,7 +78,7 @@ def _run(client: BatchClient, pool: str, job: str, task: dict[str, Any]) -> tupl
 
 
 def test_a_sudo_host_runs_tasks_as_their_user_identity(pool) -> None:
-    client, user = pool
+    client, _user = pool
     task, out = _run(client, "withsudo", "default", {"id": "t", "commandLine": "id -un"})
     assert task.execution_info.exit_code == 0 and out.strip() == "_azbatch"
     task, out = _run(client, "withsudo", "admin", {

@@ -168,7 +168,7 @@ def test_a_multi_instance_mpi_task_runs_across_nodes_as_the_auto_user(bed) -> No
     lines = out.splitlines()
     assert lines[0] == "_azbatch"
     ranks = [line for line in lines if line.startswith("{")]
-    assert len(ranks) == 2 and len({r for r in ranks}) == 2
+    assert len(ranks) == 2 and len(set(ranks)) == 2
     with pytest.raises(BatchError) as exc:  # task-scope users get no inter-node SSH
         client.create_task("mpi", {"id": "scoped", "commandLine": "true",
                                    "multiInstanceSettings": {"numberOfInstances": 2},

@@ -30,7 +30,7 @@ def node_counts(nodes: list[dict[str, Any]]) -> dict[str, int]:
 
     A state Batch does not count is counted as ``unknown``.
     """
-    counts = {wire: 0 for wire in _NODE_COUNT_STATES.values()}
+    counts = dict.fromkeys(_NODE_COUNT_STATES.values(), 0)
     for n in nodes:
         counts[_NODE_COUNT_STATES.get(str(n.get("state")), "unknown")] += 1
     counts["total"] = len(nodes)

@@ -223,7 +223,7 @@ def output_option(f: F) -> F:
                         help="Output format (default: the group's --output, else table).")(f)
 
 
-def id_option(flag: str, help: str) -> Decorator:  # noqa: A002 - click's word
+def id_option(flag: str, help: str) -> Decorator:  # `help`: click's word (shadows the builtin here only)
     """A required ID option, e.g. ``id_option("--pool-id", "The pool ID.")`` (parameter ``pool_id``)."""
     return click.option(flag, flag.lstrip("-").replace("-", "_"), required=True, help=help)
 

@@ -17,6 +17,7 @@ from hpcbatch.client.cli.common import (
     read_command,
     request_body,
 )
+from hpcbatch.client.cli.set_commands import job_set  # "job set"
 
 PREP_RELEASE_COLUMNS: list[Column] = [  # two-line headers: eight columns in 80 characters
     ("Pool", "poolId"), ("Node", "nodeId"),
@@ -91,7 +92,5 @@ list_command(job, "prep-release-status",
              c.list_job_preparation_and_release_task_status(job_id, filter_, select),
              job_id_option, columns=PREP_RELEASE_COLUMNS, example="nodeId eq 'node-1'")
 
-
-from hpcbatch.client.cli.set_commands import job_set  # "job set"
 
 job.add_command(job_set)

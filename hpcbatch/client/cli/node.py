@@ -18,6 +18,7 @@ from hpcbatch.client.cli.common import (
     pool_id_option,
     read_command,
 )
+from hpcbatch.client.cli.nodeops_commands import add_node_commands  # "node user", "node file delete"
 
 
 @click.group()
@@ -98,7 +99,5 @@ download_command(
     click.option("--file-path", required=True,
                  help="Path under the node's root, e.g. workitems/{job}/job-1/{task}/stdout.txt."))
 
-
-from hpcbatch.client.cli.nodeops_commands import add_node_commands  # "node user", "node file delete"
 
 add_node_commands(node, node_file)

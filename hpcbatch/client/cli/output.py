@@ -4,7 +4,7 @@ read straight from storage (the service need not run)."""
 from __future__ import annotations
 
 import os
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 import click
@@ -127,7 +127,7 @@ def output_list(job_id: str, task_id: str | None, kind: str | None,
     outputs = _output_storage(storage_url, job_id, task_id)
     kinds = [_output_kind(task_id, kind)] if kind else _standard_kinds(task_id)
     rows = [{"kind": k.text, "path": f.path, "sizeBytes": f.size_bytes,
-             "lastModified": (f.last_modified.astimezone(timezone.utc).isoformat()
+             "lastModified": (f.last_modified.astimezone(UTC).isoformat()
                               .replace("+00:00", "Z") if f.last_modified else None),
              "url": f.url}
             for k in kinds for f in outputs.list_outputs(k)]

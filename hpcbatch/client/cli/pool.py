@@ -28,6 +28,7 @@ from hpcbatch.client.cli.common import (
     status,
     timeout_option,
 )
+from hpcbatch.client.cli.set_commands import pool_set  # "pool set"
 
 POOL_COLUMNS: list[Column] = [
     ("Id", "id"), ("VM size", "vmSize"), ("State", "state"), ("Allocation", "allocationState"),
@@ -222,7 +223,5 @@ def pool_autoscale_evaluate(pool_id: str, formula: str | None, formula_file: str
                    + (f" ({details})" if details else ""), err=True)
         click.get_current_context().exit(1)
 
-
-from hpcbatch.client.cli.set_commands import pool_set  # "pool set"
 
 pool.add_command(pool_set)

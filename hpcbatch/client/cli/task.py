@@ -27,6 +27,9 @@ from hpcbatch.client.cli.common import (
     task_id_option,
     timeout_option,
 )
+from hpcbatch.client.cli.nodeops_commands import (
+    add_task_file_commands,  # "task file delete"
+)
 
 TASK_COLUMNS: list[Column] = [
     ("Id", "id"), ("State", "state"), ("Exit code", "executionInfo.exitCode"),
@@ -195,9 +198,5 @@ list_command(
     job_id_option, task_id_option, columns=SUBTASK_COLUMNS, example="state eq 'completed'",
     server=("select",))
 
-
-from hpcbatch.client.cli.nodeops_commands import (
-    add_task_file_commands,  # "task file delete"
-)
 
 add_task_file_commands(task_file)

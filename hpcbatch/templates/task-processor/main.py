@@ -28,7 +28,7 @@ class MyTaskProcessor(TaskProcessor):
     # the service gives every task (HPCBATCH_STORAGE_URL): glob patterns
     # relative to the working directory -> output kind. (The service itself
     # saves the task's stdout.txt and stderr.txt as TaskLog outputs.)
-    outputs_to_save = {
+    outputs_to_save = {  # noqa: RUF012 - TaskProcessor reads it, never changes it
         "output.txt": TaskOutputKind.TaskOutput,
     }
 

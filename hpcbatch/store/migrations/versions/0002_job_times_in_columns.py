@@ -28,7 +28,7 @@ def _naive_utc(text: str | None) -> datetime | None:
     """A status document's time (``2026-01-02T03:04:05.678901Z``) as the store's naive UTC."""
     if not text:
         return None
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    dt = datetime.fromisoformat(text)
     return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo is not None else dt
 
 
