@@ -35,10 +35,11 @@ def _env(path: Path | str) -> dict[bytes, bytes]:
 def test_each_image_is_pulled_once_in_order_with_an_argv(tmp_path: Path) -> None:
     bindir = _bin(tmp_path)
     odd = "repo/name:tag; touch /tmp/x"  # never a shell: one argv item
-    out = images.pull_images("criCompatible", ["a:1", odd], _env(bindir))
-    assert out == {"pulled": ["a:1", odd]}
-    assert (bindir / "argv.txt").read_text().splitlines() == ["pull", "--", "a:1",
-                                                             "pull", "--", odd]
+    option = "--privileged"  # never an option of the runtime: after "--"
+    out = images.pull_images("criCompatible", ["a:1", odd, option], _env(bindir))
+    assert out == {"pulled": ["a:1", odd, option]}
+    assert (bindir / "argv.txt").read_text().splitlines() == [
+        "pull", "--", "a:1", "pull", "--", odd, "pull", "--", option]
 
 
 def test_the_first_failure_stops_the_pulls_and_names_image_and_words(tmp_path: Path) -> None:
