@@ -337,16 +337,22 @@ def test_stdout_tail_grows_and_terminate_ends_the_task(env: Env, browser: Any) -
     page.context.close()
 
 
+def _running_ticker(client: Any, job_id: str, task_id: str) -> None:
+    """A job on pool ``heat`` whose one task prints ``tick`` every 0.2 s until it is
+    ended; return once it runs."""
+    client.create_job({"id": job_id, "poolInfo": {"poolId": "heat"}})
+    client.create_task(job_id, {"id": task_id, "commandLine":
+                                "/bin/sh -c 'while true; do echo tick; sleep 0.2; done'"})
+    wait_until(lambda: client.get_task(job_id, task_id).state == "running", what="running")
+
+
 def test_overlapping_routings_leave_one_view_and_its_streams(env: Env, browser: Any) -> None:
     """Two routings of one address may overlap: a hashchange queued while start() awaited
     the session fires the listener it then added, besides start()'s own routing. Only the
     latest view draws and opens streams; with both task views' six event streams open
     (Chromium's HTTP/1.1 connections per host), terminate's POST waited forever."""
     client = env.client
-    client.create_job({"id": "race", "poolInfo": {"poolId": "heat"}})
-    client.create_task("race", {"id": "spin", "commandLine":
-                                "/bin/sh -c 'while true; do echo tick; sleep 0.2; done'"})
-    wait_until(lambda: client.get_task("race", "spin").state == "running", what="running")
+    _running_ticker(client, "race", "spin")
     page = signed_in_page(browser, env)
     page.goto(f"{env.endpoint}/dashboard/#/jobs/race/tasks/spin")
     page.wait_for_selector("#task-state-badge")
@@ -379,10 +385,7 @@ def test_four_task_tabs_leave_connections_for_actions(env: Env, browser: Any) ->
     action from any of them still goes out (with three streams a page, two tabs took all
     six and every request after them waited)."""
     client = env.client
-    client.create_job({"id": "tabs", "poolInfo": {"poolId": "heat"}})
-    client.create_task("tabs", {"id": "talk", "commandLine":
-                                "/bin/sh -c 'while true; do echo tick; sleep 0.2; done'"})
-    wait_until(lambda: client.get_task("tabs", "talk").state == "running", what="running")
+    _running_ticker(client, "tabs", "talk")
     first = signed_in_page(browser, env)
     pages = [first, *(first.context.new_page() for _ in range(3))]
     for page in pages:
