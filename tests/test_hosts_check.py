@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import site
+import sys
 import venv
 from pathlib import Path
 from typing import Any
 
+import distributed
 import pytest
 from click.testing import CliRunner
 
 import hpcbatch
 from hpcbatch.client.cli import cli
+from hpcbatch.providers import preflight
+from hpcbatch.providers.inventory import Host
 from tests.helpers import service_on_testbed, wait_until
 
 NO_SERVICE_ENV = {"AZURE_BATCH_ENDPOINT": None, "AZURE_BATCH_ACCOUNT": None,
@@ -117,3 +121,41 @@ def test_hosts_check_of_a_pool_passes_and_sshes_between_its_nodes(checked) -> No
     assert checks[good1, f"ssh-to {good2}"] == checks[good2, f"ssh-to {good1}"] == "pass"
     assert set(checks.values()) == {"pass"}
     assert result["failed"] == []
+
+
+def test_hosts_check_of_a_container_pool_looks_for_its_runtime(checked) -> None:
+    """A pool with containerConfiguration adds the ``runtime`` check: a docker or podman on
+    each host's task PATH (where the node pulls the pool's images); other checks have none."""
+    client, state_dir, bed = checked
+    _, _, down, nopkg, nompi = (h.name for h in bed.hosts)
+    client.create_pool({"id": "boxes", "vmSize": "testbed", "targetDedicatedNodes": 0,
+                        "virtualMachineConfiguration": {"containerConfiguration": {
+                            "type": "dockerCompatible"}}})
+    result = json.loads(hosts_check(state_dir, "--pool-id", "boxes", "-o", "json",
+                                    code=1).stdout)
+    by = {(c["host"], c["check"]): c for c in result["value"]}
+    runtime = by[nompi, "runtime"]  # its task PATH is an empty folder (and its venv's bin)
+    assert runtime["status"] == "fail"
+    assert runtime["detail"].startswith(f"{nompi}: no container runtime (docker, podman) on "
+                                        "the task PATH ")
+    assert "install one of docker, podman" in runtime["fix"] and "inventory env" in runtime["fix"]
+    assert by[nopkg, "runtime"]["status"] == by[down, "runtime"]["status"] == "skip"
+    plain = json.loads(hosts_check(state_dir, "-o", "json", code=1).stdout)
+    assert not [c for c in plain["value"] if c["check"] == "runtime"]
+
+
+def test_the_runtime_check_finds_a_runtime_on_the_task_path(tmp_path: Path) -> None:
+    """The probe itself, on this machine (local transport): the runtime found is the one
+    on the host's site PATH, after the python's own bin directory."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "podman").write_text("#!/bin/sh\nexit 0\n")
+    (bindir / "podman").chmod(0o755)
+    host = Host(name="here", address="127.0.0.1", provider="local", python=sys.executable,
+                root_dir=str(tmp_path / "root"), env={"PATH": f"{bindir}:/usr/bin:/bin"})
+    expected = preflight.Expected(hpcbatch=hpcbatch.__version__,
+                                  distributed=distributed.__version__,
+                                  runtimes=("docker", "podman"))
+    checks = {c.check: c for c in preflight.check_host(host, expected)}
+    assert checks["runtime"].status == "pass", checks["runtime"]
+    assert checks["runtime"].detail == f"here: container runtime {bindir}/podman on the task PATH"

@@ -23,7 +23,7 @@ from hpcbatch.batch.models import (
 )
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import pool_row
-from hpcbatch.execution import multiinstance
+from hpcbatch.execution import containers, multiinstance
 from hpcbatch.providers import preflight
 from hpcbatch.providers.inventory import LOCAL_PATH_FIELDS, Host
 from hpcbatch.store.database import (
@@ -260,9 +260,11 @@ class Inventory:
         In parallel, per host: SSH reachability and host key, the ``python`` and
         its hpcbatch/distributed versions against the service's, free disk under
         ``root_dir``, the MPI launcher on the task ``PATH``
-        (:mod:`hpcbatch.providers.preflight`). For a pool with inter-node
-        communication whose nodes hold the pool's SSH key: ssh from each node to
-        each other node with that key, as the pool's MPI launchers do.
+        (:mod:`hpcbatch.providers.preflight`). For a pool with a
+        ``containerConfiguration``: a container runtime of its type on the task
+        ``PATH``. For a pool with inter-node communication whose nodes hold the
+        pool's SSH key: ssh from each node to each other node with that key, as
+        the pool's MPI launchers do.
 
         Parameters
         ----------
@@ -283,10 +285,10 @@ class Inventory:
         NotFoundError
             ``PoolNotFound``.
         """
-        expected = preflight.Expected(hpcbatch=__version__, distributed=distributed.__version__,
-                                      launcher=launcher)
         hosts_ = [Host.model_validate({k: v for k, v in h.items() if k != "poolId"})
-                  for h in self._hosts_to_check(pool_id)]
+                  for h in self._hosts_to_check(pool_id)]  # PoolNotFound first
+        expected = preflight.Expected(hpcbatch=__version__, distributed=distributed.__version__,
+                                      launcher=launcher, runtimes=self._runtimes(pool_id))
         checks = await asyncio.to_thread(preflight.check_hosts, hosts_, expected)
         if pool_id is not None:
             checks += await self._check_pairs(pool_id)
@@ -295,6 +297,17 @@ class Inventory:
                 "service": {"hpcbatch": expected.hpcbatch,
                             "distributed": expected.distributed},
                 "failed": failed}
+
+    def _runtimes(self, pool_id: str | None) -> tuple[str, ...]:
+        """The container runtimes a pool's nodes look for (none without a pool or
+        without ``containerConfiguration``)."""
+        if pool_id is None:
+            return ()
+        with self.ctx.store.read() as conn:
+            spec = self.ctx.pool_manager.spec(pool_row(conn, pool_id)["key"])
+        vm = (spec.virtual_machine_configuration if spec is not None else None) or {}
+        cc = vm.get("containerConfiguration")
+        return containers.runtime_names(cc.get("type")) if cc else ()
 
     def _hosts_to_check(self, pool_id: str | None) -> list[dict[str, Any]]:
         listed = self.list_hosts()

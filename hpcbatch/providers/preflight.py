@@ -17,6 +17,11 @@ failed is skipped):
     The MPI launcher is found on the *task* ``PATH``: the host's own
     :func:`hpcbatch.execution.agent.base_environment` with the inventory ``env``
     computes it, so the check sees what a task sees.
+``runtime``
+    For a pool with a ``containerConfiguration`` only: a container runtime of
+    its type (``docker``, ``podman``, ...) is found on the task ``PATH``, where
+    the node finds the one that pulls the pool's images and runs its tasks'
+    containers.
 ``ssh-to <peer>``
     For a pool with inter-node communication: the host reaches each other node
     of the pool with the pool's key, as its MPI launchers do.
@@ -52,10 +57,12 @@ PROBE_TIMEOUT_S = 120.0
 
 Status = Literal["pass", "fail", "skip"]
 
-# Runs under the host's python; prints one JSON line. Argv: site env (JSON), root_dir, launcher.
+# Runs under the host's python; prints one JSON line. Argv: site env (JSON), root_dir, launcher,
+# container runtimes to look for (JSON list, in order).
 _PROBE = r"""
 import json, os, shutil, sys
 site, root, launcher = json.loads(sys.argv[1]), os.path.expanduser(sys.argv[2]), sys.argv[3]
+runtimes = json.loads(sys.argv[4])
 out = {"executable": sys.executable, "python": sys.version.split()[0], "versions": {},
        "errors": {}}
 for name in ("hpcbatch", "distributed"):
@@ -73,6 +80,7 @@ try:
     path = os.fsdecode(base_environment(site).get(b"PATH", b""))
     out["path"] = path
     out["launcher"] = shutil.which(launcher, path=path)
+    out["runtime"] = next(filter(None, (shutil.which(r, path=path) for r in runtimes)), None)
 except Exception as exc:
     out["errors"]["path"] = f"{type(exc).__name__}: {exc}"
 print(json.dumps(out))
@@ -88,7 +96,8 @@ class Check:
     host
         Inventory name of the host.
     check
-        ``ssh``, ``python``, ``versions``, ``disk``, ``launcher`` or ``ssh-to <peer>``.
+        ``ssh``, ``python``, ``versions``, ``disk``, ``launcher``, ``runtime`` or
+        ``ssh-to <peer>``.
     status
         ``pass``, ``fail``, or ``skip`` (an earlier check of the host failed).
     detail
@@ -121,12 +130,18 @@ class Expected:
         The MPI launcher to look for on the task ``PATH`` (a name or a path).
     min_free_bytes
         Least free space under ``root_dir``, in bytes.
+    runtimes
+        Container runtimes of which one must be on the task ``PATH`` (the pool's
+        ``containerConfiguration.type``:
+        :func:`hpcbatch.execution.containers.runtime_names`); empty: no
+        ``runtime`` check.
     """
 
     hpcbatch: str
     distributed: str
     launcher: str = "mpiexec"
     min_free_bytes: int = MIN_FREE_BYTES
+    runtimes: tuple[str, ...] = ()
 
 
 def check_hosts(hosts: Sequence[Host], expected: Expected) -> list[Check]:
@@ -159,7 +174,7 @@ def check_hosts(hosts: Sequence[Host], expected: Expected) -> list[Check]:
 def check_host(host: Host, expected: Expected) -> list[Check]:
     """Run the checks of one host; see :func:`check_hosts`."""
     name = host.name
-    checks = ["python", "versions", "disk", "launcher"]
+    checks = ["python", "versions", "disk", "launcher", *(["runtime"] if expected.runtimes else [])]
     transport = open_transport(host)
     with transport:
         try:
@@ -171,7 +186,8 @@ def check_host(host: Host, expected: Expected) -> list[Check]:
         out = [Check(name, "ssh", "pass", f"{name}: reached {where} ({host.provider})")]
         try:
             res = transport.run([host.python, "-c", _PROBE, json.dumps(host.env), host.root_dir,
-                                 expected.launcher], timeout_s=PROBE_TIMEOUT_S)
+                                 expected.launcher, json.dumps(list(expected.runtimes))],
+                                timeout_s=PROBE_TIMEOUT_S)
         except HpcbatchError as exc:
             return [*out, Check(name, "python", "fail", _message(exc),
                                 "check the host's load and run hosts check again"),
@@ -299,7 +315,25 @@ def _judge(host: Host, probe: Mapping[str, Any], expected: Expected) -> list[Che
             f"pip install mpich into {exe}'s environment (its bin directory comes first on "
             f"the task PATH), or add the MPI installation's bin directory to PATH in the "
             f"inventory env of {name}"))
+    if expected.runtimes:
+        out.append(_judge_runtime(host, probe, expected, errors))
     return out
+
+
+def _judge_runtime(host: Host, probe: Mapping[str, Any], expected: Expected,
+                   errors: Mapping[str, str]) -> Check:
+    name = host.name
+    names = ", ".join(expected.runtimes)
+    if "path" in errors:
+        return Check(name, "runtime", "skip", f"{name}: cannot compute the task PATH with "
+                                              f"{host.python}: {errors['path']}")
+    if probe.get("runtime"):
+        return Check(name, "runtime", "pass",
+                     f"{name}: container runtime {probe['runtime']} on the task PATH")
+    return Check(name, "runtime", "fail",
+                 f"{name}: no container runtime ({names}) on the task PATH {probe.get('path')}",
+                 f"install one of {names} on {name}, or add its bin directory to PATH in the "
+                 f"inventory env of {name}")
 
 
 def _parse_probe(res: CommandResult) -> dict[str, Any] | None:

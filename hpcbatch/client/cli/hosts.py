@@ -61,8 +61,9 @@ CHECK_COLUMNS: list[Column] = [
 
 @hosts.command("check")
 @click.option("--pool-id", default=None,
-              help="Check only this pool's hosts, and ssh between each pair of its nodes "
-                   "(pools with inter-node communication).")
+              help="Check only this pool's hosts: also a container runtime on the task PATH "
+                   "(pools with containerConfiguration) and ssh between each pair of its "
+                   "nodes (pools with inter-node communication).")
 @click.option("--launcher", default=None, metavar="NAME",
               help="MPI launcher to look for on the task PATH.  [default: mpiexec]")
 @output_option
@@ -72,9 +73,10 @@ def hosts_check(pool_id: str | None, launcher: str | None) -> None:
     For every host, in parallel: SSH reachability and host key, the host's
     python and its hpcbatch/distributed versions against the service's, free
     disk under root_dir, the MPI launcher on the task PATH (the python's bin
-    directory first, then the inventory env); with --pool-id and inter-node
-    communication, ssh between each pair of the pool's nodes. One line per
-    host and check; a failure names the host, the cause and the fix.
+    directory first, then the inventory env); with --pool-id, a container
+    runtime there when the pool has a containerConfiguration, and ssh between
+    each pair of the pool's nodes when it has inter-node communication. One
+    line per host and check; a failure names the host, the cause and the fix.
     """
     result = client().check_hosts(pool_id, launcher)
     checks = result["value"]
