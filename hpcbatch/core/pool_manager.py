@@ -25,7 +25,7 @@ import logging
 import posixpath
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -73,6 +73,8 @@ WORKER_TIMEOUT_S = 60.0
 """How long a started node has to connect its Dask worker before it is unusable."""
 WORKER_POLL_S = 0.05
 """Seconds between two queries of the scheduler's workers while nodes start."""
+PREFETCH_MESSAGE_CHARS = 1000
+"""Most of a node's account of a failed image pull kept in its error (a node is untrusted)."""
 PROVISION_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="hpcbatch-provision")
 """Threads that start nodes (blocking SSH): a pool's nodes start together, not
 ``asyncio``'s default few (cores + 4) at a time. Threads are made as needed."""
@@ -105,6 +107,34 @@ def source_addresses(address: str) -> tuple[str, ...]:
     except OSError:
         return (address,)
     return (address, *sorted({str(info[4][0]) for info in infos}))
+
+
+def prefetch_failure(answer: object, images: Sequence[str]) -> tuple[str, str, str | None] | None:
+    """Read a node's answer to ``pull_images``: None when every image was pulled, else
+    ``(code, message, image)``.
+
+    A node is an untrusted peer: the code is one of ``ContainerInvalidImage``,
+    ``ContainerRuntimeNotFound`` and ``NodeStartFailed`` (an answer that is not a
+    mapping) whatever the node says, the image one of ``images`` or None, and the
+    message at most :data:`PREFETCH_MESSAGE_CHARS` long.
+
+    Parameters
+    ----------
+    answer
+        What the node answered (:func:`hpcbatch.execution.images.pull_images`).
+    images
+        The images it was asked to pull.
+    """
+    if not isinstance(answer, Mapping):
+        return "NodeStartFailed", f"unexpected answer {answer!r}"[:PREFETCH_MESSAGE_CHARS], None
+    if "pulled" in answer:
+        return None
+    code = str(answer.get("code"))
+    if code not in ("NodeStartFailed", "ContainerRuntimeNotFound"):
+        code = "ContainerInvalidImage"
+    said = str(answer.get("message") or "")[:PREFETCH_MESSAGE_CHARS]
+    image = answer.get("image")
+    return code, said, image if isinstance(image, str) and image in images else None
 
 
 class PoolManager:
@@ -1086,13 +1116,10 @@ class PoolManager:
             answer = {"code": "NodeStartFailed", "message": str(exc)}
         if gen != node.generation or node.state == "leavingpool":
             return False
-        if isinstance(answer, Mapping) and "pulled" in answer:
+        failure = prefetch_failure(answer, images)
+        if failure is None:
             return True
-        if not isinstance(answer, Mapping):
-            answer = {"code": "NodeStartFailed", "message": f"unexpected answer {answer!r}"}
-        code = str(answer.get("code") or "ContainerInvalidImage")
-        said = str(answer.get("message") or "")
-        image = answer.get("image")
+        code, said, image = failure
         if code == "NodeStartFailed":
             self.fail(node, code, f"host {node.host.name}: the pool's container images "
                       f"could not be prefetched: {said}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcbatch.core.pool_manager import PREFETCH_MESSAGE_CHARS, prefetch_failure
 from hpcbatch.execution import images
 
 RUNTIME = """#!/bin/sh
@@ -66,3 +67,20 @@ def test_no_runtime_on_the_path_is_its_own_error(tmp_path: Path) -> None:
     out = images.pull_images("criCompatible", ["a:1"], {b"PATH": os.fsencode(str(empty))})
     assert out["code"] == "ContainerRuntimeNotFound" and out["image"] is None
     assert "podman, nerdctl, docker" in out["message"] and str(empty) in out["message"]
+
+
+def test_the_service_reads_a_nodes_pull_answer_as_from_an_untrusted_peer() -> None:
+    """A node names no other error code, no image it was not asked for, no long message."""
+    asked = ["a:1", "b:2"]
+    assert prefetch_failure({"pulled": asked}, asked) is None
+    assert prefetch_failure({"code": "ContainerRuntimeNotFound", "message": "m", "image": None},
+                            asked) == ("ContainerRuntimeNotFound", "m", None)
+    forged = prefetch_failure(
+        {"code": "AccountKeyLeaked", "message": "x" * 10**6, "image": "evil:latest"}, asked)
+    assert forged is not None
+    assert (forged[0], forged[2]) == ("ContainerInvalidImage", None)
+    assert len(forged[1]) == PREFETCH_MESSAGE_CHARS
+    assert prefetch_failure({"code": "ContainerInvalidImage", "image": "b:2"}, asked) == (
+        "ContainerInvalidImage", "", "b:2")
+    odd = prefetch_failure(["not", "a", "mapping"], asked)
+    assert odd is not None and odd[0] == "NodeStartFailed"
