@@ -511,9 +511,9 @@ function viewEvents(main, query) {
 
 // Show the view the URL's # part names. Routings can overlap (a hashchange queued before
 // start() added its listener fires it too; a click while a view loads): a view that awaits
-// its data checks current() first, so only the latest draws and opens streams. Two task
-// views' streams would be six event streams, Chromium's HTTP/1.1 connections per host:
-// every later request (an action's POST) would wait for one of them to end.
+// its data checks current() first, so only the latest draws and opens its stream. Each
+// open stream holds one of Chromium's six HTTP/1.1 connections to the service: streams
+// left behind would make every later request (an action's POST) wait for one to end.
 async function route() {
   const seq = ++routeSeq, current = () => seq === routeSeq;
   cleanups.forEach(f => f()); cleanups = [];
