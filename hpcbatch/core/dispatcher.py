@@ -231,14 +231,23 @@ class Dispatcher:
     def run_pass(self) -> None:
         """One scheduling pass in one transaction: record ended runs, then fill free slots.
 
-        The new runs are sent to their nodes once the transaction is committed.
+        The events the transaction emitted (``TaskCompleteEvent``, ...) are written
+        to the event log in one write right after its commit, before anything else:
+        a SIGKILL between the two is the only way the log can miss what the store
+        holds. The new runs are then sent to their nodes (their ``TaskStartEvent``
+        in a second write).
         """
         collect = gc.isenabled()
         if collect:  # see :data:`GC_NOTE`
             gc.disable()
+        held = self.ctx.events.held if self.ctx.events is not None else contextlib.nullcontext
         try:
-            with self.ctx.events.held() if self.ctx.events is not None else contextlib.nullcontext():
-                self._pass_held()
+            with held():
+                plans = self._record_and_plan()
+            if plans:
+                with held():
+                    self._start_runs(plans)
+            self.ctx.engine.flush()
         except BaseException:
             self.jobs.forget_active()  # what this pass read may have been rolled back
             raise
@@ -246,7 +255,9 @@ class Dispatcher:
             if collect:
                 gc.enable()
 
-    def _pass_held(self) -> None:
+    def _record_and_plan(self) -> list[tuple[Mapping[str, Any], Mapping[str, Any],
+                                             list[NodeRuntime]]]:
+        """The pass's transaction: record ended runs, plan and mark the new ones; the plans."""
         with self.ctx.store.begin() as conn:
             self._record_ended(conn)
             try:
@@ -256,9 +267,7 @@ class Dispatcher:
                 plans = []
             if plans:
                 self._mark_started(conn, plans)
-        if plans:
-            self._start_runs(plans)
-        self.ctx.engine.flush()
+        return plans
 
     def _record_ended(self, conn: sa.Connection) -> None:
         """Record every run that ended since the last pass."""
