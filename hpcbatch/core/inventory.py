@@ -19,6 +19,7 @@ from hpcbatch.batch.errors import (
     not_found,
 )
 from hpcbatch.batch.models import (
+    check_container_configuration,
     wire_error,
 )
 from hpcbatch.core.context import ServiceContext
@@ -305,8 +306,7 @@ class Inventory:
             return ()
         with self.ctx.store.read() as conn:
             spec = self.ctx.pool_manager.spec(pool_row(conn, pool_id)["key"])
-        vm = (spec.virtual_machine_configuration if spec is not None else None) or {}
-        cc = vm.get("containerConfiguration")
+        cc = check_container_configuration(spec.virtual_machine_configuration if spec else None)
         return containers.runtime_names(cc.get("type")) if cc else ()
 
     def _hosts_to_check(self, pool_id: str | None) -> list[dict[str, Any]]:

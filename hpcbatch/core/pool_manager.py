@@ -25,7 +25,7 @@ import logging
 import posixpath
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -42,7 +42,7 @@ from hpcbatch.batch.states import (
     Kind,
 )
 from hpcbatch.batch.wire import iso, utcnow
-from hpcbatch.core import statistics
+from hpcbatch.core import image_prefetch, statistics
 from hpcbatch.core.node_health import NodeHealth
 from hpcbatch.core.node_reachability import NodeReachability
 from hpcbatch.core.node_runtime import EndedTask, NodeRuntime
@@ -73,8 +73,6 @@ WORKER_TIMEOUT_S = 60.0
 """How long a started node has to connect its Dask worker before it is unusable."""
 WORKER_POLL_S = 0.05
 """Seconds between two queries of the scheduler's workers while nodes start."""
-PREFETCH_MESSAGE_CHARS = 1000
-"""Most of a node's account of a failed image pull kept in its error (a node is untrusted)."""
 PROVISION_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="hpcbatch-provision")
 """Threads that start nodes (blocking SSH): a pool's nodes start together, not
 ``asyncio``'s default few (cores + 4) at a time. Threads are made as needed."""
@@ -107,34 +105,6 @@ def source_addresses(address: str) -> tuple[str, ...]:
     except OSError:
         return (address,)
     return (address, *sorted({str(info[4][0]) for info in infos}))
-
-
-def prefetch_failure(answer: object, images: Sequence[str]) -> tuple[str, str, str | None] | None:
-    """Read a node's answer to ``pull_images``: None when every image was pulled, else
-    ``(code, message, image)``.
-
-    A node is an untrusted peer: the code is one of ``ContainerInvalidImage``,
-    ``ContainerRuntimeNotFound`` and ``NodeStartFailed`` (an answer that is not a
-    mapping) whatever the node says, the image one of ``images`` or None, and the
-    message at most :data:`PREFETCH_MESSAGE_CHARS` long.
-
-    Parameters
-    ----------
-    answer
-        What the node answered (:func:`hpcbatch.execution.images.pull_images`).
-    images
-        The images it was asked to pull.
-    """
-    if not isinstance(answer, Mapping):
-        return "NodeStartFailed", f"unexpected answer {answer!r}"[:PREFETCH_MESSAGE_CHARS], None
-    if "pulled" in answer:
-        return None
-    code = str(answer.get("code"))
-    if code not in ("NodeStartFailed", "ContainerRuntimeNotFound"):
-        code = "ContainerInvalidImage"
-    said = str(answer.get("message") or "")[:PREFETCH_MESSAGE_CHARS]
-    image = answer.get("image")
-    return code, said, image if isinstance(image, str) and image in images else None
 
 
 class PoolManager:
@@ -1098,40 +1068,17 @@ class PoolManager:
 
     async def _prefetch_images(self, node: NodeRuntime, gen: int) -> bool:
         """Pull the pool's ``containerImageNames`` on a node that just started (incarnation
-        ``gen``), before its start task. False when the node did not start: it failed
-        (``unusable``: ``ContainerInvalidImage`` or ``ContainerRuntimeNotFound``, with
-        the image and the runtime's words), or it was restarted or removed meanwhile.
-
-        Batch: "Run container workloads on Azure Batch", prefetch container images.
+        ``gen``), before its start task (:func:`hpcbatch.core.image_prefetch.prefetch`).
+        False when the node did not start: it failed (``unusable``), or it was restarted
+        or removed meanwhile.
         """
-        vm = self.specs[node.pool_key].virtual_machine_configuration or {}
-        cc = vm.get("containerConfiguration") or {}
-        images = list(cc.get("containerImageNames") or [])
-        if not images:
-            return True
-        try:
-            answer = await self.engine.call(node.worker or "", "pull_images",
-                                            container_type=cc.get("type"), images=images)
-        except Exception as exc:  # noqa: BLE001 - the node cannot be asked: it failed to start
-            answer = {"code": "NodeStartFailed", "message": str(exc)}
+        failure = await image_prefetch.prefetch(
+            self.engine, self.specs[node.pool_key].virtual_machine_configuration, node)
         if gen != node.generation or node.state == "leavingpool":
             return False
-        failure = prefetch_failure(answer, images)
-        if failure is None:
-            return True
-        code, said, image = failure
-        if code == "NodeStartFailed":
-            self.fail(node, code, f"host {node.host.name}: the pool's container images "
-                      f"could not be prefetched: {said}")
-            return False
-        if code == "ContainerInvalidImage":
-            message = (f"One or more container images specified are invalid: node "
-                       f"{node.node_id} (host {node.host.name}) could not pull {image}")
-        else:
-            message = f"node {node.node_id} (host {node.host.name}): {said}"
-        self.fail(node, code, message, details={
-            **({"ContainerImage": str(image)} if image else {}), "Message": said})
-        return False
+        if failure is not None:
+            self.fail(node, failure.code, failure.message, details=failure.details)
+        return failure is None
 
     def _diagnose(self, node: NodeRuntime) -> tuple[bool, str]:
         """Whether a node's process runs, and the tail of its log (one line), for an error."""

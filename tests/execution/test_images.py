@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcbatch.core.pool_manager import PREFETCH_MESSAGE_CHARS, prefetch_failure
+from hpcbatch.core.image_prefetch import PREFETCH_MESSAGE_CHARS, prefetch_failure
 from hpcbatch.execution import images
 
 RUNTIME = """#!/bin/sh
