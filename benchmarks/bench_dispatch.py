@@ -3,7 +3,10 @@
 N tasks (2,000; ``--quick`` 300) are added to a job on a pool of 4 testbed
 nodes (``vmSize`` ``testbed``), and the time from the first add until every
 task has completed is measured (``get_task_counts`` polled every 50 ms).
-``taskSlotsPerNode`` 2 is the headline; 1 and 4 are reported as well.
+``taskSlotsPerNode`` 2 is the headline; 1 and 4 are reported as well. The
+service runs in this process; the user's side (add, polls) runs as a process
+of its own (``_dispatch_client.py``), as a user's script would, and its CPU is
+reported apart.
 
 Baseline in the same run: the raw ``subprocess`` spawn rate of this machine,
 ``/bin/true`` started N times with ``subprocess.run`` in one loop and from 2
@@ -15,14 +18,18 @@ save), and the cost of the files every run needs (task directory, ``wd``,
 ``stdout.txt``, ``stderr.txt``) on the file system of the node roots — on a
 slow file system this, not the pipeline, dominates (``TMPDIR`` chooses it).
 
-Diagnostic floor (headline slot count only): the same N launches submitted
-straight to the pool's Dask workers through the service's own Dask client as
-one Dask task (future) per run, ``slots`` in flight per node, with no REST, no
-store and no scheduling pass: what a design with one Dask task per Batch task
-can reach at best on this machine.
+Diagnostic floor (headline slot count only): the same N launches sent
+straight to the pool's node agents through the service's engine
+(``engine.launch``), one launch a message and ``slots`` in flight per node,
+with no REST, no store and no scheduling pass: what the run path itself costs
+when every run travels alone, as it does when a pass starts one run a node.
+``--batching K,...`` runs the same path with one lane a node and K launches a
+message (so K in flight): what the run path costs when runs and outcomes
+travel together.
 
     python benchmarks/bench_dispatch.py [--quick] [--tasks N] [--slots 2,1,4]
                                         [--base-address 127.0.7.1] [--user-switching]
+                                        [--batching K,K,...]
                                         [--profile PATH] [--json PATH]
 
 ``--profile PATH`` samples the service process and each node process with
@@ -39,10 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -73,7 +82,14 @@ TARGET_CPU_MS = 1.3
 """CPU per task across service, Dask scheduler and nodes (tasks included)."""
 NODES = 4
 BASE_ADDRESS = "127.0.7.1"
+CLIENT = Path(__file__).resolve().parent / "_dispatch_client.py"
 POLL_S = 0.05
+SERVICE = "service"
+NODE_OWN_USER = "node processes' own user time"
+NODE_OWN_SYSTEM = "node processes' own system time"
+NODE_SPLIT = (NODE_OWN_USER, NODE_OWN_SYSTEM)
+IDLE_S = 2.0
+"""Seconds of the idle pool's background CPU measured before each timed run."""
 
 
 def raw_spawn(n: int, threads: int) -> float:
@@ -126,11 +142,15 @@ def task_files_cost(folder: Path, n: int) -> dict[str, float]:
     return {"cpu_ms": cpu / n * 1e3, "wall_ms": wall / n * 1e3}
 
 
-def dask_floor(thread: ServiceThread, slots: int, n: int) -> float:
+def engine_path(thread: ServiceThread, slots: int, n: int, per_message: int = 1) -> float:
     """Seconds to run n launches of /bin/true straight through the engine (no REST, no store).
 
-    Each goes to its node's agent as the service sends runs (``engine.run_launch``);
-    Dask tasks cannot run on guarded node workers (docs/security.md, "Nodes").
+    Each node gets ``slots`` lanes; a lane sends ``per_message`` launches in one
+    message (``engine.launch``, as a scheduling pass sends runs) and waits for
+    their outcomes before sending the next. ``per_message=1`` is the diagnostic
+    floor: what the run path costs with one run a message each way, as a pass
+    that starts one run a node sends it. Dask tasks cannot run on guarded node
+    workers (docs/security.md, "Nodes"), so no Dask task is involved.
     """
     engine = thread.runtime.engine
     assert engine is not None
@@ -139,17 +159,21 @@ def dask_floor(thread: ServiceThread, slots: int, n: int) -> float:
     async def go() -> float:
         workers = list((await engine.workers()).values())
 
-        async def slot(worker: str, share: int) -> None:
-            for _ in range(share):
-                i = next(counter)
-                launch = agent.Launch(key=f"floor-{i}", task_dir=f"workitems/floor/job-1/t{i}",
-                                      command_line="/bin/true", job_id="floor", task_id=f"t{i}")
-                await engine.run_launch(worker, launch)
+        async def lane(worker: str, share: int) -> None:
+            while share > 0:
+                batch = []
+                for _ in range(min(per_message, share)):
+                    i = next(counter)
+                    batch.append(agent.Launch(
+                        key=f"floor-{i}", task_dir=f"workitems/floor/job-1/t{i}",
+                        command_line="/bin/true", job_id="floor", task_id=f"t{i}"))
+                share -= len(batch)
+                await asyncio.gather(*await engine.launch(worker, batch))
 
         lanes = [w for w in workers for _ in range(slots)]
         shares = [n // len(lanes) + (1 if i < n % len(lanes) else 0) for i in range(len(lanes))]
         t0 = time.perf_counter()
-        await asyncio.gather(*(slot(w, k) for w, k in zip(lanes, shares)))
+        await asyncio.gather(*(lane(w, k) for w, k in zip(lanes, shares)))
         return time.perf_counter() - t0
 
     return float(thread.call(go(), 600))
@@ -166,7 +190,7 @@ class CpuMeter:
     def __init__(self, thread: ServiceThread, testbed_dir: Path) -> None:
         engine = thread.runtime.engine
         assert engine is not None and engine.proc is not None
-        self.groups = {"service + benchmark client": [psutil.Process()],
+        self.groups = {SERVICE: [psutil.Process()],
                        "Dask scheduler": [psutil.Process(engine.proc.pid)],
                        "4 node processes + tasks": [
                            # node processes by the pid each records in its root (they are
@@ -189,11 +213,29 @@ class CpuMeter:
                 except psutil.Error:
                     pass
             out[name] = total
+        # The node group's split: the node processes' own user and system time
+        # (their tasks are reaped children, counted in the total above).
+        own_user = own_system = 0.0
+        for p in self.groups["4 node processes + tasks"]:
+            try:
+                t = p.cpu_times()
+                own_user += t.user
+                own_system += t.system
+            except psutil.Error:
+                pass
+        out[NODE_OWN_USER] = own_user
+        out[NODE_OWN_SYSTEM] = own_system
         return out
 
     def per_task_ms(self, n: int) -> dict[str, float]:
+        """CPU ms per task of each group since this meter was made (the node split apart)."""
+        return {k: v for k, v in self.all_per_task_ms(n).items() if k not in NODE_SPLIT}
+
+    def all_per_task_ms(self, n: int) -> dict[str, float]:
+        """As :meth:`per_task_ms`, with the node processes' own user and system time."""
         end = self._read()
         return {k: (end[k] - self.start[k]) / n * 1e3 for k in end}
+
 
 
 def _get(obj: Any, attr: str) -> Any:
@@ -244,7 +286,8 @@ def node_pids(testbed_dir: Path) -> dict[str, int]:
 
 
 def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
-             floor: bool, testbed_dir: Path, profile: str | None = None) -> dict[str, Any]:
+             floor: bool, testbed_dir: Path, profile: str | None = None,
+             batching: list[int] | None = None) -> dict[str, Any]:
     """Create a pool with ``slots`` task slots per node, run n tasks, delete the pool
     (``profile``: py-spy the service and the node processes while the tasks run)."""
     pool_errors: list[str] = []
@@ -275,30 +318,46 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
                                for i in range(2 * NODES * slots)])
     client.wait_for_tasks(warm, timeout_s=120, poll_interval_s=POLL_S)
 
+    # Background (not per task): the same processes with the pool idle for IDLE_S.
+    idle = CpuMeter(thread, testbed_dir)
+    t_idle = time.perf_counter()
+    time.sleep(IDLE_S)
+    idle_s = time.perf_counter() - t_idle
+    idle_ms_per_s = {k: v / idle_s for k, v in idle.per_task_ms(1).items()}
+
     job = f"job-s{slots}"
     client.create_job({"id": job, "poolInfo": {"poolId": pool}})
-    specs = [{"id": f"t{i:05d}", "commandLine": "/bin/true"} for i in range(n)]
-    profs = []
-    if profile:
-        pids = {"service": os.getpid(), **node_pids(testbed_dir)}
-        profs = [start_profile(pid, f"{profile}.{name}.txt") for name, pid in pids.items()]
-        time.sleep(1.0)  # py-spy attaches
-    cpu = CpuMeter(thread, testbed_dir)
-    t0 = time.perf_counter()
-    client.create_tasks(job, specs)
-    added_s = time.perf_counter() - t0
-    add_cpu_ms = cpu.per_task_ms(n)["service + benchmark client"]  # dispatch overlaps it
-    polls = 0
-    while True:
-        counts = client.get_task_counts(job)
-        polls += 1
-        if counts["completed"] == n:
-            break
-        if time.perf_counter() - t0 > 600:
-            raise TimeoutError(f"{job}: not done after 600 s: {counts}")
-        time.sleep(POLL_S)
-    wall_s = time.perf_counter() - t0
-    cpu_ms = cpu.per_task_ms(n)
+    # The user's side runs as its own process (_dispatch_client.py): this process
+    # then holds the service alone, and the client's CPU is measured apart.
+    user = subprocess.Popen(
+        [sys.executable, str(CLIENT), str(thread.runtime.state_dir), job, str(n), str(POLL_S)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert user.stdin is not None and user.stdout is not None
+    try:
+        if user.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the benchmark client did not start (exit {user.wait()})")
+        profs = []
+        if profile:
+            pids = {"service": os.getpid(), **node_pids(testbed_dir)}
+            profs = [start_profile(pid, f"{profile}.{name}.txt") for name, pid in pids.items()]
+            time.sleep(1.0)  # py-spy attaches
+        cpu = CpuMeter(thread, testbed_dir)
+        user.stdin.write("go\n")
+        user.stdin.flush()
+        if user.stdout.readline().strip() != "added":
+            raise RuntimeError(f"the benchmark client failed to add the tasks (exit {user.wait()})")
+        add_cpu_ms = cpu.per_task_ms(n)[SERVICE]  # dispatch overlaps the add
+        report = json.loads(user.stdout.readline() or "{}")
+        all_cpu_ms = cpu.all_per_task_ms(n)
+    finally:
+        user.stdin.close()
+        user.wait(60)
+    if "wall_s" not in report:
+        raise RuntimeError(f"the benchmark client failed: {report}")
+    wall_s, added_s, polls = report["wall_s"], report["add_s"], report["polls"]
+    counts = report["counts"]
+    cpu_ms = {k: v for k, v in all_cpu_ms.items() if k not in NODE_SPLIT}
+    node_split_ms = {k: all_cpu_ms[k] for k in NODE_SPLIT}
     for prof in profs:
         stop_profile(prof)
     assert counts["succeeded"] == n, counts
@@ -312,11 +371,20 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
         nid = _get(t.node_info, "node_id") or "?"
         per_node[nid] = per_node.get(nid, 0) + 1
     floor_cpu_ms = None
+    floor_node_own_ms = None
     floor_s = None
     if floor:
         meter = CpuMeter(thread, testbed_dir)
-        floor_s = dask_floor(thread, slots, n)
-        floor_cpu_ms = meter.per_task_ms(n)
+        floor_s = engine_path(thread, slots, n)
+        floor_all = meter.all_per_task_ms(n)
+        floor_cpu_ms = {k: v for k, v in floor_all.items() if k not in NODE_SPLIT}
+        floor_node_own_ms = floor_all[NODE_OWN_USER] + floor_all[NODE_OWN_SYSTEM]
+    batched = []
+    for k in batching or []:  # one lane a node, k launches a message (k in flight)
+        meter = CpuMeter(thread, testbed_dir)
+        seconds = engine_path(thread, 1, n, per_message=k)
+        batched.append({"per_message": k, "s": seconds, "tasks_per_s": n / seconds,
+                        "cpu_ms_per_task": meter.all_per_task_ms(n)})
     delete_pool(client, thread, pool)
     return {"pool_errors": pool_errors, "slots_per_node": slots, "total_slots": slots * NODES, "tasks": n,
             "pool_ready_s": pool_ready_s, "add_s": added_s, "wall_s": wall_s,
@@ -324,9 +392,14 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
             "agent_run_time_mean_ms": statistics.mean(runs) * 1e3 if runs else None,
             "agent_run_time_median_ms": statistics.median(runs) * 1e3 if runs else None,
             "tasks_per_node": per_node,
-            "cpu_ms_per_task": cpu_ms, "dask_floor_cpu_ms_per_task": floor_cpu_ms,
+            "cpu_ms_per_task": cpu_ms, "client_cpu_ms_per_task": report["cpu_ms_per_task"],
+            "dask_floor_cpu_ms_per_task": floor_cpu_ms,
+            "node_own_cpu_ms_per_task": node_split_ms,
+            "idle_cpu_ms_per_s": idle_ms_per_s,
+            "idle_cpu_ms_per_task": {k: v * wall_s / n for k, v in idle_ms_per_s.items()},
             "service_cpu_ms_per_task_until_added": add_cpu_ms,
-            "dask_floor_s": floor_s, "dask_floor_tasks_per_s": n / floor_s if floor_s else None}
+            "dask_floor_node_own_cpu_ms_per_task": floor_node_own_ms,
+            "batching": batched, "dask_floor_s": floor_s, "dask_floor_tasks_per_s": n / floor_s if floor_s else None}
 
 
 def main() -> int:
@@ -339,6 +412,9 @@ def main() -> int:
                        help="tasks a pool (default 2,000; --quick 300)")
         p.add_argument("--profile", metavar="PATH", default=None,
                        help="py-spy the service and the nodes during the headline run")
+        p.add_argument("--batching", default="", metavar="K,K,...",
+                       help="also run the engine path with one lane a node and K launches "
+                            "a message (K in flight), for each K (e.g. 2,8,16)")
         p.add_argument("--user-switching", action="store_true",
                        help="node roots reachable by task users, so that nodes running as "
                             "root run tasks as the pool's auto-user (default: the temporary "
@@ -366,7 +442,9 @@ def main() -> int:
             for k, slots in enumerate(slot_values):
                 r = run_pool(client, thread, slots, n, floor=k == 0,
                              testbed_dir=bed.directory,
-                             profile=args.profile if k == 0 else None)
+                             profile=args.profile if k == 0 else None,
+                             batching=[int(b) for b in args.batching.split(",") if b]
+                             if k == 0 else None)
                 runs.append(r)
                 print(f"  taskSlotsPerNode={slots}: {n} tasks in {r['wall_s']:.2f} s "
                       f"({r['tasks_per_s']:.0f}/s)", flush=True)
@@ -396,7 +474,7 @@ def main() -> int:
                      f"{r['fraction_of_raw_2_threads']:.0%}",
                      f"{r['agent_run_time_median_ms']:.1f}"])
     if headline["dask_floor_s"]:
-        rows.append([f"floor: 1 Dask task per run, {NODES}x{headline['slots_per_node']} slots",
+        rows.append([f"floor: engine only, 1 run a message, {NODES}x{headline['slots_per_node']} slots",
                      n, headline["dask_floor_s"], headline["dask_floor_tasks_per_s"],
                      f"{headline['dask_floor_tasks_per_s'] / raw_rate:.0%}",
                      f"{headline['dask_floor_tasks_per_s'] / raw_2_threads:.0%}", ""])
@@ -413,15 +491,38 @@ def main() -> int:
         cpu_rows.append([name, *(r["cpu_ms_per_task"][name] for r in runs),
                          headline["dask_floor_cpu_ms_per_task"][name]
                          if headline["dask_floor_cpu_ms_per_task"] else ""])
-    cpu_rows.append(["total", *(sum(r["cpu_ms_per_task"].values()) for r in runs),
+    cpu_rows.append(["total: service, scheduler, nodes",
+                     *(sum(r["cpu_ms_per_task"].values()) for r in runs),
                      sum(headline["dask_floor_cpu_ms_per_task"].values())
                      if headline["dask_floor_cpu_ms_per_task"] else ""])
+    cpu_rows.append(["the benchmark client (its own process: add, polls)",
+                     *(r["client_cpu_ms_per_task"] for r in runs), ""])
     table(f"CPU ms per task (raw sequential spawn: {raw_cpu_ms:.2f} ms wall per task)",
           ["", *(f"{NODES}x{r['slots_per_node']} slots" for r in runs), "floor"], cpu_rows)
+    own = headline["node_own_cpu_ms_per_task"]
+    print(f"of the nodes' CPU, the node processes' (and watchdogs') own: {own[NODE_OWN_USER]:.3f} ms user + "
+          f"{own[NODE_OWN_SYSTEM]:.3f} ms system per task (the rest: the tasks they reaped)")
+    idle_cpu = headline["idle_cpu_ms_per_task"]
+    print("of which background (the idle pool's CPU a second, times the run's "
+          "wall time, per task): " + ", ".join(f"{k} {v:.3f} ms" for k, v in idle_cpu.items())
+          + f"; total {sum(idle_cpu.values()):.3f} ms")
+    if headline["batching"]:
+        floor_all = headline["dask_floor_cpu_ms_per_task"]
+        brows = [["1 (the floor)", headline["slots_per_node"], headline["dask_floor_tasks_per_s"],
+                  headline["dask_floor_node_own_cpu_ms_per_task"],
+                  floor_all[SERVICE], sum(floor_all.values())]]
+        for b in headline["batching"]:
+            c = b["cpu_ms_per_task"]
+            brows.append([b["per_message"], b["per_message"], b["tasks_per_s"],
+                          c[NODE_OWN_USER] + c[NODE_OWN_SYSTEM], c[SERVICE],
+                          sum(v for k_, v in c.items() if k_ not in NODE_SPLIT)])
+        table("the run path by launches a message (engine only: no REST, store or pass)",
+              ["launches a message", "in flight a node", "tasks/s", "node processes' own CPU ms",
+               "service CPU ms", "total CPU ms"], brows)
     files = results["task_files"]
     print(f"of the service's CPU, {headline['service_cpu_ms_per_task_until_added']:.2f} ms per "
-          f"task went by until the add request returned (client and REST side of the add, "
-          f"and the dispatch that overlapped it)")
+          f"task went by until the add request returned (the REST side of the add, and the "
+          f"dispatch that overlapped it)")
     print(f"same-run baselines: raw spawn of /bin/true {raw_cpu:.2f} CPU ms per task (parent and "
           f"child); a task's files (dir, wd, stdout.txt, stderr.txt) on the node roots' file "
           f"system {files['cpu_ms']:.2f} CPU ms, {files['wall_ms']:.2f} wall ms per task")
