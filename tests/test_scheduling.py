@@ -3,6 +3,7 @@ dependencies, exit conditions, job preparation/release, job control, node operat
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from pathlib import Path
@@ -313,3 +314,41 @@ def test_node_reboot_reimage_remove_and_disable_scheduling(env, pool2):
     with pytest.raises(BatchError) as info:
         client.reboot_node(pool2, "no-such-node")
     assert info.value.code == "NodeNotFound"
+
+
+def test_short_runs_are_sent_ahead_yet_a_node_runs_no_more_than_its_slots(env):
+    """Short tasks: the service sends a node runs ahead of its free slots (the node
+    starts each as a slot frees). A one-slot node then shows more than one running
+    task at times, but its runs never overlap; one still waiting on the node is
+    ended by Task - Terminate and never starts."""
+    client, _ = env
+    client.create_pool({"id": "ahead", "vmSize": "testbed", "targetDedicatedNodes": 1,
+                        "taskSlotsPerNode": 1})
+    [node] = client.wait_for_pool("ahead", timeout_s=120)
+    client.create_job({"id": "short", "poolInfo": {"poolId": "ahead"}})
+    client.create_tasks("short", [{"id": f"s{i:03d}", "commandLine": "/bin/true"}
+                                  for i in range(300)])
+    most = 0
+    while client.get_task_counts("short")["completed"] < 300:
+        most = max(most, client.get_node("ahead", node.id).running_tasks_count or 0)
+    assert most > 1  # runs were sent ahead of the node's one slot
+    tasks = client.list_tasks("short")
+    assert all(t.execution_info.result == "success" for t in tasks)
+    spans = sorted((t.execution_info.start_time, t.execution_info.end_time) for t in tasks)
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(spans))  # one at a time
+    # A long run holds the slot; short ones sent behind it wait on the node.
+    client.create_job({"id": "behind", "poolInfo": {"poolId": "ahead"}})
+    client.create_tasks("behind", [{"id": "long", "commandLine": "/bin/sleep 2"},
+                                   *({"id": f"b{i}", "commandLine": "/bin/true"}
+                                     for i in range(3))])
+    wait_until(lambda: client.get_task("behind", "b1").state == "running", timeout_s=30)
+    assert client.get_task("behind", "long").state == "running"
+    client.terminate_task("behind", "b1")
+    client.wait_for_tasks("behind", timeout_s=60)
+    got = _tasks(client, "behind")
+    assert got["long"].execution_info.result == "success"
+    assert got["b1"].execution_info.result == "failure"
+    assert got["b1"].execution_info.failure_info.code == "TaskEnded"
+    assert got["b0"].execution_info.result == got["b2"].execution_info.result == "success"
+    assert got["b0"].execution_info.start_time >= got["long"].execution_info.end_time
+    client.delete_pool("ahead")

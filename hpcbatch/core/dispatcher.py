@@ -296,6 +296,8 @@ class Dispatcher:
                 failure, exit_code = out.failure_info, out.exit_code
                 start, end = out.start_time.replace(tzinfo=None), out.end_time.replace(tzinfo=None)
             ok = exit_code == 0 and failure is None
+            if start is not None and len(run.nodes) == 1:
+                run.node.note_run_time((end - start).total_seconds())  # NodeRuntime.ahead_slots
             run.node.total_tasks_run += 1
             run.node.total_tasks_succeeded += ok
             retry = should_retry(ok, run.terminated, run.max_retries, run.retry_count)
@@ -395,13 +397,15 @@ class Dispatcher:
             active = self.jobs.active_jobs(conn, pool_key)  # kept between passes
             if not active:
                 continue  # no node scan for a pool without work
-            ready = {n.node_id: n for n in pm.nodes_of(pool_key) if n.free_slots > 0}
+            room = [(n, n.free_slots, n.ahead_slots) for n in pm.nodes_of(pool_key)]
+            ready = {n.node_id: n for n, free, ahead in room if free or ahead}
             if not ready:
                 continue
             fill = (spec.task_scheduling_policy.node_fill_type
                     if spec.task_scheduling_policy else "spread")
             chosen = plan_pool(
-                [NodeSlots(n.node_id, n.free_slots, n.order) for n in ready.values()],
+                [NodeSlots(n.node_id, free, n.order, ahead) for n, free, ahead in room
+                 if free or ahead],
                 ((j, j["priority"], j["seq"]) for j in active),
                 lambda job, budget: Store.next_active_tasks(conn, job["key"], budget),
                 lambda c: (c["instances"], c["required_slots"]),
@@ -598,7 +602,7 @@ class Dispatcher:
             launch = agent.Launch(key=key, task_dir=tdir, command_line=spec.command_line,
                                   job_id=job["id"], task_id=row["id"], settings=settings,
                                   extra_env=extra_env, max_wall_clock_s=wall_s, run_as=run_as,
-                                  **tpl.io)
+                                  slots=run.slots, node_slots=nodes_[0].slots, **tpl.io)
             if not job_spec.get("jobPreparationTask"):
                 return run, launch  # sent with the other runs of this pass to the node
 

@@ -32,11 +32,17 @@ class NodeSlots:
         Task slots not in use (``taskSlotsPerNode`` minus running tasks' ``requiredSlots``).
     order
         Tie-breaker: the node's position in the pool (lower first).
+    ahead
+        Further slots' worth of single-node tasks the node may take beyond its
+        free slots, to start as its slots free (short runs:
+        :attr:`hpcbatch.core.node_runtime.NodeRuntime.ahead_slots`); a
+        multi-instance task's gang takes free slots only.
     """
 
     node_id: str
     free_slots: int
     order: int = 0
+    ahead: int = 0
 
 
 T = TypeVar("T")
@@ -190,7 +196,8 @@ def plan_pool(
     Parameters
     ----------
     nodes
-        The pool's nodes with free slots (``free_slots`` > 0) and their order.
+        The pool's nodes with free slots or room ahead (``free_slots`` +
+        ``ahead`` > 0) and their order.
     jobs
         ``(job, priority, creation_seq)`` of the pool's active jobs.
     next_tasks
@@ -221,7 +228,8 @@ def plan_pool(
     Batch compute nodes", "Job priority" and "Use multi-instance tasks to run MPI
     applications" (a gang runs on dedicated nodes, all at once).
     """
-    free = {n.node_id: n.free_slots for n in nodes if n.free_slots > 0}
+    free = {n.node_id: n.free_slots + n.ahead for n in nodes if n.free_slots + n.ahead > 0}
+    real = {n.node_id: n.free_slots for n in nodes}  # what a gang may take
     order = {n.node_id: n.order for n in nodes}
     plans: list[tuple[J, C, list[str]]] = []
     for job in job_order(jobs):
@@ -233,22 +241,27 @@ def plan_pool(
         if budget <= 0:
             continue
         for segment in segments(next_tasks(job, budget), lambda c: demand(c)[0]):
-            slots = [NodeSlots(nid, f, order[nid])
-                     for nid, f in free.items() if f > 0 and nid not in barred]
             instances = demand(segment[0])[0]
             if instances > 1:
-                gang = place_gang(instances, slots, avoid(segment[0]))
+                gang = place_gang(instances, [NodeSlots(nid, real[nid], order[nid])
+                                              for nid in free
+                                              if real[nid] > 0 and nid not in barred],
+                                  avoid(segment[0]))
                 if gang is None:
                     return plans  # head-of-line: nothing behind a waiting gang starts
                 for nid in gang:
                     free[nid] -= 1
+                    real[nid] -= 1
                 plans.append((job, segment[0], gang))
                 continue
+            slots = [NodeSlots(nid, f, order[nid])
+                     for nid, f in free.items() if f > 0 and nid not in barred]
             chosen = place([demand(c)[1] for c in segment], slots, fill,
                            [prefer(c) for c in segment])
             for cand, where in zip(segment, chosen):
                 if where is not None:
                     free[where] -= demand(cand)[1]
+                    real[where] = max(0, real[where] - demand(cand)[1])
                     plans.append((job, cand, [where]))
     return plans
 

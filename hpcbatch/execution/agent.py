@@ -33,6 +33,7 @@ import os
 import pickle
 import shutil
 import threading
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -82,10 +83,14 @@ MAX_PENDING_OUTCOMES = 100_000
 """Most outcomes a node keeps for the service; beyond it the oldest are dropped (the
 service reads them as they come, so only runs started outside it can pile up)."""
 
+OUTCOME_HOLD_S = 0.005
+"""Longest an outcome waits for others while the node still has runs queued beyond
+its slots (:meth:`NodeAgent.enqueue`): they then travel to the service together."""
+
 EXECUTOR_THREADS = 64
 """Most runs one node executes in threads at once (start, preparation and
-coordination tasks, and tasks with files to transfer); the service never sends
-more runs than a node has slots for."""
+coordination tasks, and tasks with files to transfer); the agent starts no
+more task runs than the node has slots for (:meth:`NodeAgent.enqueue`)."""
 
 STARTUP_DIR = "startup"
 """The start task's directory, relative to the node root (``AZ_BATCH_NODE_STARTUP_DIR``)."""
@@ -143,6 +148,13 @@ class Launch:
         The task's ``containerSettings`` with its pool's container type
         (:func:`hpcbatch.execution.containers.launch_container`), or None: the
         command line then runs in that container, never on the host.
+    slots, node_slots
+        A task's run: the task slots it takes (``requiredSlots``) and the
+        node's ``taskSlotsPerNode``. The agent starts such runs first in, first
+        out, each when its slots are free, so runs the service sends ahead of
+        a free slot (:data:`hpcbatch.core.node_runtime.AHEAD_WINDOW_S`) wait on
+        the node. None (start, preparation, release and coordination tasks):
+        the run starts at once.
     """
 
     key: str
@@ -165,6 +177,8 @@ class Launch:
     packages: list[packages.PackageRef] = field(default_factory=list)
     run_as: RunAs | None = None
     container: dict[str, Any] | None = None
+    slots: int | None = None
+    node_slots: int = 1
 
 
 @dataclass
@@ -352,6 +366,14 @@ class NodeAgent(WorkerPlugin):
         self._pending: list[dict[str, Any]] = []
         self._stream_waiters: list[asyncio.Future[None]] = []
         self._notify_scheduled = False
+        self._hold: asyncio.TimerHandle | None = None
+        """The timer flushing outcomes held while runs are queued (:data:`OUTCOME_HOLD_S`)."""
+        self._queued: deque[Launch] = deque()
+        """Task runs waiting for free slots, first in first out (:meth:`enqueue`)."""
+        self._busy: dict[str, int] = {}
+        """Slots held by each started task run, by run key."""
+        self._node_slots = 1
+        """``taskSlotsPerNode``, as the latest task run told it."""
         self._stream_generation = 0
         self._task_users: dict[str, Path] = {}
         """Task-scope users whose run ended with processes left (coordination daemons)."""
@@ -401,11 +423,13 @@ class NodeAgent(WorkerPlugin):
     def enqueue(self, launches: list[Launch]) -> int:
         """Start runs on this node without waiting for them (:meth:`exchange` calls it).
 
-        A plain run (no packages, resource or output files, logs kept in local
-        storage) starts right here on the worker's event loop and is awaited
-        through a pidfd, with no thread of its own; any other run executes
-        :meth:`run_task` on the node's thread pool. Outcomes go to the
-        service on its outcome stream (:meth:`outcome_stream`).
+        A task's run (:attr:`Launch.slots` set) waits, first in first out,
+        until its slots are free: the service sends short runs ahead of free
+        slots. A plain run (no packages, resource or output files, logs kept
+        in local storage) starts right here on the worker's event loop and is
+        awaited through a pidfd, with no thread of its own; any other run
+        executes :meth:`run_task` on the node's thread pool. Outcomes go to
+        the service on its outcome stream (:meth:`outcome_stream`).
 
         Parameters
         ----------
@@ -422,11 +446,47 @@ class NodeAgent(WorkerPlugin):
         except RuntimeError:
             loop = None
         for launch in launches:
-            if loop is not None and HAS_PIDFD and _is_plain(launch) and not self._makes_user(launch):
-                self._start_on_loop(launch, loop)
-            else:
-                self._pool().submit(self._run_and_report, launch)
+            if launch.slots is None:
+                self._start(launch, loop)
+                continue
+            with self._lock:
+                self._node_slots = max(1, launch.node_slots)
+                self._queued.append(launch)
+        self._start_queued(loop)
         return len(launches)
+
+    def _start(self, launch: Launch, loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is not None and HAS_PIDFD and _is_plain(launch) and not self._makes_user(launch):
+            self._start_on_loop(launch, loop)
+        else:
+            self._pool().submit(self._run_and_report, launch)
+
+    def _start_queued(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Start the queued task runs, first in first out, while their slots are free.
+
+        A run needing more slots than the node has starts alone (the service
+        never sends one: Batch refuses such a task).
+        """
+        while True:
+            with self._lock:
+                if not self._queued:
+                    break
+                head = self._queued[0]
+                need = head.slots or 1
+                used = sum(self._busy.values())
+                if used and used + need > self._node_slots:
+                    break
+                self._queued.popleft()
+                self._busy[head.key] = need
+                flush = self._hold is not None and len(self._queued) <= self._node_slots
+            self._start(head, loop)
+            if flush and loop is not None:
+                self._flush_held()
+
+    def queued(self) -> list[str]:
+        """Return the keys of the task runs waiting on this node for free slots."""
+        with self._lock:
+            return [lc.key for lc in self._queued]
 
     def run_task(self, launch: Launch) -> Outcome:
         """Run one task on this node and wait for it (executes in a worker thread).
@@ -714,30 +774,82 @@ class NodeAgent(WorkerPlugin):
         Returns
         -------
         bool
-            True when a running process was found and killed. A run that has not
-            started yet is ended as soon as it starts.
+            True when a running process was found and killed, or a run waiting
+            for free slots was ended (reported ``TaskEnded``, as a killed run).
+            A run that has not started yet is ended as soon as it starts.
         """
+        with self._lock:
+            waiting = next((lc for lc in self._queued if lc.key == key), None)
+            if waiting is not None:
+                self._queued.remove(waiting)
+        if waiting is not None:
+            now = _now()
+            self._report(key, Outcome(EXIT_CODE_TASK_ENDED, now, now, failure_info(
+                "usererror", "TaskEnded", "The task was ended by user request."),
+                str(Path(self.node.root_dir, waiting.task_dir)), self.node.node_id))
+            return True
         return self.processes.kill(key)
 
     def kill_all(self) -> int:
-        """Kill every task process of this node; return how many runs were running."""
-        return self.processes.kill_all()
+        """Kill every task process of this node and drop the runs waiting for slots;
+        return how many runs were running or waiting."""
+        with self._lock:
+            waiting = len(self._queued)
+            self._queued.clear()
+        return self.processes.kill_all() + waiting
 
     # --------------------------------------------------------- outcome stream
 
     def _report(self, key: str, outcome: Outcome) -> None:
-        """Queue an outcome for the service's outcome stream (:meth:`outcome_stream`; any thread)."""
+        """Queue an outcome for the service's outcome stream (:meth:`outcome_stream`; any thread).
+
+        A task run's slots are free again: the next queued run starts. While
+        runs stay queued beyond the node's slots, the outcome waits for others
+        (at most :data:`OUTCOME_HOLD_S`): the node has work meanwhile, and
+        outcomes that travel together cost the node and the service one
+        wake-up, not one each.
+        """
+        on_loop = threading.get_ident() == self._loop_thread
         with self._lock:
+            freed = self._busy.pop(key, None) is not None
             self._pending.append({"key": key, **outcome_to_wire(outcome)})
             if len(self._pending) > MAX_PENDING_OUTCOMES:
                 del self._pending[: len(self._pending) - MAX_PENDING_OUTCOMES]
-            if self._notify_scheduled or self.worker is None:
+        if freed:
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is None and self.worker is not None:
+                self.worker.loop.add_callback(self._start_queued_on_loop)  # thread-safe
+            else:  # on a loop, or no worker at all (runs then go to the thread pool)
+                self._start_queued(loop)
+        with self._lock:
+            if self._notify_scheduled or self._hold is not None or self.worker is None:
+                return
+            if on_loop and len(self._queued) > self._node_slots:
+                self._hold = asyncio.get_running_loop().call_later(OUTCOME_HOLD_S,
+                                                                   self._flush_held)
                 return
             self._notify_scheduled = True
-        if threading.get_ident() == self._loop_thread:
+        if on_loop:
             self._notify()  # on the loop already: no wake-up through the loop's self-pipe
         else:
             self.worker.loop.add_callback(self._notify)  # thread-safe
+
+    def _start_queued_on_loop(self) -> None:
+        self._start_queued(asyncio.get_running_loop())
+
+    def _flush_held(self) -> None:
+        """Send the outcomes held while runs were queued (on the worker's event loop)."""
+        with self._lock:
+            if self._hold is not None:
+                self._hold.cancel()
+                self._hold = None
+            if self._notify_scheduled:
+                return
+            self._notify_scheduled = True
+        self._notify()
 
     def _notify(self) -> None:
         """Wake the outcome stream waiting for outcomes (on the worker's event loop)."""

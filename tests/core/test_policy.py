@@ -217,3 +217,25 @@ def test_affinity_is_a_preference_taken_when_the_node_has_room() -> None:
     # A preferred node that is not in the pool's free list (busy, offline) is ignored.
     out = plan(nodes(1), [J("k", 0, 0, (T("x"),))], prefer={"x": "n9"})
     assert out == [("k", "x", ["n0"])]
+
+
+def test_short_runs_fill_the_room_ahead_but_a_gang_takes_only_free_slots() -> None:
+    # n0: 1 free slot and room for 2 more runs ahead; n1: busy, room for 2 ahead.
+    room = [NodeSlots("n0", 1, 0, ahead=2), NodeSlots("n1", 0, 1, ahead=2)]
+    small = J("small", 0, 1, tuple(T(f"s{i}") for i in range(8)))
+    got = plan(room, [small])
+    assert sorted(t for _, t, _ in got) == [f"s{i}" for i in range(5)]  # 1 free + 4 ahead
+    assert sorted(n for _, _, (n,) in got) == ["n0"] * 3 + ["n1"] * 2
+    # A gang of 2 needs two free slots: n1 has none, whatever its room ahead.
+    gang = J("gang", 10, 1, (T("mpi", instances=2),))
+    assert plan(room, [gang, small]) == []
+    assert plan([NodeSlots("n0", 1, 0, ahead=2), NodeSlots("n1", 1, 1, ahead=2)],
+                [gang]) == [("gang", "mpi", ["n0", "n1"])]
+
+
+def test_a_run_placed_ahead_uses_up_the_free_slot_first() -> None:
+    # n0's one free slot goes to the first small task; the gang behind it then finds
+    # no free slot on n0, though n0 still has room ahead.
+    job = J("j", 0, 1, (T("first"), T("mpi", instances=2)))
+    got = plan([NodeSlots("n0", 1, 0, ahead=4), NodeSlots("n1", 1, 1, ahead=4)], [job])
+    assert got == [("j", "first", ["n0"])]
