@@ -572,11 +572,6 @@ class ContainerRegistry(WireModel):
                              "userName and password")
         return self
 
-    @property
-    def server(self) -> str:
-        """``registry_server``, or Batch's default :data:`DEFAULT_REGISTRY_SERVER`."""
-        return self.registry_server or DEFAULT_REGISTRY_SERVER
-
 
 class TaskContainerSettings(WireModel):
     """``containerSettings`` of a task, start task, job manager, preparation or release task.
