@@ -38,6 +38,7 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -295,13 +296,58 @@ class WireModel(BaseModel):
                 f"The request body for {what or cls.__name__} must be a JSON object."
             )
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(data, context=REQUEST_CONTEXT)
         except ValidationError as exc:
             raise wire_error(exc) from None
 
 
+REQUEST_CONTEXT: dict[str, Any] = {"request": True}
+"""Validation context of a request body (:meth:`WireModel.from_wire`): rules that hold only
+for what a client sends (a ``ContainerRegistry``'s ``password``, write-only, is required in a
+request and absent from what the service returns)."""
+
+
+def is_request(info: ValidationInfo) -> bool:
+    """Whether a validator runs on a request body (:data:`REQUEST_CONTEXT`)."""
+    return bool(info.context and info.context.get("request"))
+
+
+def without_passwords(value: Any) -> Any:
+    """A copy of wire JSON without its write-only ``password`` properties, at any depth.
+
+    Batch never returns a password it was given (``userAccounts[].password``,
+    ``containerConfiguration.containerRegistries[].password``,
+    ``containerSettings.registry.password``, ...); Pool, Job, Job Schedule and Task -
+    Get/List return their stored specification through this.
+
+    Parameters
+    ----------
+    value
+        A decoded JSON value.
+
+    Returns
+    -------
+    Any
+        ``value`` with every object's ``password`` key left out (shared where
+        nothing changed).
+    """
+    if isinstance(value, dict):
+        return {k: without_passwords(v) for k, v in value.items() if k != "password"}
+    if isinstance(value, list):
+        return [without_passwords(v) for v in value]
+    return value
+
+
+def _echo(loc: tuple[int | str, ...], value: Any) -> Any:
+    """A refused value as an error may echo it: never a password."""
+    if loc and loc[-1] == "password":
+        return "***"
+    return without_passwords(value)
+
+
 def wire_error(exc: ValidationError) -> BadRequestError:
-    """Turn the first pydantic error into a Batch error naming the wire property."""
+    """Turn the first pydantic error into a Batch error naming the wire property (a
+    password is never echoed)."""
     err = exc.errors()[0]
     path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"])
     path = path.replace(".[", "[")
@@ -318,7 +364,7 @@ def wire_error(exc: ValidationError) -> BadRequestError:
             values={"PropertyName": path},
         )
     msg = err["msg"].removeprefix("Value error, ")
-    return InvalidPropertyValueError(path, err.get("input"), msg)
+    return InvalidPropertyValueError(path, _echo(tuple(err["loc"]), err.get("input")), msg)
 
 
 class Output(BaseModel):
@@ -468,6 +514,64 @@ class UserAccount(WireModel):
 CONTAINER_TYPES = ("dockerCompatible", "criCompatible")
 """``containerConfiguration.type`` values a pool may give."""
 
+DEFAULT_REGISTRY_SERVER = "docker.io"
+"""The registry a ``ContainerRegistry`` without ``registryServer`` logs in to (Batch's default)."""
+
+LOGIN_WORD_PATTERN = re.compile(r"[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]{0,1023}")
+"""A registry server or user name as it reaches ``<runtime> login``: 1 to 1,024 characters,
+not starting with ``-`` (never an option of the runtime), no white space or control
+character (matched whole)."""
+
+
+def _login_word(value: str) -> str:
+    if not LOGIN_WORD_PATTERN.fullmatch(value):
+        raise ValueError("must be 1 to 1024 characters, not start with '-' and hold no white "
+                         "space or control character")
+    return value
+
+
+LoginWord = Annotated[str, AfterValidator(_login_word)]
+
+
+class ContainerRegistry(WireModel):
+    """A private container registry a node logs in to (``ContainerRegistry``).
+
+    Used by a pool's ``virtualMachineConfiguration.containerConfiguration.containerRegistries``
+    (every node logs in before it prefetches ``containerImageNames``) and a task's
+    ``containerSettings.registry`` (its node logs in, then pulls the task's image,
+    before the run). The node agent runs ``<runtime> login --username USER
+    --password-stdin -- SERVER`` (:func:`hpcbatch.execution.images.login_argv`): the
+    password goes to its standard input only.
+
+    ``registry_server`` defaults to ``docker.io``; in a request ``user_name`` and
+    ``password`` are required. ``password`` is write-only: the service keeps it in its
+    store for the nodes and never returns it (:func:`without_passwords`), so it is
+    optional in what the service returns. ``identity_reference`` (a managed identity
+    of an Azure pool) is refused: nodes on your hosts have no Azure identity.
+    """
+
+    registry_server: LoginWord | None = None
+    user_name: LoginWord | None = None
+    password: Annotated[str, Field(min_length=1), NoNul] | None = Field(default=None, repr=False)
+    identity_reference: dict[str, Any] | None = None
+
+    @field_validator("identity_reference")
+    @classmethod
+    def _no_identity(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            raise ValueError("a managed identity cannot log in to a registry from hpcbatch "
+                             "nodes (they have no Azure identity): give userName and password "
+                             "instead")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self, info: ValidationInfo) -> ContainerRegistry:
+        if is_request(info) and (self.user_name is None or self.password is None):
+            missing = "userName" if self.user_name is None else "password"
+            raise ValueError(f"{missing} is required: a registry is logged in to with "
+                             "userName and password")
+        return self
+
 
 class TaskContainerSettings(WireModel):
     """``containerSettings`` of a task, start task, job manager, preparation or release task.
@@ -477,15 +581,15 @@ class TaskContainerSettings(WireModel):
     the node root directory mounted at the same path and the task's environment
     passed. ``container_run_options`` are extra runtime options (split with POSIX
     shell rules); ``working_directory``: ``taskWorkingDirectory`` (default) or
-    ``containerImageDefault``. ``registry`` (a private registry's credentials) is
-    refused: the agent logs in to no registry, the image must be on the node or
-    pullable without credentials.
+    ``containerImageDefault``. ``registry`` (a private registry's credentials): the
+    node logs in to it and pulls ``image_name`` before the run
+    (:func:`hpcbatch.execution.images.pull_images`); its password is never returned.
     """
 
     image_name: Annotated[str, Field(min_length=1), NoNul]
     container_run_options: Annotated[str, NoNul] | None = None
     working_directory: Literal["taskWorkingDirectory", "containerImageDefault"] | None = None
-    registry: dict[str, Any] | None = None
+    registry: ContainerRegistry | None = None
 
     @field_validator("image_name")
     @classmethod
@@ -494,33 +598,79 @@ class TaskContainerSettings(WireModel):
             raise ValueError("an image name must not start with '-' or contain white space")
         return value
 
-    @field_validator("registry")
-    @classmethod
-    def _no_registry(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            raise ValueError("hpcbatch does not log in to container registries: remove "
-                             "registry and have the image on the nodes (or pullable "
-                             "without credentials)")
-        return value
-
 
 ContainerSettings = TaskContainerSettings | None
 """The ``containerSettings`` property type."""
 
+CONTAINER_CONFIGURATION = "virtualMachineConfiguration.containerConfiguration"
+"""Wire path of a pool's container configuration, for errors."""
 
-def check_container_configuration(vm_config: dict[str, Any] | None) -> dict[str, Any] | None:
+
+def container_registries(cc: dict[str, Any], *, request: bool = False) -> list[ContainerRegistry]:
+    """The ``containerRegistries`` of a pool's ``containerConfiguration``, checked.
+
+    Parameters
+    ----------
+    cc
+        The ``containerConfiguration`` wire dict.
+    request
+        The configuration comes in a request (Pool - Add, Pool - Update, an auto pool
+        specification): ``userName`` and ``password`` are required.
+
+    Returns
+    -------
+    list of ContainerRegistry
+        In order; empty when none is given.
+
+    Raises
+    ------
+    InvalidPropertyValueError
+        A registry breaks :class:`ContainerRegistry`'s rules; the error names the
+        property (``virtualMachineConfiguration.containerConfiguration.containerRegistries[0].userName``)
+        and never echoes a password.
+    """
+    items = cc.get("containerRegistries")
+    if items is None:
+        return []
+    where = f"{CONTAINER_CONFIGURATION}.containerRegistries"
+    if not isinstance(items, list):
+        raise InvalidPropertyValueError(where, "***", "must be a list of ContainerRegistry")
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(ContainerRegistry.model_validate(
+                item, context=REQUEST_CONTEXT if request else None))
+        except ValidationError as exc:
+            err = wire_error(exc)
+            name = err.values.get("PropertyName", "")
+            path = f"{where}[{i}]" + (f".{name}" if name else "")
+            if isinstance(err, InvalidPropertyValueError):
+                raise InvalidPropertyValueError(path, err.values["PropertyValue"],
+                                                err.values["Reason"]) from None
+            raise BadRequestError(err.message.replace(f" {name} ", f" {path} ", 1),
+                                  code=err.code, values={"PropertyName": path}) from None
+    return out
+
+
+def check_container_configuration(vm_config: dict[str, Any] | None, *,
+                                  request: bool = False) -> dict[str, Any] | None:
     """Check a pool's ``virtualMachineConfiguration.containerConfiguration``; return it or None.
 
     Parameters
     ----------
     vm_config
         The pool's ``virtualMachineConfiguration`` wire dict, or None.
+    request
+        The pool comes in a request: each registry needs ``userName`` and ``password``
+        (:func:`container_registries`).
 
     Raises
     ------
     ValueError
-        ``type`` is not ``dockerCompatible``/``criCompatible``, ``containerImageNames``
-        is not a list of names, or ``containerRegistries`` is given (no registry login).
+        ``type`` is not ``dockerCompatible``/``criCompatible`` or ``containerImageNames``
+        is not a list of names.
+    InvalidPropertyValueError
+        A ``containerRegistries`` item is refused (:func:`container_registries`).
     """
     cc = (vm_config or {}).get("containerConfiguration")
     if cc is None:
@@ -539,9 +689,7 @@ def check_container_configuration(vm_config: dict[str, Any] | None) -> dict[str,
                                   and all(isinstance(n, str) and n for n in names)):
         raise ValueError("containerConfiguration.containerImageNames must be a list of "
                          "image names")
-    if cc.get("containerRegistries"):
-        raise ValueError("containerConfiguration.containerRegistries is not supported: "
-                         "hpcbatch logs in to no container registry")
+    container_registries(cc, request=request)
     return cc
 
 
@@ -713,8 +861,9 @@ class PoolSpecification(WireModel):
         return self
 
     @model_validator(mode="after")
-    def _containers(self) -> PoolSpecification:
-        cc = check_container_configuration(self.virtual_machine_configuration)
+    def _containers(self, info: ValidationInfo) -> PoolSpecification:
+        cc = check_container_configuration(self.virtual_machine_configuration,
+                                           request=is_request(info))
         if cc is None and self.start_task is not None \
                 and self.start_task.container_settings is not None:
             raise ValueError(

@@ -37,6 +37,7 @@ from hpcbatch.batch.states import (
 from hpcbatch.batch.wire import iso, new_etag
 from hpcbatch.core import auto_pools
 from hpcbatch.core.auto_pools import AutoPools
+from hpcbatch.core.rows import returned_spec
 from hpcbatch.core.transitions import check
 from hpcbatch.store.database import Store, dumps, job_schedules, jobs, loads, mappings
 
@@ -176,7 +177,7 @@ class JobSchedules:
         self.ctx.background(self.tick())
 
     def _wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        out = loads(row["spec"])
+        out = returned_spec(row)
         status = loads(row["status"])
         out.update({"url": f"{self.ctx.base_url}/jobschedules/{row['id']}",
                     "eTag": status["eTag"], "lastModified": status["lastModified"],

@@ -37,7 +37,7 @@ from hpcbatch.batch.states import (
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core import auto_pools
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.rows import job_row
+from hpcbatch.core.rows import job_row, returned_spec
 from hpcbatch.core.runs import Completion, Run
 from hpcbatch.core.transitions import check
 from hpcbatch.store import filters, task_counts
@@ -270,7 +270,7 @@ class Jobs:
                 values={"Quota": str(self.ctx.quotas.active_jobs_and_job_schedules)})
 
     def job_wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        out = loads(row["spec"])
+        out = returned_spec(row)
         status = loads(row["status"])
         out.update({
             "url": f"{self.ctx.base_url}/jobs/{row['id']}", "eTag": status["eTag"],

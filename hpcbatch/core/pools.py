@@ -30,7 +30,7 @@ from hpcbatch.batch.states import (
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.certificates import check_references as check_certificate_references
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.rows import check_not_deleting, pool_row
+from hpcbatch.core.rows import check_not_deleting, pool_row, returned_spec
 from hpcbatch.core.transitions import check
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.trust import pool_ssh_key
@@ -261,7 +261,7 @@ class Pools:
         status = loads(row["status"])
         key = row["key"]
         nodes_ = self.ctx.pool_manager.nodes_of(key)
-        out = dict(spec)
+        out = dict(returned_spec(row, spec))
         out.update({
             "url": f"{self.ctx.base_url}/pools/{row['id']}",
             "eTag": status["eTag"], "lastModified": status["lastModified"],
@@ -279,9 +279,6 @@ class Pools:
         })
         if "autoScaleRun" in status:
             out["autoScaleRun"] = status["autoScaleRun"]
-        if out.get("userAccounts"):  # passwords are write-only
-            out["userAccounts"] = [{k: v for k, v in a.items() if k != "password"}
-                                   for a in out["userAccounts"]]
         warnings = identity_warnings(nodes_)
         if warnings:
             out[WARNINGS_PROPERTY] = warnings

@@ -8,12 +8,38 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpcbatch.batch.errors import ConflictError, not_found
+from hpcbatch.batch.models import without_passwords
 from hpcbatch.batch.states import JobState, PoolState
-from hpcbatch.store.database import Store, jobs, pools, tasks
+from hpcbatch.store.database import Store, jobs, loads, pools, tasks
 
 if TYPE_CHECKING:
     from hpcbatch.core.context import ServiceContext
     from hpcbatch.core.node_runtime import NodeRuntime
+
+
+def returned_spec(row: Mapping[str, Any], spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A pool's, job's, job schedule's or task's stored specification as Get/List return it.
+
+    The store keeps what the client sent, passwords included (the nodes need them:
+    ``userAccounts``, ``containerRegistries``, ``containerSettings.registry``); Batch
+    never returns one (:func:`hpcbatch.batch.models.without_passwords`).
+
+    Parameters
+    ----------
+    row
+        The resource's row; its ``spec`` column holds the JSON text.
+    spec
+        That text already decoded (kept unchanged), if the caller has it.
+
+    Returns
+    -------
+    dict
+        The decoded specification without ``password`` properties (walked only when
+        its text holds the word: a Task - List stays one ``json.loads`` a task).
+    """
+    text = row["spec"]
+    decoded: dict[str, Any] = loads(text) if spec is None else spec
+    return without_passwords(decoded) if "password" in text else decoded
 
 
 def pool_row(conn: sa.Connection, pool_id: str) -> Mapping[str, Any]:

@@ -30,7 +30,7 @@ from hpcbatch.batch.models import (
 from hpcbatch.batch.states import Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
-from hpcbatch.core.rows import check_job_open, job_row, node_info, task_row
+from hpcbatch.core.rows import check_job_open, job_row, node_info, returned_spec, task_row
 from hpcbatch.core.runs import DEFAULT_RETENTION_S, Completion
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import multiinstance
@@ -313,7 +313,7 @@ class Tasks:
         """Return a task row as ``CloudTask`` JSON, limited to ``select`` when given."""
         needs_spec = select is None or any(
             s.split("/")[0] not in TASK_COLUMN_PROPERTIES for s in select)
-        out: dict[str, Any] = loads(row["spec"]) if needs_spec else {"id": row["id"]}
+        out: dict[str, Any] = returned_spec(row) if needs_spec else {"id": row["id"]}
         out.update({
             "id": row["id"],
             "url": f"{self.ctx.base_url}/jobs/{job_id}/tasks/{row['id']}",

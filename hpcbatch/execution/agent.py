@@ -45,7 +45,7 @@ import msgpack
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from hpcbatch.batch.identity import RunAs
-from hpcbatch.execution import identity, nodeops, packages
+from hpcbatch.execution import containers, identity, nodeops, packages
 from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
 from hpcbatch.execution.spawn import (  # noqa: F401 - re-exported: the agent's public names
     EXIT_CODE_TASK_ENDED,
@@ -221,10 +221,12 @@ def _is_plain(launch: Launch) -> bool:
     """A run with nothing to transfer but its logs to local storage: it can start on the loop.
 
     A job's run on remote storage is not plain: its job container is made first
-    (:func:`hpcbatch.execution.transfer.prepare_job_container`).
+    (:func:`hpcbatch.execution.transfer.prepare_job_container`); nor is a container run
+    with a ``registry``: its node logs in and pulls its image first (:meth:`NodeAgent._pull`).
     """
     return (not launch.packages and not launch.resource_files and not launch.output_files
             and not launch.keep_background
+            and not (launch.container and launch.container.get("registry"))
             and (launch.storage is None or launch.storage.url.startswith("file://")
                  or not (launch.persist_logs or launch.job_id)))
 
@@ -732,6 +734,10 @@ class NodeAgent(WorkerPlugin):
             transfer.prepare_job_container(launch.job_id, launch.storage)
         with open(tdir / launch.stdout_name, "wb") as out, \
                 open(tdir / launch.stderr_name, "wb") as err:
+            pull_failure = self._pull(launch.container)
+            if pull_failure is not None:
+                err.write((pull_failure["message"] + "\n").encode())
+                return None, pull_failure, None
             for ref in launch.packages:
                 try:
                     folder = packages.install(Path(node.root_dir), ref,
@@ -760,6 +766,37 @@ class NodeAgent(WorkerPlugin):
         code, failure = self.processes.wait(launch.key, child, launch.max_wall_clock_s,
                                             launch.keep_background)
         return code, failure, child.usage
+
+    def _pull(self, container: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """Log in to a container run's ``registry`` and pull its image; None, or the
+        task's failure info (``usererror``, naming the node and the registry server).
+
+        As the prefetch of a pool's images (:func:`hpcbatch.execution.images.pull_images`):
+        the node agent's own identity and the node's task environment (never the
+        task's: its variables do not reach a process of the agent), so the login
+        stays the agent's and the task's runtime finds the image pulled. A node
+        without a runtime is left to the run, which fails with
+        ``ContainerRuntimeNotFound``.
+        """
+        if not container or not container.get("registry") \
+                or container.get(containers.TYPE_KEY) is None:
+            return None
+        from hpcbatch.execution import images  # lazy: container tasks with a registry only
+
+        registry, image = container["registry"], str(container["imageName"])
+        answer = images.pull_images(container[containers.TYPE_KEY], [image], self.base_env,
+                                    [registry])
+        code = answer.get("code")
+        if code is None or code == "ContainerRuntimeNotFound":
+            return None
+        server = images.registry_server(registry)
+        what = (f"could not log in to container registry {server}"
+                if code == "ContainerRegistryLoginFailed"
+                else f"could not pull the image {image} (container registry {server})")
+        return failure_info("usererror", str(code),
+                            f"The container task cannot start: node {self.node.node_id} "
+                            f"{what}: {answer.get('message')}",
+                            node=self.node.node_id, registry=server)
 
     # ------------------------------------------------------------ processes
 
@@ -913,7 +950,7 @@ class NodeAgent(WorkerPlugin):
             One of :data:`CALL_OPS`: ``kill_task(key)``, ``kill_tagged(key)``,
             ``list_files(rel_dir, recursive)``, ``read_file(rel_path, offset,
             length)``, ``remove_dirs(rel_dirs)``, ``node_sample()``, ``node_info()``,
-            ``pull_images(container_type, images)``
+            ``pull_images(container_type, images, registries)``
             (:func:`hpcbatch.execution.images.pull_images`).
         args
             The operation's keyword arguments (msgpack values).
@@ -953,7 +990,8 @@ class NodeAgent(WorkerPlugin):
                 from hpcbatch.execution import images  # lazy: once per node start
                 result = await asyncio.to_thread(
                     images.pull_images, kwargs.get("container_type"),
-                    [str(i) for i in kwargs["images"]], self.base_env)
+                    [str(i) for i in kwargs["images"]], self.base_env,
+                    [dict(r) for r in kwargs.get("registries") or []])
             elif op in nodeops.NODE_CALLS:  # file delete, node users, certificates
                 result = await asyncio.to_thread(nodeops.NODE_CALLS[op], self.node.root_dir,
                                                  kwargs)
