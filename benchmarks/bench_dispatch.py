@@ -25,7 +25,8 @@ with no REST, no store and no scheduling pass: what the run path itself costs
 when every run travels alone, as it does when a pass starts one run a node.
 ``--batching K,...`` runs the same path with one lane a node and K launches a
 message (so K in flight): what the run path costs when runs and outcomes
-travel together.
+travel together; it also times a node's CPU per empty message, sent back to
+back and one a millisecond (what a wake-up costs).
 
     python benchmarks/bench_dispatch.py [--quick] [--tasks N] [--slots 2,1,4]
                                         [--base-address 127.0.7.1] [--user-switching]
@@ -48,6 +49,7 @@ import asyncio
 import itertools
 import json
 import os
+import pickle
 import resource
 import statistics
 import subprocess
@@ -177,6 +179,33 @@ def engine_path(thread: ServiceThread, slots: int, n: int, per_message: int = 1)
         return time.perf_counter() - t0
 
     return float(thread.call(go(), 600))
+
+
+def message_cost(thread: ServiceThread, testbed_dir: Path, n: int = 2000) -> dict[str, float]:
+    """The first node's CPU µs per empty ``hpcbatch_exchange`` message: sent back to back,
+    and one a millisecond (the node sleeps between two): what a wake-up costs."""
+    engine = thread.runtime.engine
+    assert engine is not None
+    node_id, pid = min(node_pids(testbed_dir).items())
+    node = psutil.Process(pid)
+    empty = pickle.dumps([], protocol=5)
+    out = {}
+    for mode, pause in (("back_to_back", None), ("one_a_ms", 0.001)):
+        async def send(pause: float | None = pause) -> None:
+            workers = await engine.workers()  # by worker name: "{node id}@{incarnation}"
+            [worker] = [a for name, a in workers.items() if name.split("@")[0] == node_id]
+            rpc = engine.nodes(worker)
+            for _ in range(n):
+                await rpc.hpcbatch_exchange(launches=empty, reply=False)
+                if pause is not None:
+                    await asyncio.sleep(pause)
+            await asyncio.sleep(0.3)  # the last messages are read
+
+        before = node.cpu_times()
+        thread.call(send(), 600)
+        after = node.cpu_times()
+        out[mode] = (after.user + after.system - before.user - before.system) / n * 1e6
+    return out
 
 
 class CpuMeter:
@@ -380,6 +409,7 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
         floor_cpu_ms = {k: v for k, v in floor_all.items() if k not in NODE_SPLIT}
         floor_node_own_ms = floor_all[NODE_OWN_USER] + floor_all[NODE_OWN_SYSTEM]
     batched = []
+    wake_up = message_cost(thread, testbed_dir) if batching else None
     for k in batching or []:  # one lane a node, k launches a message (k in flight)
         meter = CpuMeter(thread, testbed_dir)
         seconds = engine_path(thread, 1, n, per_message=k)
@@ -399,7 +429,8 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
             "idle_cpu_ms_per_task": {k: v * wall_s / n for k, v in idle_ms_per_s.items()},
             "service_cpu_ms_per_task_until_added": add_cpu_ms,
             "dask_floor_node_own_cpu_ms_per_task": floor_node_own_ms,
-            "batching": batched, "dask_floor_s": floor_s, "dask_floor_tasks_per_s": n / floor_s if floor_s else None}
+            "batching": batched, "node_cpu_us_per_empty_message": wake_up,
+            "dask_floor_s": floor_s, "dask_floor_tasks_per_s": n / floor_s if floor_s else None}
 
 
 def main() -> int:
@@ -519,6 +550,10 @@ def main() -> int:
         table("the run path by launches a message (engine only: no REST, store or pass)",
               ["launches a message", "in flight a node", "tasks/s", "node processes' own CPU ms",
                "service CPU ms", "total CPU ms"], brows)
+        wake = headline["node_cpu_us_per_empty_message"]
+        print(f"a node's CPU per empty message: {wake['back_to_back']:.0f} µs sent back to back, "
+              f"{wake['one_a_ms']:.0f} µs sent one a millisecond (the node sleeps between two: "
+              f"the difference is what a wake-up costs)")
     files = results["task_files"]
     print(f"of the service's CPU, {headline['service_cpu_ms_per_task_until_added']:.2f} ms per "
           f"task went by until the add request returned (the REST side of the add, and the "
