@@ -374,6 +374,8 @@ class NodeAgent(WorkerPlugin):
         """Task runs waiting for free slots, first in first out (:meth:`enqueue`)."""
         self._busy: dict[str, int] = {}
         """Slots held by each started task run, by run key."""
+        self._busy_slots = 0
+        """Their sum."""
         self._node_slots = 1
         """``taskSlotsPerNode``, as the latest task run told it."""
         self._stream_generation = 0
@@ -475,11 +477,11 @@ class NodeAgent(WorkerPlugin):
                     break
                 head = self._queued[0]
                 need = head.slots or 1
-                used = sum(self._busy.values())
-                if used and used + need > self._node_slots:
+                if self._busy_slots and self._busy_slots + need > self._node_slots:
                     break
                 self._queued.popleft()
                 self._busy[head.key] = need
+                self._busy_slots += need
                 flush = self._hold is not None and len(self._queued) <= self._node_slots
             self._start(head, loop)
             if flush and loop is not None:
@@ -848,7 +850,8 @@ class NodeAgent(WorkerPlugin):
         """
         on_loop = threading.get_ident() == self._loop_thread
         with self._lock:
-            freed = self._busy.pop(key, None) is not None
+            freed = self._busy.pop(key, 0)
+            self._busy_slots -= freed
             self._pending.append({"key": key, **outcome_to_wire(outcome)})
             if len(self._pending) > MAX_PENDING_OUTCOMES:
                 del self._pending[: len(self._pending) - MAX_PENDING_OUTCOMES]
