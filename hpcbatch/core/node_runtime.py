@@ -23,7 +23,7 @@ whose runs last ``d`` seconds on average (:attr:`NodeRuntime.run_s`) is sent up 
 ``AHEAD_WINDOW_S / d`` runs a slot ahead of its free slots (at most
 :data:`AHEAD_PER_SLOT`); runs of 50 ms or more are never sent ahead."""
 
-AHEAD_PER_SLOT = 8
+AHEAD_PER_SLOT = 16
 """Most runs a node holds ahead of each of its slots (:data:`AHEAD_WINDOW_S`)."""
 
 RUN_S_WEIGHT = 0.25
