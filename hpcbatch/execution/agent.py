@@ -84,8 +84,14 @@ MAX_PENDING_OUTCOMES = 100_000
 service reads them as they come, so only runs started outside it can pile up)."""
 
 OUTCOME_HOLD_S = 0.005
-"""Longest an outcome waits for others while the node still has runs queued beyond
-its slots (:meth:`NodeAgent.enqueue`): they then travel to the service together."""
+"""Longest an outcome waits for others while the node still has more than
+:data:`HOLD_WHILE_QUEUED` times its slots in runs queued (:meth:`NodeAgent.enqueue`):
+they then travel to the service together."""
+
+HOLD_WHILE_QUEUED = 2
+"""Outcomes are held (:data:`OUTCOME_HOLD_S`) while more runs than this many times the
+node's slots wait; at or below it they go at once, so the service sends more while the
+node still has work (2 measured a little faster than 1 in ``bench_dispatch.py``)."""
 
 EXECUTOR_THREADS = 64
 """Most runs one node executes in threads at once (start, preparation and
@@ -482,7 +488,8 @@ class NodeAgent(WorkerPlugin):
                 self._queued.popleft()
                 self._busy[head.key] = need
                 self._busy_slots += need
-                flush = self._hold is not None and len(self._queued) <= self._node_slots
+                flush = (self._hold is not None
+                         and len(self._queued) <= HOLD_WHILE_QUEUED * self._node_slots)
             self._start(head, loop)
             if flush and loop is not None:
                 self._flush_held()
@@ -867,7 +874,7 @@ class NodeAgent(WorkerPlugin):
         with self._lock:
             if self._notify_scheduled or self._hold is not None or self.worker is None:
                 return
-            if on_loop and len(self._queued) > self._node_slots:
+            if on_loop and len(self._queued) > HOLD_WHILE_QUEUED * self._node_slots:
                 self._hold = asyncio.get_running_loop().call_later(OUTCOME_HOLD_S,
                                                                    self._flush_held)
                 return
