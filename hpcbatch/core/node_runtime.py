@@ -138,9 +138,10 @@ class NodeRuntime:
         a slot frees (:class:`hpcbatch.execution.agent.NodeAgent`), so a slot
         does not wait for the service between two short runs, and their
         outcomes travel together. Only while the node's runs last under
-        :data:`AHEAD_WINDOW_S` on average (a task so sent waits on the node
-        about that long at most, shown ``running``), never on simulated nodes,
-        and 0 when the node takes no tasks.
+        :data:`AHEAD_WINDOW_S` on average (a task so sent then waits on the
+        node, shown ``running``, about that long; longer behind a long run
+        that lands among short ones), never on simulated nodes, and 0 when the
+        node takes no tasks.
         """
         if (self.run_s is None or self.run_s >= AHEAD_WINDOW_S
                 or self.host.provider == "simulated"
