@@ -3,6 +3,7 @@ the runs it holds, and its ``ComputeNode`` JSON (Compute Node - Get/List)."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,10 @@ whose runs last ``d`` seconds on average (:attr:`NodeRuntime.run_s`) is sent up 
 
 AHEAD_PER_SLOT = 16
 """Most runs a node holds ahead of each of its slots (:data:`AHEAD_WINDOW_S`)."""
+
+STALL_S = 4 * AHEAD_WINDOW_S
+"""A node holding runs that wait for its slots, and that has reported no run's end for
+this long (its slots are all held by long runs), is sent no more runs ahead."""
 
 RUN_S_WEIGHT = 0.25
 """Weight of the latest run in a node's running average of run times (:attr:`NodeRuntime.run_s`)."""
@@ -95,6 +100,8 @@ class NodeRuntime:
     root_dir: str | None = None
     used_slots: int = 0
     run_s: float | None = None
+    last_end: float = 0.0
+    """``time.monotonic()`` when the service last learned that a run of the node ended."""
     errors: list[dict[str, Any]] = field(default_factory=list)
     start_task_info: dict[str, Any] | None = None
     allocation_time: datetime = field(default_factory=utcnow)
@@ -140,14 +147,17 @@ class NodeRuntime:
         outcomes travel together. Only while the node's runs last under
         :data:`AHEAD_WINDOW_S` on average (a task so sent then waits on the
         node, shown ``running``, about that long; longer behind a long run
-        that lands among short ones), never on simulated nodes, and 0 when the
-        node takes no tasks.
+        that lands among short ones), never on simulated nodes, 0 when the
+        node takes no tasks, and 0 while runs wait there and no run has ended
+        for :data:`STALL_S` (its slots are all held by long runs).
         """
         if (self.run_s is None or self.run_s >= AHEAD_WINDOW_S
                 or self.host.provider == "simulated"
                 or self.state not in NODE_ACCEPTS_TASKS or self.scheduling_state != "enabled"
                 or not self.worker):
             return 0
+        if self.used_slots > self.slots and time.monotonic() - self.last_end > STALL_S:
+            return 0  # runs wait behind long ones: pile no more there (STALL_S)
         per_slot = min(AHEAD_PER_SLOT, int(AHEAD_WINDOW_S / max(self.run_s, 1e-4)))
         room = self.slots * (1 + per_slot) - self.used_slots
         return max(0, min(room, self.slots * per_slot))
@@ -157,6 +167,7 @@ class NodeRuntime:
         seconds = max(0.0, seconds)
         self.run_s = seconds if self.run_s is None else (
             self.run_s + RUN_S_WEIGHT * (seconds - self.run_s))
+        self.last_end = time.monotonic()
 
     def to_wire(self, base_url: str) -> dict[str, Any]:
         """Return the Batch ``ComputeNode`` JSON of this node."""

@@ -64,3 +64,23 @@ def test_simulated_nodes_take_none_ahead() -> None:
     n = node(provider="simulated")
     n.note_run_time(0.001)
     assert n.ahead_slots == 0
+
+
+def test_no_more_runs_ahead_where_runs_wait_behind_long_ones(monkeypatch) -> None:
+    """A node whose slots are all held by long runs (runs wait there, and no run has
+    ended for STALL_S) is sent no more runs ahead: they would wait as long."""
+    import hpcbatch.core.node_runtime as nr
+
+    clock = [100.0]
+    monkeypatch.setattr(nr.time, "monotonic", lambda: clock[0])
+    n = node(slots=2)
+    n.note_run_time(0.001)
+    n.used_slots = 5  # two running, three waiting
+    assert n.ahead_slots > 0
+    clock[0] += nr.STALL_S + 0.01
+    assert n.ahead_slots == 0
+    n.used_slots = 2  # nothing waits: a free-slot run is not held back
+    assert n.ahead_slots > 0
+    n.used_slots = 5
+    n.note_run_time(0.001)  # an end was reported: the node moves again
+    assert n.ahead_slots > 0
