@@ -352,3 +352,30 @@ def test_short_runs_are_sent_ahead_yet_a_node_runs_no_more_than_its_slots(env):
     assert got["b0"].execution_info.result == got["b2"].execution_info.result == "success"
     assert got["b0"].execution_info.start_time >= got["long"].execution_info.end_time
     client.delete_pool("ahead")
+
+
+def test_short_runs_stuck_behind_a_long_one_go_back_to_the_queue_once(env):
+    """A node gives back, unstarted, runs that waited GIVE_BACK_S behind a run holding its
+    one slot; their tasks are requeued once (the node, its slot held, gets none ahead
+    again) and run when the slot frees."""
+    client, _ = env
+    client.create_pool({"id": "stuck", "vmSize": "testbed", "targetDedicatedNodes": 1,
+                        "taskSlotsPerNode": 1})
+    client.wait_for_pool("stuck", timeout_s=120)
+    client.create_job({"id": "warm", "poolInfo": {"poolId": "stuck"}})
+    client.create_tasks("warm", [{"id": f"w{i}", "commandLine": "/bin/true"} for i in range(30)])
+    client.wait_for_tasks("warm", timeout_s=60)  # the node's runs are short: runs go ahead
+    client.create_job({"id": "mixed", "poolInfo": {"poolId": "stuck"}})
+    client.create_tasks("mixed", [{"id": "long", "commandLine": "/bin/sleep 4"},
+                                  *({"id": f"s{i}", "commandLine": "/bin/true"}
+                                    for i in range(3))])
+    client.wait_for_tasks("mixed", timeout_s=60)
+    got = _tasks(client, "mixed")
+    assert all(t.execution_info.result == "success" for t in got.values())
+    shorts = [got[f"s{i}"] for i in range(3)]
+    assert [t.execution_info.requeue_count for t in shorts] == [1, 1, 1]  # given back once
+    assert got["long"].execution_info.requeue_count == 0
+    assert all(t.execution_info.start_time >= got["long"].execution_info.end_time
+               for t in shorts)
+    client.delete_pool("stuck")
+

@@ -152,6 +152,14 @@ class _Template:
     """The pool's auto-user, for a task without ``userIdentity``; else resolved per run."""
 
 
+def _given_back(outcome: Any) -> bool:
+    """Whether a run's outcome says its node gave it back unstarted
+    (:data:`hpcbatch.execution.agent.RUN_RETURNED`: it waited too long for a slot)."""
+    failure = getattr(outcome, "failure_info", None)
+    return (getattr(outcome, "exit_code", 0) is None and isinstance(failure, dict)
+            and failure.get("code") == agent.RUN_RETURNED)
+
+
 class Dispatcher:
     """Scheduling passes: what runs where, and what ended.
 
@@ -201,6 +209,10 @@ class Dispatcher:
     async def _watch(self, run: Run) -> None:
         try:
             outcome = await run.future
+            if _given_back(outcome):  # its node gave it back unstarted: requeued
+                if run.key in self.runs.by_key:
+                    self.runs.requeue([run])
+                return
             self._ended.append(Ended(run, outcome))
         except PreparationFailed as exc:
             if run.key in self.runs.by_key:
@@ -643,11 +655,17 @@ class Dispatcher:
                 self.ctx.background(self._watch(run))
 
     def ran(self, key: str, outcome: agent.Outcome) -> None:
-        """A run posted by :meth:`_start_runs` ended: record it in the next pass."""
+        """A run posted by :meth:`_start_runs` ended: record it in the next pass (a run
+        its node gave back unstarted, :data:`~hpcbatch.execution.agent.RUN_RETURNED`:
+        its task goes back to the queue now)."""
         run = self.runs.by_key.get(key)
-        if run is not None:
-            self._ended.append(Ended(run, outcome))
-            self.ctx.kick()
+        if run is None:
+            return
+        if _given_back(outcome):
+            self.runs.requeue([run])
+            return
+        self._ended.append(Ended(run, outcome))
+        self.ctx.kick()
 
     def launch_io(self, spec: Any, pool_key: str = "") -> dict[str, Any]:
         """Launch fields for a task's packages, resource files, output files and logs."""

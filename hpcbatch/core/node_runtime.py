@@ -28,8 +28,9 @@ AHEAD_PER_SLOT = 16
 """Most runs a node holds ahead of each of its slots (:data:`AHEAD_WINDOW_S`)."""
 
 STALL_S = 4 * AHEAD_WINDOW_S
-"""A node holding runs that wait for its slots, and that has reported no run's end for
-this long (its slots are all held by long runs), is sent no more runs ahead."""
+"""A node whose slots are all held and that has reported no run's end for this long
+(long runs hold them) is sent no runs ahead (the runs it gives back unstarted,
+:data:`hpcbatch.execution.agent.GIVE_BACK_S`, are not sent to it again)."""
 
 RUN_S_WEIGHT = 0.25
 """Weight of the latest run in a node's running average of run times (:attr:`NodeRuntime.run_s`)."""
@@ -148,16 +149,16 @@ class NodeRuntime:
         :data:`AHEAD_WINDOW_S` on average (a task so sent then waits on the
         node, shown ``running``, about that long; longer behind a long run
         that lands among short ones), never on simulated nodes, 0 when the
-        node takes no tasks, and 0 while runs wait there and no run has ended
-        for :data:`STALL_S` (its slots are all held by long runs).
+        node takes no tasks, and 0 while its slots are all held and no run has
+        ended for :data:`STALL_S` (long runs hold them).
         """
         if (self.run_s is None or self.run_s >= AHEAD_WINDOW_S
                 or self.host.provider == "simulated"
                 or self.state not in NODE_ACCEPTS_TASKS or self.scheduling_state != "enabled"
                 or not self.worker):
             return 0
-        if self.used_slots > self.slots and time.monotonic() - self.last_end > STALL_S:
-            return 0  # runs wait behind long ones: pile no more there (STALL_S)
+        if self.used_slots >= self.slots and time.monotonic() - self.last_end > STALL_S:
+            return 0  # long runs hold every slot: pile nothing there (STALL_S)
         per_slot = min(AHEAD_PER_SLOT, int(AHEAD_WINDOW_S / max(self.run_s, 1e-4)))
         room = self.slots * (1 + per_slot) - self.used_slots
         return max(0, min(room, self.slots * per_slot))

@@ -33,6 +33,7 @@ import os
 import pickle
 import shutil
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,15 @@ HOLD_WHILE_QUEUED = 2
 """Outcomes are held (:data:`OUTCOME_HOLD_S`) while more runs than this many times the
 node's slots wait; at or below it they go at once, so the service sends more while the
 node still has work (2 measured a little faster than 1 in ``bench_dispatch.py``)."""
+
+GIVE_BACK_S = 1.0
+"""A task run that has waited this long on the node for free slots (all held by longer
+runs) goes back to the service, which puts its task back in the queue
+(:data:`RUN_RETURNED`): another node may start it sooner."""
+
+RUN_RETURNED = "RunReturned"
+"""Failure code of the outcome of a run given back unstarted (:data:`GIVE_BACK_S`); the
+service requeues its task instead of recording the outcome."""
 
 EXECUTOR_THREADS = 64
 """Most runs one node executes in threads at once (start, preparation and
@@ -378,6 +388,9 @@ class NodeAgent(WorkerPlugin):
         """The timer flushing outcomes held while runs are queued (:data:`OUTCOME_HOLD_S`)."""
         self._queued: deque[Launch] = deque()
         """Task runs waiting for free slots, first in first out (:meth:`enqueue`)."""
+        self._waiting_since: dict[str, float] = {}
+        """``time.monotonic()`` when each queued run arrived, by run key."""
+        self._give_back_timer: asyncio.TimerHandle | None = None
         self._busy: dict[str, int] = {}
         """Slots held by each started task run, by run key."""
         self._busy_slots = 0
@@ -462,8 +475,34 @@ class NodeAgent(WorkerPlugin):
             with self._lock:
                 self._node_slots = max(1, launch.node_slots)
                 self._queued.append(launch)
+                self._waiting_since[launch.key] = time.monotonic()
         self._start_queued(loop)
+        if loop is not None and self._give_back_timer is None and self._queued:
+            self._give_back_timer = loop.call_later(GIVE_BACK_S, self._give_back)
         return len(launches)
+
+    def _give_back(self) -> None:
+        """Give the service back the runs that waited :data:`GIVE_BACK_S` for free slots
+        (on the worker's event loop; re-armed while runs wait)."""
+        self._give_back_timer = None
+        now = time.monotonic()
+        with self._lock:
+            late = [lc for lc in self._queued
+                    if now - self._waiting_since.get(lc.key, now) >= GIVE_BACK_S]
+            for lc in late:
+                self._queued.remove(lc)
+                self._waiting_since.pop(lc.key, None)
+            oldest = min(self._waiting_since.values(), default=None)
+        for lc in late:
+            at = _now()
+            self._report(lc.key, Outcome(None, at, at, failure_info(
+                "servererror", RUN_RETURNED,
+                f"The run waited {GIVE_BACK_S:g} s on node {self.node.node_id} for task slots "
+                "held by longer runs; its task goes back to the queue."),
+                str(Path(self.node.root_dir, lc.task_dir)), self.node.node_id))
+        if oldest is not None:
+            self._give_back_timer = asyncio.get_running_loop().call_later(
+                max(0.0, oldest + GIVE_BACK_S - now), self._give_back)
 
     def _start(self, launch: Launch, loop: asyncio.AbstractEventLoop | None) -> None:
         if loop is not None and HAS_PIDFD and _is_plain(launch) and not self._makes_user(launch):
@@ -486,6 +525,7 @@ class NodeAgent(WorkerPlugin):
                 if self._busy_slots and self._busy_slots + need > self._node_slots:
                     break
                 self._queued.popleft()
+                self._waiting_since.pop(head.key, None)
                 self._busy[head.key] = need
                 self._busy_slots += need
                 flush = (self._hold is not None
@@ -828,6 +868,7 @@ class NodeAgent(WorkerPlugin):
             waiting = next((lc for lc in self._queued if lc.key == key), None)
             if waiting is not None:
                 self._queued.remove(waiting)
+                self._waiting_since.pop(key, None)
         if waiting is not None:
             now = _now()
             self._report(key, Outcome(EXIT_CODE_TASK_ENDED, now, now, failure_info(
@@ -842,6 +883,7 @@ class NodeAgent(WorkerPlugin):
         with self._lock:
             waiting = len(self._queued)
             self._queued.clear()
+            self._waiting_since.clear()
         return self.processes.kill_all() + waiting
 
     # --------------------------------------------------------- outcome stream

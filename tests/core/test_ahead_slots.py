@@ -66,9 +66,9 @@ def test_simulated_nodes_take_none_ahead() -> None:
     assert n.ahead_slots == 0
 
 
-def test_no_more_runs_ahead_where_runs_wait_behind_long_ones(monkeypatch) -> None:
-    """A node whose slots are all held by long runs (runs wait there, and no run has
-    ended for STALL_S) is sent no more runs ahead: they would wait as long."""
+def test_no_more_runs_ahead_where_long_runs_hold_every_slot(monkeypatch) -> None:
+    """A node whose slots are all held, and that has ended no run for STALL_S (long runs
+    hold them), is sent no runs ahead: they would wait as long."""
     import hpcbatch.core.node_runtime as nr
 
     clock = [100.0]
@@ -79,7 +79,9 @@ def test_no_more_runs_ahead_where_runs_wait_behind_long_ones(monkeypatch) -> Non
     assert n.ahead_slots > 0
     clock[0] += nr.STALL_S + 0.01
     assert n.ahead_slots == 0
-    n.used_slots = 2  # nothing waits: a free-slot run is not held back
+    n.used_slots = 2  # both slots held, nothing waits: still none ahead
+    assert n.ahead_slots == 0
+    n.used_slots = 1  # a free slot: runs may go there again
     assert n.ahead_slots > 0
     n.used_slots = 5
     n.note_run_time(0.001)  # an end was reported: the node moves again

@@ -112,3 +112,28 @@ def test_runs_in_threads_also_wait_for_their_slot(tmp_path: Path) -> None:
         agent.processes.warden.stop()
     assert [o["exit_code"] for o in outcomes] == [0] * 4
     assert most_at_once(outcomes) == 1
+
+
+def test_a_run_waiting_too_long_behind_longer_runs_is_given_back_unstarted(
+        tmp_path: Path, monkeypatch) -> None:
+    from hpcbatch.execution import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "GIVE_BACK_S", 0.3)
+    agent = make_agent(tmp_path / "node")
+
+    async def go() -> list[dict]:
+        agent.enqueue([launch(0, "/bin/sleep 30", node_slots=1),
+                       *(launch(i, "/bin/true", node_slots=1) for i in (1, 2))])
+        outcomes = await _wait_outcomes(agent, 2, timeout_s=10)
+        assert agent.queued() == [] and len(agent.processes.running()) == 1  # r0 runs on
+        agent.kill_all()
+        return outcomes
+
+    try:
+        outcomes = asyncio.run(go())
+    finally:
+        agent.processes.warden.stop()
+    assert sorted(o["key"] for o in outcomes) == ["r1", "r2"]
+    for o in outcomes:
+        assert o["exit_code"] is None and o["failure"]["code"] == agent_module.RUN_RETURNED
+    assert not (tmp_path / "node" / "workitems/j/job-1/t1").exists()  # never started
