@@ -152,14 +152,6 @@ class _Template:
     """The pool's auto-user, for a task without ``userIdentity``; else resolved per run."""
 
 
-def _given_back(outcome: Any) -> bool:
-    """Whether a run's outcome says its node gave it back unstarted
-    (:data:`hpcbatch.execution.agent.RUN_RETURNED`: it waited too long for a slot)."""
-    failure = getattr(outcome, "failure_info", None)
-    return (getattr(outcome, "exit_code", 0) is None and isinstance(failure, dict)
-            and failure.get("code") == agent.RUN_RETURNED)
-
-
 class Dispatcher:
     """Scheduling passes: what runs where, and what ended.
 
@@ -209,9 +201,7 @@ class Dispatcher:
     async def _watch(self, run: Run) -> None:
         try:
             outcome = await run.future
-            if _given_back(outcome):  # its node gave it back unstarted: requeued
-                if run.key in self.runs.by_key:
-                    self.runs.requeue([run])
+            if self._requeue_given_back(run, outcome):
                 return
             self._ended.append(Ended(run, outcome))
         except PreparationFailed as exc:
@@ -654,15 +644,22 @@ class Dispatcher:
                 run.future.set_exception(exc)
                 self.ctx.background(self._watch(run))
 
+    def _requeue_given_back(self, run: Run, outcome: agent.Outcome) -> bool:
+        """Requeue the task of a run its node gave back unstarted (it waited too long
+        for a slot, :data:`~hpcbatch.execution.agent.RUN_RETURNED`); whether it was one."""
+        failure = outcome.failure_info
+        if outcome.exit_code is not None or not failure or failure.get("code") != agent.RUN_RETURNED:
+            return False
+        if run.key in self.runs.by_key:
+            self.runs.requeue([run])
+        return True
+
     def ran(self, key: str, outcome: agent.Outcome) -> None:
         """A run posted by :meth:`_start_runs` ended: record it in the next pass (a run
         its node gave back unstarted, :data:`~hpcbatch.execution.agent.RUN_RETURNED`:
         its task goes back to the queue now)."""
         run = self.runs.by_key.get(key)
-        if run is None:
-            return
-        if _given_back(outcome):
-            self.runs.requeue([run])
+        if run is None or self._requeue_given_back(run, outcome):
             return
         self._ended.append(Ended(run, outcome))
         self.ctx.kick()

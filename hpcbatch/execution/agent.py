@@ -34,7 +34,6 @@ import pickle
 import shutil
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from hpcbatch.batch.identity import RunAs
 from hpcbatch.execution import containers, identity, nodeops, packages
 from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
+from hpcbatch.execution.slot_queue import SlotQueue
 from hpcbatch.execution.spawn import (  # noqa: F401 - re-exported: the agent's public names
     EXIT_CODE_TASK_ENDED,
     HAS_PIDFD,
@@ -386,17 +386,9 @@ class NodeAgent(WorkerPlugin):
         self._notify_scheduled = False
         self._hold: asyncio.TimerHandle | None = None
         """The timer flushing outcomes held while runs are queued (:data:`OUTCOME_HOLD_S`)."""
-        self._queued: deque[Launch] = deque()
-        """Task runs waiting for free slots, first in first out (:meth:`enqueue`)."""
-        self._waiting_since: dict[str, float] = {}
-        """``time.monotonic()`` when each queued run arrived, by run key."""
+        self._queue: SlotQueue[Launch] = SlotQueue()
+        """Task runs waiting for free slots, and the slots started ones hold (:meth:`enqueue`)."""
         self._give_back_timer: asyncio.TimerHandle | None = None
-        self._busy: dict[str, int] = {}
-        """Slots held by each started task run, by run key."""
-        self._busy_slots = 0
-        """Their sum."""
-        self._node_slots = 1
-        """``taskSlotsPerNode``, as the latest task run told it."""
         self._stream_generation = 0
         self._task_users: dict[str, Path] = {}
         """Task-scope users whose run ended with processes left (coordination daemons)."""
@@ -473,11 +465,9 @@ class NodeAgent(WorkerPlugin):
                 self._start(launch, loop)
                 continue
             with self._lock:
-                self._node_slots = max(1, launch.node_slots)
-                self._queued.append(launch)
-                self._waiting_since[launch.key] = time.monotonic()
+                self._queue.add(launch, time.monotonic())
         self._start_queued(loop)
-        if loop is not None and self._give_back_timer is None and self._queued:
+        if loop is not None and self._give_back_timer is None and len(self._queue):
             self._give_back_timer = loop.call_later(GIVE_BACK_S, self._give_back)
         return len(launches)
 
@@ -487,19 +477,13 @@ class NodeAgent(WorkerPlugin):
         self._give_back_timer = None
         now = time.monotonic()
         with self._lock:
-            late = [lc for lc in self._queued
-                    if now - self._waiting_since.get(lc.key, now) >= GIVE_BACK_S]
-            for lc in late:
-                self._queued.remove(lc)
-                self._waiting_since.pop(lc.key, None)
-            oldest = min(self._waiting_since.values(), default=None)
+            late = self._queue.overdue(now, GIVE_BACK_S)
+            oldest = self._queue.oldest()
         for lc in late:
-            at = _now()
-            self._report(lc.key, Outcome(None, at, at, failure_info(
+            self._report_unstarted(lc, None, failure_info(
                 "servererror", RUN_RETURNED,
                 f"The run waited {GIVE_BACK_S:g} s on node {self.node.node_id} for task slots "
-                "held by longer runs; its task goes back to the queue."),
-                str(Path(self.node.root_dir, lc.task_dir)), self.node.node_id))
+                "held by longer runs; its task goes back to the queue."))
         if oldest is not None:
             self._give_back_timer = asyncio.get_running_loop().call_later(
                 max(0.0, oldest + GIVE_BACK_S - now), self._give_back)
@@ -511,25 +495,15 @@ class NodeAgent(WorkerPlugin):
             self._pool().submit(self._run_and_report, launch)
 
     def _start_queued(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Start the queued task runs, first in first out, while their slots are free.
-
-        A run needing more slots than the node has starts alone (the service
-        never sends one: Batch refuses such a task).
-        """
+        """Start the queued task runs, first in first out, while their slots are free
+        (:meth:`~hpcbatch.execution.slot_queue.SlotQueue.pop_startable`)."""
         while True:
             with self._lock:
-                if not self._queued:
+                head = self._queue.pop_startable()
+                if head is None:
                     break
-                head = self._queued[0]
-                need = head.slots or 1
-                if self._busy_slots and self._busy_slots + need > self._node_slots:
-                    break
-                self._queued.popleft()
-                self._waiting_since.pop(head.key, None)
-                self._busy[head.key] = need
-                self._busy_slots += need
                 flush = (self._hold is not None
-                         and len(self._queued) <= HOLD_WHILE_QUEUED * self._node_slots)
+                         and len(self._queue) <= HOLD_WHILE_QUEUED * self._queue.node_slots)
             self._start(head, loop)
             if flush and loop is not None:
                 self._flush_held()
@@ -537,7 +511,7 @@ class NodeAgent(WorkerPlugin):
     def queued(self) -> list[str]:
         """Return the keys of the task runs waiting on this node for free slots."""
         with self._lock:
-            return [lc.key for lc in self._queued]
+            return self._queue.keys()
 
     def run_task(self, launch: Launch) -> Outcome:
         """Run one task on this node and wait for it (executes in a worker thread).
@@ -865,15 +839,10 @@ class NodeAgent(WorkerPlugin):
             A run that has not started yet is ended as soon as it starts.
         """
         with self._lock:
-            waiting = next((lc for lc in self._queued if lc.key == key), None)
-            if waiting is not None:
-                self._queued.remove(waiting)
-                self._waiting_since.pop(key, None)
+            waiting = self._queue.remove(key)
         if waiting is not None:
-            now = _now()
-            self._report(key, Outcome(EXIT_CODE_TASK_ENDED, now, now, failure_info(
-                "usererror", "TaskEnded", "The task was ended by user request."),
-                str(Path(self.node.root_dir, waiting.task_dir)), self.node.node_id))
+            self._report_unstarted(waiting, EXIT_CODE_TASK_ENDED, failure_info(
+                "usererror", "TaskEnded", "The task was ended by user request."))
             return True
         return self.processes.kill(key)
 
@@ -881,9 +850,7 @@ class NodeAgent(WorkerPlugin):
         """Kill every task process of this node and drop the runs waiting for slots;
         return how many runs were running or waiting."""
         with self._lock:
-            waiting = len(self._queued)
-            self._queued.clear()
-            self._waiting_since.clear()
+            waiting = self._queue.clear()
         return self.processes.kill_all() + waiting
 
     # --------------------------------------------------------- outcome stream
@@ -899,8 +866,7 @@ class NodeAgent(WorkerPlugin):
         """
         on_loop = threading.get_ident() == self._loop_thread
         with self._lock:
-            freed = self._busy.pop(key, 0)
-            self._busy_slots -= freed
+            freed = self._queue.release(key)
             self._pending.append({"key": key, **outcome_to_wire(outcome)})
             if len(self._pending) > MAX_PENDING_OUTCOMES:
                 del self._pending[: len(self._pending) - MAX_PENDING_OUTCOMES]
@@ -916,7 +882,7 @@ class NodeAgent(WorkerPlugin):
         with self._lock:
             if self._notify_scheduled or self._hold is not None or self.worker is None:
                 return
-            if on_loop and len(self._queued) > HOLD_WHILE_QUEUED * self._node_slots:
+            if on_loop and len(self._queue) > HOLD_WHILE_QUEUED * self._queue.node_slots:
                 self._hold = asyncio.get_running_loop().call_later(OUTCOME_HOLD_S,
                                                                    self._flush_held)
                 return
@@ -925,6 +891,14 @@ class NodeAgent(WorkerPlugin):
             self._notify()  # on the loop already: no wake-up through the loop's self-pipe
         else:
             self.worker.loop.add_callback(self._notify)  # thread-safe
+
+    def _report_unstarted(self, launch: Launch, code: int | None,
+                          failure: dict[str, Any]) -> None:
+        """Report a queued run that ends without starting (ended, or given back)."""
+        at = _now()
+        self._report(launch.key, Outcome(code, at, at, failure,
+                                         str(Path(self.node.root_dir, launch.task_dir)),
+                                         self.node.node_id))
 
     def _start_queued_on_loop(self) -> None:
         self._start_queued(asyncio.get_running_loop())
