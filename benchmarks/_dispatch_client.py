@@ -10,7 +10,8 @@ It connects (``BatchClient.from_environment(STATE_DIR)``), prints ``ready``
 and waits for a line on stdin; then adds N tasks ``t00000``... with
 ``create_tasks``, prints ``added``, polls "Job - Get Task Counts" every
 POLL_S seconds until all N completed, and prints one JSON line: ``add_s`` and
-``wall_s`` (from the first add), ``polls``, the last ``counts`` and
+``wall_s`` (from the first add), ``t0_epoch`` (that first add, as
+``time.time()``), ``polls``, the last ``counts`` and
 ``cpu_ms_per_task`` (this process's user and system time from the go line to
 the end, per task).
 """
@@ -42,7 +43,7 @@ def main(argv: list[str]) -> int:
     client.get_task_counts(job)  # the connection is made before the clock starts
     print("ready", flush=True)
     sys.stdin.readline()
-    cpu0, t0 = _cpu_s(), time.perf_counter()
+    cpu0, t0, t0_epoch = _cpu_s(), time.perf_counter(), time.time()
     client.create_tasks(job, specs)
     add_s = time.perf_counter() - t0
     print("added", flush=True)
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> int:
             return 1
         time.sleep(poll_s)
     wall_s = time.perf_counter() - t0
-    print(json.dumps({"add_s": add_s, "wall_s": wall_s, "polls": polls, "counts": counts,
+    print(json.dumps({"add_s": add_s, "wall_s": wall_s, "t0_epoch": t0_epoch, "polls": polls, "counts": counts,
                       "cpu_ms_per_task": (_cpu_s() - cpu0) / n * 1e3}), flush=True)
     client.close()
     return 0

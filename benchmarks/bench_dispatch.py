@@ -4,6 +4,10 @@ N tasks (2,000; ``--quick`` 300) are added to a job on a pool of 4 testbed
 nodes (``vmSize`` ``testbed``), and the time from the first add until every
 task has completed is measured (``get_task_counts`` polled every 50 ms).
 ``taskSlotsPerNode`` 2 is the headline; 1 and 4 are reported as well. The
+headline runs ``--repeat`` times (3), each on a new pool: this VM's speed
+drifts by a fifth from one minute to the next (the first pool after the
+testbed starts is often the slowest), so the targets are judged on the
+median rate and the median CPU of those runs, and every run is printed. The
 service runs in this process; the user's side (add, polls) runs as a process
 of its own (``_dispatch_client.py``), as a user's script would, and its CPU is
 reported apart.
@@ -28,7 +32,7 @@ message (so K in flight): what the run path costs when runs and outcomes
 travel together; it also times a node's CPU per empty message, sent back to
 back and one a millisecond (what a wake-up costs).
 
-    python benchmarks/bench_dispatch.py [--quick] [--tasks N] [--slots 2,1,4]
+    python benchmarks/bench_dispatch.py [--quick] [--tasks N] [--slots 2,1,4] [--repeat 3]
                                         [--base-address 127.0.7.1] [--user-switching]
                                         [--batching K,K,...]
                                         [--profile PATH] [--json PATH]
@@ -316,12 +320,12 @@ def node_pids(testbed_dir: Path) -> dict[str, int]:
 
 def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
              floor: bool, testbed_dir: Path, profile: str | None = None,
-             batching: list[int] | None = None) -> dict[str, Any]:
+             batching: list[int] | None = None, run: int = 0) -> dict[str, Any]:
     """Create a pool with ``slots`` task slots per node, run n tasks, delete the pool
     (``profile``: py-spy the service and the node processes while the tasks run)."""
     pool_errors: list[str] = []
     for attempt in range(2):
-        pool = f"bench-s{slots}-{attempt}"
+        pool = f"bench-r{run}-s{slots}-{attempt}"
         client.create_pool({"id": pool, "vmSize": "testbed", "targetDedicatedNodes": NODES,
                             "taskSlotsPerNode": slots})
         t_pool = time.perf_counter()
@@ -341,7 +345,7 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
     else:
         raise RuntimeError(f"pool with {slots} slots did not come up: {pool_errors}")
     # Warm-up (not timed): every slot runs a task once.
-    warm = f"warm-s{slots}"
+    warm = f"warm-r{run}-s{slots}"
     client.create_job({"id": warm, "poolInfo": {"poolId": pool}})
     client.create_tasks(warm, [{"id": f"w{i}", "commandLine": "/bin/true"}
                                for i in range(2 * NODES * slots)])
@@ -354,7 +358,7 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
     idle_s = time.perf_counter() - t_idle
     idle_ms_per_s = {k: v / idle_s for k, v in idle.per_task_ms(1).items()}
 
-    job = f"job-s{slots}"
+    job = f"job-r{run}-s{slots}"
     client.create_job({"id": job, "poolInfo": {"poolId": pool}})
     # The user's side runs as its own process (_dispatch_client.py): this process
     # then holds the service alone, and the client's CPU is measured apart.
@@ -395,6 +399,13 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
     infos = [t.execution_info for t in done]
     runs = [_ts(_get(i, "end_time")) - _ts(_get(i, "start_time")) for i in infos
             if _get(i, "start_time") and _get(i, "end_time")]
+    # Where the wall time goes at its edges: from the first add to the first task's
+    # start, and from the last task's end to the client seeing all completed.
+    starts = [_ts(_get(i, "start_time")) for i in infos if _get(i, "start_time")]
+    ends = [_ts(_get(i, "end_time")) for i in infos if _get(i, "end_time")]
+    t0 = report.get("t0_epoch")
+    first_start_s = min(starts) - t0 if starts and t0 else None
+    last_end_to_seen_s = t0 + wall_s - max(ends) if ends and t0 else None
     per_node: dict[str, int] = {}
     for t in done:
         nid = _get(t.node_info, "node_id") or "?"
@@ -419,6 +430,7 @@ def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,
     return {"pool_errors": pool_errors, "slots_per_node": slots, "total_slots": slots * NODES, "tasks": n,
             "pool_ready_s": pool_ready_s, "add_s": added_s, "wall_s": wall_s,
             "tasks_per_s": n / wall_s, "polls": polls,
+            "first_start_s": first_start_s, "last_end_to_seen_s": last_end_to_seen_s,
             "agent_run_time_mean_ms": statistics.mean(runs) * 1e3 if runs else None,
             "agent_run_time_median_ms": statistics.median(runs) * 1e3 if runs else None,
             "tasks_per_node": per_node,
@@ -439,6 +451,9 @@ def main() -> int:
                        help="taskSlotsPerNode values to run (first is the headline)")
         p.add_argument("--base-address", default=BASE_ADDRESS,
                        help="loopback address of the first testbed node (default %(default)s)")
+        p.add_argument("--repeat", type=int, default=3,
+                       help="runs of the headline (first) slots value; the targets are judged "
+                            "on their medians (default %(default)s)")
         p.add_argument("--tasks", type=int, default=None,
                        help="tasks a pool (default 2,000; --quick 300)")
         p.add_argument("--profile", metavar="PATH", default=None,
@@ -454,6 +469,8 @@ def main() -> int:
     args = parse_args("bench_dispatch", __doc__.splitlines()[0], extra)
     n = args.tasks or (300 if args.quick else 2000)
     slot_values = [int(s) for s in args.slots.split(",")]
+    slot_values[1:1] = slot_values[:1] * (max(1, args.repeat) - 1)  # the headline's repeats
+    repeats = max(1, args.repeat)
     results: dict[str, Any] = {"benchmark": "dispatch", "tasks": n, "nodes": NODES,
                                "target_fraction_of_raw": TARGET_FRACTION}
     raw_spawn(50, 1)  # warm-up
@@ -475,7 +492,7 @@ def main() -> int:
                              testbed_dir=bed.directory,
                              profile=args.profile if k == 0 else None,
                              batching=[int(b) for b in args.batching.split(",") if b]
-                             if k == 0 else None)
+                             if k == 0 else None, run=k)
                 runs.append(r)
                 print(f"  taskSlotsPerNode={slots}: {n} tasks in {r['wall_s']:.2f} s "
                       f"({r['tasks_per_s']:.0f}/s)", flush=True)
@@ -492,15 +509,27 @@ def main() -> int:
         r["fraction_of_raw"] = r["tasks_per_s"] / raw_rate
         r["fraction_of_raw_2_threads"] = r["tasks_per_s"] / raw_2_threads
     results["dispatch"] = runs
-    headline = runs[0]
-    results["target_met"] = headline["fraction_of_raw_2_threads"] >= TARGET_FRACTION
-    headline_cpu = sum(headline["cpu_ms_per_task"].values())
+    headline = runs[0]  # its floor, batching and profile; the targets take the medians
+    headline_runs = runs[:repeats]
+    headline_fraction = statistics.median(r["fraction_of_raw_2_threads"] for r in headline_runs)
+    headline_fraction_1 = statistics.median(r["fraction_of_raw"] for r in headline_runs)
+    headline_cpu = statistics.median(sum(r["cpu_ms_per_task"].values()) for r in headline_runs)
+    results["headline"] = {"runs": repeats, "slots_per_node": headline["slots_per_node"],
+                           "median_tasks_per_s": statistics.median(
+                               r["tasks_per_s"] for r in headline_runs),
+                           "median_fraction_of_raw_2_threads": headline_fraction,
+                           "median_cpu_ms_per_task": headline_cpu}
+    results["target_met"] = headline_fraction >= TARGET_FRACTION
     results["cpu_target_met"] = headline_cpu <= TARGET_CPU_MS
 
     rows = [[f"raw subprocess.run, {k.replace('_', ' ')} (best of before/after)", n, v["s"],
              v["per_s"], "", "", ""] for k, v in results["raw_spawn"].items()]
-    for r in runs:
-        rows.append([f"hpcbatch, {NODES} nodes x {r['slots_per_node']} slots", n, r["wall_s"],
+    def label(k: int, r: dict[str, Any]) -> str:
+        again = f", run {k + 1}" if k < repeats and repeats > 1 else ""
+        return f"{NODES}x{r['slots_per_node']} slots{again}"
+
+    for k, r in enumerate(runs):
+        rows.append([f"hpcbatch, {label(k, r)}", n, r["wall_s"],
                      r["tasks_per_s"], f"{r['fraction_of_raw']:.0%}",
                      f"{r['fraction_of_raw_2_threads']:.0%}",
                      f"{r['agent_run_time_median_ms']:.1f}"])
@@ -512,10 +541,16 @@ def main() -> int:
     table(f"dispatch of {n:,} /bin/true tasks: first add -> all completed",
           ["", "tasks", "s", "tasks/s", "% raw, 1 loop", "% raw, 2 threads",
            "run ms (median)"], rows)
+    print("edges of the wall time: first add -> first task started "
+          + ", ".join(f"{r['first_start_s'] * 1e3:.0f}" for r in runs if r["first_start_s"])
+          + " ms; last task ended -> the client saw all completed "
+          + ", ".join(f"{r['last_end_to_seen_s'] * 1e3:.0f}" for r in runs
+                      if r["last_end_to_seen_s"] is not None)
+          + f" ms (polls every {POLL_S * 1e3:.0f} ms)")
     print(f"target: {NODES} nodes x {headline['slots_per_node']} slots >= "
           f"{TARGET_FRACTION:.0%} of the 2-thread raw spawn rate ({raw_2_threads:.0f}/s) -> "
-          f"{verdict(results['target_met'])} ({headline['fraction_of_raw_2_threads']:.0%}); "
-          f"{headline['fraction_of_raw']:.0%} of the one-loop rate ({raw_rate:.0f}/s)")
+          f"{verdict(results['target_met'])} ({headline_fraction:.0%}, the median of {repeats} "
+          f"run(s)); {headline_fraction_1:.0%} of the one-loop rate ({raw_rate:.0f}/s)")
     raw_cpu_ms = raw["sequential"] / n * 1e3  # one spawn loop: wall ~ CPU
     cpu_rows = []
     for name in headline["cpu_ms_per_task"]:
@@ -529,7 +564,7 @@ def main() -> int:
     cpu_rows.append(["the benchmark client (its own process: add, polls)",
                      *(r["client_cpu_ms_per_task"] for r in runs), ""])
     table(f"CPU ms per task (raw sequential spawn: {raw_cpu_ms:.2f} ms wall per task)",
-          ["", *(f"{NODES}x{r['slots_per_node']} slots" for r in runs), "floor"], cpu_rows)
+          ["", *(label(k, r) for k, r in enumerate(runs)), "floor"], cpu_rows)
     own = headline["node_own_cpu_ms_per_task"]
     print(f"of the nodes' CPU, the node processes' (and watchdogs') own: {own[NODE_OWN_USER]:.3f} ms user + "
           f"{own[NODE_OWN_SYSTEM]:.3f} ms system per task (the rest: the tasks they reaped)")
@@ -562,7 +597,8 @@ def main() -> int:
           f"child); a task's files (dir, wd, stdout.txt, stderr.txt) on the node roots' file "
           f"system {files['cpu_ms']:.2f} CPU ms, {files['wall_ms']:.2f} wall ms per task")
     print(f"target: CPU per task across service, scheduler and nodes <= {TARGET_CPU_MS} ms -> "
-          f"{verdict(results['cpu_target_met'])} ({headline_cpu:.2f} ms)")
+          f"{verdict(results['cpu_target_met'])} ({headline_cpu:.2f} ms, the median of "
+          f"{repeats} run(s))")
     results["raw_spawn_ms_per_task_sequential"] = raw_cpu_ms
     write_json(args.json, results)
     return 0

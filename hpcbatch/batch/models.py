@@ -60,8 +60,6 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 UNLIMITED = timedelta(days=10675199, seconds=10085, microseconds=477580)
 """Batch's "unlimited" duration (.NET ``TimeSpan.MaxValue``), e.g. for maxWallClockTime."""
 
-MAX_TASKS_PER_COLLECTION = 100
-"""Batch's limit of tasks in one ``addtaskcollection`` request."""
 
 INT32_MAX = 2**31 - 1
 """The largest value of Batch's ``int32`` REST properties."""

@@ -17,8 +17,8 @@ from hpcbatch.batch.errors import (
     InvalidPropertyValueError,
     exists,
 )
+from hpcbatch.batch.limits import MAX_TASKS_PER_COLLECTION
 from hpcbatch.batch.models import (
-    MAX_TASKS_PER_COLLECTION,
     ComputeNodeInformation,
     JobManagerTask,
     Task,

@@ -70,7 +70,8 @@ import requests
 from pydantic import BaseModel
 
 from hpcbatch.batch.errors import HpcbatchError, ServiceNotRunningError
-from hpcbatch.batch.models import MAX_TASKS_PER_COLLECTION, Job, Task, TaskSpec
+from hpcbatch.batch.limits import MAX_TASKS_PER_COLLECTION
+from hpcbatch.batch.models import Job, Task, TaskSpec
 from hpcbatch.batch.tokens import CA_PEM_ENV, TOKEN_ENV
 from hpcbatch.client.sdk import BatchClient, BatchError
 from hpcbatch.templates._common import (

@@ -128,3 +128,31 @@ def test_probe_sees_a_server_import(state_dir: Path) -> None:
     _, modules, _ = probe("import hpcbatch.client.cli, hpcbatch.store.database", state_dir)
     assert "sqlalchemy" in {m.split(".")[0] for m in modules}
     assert server_stack(modules)
+
+
+def test_create_tasks_sends_before_it_builds_the_models(state_dir: Path) -> None:
+    """The first Task - Add Collection leaves before the wire models are built (~0.2 s):
+    the service starts the first tasks while the client parses the replies' models."""
+    code, modules, _ = probe(textwrap.dedent("""
+        import sys
+        from hpcbatch import BatchClient
+        from hpcbatch.client.rest import RestClient
+        seen = []
+        send = RestClient._request
+        def spy(self, method, path, *args, **kwargs):
+            if path.endswith("/addtaskcollection"):
+                seen.append("hpcbatch.batch.models" in sys.modules)
+            return send(self, method, path, *args, **kwargs)
+        RestClient._request = spy
+        with BatchClient.from_environment() as client:
+            client.create_job({"id": "sendfirst", "poolInfo": {"poolId": "nonodes"}})
+            added = client.create_tasks("sendfirst", [
+                {"id": f"s{i}", "commandLine": "/bin/true"} for i in range(250)], max_workers=1)
+            result = [seen, [r.status for r in added].count("success"),
+                      type(added[0]).__module__, client.get_task_counts("sendfirst")["active"]]
+    """), state_dir)
+    seen, succeeded, model_module, active = code
+    assert seen[0] is False and len(seen) == 3  # the first request left before the models
+    assert succeeded == 250 and active == 250
+    assert model_module == "hpcbatch.batch.models"
+    assert "hpcbatch.batch.models" in modules

@@ -60,10 +60,11 @@ class TaskOperations(RestClient):
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        models = wire_models()
+        from hpcbatch.batch.limits import MAX_TASKS_PER_COLLECTION
+
         items = [to_wire(t) for t in tasks]
-        per_request = models.MAX_TASKS_PER_COLLECTION
-        chunks = [items[i:i + per_request] for i in range(0, len(items), per_request)]
+        chunks = [items[i:i + MAX_TASKS_PER_COLLECTION]
+                  for i in range(0, len(items), MAX_TASKS_PER_COLLECTION)]
         path = f"/jobs/{self._q(job_id)}/addtaskcollection"
 
         def send(chunk: list[Any]) -> list[dict[str, Any]]:
@@ -76,7 +77,11 @@ class TaskOperations(RestClient):
                 return send(chunk[:half]) + send(chunk[half:])
 
         with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(chunks) or 1))) as pool:
-            replies = list(pool.map(send, chunks))
+            sent = pool.map(send, chunks)
+            # The models are built (~0.2 s, once) while the first requests are on their
+            # way: the service starts the first tasks meanwhile.
+            models = wire_models()
+            replies = list(sent)
         results = [parse_model(models.TaskAddResult, r) for reply in replies for r in reply]
         bad = [r for r in results if r.status != "success"]
         if bad and raise_on_error:
