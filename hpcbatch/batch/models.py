@@ -257,6 +257,7 @@ class WireModel(BaseModel):
     """Base of every Batch wire model: camelCase aliases, snake_case attributes."""
 
     model_config = ConfigDict(
+        defer_build=True,
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
@@ -369,6 +370,7 @@ class Output(BaseModel):
     """Base of response models: they ignore unknown properties when read back."""
 
     model_config = ConfigDict(
+        defer_build=True,
         alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True
     )
 
@@ -904,7 +906,7 @@ class ResizeError(Output):
 class ResourceFields(BaseModel):
     """Properties the service adds to every resource it returns (pool, job, task)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+    model_config = ConfigDict(defer_build=True, alias_generator=to_camel, populate_by_name=True, extra="ignore",
                               use_enum_values=True)
 
     id: str  # as the service returns it (schedule-created jobs contain ':')
@@ -918,7 +920,7 @@ class ResourceFields(BaseModel):
 class Pool(ResourceFields, PoolSpec):
     """A pool as the service returns it (``CloudPool``)."""
 
-    model_config = ConfigDict(extra="ignore", strict=False)
+    model_config = ConfigDict(defer_build=True, extra="ignore", strict=False)
 
     state: PoolState = PoolState.active
     allocation_state: AllocationState = AllocationState.steady
@@ -1167,7 +1169,7 @@ class JobExecutionInformation(Output):
 class Job(ResourceFields, JobSpec):
     """A job as the service returns it (``CloudJob``)."""
 
-    model_config = ConfigDict(extra="ignore", strict=False)
+    model_config = ConfigDict(defer_build=True, extra="ignore", strict=False)
 
     state: JobState = JobState.active
     previous_state: JobState | None = None
@@ -1258,7 +1260,7 @@ class TaskExecutionInformation(Output):
 class Task(ResourceFields, TaskSpec):
     """A task as the service returns it (``CloudTask``)."""
 
-    model_config = ConfigDict(extra="ignore", strict=False)
+    model_config = ConfigDict(defer_build=True, extra="ignore", strict=False)
 
     state: TaskState = TaskState.active
     previous_state: TaskState | None = None
