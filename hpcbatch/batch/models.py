@@ -906,8 +906,8 @@ class ResizeError(Output):
 class ResourceFields(BaseModel):
     """Properties the service adds to every resource it returns (pool, job, task)."""
 
-    model_config = ConfigDict(defer_build=True, alias_generator=to_camel, populate_by_name=True, extra="ignore",
-                              use_enum_values=True)
+    model_config = ConfigDict(defer_build=True, alias_generator=to_camel, populate_by_name=True,
+                              extra="ignore", use_enum_values=True)
 
     id: str  # as the service returns it (schedule-created jobs contain ':')
     url: str | None = None
