@@ -8,12 +8,12 @@ measured apart from it::
 
 It connects (``BatchClient.from_environment(STATE_DIR)``), prints ``ready``
 and waits for a line on stdin; then adds N tasks ``t00000``... with
-``create_tasks``, prints ``added``, polls "Job - Get Task Counts" every
-POLL_S seconds until all N completed, and prints one JSON line: ``add_s`` and
-``wall_s`` (from the first add), ``t0_epoch`` (that first add, as
-``time.time()``), ``polls``, the last ``counts`` and
-``cpu_ms_per_task`` (this process's user and system time from the go line to
-the end, per task).
+``create_tasks``, prints ``added``, waits with the SDK's ``wait_for_tasks``
+(long polls of "Job - Get Task Counts", POLL_S seconds each at most) until all
+N completed, and prints one JSON line: ``add_s`` and ``wall_s`` (from the
+first add), ``t0_epoch`` (that first add, as ``time.time()``), ``polls``, the
+last ``counts`` and ``cpu_ms_per_task`` (this process's user and system time
+from the go line to the end, per task).
 """
 
 from __future__ import annotations
@@ -48,18 +48,22 @@ def main(argv: list[str]) -> int:
     add_s = time.perf_counter() - t0
     print("added", flush=True)
     polls = 0
-    while True:
-        counts = client.get_task_counts(job)
+    last: dict[str, int] = {}
+
+    def progress(counts: dict[str, int]) -> None:
+        nonlocal polls
         polls += 1
-        if counts["completed"] == n:
-            break
-        if time.perf_counter() - t0 > TIMEOUT_S:
-            print(json.dumps({"error": f"{job}: not done after {TIMEOUT_S} s: {counts}"}))
-            return 1
-        time.sleep(poll_s)
+        last.update(counts)
+
+    try:
+        counts = client.wait_for_tasks(job, timeout_s=TIMEOUT_S, poll_interval_s=poll_s,
+                                       progress=progress)
+    except TimeoutError:
+        print(json.dumps({"error": f"{job}: not done after {TIMEOUT_S} s: {last}"}))
+        return 1
     wall_s = time.perf_counter() - t0
-    print(json.dumps({"add_s": add_s, "wall_s": wall_s, "t0_epoch": t0_epoch, "polls": polls, "counts": counts,
-                      "cpu_ms_per_task": (_cpu_s() - cpu0) / n * 1e3}), flush=True)
+    print(json.dumps({"add_s": add_s, "wall_s": wall_s, "t0_epoch": t0_epoch, "polls": polls,
+                      "counts": counts, "cpu_ms_per_task": (_cpu_s() - cpu0) / n * 1e3}), flush=True)
     client.close()
     return 0
 

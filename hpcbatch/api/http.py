@@ -343,6 +343,19 @@ def select(request: web.Request, items: list[dict[str, Any]],
     return [odata.apply_select(i, names) for i in items] if names else items
 
 
+def prefer_wait_s(request: web.Request) -> float | None:
+    """Seconds of RFC 7240's ``Prefer: wait=N``, or None when absent or malformed."""
+    for part in request.headers.get("Prefer", "").replace(",", ";").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return None
+            return seconds if seconds > 0 else None
+    return None
+
+
 # ------------------------------------------------------------------ replies
 
 

@@ -580,9 +580,9 @@ class Jobs:
             ``JobNotFound``.
         """
         with self.ctx.store.read() as conn:
-            key = job_row(conn, job_id)["key"]
-            got = task_counts.read(conn, [key]).get(key)
-            if got is None:  # no counter row: only a store edited by hand gets here
+            got = task_counts.read_one(conn, job_id.lower())  # the job's key
+            if got is None:  # no such job (JobNotFound), or a store edited by hand
+                key = job_row(conn, job_id)["key"]
                 got = self._grouped_counts(conn, key)
         counts = {b: got[b] for b in task_counts.BUCKETS}
         slots = {b: got[f"{b}_slots"] for b in task_counts.BUCKETS}

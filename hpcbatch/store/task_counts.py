@@ -254,3 +254,30 @@ def read(conn: Connection, job_keys: Sequence[str]) -> dict[str, dict[str, int]]
         for row in rows.mappings():
             out[row["job_key"]] = {c: int(row[c]) for c in COLUMNS}
     return out
+
+
+_JOBS = sa.table("jobs", sa.column("key"))
+_ONE = (sa.select(*(_TABLE.c[c] for c in COLUMNS))
+        .join_from(_TABLE, _JOBS, _JOBS.c.key == _TABLE.c.job_key)
+        .where(_TABLE.c.job_key == sa.bindparam("job_key")))
+
+
+def read_one(conn: Connection, job_key: str) -> dict[str, int] | None:
+    """The counters of one existing job, in one statement built once (Job - Get Task Counts,
+    and every long poll of it re-reads them at each commit).
+
+    Parameters
+    ----------
+    conn
+        A connection.
+    job_key
+        The job's store key (``jobs.key``).
+
+    Returns
+    -------
+    dict or None
+        Column of :data:`COLUMNS` -> int; None when the job or its counter row is missing.
+    """
+    row = conn.execute(_ONE, {"job_key": job_key}).first()
+    return None if row is None else {c: int(v) for c, v in zip(COLUMNS, row, strict=True)}
+

@@ -15,6 +15,7 @@ from hpcbatch.api.http import (
     metadata_url,
     page_reply,
     param,
+    prefer_wait_s,
     read_json,
     read_object,
     service,
@@ -145,7 +146,31 @@ async def prep_release_status(request: web.Request) -> web.Response:
 
 @routes.get("/jobs/{job}/taskcounts")
 async def task_counts(request: web.Request) -> web.Response:
-    """"Job - Get Task Counts"."""
-    counts = service(request).jobs.task_counts(param(request, "job"))
+    """"Job - Get Task Counts", with an optional wait for the job's tasks to complete.
+
+    hpcbatch extension: with ``Prefer: wait=N`` (RFC 7240) the reply waits
+    until the job has no active or running task (every task completed), or
+    ``N`` seconds pass (at most 60), and carries ``Preference-Applied:
+    wait=N``; the counts are those of that moment either way. Without
+    ``Prefer: wait``, Job - Get Task Counts is Batch's.
+    """
+    svc = service(request)
+    job_id = param(request, "job")
+
+    def read() -> dict[str, Any]:
+        return svc.jobs.task_counts(job_id)
+
+    wait_s = prefer_wait_s(request)
+    headers = {}
+    if wait_s:
+        counts = await svc.changes.wait_while(read, _unfinished, wait_s)
+        headers["Preference-Applied"] = f"wait={wait_s:g}"
+    else:
+        counts = read()
     return json_reply({"odata.metadata": metadata_url(request, "taskcountsresult/@Element"),
-                       **counts})
+                       **counts}, headers=headers)
+
+
+def _unfinished(counts: dict[str, Any]) -> bool:
+    """Whether a job's task counts still hold active or running tasks."""
+    return bool(counts["taskCounts"]["active"] or counts["taskCounts"]["running"])

@@ -17,6 +17,7 @@ from hpcbatch.api.http import (
     max_results,
     metadata_url,
     param,
+    prefer_wait_s,
     read_json,
     select,
     service,
@@ -96,19 +97,6 @@ async def get_task(request: web.Request) -> web.Response:
         reply.headers["Preference-Applied"] = f"wait={wait_s:g}"
         return reply
     return entity_reply(request, read(), "tasks/@Element")
-
-
-def prefer_wait_s(request: web.Request) -> float | None:
-    """Seconds of RFC 7240's ``Prefer: wait=N``, or None when absent or malformed."""
-    for part in request.headers.get("Prefer", "").replace(",", ";").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name.lower() == "wait":
-            try:
-                seconds = float(value.strip().strip('"'))
-            except ValueError:
-                return None
-            return seconds if seconds > 0 else None
-    return None
 
 
 @routes.delete("/jobs/{job}/tasks/{task}")

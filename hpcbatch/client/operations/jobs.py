@@ -75,6 +75,36 @@ class JobOperations(RestClient):
         """Return ``{active, running, completed, succeeded, failed}`` ("Job - Get Task Counts")."""
         return self._request("GET", f"/jobs/{self._q(job_id)}/taskcounts").json()["taskCounts"]
 
+    def wait_task_counts(self, job_id: str, wait_s: float) -> tuple[dict[str, int], bool]:
+        """Return the job's task counts once its tasks have all completed, or after ``wait_s``.
+
+        A long poll (hpcbatch extension of "Job - Get Task Counts": ``Prefer:
+        wait=N``): the service answers as soon as the job has no active or
+        running task, or after ``wait_s`` seconds with the counts of that moment.
+
+        Parameters
+        ----------
+        job_id
+            The job.
+        wait_s
+            Seconds the service waits at most (it caps them at 60).
+
+        Returns
+        -------
+        tuple
+            The counts (as :meth:`get_task_counts`), and whether the service
+            waited: False from a service that answers at once (it ignores the
+            preference), whose caller then paces its own polls.
+
+        Raises
+        ------
+        BatchError
+            ``JobNotFound``.
+        """
+        resp = self._request("GET", f"/jobs/{self._q(job_id)}/taskcounts",
+                             headers={"Prefer": f"wait={wait_s:g}"})
+        return resp.json()["taskCounts"], "Preference-Applied" in resp.headers
+
     # ------------------------------------------------------------ job schedules
 
     def create_job_schedule(self, job_schedule: Any) -> None:
@@ -133,10 +163,21 @@ class JobOperations(RestClient):
                        progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
         """Wait until every task of a job has completed.
 
+        Each request is a long poll (:meth:`wait_task_counts`): the call returns
+        as soon as the job's last task completes, not at the next poll.
+
         Parameters
         ----------
+        job_id
+            The job.
+        timeout_s
+            Seconds to wait at most.
+        poll_interval_s
+            Longest wait of one request (seconds): ``progress`` is called at
+            least this often. Against a service without the long poll, the
+            pause between two polls.
         progress
-            Called with the task counts after every poll (for progress bars).
+            Called with the task counts after every request (for progress bars).
 
         Returns
         -------
@@ -150,7 +191,11 @@ class JobOperations(RestClient):
         """
         deadline = time.monotonic() + timeout_s
         while True:
-            counts = self.get_task_counts(job_id)
+            # The service answers as the last task completes, or after one interval
+            # (progress is called at least that often).
+            remaining = deadline - time.monotonic()
+            counts, waited = self.wait_task_counts(
+                job_id, max(0.001, min(poll_interval_s, remaining)))
             if progress:
                 progress(counts)
             if counts["active"] == 0 and counts["running"] == 0:
@@ -158,4 +203,5 @@ class JobOperations(RestClient):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id}: tasks still not complete after {timeout_s:g} s: "
                                    f"{counts}")
-            time.sleep(poll_interval_s)
+            if not waited:  # a service without the long poll: pace the polls here
+                time.sleep(poll_interval_s)
