@@ -69,8 +69,9 @@ def enum(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
-def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
-    """The largest number of ``(start, end)`` intervals open at one instant."""
+def max_overlap(intervals: list[tuple[Any, Any]]) -> int:
+    """The largest number of ``(start, end)`` intervals open at one instant (times of
+    any one comparable kind: datetimes, or seconds as floats)."""
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals],
                     key=lambda x: (x[0], x[1]))
     best = now = 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hpcbatch.execution.agent import EXIT_CODE_TASK_ENDED, Launch, NodeAgent
 from hpcbatch.execution.environment import NodeIdentity
+from tests.compat._harness import max_overlap
 
 
 def make_agent(root: Path) -> NodeAgent:
@@ -22,17 +23,6 @@ def make_agent(root: Path) -> NodeAgent:
 def launch(i: int, command: str, node_slots: int, **kw) -> Launch:
     return Launch(key=f"r{i}", task_dir=f"workitems/j/job-1/t{i}", command_line=command,
                   job_id="j", task_id=f"t{i}", slots=1, node_slots=node_slots, **kw)
-
-
-def most_at_once(outcomes: list[dict]) -> int:
-    """The most runs whose [start, end] overlapped at one moment."""
-    edges = sorted([(o["start"], 1) for o in outcomes] + [(o["end"], -1) for o in outcomes],
-                   key=lambda e: (e[0], e[1]))
-    now = top = 0
-    for _, step in edges:
-        now += step
-        top = max(top, now)
-    return top
 
 
 async def _wait_outcomes(agent: NodeAgent, n: int, timeout_s: float = 30) -> list[dict]:
@@ -58,7 +48,7 @@ def test_runs_sent_ahead_start_one_per_free_slot_in_order(tmp_path: Path) -> Non
     finally:
         agent.processes.warden.stop()
     assert [o["exit_code"] for o in outcomes] == [0] * 6
-    assert most_at_once(outcomes) == 2  # never more than the node's slots
+    assert max_overlap([(o["start"], o["end"]) for o in outcomes]) == 2  # never more than the node's slots
     # first in, first out: each waiting run started no earlier than the one before it
     starts = {o["key"]: o["start"] for o in outcomes}
     assert [starts[f"r{i}"] for i in range(2, 6)] == sorted(starts[f"r{i}"] for i in range(2, 6))
@@ -111,7 +101,7 @@ def test_runs_in_threads_also_wait_for_their_slot(tmp_path: Path) -> None:
     finally:
         agent.processes.warden.stop()
     assert [o["exit_code"] for o in outcomes] == [0] * 4
-    assert most_at_once(outcomes) == 1
+    assert max_overlap([(o["start"], o["end"]) for o in outcomes]) == 1
 
 
 def test_a_run_waiting_too_long_behind_longer_runs_is_given_back_unstarted(
