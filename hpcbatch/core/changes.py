@@ -56,7 +56,8 @@ class Changes:
             return self._future
 
     async def wait_while(self, read: Callable[[], T], unchanged: Callable[[T], bool],
-                         timeout_s: float) -> T:
+                         timeout_s: float, *,
+                         pause_s: Callable[[T], float] | None = None) -> T:
         """Return ``read()`` once ``unchanged`` says no, or when ``timeout_s`` has passed.
 
         Parameters
@@ -69,6 +70,11 @@ class Changes:
             ``If-None-Match`` still matches).
         timeout_s
             Seconds to wait at most (capped at :data:`MAX_WAIT_S`).
+        pause_s
+            Seconds after a read during which the value cannot turn (e.g. a job
+            with 1,000 tasks left cannot complete in the next millisecond): the
+            commits of that time wake one read at its end, not one read each.
+            None: every commit wakes a read.
 
         Returns
         -------
@@ -82,10 +88,13 @@ class Changes:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not unchanged(value):
                 return value
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), remaining)
-            except TimeoutError:
-                pass
+            if pause_s is not None:
+                pause = min(pause_s(value), remaining)
+                if pause > 0:
+                    await asyncio.sleep(pause)  # commits meanwhile leave ``fut`` done
+                    remaining = deadline - time.monotonic()
+            # asyncio.wait leaves the shared future alone on timeout (no shield needed).
+            await asyncio.wait((fut,), timeout=max(remaining, 0.0))
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

@@ -28,6 +28,7 @@ read anything that is, or resolves into, that folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import pickle
@@ -255,7 +256,7 @@ def _chown_tree(top: Path, creds: identity.Credentials) -> None:
             os.chown(os.path.join(folder, name), creds.uid, creds.gid, follow_symlinks=False)
 
 
-def _persist(launch: Launch, tdir: Path, wd: Path, code: int | None,
+def _persist(launch: Launch, tdir: str, wd: str, code: int | None,
              failure: dict[str, Any] | None) -> dict[str, Any] | None:
     """Upload output files and task logs; return the failure info, with an upload error if any."""
     if code is None and failure is not None and failure["code"] != "TaskEnded":
@@ -264,7 +265,7 @@ def _persist(launch: Launch, tdir: Path, wd: Path, code: int | None,
 
     try:
         if launch.output_files and launch.job_id and launch.task_id:
-            transfer.upload_output_files(launch.output_files, wd,
+            transfer.upload_output_files(launch.output_files, Path(wd),
                                          succeeded=code == 0 and failure is None,
                                          job_id=launch.job_id, task_id=launch.task_id,
                                          storage=launch.storage)
@@ -318,8 +319,8 @@ class _LoopRun:
     """A plain run started on the worker's event loop, until its process exits."""
 
     launch: Launch
-    tdir: Path
-    wd: Path
+    tdir: str
+    wd: str
     start: datetime
     child: Child
     pidfd: int
@@ -377,7 +378,7 @@ class NodeAgent(WorkerPlugin):
         self._lock = threading.Lock()
         self.processes = Processes(node.node_id, self.base_env, Warden(node.root_dir))
         """The task processes (start, wait, kill; tied to this agent's life)."""
-        self._job_dirs: set[Path] = set()
+        self._job_dirs: set[str] = set()
         """Parents of task directories known to exist (one ``mkdir`` per task instead of four)."""
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -390,7 +391,7 @@ class NodeAgent(WorkerPlugin):
         """Task runs waiting for free slots, and the slots started ones hold (:meth:`enqueue`)."""
         self._give_back_timer: asyncio.TimerHandle | None = None
         self._stream_generation = 0
-        self._task_users: dict[str, Path] = {}
+        self._task_users: dict[str, str] = {}
         """Task-scope users whose run ended with processes left (coordination daemons)."""
 
     # ------------------------------------------------------------- plugin hooks
@@ -550,7 +551,7 @@ class NodeAgent(WorkerPlugin):
             failure = _persist(launch, tdir, wd, code, failure)
         finally:
             self._drop_task_user(launch, tdir)
-        outcome = Outcome(code, start, _now(), failure, str(tdir), self.node.node_id, usage)
+        outcome = Outcome(code, start, _now(), failure, tdir, self.node.node_id, usage)
         self._report(launch.key, outcome)
         return outcome
 
@@ -562,7 +563,7 @@ class NodeAgent(WorkerPlugin):
             return self._executor
 
     def _prepare(self, launch: Launch,
-                 ) -> tuple[Path, Path, dict[str, str], identity.Credentials | None]:
+                 ) -> tuple[str, str, dict[str, str], identity.Credentials | None]:
         """Create the task directory and its files; return (task dir, working dir, Batch
         variables, the credentials of the user it runs as or None).
 
@@ -575,26 +576,29 @@ class NodeAgent(WorkerPlugin):
         identity.UserSwitchError
             The run's user does not exist on the node or cannot be made.
         """
+        # Plain strings and os calls: pathlib costs more than the system calls here.
         node = self.node
-        tdir = Path(node.root_dir, launch.task_dir)
-        wd = tdir / "wd"
-        parent = tdir.parent
+        tdir = os.path.join(node.root_dir, launch.task_dir)
+        wd = os.path.join(tdir, "wd")
+        parent = os.path.dirname(tdir)
         if parent not in self._job_dirs:
-            parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(parent, exist_ok=True)
             self._job_dirs.add(parent)
         try:
-            tdir.mkdir()
+            os.mkdir(tdir)
         except FileExistsError:  # an earlier run (a retry): its logs may be stored as links
             for name in (launch.stdout_name, launch.stderr_name):
-                (tdir / name).unlink(missing_ok=True)
-        wd.mkdir(exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(tdir, name))
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(wd)
         creds = self._credentials(launch, tdir)
         env = task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
                                task_id=launch.task_id, settings=launch.settings,
                                extra=launch.extra_env)
         env[RUN_TAG] = launch.key
         for rel, data in launch.files.items():
-            path = tdir / rel
+            path = Path(tdir, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             path.chmod(0o700 if rel.endswith("/ssh") else 0o600)
@@ -602,10 +606,10 @@ class NodeAgent(WorkerPlugin):
                 os.chown(path.parent, creds.uid, creds.gid)
                 os.chown(path, creds.uid, creds.gid)
         if creds is not None:
-            for path in (tdir, wd):
-                os.chown(path, creds.uid, creds.gid)
+            for folder in (tdir, wd):
+                os.chown(folder, creds.uid, creds.gid)
             # The start task's folder stays readable: tasks use what it installs there.
-            tdir.chmod(0o755 if launch.task_dir == STARTUP_DIR else 0o700)
+            os.chmod(tdir, 0o755 if launch.task_dir == STARTUP_DIR else 0o700)
             env.update(creds.env())
         return tdir, wd, env, creds
 
@@ -614,16 +618,16 @@ class NodeAgent(WorkerPlugin):
         return (self.switcher is not None and launch.run_as is not None
                 and launch.run_as.scope == "task")
 
-    def _credentials(self, launch: Launch, tdir: Path) -> identity.Credentials | None:
+    def _credentials(self, launch: Launch, tdir: str) -> identity.Credentials | None:
         """The credentials the run's process gets, or None when the agent does not switch users."""
         if self.switcher is None:
             return None
         run_as = launch.run_as or RunAs(identity.POOL_AUTO_USER)
         if run_as.scope == "task":
-            return self.switcher.make_task_user(run_as, str(tdir))
+            return self.switcher.make_task_user(run_as, tdir)
         return self.switcher.credentials(run_as)
 
-    def _drop_task_user(self, launch: Launch, tdir: Path) -> None:
+    def _drop_task_user(self, launch: Launch, tdir: str) -> None:
         """Remove the task-scope user of an ended run, and those whose leftovers ended since."""
         if not self._makes_user(launch):
             return
@@ -646,9 +650,9 @@ class NodeAgent(WorkerPlugin):
         try:
             tdir, wd, env, creds = self._prepare(launch)
             # Raw descriptors: a buffered file object costs three more system calls each.
-            out = os.open(tdir / launch.stdout_name, _LOG_FLAGS, 0o666)
+            out = os.open(os.path.join(tdir, launch.stdout_name), _LOG_FLAGS, 0o666)
             try:
-                err = os.open(tdir / launch.stderr_name, _LOG_FLAGS, 0o666)
+                err = os.open(os.path.join(tdir, launch.stderr_name), _LOG_FLAGS, 0o666)
                 try:
                     child, failure = self.processes.spawn(launch.key, launch.command_line, wd,
                                                           env, out, err, creds, launch.container)
@@ -658,7 +662,7 @@ class NodeAgent(WorkerPlugin):
                 os.close(out)
             if child is None:
                 self._report(launch.key,
-                             Outcome(None, start, _now(), failure, str(tdir), node.node_id))
+                             Outcome(None, start, _now(), failure, tdir, node.node_id))
                 return
             try:
                 pidfd = os.pidfd_open(child.pid)
@@ -699,17 +703,17 @@ class NodeAgent(WorkerPlugin):
 
     # ---------------------------------------------------- runs in the thread pool
 
-    def _persist_and_report(self, launch: Launch, tdir: Path, wd: Path, start: datetime,
+    def _persist_and_report(self, launch: Launch, tdir: str, wd: str, start: datetime,
                             code: int | None, failure: dict[str, Any] | None,
                             usage: dict[str, float] | None) -> None:
         try:
             failure = _persist(launch, tdir, wd, code, failure)
-            self._report(launch.key, Outcome(code, start, _now(), failure, str(tdir),
+            self._report(launch.key, Outcome(code, start, _now(), failure, tdir,
                                              self.node.node_id, usage))
         except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
 
-    def _wait_and_report(self, launch: Launch, tdir: Path, wd: Path,
+    def _wait_and_report(self, launch: Launch, tdir: str, wd: str,
                          child: Child, start: datetime) -> None:
         """Wait for a started process in this thread (no pidfd), then persist and report."""
         try:
@@ -746,7 +750,7 @@ class NodeAgent(WorkerPlugin):
             "servererror", "NodeAgentError", f"node {node_id}: {type(exc).__name__}: {exc}"),
             "", node_id))
 
-    def _execute(self, launch: Launch, tdir: Path, wd: Path, env: dict[str, str],
+    def _execute(self, launch: Launch, tdir: str, wd: str, env: dict[str, str],
                  creds: identity.Credentials | None = None,
                  ) -> tuple[int | None, dict[str, Any] | None, dict[str, float] | None]:
         """Download inputs, run the command line and wait; return (exit code, failure info, usage)."""
@@ -755,8 +759,8 @@ class NodeAgent(WorkerPlugin):
         node = self.node
         if launch.job_id:  # the task's scoped storage reaches this container only
             transfer.prepare_job_container(launch.job_id, launch.storage)
-        with open(tdir / launch.stdout_name, "wb") as out, \
-                open(tdir / launch.stderr_name, "wb") as err:
+        with open(os.path.join(tdir, launch.stdout_name), "wb") as out, \
+                open(os.path.join(tdir, launch.stderr_name), "wb") as err:
             pull_failure = self._pull(launch.container)
             if pull_failure is not None:
                 err.write((pull_failure["message"] + "\n").encode())
@@ -776,12 +780,13 @@ class NodeAgent(WorkerPlugin):
             if launch.resource_files:
                 try:
                     transfer.download_resource_files(launch.resource_files,
-                                                     tdir / launch.resource_dir, launch.storage)
+                                                     Path(tdir, launch.resource_dir),
+                                                     launch.storage)
                 except transfer.TransferError as exc:
                     err.write((exc.message + "\n").encode())
                     return None, failure_info("usererror", exc.code, exc.message), None
                 if creds is not None:
-                    _chown_tree(tdir / launch.resource_dir, creds)
+                    _chown_tree(Path(tdir, launch.resource_dir), creds)
             child, failure = self.processes.spawn(launch.key, launch.command_line, wd, env,
                                                   out, err, creds, launch.container)
         if child is None:

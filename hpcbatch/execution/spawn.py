@@ -470,7 +470,7 @@ class Processes:
                     self._null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         return self._null
 
-    def spawn(self, key: str, command_line: str, wd: Path, env: Mapping[str, str],
+    def spawn(self, key: str, command_line: str, wd: str | Path, env: Mapping[str, str],
               out: IO[bytes] | int, err: IO[bytes] | int,
               creds: identity.Credentials | None = None,
               container: Mapping[str, Any] | None = None,
@@ -561,7 +561,7 @@ class Processes:
             kill_process_tree(child.pid)
         return child, None
 
-    def _containerized(self, argv: list[str], container: Mapping[str, Any], wd: Path,
+    def _containerized(self, argv: list[str], container: Mapping[str, Any], wd: str | Path,
                        env: Mapping[str, str], full_env: Mapping[bytes, bytes],
                        ) -> tuple[list[str], dict[str, Any] | None]:
         """The runtime argv running ``argv`` in the launch's container, or a failure info."""

@@ -38,7 +38,7 @@ import fsspec
 
 from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.storage.conventions import job_output_container_name
-from hpcbatch.storage.fs import Storage, StorageNotFoundError, open_storage
+from hpcbatch.storage.fs import Storage, open_storage
 
 _CACHE: dict[str, Storage] = {}
 _CACHE_LOCK = threading.Lock()
@@ -289,7 +289,7 @@ def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeed
     return count
 
 
-def persist_task_logs(task_dir: Path, *, job_id: str, task_id: str,
+def persist_task_logs(task_dir: str | os.PathLike[str], *, job_id: str, task_id: str,
                       storage: StorageRef | None) -> None:
     """Save ``stdout.txt`` and ``stderr.txt`` as the task's ``$TaskLog`` outputs (conventions).
 
@@ -305,16 +305,15 @@ def persist_task_logs(task_dir: Path, *, job_id: str, task_id: str,
     if storage is None:
         return
     st = _storage(storage.url, storage.options)
-    container = job_output_container_name(job_id)
-    for name in ("stdout.txt", "stderr.txt"):
-        path = task_dir / name
-        try:
-            st.put_file(path, f"{container}/{task_id}/$TaskLog/{name}", link=True)
-        except Exception as exc:  # noqa: BLE001 - fsspec and drivers raise many kinds
-            if isinstance(exc, StorageNotFoundError) and not path.exists():
-                continue  # no such log (the run never started): nothing to save
-            raise TransferError(f"{name} could not be saved as a TaskLog output: {exc}",
-                                code="FileUploadError") from None
+    folder = f"{job_output_container_name(job_id)}/{task_id}/$TaskLog/"
+    tdir = os.fspath(task_dir)
+    try:
+        # A log that is missing (the run never started) has nothing to save.
+        st.put_files([(os.path.join(tdir, name), folder + name)
+                      for name in ("stdout.txt", "stderr.txt")], link=True, missing_ok=True)
+    except Exception as exc:  # noqa: BLE001 - fsspec and drivers raise many kinds
+        raise TransferError(f"the task's logs could not be saved as TaskLog outputs: {exc}",
+                            code="FileUploadError") from None
 
 
 def prepare_job_container(job_id: str, storage: StorageRef | None) -> None:

@@ -163,7 +163,7 @@ async def task_counts(request: web.Request) -> web.Response:
     wait_s = prefer_wait_s(request)
     headers = {}
     if wait_s:
-        counts = await svc.changes.wait_while(read, _unfinished, wait_s)
+        counts = await svc.changes.wait_while(read, _unfinished, wait_s, pause_s=_cannot_finish_s)
         headers["Preference-Applied"] = f"wait={wait_s:g}"
     else:
         counts = read()
@@ -174,3 +174,20 @@ async def task_counts(request: web.Request) -> web.Response:
 def _unfinished(counts: dict[str, Any]) -> bool:
     """Whether a job's task counts still hold active or running tasks."""
     return bool(counts["taskCounts"]["active"] or counts["taskCounts"]["running"])
+
+
+COMPLETIONS_PER_S = 10_000.0
+"""The completions a second a task counts wait assumes a job can reach at most (the
+service's scheduling rate, ``benchmarks/bench_scale.py``): a job with ``n`` tasks left
+cannot complete within ``n / COMPLETIONS_PER_S`` s, so the wait reads its counts
+again only then, not at every commit meanwhile."""
+
+MAX_COUNTS_PAUSE_S = 0.05
+"""Longest pause between two reads of a waited-for job's counts: a job that completes
+faster than :data:`COMPLETIONS_PER_S` is answered at most this late."""
+
+
+def _cannot_finish_s(counts: dict[str, Any]) -> float:
+    """Seconds in which a job with these counts cannot complete (``pause_s`` of the wait)."""
+    left = counts["taskCounts"]["active"] + counts["taskCounts"]["running"]
+    return min(left / COMPLETIONS_PER_S, MAX_COUNTS_PAUSE_S)
