@@ -40,6 +40,9 @@ def test_format_time_is_utc_milliseconds_z() -> None:
         == "2016-09-08T16:32:23.799Z"
     )
     assert ev.format_time("2016-09-08T16:32:23.7991234Z") == "2016-09-08T16:32:23.799Z"
+    assert ev.format_time("2016-09-08T18:32:23.799+02:00") == "2016-09-08T16:32:23.799Z"
+    assert ev.format_time("2016-09-08T16:32:23") == "2016-09-08T16:32:23.000Z"  # naive = UTC
+    assert ev.format_time("2016-09-08T16:32:23.1234567890Z") == "2016-09-08T16:32:23.123Z"
     with pytest.raises(ValueError, match="ISO 8601"):
         ev.format_time("yesterday")
 
