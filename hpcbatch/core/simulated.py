@@ -19,9 +19,9 @@ machine a thousand of them would measure the workers and TLS, not the
 service. The seam is the lowest one that keeps the service's own work real:
 the dispatcher's runs are posted, pickled and flushed per worker per pass as
 for a real worker; outcomes come back as wire dicts
-(:func:`hpcbatch.execution.agent.outcome_to_wire`'s shape) in batches on one
+(:func:`hpcbatch.execution.outcomes.outcome_to_wire`'s shape) in batches on one
 long-lived stream per node and go through the engine's own delivery
-(key checks, :func:`~hpcbatch.execution.agent.outcome_from_wire`, the
+(key checks, :func:`~hpcbatch.execution.outcomes.outcome_from_wire`, the
 dispatcher's sink). What is skipped is listed in ``docs/scale.md``.
 
 A simulated run is a timer (:func:`hpcbatch.providers.simulated.simulate`
@@ -215,7 +215,7 @@ class SimulatedAgent:
 
     def _report(self, key: str, code: int | None, start: float,
                 failure: dict[str, Any] | None, tdir: str) -> None:
-        # The shape of hpcbatch.execution.agent.outcome_to_wire, plus the run's key.
+        # The shape of hpcbatch.execution.outcomes.outcome_to_wire, plus the run's key.
         self.pending.append({"key": key, "exit_code": code, "start": start, "end": time.time(),
                              "failure": failure, "task_root_dir": tdir,
                              "node_id": self.node.node_id})

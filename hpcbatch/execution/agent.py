@@ -42,12 +42,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from hpcbatch.batch.identity import RunAs
 from hpcbatch.execution import containers, identity, nodeops, packages
 from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
+from hpcbatch.execution.outcomes import (  # noqa: F401 - re-exported: the agent's public names
+    MAX_PENDING_OUTCOMES,
+    OUTCOME_HOLD_S,
+    STREAM_KEEPALIVE_S,
+    Outcome,
+    OutcomeStream,
+    outcome_from_wire,
+    outcome_to_wire,
+)
 from hpcbatch.execution.slot_queue import SlotQueue
 from hpcbatch.execution.spawn import (  # noqa: F401 - re-exported: the agent's public names
     EXIT_CODE_TASK_ENDED,
@@ -72,26 +80,15 @@ AGENT_PLUGIN = "hpcbatch-agent"
 EXCHANGE_HANDLER = "hpcbatch_exchange"
 """Name of the worker handler the service sends runs to (:meth:`NodeAgent.exchange`)."""
 OUTCOME_STREAM_HANDLER = "hpcbatch_outcomes"
-"""Name of the worker handler that streams outcomes to the service (:meth:`NodeAgent.outcome_stream`)."""
+"""Name of the worker handler that streams outcomes to the service
+(:meth:`hpcbatch.execution.outcomes.OutcomeStream.serve`)."""
 CALL_HANDLER = "hpcbatch_call"
 """Name of the worker handler the service calls the agent's operations through (:meth:`NodeAgent.call`)."""
 CALL_OPS = frozenset({"kill_task", "kill_tagged", "list_files", "read_file", "remove_dirs",
                       "node_sample", "node_info", "pull_images", *nodeops.NODE_CALLS})
 """The operations :data:`CALL_HANDLER` runs; any other name is refused."""
-STREAM_KEEPALIVE_S = 30.0
-"""An outcome stream with nothing to say sends an empty message this often."""
-
-MAX_PENDING_OUTCOMES = 100_000
-"""Most outcomes a node keeps for the service; beyond it the oldest are dropped (the
-service reads them as they come, so only runs started outside it can pile up)."""
-
-OUTCOME_HOLD_S = 0.005
-"""Longest an outcome waits for others while the node still has more than
-:data:`HOLD_WHILE_QUEUED` times its slots in runs queued (:meth:`NodeAgent.enqueue`):
-they then travel to the service together."""
-
 HOLD_WHILE_QUEUED = 2
-"""Outcomes are held (:data:`OUTCOME_HOLD_S`) while more runs than this many times the
+"""Outcomes are held (:data:`~hpcbatch.execution.outcomes.OUTCOME_HOLD_S`) while more runs than this many times the
 node's slots wait; at or below it they go at once, so the service sends more while the
 node still has work (2 measured a little faster than 1 in ``bench_dispatch.py``)."""
 
@@ -198,38 +195,6 @@ class Launch:
     node_slots: int = 1
 
 
-@dataclass
-class Outcome:
-    """How a run ended, as the agent reports it.
-
-    Attributes
-    ----------
-    exit_code
-        The process's exit code (negative signal numbers are reported as 128+n,
-        as a shell would); None when the process never started.
-    start_time, end_time
-        UTC times of the run.
-    failure_info
-        ``TaskFailureInformation`` wire dict, or None on a clean exit.
-    task_root_dir
-        Absolute task directory on the node.
-    node_id
-        The node that ran it.
-    usage
-        Resource usage of the task process (:func:`hpcbatch.execution.spawn.usage_of`:
-        ``user_cpu_s``, ``kernel_cpu_s``, ``read_bytes``, ``write_bytes``,
-        ``read_ops``, ``write_ops``, ``max_rss_bytes``), or None when no process ran.
-    """
-
-    exit_code: int | None
-    start_time: datetime
-    end_time: datetime
-    failure_info: dict[str, Any] | None
-    task_root_dir: str
-    node_id: str
-    usage: dict[str, float] | None = None
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -278,42 +243,6 @@ def _persist(launch: Launch, tdir: str, wd: str, code: int | None,
     return failure
 
 
-def outcome_to_wire(outcome: Outcome) -> dict[str, Any]:
-    """Return an outcome as plain msgpack-friendly values."""
-    return {"exit_code": outcome.exit_code, "start": outcome.start_time.timestamp(),
-            "end": outcome.end_time.timestamp(), "failure": outcome.failure_info,
-            "task_root_dir": outcome.task_root_dir, "node_id": outcome.node_id,
-            "usage": outcome.usage}
-
-
-def outcome_from_wire(msg: Mapping[str, Any]) -> Outcome:
-    """Inverse of :func:`outcome_to_wire`; checks the types (a node is an untrusted peer).
-
-    Raises
-    ------
-    TypeError
-        A field is missing or of the wrong type.
-    """
-    code, start, end = msg.get("exit_code"), msg.get("start"), msg.get("end")
-    failure, tdir, node_id = msg.get("failure"), msg.get("task_root_dir"), msg.get("node_id")
-    if not (code is None or (isinstance(code, int) and not isinstance(code, bool))) \
-            or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
-                       for t in (start, end)) \
-            or not (failure is None or isinstance(failure, Mapping)) \
-            or not isinstance(tdir, str) or not isinstance(node_id, str):
-        raise TypeError(f"malformed outcome {dict(msg)!r}")
-    usage = msg.get("usage")
-    if usage is not None and not (
-            isinstance(usage, Mapping) and all(
-                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                for k, v in usage.items())):
-        raise TypeError(f"malformed outcome usage {usage!r}")
-    return Outcome(code, datetime.fromtimestamp(float(start), UTC),  # type: ignore[arg-type]
-                   datetime.fromtimestamp(float(end), UTC),  # type: ignore[arg-type]
-                   None if failure is None else dict(failure), tdir, node_id,
-                   None if usage is None else {k: float(v) for k, v in usage.items()})
-
-
 @dataclass
 class _LoopRun:
     """A plain run started on the worker's event loop, until its process exits."""
@@ -326,11 +255,6 @@ class _LoopRun:
     pidfd: int
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
-
-
-def _wake_up(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class NodeAgent(WorkerPlugin):
@@ -382,15 +306,11 @@ class NodeAgent(WorkerPlugin):
         """Parents of task directories known to exist (one ``mkdir`` per task instead of four)."""
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
-        self._pending: list[dict[str, Any]] = []
-        self._stream_waiters: list[asyncio.Future[None]] = []
-        self._notify_scheduled = False
-        self._hold: asyncio.TimerHandle | None = None
-        """The timer flushing outcomes held while runs are queued (:data:`OUTCOME_HOLD_S`)."""
+        self.outcomes = OutcomeStream()
+        """The outcomes waiting for the service, and the stream that sends them."""
         self._queue: SlotQueue[Launch] = SlotQueue()
         """Task runs waiting for free slots, and the slots started ones hold (:meth:`enqueue`)."""
         self._give_back_timer: asyncio.TimerHandle | None = None
-        self._stream_generation = 0
         self._task_users: dict[str, str] = {}
         """Task-scope users whose run ended with processes left (coordination daemons)."""
 
@@ -412,7 +332,8 @@ class NodeAgent(WorkerPlugin):
         self.worker = worker
         self._loop_thread = threading.get_ident()
         worker.handlers[EXCHANGE_HANDLER] = self.exchange
-        worker.handlers[OUTCOME_STREAM_HANDLER] = self.outcome_stream
+        self.outcomes.bind(worker.loop.add_callback)
+        worker.handlers[OUTCOME_STREAM_HANDLER] = self.outcomes.serve
         worker.handlers[CALL_HANDLER] = self.call
 
     def teardown(self, worker: Any) -> None:
@@ -432,7 +353,7 @@ class NodeAgent(WorkerPlugin):
         ----------
         launches
             A pickled list of :class:`Launch` to start now (see :meth:`enqueue`);
-            their outcomes go to the service on :meth:`outcome_stream`.
+            their outcomes go to the service on the outcome stream (:attr:`outcomes`).
         """
         self.enqueue(pickle.loads(launches))
 
@@ -445,7 +366,7 @@ class NodeAgent(WorkerPlugin):
         in local storage) starts right here on the worker's event loop and is
         awaited through a pidfd, with no thread of its own; any other run
         executes :meth:`run_task` on the node's thread pool. Outcomes go to
-        the service on its outcome stream (:meth:`outcome_stream`).
+        the service on its outcome stream (:attr:`outcomes`).
 
         Parameters
         ----------
@@ -503,11 +424,11 @@ class NodeAgent(WorkerPlugin):
                 head = self._queue.pop_startable()
                 if head is None:
                     break
-                flush = (self._hold is not None
+                flush = (self.outcomes.holding
                          and len(self._queue) <= HOLD_WHILE_QUEUED * self._queue.node_slots)
             self._start(head, loop)
             if flush and loop is not None:
-                self._flush_held()
+                self.outcomes.flush_held()
 
     def queued(self) -> list[str]:
         """Return the keys of the task runs waiting on this node for free slots."""
@@ -520,7 +441,7 @@ class NodeAgent(WorkerPlugin):
         Steps: prepare the task directory and environment, download the resource
         files, run the command line, then upload the output files whose upload
         condition holds and persist ``stdout.txt``/``stderr.txt`` as ``$TaskLog``.
-        The outcome is also queued for the service (:meth:`outcome_stream`).
+        The outcome is also queued for the service (:attr:`outcomes`).
 
         Parameters
         ----------
@@ -858,23 +779,20 @@ class NodeAgent(WorkerPlugin):
             waiting = self._queue.clear()
         return self.processes.kill_all() + waiting
 
-    # --------------------------------------------------------- outcome stream
+    # --------------------------------------------------------- outcomes
 
     def _report(self, key: str, outcome: Outcome) -> None:
-        """Queue an outcome for the service's outcome stream (:meth:`outcome_stream`; any thread).
+        """Queue an outcome for the service's outcome stream (:attr:`outcomes`; any thread).
 
         A task run's slots are free again: the next queued run starts. While
-        runs stay queued beyond the node's slots, the outcome waits for others
-        (at most :data:`OUTCOME_HOLD_S`): the node has work meanwhile, and
-        outcomes that travel together cost the node and the service one
-        wake-up, not one each.
+        runs stay queued beyond :data:`HOLD_WHILE_QUEUED` times the node's
+        slots, the outcome is held for others (:meth:`OutcomeStream.send`): the
+        node has work meanwhile, and outcomes that travel together cost the
+        node and the service one wake-up, not one each.
         """
-        on_loop = threading.get_ident() == self._loop_thread
         with self._lock:
             freed = self._queue.release(key)
-            self._pending.append({"key": key, **outcome_to_wire(outcome)})
-            if len(self._pending) > MAX_PENDING_OUTCOMES:
-                del self._pending[: len(self._pending) - MAX_PENDING_OUTCOMES]
+            self.outcomes.put(key, outcome)
         if freed:
             try:
                 loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -885,17 +803,8 @@ class NodeAgent(WorkerPlugin):
             else:  # on a loop, or no worker at all (runs then go to the thread pool)
                 self._start_queued(loop)
         with self._lock:
-            if self._notify_scheduled or self._hold is not None or self.worker is None:
-                return
-            if on_loop and len(self._queue) > HOLD_WHILE_QUEUED * self._queue.node_slots:
-                self._hold = asyncio.get_running_loop().call_later(OUTCOME_HOLD_S,
-                                                                   self._flush_held)
-                return
-            self._notify_scheduled = True
-        if on_loop:
-            self._notify()  # on the loop already: no wake-up through the loop's self-pipe
-        else:
-            self.worker.loop.add_callback(self._notify)  # thread-safe
+            hold = len(self._queue) > HOLD_WHILE_QUEUED * self._queue.node_slots
+        self.outcomes.send(hold=hold)
 
     def _report_unstarted(self, launch: Launch, code: int | None,
                           failure: dict[str, Any]) -> None:
@@ -908,66 +817,9 @@ class NodeAgent(WorkerPlugin):
     def _start_queued_on_loop(self) -> None:
         self._start_queued(asyncio.get_running_loop())
 
-    def _flush_held(self) -> None:
-        """Send the outcomes held while runs were queued (on the worker's event loop)."""
-        with self._lock:
-            if self._hold is not None:
-                self._hold.cancel()
-                self._hold = None
-            if self._notify_scheduled:
-                return
-            self._notify_scheduled = True
-        self._notify()
-
-    def _notify(self) -> None:
-        """Wake the outcome stream waiting for outcomes (on the worker's event loop)."""
-        with self._lock:
-            self._notify_scheduled = False
-        waiting = list(self._stream_waiters)
-        self._stream_waiters.clear()
-        for fut in waiting:
-            if not fut.done():
-                fut.set_result(None)
-
     def pending_outcomes(self) -> list[dict[str, Any]]:
         """Return (a copy of) the outcomes waiting for the service's outcome stream."""
-        with self._lock:
-            return list(self._pending)
-
-    async def outcome_stream(self, comm: Any) -> None:
-        """Write outcomes to the service as they come, on the service's own comm, until it closes.
-
-        The service opens the comm with op :data:`OUTCOME_STREAM_HANDLER` and then
-        only reads: each message is the msgpack bytes of a list
-        ``[{"key", **outcome_to_wire(...)}]`` of every outcome ready at that
-        moment (empty every :data:`STREAM_KEEPALIVE_S` when idle). Packed here,
-        the message is one ``bytes`` object to Dask, which then skips walking
-        every outcome to size it. A newer stream replaces an older one;
-        outcomes whose write failed wait for the next stream.
-        """
-        self._stream_generation += 1
-        generation = self._stream_generation
-        loop = asyncio.get_running_loop()
-        while generation == self._stream_generation and not comm.closed():
-            if not self._pending:
-                fut = loop.create_future()
-                self._stream_waiters.append(fut)
-                timer = loop.call_later(STREAM_KEEPALIVE_S, _wake_up, fut)
-                try:
-                    await fut
-                finally:
-                    timer.cancel()
-                if generation != self._stream_generation:
-                    return
-            with self._lock:
-                batch = list(self._pending)
-                self._pending.clear()
-            try:
-                await comm.write(msgpack.packb(batch))
-            except Exception:  # noqa: BLE001 - the stream broke: the batch waits for the next one
-                with self._lock:
-                    self._pending[:0] = batch
-                return
+        return self.outcomes.pending()
 
     # ----------------------------------------------------------- out-of-band calls
 

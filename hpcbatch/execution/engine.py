@@ -47,7 +47,7 @@ from distributed.comm import connect
 from distributed.core import ConnectionPool
 
 from hpcbatch.batch.errors import HpcbatchError
-from hpcbatch.execution import agent, guard
+from hpcbatch.execution import agent, guard, outcomes
 from hpcbatch.execution.tls import TlsFiles, dask_security, dask_tls_cli_args
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class DaskEngine:
         Every run queued for a worker between two flushes travels in one
         one-way message (:meth:`hpcbatch.execution.agent.NodeAgent.exchange`); outcomes come
         back on one long-lived stream per worker
-        (:meth:`hpcbatch.execution.agent.NodeAgent.outcome_stream`),
+        (:meth:`hpcbatch.execution.outcomes.OutcomeStream.serve`),
         several to a message when they end together. A run costs no Dask
         task and no round trip of its own, and the scheduler is not on its path.
         """
@@ -312,7 +312,7 @@ class DaskEngine:
                 log.warning("worker %s reported an outcome for a run it was not sent: %r",
                             ch.worker, key)
                 continue
-            outcome = agent.outcome_from_wire(msg)
+            outcome = outcomes.outcome_from_wire(msg)
             if not self._drop(key):
                 continue  # forgotten meanwhile (requeued): void
             sink = self._sinks.pop(key, None)
