@@ -109,3 +109,11 @@ def test_local_filter_and_select_where_batch_has_no_such_option(env: dict[str, s
     bad = run(env, "task", "file", "list", "--job-id", "sj", "--task-id", "ok",
               "--select", "colour", code=1)
     assert "InvalidQueryParameterValue" in bad.stderr
+
+
+def test_a_local_filter_on_an_empty_list_is_empty_but_checks_its_syntax(
+        env: dict[str, str]) -> None:
+    # No application exists: there is no item to read the properties off.
+    assert run_json(env, "application", "list", "--filter", "id eq 'app'") == []
+    bad = run(env, "application", "list", "--filter", "id eq", code=1)
+    assert "InvalidQueryParameterValue" in bad.stderr and "syntax error" in bad.stderr

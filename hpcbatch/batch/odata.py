@@ -946,6 +946,28 @@ def parse_filter(text: str, properties: Mapping[str, Property]) -> Expression | 
     """
     if not text or not text.strip():
         return None
+    tree = _parse_tree(text)
+    checker = _Checker(text, properties)
+    checker.check_depth(tree)
+    return checker.expression(tree)
+
+
+def check_filter_syntax(text: str) -> None:
+    """Check a ``$filter``'s length, syntax and nesting, not its properties.
+
+    For a filter applied to a list whose properties are not known, such as an
+    empty list whose properties :class:`ListFilter` would read off its items.
+
+    Raises
+    ------
+    InvalidQueryParameterError
+        As :func:`parse_filter`, but never for a property.
+    """
+    if text and text.strip():
+        _Checker(text, {}).check_depth(_parse_tree(text))
+
+
+def _parse_tree(text: str) -> Any:
     if len(text) > MAX_FILTER_LENGTH:
         raise InvalidQueryParameterError(
             "$filter",
@@ -953,12 +975,9 @@ def parse_filter(text: str, properties: Mapping[str, Property]) -> Expression | 
             f"$filter is {len(text)} characters long; the limit is {MAX_FILTER_LENGTH}",
         )
     try:
-        tree = _PARSER.parse(text)
+        return _PARSER.parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
-    checker = _Checker(text, properties)
-    checker.check_depth(tree)
-    return checker.expression(tree)
 
 
 # ------------------------------------------------------------------ evaluation

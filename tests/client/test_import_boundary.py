@@ -32,6 +32,8 @@ SERVER_MODULES = ("hpcbatch.api", "hpcbatch.core", "hpcbatch.store",
                   "hpcbatch.execution.engine", "hpcbatch.execution.agent",
                   "hpcbatch.execution.node", "hpcbatch.testing")
 SLOW_PACKAGES = frozenset({"pydantic", "requests", "urllib3"})
+QUERY_MODULES = ("lark", "hpcbatch.batch.odata")
+"""The OData parser: a command imports it only to apply a ``--filter`` or ``--select``."""
 JOB = "boundaryjob"
 
 # Runs ``body`` (which sets ``result``), then prints a marker line with the result
@@ -103,6 +105,17 @@ def test_cli_command_imports_no_server_stack(state_dir: Path, args: list[str],
     assert code in (0, None) and expected in out, out
     assert server_stack(modules) == []
     assert sorted(m for m in modules if m.split(".")[0] in SLOW_PACKAGES) == []
+    assert sorted(m for m in modules if m.startswith(QUERY_MODULES)) == []
+
+
+def test_a_local_filter_still_imports_the_query_parser(state_dir: Path) -> None:
+    # The probe above would see the parser if a command imported it: here one must.
+    # Task - List Subtasks takes no $filter: the CLI applies it (t1 has no subtasks).
+    code, modules, out = probe(run_cli("task", "subtask", "list", "--job-id", JOB, "--task-id",
+                                       "t1", "--filter", "state eq 'completed'", "-o", "json"),
+                               state_dir)
+    assert code in (0, None) and out.strip() == "[]", out
+    assert "hpcbatch.batch.odata" in modules
 
 
 def test_task_list_prints_the_tasks(state_dir: Path) -> None:

@@ -47,10 +47,9 @@ class RecordingComm:
         self._closed = True
 
 
-async def _until(cond: Any) -> None:
+async def _written(comm: RecordingComm) -> None:
     async with asyncio.timeout(5):
-        while not cond():
-            await asyncio.sleep(0.001)
+        await comm.wrote.wait()
 
 
 def test_an_outcome_put_from_a_thread_reaches_the_stream_in_wire_form() -> None:
@@ -63,7 +62,7 @@ def test_an_outcome_put_from_a_thread_reaches_the_stream_in_wire_form() -> None:
             stream.put("job-1/t1/0", _outcome(3))
             stream.send()
         threading.Thread(target=report).start()
-        await _until(lambda: comm.messages)
+        await _written(comm)
         comm.close()
         stream.put("wake", _outcome())  # the stream notices the closed comm at its next turn
         stream.send()
@@ -85,7 +84,7 @@ def test_held_outcomes_travel_together() -> None:
             stream.put(f"job-1/t{i}/0", _outcome())
             stream.send(hold=True)
         holding = stream.holding
-        await _until(lambda: comm.messages)
+        await _written(comm)
         serving.cancel()
         return comm.messages, holding
     messages, holding = asyncio.run(go())
@@ -122,7 +121,7 @@ def test_a_broken_write_keeps_the_batch_for_the_next_stream() -> None:
         kept = [o["key"] for o in stream.pending()]
         comm = RecordingComm()
         serving = asyncio.ensure_future(stream.serve(comm))  # the service reconnects
-        await _until(lambda: comm.messages)
+        await _written(comm)
         serving.cancel()
         return kept, comm.messages
     kept, messages = asyncio.run(go())
