@@ -405,6 +405,7 @@ def kill_previous(root_dir: str, current: str | None = None) -> int:
 
 
 _AGENT_TAG_B = AGENT_TAG.encode()
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def _fileno(f: IO[bytes] | int) -> int:
@@ -518,8 +519,8 @@ class Processes:
         if self.warden.watchdog is None:
             self.warden.start()
         full_env = dict(self.base_env)
-        for k, v in env.items():
-            full_env[os.fsencode(k)] = os.fsencode(v)
+        for k, v in env.items():  # os.fsencode's encoding, without its call per string
+            full_env[k.encode(_FS_ENCODING, _FS_ERRORS)] = v.encode(_FS_ENCODING, _FS_ERRORS)
         full_env[_AGENT_TAG_B] = os.fsencode(self.warden.tag)
         if container is not None:
             argv, failure = self._containerized(argv, container, wd, env, full_env)

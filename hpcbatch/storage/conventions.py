@@ -47,6 +47,7 @@ defect, not a change to the naming conventions):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -93,6 +94,7 @@ _MAX_USABLE_JOB_ID_LENGTH = 63 - len(_CONTAINER_PREFIX)  # 59
 _MAX_JOB_ID_LENGTH_IN_MUNGED_CONTAINER_NAME = 15  # <= 63 - len("job-") - 1 - 40 (SHA-1 hex)
 
 
+@functools.lru_cache(maxsize=1024)  # a node asks for every run of the job: $TaskLog
 def job_output_container_name(job_id: str) -> str:
     """Return the name of the container that holds all outputs of a job.
 
