@@ -29,6 +29,7 @@ from hpcbatch.batch import autoscale, events
 from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
 from hpcbatch.batch.models import PoolEnableAutoScale, PoolSpec
 from hpcbatch.batch.states import JOB_LIVE
+from hpcbatch.core import statistics
 from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.execution import metrics
 from hpcbatch.store import task_counts
@@ -45,6 +46,11 @@ MAX_INTERVAL = timedelta(hours=168)
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _naive_utc(at: datetime) -> datetime:
+    """``at`` as the store keeps times: naive UTC (a naive ``at`` is UTC already)."""
+    return at if at.tzinfo is None else at.astimezone(UTC).replace(tzinfo=None)
 
 
 class Autoscaler:
@@ -70,6 +76,8 @@ class Autoscaler:
         self.history = metrics.MetricsHistory()
         self.clock = _now
         self._next_eval: dict[str, datetime] = {}
+        self._network: dict[str, dict[str, tuple[float, float]]] = {}
+        """Each pool's nodes' network counters at their last sample (``record_node_samples``)."""
 
     # ------------------------------------------------------------- operations
 
@@ -178,7 +186,9 @@ class Autoscaler:
             await asyncio.sleep(self.sample_interval_s)
 
     async def sample(self) -> None:
-        """Record one sample period for every pool."""
+        """Record one sample period for every pool: the formulas' metrics history, and
+        the nodes' memory, disk and network use in the pool statistics
+        (:func:`hpcbatch.core.statistics.record_node_samples`)."""
         at = self.clock()
         svc = self.ctx
         for key in svc.pool_manager.pool_keys():
@@ -187,8 +197,14 @@ class Autoscaler:
             results = await asyncio.gather(
                 *(svc.engine.node_sample(w) for w in workers),
                 return_exceptions=True)
-            samples = [r for r in results if isinstance(r, dict)]
-            self.history.record(key, at, counts, samples)
+            answered = [(w, r) for w, r in zip(workers, results, strict=True)
+                        if isinstance(r, dict)]
+            self.history.record(key, at, counts, [r for _, r in answered])
+            network = self._network.setdefault(key, {})
+            for gone in network.keys() - set(workers):  # nodes that left: forget them
+                del network[gone]
+            with svc.store.begin() as conn:
+                statistics.record_node_samples(conn, key, answered, network, _naive_utc(at))
 
     def _task_counts(self, pool_key: str) -> dict[str, float]:
         with self.ctx.store.read() as conn:
@@ -252,4 +268,5 @@ class Autoscaler:
     def forget(self, pool_key: str) -> None:
         """Drop a deleted pool's samples and schedule."""
         self.history.forget(pool_key)
+        self._network.pop(pool_key, None)
         self._next_eval.pop(pool_key, None)

@@ -22,7 +22,10 @@ Where the numbers come from:
   completes, and its wait time (task creation to the start of its last run);
 * a node that leaves its pool (:func:`node_left`, called by the pool manager): its core
   time in the pool (cores times allocation to removal), split by aggregation interval;
-* nodes still in their pool, at read time (cores times allocation to now).
+* nodes still in their pool, at read time (cores times allocation to now);
+* every sample period, each node of each pool (:func:`record_node_samples`, called by
+  the autoscaler's sampler): its used memory and disk space, and the network bytes it
+  received and sent since its last sample (``node_usage``).
 
 Every recorded event adds to a fixed number of counter rows (per job, per pool, and the
 account's), so its cost does not grow with the number of tasks, and reads never scan
@@ -31,7 +34,7 @@ tasks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -42,10 +45,14 @@ from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.store.database import job_schedules, jobs, pools, tasks
 from hpcbatch.store.usage import (
+    NODE_PEAKS,
+    NODE_SUMS,
     PEAKS,
     SUMS,
+    add_node_usage,
     add_pool_usage,
     add_usage,
+    read_node_usage,
     read_pool_usage,
     read_usage,
 )
@@ -173,7 +180,7 @@ def job_statistics(url: str, start: str, updated: str,
 
 
 def pool_statistics(url: str, start: str, updated: str, counters: Mapping[str, Any] | None,
-                    core_s: float) -> dict[str, Any]:
+                    core_s: float, nodes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A ``PoolStatistics`` wire dict.
 
     Parameters
@@ -184,28 +191,97 @@ def pool_statistics(url: str, start: str, updated: str, counters: Mapping[str, A
         The pool's task counters (None: zeros).
     core_s
         Core-seconds of the pool's nodes (those gone and those still in it).
+    nodes
+        The pool's ``node_usage`` row (:func:`record_node_samples`), or None.
 
     Notes
     -----
-    ``avgCPUPercentage`` is the tasks' CPU time over the nodes' core time;
-    ``peakMemoryGiB`` the largest resident memory of a task process; disk figures are
-    the tasks' I/O. Batch's ``avgMemoryGiB``, ``avgDiskGiB``, ``peakDiskGiB`` and
-    network figures are not measured and left out (``docs/azure-compat.md``).
+    ``avgCPUPercentage`` is the tasks' CPU time over the nodes' core time; disk I/O
+    figures are the tasks' I/O. From the nodes' samples (one a node every sample
+    period, 30 s as Batch's; :meth:`hpcbatch.core.autoscaler.Autoscaler.sample`): ``avgMemoryGiB`` and
+    ``avgDiskGiB`` (used memory, used space of the node's root file system) are the
+    averages over every sample, ``peakDiskGiB`` the largest, ``networkReadGiB`` and
+    ``networkWriteGiB`` the bytes the nodes received and sent between samples.
+    ``peakMemoryGiB`` is the largest of the nodes' samples and of the task processes'
+    resident memory. A pool with no node sample yet leaves the sampled figures out
+    (``docs/azure-compat.md``).
     """
     c = counters or zero_counters()
     cpu = c["user_cpu_s"] + c["kernel_cpu_s"]
+    resources: dict[str, Any] = {
+        "startTime": start, "lastUpdateTime": updated,
+        "avgCPUPercentage": min(100.0, 100.0 * cpu / core_s) if core_s > 0 else 0.0,
+        "peakMemoryGiB": c["peak_rss_bytes"] / GIB,
+        "diskReadIOps": str(int(c["read_ops"])), "diskWriteIOps": str(int(c["write_ops"])),
+        "diskReadGiB": c["read_bytes"] / GIB, "diskWriteGiB": c["write_bytes"] / GIB,
+    }
+    if nodes is not None and nodes["samples"] > 0:
+        n = nodes["samples"]
+        resources.update({
+            "avgMemoryGiB": nodes["memory_bytes"] / n / GIB,
+            "peakMemoryGiB": max(c["peak_rss_bytes"], nodes["peak_memory_bytes"]) / GIB,
+            "avgDiskGiB": nodes["disk_bytes"] / n / GIB,
+            "peakDiskGiB": nodes["peak_disk_bytes"] / GIB,
+            "networkReadGiB": nodes["network_read_bytes"] / GIB,
+            "networkWriteGiB": nodes["network_write_bytes"] / GIB,
+        })
     return PoolStatistics.model_validate({
         "url": url, "startTime": start, "lastUpdateTime": updated,
         "usageStats": {"startTime": start, "lastUpdateTime": updated,
                        "dedicatedCoreTime": timedelta(seconds=core_s)},
-        "resourceStats": {
-            "startTime": start, "lastUpdateTime": updated,
-            "avgCPUPercentage": min(100.0, 100.0 * cpu / core_s) if core_s > 0 else 0.0,
-            "peakMemoryGiB": c["peak_rss_bytes"] / GIB,
-            "diskReadIOps": str(int(c["read_ops"])), "diskWriteIOps": str(int(c["write_ops"])),
-            "diskReadGiB": c["read_bytes"] / GIB, "diskWriteGiB": c["write_bytes"] / GIB,
-        },
+        "resourceStats": resources,
     }).to_wire()
+
+
+def record_node_samples(conn: sa.Connection, pool_key: str,
+                        samples: Sequence[tuple[str, Mapping[str, float]]],
+                        network: MutableMapping[str, tuple[float, float]],
+                        now: datetime) -> None:
+    """Add one sample period of a pool's nodes to its ``node_usage`` counters (and the
+    account's), for ``resourceStats`` (:func:`pool_statistics`).
+
+    Parameters
+    ----------
+    conn
+        A connection in the caller's transaction.
+    pool_key
+        The pool (lower-cased ID); a pool deleted meanwhile adds to the account only.
+    samples
+        ``(node, sample)`` per node that answered: the node's worker address and its
+        :func:`hpcbatch.execution.metrics.node_sample` (``MemoryBytes``,
+        ``DiskBytes``, ``NetworkInBytes``, ``NetworkOutBytes``).
+    network
+        The network counters of each node at its last sample, ``{node: (in, out)}``,
+        kept by the caller between periods; updated here. A node's first sample adds
+        no network bytes (its counters count since the host booted), nor does a
+        counter that went down (the host restarted).
+    now
+        The sample time (naive UTC).
+    """
+    if not samples:
+        return
+    sums = dict.fromkeys(NODE_SUMS, 0.0)
+    peaks = dict.fromkeys(NODE_PEAKS, 0.0)
+    for node, sample in samples:
+        memory, disk = sample.get("MemoryBytes", 0.0), sample.get("DiskBytes", 0.0)
+        sums["samples"] += 1
+        sums["memory_bytes"] += memory
+        sums["disk_bytes"] += disk
+        peaks["peak_memory_bytes"] = max(peaks["peak_memory_bytes"], memory)
+        peaks["peak_disk_bytes"] = max(peaks["peak_disk_bytes"], disk)
+        now_in, now_out = sample.get("NetworkInBytes", 0.0), sample.get("NetworkOutBytes", 0.0)
+        before = network.get(node)
+        if before is not None:
+            sums["network_read_bytes"] += max(0.0, now_in - before[0])
+            sums["network_write_bytes"] += max(0.0, now_out - before[1])
+        network[node] = (now_in, now_out)
+    counters = {k: int(v) if k not in ("memory_bytes", "disk_bytes") else v
+                for k, v in {**sums, **peaks}.items()}
+    rows = [{"scope": "pools", "key": ACCOUNT, "seq": 0, "now": now, **counters}]
+    seq = _seqs(conn, pools, [pool_key]).get(pool_key)
+    if seq is not None:  # else deleted meanwhile: only the account's lifetime counts it
+        rows.append({"scope": "pool", "key": pool_key, "seq": seq, "now": now, **counters})
+    add_node_usage(conn, rows)
 
 
 # ------------------------------------------------------------ recording (hooks)
@@ -359,12 +435,15 @@ class Statistics:
         return sum(n.host.cores * max(0.0, (now - n.allocation_time).total_seconds())
                    for n in self.ctx.pool_manager.nodes_of(pool_key))
 
-    def _owned(self, scope: str, table: sa.Table,
-               ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
-        """The counters of the resources ``ids`` (their current incarnation only)."""
+    def _owned(self, scope: str, table: sa.Table, ids: Iterable[str],
+               read: Callable[[sa.Connection, str, Iterable[str]],
+                              dict[str, Mapping[str, Any]]] = read_usage,
+               ) -> dict[str, Mapping[str, Any]]:
+        """The counters (``read``: of ``usage_stats``, or ``read_node_usage``) of the
+        resources ``ids`` (their current incarnation only)."""
         keys = [i.lower() for i in ids]
         with self.ctx.store.read() as conn:
-            rows = read_usage(conn, scope, keys)
+            rows = read(conn, scope, keys)
             seqs = _seqs(conn, table, rows)
         return {k: r for k, r in rows.items() if seqs.get(k) == r["seq"]}
 
@@ -392,17 +471,20 @@ class Statistics:
         """Add ``stats`` (``PoolStatistics``) to pools' wire dicts ("Pool - Get/List" with
         ``$expand=stats``); core time includes the nodes in the pool up to now."""
         rows = self._owned("pool", pools, (i["id"] for i in items))
+        node_rows = self._owned("pool", pools, (i["id"] for i in items), read_node_usage)
         now = utcnow()
         for item in items:
             key = item["id"].lower()
             row = rows.get(key)
             core_s = (row["core_s"] if row else 0.0) + self._live_core_s(key, now)
             item["stats"] = pool_statistics(f"{item['url']}/stats", item["creationTime"],
-                                            str(iso(now)), row, core_s)
+                                            str(iso(now)), row, core_s, node_rows.get(key))
 
-    def _account(self, scope: str) -> Mapping[str, Any] | None:
+    def _account(self, scope: str, read: Callable[[sa.Connection, str, Iterable[str]],
+                                                  dict[str, Mapping[str, Any]]] = read_usage,
+                 ) -> Mapping[str, Any] | None:
         with self.ctx.store.read() as conn:
-            return read_usage(conn, scope, [ACCOUNT]).get(ACCOUNT)
+            return read(conn, scope, [ACCOUNT]).get(ACCOUNT)
 
     def lifetime_jobs(self) -> dict[str, Any]:
         """The account's ``JobStatistics`` ("Job - Get All Lifetime Statistics"): every task
@@ -424,7 +506,7 @@ class Statistics:
         starts = [r["start_time"] for r in (row, tasks_row) if r is not None]
         start = str(iso(min(starts) if starts else now))
         return pool_statistics(f"{self.ctx.base_url}/lifetimepoolstats", start, str(iso(now)),
-                               tasks_row, core_s)
+                               tasks_row, core_s, self._account("pools", read_node_usage))
 
     def usage_metrics(self, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
         """"Pool - List Usage Metrics": ``PoolUsageMetrics`` per pool, ``vmSize`` and

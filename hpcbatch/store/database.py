@@ -283,6 +283,28 @@ pool_usage = sa.Table(
 """Pool usage metrics (rev. 0003): core-seconds of nodes that left a pool, per
 aggregation interval and ``vmSize`` (the nodes still in a pool are counted when read)."""
 
+node_usage = sa.Table(
+    "node_usage",
+    metadata,
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("last_update_time", sa.DateTime, nullable=False),
+    sa.Column("samples", sa.BigInteger, nullable=False),
+    sa.Column("memory_bytes", sa.Float, nullable=False),
+    sa.Column("peak_memory_bytes", sa.BigInteger, nullable=False),
+    sa.Column("disk_bytes", sa.Float, nullable=False),
+    sa.Column("peak_disk_bytes", sa.BigInteger, nullable=False),
+    sa.Column("network_read_bytes", sa.BigInteger, nullable=False),
+    sa.Column("network_write_bytes", sa.BigInteger, nullable=False),
+)
+"""Node resource counters of pools (rev. 0008), one row per ``(scope, key)`` as in
+``usage_stats`` (``pool`` and the pool's key, or ``pools`` and ``""``): the nodes'
+sampled memory and disk use (``samples`` node samples; ``memory_bytes`` and
+``disk_bytes`` their sums, for averages; their peaks) and the network bytes the nodes
+read and wrote between samples. Apart from ``usage_stats``: a scheduling pass never
+writes it."""
+
 
 job_schedules = sa.Table(
     "job_schedules",

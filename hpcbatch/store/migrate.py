@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hpcbatch.store.database import metadata
 
-HEAD = "0007"
+HEAD = "0008"
 """The newest revision: the schema of :data:`hpcbatch.store.database.metadata`."""
 
 FIRST = "0001"

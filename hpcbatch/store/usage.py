@@ -1,4 +1,4 @@
-"""The statistics counters in the store: ``usage_stats`` and ``pool_usage``.
+"""The statistics counters in the store: ``usage_stats``, ``node_usage`` and ``pool_usage``.
 
 Each write is one upsert (``INSERT ... ON CONFLICT DO UPDATE``) that adds the
 deltas to the row in the database, so concurrent writers never lose an update and
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from hpcbatch.store.database import BulkStatement, mappings, pool_usage, usage_stats
+from hpcbatch.store.database import BulkStatement, mappings, node_usage, pool_usage, usage_stats
 
 SUMS = ("user_cpu_s", "kernel_cpu_s", "wall_clock_s", "wait_s", "read_ops", "write_ops",
         "read_bytes", "write_bytes", "succeeded", "failed", "retries", "core_s")
@@ -90,6 +90,56 @@ def read_usage(conn: Connection, scope: str,
     for i in range(0, len(keys), 500):
         stmt = sa.select(usage_stats).where(usage_stats.c.scope == scope,
                                             usage_stats.c.key.in_(keys[i:i + 500]))
+        out.update((r["key"], r) for r in mappings(conn.execute(stmt)))
+    return out
+
+
+NODE_SUMS = ("samples", "memory_bytes", "disk_bytes", "network_read_bytes",
+             "network_write_bytes")
+"""The ``node_usage`` counters that add up."""
+
+NODE_PEAKS = ("peak_memory_bytes", "peak_disk_bytes")
+"""The ``node_usage`` counters that keep their largest value."""
+
+
+def add_node_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add node samples to ``node_usage``, one upsert per row (one executemany).
+
+    Parameters
+    ----------
+    conn
+        A connection in the caller's transaction.
+    rows
+        Each ``{"scope", "key", "seq", "now"}`` and a value for every name of
+        :data:`NODE_SUMS` and :data:`NODE_PEAKS` (counts and bytes). As in
+        :func:`add_usage`: a row whose ``seq`` differs from the stored one replaces it.
+    """
+    if not rows:
+        return
+    stmt = _insert(conn, node_usage)
+    new, old = stmt.excluded, node_usage.c
+    same = old.seq == new.seq
+    sets: dict[str, Any] = {"seq": new.seq, "last_update_time": new.last_update_time}
+    for name in NODE_SUMS:
+        sets[name] = sa.case((same, old[name] + new[name]), else_=new[name])
+    for name in NODE_PEAKS:
+        sets[name] = sa.case((sa.and_(same, old[name] > new[name]), old[name]), else_=new[name])
+    stmt = stmt.values({c.name: sa.bindparam(f"b_{c.name}") for c in node_usage.c})
+    conn.execute(stmt.on_conflict_do_update(index_elements=[old.scope, old.key], set_=sets),
+                 [{"b_scope": r["scope"], "b_key": r["key"], "b_seq": r["seq"],
+                   "b_last_update_time": r["now"],
+                   **{f"b_{n}": r[n] for n in (*NODE_SUMS, *NODE_PEAKS)}} for r in rows])
+
+
+def read_node_usage(conn: Connection, scope: str,
+                    keys: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+    """The ``node_usage`` rows of ``scope`` for ``keys``: ``{key: row}`` (absent keys left
+    out); one query per 500 keys."""
+    keys = list(keys)
+    out: dict[str, Mapping[str, Any]] = {}
+    for i in range(0, len(keys), 500):
+        stmt = sa.select(node_usage).where(node_usage.c.scope == scope,
+                                           node_usage.c.key.in_(keys[i:i + 500]))
         out.update((r["key"], r) for r in mappings(conn.execute(stmt)))
     return out
 

@@ -8,6 +8,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
+import psutil
 import pytest
 
 from hpcbatch.batch.wire import utcnow
@@ -94,11 +95,11 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Any:
                    what="the schedule's job")
         client.create_tasks("ss:job-1", [{"id": "s1", "commandLine": "/bin/sh -c 'sleep 1'"}])
         client.wait_for_tasks("ss:job-1", timeout_s=180)
-        yield http, client, bed
+        yield http, client, bed, thread
 
 
 def test_job_statistics_match_the_tasks_that_ran(ran: Any) -> None:
-    http, _, _ = ran
+    http, _, _, _ = ran
     plain = http("GET", "/jobs/sj").json()
     assert "stats" not in plain  # only with $expand=stats
     job = http("GET", "/jobs/sj", params={"$expand": "stats"}).json()
@@ -126,7 +127,7 @@ def test_job_statistics_match_the_tasks_that_ran(ran: Any) -> None:
 
 
 def test_job_schedule_statistics_count_the_jobs_it_created(ran: Any) -> None:
-    http, _, _ = ran
+    http, _, _, _ = ran
     schedule = http("GET", "/jobschedules/ss", params={"$expand": "stats"}).json()["stats"]
     job = http("GET", "/jobs/ss:job-1", params={"$expand": "stats"}).json()["stats"]
     assert (schedule["numSucceededTasks"], schedule["numFailedTasks"]) == ("1", "0")
@@ -139,7 +140,7 @@ def test_job_schedule_statistics_count_the_jobs_it_created(ran: Any) -> None:
 
 
 def test_pool_statistics_count_the_nodes_core_time(ran: Any) -> None:
-    http, _, bed = ran
+    http, _, bed, _ = ran
     pool = http("GET", "/pools/sp", params={"$expand": "stats"}).json()
     stats = pool["stats"]
     core_s = seconds(stats["usageStats"]["dedicatedCoreTime"])
@@ -154,8 +155,29 @@ def test_pool_statistics_count_the_nodes_core_time(ran: Any) -> None:
     assert [p["id"] for p in listed if "stats" in p] == ["sp"]
 
 
+def test_pool_statistics_hold_the_nodes_sampled_memory_disk_and_network(ran: Any) -> None:
+    # Two sample periods (the service samples every 30 s; the test asks for them), with
+    # requests between them: the node's network counters (machine-wide: the testbed is
+    # loopback) move.
+    http, _, _, thread = ran
+    sampler = thread.runtime.service.autoscaler
+    thread.call(sampler.sample())
+    for _ in range(5):
+        assert http("GET", "/pools/sp").status_code == 200
+    thread.call(sampler.sample())
+    res = http("GET", "/pools/sp", params={"$expand": "stats"}).json()["stats"]["resourceStats"]
+    memory, disk = psutil.virtual_memory(), psutil.disk_usage("/")
+    assert 0 < res["avgMemoryGiB"] <= res["peakMemoryGiB"] <= memory.total / 1024 ** 3
+    assert 0 < res["avgDiskGiB"] <= res["peakDiskGiB"] <= disk.total / 1024 ** 3
+    assert res["networkReadGiB"] > 0 and res["networkWriteGiB"] > 0
+    lifetime = http("GET", "/lifetimepoolstats",
+                    params={"api-version": OLD_API}).json()["resourceStats"]
+    assert lifetime["networkReadGiB"] >= res["networkReadGiB"]
+    assert lifetime["peakDiskGiB"] >= res["peakDiskGiB"]
+
+
 def test_lifetime_statistics_only_in_the_api_versions_that_have_them(ran: Any) -> None:
-    http, _, _ = ran
+    http, _, _, _ = ran
     jobs = http("GET", "/lifetimejobstats", params={"api-version": OLD_API}).json()
     assert jobs["url"].endswith("/lifetimejobstats")
     # Every job's runs: sj's and the schedule's job's (one more success, 1 s more).
@@ -170,7 +192,7 @@ def test_lifetime_statistics_only_in_the_api_versions_that_have_them(ran: Any) -
 
 
 def test_usage_metrics_per_pool_and_interval(ran: Any) -> None:
-    http, client, _ = ran
+    http, client, _, _ = ran
     now = utcnow()
     window = {"starttime": (now - timedelta(hours=1)).isoformat() + "Z",
               "endtime": (now + timedelta(minutes=1)).isoformat() + "Z"}
