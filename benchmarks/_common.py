@@ -49,6 +49,13 @@ def node_python(directory: Path) -> str:
     return str(path)
 
 
+def node_pids(testbed_dir: Path) -> dict[str, int]:
+    """The node processes of a testbed by node folder name (the pid each records in its
+    root: they are forked by ``python -m hpcbatch.node --launch``, whose command line
+    names no root)."""
+    return {f.parent.name: int(f.read_text().strip()) for f in testbed_dir.rglob("node.pid")}
+
+
 def start_profile(pid: int, path: str) -> subprocess.Popen[bytes]:
     """Start py-spy sampling process ``pid`` into collapsed stacks at ``path``.
 

@@ -68,6 +68,7 @@ from typing import Any
 
 import psutil
 from _common import (
+    node_pids,
     node_python,
     parse_args,
     service,
@@ -312,11 +313,6 @@ def _print_logs(thread: ServiceThread, testbed_dir: Path, node_ids: list[str]) -
         except OSError as exc:
             tail = [str(exc)]
         print(f"  --- {path}\n" + "\n".join(f"    {line}" for line in tail), flush=True)
-
-
-def node_pids(testbed_dir: Path) -> dict[str, int]:
-    """The node processes of the testbed by node folder name (the pid each records)."""
-    return {f.parent.name: int(f.read_text().strip()) for f in testbed_dir.rglob("node.pid")}
 
 
 def run_pool(client: BatchClient, thread: ServiceThread, slots: int, n: int,

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import psutil
-from _common import REPO, parse_args, service, stats, table, verdict, write_json
+from _common import REPO, node_pids, parse_args, service, stats, table, verdict, write_json
 from bench_cli import hpcbatch_argv
 
 from hpcbatch.api.server import ServiceThread
@@ -445,15 +445,13 @@ class InfraCPU:
     processes (Dask workers and their agent threads).
     """
 
-    def __init__(self, thread: ServiceThread, marker: str) -> None:
+    def __init__(self, thread: ServiceThread, testbed_dir: Path) -> None:
         engine = thread.runtime.engine
         assert engine is not None and engine.proc is not None
         self.groups: dict[str, list[psutil.Process]] = {
             "client+service": [psutil.Process()],
             "scheduler": [psutil.Process(engine.proc.pid)],
-            "workers": [p for p in psutil.process_iter(["cmdline"])
-                        if "hpcbatch.node" in " ".join(p.info["cmdline"] or [])
-                        and marker in " ".join(p.info["cmdline"] or [])],
+            "workers": [psutil.Process(pid) for pid in node_pids(testbed_dir).values()],
         }
 
     def snapshot(self) -> dict[str, float]:
@@ -686,7 +684,7 @@ def main() -> int:
                 return 0
 
             # ---------------------------------------------------- 1. hello, interleaved
-            infra = InfraCPU(thread, str(tmp))
+            infra = InfraCPU(thread, tmp / "testbed")
             assert len(infra.groups["workers"]) == NODES, infra.groups
             cpu: dict[str, list[dict[str, float]]] = {"bare": [], "hpcbatch": [], "hpcbatch_coord": []}
             samples: dict[str, list[float]] = {"bare": [], "hpcbatch": [], "hpcbatch_coord": []}
