@@ -88,9 +88,10 @@ CALL_OPS = frozenset({"kill_task", "kill_tagged", "list_files", "read_file", "re
                       "node_sample", "node_info", "pull_images", *nodeops.NODE_CALLS})
 """The operations :data:`CALL_HANDLER` runs; any other name is refused."""
 HOLD_WHILE_QUEUED = 2
-"""Outcomes are held (:data:`~hpcbatch.execution.outcomes.OUTCOME_HOLD_S`) while more runs than this many times the
-node's slots wait; at or below it they go at once, so the service sends more while the
-node still has work (2 measured a little faster than 1 in ``bench_dispatch.py``)."""
+"""Outcomes are held (:data:`~hpcbatch.execution.outcomes.OUTCOME_HOLD_S`) while more
+runs than this many times the node's slots wait; at or below it they go at once, so the
+service sends more while the node still has work (2 measured a little faster than 1 in
+``bench_dispatch.py``)."""
 
 GIVE_BACK_S = 1.0
 """A task run that has waited this long on the node for free slots (all held by longer

@@ -64,18 +64,25 @@ parameter processing was a tenth of a small pass)."""
 
 
 def _add_usage_statement(conn: Connection) -> Any:
-    stmt = _insert(conn, usage_stats)
-    new, old = stmt.excluded, usage_stats.c
+    return _upsert(conn, usage_stats, SUMS, PEAKS, keep=("start_time",))
+
+
+def _upsert(conn: Connection, table: sa.Table, sums: Sequence[str], peaks: Sequence[str],
+            keep: Sequence[str] = ()) -> Any:
+    """The counters' upsert of ``table`` (keyed ``(scope, key)``, every column a
+    ``b_<name>`` parameter): a row of another ``seq`` replaces the stored one; else
+    ``sums`` add, ``peaks`` keep their maximum, ``keep`` columns stay as stored."""
+    stmt = _insert(conn, table)
+    new, old = stmt.excluded, table.c
     same = old.seq == new.seq
-    sets: dict[str, Any] = {
-        "seq": new.seq, "last_update_time": new.last_update_time,
-        "start_time": sa.case((same, old.start_time), else_=new.start_time),
-    }
-    for name in SUMS:
+    sets: dict[str, Any] = {"seq": new.seq, "last_update_time": new.last_update_time}
+    for name in keep:
+        sets[name] = sa.case((same, old[name]), else_=new[name])
+    for name in sums:
         sets[name] = sa.case((same, old[name] + new[name]), else_=new[name])
-    for name in PEAKS:
+    for name in peaks:
         sets[name] = sa.case((sa.and_(same, old[name] > new[name]), old[name]), else_=new[name])
-    stmt = stmt.values({c.name: sa.bindparam(f"b_{c.name}") for c in usage_stats.c})
+    stmt = stmt.values({c.name: sa.bindparam(f"b_{c.name}") for c in table.c})
     return stmt.on_conflict_do_update(index_elements=[old.scope, old.key], set_=sets)
 
 
@@ -85,11 +92,15 @@ def read_usage(conn: Connection, scope: str,
 
     One query per 500 keys (a page of a list).
     """
+    return _read(conn, usage_stats, scope, keys)
+
+
+def _read(conn: Connection, table: sa.Table, scope: str,
+          keys: Iterable[str]) -> dict[str, Mapping[str, Any]]:
     keys = list(keys)
     out: dict[str, Mapping[str, Any]] = {}
     for i in range(0, len(keys), 500):
-        stmt = sa.select(usage_stats).where(usage_stats.c.scope == scope,
-                                            usage_stats.c.key.in_(keys[i:i + 500]))
+        stmt = sa.select(table).where(table.c.scope == scope, table.c.key.in_(keys[i:i + 500]))
         out.update((r["key"], r) for r in mappings(conn.execute(stmt)))
     return out
 
@@ -116,16 +127,7 @@ def add_node_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """
     if not rows:
         return
-    stmt = _insert(conn, node_usage)
-    new, old = stmt.excluded, node_usage.c
-    same = old.seq == new.seq
-    sets: dict[str, Any] = {"seq": new.seq, "last_update_time": new.last_update_time}
-    for name in NODE_SUMS:
-        sets[name] = sa.case((same, old[name] + new[name]), else_=new[name])
-    for name in NODE_PEAKS:
-        sets[name] = sa.case((sa.and_(same, old[name] > new[name]), old[name]), else_=new[name])
-    stmt = stmt.values({c.name: sa.bindparam(f"b_{c.name}") for c in node_usage.c})
-    conn.execute(stmt.on_conflict_do_update(index_elements=[old.scope, old.key], set_=sets),
+    conn.execute(_upsert(conn, node_usage, NODE_SUMS, NODE_PEAKS),
                  [{"b_scope": r["scope"], "b_key": r["key"], "b_seq": r["seq"],
                    "b_last_update_time": r["now"],
                    **{f"b_{n}": r[n] for n in (*NODE_SUMS, *NODE_PEAKS)}} for r in rows])
@@ -135,13 +137,7 @@ def read_node_usage(conn: Connection, scope: str,
                     keys: Iterable[str]) -> dict[str, Mapping[str, Any]]:
     """The ``node_usage`` rows of ``scope`` for ``keys``: ``{key: row}`` (absent keys left
     out); one query per 500 keys."""
-    keys = list(keys)
-    out: dict[str, Mapping[str, Any]] = {}
-    for i in range(0, len(keys), 500):
-        stmt = sa.select(node_usage).where(node_usage.c.scope == scope,
-                                           node_usage.c.key.in_(keys[i:i + 500]))
-        out.update((r["key"], r) for r in mappings(conn.execute(stmt)))
-    return out
+    return _read(conn, node_usage, scope, keys)
 
 
 def add_pool_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
