@@ -377,6 +377,9 @@ def test_task_get_long_poll_answers_when_the_task_changes(env: dict[str, str]) -
         with pytest.raises(BatchError) as info:
             client.wait_task_json("poll", "missing", task["eTag"], 1)
         assert info.value.code == "TaskNotFound"
+        with pytest.raises(BatchError) as info:
+            client.wait_task_json("nosuchjob", "t", task["eTag"], 1)
+        assert info.value.code == "JobNotFound"
 
 
 def test_mpi_run_coordination_failure_exits_1_with_failure_info(env: dict[str, str]) -> None:

@@ -91,9 +91,11 @@ async def get_task(request: web.Request) -> web.Response:
 
     wait_s = prefer_wait_s(request)
     if wait_s and "If-None-Match" in request.headers:
-        data = await svc.changes.wait_while(
-            read, lambda d: conditions(request, d) is not None, wait_s)
-        reply = entity_reply(request, data, "tasks/@Element")
+        # Each commit re-reads only the task's eTag and lastModified (what the
+        # conditions compare); the task itself once, when the wait ends.
+        await svc.changes.wait_while(lambda: svc.tasks.task_version(job_id, task_id),
+                                     lambda v: conditions(request, v) is not None, wait_s)
+        reply = entity_reply(request, read(), "tasks/@Element")
         reply.headers["Preference-Applied"] = f"wait={wait_s:g}"
         return reply
     return entity_reply(request, read(), "tasks/@Element")
