@@ -564,41 +564,64 @@ def conditions(request: web.Request, data: Mapping[str, Any]) -> web.Response | 
     BadRequestError
         ``InvalidHeaderValue``: a date header that is not a date.
     """
-    if not any(h in request.headers for h in CONDITION_HEADERS):
+    reason = not_modified(request, data)
+    if reason is None:
         return None
-    read = request.method in ("GET", "HEAD")
+    if request.method in ("GET", "HEAD"):
+        return empty_reply(304, entity_headers(data))
+    raise _precondition_failed(reason, str(data.get("eTag") or ""))
+
+
+def not_modified(request: web.Request, data: Mapping[str, Any]) -> str | None:
+    """Why a read of ``data`` would answer ``304`` (a write ``412``), or None: the test of
+    :func:`conditions` without its reply, which a long poll repeats at every commit.
+
+    Returns
+    -------
+    str or None
+        The ``If-None-Match``/``If-Modified-Since`` that still holds, or None.
+
+    Raises
+    ------
+    HpcbatchError
+        ``412 ConditionNotMet``: ``If-Match`` or ``If-Unmodified-Since`` fails.
+    BadRequestError
+        ``InvalidHeaderValue``: a date header that is not a date.
+    """
+    headers = request.headers
+    if not any(h in headers for h in CONDITION_HEADERS):
+        return None
     etag = str(data.get("eTag") or "")
-    modified = parse_wire_time(data.get("lastModified"))
-    if modified is not None:
-        modified = modified.replace(microsecond=0)
-
-    def precondition_failed(reason: str) -> HpcbatchError:
-        return HpcbatchError(f"The condition specified using HTTP conditional header(s) is not "
-                             f"met: {reason}.", code="ConditionNotMet", status=412,
-                             values={"ETag": etag})
-
-    if_match = request.headers.get("If-Match")
+    modified: datetime | None = None
+    if "If-Unmodified-Since" in headers or "If-Modified-Since" in headers:
+        modified = parse_wire_time(data.get("lastModified"))
+        if modified is not None:
+            modified = modified.replace(microsecond=0)
+    if_match = headers.get("If-Match")
     if if_match is not None:
         tags = _etags(if_match)
         if "*" not in tags and etag not in tags:
-            raise precondition_failed(f"If-Match {if_match} does not match the ETag {etag}")
+            raise _precondition_failed(f"If-Match {if_match} does not match the ETag {etag}",
+                                       etag)
     since = header_date(request, "If-Unmodified-Since")
     if since is not None and modified is not None and modified > since:
-        raise precondition_failed("the resource was modified after If-Unmodified-Since")
-    not_modified = None
-    if_none = request.headers.get("If-None-Match")
+        raise _precondition_failed("the resource was modified after If-Unmodified-Since", etag)
+    reason = None
+    if_none = headers.get("If-None-Match")
     if if_none is not None:
         tags = _etags(if_none)
         if "*" in tags or etag in tags:
-            not_modified = f"If-None-Match {if_none} matches the ETag {etag}"
+            reason = f"If-None-Match {if_none} matches the ETag {etag}"
     since = header_date(request, "If-Modified-Since")
     if since is not None and modified is not None and modified <= since:
-        not_modified = "the resource was not modified since If-Modified-Since"
-    if not_modified is None:
-        return None
-    if read:
-        return empty_reply(304, entity_headers(data))
-    raise precondition_failed(not_modified)
+        reason = "the resource was not modified since If-Modified-Since"
+    return reason
+
+
+def _precondition_failed(reason: str, etag: str) -> HpcbatchError:
+    return HpcbatchError(f"The condition specified using HTTP conditional header(s) is not "
+                         f"met: {reason}.", code="ConditionNotMet", status=412,
+                         values={"ETag": etag})
 
 
 @dataclass(frozen=True)

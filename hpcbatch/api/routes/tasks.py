@@ -10,12 +10,12 @@ from hpcbatch.api.http import (
     Collection,
     check_expand,
     check_task_collection_size,
-    conditions,
     entity_reply,
     json_reply,
     list_reply,
     max_results,
     metadata_url,
+    not_modified,
     param,
     prefer_wait_s,
     read_json,
@@ -94,7 +94,7 @@ async def get_task(request: web.Request) -> web.Response:
         # Each commit re-reads only the task's eTag and lastModified (what the
         # conditions compare); the task itself once, when the wait ends.
         await svc.changes.wait_while(lambda: svc.tasks.task_version(job_id, task_id),
-                                     lambda v: conditions(request, v) is not None, wait_s)
+                                     lambda v: not_modified(request, v) is not None, wait_s)
         reply = entity_reply(request, read(), "tasks/@Element")
         reply.headers["Preference-Applied"] = f"wait={wait_s:g}"
         return reply
