@@ -203,8 +203,10 @@ class Autoscaler:
             network = self._network.setdefault(key, {})
             for gone in network.keys() - set(workers):  # nodes that left: forget them
                 del network[gone]
-            with svc.store.begin() as conn:
-                statistics.record_node_samples(conn, key, answered, network, _naive_utc(at))
+            if answered:  # a pool with no node answering adds nothing: no transaction
+                with svc.store.begin() as conn:
+                    statistics.record_node_samples(conn, key, answered, network,
+                                                   _naive_utc(at))
 
     def _task_counts(self, pool_key: str) -> dict[str, float]:
         with self.ctx.store.read() as conn:

@@ -504,15 +504,7 @@ class Storage:
 
         def write(path: str) -> None:
             if self.is_local:
-                if link:
-                    try:
-                        _link(source, path)
-                        return
-                    except OSError as exc:
-                        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK,
-                                             errno.ENOTSUP):
-                            raise
-                _atomic_copy(source, path)
+                _put_local(source, path, link)
             else:
                 self.fs.put_file(source, path)
 
