@@ -10,10 +10,13 @@ scheduling pass it asks for).
 
 Baseline in the same run: the same C updates with no waiter. The difference,
 divided by W and by the commits, is what one waiting client costs the service
-at each commit (every commit wakes every waiter, which checks its task again). The
-reads themselves are also timed alone on the service's loop, 2,000 of each:
-``Tasks.task_version`` (what a waiter reads now) against ``Tasks.get_task``
-(the whole task, what it read before).
+at each commit. One watcher serves every waiter (``Tasks.watch``): at each
+commit it reads the W tasks' versions with one statement and wakes only the
+waiters whose task changed; its batched reads during the updates are counted.
+The reads themselves are also timed alone on the service's loop, 2,000 of
+each: ``Tasks.task_etags`` of the W tasks (the watcher's read a commit),
+``Tasks.task_version`` of one (what each waiter read at every commit before
+the watcher) and ``Tasks.get_task`` (the whole task, what it read before that).
 
 Target: none (a diagnostic for long polls at scale, issue 14's ``mpi run``).
 
@@ -52,14 +55,17 @@ def commits(client: BatchClient, n: int, counted: list[int]) -> tuple[float, flo
     return time.perf_counter() - t0, cpu_s() - c0, counted[0] - before
 
 
-def read_costs(thread: ServiceThread, calls: int = 2000) -> dict[str, float]:
-    """CPU µs of one ``task_version`` and one ``get_task`` on the service's loop."""
+def read_costs(thread: ServiceThread, waiters: int, calls: int = 2000) -> dict[str, float]:
+    """CPU µs of one ``task_etags`` of ``waiters`` tasks, one ``task_version`` and one
+    ``get_task`` on the service's loop."""
     tasks = thread.runtime.service.tasks  # type: ignore[union-attr]
+    keys = [(JOB, f"t{i}") for i in range(waiters)]
 
     async def go() -> dict[str, float]:
         out = {}
         for name, read in (("get_task", lambda: tasks.get_task(JOB, "t0")),
-                           ("task_version", lambda: tasks.task_version(JOB, "t0"))):
+                           ("task_version", lambda: tasks.task_version(JOB, "t0")),
+                           ("task_etags", lambda: tasks.task_etags(keys))):
             read()
             t0 = time.thread_time()
             for _ in range(calls):
@@ -104,9 +110,14 @@ def main() -> int:
         threads = [threading.Thread(target=wait, args=(t,), daemon=True) for t in etags]
         for t in threads:
             t.start()
-        time.sleep(1.0)  # every request is waiting in the service
+        watch = thread.runtime.service.tasks.watch  # type: ignore[union-attr]
+        deadline = time.monotonic() + 30
+        while watch.waiting < waiters and time.monotonic() < deadline:
+            time.sleep(0.05)  # every request is waiting in the service
+        reads_before = watch.reads
         with_wall, with_cpu, with_commits = commits(client, n, counted)
-        costs = read_costs(thread)
+        watch_reads = watch.reads - reads_before
+        costs = read_costs(thread, waiters)
         client.delete_job(JOB)  # ends the waits (TaskNotFound/JobNotFound)
         for t in threads:
             t.join(10)
@@ -119,15 +130,19 @@ def main() -> int:
                "with_waiters": {"wall_s": with_wall, "cpu_s": with_cpu, "commits": with_commits,
                                 "updates_per_s": n / with_wall},
                "cpu_us_per_waiter_per_commit": per_waiter_us,
+               "watcher_reads": watch_reads,
                "read_cpu_us": costs}
     table(f"{n} Job - Updates ({with_commits} store commits), with and without {waiters} "
           "Task - Get long polls waiting",
           ["", "updates/s", "CPU ms an update"],
           [["no waiter (baseline)", f"{n / base_wall:,.0f}", f"{base_cpu / n * 1e3:.2f}"],
            [f"{waiters} waiters", f"{n / with_wall:,.0f}", f"{with_cpu / n * 1e3:.2f}"]])
-    print(f"a waiting client costs {per_waiter_us:.0f} CPU µs at each store commit; its read "
-          f"alone: task_version {costs['task_version']:.0f} µs (get_task, the whole task: "
-          f"{costs['get_task']:.0f} µs)")
+    print(f"a waiting client costs {per_waiter_us:.1f} CPU µs at each store commit; the "
+          f"watcher read the {waiters} tasks' versions {watch_reads} times "
+          f"({with_commits} commits)")
+    print(f"reads alone: task_etags of {waiters} tasks {costs['task_etags']:.0f} µs; "
+          f"task_version of one {costs['task_version']:.0f} µs; get_task, the whole task, "
+          f"{costs['get_task']:.0f} µs")
     write_json(args.json, results)
     return 0
 

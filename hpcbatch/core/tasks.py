@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from hpcbatch.batch.models import (
 )
 from hpcbatch.batch.states import Kind, SubtaskState, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
+from hpcbatch.core.changes import VersionWatch
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import check_job_open, job_row, node_info, returned_spec, task_row
 from hpcbatch.core.runs import DEFAULT_RETENTION_S, Completion
@@ -62,6 +64,13 @@ TASK_COLUMN_PROPERTIES = frozenset({
 _VERSION = sa.select(tasks.c.etag, tasks.c.last_modified).where(
     tasks.c.job_key == sa.bindparam("b_job"), tasks.c.key == sa.bindparam("b_task"))
 """A task's ``eTag`` and ``lastModified`` by job key and task key (:meth:`Tasks.task_version`)."""
+
+_ETAGS = sa.select(tasks.c.key, tasks.c.etag).where(
+    tasks.c.job_key == sa.bindparam("b_job"), tasks.c.key.in_(sa.bindparam("b_keys", expanding=True)))
+"""The ``eTag`` of many tasks of one job by task key (:meth:`Tasks.task_etags`)."""
+
+VERSIONS_PER_READ = 500
+"""Tasks a :meth:`Tasks.task_etags` statement names at most (SQLite's bound parameters)."""
 
 _TASK_PLAIN = {
     "id": tasks.c.id, "state": tasks.c.state, "eTag": tasks.c.etag,
@@ -97,6 +106,9 @@ class Tasks:
 
     Attributes
     ----------
+    watch
+        Serves Task - Get long polls: one read of every waited-on task's
+        version a commit (:class:`hpcbatch.core.changes.VersionWatch`).
     after_completions
         Called, in the same transaction, for a task Task - Terminate completes
         while active; set by the service to ``Jobs.after_completions``.
@@ -106,6 +118,8 @@ class Tasks:
         self.ctx = ctx
         self.runs = runs
         self.applications = applications
+        self.watch: VersionWatch[tuple[str, str], dict[str, Any], str] = VersionWatch(
+            ctx.changes, self.task_etags, operator.itemgetter("eTag"))
         self.after_completions: Callable[
             [sa.Connection, Sequence[tuple[Completion, bool, dependencies.Ending]]],
             None] | None = None
@@ -375,6 +389,36 @@ class Tasks:
             data = self.get_task(job_id, task_id, "id,eTag,lastModified")
             return {"eTag": data["eTag"], "lastModified": data["lastModified"]}
         return {"eTag": row.etag, "lastModified": iso(row.last_modified)}
+
+    def task_etags(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Return many tasks' ``eTag``: a new one each time a task changes.
+
+        What the watcher of Task - Get long polls reads at each commit
+        (:class:`hpcbatch.core.changes.VersionWatch`): one statement per job and
+        :data:`VERSIONS_PER_READ` tasks, however many clients wait.
+
+        Parameters
+        ----------
+        keys
+            ``(job key, task key)`` pairs: the lower-cased IDs.
+
+        Returns
+        -------
+        dict
+            ``{(job key, task key): eTag}`` for the tasks that exist (a deleted
+            task, or one of a deleted job, is left out).
+        """
+        by_job: dict[str, list[str]] = {}
+        for job_key, key in keys:
+            by_job.setdefault(job_key, []).append(key)
+        found: dict[tuple[str, str], str] = {}
+        with self.ctx.store.read() as conn:
+            for job_key, task_keys in by_job.items():
+                for i in range(0, len(task_keys), VERSIONS_PER_READ):
+                    rows = conn.execute(_ETAGS, {"b_job": job_key,
+                                                 "b_keys": task_keys[i:i + VERSIONS_PER_READ]})
+                    found.update(((job_key, key), etag) for key, etag in rows)
+        return found
 
     def list_tasks(self, job_id: str, *, filter_: str | None = None, select: str | None = None,
                    max_results: int = DEFAULT_MAX_RESULTS,

@@ -91,10 +91,12 @@ async def get_task(request: web.Request) -> web.Response:
 
     wait_s = prefer_wait_s(request)
     if wait_s and "If-None-Match" in request.headers:
-        # Each commit re-reads only the task's eTag and lastModified (what the
-        # conditions compare); the task itself once, when the wait ends.
-        await svc.changes.wait_while(lambda: svc.tasks.task_version(job_id, task_id),
-                                     lambda v: not_modified(request, v) is not None, wait_s)
+        # The tasks' watcher reads every waited-on task's eTag and lastModified (what
+        # the conditions compare) once a commit, and wakes this wait only when this
+        # task's differ; the task itself is read once, when the wait ends.
+        await svc.tasks.watch.wait_while(
+            (job_id.lower(), task_id.lower()), lambda: svc.tasks.task_version(job_id, task_id),
+            lambda v: not_modified(request, v) is not None, wait_s)
         reply = entity_reply(request, read(), "tasks/@Element")
         reply.headers["Preference-Applied"] = f"wait={wait_s:g}"
         return reply
