@@ -84,7 +84,13 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         client.create_job({"id": JOB, "poolInfo": {"poolId": "nonodes"}})
         client.create_tasks(JOB, [{"id": f"t{i}", "commandLine": "/bin/true"}
                                   for i in range(3)])
+        client.create_job({"id": "markup", "poolInfo": {"poolId": "nonodes"}})
+        client.create_task("markup", {"id": "m", "commandLine": MARKUP})
         yield sdir
+
+
+MARKUP = "echo '[bold]not bold[/bold]'"
+"""A command line that rich would take for markup, were it not printed as plain text."""
 
 
 COMMANDS = [  # (argv, a text its output holds)
@@ -169,3 +175,45 @@ def test_create_tasks_sends_before_it_builds_the_models(state_dir: Path) -> None
     assert succeeded == 250 and active == 250
     assert model_module == "hpcbatch.batch.models"
     assert "hpcbatch.batch.models" in modules
+
+
+def test_a_piped_table_is_plain_columns_and_imports_no_rich(state_dir: Path) -> None:
+    code, modules, out = probe(run_cli("task", "list", "--job-id", JOB), state_dir)
+    assert code in (0, None)
+    header, *rows = out.splitlines()
+    assert header.split("  ")[0] == "Id" and "Exit code" in header and "Failure" in header
+    assert [r.split() for r in rows] == [["t0", "active"], ["t1", "active"], ["t2", "active"]]
+    assert header.index("State") == rows[0].index("active")  # aligned under its header
+    assert sorted(m for m in modules if m.split(".")[0] == "rich") == []
+    # one object: property and value, a line each
+    code, _, out = probe(run_cli("task", "show", "--job-id", "markup", "--task-id", "m"),
+                         state_dir)
+    props = dict(line.split(None, 1) for line in out.splitlines()[1:])
+    assert props["id"] == "m" and props["commandLine"] == MARKUP
+
+
+def test_a_table_on_a_terminal_is_drawn_by_rich_and_prints_values_as_text(
+        state_dir: Path) -> None:
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_BATCH_")}
+    env.update(HPCBATCH_STATE_DIR=str(state_dir), COLUMNS="200", TERM="dumb")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", "from hpcbatch.client.cli import main; main()",
+                             "task", "show", "--job-id", "markup", "--task-id", "m"],
+                            stdout=follower, stderr=subprocess.PIPE, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+    out = b"".join(chunks).decode()
+    assert "┃" in out or "│" in out  # rich's borders
+    assert "[bold]not bold[/bold]" in out  # not taken for markup

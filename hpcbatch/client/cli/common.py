@@ -126,6 +126,10 @@ def _flatten(value: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
 def emit(data: Any, columns: Sequence[Column] = ()) -> None:
     """Print wire JSON (or models), a dict or a list of them, as the chosen ``--output``.
 
+    A table goes to a terminal drawn by rich; to a pipe or a file (``| grep``,
+    ``| awk``) as plain columns, one line a row under a header line and no
+    border, as ``squeue`` and ``ls`` print (and without importing rich).
+
     Parameters
     ----------
     data
@@ -138,20 +142,38 @@ def emit(data: Any, columns: Sequence[Column] = ()) -> None:
     if as_json():
         click.echo(json.dumps(wire, indent=2))
         return
+    if isinstance(wire, list):
+        headers = [header for header, _ in columns]
+        rows = [[_cell(get(row) if callable(get) else _get(row, get)) for _, get in columns]
+                for row in wire]
+    else:
+        headers = ["Property", "Value"]
+        rows = [[key, _cell(value)] for key, value in _flatten(wire)]
+    if not sys.stdout.isatty():
+        click.echo(plain_table(headers, rows), nl=False)
+        return
     from rich.console import Console
     from rich.table import Column as RichColumn
     from rich.table import Table
+    from rich.text import Text
 
-    if isinstance(wire, list):
-        table = Table(*(header for header, _ in columns), header_style="bold")
-        for row in wire:
-            table.add_row(*(_cell(get(row) if callable(get) else _get(row, get))
-                            for _, get in columns))
-    else:
-        table = Table("Property", RichColumn("Value", overflow="fold"), header_style="bold")
-        for key, value in _flatten(wire):
-            table.add_row(key, _cell(value))
+    table = Table(*headers[:-1], RichColumn(headers[-1], overflow="fold"), header_style="bold")
+    for cells in rows:
+        table.add_row(*(Text(c) for c in cells))  # Text: a "[...]" in a value is not markup
     Console(soft_wrap=False).print(table)
+
+
+def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Return ``rows`` under ``headers`` as left-aligned columns two spaces apart.
+
+    One line a row (a value's line breaks become spaces); the last column is
+    not padded. An empty ``rows`` gives the header line alone.
+    """
+    lines = [list(headers), *([" ".join(c.splitlines()) for c in r] for r in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers) - 1)]
+    return "".join(
+        "  ".join([*(c.ljust(w) for c, w in zip(line, widths, strict=False)), line[-1]])
+        .rstrip() + "\n" for line in lines)
 
 
 def note(message: str) -> None:
