@@ -337,7 +337,7 @@ class Inventory:
             return [preflight.Check(n.host.name, "ssh-to peers", "skip",
                                     f"{n.host.name}: pool {pool_id}'s nodes are local; MPI "
                                     "launchers reach them without SSH") for n in nodes_]
-        keyed = [(n, pm.pool_key_path(n)) for n in nodes_]
+        keyed = [(n, pm.keys.key_path(n)) for n in nodes_]
         if len(nodes_) < 2 or any(path is None for _, path in keyed):
             return [preflight.Check(
                 n.host.name, "ssh-to peers", "skip",

@@ -88,9 +88,9 @@ class NodeHealth:
     async def _lose_trust(self, node: NodeRuntime, generation: int) -> None:
         """A lost node: the others stop accepting it, and it loses the key if it is reachable
         (unless it was provisioned again meanwhile)."""
-        await self.manager.sync_trust(node.pool_key)
+        await self.manager.keys.sync(node.pool_key)
         if node.generation == generation:
-            await asyncio.to_thread(self.manager.revoke_trust, node)
+            await asyncio.to_thread(self.manager.keys.revoke, node)
 
     def lost(self, node: NodeRuntime) -> None:
         """Mark a node whose worker disappeared ``unusable``; the service requeues its tasks.

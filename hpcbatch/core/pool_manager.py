@@ -12,6 +12,8 @@ The nodes' health is watched apart: lost workers and the nodes' own recovery
 in :mod:`hpcbatch.core.node_health` (:attr:`PoolManager.health`), the SSH
 reachability checks of their hosts in :mod:`hpcbatch.core.node_reachability`
 (:attr:`PoolManager.reachability`); both act through this module's public methods.
+The SSH key a pool with inter-node communication gives its nodes is kept in
+:mod:`hpcbatch.core.pool_keys` (:attr:`PoolManager.keys`).
 
 It holds no scheduling policy: the service asks it which nodes are ready and
 how many slots they have free.
@@ -20,11 +22,9 @@ how many slots they have free.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import posixpath
 import secrets
-import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -46,6 +46,7 @@ from hpcbatch.core import image_prefetch, statistics
 from hpcbatch.core.node_health import NodeHealth
 from hpcbatch.core.node_reachability import NodeReachability
 from hpcbatch.core.node_runtime import EndedTask, NodeRuntime
+from hpcbatch.core.pool_keys import PoolKeys
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import agent, containers
 from hpcbatch.execution.engine import DaskEngine
@@ -57,7 +58,6 @@ from hpcbatch.providers.base import (
     NodeLaunchError,
     NodeProvider,
     NodeRootRefusedError,
-    TrustSpec,
 )
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.registry import offers_remote_login, provider_for
@@ -77,34 +77,6 @@ PROVISION_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="hpcba
 """Threads that start nodes (blocking SSH): a pool's nodes start together, not
 ``asyncio``'s default few (cores + 4) at a time. Threads are made as needed."""
 
-
-
-def source_addresses(address: str) -> tuple[str, ...]:
-    """The addresses a node connects to its peers from, for its pool key's ``from=`` lists.
-
-    An IP address is itself; a host name is itself and what it resolves to
-    here (sshd matches names only with ``UseDNS yes``). Blocking (DNS).
-
-    Parameters
-    ----------
-    address
-        The inventory host's ``address``.
-
-    Returns
-    -------
-    tuple of str
-        The address first, then its resolved IP addresses, sorted.
-    """
-    try:
-        ipaddress.ip_address(address)
-        return (address,)
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(address, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return (address,)
-    return (address, *sorted({str(info[4][0]) for info in infos}))
 
 
 class PoolManager:
@@ -197,7 +169,6 @@ class PoolManager:
         self.host_releases: dict[str, Mapping[str, str]] = {}
         """Per host key: its ``/etc/os-release`` fields, as the inventory read them, for
         pools that select hosts by ``imageReference``."""
-        self.ssh_keys: dict[str, tuple[str, str]] = {}
         self.before_start_task: Callable[[NodeRuntime], Awaitable[None]] | None = None
         """Run on a node once its worker is up, before its start task (the pool's
         certificates: :meth:`hpcbatch.core.certificates.Certificates.install_on_node`)."""
@@ -205,7 +176,6 @@ class PoolManager:
         """Run on a node that leaves its pool, while its worker is up (its node users:
         :meth:`hpcbatch.core.nodes.Nodes.drop_node_users`)."""
         self._providers: dict[str, NodeProvider] = {}
-        self._trust_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._workers_poll: tuple[float, asyncio.Future[dict[str, str]] | None] = (0.0, None)
         self._unsaved: dict[tuple[str, str], tuple[NodeRuntime, bool]] = {}
@@ -215,6 +185,8 @@ class PoolManager:
         """Lost workers and the nodes' own recovery (``auto_recover``, ``recovery_policy``)."""
         self.reachability = NodeReachability(self)
         """The periodic SSH checks of the nodes' hosts (``probe_interval_s``)."""
+        self.keys = PoolKeys(self)
+        """The pools' SSH keys for inter-node communication, and which nodes hold them."""
         self.state_listeners: list[Callable[[NodeRuntime], None]] = []
         """Called with a node (on the event loop) after each change of its state: watchers
         such as the dashboard's live heat map see every state a node passes through."""
@@ -373,8 +345,7 @@ class PoolManager:
         if seq is not None:
             self.seqs[pool_key] = seq
         self.targets[pool_key] = target
-        if ssh_key:
-            self.ssh_keys[pool_key] = ssh_key
+        self.keys.set_key(pool_key, ssh_key)
         self.pools.setdefault(pool_key, {})
         self.reconcile(pool_key)
 
@@ -425,12 +396,6 @@ class PoolManager:
                 sa.or_(hosts.c.pool_key.is_(None), hosts.c.pool_key == pool_key))).scalars().all()
         return sum(1 for text in rows if Host.model_validate(loads(text)).matches(spec.vm_size))
 
-    def pool_key_path(self, node: NodeRuntime) -> str | None:
-        """Path of the pool's SSH key on ``node``, or None when the pool has no SSH trust."""
-        if node.pool_key not in self.ssh_keys or not node.root_dir:
-            return None
-        return self.provider(node.host).pool_key_path(node.root_dir)
-
     def mpi_local_launch(self, nodes_: Iterable[NodeRuntime]) -> str | None:
         """How a gang's MPI launchers reach its nodes: the interpreter that runs
         :mod:`hpcbatch.providers.locallaunch` as their ``ssh``, or None for real SSH.
@@ -445,7 +410,8 @@ class PoolManager:
         str or None
             The master's interpreter when every node's provider launches
             locally (:attr:`~hpcbatch.providers.base.NodeProvider.local_launch_python`),
-            else None (launchers use SSH with the pool's key, :meth:`pool_key_path`).
+            else None (launchers use SSH with the pool's key,
+            :meth:`hpcbatch.core.pool_keys.PoolKeys.key_path`).
         """
         pythons = [self.provider(n.host).local_launch_python for n in nodes_]
         return pythons[0] if pythons and all(pythons) else None
@@ -472,8 +438,7 @@ class PoolManager:
         if seq is not None:
             self.seqs[pool_key] = seq
         self.targets[pool_key] = target
-        if ssh_key:
-            self.ssh_keys[pool_key] = ssh_key
+        self.keys.set_key(pool_key, ssh_key)
         pool = self.pools.setdefault(pool_key, {})
         with self.store.read() as conn:
             rows = conn.execute(sa.select(nodes, hosts.c.spec.label("host_spec"))
@@ -905,13 +870,7 @@ class PoolManager:
             "env": dict(host.env),
         }
         spec = self.specs[node.pool_key]
-        trust_spec = None
-        if node.pool_key in self.ssh_keys:
-            private, public = self.ssh_keys[node.pool_key]
-            node.trust_addresses = source_addresses(host.address)
-            node.trusted = True
-            trust_spec = TrustSpec(private, public, self._trusted_addresses(node.pool_key),
-                                   identity.POOL_AUTO_USER)
+        trust_spec = self.keys.spec_for(node)
         try:
             launched = provider.launch(LaunchSpec(config, files, {
                 "accounts": [a.to_wire() for a in spec.user_accounts or []],
@@ -922,10 +881,7 @@ class PoolManager:
         node.root_dir = launched.root_dir
         self._setup_identity(node, launched.identity)
         if trust_spec is not None:
-            node.trust_user = launched.trust_user
-            if launched.trust is not None:
-                node.host_key, node.ssh_user = launched.trust.host_key, launched.trust.user
-                node.trust_from = trust_spec.allowed_from
+            self.keys.record(node, trust_spec, launched)
 
     def _setup_identity(self, node: NodeRuntime, result: Mapping[str, Any]) -> bool:
         """Record the host's user-switching answer on the node; return whether tasks switch users."""
@@ -938,56 +894,6 @@ class PoolManager:
                     node.node_id, node.pool_id, node.switching_note)
             self._identity_noted.add(noted)
         return node.user_switching
-
-    def _trusted_addresses(self, pool_key: str) -> tuple[str, ...]:
-        """The ``from=`` list of a pool's key: the addresses of its nodes that hold the key."""
-        return tuple(sorted({a for n in self.pools.get(pool_key, {}).values() if n.trusted
-                             for a in n.trust_addresses or (n.host.address,)}))
-
-    async def sync_trust(self, pool_key: str) -> None:
-        """Bring every key-holding node's ``from=`` list to the pool's current membership.
-
-        Called after a node installed the pool key and after a node left; one
-        command per node whose list differs (joins that come together share a pass).
-
-        Parameters
-        ----------
-        pool_key
-            The pool (lower-cased ID).
-        """
-        if pool_key not in self.ssh_keys:
-            return
-        lock = self._trust_locks.setdefault(pool_key, asyncio.Lock())
-        async with lock:
-            allowed = self._trusted_addresses(pool_key)
-            stale = [n for n in self.pools.get(pool_key, {}).values()
-                     if n.trusted and n.trust_from is not None and n.trust_from != allowed]
-            public = self.ssh_keys[pool_key][1]
-
-            def update(node: NodeRuntime) -> None:
-                try:
-                    self.provider(node.host).update_trust(public, allowed_from=allowed,
-                                                          user=node.trust_user)
-                    node.trust_from = allowed
-                except HpcbatchError as exc:
-                    log.warning("cannot update the pool key on host %s: %s", node.host.name, exc)
-
-            await asyncio.gather(*(asyncio.to_thread(update, n) for n in stale))
-
-    def revoke_trust(self, node: NodeRuntime) -> None:
-        """Remove the pool key and the private key copy from a node leaving the pool.
-
-        Blocking (SSH): run it in a thread. A host that cannot be reached is logged.
-        """
-        node.trusted = False
-        if node.pool_key not in self.ssh_keys:
-            return
-        node.trust_from = None
-        try:
-            self.provider(node.host).revoke_trust(self.ssh_keys[node.pool_key][1],
-                                                  root_dir=node.root_dir, user=node.trust_user)
-        except HpcbatchError as exc:
-            log.warning("cannot revoke the pool key on host %s: %s", node.host.name, exc)
 
     def _stop_process(self, node: NodeRuntime) -> None:
         """End a node process whose worker is gone or never connected (runs in a thread)."""
@@ -1046,7 +952,7 @@ class PoolManager:
         except Exception as exc:  # noqa: BLE001 - an unexpected provider failure still names the host
             self.fail(node, "NodeStartFailed", f"host {node.host.name}: {exc}")
             return
-        await self.sync_trust(node.pool_key)  # the other nodes accept this one from now on
+        await self.keys.sync(node.pool_key)  # the other nodes accept this one from now on
         addr = await self._wait_for_worker(node, WORKER_TIMEOUT_S)
         if gen != node.generation or node.state == "leavingpool":
             return
@@ -1203,8 +1109,8 @@ class PoolManager:
         elif node.root_dir:  # no worker to close: its process may still be trying to connect
             await asyncio.to_thread(self._stop_process, node)
         node.worker = None
-        await asyncio.to_thread(self.revoke_trust, node)
-        await self.sync_trust(node.pool_key)
+        await asyncio.to_thread(self.keys.revoke, node)
+        await self.keys.sync(node.pool_key)
         self.flush()  # no saved state of the node may land after its row is gone
         with self.store.begin() as conn:
             statistics.node_left(conn, node)  # stats helper: the node's core time in the pool
@@ -1226,7 +1132,7 @@ class PoolManager:
         self.low_priority_targets.pop(pool_key, None)
         await asyncio.gather(*(self.remove_node(n)
                                for n in list(self.pools.get(pool_key, {}).values())))
-        self.ssh_keys.pop(pool_key, None)
+        self.keys.forget(pool_key)
         self._identity_noted = {n for n in self._identity_noted if n[0] != pool_key}
         self.stopping.discard(pool_key)
         self.pools.pop(pool_key, None)

@@ -22,7 +22,7 @@ import pytest
 
 from hpcbatch.batch.identity import POOL_AUTO_USER
 from hpcbatch.client.sdk import BatchClient
-from hpcbatch.core.pool_manager import source_addresses
+from hpcbatch.core.pool_keys import source_addresses
 from hpcbatch.providers.trust import authorize_argv, authorized_line, revoke_argv
 from hpcbatch.testing.testbed import keys_file
 from tests.helpers import reachable_dir, service_on_testbed, wait_until
