@@ -86,6 +86,11 @@ def test_server_side_filter_and_select(env: dict[str, str]) -> None:
     # The table shows the selected properties as its columns.
     table = run(env, "job", "list", "--select", "id,state").stdout
     assert "id" in table and "state" in table and "Pool" not in table
+    # A nested property's column shows its value (the path's "/" is OData's).
+    header, *rows = run(env, "task", "list", "--job-id", "sj",
+                        "--select", "id,executionInfo/exitCode").stdout.splitlines()
+    assert header.split() == ["id", "executionInfo/exitCode"]
+    assert sorted(r.split() for r in rows) == [["bad", "2"], ["ok", "0"]]
     # The service checks what it is sent: a property the list does not have is a 400.
     bad = run(env, "pool", "list", "--select", "colour", code=1)
     assert "InvalidQueryParameterValue" in bad.stderr

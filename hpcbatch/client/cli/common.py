@@ -536,7 +536,8 @@ def list_command(group: click.Group, name: str, doc: str, read: Callable[..., An
         items = query_locally(items, None if "filter" in server else filter_,
                               None if "select" in server else select)
         names = [n.strip() for n in select.split(",") if n.strip()] if select else []
-        emit(items, [(n, n) for n in names] if names else columns)
+        # a $select path names a nested property with "/" (OData): the column reads it so
+        emit(items, [(n, n.replace("/", ".")) for n in names] if names else columns)
 
     command.__doc__ = doc
     return group.command(name)(_with_options(
