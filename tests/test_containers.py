@@ -283,6 +283,37 @@ def test_a_task_logs_in_to_its_registry_before_it_runs_or_fails_without_running(
         assert got == {"registryServer": TASK_REGISTRY, "userName": "tasker"}  # no password
 
 
+def test_a_node_logs_in_and_pulls_once_for_the_runs_of_an_image_and_registry(svc):
+    client, bindir = svc[0], svc[5]
+    task_registry = {"registryServer": TASK_REGISTRY, "userName": "again", "password": PASSWORD}
+
+    def calls() -> list[str]:
+        return (bindir / "calls.txt").read_text().splitlines()
+
+    def run_all(job: str, registry: dict[str, str], count: int) -> list[str]:
+        before = len(calls())
+        client.create_job({"id": job, "poolInfo": {"poolId": "boxes"}})
+        client.create_tasks(job, [{"id": f"t{i}", "commandLine": "/bin/sh -c 'echo ran'",
+                                   "containerSettings": {"imageName": IMAGE,
+                                                         "registry": registry}}
+                                  for i in range(count)])
+        counts = client.wait_for_tasks(job, timeout_s=120)
+        assert counts["succeeded"] == count, counts
+        return calls()[before:]
+
+    made = run_all("again", task_registry, 3)  # one node: the three runs share it
+    assert [c for c in made if c.startswith(("login", "pull"))] == [
+        f"login --username again --password-stdin -- {TASK_REGISTRY}", f"pull -- {IMAGE}"]
+    assert sum(c.startswith("run --rm") for c in made) == 3
+    # the pool's registry, whose image the node prefetched as it started: nothing to do
+    made = run_all("prefetched", REGISTRY, 2)
+    assert [c for c in made if not c.startswith("run --rm")] == []
+    # other credentials for the same server: logged in again (and the image pulled with them)
+    made = run_all("other-user", {**task_registry, "userName": "someone"}, 1)
+    assert [c for c in made if c.startswith(("login", "pull"))] == [
+        f"login --username someone --password-stdin -- {TASK_REGISTRY}", f"pull -- {IMAGE}"]
+
+
 def test_a_registry_that_cannot_log_in_is_a_400_naming_the_field(svc):
     client = svc[0]
     with pytest.raises(BatchError) as pool:

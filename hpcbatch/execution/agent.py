@@ -314,6 +314,10 @@ class NodeAgent(WorkerPlugin):
         self._give_back_timer: asyncio.TimerHandle | None = None
         self._task_users: dict[str, str] = {}
         """Task-scope users whose run ended with processes left (coordination daemons)."""
+        self._pulled: set[tuple[str, str, str]] = set()
+        """``(runtime type, image, registry fingerprint)`` this agent has logged in for and
+        pulled (:meth:`_pull`): a container run with a registry logs in and pulls once a
+        node start, not once a run."""
 
     # ------------------------------------------------------------- plugin hooks
 
@@ -727,6 +731,12 @@ class NodeAgent(WorkerPlugin):
         stays the agent's and the task's runtime finds the image pulled. A node
         without a runtime is left to the run, which fails with
         ``ContainerRuntimeNotFound``.
+
+        Once an image is pulled with a registry (by a run, or by the prefetch with
+        that registry among the pool's), later runs naming both skip the login
+        and the pull, as Batch pulls a task's image only when the node lacks it;
+        the runtime keeps the login, so its ``run`` can still pull an image
+        removed from the host since.
         """
         if not container or not container.get("registry") \
                 or container.get(containers.TYPE_KEY) is None:
@@ -734,10 +744,16 @@ class NodeAgent(WorkerPlugin):
         from hpcbatch.execution import images  # lazy: container tasks with a registry only
 
         registry, image = container["registry"], str(container["imageName"])
-        answer = images.pull_images(container[containers.TYPE_KEY], [image], self.base_env,
-                                    [registry])
+        kind = str(container[containers.TYPE_KEY])
+        pulled = (kind, image, images.registry_fingerprint(registry))
+        if pulled in self._pulled:  # logged in and pulled by an earlier run or the prefetch
+            return None
+        answer = images.pull_images(kind, [image], self.base_env, [registry])
         code = answer.get("code")
-        if code is None or code == "ContainerRuntimeNotFound":
+        if code is None:
+            self._pulled.add(pulled)
+            return None
+        if code == "ContainerRuntimeNotFound":
             return None
         server = images.registry_server(registry)
         what = (f"could not log in to container registry {server}"
@@ -872,10 +888,13 @@ class NodeAgent(WorkerPlugin):
                     None if length is None else int(length))
             elif op == "pull_images":
                 from hpcbatch.execution import images  # lazy: once per node start
-                result = await asyncio.to_thread(
-                    images.pull_images, kwargs.get("container_type"),
-                    [str(i) for i in kwargs["images"]], self.base_env,
-                    [dict(r) for r in kwargs.get("registries") or []])
+                kind, wanted = kwargs.get("container_type"), [str(i) for i in kwargs["images"]]
+                registries = [dict(r) for r in kwargs.get("registries") or []]
+                result = await asyncio.to_thread(images.pull_images, kind, wanted,
+                                                 self.base_env, registries)
+                if isinstance(result, dict) and result.get("code") is None:
+                    self._pulled.update((str(kind), image, images.registry_fingerprint(r))
+                                        for image in wanted for r in registries)
             elif op in nodeops.NODE_CALLS:  # file delete, node users, certificates
                 result = await asyncio.to_thread(nodeops.NODE_CALLS[op], self.node.root_dir,
                                                  kwargs)

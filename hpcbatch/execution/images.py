@@ -15,6 +15,8 @@ the first failure.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -60,6 +62,16 @@ def login_argv(runtime: str, registry: Mapping[str, Any]) -> list[str]:
 def registry_server(registry: Mapping[str, Any]) -> str:
     """A ``ContainerRegistry`` wire dict's ``registryServer``, or Batch's default ``docker.io``."""
     return str(registry.get("registryServer") or DEFAULT_REGISTRY_SERVER)
+
+
+def registry_fingerprint(registry: Mapping[str, Any]) -> str:
+    """A digest of a ``ContainerRegistry`` wire dict (server, user and password): equal for
+    the same credentials, so that an agent can tell it logged in with them already
+    without keeping the password (SHA-256 of the dict's canonical JSON)."""
+    canonical = json.dumps({"registryServer": registry_server(registry),
+                            "userName": registry.get("userName"),
+                            "password": registry.get("password")}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def hide_password(text: str, registries: Sequence[Mapping[str, Any]]) -> str:
