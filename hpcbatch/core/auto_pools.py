@@ -64,11 +64,26 @@ def auto_pool_id(prefix: str | None) -> str:
 
 
 class AutoPoolError(HpcbatchError):
-    """An auto pool could not be created; code, status and values are its cause's."""
+    """An auto pool could not be created; code, status and values are its cause's.
 
-    def __init__(self, cause: HpcbatchError) -> None:
-        super().__init__(f"The auto pool could not be created: {cause.message}",
-                         code=cause.code, status=cause.status, values=cause.values)
+    Parameters
+    ----------
+    cause
+        Pool - Add's error.
+    where
+        The path of the auto pool's ``pool`` in the request (e.g.
+        ``poolInfo.autoPoolSpecification.pool``): a property the cause names
+        (``PropertyName``, and in the message) is named by its full path.
+    """
+
+    def __init__(self, cause: HpcbatchError, where: str = "") -> None:
+        message, values = cause.message, dict(cause.values)
+        name = values.get("PropertyName")
+        if where and isinstance(name, str) and name:
+            values["PropertyName"] = f"{where}.{name}"
+            message = message.replace(f"for {name} ", f"for {where}.{name} ", 1)
+        super().__init__(f"The auto pool could not be created: {message}",
+                         code=cause.code, status=cause.status, values=values)
 
 
 def scheduling_error(exc: HpcbatchError) -> dict[str, Any]:
@@ -127,7 +142,8 @@ class AutoPools:
                                             what="autoPoolSpecification.pool")
         return spec
 
-    def create(self, auto: AutoPoolSpecification, pool_id: str | None = None) -> dict[str, Any]:
+    def create(self, auto: AutoPoolSpecification, pool_id: str | None = None, *,
+               where: str = "poolInfo.autoPoolSpecification.pool") -> dict[str, Any]:
         """Create the pool an ``autoPoolSpecification`` describes.
 
         Parameters
@@ -136,6 +152,8 @@ class AutoPools:
             The validated specification.
         pool_id
             The ID to give it (:func:`auto_pool_id`); None: a new one.
+        where
+            The path of ``auto.pool`` in its owner, for the property an error names.
 
         Returns
         -------
@@ -155,7 +173,7 @@ class AutoPools:
         try:
             self.pools.add_pool({**auto.pool.to_wire(), "id": pool_id}, auto_pool=True)
         except HpcbatchError as exc:
-            raise AutoPoolError(exc) from exc
+            raise AutoPoolError(exc, where) from exc
         log.info("auto pool %s created (lifetime %s)", pool_id, auto.pool_lifetime_option)
         return {"poolId": pool_id, "lifetime": auto.pool_lifetime_option,
                 "keepAlive": bool(auto.keep_alive)}

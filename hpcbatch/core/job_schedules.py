@@ -426,7 +426,8 @@ class JobSchedules:
         if auto is not None and auto.pool_lifetime_option == "jobschedule":
             owned = auto_pools.owned(status)
             if not self.auto_pools.exists(owned):
-                owned = status[auto_pools.AUTO_POOL] = self.auto_pools.create(auto)
+                owned = status[auto_pools.AUTO_POOL] = self.auto_pools.create(
+                    auto, where="jobSpecification.poolInfo.autoPoolSpecification.pool")
             assert owned is not None
             pool_id = str(owned["poolId"])
         self.jobs.add_job(dict(spec.job_specification), schedule_job_id=job_id,

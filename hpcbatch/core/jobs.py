@@ -201,7 +201,9 @@ class Jobs:
                     raise exists("Job", spec.id)
                 self.check_job_quota(conn)
             try:
-                owned = self.auto_pools.create(auto, pool_id)
+                owned = self.auto_pools.create(auto, pool_id, where=(
+                    "jobSpecification." if schedule_job_id is not None else "")
+                    + "poolInfo.autoPoolSpecification.pool")
             except HpcbatchError as exc:
                 if schedule_job_id is not None:
                     raise

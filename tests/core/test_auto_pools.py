@@ -191,7 +191,16 @@ def test_auto_pool_errors_on_jobs(env) -> None:
     error = client.get_job_json("badformula")["executionInfo"]["schedulingError"]
     assert error["category"] == "usererror" and error["code"] != "InsufficientInventory"
     assert pool_ids(client) == before
-    for job_id in ("nohost", "badformula"):
+    # a property Pool - Add refuses is named by its path in the job
+    client.create_job({"id": "noformula", "poolInfo": auto(
+        {"vmSize": "any", "enableAutoScale": True})})
+    error = client.get_job_json("noformula")["executionInfo"]["schedulingError"]
+    name = "poolInfo.autoPoolSpecification.pool.autoScaleFormula"
+    assert (error["code"], {"name": "PropertyName", "value": name}) == (
+        "InvalidPropertyValue", error["details"][0])
+    assert f"The value provided for {name} is invalid" in error["message"]
+    assert pool_ids(client) == before
+    for job_id in ("nohost", "badformula", "noformula"):
         client.delete_job(job_id)
 
 
@@ -257,7 +266,16 @@ def test_schedule_whose_auto_pool_fails_records_it_and_does_not_spin(
     got = svc.schedules.get("sj")
     assert got["executionInfo"]["schedulingError"]["code"] == "InsufficientInventory"
     assert got["state"] == "completed"  # its one chance is spent
-    for schedule_id in ("sf", "sj"):
+    # a property Pool - Add refuses is named by its path in the schedule
+    on_loop(thread, svc.schedules.add, {
+        "id": "sn", "schedule": {"recurrenceInterval": "PT1H"},
+        "jobSpecification": {"poolInfo": auto({"vmSize": "any", "enableAutoScale": True},
+                                              "jobschedule")}})
+    thread.call(svc.schedules.tick())
+    error = svc.schedules.get("sn")["executionInfo"]["schedulingError"]
+    assert {"name": "PropertyName", "value": "jobSpecification.poolInfo.autoPoolSpecification"
+            ".pool.autoScaleFormula"} in error["details"], error
+    for schedule_id in ("sf", "sj", "sn"):
         on_loop(thread, svc.schedules.delete, schedule_id)
 
 
