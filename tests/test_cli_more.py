@@ -283,7 +283,7 @@ def test_task_reactivate(svc: Service, tmp_path: Path) -> None:
     info = svc.task("flakyjob", "flaky")["executionInfo"]
     assert info["exitCode"] == 0 and info["retryCount"] == 0
     result = run(env, "task", "reactivate", "--job-id", "flakyjob", "--task-id", "flaky", code=1)
-    assert result.stderr.startswith("error: TaskCompletedSuccessfully: ")
+    assert result.stderr.startswith("error: TaskSucceeded: ")
 
 
 # ------------------------------------------------------------------------- nodes

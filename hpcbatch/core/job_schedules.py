@@ -90,7 +90,7 @@ class JobSchedules:
         BadRequestError
             Invalid schedule or job specification (named property).
         ConflictError
-            ``JobScheduleExists``.
+            ``JobScheduleExists``; ``JobWithSameIdExists`` (a job has the ID).
         """
         spec = schedules.JobScheduleSpec.from_wire(body, what="job schedule")
         job_spec = dict(spec.job_specification)
@@ -99,6 +99,11 @@ class JobSchedules:
         with self.ctx.store.begin() as conn:
             if Store.fetch_one(conn, job_schedules, key=spec.id.lower()) is not None:
                 raise exists("JobSchedule", spec.id)
+            if Store.fetch_one(conn, jobs, key=spec.id.lower()) is not None:
+                raise ConflictError(  # Batch: a job and a job schedule cannot share an ID
+                    f"A job with the ID {spec.id} exists; a job and a job schedule cannot "
+                    "have the same ID.", code="JobWithSameIdExists",
+                    values={"JobScheduleId": spec.id})
             self.jobs.check_job_quota(conn)
             status: dict[str, Any] = {"creationTime": iso(now), "stateTransitionTime": iso(now),
                       "lastModified": iso(now), "eTag": new_etag(), "jobsCreated": 0,

@@ -225,6 +225,11 @@ class Jobs:
         with self.ctx.store.begin() as conn:
             if Store.fetch_one(conn, jobs, key=spec.id.lower()) is not None:
                 raise exists("Job", spec.id)
+            if Store.fetch_one(conn, job_schedules, key=spec.id.lower()) is not None:
+                raise ConflictError(  # Batch: a job and a job schedule cannot share an ID
+                    f"A job schedule with the ID {spec.id} exists; a job and a job schedule "
+                    "cannot have the same ID.", code="JobScheduleWithSameIdExists",
+                    values={"JobId": spec.id})
             self.check_job_quota(conn)
             execution: dict[str, Any] = {"startTime": iso(now)}
             if pool_id is not None:

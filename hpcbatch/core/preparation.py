@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpcbatch.batch import events, identity
+from hpcbatch.batch.errors import ConflictError
 from hpcbatch.batch.models import (
     JobPreparationTask,
     JobReleaseTask,
@@ -245,9 +246,17 @@ class JobPreparation:
 
         Implements "Job - List Preparation and Release Task Status"
         (``GET /jobs/{jobId}/jobpreparationandreleasetaskstatus``).
+
+        Raises
+        ------
+        ConflictError
+            ``JobPreparationTaskNotSpecified``: the job has no preparation task.
         """
         with self.ctx.store.read() as conn:
             job = job_row(conn, job_id)
+            if not loads(job["spec"]).get("jobPreparationTask"):  # a release task needs one too
+                raise ConflictError(f"Job {job['id']} has no job preparation task.",
+                                    code="JobPreparationTaskNotSpecified")
             rows = mappings(conn.execute(sa.select(job_nodes).where(job_nodes.c.job_key == job["key"])
                                 .order_by(job_nodes.c.node_id)))
         out = []

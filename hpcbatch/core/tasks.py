@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,8 @@ from hpcbatch.batch.errors import (
 from hpcbatch.batch.limits import MAX_TASKS_PER_COLLECTION
 from hpcbatch.batch.models import (
     ComputeNodeInformation,
+    ExitConditions,
+    ExitOptions,
     JobManagerTask,
     Task,
     TaskConstraints,
@@ -126,10 +128,28 @@ class Tasks:
         """What a task's completion does to its dependents and its job
         (:meth:`hpcbatch.core.jobs.Jobs.after_completions`, wired by the service)."""
 
-    def _check_task(self, spec: TaskSpec, job: Mapping[str, Any]) -> None:
-        """Reject a task its job can never run: dependencies and multi-instance rules."""
+    def _check_task(self, spec: TaskSpec, job: Mapping[str, Any],
+                    job_spec: Mapping[str, Any]) -> None:
+        """Reject a task its job can never run: its ID, dependencies, exit conditions and
+        multi-instance rules (``job_spec``: the job's stored specification)."""
+        for special, default, code in (("jobPreparationTask", "jobpreparation",
+                                        "TaskIdSameAsJobPreparationTask"),
+                                       ("jobReleaseTask", "jobrelease",
+                                        "TaskIdSameAsJobReleaseTask")):
+            if job_spec.get(special) is not None and spec.id.lower() == str(
+                    job_spec[special].get("id") or default).lower():
+                raise ConflictError(f"Task {spec.id} has the ID of job {job['id']}'s {special}.",
+                                    code=code, values={"PropertyName": "id"})
+        if spec.exit_conditions is not None and (
+                job_spec.get("onTaskFailure") or "noaction") == "noaction":
+            for path, options in _exit_options(spec.exit_conditions):
+                if options.job_action not in (None, "none"):
+                    raise InvalidPropertyValueError(
+                        f"{path}.jobAction", options.job_action,
+                        f"job {job['id']} has onTaskFailure noaction; a task's jobAction "
+                        "needs onTaskFailure performexitoptionsjobaction")
         if spec.depends_on is not None:
-            if not loads(job["spec"]).get("usesTaskDependencies"):
+            if not job_spec.get("usesTaskDependencies"):
                 raise BadRequestError(
                     f"Task {spec.id} has dependsOn, but job {job['id']} does not set "
                     "usesTaskDependencies.", code="TaskDependenciesNotSpecifiedOnJob",
@@ -176,6 +196,7 @@ class Tasks:
         dependency state (their upstream tasks may be complete already).
         """
         errors: dict[str, HpcbatchError] = {}
+        job_spec = loads(job["spec"])
         taken = Store.existing_task_keys(conn, job["key"], [s.id.lower() for s in specs])
         rows, deps, dep_ranges, waiting = [], [], [], []
         for spec in specs:
@@ -184,7 +205,7 @@ class Tasks:
                 errors[spec.id] = exists("Task", spec.id)
                 continue
             try:
-                self._check_task(spec, job)
+                self._check_task(spec, job, job_spec)
             except HpcbatchError as exc:
                 errors[spec.id] = exc
                 continue
@@ -583,7 +604,7 @@ class Tasks:
         ------
         ConflictError
             ``TaskNotCompleted`` for a task that has not completed, or
-            ``TaskCompletedSuccessfully`` for one that succeeded; ``JobCompleted``.
+            ``TaskSucceeded`` for one that succeeded; ``JobCompleted``.
         """
         with self.ctx.store.begin() as conn:
             job = job_row(conn, job_id)
@@ -594,7 +615,7 @@ class Tasks:
                                     "can be reactivated.", code="TaskNotCompleted")
             if row["result"] == "success":
                 raise ConflictError(f"Task {task_id} completed successfully and cannot be "
-                                    "reactivated.", code="TaskCompletedSuccessfully")
+                                    "reactivated.", code="TaskSucceeded")
             now = utcnow()
             Store.update(conn, tasks, {"seq": row["seq"]},
                          state=check(Kind.task, row["state"], TaskState.active),
@@ -678,3 +699,16 @@ class _RowWithSpec(dict[str, Any]):
 
     def __missing__(self, key: str) -> Any:
         return None
+
+
+def _exit_options(conditions: ExitConditions) -> Iterator[tuple[str, ExitOptions]]:
+    """Every ``ExitOptions`` of a task's ``exitConditions``, with its property path."""
+    for i, mapping in enumerate(conditions.exit_codes or []):
+        yield f"exitConditions.exitCodes[{i}].exitOptions", mapping.exit_options
+    for i, ranged in enumerate(conditions.exit_code_ranges or []):
+        yield f"exitConditions.exitCodeRanges[{i}].exitOptions", ranged.exit_options
+    for name in ("preProcessingError", "fileUploadError", "default"):
+        options = getattr(conditions, {"preProcessingError": "pre_processing_error",
+                                       "fileUploadError": "file_upload_error"}.get(name, name))
+        if options is not None:
+            yield f"exitConditions.{name}", options
