@@ -7,7 +7,6 @@ and a reactivation of a task that succeeded."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
