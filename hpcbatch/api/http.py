@@ -182,6 +182,29 @@ async def read_json(request: web.Request) -> Any:
     return parse_json(await request.read())
 
 
+def require(body: Any, *names: str) -> None:
+    """Check that a request body names every property an operation requires.
+
+    Parameters
+    ----------
+    body
+        The parsed JSON body (a non-object is left to the operation's own parse).
+    names
+        The required top-level properties, in the order they are checked.
+
+    Raises
+    ------
+    BadRequestError
+        ``400 MissingRequiredProperty`` naming the first one missing.
+    """
+    if not isinstance(body, dict):
+        return
+    for name in names:
+        if name not in body:
+            raise BadRequestError(f"The required property {name} is missing.",
+                                  code="MissingRequiredProperty", values={"PropertyName": name})
+
+
 async def read_object(request: web.Request) -> dict[str, Any]:
     """Return the request's JSON object body (an action's options); ``{}`` when empty.
 

@@ -105,7 +105,8 @@ def _body_schemas(schemas: dict[str, Any]) -> dict[tuple[str, str], dict[str, An
     return {
         ("POST", "/pools"): _ref(PoolSpec),
         ("PATCH", "/pools/{pool}"): pool_patch,
-        ("POST", "/pools/{pool}/updateproperties"): pool_patch,
+        ("POST", "/pools/{pool}/updateproperties"): {
+            **pool_patch, "required": ["applicationPackageReferences", "metadata"]},
         ("POST", "/pools/{pool}/resize"): _ref(PoolResize),
         ("POST", "/pools/{pool}/enableautoscale"): _ref(PoolEnableAutoScale),
         ("POST", "/pools/{pool}/evaluateautoscale"): _ref(PoolEvaluateAutoScale),
@@ -116,7 +117,7 @@ def _body_schemas(schemas: dict[str, Any]) -> dict[tuple[str, str], dict[str, An
                                                         _NODE_OPTIONS[:3]),
         ("POST", "/jobs"): _ref(JobSpec),
         ("PATCH", "/jobs/{job}"): _ref(JobPatch),
-        ("PUT", "/jobs/{job}"): _ref(JobPatch),
+        ("PUT", "/jobs/{job}"): {"allOf": [_ref(JobPatch)], "required": ["poolInfo"]},
         ("POST", "/jobs/{job}/terminate"): _ref(JobTerminate),
         ("POST", "/jobs/{job}/disable"): _ref(JobDisable),
         ("POST", "/jobs/{job}/tasks"): _ref(TaskSpec),
@@ -327,7 +328,7 @@ def document() -> dict[str, Any]:
             "responses": _responses(method)}
         if (method, route_path) in bodies:
             op["requestBody"] = {"required": method in ("POST", "PUT") and not route_path.endswith(
-                ("/reboot", "/reimage", "/disablescheduling", "/terminate", "/disable",
+                ("/reboot", "/reimage", "/disablescheduling", "/terminate",
                  "/check")),
                 "content": {"application/json": {"schema": bodies[(method, route_path)]}}}
         elif (method, route_path) in _BINARY_BODIES:

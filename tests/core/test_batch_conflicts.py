@@ -12,14 +12,26 @@ from typing import Any
 import pytest
 
 from hpcbatch.client.sdk import BatchClient, BatchError
+from tests.api.wire import Http, batch_error
 from tests.helpers import running_service
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchClient]:
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BatchClient, Http]]:
     with running_service(tmp_path_factory.mktemp("conflicts") / "state",
-                         scheduler_host="127.0.0.1") as (c, _):
-        yield c
+                         scheduler_host="127.0.0.1") as (c, thread):
+        creds = thread.runtime.credentials
+        yield c, Http(thread.runtime.endpoint, creds.account_name, creds.key)
+
+
+@pytest.fixture
+def client(service: tuple[BatchClient, Http]) -> BatchClient:
+    return service[0]
+
+
+@pytest.fixture
+def http(service: tuple[BatchClient, Http]) -> Http:
+    return service[1]
 
 
 def error_of(call: Any, *args: Any) -> BatchError:
@@ -87,3 +99,22 @@ def test_preparation_status_of_a_job_without_a_preparation_task_is_a_409(client)
                        "jobPreparationTask": {"commandLine": "/bin/true"}})
     assert client.list_job_preparation_and_release_task_status("withprep") == []
 
+
+
+def test_required_properties_are_required(client, http: Http) -> None:
+    client.create_job({"id": "req", "poolInfo": {"poolId": "nonodes"},
+                       "metadata": [{"name": "kept", "value": "1"}]})
+    client.create_pool({"id": "reqpool", "vmSize": "any", "targetDedicatedNodes": 0,
+                        "metadata": [{"name": "kept", "value": "1"}]})
+    for method, path, body, missing in (
+            ("POST", "/jobs/req/disable", {}, "disableTasks"),
+            ("PUT", "/jobs/req", {"priority": 5}, "poolInfo"),
+            ("POST", "/pools/reqpool/updateproperties", {"metadata": []},
+             "applicationPackageReferences"),
+            ("POST", "/pools/reqpool/updateproperties", {"applicationPackageReferences": []},
+             "metadata")):
+        error = batch_error(http(method, path, body), 400, "MissingRequiredProperty")
+        assert {"key": "PropertyName", "value": missing} in error["values"]
+    job = client.get_job_json("req")  # nothing refused was applied
+    assert job["state"] == "active" and job["metadata"] == [{"name": "kept", "value": "1"}]
+    assert client.get_pool_json("reqpool")["metadata"] == [{"name": "kept", "value": "1"}]

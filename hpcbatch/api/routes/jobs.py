@@ -18,6 +18,7 @@ from hpcbatch.api.http import (
     prefer_wait_s,
     read_json,
     read_object,
+    require,
     service,
 )
 from hpcbatch.batch import odata
@@ -89,6 +90,7 @@ async def replace_job(request: web.Request) -> None:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise BadRequestError("The request body must be a JSON object.")
+    require(body, "poolInfo")  # JobUpdateParameter
     service(request).jobs.update_job(param(request, "job"), {**JOB_REPLACE_DEFAULTS, **body})
 
 
@@ -111,8 +113,8 @@ async def terminate_job(request: web.Request) -> None:
 @JOBS.change(202)
 async def disable_job(request: web.Request) -> None:
     """"Job - Disable" (``disableTasks``: requeue, terminate or wait)."""
-    body = await read_object(request)
-    disable = JobDisable.from_wire({"disableTasks": "requeue", **body}, what="job disable")
+    body = await read_object(request)  # disableTasks is required (JobDisableParameter)
+    disable = JobDisable.from_wire(body, what="job disable")
     service(request).jobs.disable_job(param(request, "job"), disable.disable_tasks)
 
 

@@ -12,6 +12,7 @@ from hpcbatch.api.http import (
     metadata_url,
     param,
     read_json,
+    require,
     service,
 )
 from hpcbatch.batch import odata
@@ -78,8 +79,10 @@ async def patch_pool(request: web.Request) -> None:
 @POOLS.change(204)
 async def update_pool_properties(request: web.Request) -> None:
     """"Pool - Update Properties": replace the mutable properties."""
-    service(request).pools.replace_pool_properties(param(request, "pool"),
-                                                   await read_json(request))
+    body = await read_json(request)
+    # PoolUpdatePropertiesParameter; certificateReferences too before today's API version
+    require(body, "applicationPackageReferences", "metadata")
+    service(request).pools.replace_pool_properties(param(request, "pool"), body)
 
 
 @routes.post("/pools/{pool}/resize")
