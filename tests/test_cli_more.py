@@ -266,8 +266,35 @@ def test_job_prep_release_status(svc: Service, tmp_path: Path) -> None:
     assert [s["nodeId"] for s in status] == [node] and status[0]["poolId"] == POOL
     assert status[0]["jobPreparationTaskExecutionInfo"]["result"] == "success"
     assert status[0]["jobReleaseTaskExecutionInfo"]["exitCode"] == 0
-    table = run(env, "job", "prep-release-status", "--job-id", "prepjob").stdout
-    assert node in table and "success" in table and "Release" in table
+    header, *rows = run(env, "job", "prep-release-status",
+                        "--job-id", "prepjob").stdout.splitlines()
+    assert [h.strip() for h in header.split("  ") if h.strip()][:3] == [
+        "Pool", "Node", "Prep state"]  # one line, not two
+    assert rows[0].split() == [POOL, node, "completed", "success", "0", "completed", "success",
+                               "0"]
+
+
+def test_events_tail_lines_and_json(svc: Service) -> None:
+    tail = ["--state-dir", str(svc.batch.state_dir), "events", "tail"]
+    latest = json.loads(run(svc.env, *tail, "-n", "3", "-o", "json").stdout)
+    assert isinstance(latest, list) and len(latest) == 3  # one JSON document: an array
+    assert all({"name", "time"} <= set(e) for e in latest)
+    assert run(svc.env, *tail, "-n", "0").stdout == ""  # as tail -n 0
+    assert json.loads(run(svc.env, *tail, "-n", "0", "-o", "json").stdout) == []
+    assert "-1 is not in the range x>=0" in run(svc.env, *tail, "-n", "-1", code=2).stderr
+
+
+def test_job_schedule_delete_asks_first(svc: Service, tmp_path: Path) -> None:
+    env = svc.env
+    spec = tmp_path / "schedule.json"
+    spec.write_text(json.dumps({"id": "asked", "schedule": {"recurrenceInterval": "PT1H"},
+                                "jobSpecification": {"poolInfo": {"poolId": POOL}}}))
+    run(env, "job-schedule", "create", "--json-file", str(spec))
+    result = CliRunner(env={**NO_SERVICE_ENV, **env}).invoke(
+        cli, ["job-schedule", "delete", "--job-schedule-id", "asked"], input="n\n")
+    assert result.exit_code == 1 and "Delete job schedule asked and its jobs?" in result.stderr
+    assert run_json(env, "job-schedule", "show", "--job-schedule-id", "asked")["state"] == "active"
+    run(env, "job-schedule", "delete", "--job-schedule-id", "asked", "--yes")
 
 
 def test_task_reactivate(svc: Service, tmp_path: Path) -> None:

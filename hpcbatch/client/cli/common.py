@@ -166,10 +166,10 @@ def emit(data: Any, columns: Sequence[Column] = ()) -> None:
 def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Return ``rows`` under ``headers`` as left-aligned columns two spaces apart.
 
-    One line a row (a value's line breaks become spaces); the last column is
-    not padded. An empty ``rows`` gives the header line alone.
+    One line a row (a header's or a value's line breaks become spaces); the
+    last column is not padded. An empty ``rows`` gives the header line alone.
     """
-    lines = [list(headers), *([" ".join(c.splitlines()) for c in r] for r in rows)]
+    lines = [[" ".join(c.splitlines()) for c in r] for r in (headers, *rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers) - 1)]
     return "".join(
         "  ".join([*(c.ljust(w) for c, w in zip(line, widths, strict=False)), line[-1]])

@@ -59,7 +59,8 @@ read_command(job, "show", "Show a job.", lambda c, job_id: c.get_job_json(job_id
              job_id_option)
 
 action_command(
-    job, "terminate", "Terminate a job: its active and running tasks are terminated.",
+    job, "terminate", "Terminate a job: its running tasks are terminated (active tasks stay active, "
+    "as in Batch), its job release task runs, and it completes.",
     lambda c, job_id, reason: c.terminate_job(job_id, reason), "terminating job {job_id}",
     job_id_option, click.option("--reason", help="Terminate reason recorded on the job."))
 

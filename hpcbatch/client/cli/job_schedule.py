@@ -55,9 +55,12 @@ list_command(job_schedule, "jobs", "List the jobs a schedule created.",
 for _name, _method, _doc in (("enable", "enable_job_schedule", "Enable a job schedule."),
                              ("disable", "disable_job_schedule", "Disable a job schedule."),
                              ("terminate", "terminate_job_schedule",
-                              "Terminate a job schedule and its active job."),
-                             ("delete", "delete_job_schedule",
-                              "Delete a job schedule and its jobs.")):
+                              "Terminate a job schedule and its active job.")):
     action_command(job_schedule, _name, _doc,
                    lambda c, job_schedule_id, method=_method: getattr(c, method)(job_schedule_id),
                    f"{_name}: job schedule {{job_schedule_id}}", schedule_id_option)
+
+action_command(job_schedule, "delete", "Delete a job schedule and its jobs.",
+               lambda c, job_schedule_id: c.delete_job_schedule(job_schedule_id),
+               "delete: job schedule {job_schedule_id}", schedule_id_option,
+               confirm="Delete job schedule {job_schedule_id} and its jobs?")
