@@ -399,6 +399,12 @@ def test_mpi_run_rejects_bad_input(env: dict[str, str]) -> None:
     result = run(env, "mpi", "run", "--pool-id", "other", "--nodes", "2", "--job-id", "cli-mpi",
                  "--", "prog", code=1)
     assert "JobPoolMismatch" in result.stderr
+    # a pool that does not exist: an error at once, and no job left behind
+    result = run(env, "mpi", "run", "--pool-id", "nosuchpool", "--nodes", "1", "--", "prog",
+                 code=1)
+    assert "PoolNotFound" in result.stderr
+    shown = run(env, "-o", "json", "job", "show", "--job-id", "mpi-nosuchpool", code=1)
+    assert "JobNotFound" in shown.stderr
     # a task the service rejects leaves no job behind
     result = run(env, "mpi", "run", "--pool-id", "mpi", "--nodes", "3", "--job-id", "cli-mpi-3",
                  "--", "prog", code=1)

@@ -53,7 +53,8 @@ def _read_task_file_from(job_id: str, task_id: str, file_path: str, offset: int)
 def _ensure_job(job_id: str, pool_id: str) -> bool:
     """Create job ``job_id`` on ``pool_id``, or check that the existing one is active there.
 
-    Returns True when the job was created.
+    Returns True when the job was created. Raises ``PoolNotFound`` (before creating
+    anything) for a pool that does not exist: its task would wait for nodes forever.
     """
     from hpcbatch.client.sdk import BatchError
 
@@ -63,6 +64,7 @@ def _ensure_job(job_id: str, pool_id: str) -> bool:
     except BatchError as exc:
         if exc.code != "JobNotFound":
             raise
+        c.get_pool_json(pool_id)
         try:
             c.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
             note(f"created job {job_id}")
@@ -78,6 +80,7 @@ def _ensure_job(job_id: str, pool_id: str) -> bool:
     if job_pool != pool_id:
         raise HpcbatchError(f"job {job_id} runs on pool {job_pool}, not {pool_id}",
                             code="JobPoolMismatch", values={"JobId": job_id})
+    c.get_pool_json(pool_id)  # deleted since the job was made
     return False
 
 
