@@ -421,3 +421,13 @@ def test_node_remove(svc: Service) -> None:
     run(env, "pool", "resize", "--pool-id", POOL, "--target-dedicated-nodes", "2")
     nodes = run_json(env, "pool", "wait", "--pool-id", POOL, "--timeout-s", "120")
     assert [n["state"] for n in nodes] == ["idle", "idle"]
+
+
+def test_pool_wait_fails_when_the_pool_cannot_reach_its_target(svc: Service) -> None:
+    env = svc.env
+    run(env, "pool", "create", "--id", "unreachable", "--vm-size", "nosuchsize",
+        "--target-dedicated-nodes", "1")
+    result = run(env, "pool", "wait", "--pool-id", "unreachable", "--timeout-s", "60", code=1)
+    assert "pool unreachable: resize error InsufficientInventory: " in result.stderr
+    run(env, "pool", "delete", "--pool-id", "unreachable", "--yes")
+

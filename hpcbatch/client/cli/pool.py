@@ -133,12 +133,18 @@ action_command(pool, "delete", "Delete a pool; its hosts go back to the inventor
 def pool_wait(pool_id: str, timeout_s: float) -> None:
     """Wait until a pool is steady and its nodes settled; print the nodes.
 
-    Exit 1 when a node ended unusable or its start task failed, 2 on timeout.
+    Exit 1 when the pool's last resize failed (its resizeErrors, such as
+    InsufficientInventory, are printed: the pool holds fewer nodes than its
+    target), or a node ended unusable or its start task failed; 2 on timeout.
     """
+    c = client()
     with status(f"Waiting for pool {pool_id} ..."):
-        nodes = client().wait_for_pool(pool_id, timeout_s=timeout_s)
+        nodes = c.wait_for_pool(pool_id, timeout_s=timeout_s)
     emit(nodes, NODE_COLUMNS)
-    if any(n.state in ("unusable", "starttaskfailed") for n in nodes):
+    errors = c.get_pool_json(pool_id).get("resizeErrors") or []
+    for error in errors:
+        note(f"pool {pool_id}: resize error {error.get('code')}: {error.get('message')}")
+    if errors or any(n.state in ("unusable", "starttaskfailed") for n in nodes):
         click.get_current_context().exit(1)
 
 
