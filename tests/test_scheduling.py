@@ -356,8 +356,9 @@ def test_short_runs_are_sent_ahead_yet_a_node_runs_no_more_than_its_slots(env):
 
 def test_short_runs_stuck_behind_a_long_one_go_back_to_the_queue_once(env):
     """A node gives back, unstarted, runs that waited GIVE_BACK_S behind a run holding its
-    one slot; their tasks are requeued once (the node, its slot held, gets none ahead
-    again) and run when the slot frees."""
+    one slot; their tasks go back to the queue (the node, its slot held, gets none ahead
+    again) and run when the slot frees. Never started, that is no Batch requeue: their
+    requeueCount stays 0."""
     client, _ = env
     client.create_pool({"id": "stuck", "vmSize": "testbed", "targetDedicatedNodes": 1,
                         "taskSlotsPerNode": 1})
@@ -373,7 +374,7 @@ def test_short_runs_stuck_behind_a_long_one_go_back_to_the_queue_once(env):
     got = _tasks(client, "mixed")
     assert all(t.execution_info.result == "success" for t in got.values())
     shorts = [got[f"s{i}"] for i in range(3)]
-    assert [t.execution_info.requeue_count for t in shorts] == [1, 1, 1]  # given back once
+    assert [t.execution_info.requeue_count for t in shorts] == [0, 0, 0]  # given back, unseen
     assert got["long"].execution_info.requeue_count == 0
     assert all(t.execution_info.start_time >= got["long"].execution_info.end_time
                for t in shorts)

@@ -651,7 +651,7 @@ class Dispatcher:
         if outcome.exit_code is not None or not failure or failure.get("code") != agent.RUN_RETURNED:
             return False
         if run.key in self.runs.by_key:
-            self.runs.requeue([run])
+            self.runs.requeue([run], counted=False)  # never started: not a Batch requeue
         return True
 
     def ran(self, key: str, outcome: agent.Outcome) -> None:

@@ -206,7 +206,8 @@ class Runs:
         """Return the runs that hold a node."""
         return [self.by_key[k] for k in list(node.running) if k in self.by_key]
 
-    def requeue(self, lost: Sequence[Run], *, schedule_error: dict[str, Any] | None = None) -> None:
+    def requeue(self, lost: Sequence[Run], *, schedule_error: dict[str, Any] | None = None,
+                counted: bool = True) -> None:
         """Put runs' tasks back to ``active`` (``requeueCount`` + 1) and cancel the runs.
 
         Each requeued task gets a ``TaskRequeueEvent``; with ``schedule_error``
@@ -220,6 +221,11 @@ class Runs:
             disabled with ``requeue``, preparation failed).
         schedule_error
             ``{"category", "code", "message"}`` when the tasks could not be scheduled.
+        counted
+            False for runs a node gave back unstarted (sent ahead to it, they
+            waited too long for a slot): their tasks go back to ``active`` with
+            neither a ``requeueCount`` nor a ``TaskRequeueEvent``, which Batch
+            keeps for requeues its users see (node lost, job disabled, ...).
         """
         if not lost:
             return
@@ -229,13 +235,14 @@ class Runs:
                 tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"), REQUEUE_FROM)
                 .values(state="active", previous_state=tasks.c.state,
                         previous_state_transition_time=tasks.c.state_transition_time,
-                        state_transition_time=now, requeue_count=tasks.c.requeue_count + 1,
-                        last_requeue_time=now, last_modified=now, etag=new_etag()),
+                        state_transition_time=now, last_modified=now, etag=new_etag(),
+                        **({"requeue_count": tasks.c.requeue_count + 1,
+                            "last_requeue_time": now} if counted else {})),
                 [{"b_seq": r.seq} for r in lost],
             )
             end_subtasks(conn, [(r.job_key, r.task_key) for r in lost if len(r.nodes) > 1],
                          SUBTASK_REQUEUED, now)
-            if self.ctx.events is not None:
+            if self.ctx.events is not None and counted:
                 counts = dict(conn.execute(sa.select(tasks.c.seq, tasks.c.requeue_count).where(
                     tasks.c.seq.in_([r.seq for r in lost]))).all())
                 for r in lost:

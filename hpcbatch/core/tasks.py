@@ -369,17 +369,23 @@ class Tasks:
             out["previousStateTransitionTime"] = iso(row["previous_state_transition_time"])
         info: dict[str, Any] = {"retryCount": row["retry_count"],
                                 "requeueCount": row["requeue_count"]}
-        for wire, col in (("startTime", "start_time"), ("endTime", "end_time"),
-                          ("lastRetryTime", "last_retry_time"),
-                          ("lastRequeueTime", "last_requeue_time")):
-            if row[col] is not None:
+        # Batch: startTime only while running or completed; endTime, exitCode, result and
+        # failureInfo only once completed (an active task retried or requeued has none).
+        state = row["state"]
+        started, completed = state in ("running", "completed"), state == "completed"
+        for wire, col, shown in (("startTime", "start_time", started),
+                                 ("endTime", "end_time", completed),
+                                 ("lastRetryTime", "last_retry_time", True),
+                                 ("lastRequeueTime", "last_requeue_time", True)):
+            if shown and row[col] is not None:
                 info[wire] = iso(row[col])
-        if row["exit_code"] is not None:
-            info["exitCode"] = row["exit_code"]
-        if row["result"]:
-            info["result"] = row["result"]
-        if row["failure_info"]:
-            info["failureInfo"] = loads(row["failure_info"])
+        if completed:
+            if row["exit_code"] is not None:
+                info["exitCode"] = row["exit_code"]
+            if row["result"]:
+                info["result"] = row["result"]
+            if row["failure_info"]:
+                info["failureInfo"] = loads(row["failure_info"])
         out["executionInfo"] = info
         if row["node_id"]:
             out["nodeInfo"] = node_info(self.ctx.base_url, row["pool_key"], row["node_id"],
