@@ -167,6 +167,9 @@ def within_unlimited(value: timedelta) -> timedelta:
     if value < timedelta(0):
         raise ValueError("must not be negative")
     if value > UNLIMITED:
+        if value - UNLIMITED <= timedelta(microseconds=1):
+            # Batch writes it P10675199DT2H48M5.4775807S: the 0.7 µs round up to 1
+            return UNLIMITED
         raise ValueError(f"must be at most {UNLIMITED} (Batch's unlimited duration)")
     return value
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import schedules
+from hpcbatch.batch import defaults, schedules
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
@@ -183,6 +183,8 @@ class JobSchedules:
 
     def _wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
         out = returned_spec(row)
+        if isinstance(out.get("jobSpecification"), dict):  # Batch's defaults filled in
+            defaults.fill_job(out["jobSpecification"])
         status = loads(row["status"])
         out.update({"url": f"{self.ctx.base_url}/jobschedules/{row['id']}",
                     "eTag": status["eTag"], "lastModified": status["lastModified"],

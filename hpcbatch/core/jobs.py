@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import dependencies, identity
+from hpcbatch.batch import defaults, dependencies, identity
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
@@ -277,7 +277,9 @@ class Jobs:
                 values={"Quota": str(self.ctx.quotas.active_jobs_and_job_schedules)})
 
     def job_wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        out = returned_spec(row)
+        """A job row as ``CloudJob`` JSON, with Batch's defaults of what its
+        specification left out (:func:`hpcbatch.batch.defaults.fill_job`)."""
+        out = defaults.fill_job(returned_spec(row))
         status = loads(row["status"])
         out.update({
             "url": f"{self.ctx.base_url}/jobs/{row['id']}", "eTag": status["eTag"],

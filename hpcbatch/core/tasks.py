@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import dependencies, identity, odata
+from hpcbatch.batch import defaults, dependencies, identity, odata
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
@@ -348,11 +348,14 @@ class Tasks:
         return out
 
     def task_wire(self, row: Mapping[str, Any], job_id: str,
-                  select: Sequence[str] | None = None) -> dict[str, Any]:
-        """Return a task row as ``CloudTask`` JSON, limited to ``select`` when given."""
+                  select: Sequence[str] | None = None, job_max_retries: int = 0) -> dict[str, Any]:
+        """Return a task row as ``CloudTask`` JSON, limited to ``select`` when given, with
+        Batch's defaults of what its specification left out (``job_max_retries``: the
+        job's ``constraints.maxTaskRetryCount``, which such a task is retried up to)."""
         needs_spec = select is None or any(
             s.split("/")[0] not in TASK_COLUMN_PROPERTIES for s in select)
-        out: dict[str, Any] = returned_spec(row) if needs_spec else {"id": row["id"]}
+        out: dict[str, Any] = (defaults.fill_task(returned_spec(row), job_max_retries)
+                               if needs_spec else {"id": row["id"]})
         out.update({
             "id": row["id"],
             "url": f"{self.ctx.base_url}/jobs/{job_id}/tasks/{row['id']}",
@@ -360,8 +363,7 @@ class Tasks:
             "creationTime": iso(row["creation_time"]), "state": row["state"],
             "stateTransitionTime": iso(row["state_transition_time"]),
         })
-        if row["required_slots"] != 1 or "requiredSlots" in out:
-            out["requiredSlots"] = row["required_slots"]
+        out["requiredSlots"] = row["required_slots"]
         if row["dep_state"] and row["dep_state"] != "ready" and row["state"] == "active":
             out["dependencyState"] = {"state": row["dep_state"], "reason": row["dep_reason"]}
         if row["previous_state"]:
@@ -397,7 +399,8 @@ class Tasks:
         sel = odata.parse_select(select, TASK_SELECTABLE) if select else None
         with self.ctx.store.read() as conn:
             job = job_row(conn, job_id)
-            return self.task_wire(task_row(conn, job["key"], task_id), job["id"], sel)
+            return self.task_wire(task_row(conn, job["key"], task_id), job["id"], sel,
+                                  job_max_retries(job))
 
     def task_version(self, job_id: str, task_id: str) -> dict[str, Any]:
         """Return a task's ``eTag`` and ``lastModified`` as Task - Get gives them: what a
@@ -503,7 +506,8 @@ class Tasks:
             found = mappings(conn.execute(stmt.order_by(tasks.c.seq).limit(max_results + 1)))
         more = len(found) > max_results
         found = found[:max_results]
-        wires = [self.task_wire(_RowWithSpec(r), job["id"], sel) for r in found]
+        retries = job_max_retries(job)
+        wires = [self.task_wire(_RowWithSpec(r), job["id"], sel, retries) for r in found]
         return wires, (found[-1]["seq"] if more else None)
 
     def terminate_task(self, job_id: str, task_id: str) -> None:
@@ -596,10 +600,9 @@ class Tasks:
             Store.update(conn, tasks, {"seq": row["seq"]}, **values)
         run = self.runs.of_task(job["key"], row["key"])
         if run is not None:
-            job_default = (loads(job["spec"]).get("constraints") or {}).get("maxTaskRetryCount")
             run.max_retries = (constraints.max_task_retry_count
                                if constraints.max_task_retry_count is not None
-                               else job_default or 0)
+                               else job_max_retries(job))
             if constraints.retention_time is not None:
                 run.retention_s = constraints.retention_time.total_seconds()
 
@@ -718,3 +721,10 @@ def _exit_options(conditions: ExitConditions) -> Iterator[tuple[str, ExitOptions
                                        "fileUploadError": "file_upload_error"}.get(name, name))
         if options is not None:
             yield f"exitConditions.{name}", options
+
+
+def job_max_retries(job: Mapping[str, Any]) -> int:
+    """A job row's ``constraints.maxTaskRetryCount`` (0 when it gives none): what its
+    tasks without their own are retried up to."""
+    value = (loads(job["spec"]).get("constraints") or {}).get("maxTaskRetryCount")
+    return int(value) if value is not None else 0
