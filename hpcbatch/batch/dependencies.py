@@ -67,6 +67,10 @@ def task_ending(conditions: ExitConditions | dict[str, Any] | None, exit_code: i
     Ending
         Batch's defaults apply where the conditions are silent: ``satisfy``
         and ``none`` for exit code 0, ``block`` and ``terminate`` otherwise.
+        ``exitConditions.default`` covers a failure no other condition names
+        (a nonzero exit code, a pre-processing or file upload error without
+        its own), never a success: exit code 0 takes its ``exitCodes`` entry, if
+        any, else Batch's defaults.
     """
     if isinstance(conditions, dict):
         conditions = ExitConditions.model_validate(conditions)
@@ -91,7 +95,7 @@ def task_ending(conditions: ExitConditions | dict[str, Any] | None, exit_code: i
                 if rng.start <= exit_code <= rng.end:
                     chosen, condition = rng.exit_options, "exitCodeRanges"
                     break
-    if chosen is None:
+    if chosen is None and not success:  # Batch: default covers failures the others do not
         chosen, condition = conditions.default, "default"
     if chosen is None:
         return Ending(default.dependency_action, default.job_action, condition)

@@ -178,6 +178,14 @@ def test_exit_conditions_choose_dependency_and_job_actions() -> None:
     assert task_ending(cond, 1, None).dependency_action == "satisfy"
     assert task_ending(None, 0, None).dependency_action == "satisfy"
     assert task_ending(None, 1, None).dependency_action == "block"  # Batch: failure blocks
+    # default covers failures only: a success it does not name takes Batch's defaults
+    blocking = {"default": {"dependencyAction": "block", "jobAction": "disable"}}
+    success = task_ending(blocking, 0, None)
+    assert (success.dependency_action, success.job_action) == ("satisfy", "none")
+    failure = task_ending(blocking, 7, None)
+    assert (failure.dependency_action, failure.job_action) == ("block", "disable")
+    assert task_ending({**blocking, "exitCodes": [{"code": 0, "exitOptions": {
+        "dependencyAction": "block"}}]}, 0, None).dependency_action == "block"
 
 
 def test_job_actions_after_completions() -> None:
