@@ -153,10 +153,14 @@ def test_tasks_end_to_end(env: dict[str, str], pool: str, tmp_path: Path) -> Non
     out = run(env, "task", "file", "download", "--job-id", "clijob", "--task-id", "t3",
               "--file-path", "stdout.txt", "--destination", "-")
     assert out.stdout == "hello-3\n"
-    dest = tmp_path / "t1.txt"
+    dest = tmp_path / "new" / "t1.txt"  # the missing folder is made
     run(env, "task", "file", "download", "--job-id", "clijob", "--task-id", "t1",
         "--file-path", "stdout.txt", "--destination", str(dest))
     assert dest.read_text() == "hello-1\n"
+    blocked = tmp_path / "new" / "t1.txt" / "x"  # a file where a folder would go
+    result = run(env, "task", "file", "download", "--job-id", "clijob", "--task-id", "t1",
+                 "--file-path", "stdout.txt", "--destination", str(blocked), code=1)
+    assert result.stderr.startswith(f"error: cannot use {dest}: ")
     files = run_json(env, "task", "file", "list", "--job-id", "clijob", "--task-id", "t1")
     assert {"stdout.txt", "stderr.txt"} <= {f["name"] for f in files}
 

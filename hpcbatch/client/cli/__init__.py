@@ -116,8 +116,11 @@ class BatchGroup(click.Group):
         except TimeoutError as exc:
             click.echo(f"error: Timeout: {exc}", err=True)
             ctx.exit(2)
-        except OSError as exc:
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        except OSError as exc:  # a local file: "cannot write out/g.txt: No such file ..."
+            if exc.filename is not None and exc.strerror:
+                click.echo(f"error: cannot use {exc.filename}: {exc.strerror}", err=True)
+            else:
+                click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             ctx.exit(1)
 
 

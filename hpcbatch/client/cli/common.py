@@ -182,13 +182,16 @@ def note(message: str) -> None:
 
 
 def save(data: bytes, destination: str) -> None:
-    """Write downloaded bytes to ``destination`` (``-``: stdout) and say so."""
+    """Write downloaded bytes to ``destination`` (``-``: stdout; its missing folders are
+    made, as ``output download`` does) and say so."""
     if destination == "-":
         out = sys.stdout.buffer
         out.write(data)
         out.flush()
     else:
-        Path(destination).write_bytes(data)
+        path = Path(destination)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
         note(f"wrote {len(data)} bytes to {destination}")
 
 
