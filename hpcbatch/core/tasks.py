@@ -513,12 +513,19 @@ class Tasks:
     def terminate_task(self, job_id: str, task_id: str) -> None:
         """Terminate a task ("Task - Terminate"): a running task's process tree is killed.
 
-        The task completes with failureInfo code ``TaskEnded``; a completed
-        task is left as it is.
+        The task completes with failureInfo code ``TaskEnded``.
+
+        Raises
+        ------
+        ConflictError
+            ``TaskCompleted``: the task has completed already (Batch's 409).
         """
         with self.ctx.store.begin() as conn:
             job = job_row(conn, job_id)
             row = task_row(conn, job["key"], task_id)
+            if row["state"] == "completed":
+                raise ConflictError(f"Task {task_id} has completed already.",
+                                    code="TaskCompleted")
             if row["state"] == "active":
                 # It completes as a run that failed with TaskEnded would: its exit
                 # conditions decide its dependents' and its job's fate (audit M5).

@@ -118,3 +118,13 @@ def test_required_properties_are_required(client, http: Http) -> None:
     job = client.get_job_json("req")  # nothing refused was applied
     assert job["state"] == "active" and job["metadata"] == [{"name": "kept", "value": "1"}]
     assert client.get_pool_json("reqpool")["metadata"] == [{"name": "kept", "value": "1"}]
+
+
+def test_terminating_a_completed_task_is_task_completed(client) -> None:
+    client.create_job({"id": "ended", "poolInfo": {"poolId": "nonodes"}})
+    client.create_task("ended", {"id": "t", "commandLine": "x"})
+    client.terminate_task("ended", "t")  # active: it completes, TaskEnded
+    info = client.get_task_json("ended", "t")["executionInfo"]
+    assert info["failureInfo"]["code"] == "TaskEnded"
+    err = error_of(client.terminate_task, "ended", "t")
+    assert (err.status, err.code) == (409, "TaskCompleted")

@@ -165,9 +165,16 @@ def mpi_run(pool_id: str, nodes: int, ppn: int, flavor: str, launcher: str | Non
             limit = min(limit, max(deadline - time.monotonic(), 0.05))
         return limit
 
+    def terminate() -> None:
+        try:
+            c.terminate_task(job_id, task_id)
+        except HpcbatchError as exc:  # it completed meanwhile: nothing left to stop
+            if exc.code != "TaskCompleted":
+                raise
+
     def check_deadline() -> None:
         if deadline is not None and time.monotonic() > deadline:
-            c.terminate_task(job_id, task_id)
+            terminate()
             raise TimeoutError(f"task {task_id} of job {job_id} did not complete within "
                                f"{timeout_s:g} s; terminated it")
 
@@ -206,7 +213,7 @@ def mpi_run(pool_id: str, nodes: int, ppn: int, flavor: str, launcher: str | Non
             if new is not None:
                 task_, etag = new, new.get("eTag")
     except KeyboardInterrupt:
-        c.terminate_task(job_id, task_id)
+        terminate()
         note(f"interrupted: terminated task {task_id} of job {job_id}")
         click.get_current_context().exit(130)
 
