@@ -382,12 +382,7 @@ class Tasks:
             if shown and row[col] is not None:
                 info[wire] = iso(row[col])
         if completed:
-            if row["exit_code"] is not None:
-                info["exitCode"] = row["exit_code"]
-            if row["result"]:
-                info["result"] = row["result"]
-            if row["failure_info"]:
-                info["failureInfo"] = loads(row["failure_info"])
+            _put_outcome(row, info)
         out["executionInfo"] = info
         if row["node_id"]:
             out["nodeInfo"] = node_info(self.ctx.base_url, row["pool_key"], row["node_id"],
@@ -689,12 +684,7 @@ class Tasks:
             for k, col in (("endTime", "end_time"),):
                 if r[col] is not None:
                     item[k] = iso(r[col])
-            if r["exit_code"] is not None:
-                item["exitCode"] = r["exit_code"]
-            if r["result"]:
-                item["result"] = r["result"]
-            if r["failure_info"]:
-                item["failureInfo"] = loads(r["failure_info"])
+            _put_outcome(r, item)
             out.append(item)
         return out
 
@@ -735,3 +725,14 @@ def job_max_retries(job: Mapping[str, Any]) -> int:
     tasks without their own are retried up to."""
     value = (loads(job["spec"]).get("constraints") or {}).get("maxTaskRetryCount")
     return int(value) if value is not None else 0
+
+
+def _put_outcome(row: Mapping[str, Any], into: dict[str, Any]) -> None:
+    """Put a task's or subtask's ``exitCode``, ``result`` and ``failureInfo`` (those its
+    row holds) into its execution information ``into``."""
+    if row["exit_code"] is not None:
+        into["exitCode"] = row["exit_code"]
+    if row["result"]:
+        into["result"] = row["result"]
+    if row["failure_info"]:
+        into["failureInfo"] = loads(row["failure_info"])
