@@ -4,8 +4,11 @@ Target: ``hpcbatch --version`` and ``hpcbatch task list --job-id J`` (a table of
 5 tasks) each take <= 150 ms wall (median of N runs, each a new process).
 
 Baseline in the same run: ``python -c pass`` with the same interpreter (the
-floor every command pays). Also timed: ``hpcbatch job list`` and ``hpcbatch
-task list --job-id J -o json``.
+floor every command pays). Also timed: ``hpcbatch job list``, ``hpcbatch
+task list --job-id J -o json``, and ``task list`` with its stdout on a
+pseudo-terminal ("(terminal)": the rich table a person sees; to a pipe, as
+here otherwise and in scripts, a table prints as plain columns without
+importing rich).
 
 The service runs in a thread of this process (``_common.service``, a temporary
 state dir); the commands find it as users do, through the state dir's
@@ -59,11 +62,42 @@ def commands() -> dict[str, list[str]]:
         f"hpcbatch task list --job-id {JOB}": [*hb, "task", "list", "--job-id", JOB],
         f"hpcbatch task list --job-id {JOB} -o json": [*hb, "task", "list", "--job-id", JOB,
                                                        "-o", "json"],
+        f"hpcbatch task list --job-id {JOB}{TERMINAL}": [*hb, "task", "list", "--job-id", JOB],
     }
 
 
-def run_once(argv: list[str], env: dict[str, str]) -> float:
+TERMINAL = " (terminal)"
+"""Suffix of a command run with its stdout on a pseudo-terminal (a rich table) rather than
+a pipe (plain columns, as a script reads them)."""
+
+
+def run_in_terminal(argv: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of one run of ``argv`` with its stdout on a pseudo-terminal, read to EOF."""
+    import pty
+
+    leader, follower = pty.openpty()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    try:
+        while os.read(leader, 65536):
+            pass
+    except OSError:  # the terminal's other end closed
+        pass
+    finally:
+        os.close(leader)
+    code = proc.wait()
+    seconds = time.perf_counter() - t0
+    if code != 0:
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise SystemExit(f"{' '.join(argv)} exited {code}:\n{err}")
+    return seconds
+
+
+def run_once(argv: list[str], env: dict[str, str], terminal: bool = False) -> float:
     """Wall seconds of one run of ``argv`` to exit; the command must succeed."""
+    if terminal:
+        return run_in_terminal(argv, env)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, check=False)
     seconds = time.perf_counter() - t0
@@ -73,11 +107,20 @@ def run_once(argv: list[str], env: dict[str, str]) -> float:
     return seconds
 
 
-def imports_of(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Heavy packages a command imports, and the import time of ``hpcbatch`` (``-X importtime``)."""
-    proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          check=False)
+def imports_of(argv: list[str], env: dict[str, str], terminal: bool = False) -> dict[str, Any]:
+    """Heavy packages a command imports, and the import time of ``hpcbatch`` (``-X importtime``;
+    with ``terminal``, its stdout on a pseudo-terminal)."""
+    import pty
+
+    leader, follower = pty.openpty() if terminal else (None, None)
+    try:
+        proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env,
+                              stdout=follower if terminal else subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, check=False)
+    finally:
+        for fd in (leader, follower):
+            if fd is not None:
+                os.close(fd)
     top: set[str] = set()
     hpcbatch_us = 0
     for line in proc.stderr.splitlines():
@@ -115,12 +158,13 @@ def main() -> int:
                        PYTHONPATH=os.pathsep.join(
                            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
             samples: dict[str, list[float]] = {name: [] for name in cmds}
-            for argv in cmds.values():
-                run_once(argv, env)  # warm up (untimed)
+            for name, argv in cmds.items():
+                run_once(argv, env, name.endswith(TERMINAL))  # warm up (untimed)
             for _ in range(runs):
                 for name, argv in cmds.items():
-                    samples[name].append(run_once(argv, env))
-            imports = {name: imports_of(argv, env) for name, argv in cmds.items()}
+                    samples[name].append(run_once(argv, env, name.endswith(TERMINAL)))
+            imports = {name: imports_of(argv, env, name.endswith(TERMINAL))
+                       for name, argv in cmds.items()}
     rows = []
     for name, argv in cmds.items():
         st = stats(samples[name])
