@@ -260,7 +260,9 @@ def job_detail(svc: BatchService, job_id: str) -> dict[str, Any]:
     job = svc.jobs.get_job(job_id)
     return {"job": job, "counts": svc.jobs.task_counts(job_id)["taskCounts"],
             "jobManager": _job_manager(svc, job),
-            "preparationAndRelease": svc.preparation.preparation_and_release_status(job_id),
+            "preparationAndRelease": (  # Batch's 409 for a job without them: none to show
+                svc.preparation.preparation_and_release_status(job_id)
+                if job.get("jobPreparationTask") else []),
             "series": job_series(svc, job_id)}
 
 
