@@ -431,3 +431,23 @@ def test_pool_wait_fails_when_the_pool_cannot_reach_its_target(svc: Service) -> 
     assert "pool unreachable: resize error InsufficientInventory: " in result.stderr
     run(env, "pool", "delete", "--pool-id", "unreachable", "--yes")
 
+
+def test_task_wait_says_when_the_tasks_left_can_never_run(svc: Service, tmp_path: Path) -> None:
+    env = svc.env
+    job = tmp_path / "deps.json"
+    job.write_text(json.dumps({"id": "blockedjob", "poolInfo": {"poolId": POOL},
+                               "usesTaskDependencies": True}))
+    run(env, "job", "create", "--json-file", str(job))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps([
+        {"id": "first", "commandLine": "/bin/sh -c 'exit 5'"},  # a failure blocks by default
+        {"id": "second", "commandLine": "true", "dependsOn": {"taskIds": ["first"]}},
+        {"id": "third", "commandLine": "true", "dependsOn": {"taskIds": ["second"]}}]))
+    run(env, "task", "create", "--job-id", "blockedjob", "--json-file", str(tasks))
+    started = time.monotonic()
+    result = run(env, "task", "wait", "--job-id", "blockedjob", "--timeout-s", "120", code=1)
+    assert time.monotonic() - started < 60  # told, not left to wait out its timeout
+    assert ("job blockedjob: the 2 task(s) left can never run: blocked by their "
+            "dependencies: second (task first completed") in result.stderr
+    assert "; 1 more wait for those" in result.stderr
+
