@@ -713,9 +713,9 @@ def _exit_options(conditions: ExitConditions) -> Iterator[tuple[str, ExitOptions
         yield f"exitConditions.exitCodes[{i}].exitOptions", mapping.exit_options
     for i, ranged in enumerate(conditions.exit_code_ranges or []):
         yield f"exitConditions.exitCodeRanges[{i}].exitOptions", ranged.exit_options
-    for name in ("preProcessingError", "fileUploadError", "default"):
-        options = getattr(conditions, {"preProcessingError": "pre_processing_error",
-                                       "fileUploadError": "file_upload_error"}.get(name, name))
+    for name, options in (("preProcessingError", conditions.pre_processing_error),
+                          ("fileUploadError", conditions.file_upload_error),
+                          ("default", conditions.default)):
         if options is not None:
             yield f"exitConditions.{name}", options
 

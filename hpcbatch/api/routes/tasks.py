@@ -91,9 +91,9 @@ async def get_task(request: web.Request) -> web.Response:
 
     wait_s = prefer_wait_s(request)
     if wait_s and "If-None-Match" in request.headers:
-        # The tasks' watcher reads every waited-on task's eTag and lastModified (what
-        # the conditions compare) once a commit, and wakes this wait only when this
-        # task's differ; the task itself is read once, when the wait ends.
+        # The tasks' watcher reads every waited-on task's eTag once a commit and wakes
+        # this wait only when this task's changed; the wait then reads its eTag and
+        # lastModified (what the conditions compare), and the task itself once, at the end.
         await svc.tasks.watch.wait_while(
             (job_id.lower(), task_id.lower()), lambda: svc.tasks.task_version(job_id, task_id),
             lambda v: not_modified(request, v) is not None, wait_s)
