@@ -31,13 +31,11 @@ from hpcbatch.batch.odata import (
     Or,
     Property,
     StartsWith,
-    apply_select,
     matches,
     parse_datetime,
-    parse_expand,
     parse_filter,
-    parse_select,
 )
+from hpcbatch.batch.odata_select import apply_select, parse_expand, parse_select
 from hpcbatch.store.database import Store, jobs, pools, sqlite_url, tasks
 from hpcbatch.store.filters import (
     JOB_COLUMNS,

@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from hpcbatch.batch import odata
+from hpcbatch.batch import odata, odata_select
 from hpcbatch.batch.errors import BadRequestError, HpcbatchError
 from hpcbatch.batch.wire import utcnow
 from hpcbatch.core.service import BatchService
@@ -338,11 +338,11 @@ def check_expand(request: web.Request) -> set[str]:
 
     Raises
     ------
-    odata.InvalidQueryParameterError
+    odata_select.InvalidQueryParameterError
         Another value (``InvalidQueryParameterValue``).
     """
     if "$expand" in request.query:
-        return odata.parse_expand(request.query["$expand"])
+        return odata_select.parse_expand(request.query["$expand"])
     return set()
 
 
@@ -356,14 +356,14 @@ def select(request: web.Request, items: list[dict[str, Any]],
 
     Raises
     ------
-    odata.InvalidQueryParameterError
+    odata_select.InvalidQueryParameterError
         A name outside ``selectable`` (``InvalidQueryParameterValue``).
     """
     text = request.query.get("$select")
     if not text or not selectable:
         return items
-    names = odata.parse_select(text, selectable)
-    return [odata.apply_select(i, names) for i in items] if names else items
+    names = odata_select.parse_select(text, selectable)
+    return [odata_select.apply_select(i, names) for i in items] if names else items
 
 
 def prefer_wait_s(request: web.Request) -> float | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import defaults, dependencies, identity, odata
+from hpcbatch.batch import defaults, dependencies, identity, odata_select
 from hpcbatch.batch.errors import (
     BadRequestError,
     ConflictError,
@@ -387,11 +387,11 @@ class Tasks:
         if row["node_id"]:
             out["nodeInfo"] = node_info(self.ctx.base_url, row["pool_key"], row["node_id"],
                                         task_dir(job_id, row["id"]))
-        return odata.apply_select(out, list(select)) if select else out
+        return odata_select.apply_select(out, list(select)) if select else out
 
     def get_task(self, job_id: str, task_id: str, select: str | None = None) -> dict[str, Any]:
         """Return a task's JSON ("Task - Get"). Raises ``JobNotFound``/``TaskNotFound``."""
-        sel = odata.parse_select(select, TASK_SELECTABLE) if select else None
+        sel = odata_select.parse_select(select, TASK_SELECTABLE) if select else None
         with self.ctx.store.read() as conn:
             job = job_row(conn, job_id)
             return self.task_wire(task_row(conn, job["key"], task_id), job["id"], sel,
@@ -472,7 +472,7 @@ class Tasks:
             raise BadRequestError("maxresults must be between 1 and 1000.",
                                   code="InvalidQueryParameterValue",
                                   values={"QueryParameterName": "maxresults"})
-        sel = odata.parse_select(select, TASK_SELECTABLE) if select else None
+        sel = odata_select.parse_select(select, TASK_SELECTABLE) if select else None
         plain = sel is not None and all(s in _TASK_PLAIN for s in sel)
         with self.ctx.store.read() as conn:
             job = job_row(conn, job_id)

@@ -86,6 +86,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                                   for i in range(3)])
         client.create_job({"id": "markup", "poolInfo": {"poolId": "nonodes"}})
         client.create_task("markup", {"id": "m", "commandLine": MARKUP})
+        client.add_hosts([{"address": "192.0.2.7", "labels": ["boundary"]}])  # never reached
         yield sdir
 
 
@@ -122,6 +123,17 @@ def test_a_local_filter_still_imports_the_query_parser(state_dir: Path) -> None:
                                state_dir)
     assert code in (0, None) and out.strip() == "[]", out
     assert "hpcbatch.batch.odata" in modules
+
+
+def test_a_local_select_imports_no_filter_parser(state_dir: Path) -> None:
+    # The inventory's list takes no $select: the CLI trims the hosts itself, with
+    # hpcbatch.batch.odata_select alone (no lark, no $filter grammar).
+    code, modules, out = probe(run_cli("hosts", "list", "--select", "address", "-o", "json"),
+                               state_dir)
+    assert code in (0, None) and json.loads(out) == [{"address": "192.0.2.7"}], out
+    assert "hpcbatch.batch.odata_select" in modules
+    assert sorted(m for m in modules if m == "lark" or m.startswith("lark.")) == []
+    assert "hpcbatch.batch.odata" not in modules
 
 
 def test_task_list_prints_the_tasks(state_dir: Path) -> None:

@@ -491,21 +491,23 @@ def query_locally(items: list[dict[str, Any]], filter_: str | None,
 
     Raises
     ------
-    hpcbatch.batch.odata.InvalidQueryParameterError
+    hpcbatch.batch.odata_select.InvalidQueryParameterError
         A filter or select the items cannot take (an unknown property, a bad literal).
     """
     if not (filter_ and filter_.strip()) and not (select and select.strip()):
-        return items  # the OData parser (lark, its grammar: 60 ms) only when asked
-    from hpcbatch.batch import odata
-
+        return items
     if filter_ and filter_.strip():
+        from hpcbatch.batch import odata  # the $filter parser (lark, its grammar: 60 ms)
+
         if items:
             items = odata.ListFilter(_properties(items)).apply(items, filter_)
         else:  # no item to read properties off: nothing passes, but a typo still errors
             odata.check_filter_syntax(filter_)
     if select and select.strip() and items:
-        names = odata.parse_select(select, {k for item in items for k in item})
-        items = [odata.apply_select(item, names) for item in items] if names else items
+        from hpcbatch.batch import odata_select  # no parser
+
+        names = odata_select.parse_select(select, {k for item in items for k in item})
+        items = [odata_select.apply_select(item, names) for item in items] if names else items
     return items
 
 
