@@ -273,6 +273,24 @@ class ErrorCategory(enum.StrEnum):
     """The service: an internal error."""
 
 
+class CertificateState(enum.StrEnum):
+    """Batch ``CertificateState``: the state of a certificate (``Certificate.state``).
+
+    No transition table: Certificate - Delete of a certificate no pool references
+    removes its record at once (hpcbatch never shows ``deleting``); one a pool
+    references becomes ``deletefailed``, and Certificate - Cancel Deletion makes it
+    ``active`` again.
+    """
+
+    active = "active"
+    """The certificate is available for use in pools."""
+    deleting = "deleting"
+    """Certificate - Delete is in progress."""
+    deletefailed = "deletefailed"
+    """Certificate - Delete failed (a pool references it); Certificate - Cancel Deletion
+    makes it active again."""
+
+
 class Kind(enum.StrEnum):
     """The kinds of resource whose state :func:`transition` checks."""
 

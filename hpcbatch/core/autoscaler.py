@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from hpcbatch.batch import autoscale, events
 from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
 from hpcbatch.batch.models import PoolEnableAutoScale, PoolSpec
-from hpcbatch.batch.states import JOB_LIVE
+from hpcbatch.batch.states import JOB_LIVE, PoolState
 from hpcbatch.core import statistics
 from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.execution import metrics
@@ -233,7 +233,7 @@ class Autoscaler:
         """Evaluate and apply the formula of every autoscaled pool whose interval elapsed."""
         now = self.clock()
         with self.ctx.store.read() as conn:
-            rows = mappings(conn.execute(sa.select(pools).where(pools.c.state == "active")))
+            rows = mappings(conn.execute(sa.select(pools).where(pools.c.state == PoolState.active)))
         for row in rows:
             spec = PoolSpec.model_validate(loads(row["spec"]))
             if not spec.enable_auto_scale or not spec.auto_scale_formula:

@@ -36,6 +36,7 @@ from hpcbatch.batch.errors import (
     InvalidPropertyValueError,
     NotFoundError,
 )
+from hpcbatch.batch.states import CertificateState
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.store.database import Store, certificates, dumps, loads, pools
@@ -193,7 +194,7 @@ def check_references(conn: Connection, refs: Iterable[Any] | None,
             raise InvalidPropertyValueError(
                 f"{where}.thumbprint", thumbprint,
                 f"the account has no certificate {algorithm}-{thumbprint} (Certificate - Add)")
-        if row["state"] != "active":
+        if row["state"] != CertificateState.active:
             raise ConflictError(
                 f"The certificate {algorithm}-{thumbprint} is {row['state']}; a pool cannot "
                 "reference it.", code="CertificateBeingDeleted",
@@ -253,7 +254,7 @@ class Certificates:
                                     code="CertificateExists",
                                     values={"Thumbprint": spec["thumbprint"]})
             conn.execute(certificates.insert().values(
-                key=key, state="active", spec=dumps(spec),
+                key=key, state=CertificateState.active, spec=dumps(spec),
                 status=dumps({"stateTransitionTime": now})))
         return (f"/certificates(thumbprintAlgorithm={spec['thumbprintAlgorithm']},"
                 f"thumbprint={spec['thumbprint']})")
@@ -278,7 +279,7 @@ class Certificates:
         with self.ctx.store.read() as conn:
             return self._wire(self._row(conn, algorithm, thumbprint))
 
-    def _set_state(self, conn: Connection, row: Mapping[str, Any], state: str,
+    def _set_state(self, conn: Connection, row: Mapping[str, Any], state: CertificateState,
                    error: dict[str, Any] | None = None) -> None:
         status = loads(row["status"])
         now = iso(utcnow())
@@ -307,7 +308,7 @@ class Certificates:
             if not users:
                 conn.execute(certificates.delete().where(certificates.c.key == row["key"]))
                 return
-            self._set_state(conn, row, "deletefailed", {
+            self._set_state(conn, row, CertificateState.deletefailed, {
                 "code": "CertificateStateDeleteFailed",
                 "message": "The certificate is referenced by pools: "
                            + ", ".join(users) + ". Remove it from their "
@@ -326,11 +327,11 @@ class Certificates:
         """
         with self.ctx.store.begin() as conn:
             row = self._row(conn, algorithm, thumbprint)
-            if row["state"] == "active":
+            if row["state"] == CertificateState.active:
                 raise ConflictError(f"The certificate {row['key']} is active; there is no "
                                     "deletion to cancel.", code="CertificateStateActive",
                                     values={"Thumbprint": thumbprint})
-            self._set_state(conn, row, "active")
+            self._set_state(conn, row, CertificateState.active)
 
     def for_node(self, refs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The node agent's arguments for a pool's references (the certificates that exist).

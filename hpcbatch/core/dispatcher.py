@@ -35,6 +35,7 @@ from hpcbatch.batch.states import (
     ComputeNodeState,
     Kind,
     SubtaskState,
+    TaskExecutionResult,
     TaskState,
 )
 from hpcbatch.batch.wire import new_etag, utcnow
@@ -101,7 +102,7 @@ _END_WITH_START = BulkStatement(tasks.update().where(*_END_WHERE).values(
 _START = BulkStatement(
     tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"),
                          task_moves({TaskState.active}, TASK_HOLDS_NODE))
-    .values(state=sa.bindparam("b_state"), previous_state="active",
+    .values(state=sa.bindparam("b_state"), previous_state=TaskState.active,
             previous_state_transition_time=tasks.c.state_transition_time,
             state_transition_time=sa.bindparam("b_now"), start_time=sa.bindparam("b_now"),
             end_time=None, node_id=sa.bindparam("b_node"), pool_key=sa.bindparam("b_pool"),
@@ -303,12 +304,12 @@ class Dispatcher:
             run.node.total_tasks_run += 1
             run.node.total_tasks_succeeded += ok
             retry = should_retry(ok, run.terminated, run.max_retries, run.retry_count)
+            result = TaskExecutionResult.success if ok else TaskExecutionResult.failure
             for i, node in enumerate(run.nodes):  # a gang's subtasks are 1..n-1 (its primary: 0)
                 self.ctx.pool_manager.note_ended(node, EndedTask(
                     run.job_id, run.task_id, i or None,
-                    "active" if retry else "completed", start, end, exit_code,
-                    run.retry_count + retry, run.requeue_count,
-                    None if retry else ("success" if ok else "failure"), failure))
+                    TaskState.active if retry else TaskState.completed, start, end, exit_code,
+                    run.retry_count + retry, run.requeue_count, None if retry else result, failure))
             ending = dependencies.task_ending(run.exit_conditions, exit_code,
                                               failure.get("code") if failure else None)
             if not retry:
@@ -324,7 +325,7 @@ class Dispatcher:
                         "executionInfo": {"startTime": start, "endTime": end,
                                           "exitCode": exit_code, "retryCount": run.retry_count,
                                           "failureInfo": failure,
-                                          "result": "success" if ok else "failure"}}
+                                          "result": result}}
                 if ok:
                     self.ctx.emit("TaskCompleteEvent", events.task_complete_event(run.job_id, task))
                 else:
@@ -332,8 +333,8 @@ class Dispatcher:
             row = {
                 "b_seq": run.seq, "b_exit": exit_code, "b_failure": dumps(failure) if failure else None,
                 "b_end": end, "b_now": now, "b_etag": etag,
-                "b_result": None if retry else ("success" if ok else "failure"),
-                "b_state": "active" if retry else "completed",
+                "b_result": None if retry else result,
+                "b_state": TaskState.active if retry else TaskState.completed,
                 "b_retry": run.retry_count + (1 if retry else 0),
                 "b_retry_time": now if retry else None,
                 "b_satisfies": None if retry else ending.dependency_action == "satisfy",
@@ -352,8 +353,9 @@ class Dispatcher:
         sub_rows = [
             {"b_job": e.run.job_key, "b_task": e.run.task_id.lower(), "b_id": r.instance,
              "b_end": now, "b_exit": r.outcome.exit_code if r.outcome else None,
-             "b_result": "success" if r.outcome and r.outcome.exit_code == 0
-             and not r.outcome.failure_info else ("failure" if r.outcome or r.error else "success"),
+             "b_result": TaskExecutionResult.success if r.outcome and r.outcome.exit_code == 0
+             and not r.outcome.failure_info
+             else (TaskExecutionResult.failure if r.outcome or r.error else TaskExecutionResult.success),
              "b_failure": dumps(r.outcome.failure_info) if r.outcome and r.outcome.failure_info
              else (dumps({"category": "servererror", "code": "NodeAgentError",
                           "message": r.error}) if r.error else None)}
@@ -363,7 +365,7 @@ class Dispatcher:
                 subtasks.c.job_key == sa.bindparam("b_job"),
                 subtasks.c.task_key == sa.bindparam("b_task"),
                 subtasks.c.id == sa.bindparam("b_id"),
-            ).values(state="completed", state_transition_time=sa.bindparam("b_end"),
+            ).values(state=SubtaskState.completed, state_transition_time=sa.bindparam("b_end"),
                      end_time=sa.bindparam("b_end"), exit_code=sa.bindparam("b_exit"),
                      result=sa.bindparam("b_result"), failure_info=sa.bindparam("b_failure")),
                 sub_rows)
@@ -483,12 +485,14 @@ class Dispatcher:
             self.ctx.engine.post(node.worker or "", [lc for _, lc in batch], sink=self.ran,
                              on_error=self._not_sent)
 
-    def _token_env(self, job_id: str, spec: TaskSpec | JobManagerTask) -> dict[str, str]:
+    def _token_env(self, job_id: str, spec: TaskSpec | JobManagerTask,
+                   job_seq: int) -> dict[str, str]:
         """``AZ_BATCH_AUTHENTICATION_TOKEN`` for a task whose ``authenticationTokenSettings``
         ask for ``job`` access; nothing otherwise.
 
         The token (:func:`hpcbatch.batch.tokens.issue_job_token`) allows every
-        operation on job ``job_id`` and nothing else; it expires
+        operation on job ``job_id`` (the incarnation ``job_seq``: not a job re-created
+        under that ID) and nothing else; it expires
         :data:`TOKEN_GRACE` after the task's ``maxWallClockTime``, or after
         :data:`TOKEN_LIFETIME` when the task has none. Each run gets a new one.
         """
@@ -498,7 +502,7 @@ class Dispatcher:
         wall = spec.constraints.max_wall_clock_time if spec.constraints else None
         expires = utcnow() + (wall + TOKEN_GRACE if wall is not None else TOKEN_LIFETIME)
         token = tokens.issue_job_token(self.ctx.account_key, self.ctx.account_name, job_id,
-                                       ["job"], expires)
+                                       ["job"], expires, job_seq=job_seq)
         env = {tokens.TOKEN_ENV: token}
         if self.ctx.api_ca_pem:  # an HTTPS service: the task's client trusts its CA
             env[tokens.CA_PEM_ENV] = self.ctx.api_ca_pem
@@ -563,7 +567,7 @@ class Dispatcher:
             # the endpoint, never the account key: a token only when asked (below)
             extra_env = {"AZURE_BATCH_ENDPOINT": self.ctx.base_url,
                          "AZURE_BATCH_ACCOUNT": self.ctx.account_name}
-        extra_env.update(self._token_env(job["id"], spec))
+        extra_env.update(self._token_env(job["id"], spec, job["seq"]))
         max_retries = tpl.max_retries
         key = self.ctx.run_key("run")
         tdir = task_dir(job["id"], row["id"])

@@ -31,6 +31,7 @@ from hpcbatch.batch.models import JobSpec
 from hpcbatch.batch.states import (
     JOB_SCHEDULE_CLOSED,
     JobScheduleState,
+    JobState,
     Kind,
     transition,
 )
@@ -110,7 +111,7 @@ class JobSchedules:
                       "lastRun": None, "executionInfo": {}}
             conn.execute(job_schedules.insert().values(
                 key=spec.id.lower(), id=spec.id, seq=self.ctx.store.next_seq(conn, "schedule"),
-                state="active", spec=dumps(spec.to_wire()), status=dumps(status)))
+                state=JobScheduleState.active, spec=dumps(spec.to_wire()), status=dumps(status)))
         self.ctx.background(self.tick())
         return spec.id
 
@@ -215,7 +216,7 @@ class JobSchedules:
                                 .order_by(jobs.c.seq)))
         return [self.jobs.job_wire(r) for r in rows]
 
-    def _set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str) -> None:
+    def _set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: JobScheduleState) -> None:
         """Move a schedule to ``state``; setting the state it has already writes nothing."""
         if row["state"] == state:
             return
@@ -223,7 +224,7 @@ class JobSchedules:
         status = loads(row["status"])
         status.update(previousState=row["state"], stateTransitionTime=now, lastModified=now,
                       eTag=new_etag())
-        if state == "completed":
+        if state == JobScheduleState.completed:
             status["executionInfo"]["endTime"] = now
             status["executionInfo"].pop("nextRunTime", None)
         Store.update(conn, job_schedules, {"key": row["key"]},
@@ -245,16 +246,16 @@ class JobSchedules:
             if row["state"] not in (JobScheduleState.active, JobScheduleState.disabled):
                 raise ConflictError(f"The job schedule is {row['state']}.",
                                     code="JobScheduleNotActive")
-            self._set_state(conn, row, "disabled")
+            self._set_state(conn, row, JobScheduleState.disabled)
 
     def enable(self, schedule_id: str) -> None:
         """Enable a disabled schedule ("Job Schedule - Enable")."""
         with self.ctx.store.begin() as conn:
             row = self._row(conn, schedule_id)
-            if row["state"] != "disabled":
+            if row["state"] != JobScheduleState.disabled:
                 raise ConflictError(f"The job schedule is {row['state']}, not disabled.",
                                     code="JobScheduleNotDisabled")
-            self._set_state(conn, row, "active")
+            self._set_state(conn, row, JobScheduleState.active)
         self.ctx.background(self.tick())
 
     def terminate(self, schedule_id: str) -> None:
@@ -267,7 +268,7 @@ class JobSchedules:
             row = self._row(conn, schedule_id)
             if row["state"] in JOB_SCHEDULE_CLOSED:
                 return
-            self._set_state(conn, row, "terminating")
+            self._set_state(conn, row, JobScheduleState.terminating)
             self._end_jobs(conn, row, delete=False)
         if not self._close_if_done(row["key"]):
             self.ctx.background(self._finish_closing(row["key"]))
@@ -284,7 +285,7 @@ class JobSchedules:
             row = self._row(conn, schedule_id)
             if row["state"] == JobScheduleState.deleting:
                 return
-            self._set_state(conn, row, "deleting")
+            self._set_state(conn, row, JobScheduleState.deleting)
             self._end_jobs(conn, row, delete=True)
         if not self._close_if_done(row["key"]):
             self.ctx.background(self._finish_closing(row["key"]))
@@ -314,14 +315,14 @@ class JobSchedules:
             waited = sa.select(sa.func.count()).select_from(jobs).where(
                 jobs.c.key.startswith(prefix, autoescape=True))
             if not deleting:
-                waited = waited.where(jobs.c.state != "completed")
+                waited = waited.where(jobs.c.state != JobState.completed)
             if conn.execute(waited).scalar():
                 return False
             if deleting:
                 transition(Kind.jobschedule, row["state"], None)
                 conn.execute(job_schedules.delete().where(job_schedules.c.key == key))
             else:
-                self._set_state(conn, row, "completed")
+                self._set_state(conn, row, JobScheduleState.completed)
         # A jobschedule-lifetime auto pool ends with its schedule (unless keepAlive).
         self.auto_pools.release(auto_pools.owned(loads(row["status"])))
         return True
@@ -331,8 +332,8 @@ class JobSchedules:
         for job in mappings(conn.execute(sa.select(jobs).where(
                 jobs.c.key.startswith(prefix, autoescape=True)))):
             if delete:
-                if job["state"] != "deleting":
-                    self.jobs.set_state(conn, job, "deleting")
+                if job["state"] != JobState.deleting:
+                    self.jobs.set_state(conn, job, JobState.deleting)
                     self.ctx.background(self.jobs.finish_delete(job["key"]))
             else:
                 self.jobs.begin_terminate(conn, job, "TerminateJobSchedule")
@@ -360,7 +361,7 @@ class JobSchedules:
                 job_schedules.c.state.in_([JobScheduleState.terminating,
                                            JobScheduleState.deleting]))).scalars().all()
             rows = mappings(conn.execute(sa.select(job_schedules).where(
-                job_schedules.c.state == "active")))
+                job_schedules.c.state == JobScheduleState.active)))
         for key in closing:
             self._close_if_done(key)
         for row in rows:
@@ -377,7 +378,7 @@ class JobSchedules:
         if recent:
             with self.ctx.store.read() as conn:
                 job = Store.fetch_one(conn, jobs, key=recent["id"].lower())
-            active = job is not None and job["state"] != "completed"
+            active = job is not None and job["state"] != JobState.completed
         last_run = status.get("lastRun")
         state = schedules.ScheduleState(created=_parse(status["creationTime"]),
                                         last_run=_parse(last_run) if last_run else None,
@@ -413,7 +414,7 @@ class JobSchedules:
         with self.ctx.store.begin() as conn:
             Store.update(conn, job_schedules, {"key": row["key"]}, status=dumps(status))
             if decision.action == "complete":
-                self._set_state(conn, self._row(conn, row["id"]), "completed")
+                self._set_state(conn, self._row(conn, row["id"]), JobScheduleState.completed)
         if decision.action == "complete":
             self.auto_pools.release(auto_pools.owned(status))
 

@@ -29,6 +29,7 @@ from hpcbatch.batch.states import (
     JOB_OPEN_FOR_TASKS,
     TASK_HOLDS_NODE,
     TASK_INCOMPLETE,
+    JobScheduleState,
     JobState,
     Kind,
     TaskExecutionResult,
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ACTIVE_JOBS = (sa.select(jobs).where(jobs.c.pool_key == sa.bindparam("b_pool"),
-                                       jobs.c.state == "active"))
+                                       jobs.c.state == JobState.active))
 
 
 def _check_job_changeable(row: Mapping[str, Any]) -> None:
@@ -244,7 +245,7 @@ class Jobs:
             values: dict[str, Any] = {
                 "key": spec.id.lower(), "id": spec.id,
                 "seq": self.ctx.store.next_seq(conn, "job"),
-                "pool_key": pool_id.lower() if pool_id else None, "state": "active",
+                "pool_key": pool_id.lower() if pool_id else None, "state": JobState.active,
                 "priority": spec.priority or 0, "spec": dumps(spec.to_wire()),
                 "status": dumps(status), "creation_time": now, "state_transition_time": now}
             conn.execute(jobs.insert().values(**values))
@@ -266,9 +267,9 @@ class Jobs:
         """Raise ``ActiveJobAndScheduleQuotaReached`` when active jobs and schedules are at quota."""
 
         active = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
-            jobs.c.state != "completed")).scalar() or 0
+            jobs.c.state != JobState.completed)).scalar() or 0
         active += conn.execute(sa.select(sa.func.count()).select_from(job_schedules).where(
-            job_schedules.c.state != "completed")).scalar() or 0
+            job_schedules.c.state != JobScheduleState.completed)).scalar() or 0
         if active >= self.ctx.quotas.active_jobs_and_job_schedules:
             raise ConflictError(
                 "The account has reached its quota of "
@@ -359,7 +360,7 @@ class Jobs:
             tasks.c.job_key == job_key,
             tasks.c.state.in_(sorted(TASK_INCOMPLETE))).limit(1)).first() is None
 
-    def set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: str,
+    def set_state(self, conn: sa.Connection, row: Mapping[str, Any], state: JobState,
                        status_extra: Mapping[str, Any] | None = None, **execution: Any) -> None:
         """Move a job to ``state`` (checked against the job table), in ``conn``'s transaction.
 
@@ -413,7 +414,7 @@ class Jobs:
         """Move a job to ``terminating`` (in ``conn``'s transaction) and end it in the background."""
         if row["state"] in JOB_CLOSED:
             return
-        self.set_state(conn, row, "terminating", terminateReason=reason)
+        self.set_state(conn, row, JobState.terminating, terminateReason=reason)
         self.ctx.background(self._finish_terminate(row["key"]))
 
     async def _finish_terminate(self, job_key: str) -> None:
@@ -421,9 +422,9 @@ class Jobs:
         await self.preparation.run_releases(job_key)
         with self.ctx.store.begin() as conn:
             row = Store.fetch_one(conn, jobs, key=job_key)
-            if row is None or row["state"] != "terminating":
+            if row is None or row["state"] != JobState.terminating:
                 return
-            self.set_state(conn, row, "completed", endTime=iso(utcnow()))
+            self.set_state(conn, row, JobState.completed, endTime=iso(utcnow()))
         # An auto pool of lifetime job ends with its job (REST AutoPoolSpecification.keepAlive).
         self.auto_pools.release(auto_pools.owned(loads(row["status"])))
 
@@ -455,7 +456,7 @@ class Jobs:
             row = job_row(conn, job_id)
             if row["state"] in (JobState.disabling, JobState.disabled):
                 return
-            if row["state"] != "active":
+            if row["state"] != JobState.active:
                 raise ConflictError(f"The job is {row['state']}; only an active job can be "
                                     "disabled.", code="JobNotActive")
             self.begin_disable(conn, row, disable_tasks)
@@ -466,9 +467,9 @@ class Jobs:
         ``how`` (``disableTasks``) is kept in the job's status so that a
         service restart resumes the disable (:meth:`resume`).
         """
-        if row["state"] != "active":
+        if row["state"] != JobState.active:
             return
-        self.set_state(conn, row, "disabling", status_extra={"disableTasks": how})
+        self.set_state(conn, row, JobState.disabling, status_extra={"disableTasks": how})
         self.ctx.background(self._finish_disable(row["key"], how))
 
     async def _finish_disable(self, job_key: str, how: str) -> None:
@@ -484,8 +485,8 @@ class Jobs:
             await asyncio.sleep(0.05)
         with self.ctx.store.begin() as conn:
             row = Store.fetch_one(conn, jobs, key=job_key)
-            if row is not None and row["state"] == "disabling":
-                self.set_state(conn, row, "disabled")
+            if row is not None and row["state"] == JobState.disabling:
+                self.set_state(conn, row, JobState.disabled)
 
     def resume(self) -> None:
         """Finish the jobs an earlier service process left ``terminating``, ``disabling`` or
@@ -545,9 +546,9 @@ class Jobs:
         """Delete a job and its tasks ("Job - Delete"); running tasks are ended first."""
         with self.ctx.store.begin() as conn:
             row = job_row(conn, job_id)
-            if row["state"] == "deleting":
+            if row["state"] == JobState.deleting:
                 return
-            self.set_state(conn, row, "deleting")
+            self.set_state(conn, row, JobState.deleting)
         self.ctx.background(self.finish_delete(row["key"]))
 
     async def finish_delete(self, job_key: str) -> None:

@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from hpcbatch.batch.errors import NodeConnectionError
-from hpcbatch.batch.states import NODE_JOINING_OR_LEAVING
+from hpcbatch.batch.states import NODE_JOINING_OR_LEAVING, ComputeNodeState
 from hpcbatch.core.node_recovery import (
     RECOVERABLE_CODES,
     Action,
@@ -154,7 +154,7 @@ class NodeHealth:
 
     def _recoverable(self, node: NodeRuntime) -> bool:
         return (not node.removing and self.manager.node(node.pool_key, node.node_id) is node
-                and node.state == "unusable" and bool(node.errors)
+                and node.state == ComputeNodeState.unusable and bool(node.errors)
                 and node.errors[0].get("code") in RECOVERABLE_CODES)
 
     async def _recover(self, node: NodeRuntime) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 
 from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
+from hpcbatch.batch.states import ComputeNodeState
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.providers.base import TransportProvider
 from hpcbatch.providers.ssh import SshTransport
@@ -35,8 +36,8 @@ NODE_UNREACHABLE = "NodeUnreachable"
 PROBE_INTERVAL_ENV = "HPCBATCH_NODE_PROBE_INTERVAL_S"
 """Environment variable: seconds between two SSH reachability checks of a node (default 30)."""
 
-PROBED_STATES = frozenset({"idle", "running", "offline", "waitingforstarttask",
-                           "starttaskfailed"})
+PROBED_STATES = frozenset({ComputeNodeState.idle, ComputeNodeState.running, ComputeNodeState.offline,
+                           ComputeNodeState.waitingforstarttask, ComputeNodeState.starttaskfailed})
 """States of a node whose host the periodic SSH check probes (its worker is connected)."""
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from hpcbatch.batch.states import NODE_ACCEPTS_TASKS
+from hpcbatch.batch.states import NODE_ACCEPTS_TASKS, ComputeNodeState, SchedulingState, TaskState
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.providers.inventory import Host
 
@@ -95,8 +95,8 @@ class NodeRuntime:
     slots: int
     order: int
     vm_size: str = ""
-    state: str = "creating"
-    scheduling_state: str = "enabled"
+    state: str = ComputeNodeState.creating
+    scheduling_state: str = SchedulingState.enabled
     worker: str | None = None
     root_dir: str | None = None
     used_slots: int = 0
@@ -134,7 +134,7 @@ class NodeRuntime:
     @property
     def free_slots(self) -> int:
         """Slots a new task may take now (0 unless the node is ready and enabled)."""
-        if self.state not in NODE_ACCEPTS_TASKS or self.scheduling_state != "enabled" or not self.worker:
+        if self.state not in NODE_ACCEPTS_TASKS or self.scheduling_state != SchedulingState.enabled or not self.worker:
             return 0
         return max(0, self.slots - self.used_slots)
 
@@ -154,7 +154,7 @@ class NodeRuntime:
         """
         if (self.run_s is None or self.run_s >= AHEAD_WINDOW_S
                 or self.host.provider == "simulated"
-                or self.state not in NODE_ACCEPTS_TASKS or self.scheduling_state != "enabled"
+                or self.state not in NODE_ACCEPTS_TASKS or self.scheduling_state != SchedulingState.enabled
                 or not self.worker):
             return 0
         if self.used_slots >= self.slots and time.monotonic() - self.last_end > STALL_S:
@@ -205,7 +205,7 @@ class NodeRuntime:
         running ones, then those that ended here, latest first."""
         out: list[dict[str, Any]] = [
             {"taskUrl": f"{base_url}/jobs/{j}/tasks/{t}", "jobId": j, "taskId": t,
-             "taskState": "running"}
+             "taskState": TaskState.running}
             for j, t in list(self.running.values())[:RECENT_TASKS]]
         for e in reversed(self.ended):
             if len(out) == RECENT_TASKS:

@@ -18,7 +18,7 @@ from hpcbatch.batch.errors import (
 )
 from hpcbatch.batch.identity import POOL_AUTO_USER, TASK_USER_PREFIX
 from hpcbatch.batch.models import NodeRemove
-from hpcbatch.batch.states import NODE_IN_TRANSITION
+from hpcbatch.batch.states import NODE_IN_TRANSITION, ComputeNodeState, SchedulingState
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.pools import check_steady
@@ -98,7 +98,8 @@ class Nodes:
             raise ConflictError(f"Node {node_id} is {node.state} and cannot be "
                                 f"{'reimaged' if reimage else 'rebooted'} now.",
                                 code="NodeNotReady")
-        self.ctx.pool_manager.set_state(node, "reimaging" if reimage else "rebooting")
+        self.ctx.pool_manager.set_state(
+            node, ComputeNodeState.reimaging if reimage else ComputeNodeState.rebooting)
         self.ctx.background(self._restart_node(node, option, reimage))
 
     async def _restart_node(self, node: NodeRuntime, option: str, reimage: bool) -> None:
@@ -127,7 +128,7 @@ class Nodes:
         how = "" if enabled else self._option(
             "nodeDisableSchedulingOption", option, ("requeue", "terminate", "taskcompletion"),
             "requeue")
-        target = "enabled" if enabled else "disabled"
+        target = SchedulingState.enabled if enabled else SchedulingState.disabled
         if node.scheduling_state == target:
             raise ConflictError(f"Scheduling is already {target} on node {node.node_id}.",
                                 code="NodeAlreadyInTargetSchedulingState")
@@ -200,7 +201,7 @@ class Nodes:
             ``sudo: true``), or ``isAdmin`` on a host without an admin group.
         """
         node = pool_node(self.ctx, pool_id, node_id)
-        if node.state not in ("idle", "running") or not node.worker:
+        if node.state not in (ComputeNodeState.idle, ComputeNodeState.running) or not node.worker:
             raise ConflictError(f"Node {node_id} is {node.state}; users can be managed only on "
                                 "an idle or running node.", code="NodeNotReady")
         reply = await self.ctx.engine.call(node.worker, op, **args)

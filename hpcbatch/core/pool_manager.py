@@ -38,8 +38,12 @@ from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.states import (
     NODE_JOINING,
     NODE_JOINING_OR_LEAVING,
+    AllocationState,
     ComputeNodeState,
     Kind,
+    SchedulingState,
+    StartTaskState,
+    TaskExecutionResult,
 )
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core import image_prefetch, statistics
@@ -204,7 +208,7 @@ class PoolManager:
             (n for n in pool.values() if n.node_id.lower() == node_id.lower()), None
         )
 
-    def allocation_state(self, pool_key: str) -> str:
+    def allocation_state(self, pool_key: str) -> AllocationState:
         """Batch ``allocationState``: ``resizing`` while nodes join or leave the pool, else ``steady``.
 
         A node joins until it first booted (``creating``, or ``starting`` with no
@@ -227,12 +231,14 @@ class PoolManager:
         nodes_ = self.pools.get(pool_key, {})
         target = self.total_target(pool_key)
         settling = any(n.state in NODE_JOINING_OR_LEAVING
-                       and not (n.state == "starting" and n.last_boot_time is not None)
+                       and not (n.state == ComputeNodeState.starting and n.last_boot_time is not None)
                        for n in nodes_.values())
-        state = "resizing" if settling or (len(nodes_) != target and self.can_grow(pool_key)) else "steady"
+        state = (AllocationState.resizing
+                 if settling or (len(nodes_) != target and self.can_grow(pool_key))
+                 else AllocationState.steady)
         if pool_key in self.stopping:
-            if state == "resizing":
-                return "stopping"
+            if state == AllocationState.resizing:
+                return AllocationState.stopping
             self.stopping.discard(pool_key)  # the stop completed
         return state
 
@@ -251,12 +257,12 @@ class PoolManager:
             The pool (lower-cased ID).
         """
         pool = self.pools.get(pool_key, {})
-        kept = [n for n in pool.values() if n.state != "leavingpool" and not n.removing]
+        kept = [n for n in pool.values() if n.state != ComputeNodeState.leavingpool and not n.removing]
         low = sum(1 for n in kept if n.host.low_priority)
         self.targets[pool_key] = len(kept) - low
         if low or pool_key in self.low_priority_targets:
             self.low_priority_targets[pool_key] = low
-        if self.allocation_state(pool_key) == "resizing":
+        if self.allocation_state(pool_key) == AllocationState.resizing:
             self.stopping.add(pool_key)
 
     def can_grow(self, pool_key: str) -> bool:
@@ -475,7 +481,7 @@ class PoolManager:
         if spec is None:
             return
         pool = self.pools.setdefault(pool_key, {})
-        live = [n for n in pool.values() if n.state != "leavingpool" and not n.removing]
+        live = [n for n in pool.values() if n.state != ComputeNodeState.leavingpool and not n.removing]
         short = sum(max(0, d) for d in self.kind_deficits(pool_key, live))
         if short:
             order = max((n.order for n in pool.values()), default=-1)
@@ -490,8 +496,11 @@ class PoolManager:
         dedicated_extra, low_extra = (max(0, -d) for d in self.kind_deficits(pool_key, live))
         if dedicated_extra or low_extra:
             # Give back the least useful nodes first: broken, then idle, then busy.
-            rank = {"unusable": 0, "starttaskfailed": 0, "offline": 0, "creating": 1,
-                    "starting": 1, "idle": 2, "waitingforstarttask": 3, "running": 4}
+            rank: dict[str, int] = {
+                ComputeNodeState.unusable: 0, ComputeNodeState.starttaskfailed: 0,
+                ComputeNodeState.offline: 0, ComputeNodeState.creating: 1,
+                ComputeNodeState.starting: 1, ComputeNodeState.idle: 2,
+                ComputeNodeState.waitingforstarttask: 3, ComputeNodeState.running: 4}
             option = self.deallocation.get(pool_key, "requeue")
             for low, extra in ((False, dedicated_extra), (True, low_extra)):
                 of_kind = [n for n in live if n.host.low_priority is low]
@@ -519,7 +528,7 @@ class PoolManager:
         """
         if live is None:
             live = [n for n in self.pools.get(pool_key, {}).values()
-                    if n.state != "leavingpool" and not n.removing]
+                    if n.state != ComputeNodeState.leavingpool and not n.removing]
         low_target = self.low_priority_targets.get(pool_key, 0)
         dedicated_target = self.targets.get(pool_key, 0)
         nodes_ = list(live)
@@ -663,7 +672,7 @@ class PoolManager:
                              .values(state=sa.bindparam("state"),
                                      status=sa.bindparam("status")), updates)
 
-    def set_state(self, node: NodeRuntime, state: str, *, notify: bool = True) -> None:
+    def set_state(self, node: NodeRuntime, state: ComputeNodeState, *, notify: bool = True) -> None:
         """Move a node to a Batch node state (``ComputeNodeState``), recording the transition time.
 
         The one place a node's state changes (the service's too): a transition
@@ -709,8 +718,8 @@ class PoolManager:
         """
         node.running[run_key] = (job_id, task_id)
         node.used_slots += slots
-        if node.state == "idle":
-            self.set_state(node, "running", notify=False)
+        if node.state == ComputeNodeState.idle:
+            self.set_state(node, ComputeNodeState.running, notify=False)
 
     def release_run(self, node: NodeRuntime, run_key: str, slots: int) -> bool:
         """Undo :meth:`assign_run`: the run's ``slots`` are free again, and a node left
@@ -752,10 +761,12 @@ class PoolManager:
         notify
             Call ``on_change`` (see :meth:`set_state`).
         """
-        if node.running or node.state not in ("running", "idle", "offline"):
+        if node.running or node.state not in (ComputeNodeState.running, ComputeNodeState.idle,
+                                              ComputeNodeState.offline):
             return
-        self.set_state(node, "offline" if node.scheduling_state == "disabled" else "idle",
-                       notify=notify)
+        self.set_state(node, ComputeNodeState.offline
+                       if node.scheduling_state == SchedulingState.disabled
+                       else ComputeNodeState.idle, notify=notify)
 
     def set_scheduling(self, node: NodeRuntime, enabled: bool) -> None:
         """Enable or disable scheduling on a node ("Compute Node - Enable/Disable Scheduling").
@@ -771,7 +782,7 @@ class PoolManager:
         enabled
             ``schedulingState`` ``enabled`` (True) or ``disabled`` (False).
         """
-        node.scheduling_state = "enabled" if enabled else "disabled"
+        node.scheduling_state = SchedulingState.enabled if enabled else SchedulingState.disabled
         if enabled and any(CLEARED_BY_ENABLE_SCHEDULING in (e.get("errorDetails") or [])
                            for e in node.errors):  # the reason of a quarantine goes with it
             node.errors = [e for e in node.errors
@@ -804,9 +815,10 @@ class PoolManager:
     def mark_removing(self, node: NodeRuntime) -> None:
         """Take no new task on a node about to leave its pool (it no longer counts as live)."""
         node.removing = True
-        node.scheduling_state = "disabled"
+        node.scheduling_state = SchedulingState.disabled
 
-    def fail(self, node: NodeRuntime, code: str, message: str, state: str = "unusable",
+    def fail(self, node: NodeRuntime, code: str, message: str,
+             state: ComputeNodeState = ComputeNodeState.unusable,
              details: Mapping[str, str] | None = None) -> None:
         """Put a node in a failed state (``unusable`` by default) with one ``ComputeNodeError``.
 
@@ -941,7 +953,7 @@ class PoolManager:
         node.worker_name = f"{node.node_id}@{secrets.token_hex(4)}"
         node.errors = []
         node.worker = None
-        self.set_state(node, "starting")
+        self.set_state(node, ComputeNodeState.starting)
         self.persist(node)
         try:
             await asyncio.get_running_loop().run_in_executor(PROVISION_THREADS, self._launch,
@@ -954,7 +966,7 @@ class PoolManager:
             return
         await self.keys.sync(node.pool_key)  # the other nodes accept this one from now on
         addr = await self._wait_for_worker(node, WORKER_TIMEOUT_S)
-        if gen != node.generation or node.state == "leavingpool":
+        if gen != node.generation or node.state == ComputeNodeState.leavingpool:
             return
         if addr is None:
             running, tail = await asyncio.to_thread(self._diagnose, node)
@@ -980,7 +992,7 @@ class PoolManager:
         """
         failure = await image_prefetch.prefetch(
             self.engine, self.specs[node.pool_key].virtual_machine_configuration, node)
-        if gen != node.generation or node.state == "leavingpool":
+        if gen != node.generation or node.state == ComputeNodeState.leavingpool:
             return False
         if failure is not None:
             self.fail(node, failure.code, failure.message, details=failure.details)
@@ -1000,7 +1012,7 @@ class PoolManager:
     async def _run_start_task(self, node: NodeRuntime, gen: int) -> None:
         spec = self.specs[node.pool_key].start_task
         if spec is None:
-            self.set_state(node, "idle", notify=False)
+            self.set_state(node, ComputeNodeState.idle, notify=False)
             self.settle(node)
             self.persist(node)
             return
@@ -1009,14 +1021,14 @@ class PoolManager:
         wait = spec.wait_for_success is not False
         retries = spec.max_task_retry_count or 0
         if wait:
-            self.set_state(node, "waitingforstarttask")
+            self.set_state(node, ComputeNodeState.waitingforstarttask)
         else:
-            self.set_state(node, "idle", notify=False)
+            self.set_state(node, ComputeNodeState.idle, notify=False)
             self.settle(node)
         attempt = 0
         while True:
             started = utcnow()
-            node.start_task_info = {"state": "running", "startTime": iso(started),
+            node.start_task_info = {"state": StartTaskState.running, "startTime": iso(started),
                                     "retryCount": attempt}
             run_key = f"start-{node.pool_key}-{node.node_id}-{gen}-{attempt}"
             launch = agent.Launch(
@@ -1041,9 +1053,10 @@ class PoolManager:
                 return
             ok = outcome.exit_code == 0 and outcome.failure_info is None
             info: dict[str, Any] = {
-                "state": "completed", "startTime": iso(outcome.start_time.replace(tzinfo=None)),
+                "state": StartTaskState.completed, "startTime": iso(outcome.start_time.replace(tzinfo=None)),
                 "endTime": iso(outcome.end_time.replace(tzinfo=None)),
-                "retryCount": attempt, "result": "success" if ok else "failure",
+                "retryCount": attempt,
+                "result": TaskExecutionResult.success if ok else TaskExecutionResult.failure,
             }
             if outcome.exit_code is not None:
                 info["exitCode"] = outcome.exit_code
@@ -1051,8 +1064,8 @@ class PoolManager:
                 info["failureInfo"] = outcome.failure_info
             node.start_task_info = info
             if ok:
-                if node.state == "waitingforstarttask":
-                    self.set_state(node, "idle", notify=False)
+                if node.state == ComputeNodeState.waitingforstarttask:
+                    self.set_state(node, ComputeNodeState.idle, notify=False)
                     self.settle(node)
                 self.persist(node)
                 return
@@ -1062,7 +1075,7 @@ class PoolManager:
             if wait:
                 self.fail(node, "StartTaskFailed",
                            f"the start task failed on host {node.host.name} with exit code "
-                           f"{outcome.exit_code}", state="starttaskfailed")
+                           f"{outcome.exit_code}", state=ComputeNodeState.starttaskfailed)
             self.persist(node)
             return
 
@@ -1074,7 +1087,7 @@ class PoolManager:
         """
         if node.removing or self.node(node.pool_key, node.node_id) is not node:
             return
-        state = "reimaging" if wipe else "rebooting"
+        state = ComputeNodeState.reimaging if wipe else ComputeNodeState.rebooting
         if node.worker:
             worker, node.worker = node.worker, None
             node.generation += 1
@@ -1085,7 +1098,7 @@ class PoolManager:
             except NodeRootRefusedError as exc:  # not a folder of its own: nothing removed
                 self.fail(node, exc.code, exc.message)
                 return
-        node.scheduling_state = "enabled"
+        node.scheduling_state = SchedulingState.enabled
         node.start_task_info = None
         self.set_state(node, state)
         await self._provision(node)
@@ -1099,7 +1112,7 @@ class PoolManager:
         """
         node.generation += 1
         node.trusted = False
-        self.set_state(node, "leavingpool")
+        self.set_state(node, ComputeNodeState.leavingpool)
         if node.used_slots:
             self.on_node_lost(node)
         if node.worker and self.before_remove is not None:
@@ -1172,10 +1185,10 @@ class PoolManager:
         pool = self.pools.get(node.pool_key, {})
         self.mark_removing(node)
         self.reconcile(node.pool_key)
-        live = [n for n in pool.values() if n.state != "leavingpool" and not n.removing]
+        live = [n for n in pool.values() if n.state != ComputeNodeState.leavingpool and not n.removing]
         if len(live) < self.targets.get(node.pool_key, 0):  # no host could be taken after all
             node.removing = False
-            node.scheduling_state = "enabled"
+            node.scheduling_state = SchedulingState.enabled
             return False
         log.warning("node %s (pool %s): host %s stayed unreachable; the node is replaced by "
                     "another inventory host and leaves the pool", node.node_id, node.pool_id,

@@ -95,7 +95,7 @@ def deleting_allocation_state(nodes_: Sequence[NodeRuntime]) -> AllocationState:
     return AllocationState.resizing if nodes_ else AllocationState.steady
 
 
-def allocation_change(current: str, new: str) -> str:
+def allocation_change(current: str, new: AllocationState) -> str:
     """Check a change of a pool's stored ``allocationState``; return the new state.
 
     The store records the state at a resize's start and end and once a second,
@@ -241,7 +241,7 @@ class Pools:
             seq = self.ctx.store.next_seq(conn, "pool")
             conn.execute(pools.insert().values(
                 key=spec.id.lower(), id=spec.id, seq=seq,
-                state="active", allocation_state="resizing",
+                state=PoolState.active, allocation_state=AllocationState.resizing,
                 spec=dumps(spec.to_wire()), status=dumps(status)))
         key = ssh_key
         self.ctx.pool_manager.low_priority_targets[spec.id.lower()] = low_target
@@ -268,7 +268,7 @@ class Pools:
             "creationTime": status["creationTime"], "state": row["state"],
             "stateTransitionTime": status["stateTransitionTime"],
             "allocationState": self.ctx.pool_manager.allocation_state(key)
-            if row["state"] == "active" else deleting_allocation_state(nodes_),
+            if row["state"] == PoolState.active else deleting_allocation_state(nodes_),
             "allocationStateTransitionTime": status["allocationStateTransitionTime"],
             "targetDedicatedNodes": status["target"],
             # leaving nodes count until they are gone
@@ -284,13 +284,13 @@ class Pools:
             out[WARNINGS_PROPERTY] = warnings
         short = status["target"] - out["currentDedicatedNodes"]
         low_short = out["targetLowPriorityNodes"] - out["currentLowPriorityNodes"]
-        if (row["state"] == "active" and (short > 0 or low_short > 0)
+        if (row["state"] == PoolState.active and (short > 0 or low_short > 0)
                 and not self.ctx.pool_manager.can_grow(key)
                 and not any(n.state in NODE_JOINING for n in nodes_)):
             errors = self.shortage_errors(PoolSpec.model_validate(spec), short, low_short)
             if errors:
                 out["resizeErrors"] = errors
-        if row["state"] == "active" and short > 0 and self.ctx.pool_manager.is_quota_blocked(key):
+        if row["state"] == PoolState.active and short > 0 and self.ctx.pool_manager.is_quota_blocked(key):
             out["resizeErrors"] = [{
                 "code": "AccountCoreQuotaReached",
                 "message": f"The account's dedicated core quota ({self.ctx.quotas.dedicated_cores}) "
@@ -533,7 +533,7 @@ class Pools:
         with self.ctx.store.begin() as conn:
             for key, state in changed.items():
                 row = Store.fetch_one(conn, pools, key=key)
-                if row is None or row["state"] != "active":
+                if row is None or row["state"] != PoolState.active:
                     continue
                 if row["allocation_state"] != state:
                     status = loads(row["status"])
@@ -552,7 +552,7 @@ class Pools:
             spec = self.ctx.pool_manager.spec(key)
             if spec is None:
                 self.resizing.pop(key)
-            elif self.ctx.pool_manager.allocation_state(key) == "steady":
+            elif self.ctx.pool_manager.allocation_state(key) == AllocationState.steady:
                 self.resizing.pop(key)
                 pool = self.get_pool(spec.id)
                 self.ctx.emit("PoolResizeCompleteEvent", events.pool_resize_complete_event(

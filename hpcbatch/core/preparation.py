@@ -17,7 +17,13 @@ from hpcbatch.batch.models import (
     JobPreparationTask,
     JobReleaseTask,
 )
-from hpcbatch.batch.states import JobReleaseTaskState, Kind, TaskState
+from hpcbatch.batch.states import (
+    JobPreparationTaskState,
+    JobReleaseTaskState,
+    Kind,
+    TaskExecutionResult,
+    TaskState,
+)
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.node_runtime import NodeRuntime
@@ -83,7 +89,7 @@ class JobPreparation:
         now = utcnow()
         with self.ctx.store.begin() as conn:
             conn.execute(tasks.update().where(tasks.c.seq == run.seq, _PREPARED)
-                         .values(state="running", previous_state="preparing",
+                         .values(state=TaskState.running, previous_state=TaskState.preparing,
                                  previous_state_transition_time=tasks.c.state_transition_time,
                                  state_transition_time=now, start_time=now, last_modified=now,
                                  etag=new_etag()))
@@ -131,11 +137,11 @@ class JobPreparation:
         with self.ctx.store.read() as conn:
             row = self._job_node(conn, job["key"], node.node_id)
         previous = loads(row["preparation"]) if row and row["preparation"] else None
-        if (previous and previous.get("result") == "success"
+        if (previous and previous.get("result") == TaskExecutionResult.success
                 and spec.rerun_on_node_reboot_after_success is False):
             return True
         info = await self._run_job_task(job, node, spec, PREP_DIR, "preparation")
-        ok = info.get("result") == "success"
+        ok = info.get("result") == TaskExecutionResult.success
         if not ok and spec.wait_for_success is not False:
             self.failed_nodes.setdefault(job["key"], set()).add(node.node_id)
             self.ctx.kick()
@@ -153,10 +159,11 @@ class JobPreparation:
                 else getattr(spec, "max_wall_clock_time", None) or timedelta(minutes=15))
         rel = task_dir(job["id"], dirname)
         node_url = self.ctx.node_url(node.pool_id, node.node_id)
+        states = JobPreparationTaskState if column == "preparation" else JobReleaseTaskState
         attempt = 0
         while True:
             now = utcnow()
-            info: dict[str, Any] = {"state": "running", "startTime": iso(now), "retryCount": attempt,
+            info: dict[str, Any] = {"state": states.running, "startTime": iso(now), "retryCount": attempt,
                                     "taskRootDirectory": rel,
                                     "taskRootDirectoryUrl": f"{node_url}/files/{rel}"}
             self._save_job_node(job["key"], node, **{column: info})
@@ -187,7 +194,8 @@ class JobPreparation:
                 code = None
                 info["endTime"] = iso(utcnow())
             ok = code == 0 and failure is None
-            info.update(state="completed", result="success" if ok else "failure")
+            info.update(state=states.completed,
+                        result=TaskExecutionResult.success if ok else TaskExecutionResult.failure)
             if code is not None:
                 info["exitCode"] = code
             if failure:

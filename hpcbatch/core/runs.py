@@ -22,7 +22,7 @@ from hpcbatch.batch.errors import (
 from hpcbatch.batch.models import (
     UNLIMITED,
 )
-from hpcbatch.batch.states import TASK_HOLDS_NODE, Kind, SubtaskState, TaskState
+from hpcbatch.batch.states import TASK_HOLDS_NODE, Kind, SubtaskState, TaskExecutionResult, TaskState
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.node_runtime import NodeRuntime
@@ -71,7 +71,7 @@ def end_subtasks(conn: sa.Connection, task_keys: Sequence[tuple[str, str]] | Non
     live = sa.or_(*(subtasks.c.state == str(s) for s in SUBTASK_LIVE))
     stmt = subtasks.update().values(
         state=str(SubtaskState.completed), state_transition_time=now, end_time=now,
-        result="failure", failure_info=dumps(failure))
+        result=TaskExecutionResult.failure, failure_info=dumps(failure))
     if task_keys is None:
         conn.execute(stmt.where(live))
     elif task_keys:
@@ -233,7 +233,7 @@ class Runs:
         with self.ctx.store.begin() as conn:
             conn.execute(
                 tasks.update().where(tasks.c.seq == sa.bindparam("b_seq"), REQUEUE_FROM)
-                .values(state="active", previous_state=tasks.c.state,
+                .values(state=TaskState.active, previous_state=tasks.c.state,
                         previous_state_transition_time=tasks.c.state_transition_time,
                         state_transition_time=now, last_modified=now, etag=new_etag(),
                         **({"requeue_count": tasks.c.requeue_count + 1,

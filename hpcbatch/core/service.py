@@ -34,6 +34,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from hpcbatch.batch.models import PoolSpec
+from hpcbatch.batch.states import PoolState, TaskState
 from hpcbatch.batch.wire import new_etag, utcnow
 from hpcbatch.core.applications import Applications
 from hpcbatch.core.auto_pools import AutoPools
@@ -172,7 +173,7 @@ class BatchService:
         with self.ctx.store.begin() as conn:
             conn.execute(
                 tasks.update().where(REQUEUE_FROM).values(
-                    state="active", previous_state=tasks.c.state,
+                    state=TaskState.active, previous_state=tasks.c.state,
                     previous_state_transition_time=tasks.c.state_transition_time,
                     state_transition_time=now, requeue_count=tasks.c.requeue_count + 1,
                     last_requeue_time=now, last_modified=now, etag=new_etag(),
@@ -183,7 +184,7 @@ class BatchService:
             rows = mappings(conn.execute(sa.select(pools)))
         for row in rows:
             spec = PoolSpec.model_validate(loads(row["spec"]))
-            if row["state"] == "deleting":
+            if row["state"] == PoolState.deleting:
                 self.ctx.background(self.pools.finish_delete(row["key"]))
                 continue
             status = loads(row["status"])

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpcbatch.batch.models import JobStatistics, PoolStatistics, PoolUsageMetrics
+from hpcbatch.batch.states import TaskExecutionResult, TaskState
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.store.database import job_schedules, jobs, pools, tasks
@@ -148,8 +149,8 @@ def run_counters(usage: Mapping[str, Any] | None, start: datetime | None, end: d
     if start is not None:
         out["wall_clock_s"] = max(0.0, (end - start).total_seconds())
     out["retries"] = 1 if retried else 0
-    out["succeeded"] = 1 if result == "success" else 0
-    out["failed"] = 1 if result == "failure" else 0
+    out["succeeded"] = 1 if result == TaskExecutionResult.success else 0
+    out["failed"] = 1 if result == TaskExecutionResult.failure else 0
     if result is not None and start is not None and created is not None:
         out["wait_s"] = max(0.0, (start - created).total_seconds())
     return out
@@ -361,7 +362,7 @@ def record_ended(conn: sa.Connection, ended: Sequence[Ended],
         if u is None:
             continue
         counters = run_counters(getattr(e.outcome, "usage", None), u.get("b_start"), u["b_end"],
-                                retried=u["b_state"] == "active", result=u["b_result"],
+                                retried=u["b_state"] == TaskState.active, result=u["b_result"],
                                 created=created.get(e.run.seq))
         pair = (e.run.job_key, e.run.node.pool_key)
         if e.run.job_seq is not None:

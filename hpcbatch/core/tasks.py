@@ -30,7 +30,7 @@ from hpcbatch.batch.models import (
     TaskSpec,
     check_pool_runs_containers,
 )
-from hpcbatch.batch.states import Kind, SubtaskState, TaskState
+from hpcbatch.batch.states import Kind, SubtaskState, TaskExecutionResult, TaskState
 from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.changes import VersionWatch
 from hpcbatch.core.context import ServiceContext
@@ -178,7 +178,7 @@ class Tasks:
         mis = getattr(spec, "multi_instance_settings", None)
         waits = getattr(spec, "depends_on", None) is not None
         return {
-            "job_key": job_key, "key": spec.id.lower(), "id": spec.id, "state": "active",
+            "job_key": job_key, "key": spec.id.lower(), "id": spec.id, "state": TaskState.active,
             "creation_time": now, "state_transition_time": now, "last_modified": now,
             "etag": new_etag(), "required_slots": spec.required_slots or 1,
             "instances": (mis.number_of_instances or 1) if mis else 1,
@@ -324,7 +324,7 @@ class Tasks:
             state, reason = dependencies.dependency_state(
                 [(r.id, r.key, r.state, r.satisfies) for r in rows], ids)
             conn.execute(tasks.update().where(tasks.c.job_key == job_key, tasks.c.key == key,
-                                              tasks.c.state == "active")
+                                              tasks.c.state == TaskState.active)
                          .values(dep_state=state, dep_reason=reason))
 
     def dependents(self, conn: sa.Connection, job_key: str,
@@ -364,7 +364,7 @@ class Tasks:
             "stateTransitionTime": iso(row["state_transition_time"]),
         })
         out["requiredSlots"] = row["required_slots"]
-        if row["dep_state"] and row["dep_state"] != "ready" and row["state"] == "active":
+        if row["dep_state"] and row["dep_state"] != "ready" and row["state"] == TaskState.active:
             out["dependencyState"] = {"state": row["dep_state"], "reason": row["dep_reason"]}
         if row["previous_state"]:
             out["previousState"] = row["previous_state"]
@@ -374,7 +374,8 @@ class Tasks:
         # Batch: startTime only while running or completed; endTime, exitCode, result and
         # failureInfo only once completed (an active task retried or requeued has none).
         state = row["state"]
-        started, completed = state in ("running", "completed"), state == "completed"
+        started = state in (TaskState.running, TaskState.completed)
+        completed = state == TaskState.completed
         for wire, col, shown in (("startTime", "start_time", started),
                                  ("endTime", "end_time", completed),
                                  ("lastRetryTime", "last_retry_time", True),
@@ -518,10 +519,10 @@ class Tasks:
         with self.ctx.store.begin() as conn:
             job = job_row(conn, job_id)
             row = task_row(conn, job["key"], task_id)
-            if row["state"] == "completed":
+            if row["state"] == TaskState.completed:
                 raise ConflictError(f"Task {task_id} has completed already.",
                                     code="TaskCompleted")
-            if row["state"] == "active":
+            if row["state"] == TaskState.active:
                 # It completes as a run that failed with TaskEnded would: its exit
                 # conditions decide its dependents' and its job's fate (audit M5).
                 spec = loads(row["spec"])
@@ -529,9 +530,9 @@ class Tasks:
                 now = utcnow()
                 Store.update(conn, tasks, {"seq": row["seq"]},
                              state=check(Kind.task, row["state"], TaskState.completed),
-                             previous_state="active",
+                             previous_state=TaskState.active,
                              previous_state_transition_time=row["state_transition_time"],
-                             state_transition_time=now, end_time=now, result="failure",
+                             state_transition_time=now, end_time=now, result=TaskExecutionResult.failure,
                              exit_code=None, last_modified=now, etag=new_etag(),
                              satisfies=ending.dependency_action == "satisfy",
                              failure_info=dumps({"category": "usererror", "code": "TaskEnded",
@@ -621,16 +622,16 @@ class Tasks:
             job = job_row(conn, job_id)
             check_job_open(job)
             row = task_row(conn, job["key"], task_id)
-            if row["state"] != "completed":
+            if row["state"] != TaskState.completed:
                 raise ConflictError(f"Task {task_id} is {row['state']}; only a completed task "
                                     "can be reactivated.", code="TaskNotCompleted")
-            if row["result"] == "success":
+            if row["result"] == TaskExecutionResult.success:
                 raise ConflictError(f"Task {task_id} completed successfully and cannot be "
                                     "reactivated.", code="TaskSucceeded")
             now = utcnow()
             Store.update(conn, tasks, {"seq": row["seq"]},
                          state=check(Kind.task, row["state"], TaskState.active),
-                         previous_state="completed",
+                         previous_state=TaskState.completed,
                          previous_state_transition_time=row["state_transition_time"],
                          state_transition_time=now, retry_count=0, last_retry_time=None,
                          exit_code=None, result=None, failure_info=None, start_time=None,

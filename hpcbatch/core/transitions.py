@@ -8,6 +8,7 @@ change is a bug: it raises :class:`hpcbatch.batch.states.IllegalStateTransition`
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -20,8 +21,11 @@ from hpcbatch.store.database import tasks
 __all__ = ["check", "task_moves"]
 
 
-def check(kind: Kind, current: str | None, new: str) -> str:
+def check(kind: Kind, current: str | None, new: enum.StrEnum) -> str:
     """Check one resource's state change; return the new state (its wire string).
+
+    ``new`` is a member of the kind's state enum (:mod:`hpcbatch.batch.states`), so
+    that mypy rejects a bare string; ``current`` is what the store or the node holds.
 
     A pure function of its arguments, memoised (a pass checks the same few
     node moves for every run; an illegal change is not cached and raises each time).

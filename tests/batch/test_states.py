@@ -30,6 +30,7 @@ from hpcbatch.batch.errors import ConflictError, HpcbatchError
 from hpcbatch.batch.states import (
     MACHINES,
     AllocationState,
+    CertificateState,
     ComputeNodeState,
     ErrorCategory,
     IllegalStateTransition,
@@ -69,6 +70,7 @@ REST_ENUMS: dict[type[enum.StrEnum], set[str]] = {
     JobReleaseTaskState: {"running", "completed"},
     TaskExecutionResult: {"success", "failure"},
     ErrorCategory: {"usererror", "servererror"},
+    CertificateState: {"active", "deleting", "deletefailed"},
 }
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.batch.states import TaskState
 from hpcbatch.core.node_runtime import NodeRuntime
 from hpcbatch.core.service import BatchService
 
@@ -365,7 +366,7 @@ async def tail_loop(stream: EventStream, svc: BatchService, job_id: str, task_id
                 data = await svc.files.get_task_file(job_id, task_id, name, offset,
                                                      TAIL_CHUNK_BYTES)
         except HpcbatchError as exc:
-            if state == "completed" and offset is None:
+            if state == TaskState.completed and offset is None:
                 await stream.send("end", {"state": state, "message": exc.message})
                 return
         except Exception as exc:  # noqa: BLE001 - the node may be gone mid-call
@@ -377,7 +378,7 @@ async def tail_loop(stream: EventStream, svc: BatchService, job_id: str, task_id
             quiet = 0.0
             if len(data) >= TAIL_CHUNK_BYTES:
                 continue
-        elif state == "completed":
+        elif state == TaskState.completed:
             await stream.send("end", {"state": state, "offset": offset})
             return
         else:

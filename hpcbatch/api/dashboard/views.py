@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from hpcbatch.batch.errors import BadRequestError, HpcbatchError
 from hpcbatch.batch.odata import parse_datetime
+from hpcbatch.batch.states import TaskState
 from hpcbatch.batch.wire import iso, utcnow
 from hpcbatch.core.service import BatchService
 from hpcbatch.storage.conventions import job_output_container_name
@@ -323,7 +324,7 @@ def task_history(task: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -
     list of dict
         ``time``, ``what`` and ``detail``, oldest first.
     """
-    out: list[dict[str, Any]] = [{"time": task.get("creationTime"), "what": "active",
+    out: list[dict[str, Any]] = [{"time": task.get("creationTime"), "what": TaskState.active,
                                   "detail": "created"}]
     for e in events:
         body = e.get("body") or {}

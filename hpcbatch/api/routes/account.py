@@ -11,16 +11,18 @@ from hpcbatch.api.filters import ListFilter
 from hpcbatch.api.http import ACCOUNT, json_reply, page_reply, service
 from hpcbatch.batch import images
 from hpcbatch.batch.errors import NotFoundError
+from hpcbatch.batch.states import ComputeNodeState
 
 routes = web.RouteTableDef()
 
-_NODE_COUNT_STATES = {
-    "creating": "creating", "idle": "idle", "offline": "offline", "preempted": "preempted",
-    "rebooting": "rebooting", "reimaging": "reimaging", "running": "running",
-    "starting": "starting", "starttaskfailed": "startTaskFailed",
-    "leavingpool": "leavingPool", "unknown": "unknown", "unusable": "unusable",
-    "waitingforstarttask": "waitingForStartTask", "deallocated": "deallocated",
-    "deallocating": "deallocating", "upgradingos": "upgradingOS",
+_N = ComputeNodeState
+_NODE_COUNT_STATES: dict[str, str] = {
+    _N.creating: "creating", _N.idle: "idle", _N.offline: "offline", _N.preempted: "preempted",
+    _N.rebooting: "rebooting", _N.reimaging: "reimaging", _N.running: "running",
+    _N.starting: "starting", _N.starttaskfailed: "startTaskFailed",
+    _N.leavingpool: "leavingPool", _N.unknown: "unknown", _N.unusable: "unusable",
+    _N.waitingforstarttask: "waitingForStartTask", _N.deallocated: "deallocated",
+    _N.deallocating: "deallocating", _N.upgradingos: "upgradingOS",
 }
 """A node state's name in ``NodeCounts`` (camelCase)."""
 

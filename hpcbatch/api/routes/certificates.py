@@ -20,6 +20,7 @@ from hpcbatch.api.http import (
     read_object,
     service,
 )
+from hpcbatch.batch.states import CertificateState
 
 routes = web.RouteTableDef()
 
@@ -34,7 +35,7 @@ CERTIFICATE_SELECTABLE = (
 
 CERTIFICATE_FILTER = ListFilter([
     ("thumbprint", "string", ()), ("thumbprintAlgorithm", "string", ()),
-    ("state", "enum", ("active", "deleting", "deletefailed")),
+    ("state", "enum", tuple(map(str, CertificateState))),
     ("stateTransitionTime", "datetime", ()),
 ])
 """``$filter`` of "Certificate - List"."""
