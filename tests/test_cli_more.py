@@ -451,3 +451,28 @@ def test_task_wait_says_when_the_tasks_left_can_never_run(svc: Service, tmp_path
             "dependencies: second (task first completed") in result.stderr
     assert "; 1 more wait for those" in result.stderr
 
+
+
+def test_pool_wait_names_the_node_whose_start_task_failed(svc: Service, tmp_path: Path) -> None:
+    env = svc.env
+    run(env, "pool", "resize", "--pool-id", POOL, "--target-dedicated-nodes", "1")
+    wait_until(lambda: len(run_json(env, "node", "list", "--pool-id", POOL)) == 1,
+               what="a host freed")
+    spec = tmp_path / "stfail.json"
+    spec.write_text(json.dumps({
+        "id": "stfail", "vmSize": "any", "targetDedicatedNodes": 1,
+        "startTask": {"commandLine": "/bin/sh -c 'exit 3'", "waitForSuccess": True}}))
+    try:
+        run(env, "pool", "create", "--json-file", str(spec))
+        result = run(env, "pool", "wait", "--pool-id", "stfail", "--timeout-s", "120", code=1)
+        [node] = json.loads(run(env, "node", "list", "--pool-id", "stfail", "-o", "json").stdout)
+        assert node["state"] == "starttaskfailed"
+        assert (f"pool stfail: node {node['id']} is starttaskfailed: start task exit code 3"
+                in result.stderr), result.stderr
+    finally:
+        run(env, "pool", "delete", "--pool-id", "stfail", "--yes")
+        wait_until(lambda: "stfail" not in [p["id"] for p in run_json(env, "pool", "list")],
+                   what="pool stfail deleted")
+        run(env, "pool", "resize", "--pool-id", POOL, "--target-dedicated-nodes", "2")
+        nodes = run_json(env, "pool", "wait", "--pool-id", POOL, "--timeout-s", "120")
+        assert [n["state"] for n in nodes] == ["idle", "idle"]

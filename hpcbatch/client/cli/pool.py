@@ -134,8 +134,11 @@ def pool_wait(pool_id: str, timeout_s: float) -> None:
     """Wait until a pool is steady and its nodes settled; print the nodes.
 
     Exit 1 when the pool's last resize failed (its resizeErrors, such as
-    InsufficientInventory, are printed: the pool holds fewer nodes than its
-    target), or a node ended unusable or its start task failed; 2 on timeout.
+    InsufficientInventory: the pool holds fewer nodes than its target), or a
+    node ended unusable, or starttaskfailed (its start task failed with
+    waitForSuccess); each is printed on stderr with its error. A start task
+    that fails without waitForSuccess leaves its node idle, as in Batch: see
+    ``node show`` (startTaskInfo). Exit 2 on timeout.
     """
     c = client()
     with status(f"Waiting for pool {pool_id} ..."):
@@ -144,7 +147,14 @@ def pool_wait(pool_id: str, timeout_s: float) -> None:
     errors = c.get_pool_json(pool_id).get("resizeErrors") or []
     for error in errors:
         note(f"pool {pool_id}: resize error {error.get('code')}: {error.get('message')}")
-    if errors or any(n.state in ("unusable", "starttaskfailed") for n in nodes):
+    failed = [n for n in nodes if n.state in ("unusable", "starttaskfailed")]
+    for n in failed:
+        first = n.errors[0] if n.errors else None
+        why = f"{first.code}: {first.message}" if first else "no error recorded"
+        if n.state == "starttaskfailed" and n.start_task_info is not None:
+            why = f"start task exit code {n.start_task_info.exit_code}; {why}"
+        note(f"pool {pool_id}: node {n.id} is {n.state}: {why}")
+    if errors or failed:
         click.get_current_context().exit(1)
 
 
