@@ -8,6 +8,7 @@ nodes) found through ``AZURE_BATCH_ENDPOINT``/``ACCOUNT``/``ACCESS_KEY``; the
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,20 @@ def test_service_start_failure_shows_log(tmp_path: Path) -> None:
     result = run(None, "--state-dir", str(tmp_path / "state"), "service", "start", "--detach",
                  "--port", "0", "--database-url", "nosuchdialect://x", code=1)
     assert "ServiceStartFailed" in result.stderr and "service.log" in result.stderr
+
+
+def test_service_start_on_a_port_in_use_names_the_port_and_the_fix(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = run(None, "--state-dir", str(tmp_path / "state"), "service", "start",
+                     "--detach", "--port", str(port), code=1)
+    finally:
+        taken.close()
+    assert f"AddressInUse: port {port} on 127.0.0.1 is in use" in result.stderr, result.stderr
+    assert "--port 0" in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 # ------------------------------------------------------------------------ testbed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import ipaddress
 import json
@@ -35,6 +36,7 @@ from hpcbatch.api.security import (
     ensure_operator_key,
     ensure_tls,
 )
+from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.batch.statedir import EVENTS_FILE, SERVICE_FILE, default_state_dir
 from hpcbatch.core.service import BatchService, Quotas
 from hpcbatch.core.simulated import SimulatedEngine
@@ -167,14 +169,13 @@ class ServiceRuntime:
         self.credentials = creds
         operator_key = ensure_operator_key(self.state_dir)
         tls = ensure_tls(self.state_dir, _api_names(self.config.host) if self.config.tls else ())
+        # Bind the REST socket first: the endpoint (and any port 0) is known, and a port in
+        # use fails at once, before the store and the Dask scheduler start.
+        sock = _bind_api_socket(self.config.host, self.config.port)
+        port = sock.getsockname()[1]
         self.store = Store(self.config.database_url or sqlite_url(self.state_dir / "state.db"))
         self.engine = SimulatedEngine(self.state_dir / "run", tls, self.config.scheduler_host)
         await self.engine.start()
-        # Bind the REST socket first so the endpoint (and any port 0) is known.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.config.host, self.config.port))
-        port = sock.getsockname()[1]
         host = self.config.host if self.config.host not in ("0.0.0.0", "") else "127.0.0.1"
         scheme = "https" if self.config.tls else "http"
         self.endpoint = f"{scheme}://{host}:{port}"
@@ -279,6 +280,31 @@ Only the service process does this: a service in a thread (tests, benchmarks)
 shares its process with others."""
 
 
+def _bind_api_socket(host: str, port: int) -> socket.socket:
+    """Bind the REST API's TCP socket.
+
+    Raises
+    ------
+    HpcbatchError
+        ``AddressInUse`` (the port is taken: another service?) or ``AddressNotAvailable``
+        (no such interface), naming the address and the option that changes it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise HpcbatchError(
+                f"port {port} on {host} is in use (another hpcbatch service, or another "
+                "program); choose another with --port N, or --port 0 for any free port",
+                code="AddressInUse") from exc
+        raise HpcbatchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                            "choose the interface with --host", code="AddressNotAvailable") from exc
+    return sock
+
+
 async def _serve(config: ServiceConfig) -> None:
     runtime = ServiceRuntime(config)
     await runtime.start()
@@ -314,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
                            database_url=args.database_url, scheduler_host=args.scheduler_host,
                            storage_url=args.storage_url, tls=args.tls,
                            allow_api_local_hosts=args.allow_api_local_hosts)
-    asyncio.run(_serve(config))
+    try:
+        asyncio.run(_serve(config))
+    except HpcbatchError as exc:
+        print(f"error: {exc.code}: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
