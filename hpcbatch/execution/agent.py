@@ -33,6 +33,7 @@ import gc
 import os
 import pickle
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -110,8 +111,13 @@ more task runs than the node has slots for (:meth:`NodeAgent.enqueue`)."""
 STARTUP_DIR = "startup"
 """The start task's directory, relative to the node root (``AZ_BATCH_NODE_STARTUP_DIR``)."""
 
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-"""How a run's ``stdout.txt``/``stderr.txt`` are opened (as ``open(path, "wb")`` would)."""
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+"""How a run's ``stdout.txt``/``stderr.txt`` are opened (as ``open(path, "wb")`` would, but
+never through a link: the agent runs as root, the task directory is the task's)."""
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+"""How the agent opens a folder of a task directory it is about to give away or write in."""
+AGENT_FILES = (SECRETS_DIR, "node.json", "node.log", "tls", "dask")
+"""The node agent's own entries of the node root: never served through a link."""
 
 
 @dataclass
@@ -215,33 +221,113 @@ def _is_plain(launch: Launch) -> bool:
 
 
 def _chown_tree(top: Path, creds: identity.Credentials) -> None:
-    """Give a folder and everything under it (downloaded resource files) to a task's user."""
-    os.chown(top, creds.uid, creds.gid)
+    """Give a folder and everything under it (downloaded resource files) to a task's user.
+
+    Links are never followed (``lchown``; :func:`os.walk` does not descend into them):
+    the agent runs as root and a task may have planted them.
+    """
+    os.chown(top, creds.uid, creds.gid, follow_symlinks=False)
     for folder, dirs, files in os.walk(top):
         for name in (*dirs, *files):
             os.chown(os.path.join(folder, name), creds.uid, creds.gid, follow_symlinks=False)
 
 
+def _confined(creds: identity.Credentials | None) -> bool:
+    """Whether a run's files are confined to its task directory: it runs as a user that is
+    not root (links it plants there must not lead root's uploads elsewhere)."""
+    return creds is not None and creds.uid != 0
+
+
 def _persist(launch: Launch, tdir: str, wd: str, code: int | None,
-             failure: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Upload output files and task logs; return the failure info, with an upload error if any."""
+             failure: dict[str, Any] | None, confined: bool = False) -> dict[str, Any] | None:
+    """Upload output files and task logs; return the failure info, with an upload error if any.
+
+    ``confined``: the run's user is not root; a file reached through a link that leads
+    out of the task directory is not uploaded (:func:`transfer.upload_output_files`).
+    """
     if code is None and failure is not None and failure["code"] != "TaskEnded":
         return failure  # pre-processing error: the task never ran
     from hpcbatch.execution import transfer
 
-    try:
-        if launch.output_files and launch.job_id and launch.task_id:
+    confine = Path(tdir) if confined else None
+    errors: list[transfer.TransferError] = []
+    if launch.output_files and launch.job_id and launch.task_id:
+        try:
             transfer.upload_output_files(launch.output_files, Path(wd),
                                          succeeded=code == 0 and failure is None,
                                          job_id=launch.job_id, task_id=launch.task_id,
-                                         storage=launch.storage)
-        if launch.persist_logs and launch.job_id and launch.task_id:
+                                         storage=launch.storage, confine=confine)
+        except transfer.TransferError as exc:
+            errors.append(exc)
+    if launch.persist_logs and launch.job_id and launch.task_id:
+        try:
             transfer.persist_task_logs(tdir, job_id=launch.job_id, task_id=launch.task_id,
-                                       storage=launch.storage)
-    except transfer.TransferError as exc:
-        if failure is None:
-            return failure_info("usererror", exc.code, exc.message)
+                                       storage=launch.storage, confine=confine)
+        except transfer.TransferError as exc:
+            errors.append(exc)
+    if errors and failure is None:
+        return failure_info("usererror", errors[0].code, errors[0].message)
     return failure
+
+
+def _real_dir(parent_fd: int, name: str) -> int:
+    """Open folder ``name`` of the folder ``parent_fd``, making it; return its descriptor.
+
+    Whatever else holds that name (a link a task planted, a file) is removed first and
+    a folder made in its place: the agent, root, never follows a task's link.
+    """
+    for _ in range(3):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, dir_fd=parent_fd)
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError:  # ELOOP (a link) or ENOTDIR (a file): not a folder of ours
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                raise
+            os.unlink(name, dir_fd=parent_fd)
+    raise OSError(f"cannot make the folder {name!r}: something keeps replacing it")
+
+
+def _write_in(top_fd: int, rel: str, data: bytes, mode: int,
+              creds: identity.Credentials | None) -> None:
+    """Write file ``rel`` under the folder ``top_fd`` (folders made on the way) without
+    following any link; give the file and its folder to ``creds`` when set."""
+    *folders, name = [p for p in rel.split("/") if p not in ("", ".")]
+    if ".." in folders or name == "..":
+        raise ValueError(f"{rel!r} leaves the task directory")
+    fd = os.dup(top_fd)
+    try:
+        for folder in folders:
+            child = _real_dir(fd, folder)
+            os.close(fd)
+            fd = child
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            if stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                os.unlink(name, dir_fd=fd)
+        out = os.open(name, _LOG_FLAGS, 0o600, dir_fd=fd)
+        try:
+            os.write(out, data)
+            os.fchmod(out, mode)
+            if creds is not None:
+                os.fchown(out, creds.uid, creds.gid)
+                if folders:
+                    os.fchown(fd, creds.uid, creds.gid)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
+def _served_fd(fd: int, path: Path) -> bool:
+    """Whether the file open as ``fd`` is the regular file at ``path`` (no link swapped in
+    between the check of ``path`` and the open)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return False
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    except OSError:  # no /proc: the open did not follow a final link (O_NOFOLLOW)
+        return True
 
 
 @dataclass
@@ -254,6 +340,7 @@ class _LoopRun:
     start: datetime
     child: Child
     pidfd: int
+    confined: bool = False
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
 
@@ -474,7 +561,7 @@ class NodeAgent(WorkerPlugin):
             return outcome
         try:
             code, failure, usage = self._execute(launch, tdir, wd, env, creds)
-            failure = _persist(launch, tdir, wd, code, failure)
+            failure = _persist(launch, tdir, wd, code, failure, _confined(creds))
         finally:
             self._drop_task_user(launch, tdir)
         outcome = Outcome(code, start, _now(), failure, tdir, self.node.node_id, usage)
@@ -497,6 +584,13 @@ class NodeAgent(WorkerPlugin):
         switching the task directory and everything in it belong to the run's
         user, and the task directory is closed to others (mode 0700).
 
+        The agent runs as root, and the directory of a retry (or a job preparation
+        task's, reused) was the task's to change: nothing here follows a link in
+        it. The task directory and ``wd`` are opened without following links, and
+        a ``wd`` (or a folder of :attr:`Launch.files`) that is not a real folder
+        is removed and made again; owners and modes are set on the open
+        descriptors, the logs of the earlier run are unlinked.
+
         Raises
         ------
         identity.UserSwitchError
@@ -512,31 +606,36 @@ class NodeAgent(WorkerPlugin):
             self._job_dirs.add(parent)
         try:
             os.mkdir(tdir)
+            tfd = os.open(tdir, _DIR_FLAGS)
         except FileExistsError:  # an earlier run (a retry): its logs may be stored as links
+            tfd = os.open(tdir, _DIR_FLAGS)  # its parent is the agent's: no link here
             for name in (launch.stdout_name, launch.stderr_name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(tdir, name))
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(wd)
-        creds = self._credentials(launch, tdir)
-        env = task_environment(node, task_dir_rel=launch.task_dir, job_id=launch.job_id,
-                               task_id=launch.task_id, settings=launch.settings,
-                               extra=launch.extra_env)
-        env[RUN_TAG] = launch.key
-        for rel, data in launch.files.items():
-            path = Path(tdir, rel)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            path.chmod(0o700 if rel.endswith("/ssh") else 0o600)
-            if creds is not None:
-                os.chown(path.parent, creds.uid, creds.gid)
-                os.chown(path, creds.uid, creds.gid)
-        if creds is not None:
-            for folder in (tdir, wd):
-                os.chown(folder, creds.uid, creds.gid)
-            # The start task's folder stays readable: tasks use what it installs there.
-            os.chmod(tdir, 0o755 if launch.task_dir == STARTUP_DIR else 0o700)
-            env.update(creds.env())
+                try:
+                    os.unlink(name, dir_fd=tfd)
+                except FileNotFoundError:
+                    pass
+                except IsADirectoryError:  # the task made a folder of that name
+                    shutil.rmtree(name, dir_fd=tfd)
+        try:
+            wfd = _real_dir(tfd, "wd")
+            try:
+                creds = self._credentials(launch, tdir)
+                env = task_environment(node, task_dir_rel=launch.task_dir,
+                                       job_id=launch.job_id, task_id=launch.task_id,
+                                       settings=launch.settings, extra=launch.extra_env)
+                env[RUN_TAG] = launch.key
+                for rel, data in launch.files.items():
+                    _write_in(tfd, rel, data, 0o700 if rel.endswith("/ssh") else 0o600, creds)
+                if creds is not None:
+                    for fd in (tfd, wfd):
+                        os.fchown(fd, creds.uid, creds.gid)
+                    # The start task's folder stays readable: tasks use what it installs.
+                    os.fchmod(tfd, 0o755 if launch.task_dir == STARTUP_DIR else 0o700)
+                    env.update(creds.env())
+            finally:
+                os.close(wfd)
+        finally:
+            os.close(tfd)
         return tdir, wd, env, creds
 
     def _makes_user(self, launch: Launch) -> bool:
@@ -593,12 +692,13 @@ class NodeAgent(WorkerPlugin):
             try:
                 pidfd = os.pidfd_open(child.pid)
             except OSError:  # the kernel refuses pidfds after all: wait in a thread
-                self._pool().submit(self._wait_and_report, launch, tdir, wd, child, start)
+                self._pool().submit(self._wait_and_report, launch, tdir, wd, child, start,
+                                    _confined(creds))
                 return
         except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
             return
-        run = _LoopRun(launch, tdir, wd, start, child, pidfd)
+        run = _LoopRun(launch, tdir, wd, start, child, pidfd, _confined(creds))
         if launch.max_wall_clock_s is not None:
             run.timer = loop.call_later(launch.max_wall_clock_s, self._time_out, run)
         loop.add_reader(pidfd, self._exited, run, loop)
@@ -623,7 +723,7 @@ class NodeAgent(WorkerPlugin):
                                                   launch.max_wall_clock_s, launch.keep_background)
             # Logs go to local storage as hard links (no copy): cheap enough for the loop.
             self._persist_and_report(launch, run.tdir, run.wd, run.start, code, failure,
-                                     run.child.usage)
+                                     run.child.usage, run.confined)
         except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
 
@@ -631,16 +731,16 @@ class NodeAgent(WorkerPlugin):
 
     def _persist_and_report(self, launch: Launch, tdir: str, wd: str, start: datetime,
                             code: int | None, failure: dict[str, Any] | None,
-                            usage: dict[str, float] | None) -> None:
+                            usage: dict[str, float] | None, confined: bool = False) -> None:
         try:
-            failure = _persist(launch, tdir, wd, code, failure)
+            failure = _persist(launch, tdir, wd, code, failure, confined)
             self._report(launch.key, Outcome(code, start, _now(), failure, tdir,
                                              self.node.node_id, usage))
         except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
 
     def _wait_and_report(self, launch: Launch, tdir: str, wd: str,
-                         child: Child, start: datetime) -> None:
+                         child: Child, start: datetime, confined: bool = False) -> None:
         """Wait for a started process in this thread (no pidfd), then persist and report."""
         try:
             code, failure = self.processes.wait(launch.key, child, launch.max_wall_clock_s,
@@ -648,7 +748,8 @@ class NodeAgent(WorkerPlugin):
         except BaseException as exc:  # noqa: BLE001 - report every end, even an agent fault
             self._report_fault(launch, exc)
             return
-        self._persist_and_report(launch, tdir, wd, start, code, failure, child.usage)
+        self._persist_and_report(launch, tdir, wd, start, code, failure, child.usage,
+                                 confined)
 
     def _run_and_report(self, launch: Launch) -> None:
         try:
@@ -685,8 +786,9 @@ class NodeAgent(WorkerPlugin):
         node = self.node
         if launch.job_id:  # the task's scoped storage reaches this container only
             transfer.prepare_job_container(launch.job_id, launch.storage)
-        with open(os.path.join(tdir, launch.stdout_name), "wb") as out, \
-                open(os.path.join(tdir, launch.stderr_name), "wb") as err:
+        with open(os.open(os.path.join(tdir, launch.stdout_name), _LOG_FLAGS, 0o666), "wb") as out, \
+                open(os.open(os.path.join(tdir, launch.stderr_name), _LOG_FLAGS, 0o666),
+                     "wb") as err:
             pull_failure = self._pull(launch.container)
             if pull_failure is not None:
                 err.write((pull_failure["message"] + "\n").encode())
@@ -907,10 +1009,32 @@ class NodeAgent(WorkerPlugin):
 
     # ----------------------------------------------------------- node files
 
-    def _served(self, path: Path) -> bool:
-        """Whether a resolved path may be served: inside the node root, not its secrets."""
+    def _served(self, path: Path, lexical: Path | None = None) -> bool:
+        """Whether a resolved path may be served: inside the node root, not its secrets.
+
+        With ``lexical`` (the path asked for, ``..`` folded, links not resolved, under
+        the resolved node root), a path reached through a link must also stay inside
+        the task directory the asked path is in (``workitems/{job}/job-1/{task}``:
+        what Task - Get File and List Files read, and a task's links lead nowhere
+        else, whatever API reads them), and never reaches the agent's own files
+        (:data:`AGENT_FILES`).
+        """
         root = Path(self.node.root_dir).resolve()
-        return path.is_relative_to(root) and not path.is_relative_to(root / SECRETS_DIR)
+        if not path.is_relative_to(root) or path.is_relative_to(root / SECRETS_DIR):
+            return False
+        if lexical is None or path == lexical:
+            return True
+        parts = lexical.relative_to(root).parts
+        if len(parts) >= 4 and parts[0] == "workitems":  # a task directory's file
+            return path.is_relative_to(root.joinpath(*parts[:4]))
+        rel = path.relative_to(root).parts
+        return not (rel and rel[0] in AGENT_FILES)
+
+    def _lexical(self, rel: str) -> Path:
+        """A node-root relative path under the resolved node root, ``..`` folded, no link
+        resolved (a path that leaves the root stays outside it)."""
+        root = Path(self.node.root_dir).resolve()
+        return Path(os.path.normpath(root / rel.strip("/"))) if rel.strip("/") else root
 
     def list_files(self, rel_dir: str, recursive: bool = False) -> list[dict[str, Any]]:
         """List files under a directory of this node ("File - List From Compute Node").
@@ -929,10 +1053,12 @@ class NodeAgent(WorkerPlugin):
             (``mtime``, ``ctime``: POSIX seconds; ``mode``: ``st_mode``) with names
             relative to ``rel_dir``; empty when the
             directory does not exist, is outside the node root or is (in) the
-            node's secrets folder, which no listing shows.
+            node's secrets folder, which no listing shows. A link that leads out of
+            its task directory (or to the agent's own files) is not listed.
         """
-        base = Path(self.node.root_dir, rel_dir)
-        if not base.is_dir() or not self._served(base.resolve()):
+        lexical = self._lexical(rel_dir)
+        base = lexical.resolve()
+        if not base.is_dir() or not self._served(base, lexical):
             return []
         out = []
         stack = [base]
@@ -948,7 +1074,7 @@ class NodeAgent(WorkerPlugin):
                     st = p.stat()
                 except OSError:  # gone meanwhile, or a dangling link
                     continue
-                if not self._served(resolved):
+                if not self._served(resolved, lexical / p.relative_to(base)):
                     continue
                 is_dir = p.is_dir()
                 out.append({
@@ -977,13 +1103,22 @@ class NodeAgent(WorkerPlugin):
         -------
         bytes or None
             The bytes, or None when the file does not exist, is outside the root,
-            or is (or resolves into) the node's secrets folder.
+            or is (or resolves into) the node's secrets folder; or is reached
+            through a link that leaves its task directory or leads to the agent's
+            own files (:meth:`_served`). The file is opened without following a
+            link, and must be the one checked.
         """
-        root = Path(self.node.root_dir).resolve()
-        path = (root / rel_path).resolve()
-        if not self._served(path) or not path.is_file():
+        lexical = self._lexical(rel_path)
+        path = lexical.resolve()
+        if not self._served(path, lexical) or not path.is_file():
             return None
-        with open(path, "rb") as fh:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # gone, or a link swapped in since
+            return None
+        with open(fd, "rb") as fh:
+            if not _served_fd(fd, path):
+                return None
             fh.seek(offset)
             return fh.read() if length is None else fh.read(length)
 

@@ -18,6 +18,11 @@ Downloaded resource files get ``fileMode`` when given, else 0770: Batch's
 default for files downloaded to Linux nodes ("If this property is not
 specified for a Linux Compute Node, then a default value of 0770 is applied to
 the file", REST ``ResourceFile.fileMode``), so a downloaded script runs directly.
+
+The node agent runs this as root, in a task directory its task could change:
+files are opened and their modes set without following a final link, and for a
+task that does not run as root (``confine``) an output reached through a link
+that leads out of its task directory is not uploaded.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import logging
 import os
 import posixpath
+import stat
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -145,6 +151,52 @@ def container_location(url: str, default: StorageRef | None = None) -> tuple[Sto
     return _storage(base if "://" in base else base or "/", opts), container
 
 
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+"""How a file to upload is opened: never through a final link (nor blocking on a FIFO)."""
+
+
+def _open_checked(path: Path) -> int | None:
+    """Open the regular file at ``path`` (links resolved already) to read it; None if it is
+    not one, or if what was opened is not at ``path`` (a link swapped in since the check)."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and _fd_path(fd) in (None, str(path)):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _fd_path(fd: int) -> str | None:
+    """Where the file open as ``fd`` is (Linux's ``/proc``), or None when unknown."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def _fd_source(fd: int, path: Path) -> str:
+    """A path that reads exactly the file open as ``fd`` (``/proc/self/fd/N``), to hand to
+    the storage; ``path`` itself where there is no ``/proc``."""
+    return f"/proc/self/fd/{fd}" if _fd_path(fd) is not None else os.fspath(path)
+
+
+def _chmod_nofollow(path: Path, mode: int) -> None:
+    """Set a downloaded file's mode; a link found there instead is left alone."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def _inside(base: Path, rel: str) -> Path:
     path = (base / rel).resolve()
     if not path.is_relative_to(base.resolve()):
@@ -185,7 +237,7 @@ def download_resource_files(files: Sequence[Mapping[str, Any]], dest: Path,
                 values={"FilePath": str(target), "Source": str(source)}) from None
         mode = int(rf["fileMode"], 8) if rf.get("fileMode") else DEFAULT_FILE_MODE
         for path in written:
-            path.chmod(mode)
+            _chmod_nofollow(path, mode)
 
 
 def _download_one(rf: Mapping[str, Any], dest: Path, storage: StorageRef | None) -> list[Path]:
@@ -195,9 +247,16 @@ def _download_one(rf: Mapping[str, Any], dest: Path, storage: StorageRef | None)
                                 code="ResourceFileDownloadFailed")
         target = _inside(dest, rf["filePath"])
         target.parent.mkdir(parents=True, exist_ok=True)
-        with fsspec.open(rf["httpUrl"], "rb") as src, open(target, "wb") as out:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as out:
+            where = _fd_path(fd)
+            if where is not None and not Path(where).is_relative_to(dest.resolve()):
+                raise TransferError(f"{rf['filePath']!r} leaves the working directory",
+                                    code="ResourceFileDownloadFailed")
+            out.truncate()
+            with fsspec.open(rf["httpUrl"], "rb") as src:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
         return [target]
     if rf.get("storageContainerUrl"):
         st, container = container_location(rf["storageContainerUrl"], storage)
@@ -237,9 +296,29 @@ def _pattern_base(pattern: str) -> str:
     return "/".join(fixed[:-1] if len(fixed) == len(segments) else fixed)
 
 
+def _refused(path: Path, real: Path, confine: Path | None) -> bool:
+    """Whether a matched output is refused: the run is ``confine``d to its task directory
+    and ``path`` leads through a link to ``real``, outside it."""
+    return (confine is not None and real != Path(os.path.normpath(path))
+            and not real.is_relative_to(confine.resolve()))
+
+
 def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeeded: bool,
-                        job_id: str, task_id: str, storage: StorageRef | None) -> int:
+                        job_id: str, task_id: str, storage: StorageRef | None,
+                        confine: Path | None = None) -> int:
     """Upload a task's ``outputFiles`` whose ``uploadCondition`` holds; return files uploaded.
+
+    Parameters
+    ----------
+    confine
+        The task directory, when the task does not run as root: a matched file
+        reached through a link whose target is outside it is not uploaded (the
+        others are; the refused ones are then a ``FileUploadError`` naming them).
+        Absolute patterns stay allowed (the API caller chose them); the link rule
+        applies to every file they match.
+
+    Every file is opened without following a final link, and uploaded from that
+    descriptor, after checking it is the file matched.
 
     Raises
     ------
@@ -247,6 +326,7 @@ def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeed
         Code ``FileUploadError``, naming the file and destination.
     """
     count = 0
+    refused: list[str] = []
     for spec in specs:
         condition = (spec.get("uploadOptions") or {}).get("uploadCondition", "taskCompletion")
         condition = condition.lower()
@@ -267,17 +347,28 @@ def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeed
                 container = job_output_container_name(job_id)
                 prefix = dest.get("path") or f"{task_id}/$TaskOutput"
             wildcard = any(ch in pattern for ch in "*?[")
-            root = wd if not os.path.isabs(pattern) else Path("/")
+            root = wd.resolve() if not os.path.isabs(pattern) else Path("/")
             matches = sorted(p for p in glob.glob(pattern, root_dir=root, recursive=True)
                              if (root / p).is_file())
             base = _pattern_base(pattern)
             for rel in matches:
+                real = (root / rel).resolve()
+                if _refused(root / rel, real, confine):
+                    refused.append(rel)
+                    continue
+                fd = _open_checked(real)
+                if fd is None:  # gone, or swapped for a link since the match
+                    refused.append(rel)
+                    continue
                 if wildcard:
                     name = posixpath.relpath(rel, base or ".")
                     blob = posixpath.join(prefix, name) if prefix else name
                 else:
                     blob = prefix or posixpath.basename(rel)
-                st.put_file(root / rel, f"{container}/{blob.lstrip('/')}")
+                try:
+                    st.put_file(_fd_source(fd, real), f"{container}/{blob.lstrip('/')}")
+                finally:
+                    os.close(fd)
                 count += 1
         except TransferError:
             raise
@@ -286,16 +377,28 @@ def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeed
                 f"Output files matching {pattern!r} could not be uploaded: "
                 f"{type(exc).__name__}: {exc}", code="FileUploadError",
                 values={"FilePattern": pattern}) from None
+    if refused:
+        names = ", ".join(refused)
+        raise TransferError(
+            f"The output files {names} were not uploaded: each is a link that leads out of "
+            "the task directory (or was replaced while it was uploaded).",
+            code="FileUploadError", values={"FilePath": names})
     return count
 
 
 def persist_task_logs(task_dir: str | os.PathLike[str], *, job_id: str, task_id: str,
-                      storage: StorageRef | None) -> None:
+                      storage: StorageRef | None, confine: Path | None = None) -> None:
     """Save ``stdout.txt`` and ``stderr.txt`` as the task's ``$TaskLog`` outputs (conventions).
 
     On local storage on the node's file system the outputs are hard links to
     the task's files (no copy): a later run of the task replaces its log
     files rather than rewriting them (:func:`hpcbatch.execution.agent.run_task`).
+
+    With ``confine`` (the task does not run as root, and could replace its logs),
+    a log is saved only if it is a regular file with no other link: opened
+    without following a link, it is saved from that descriptor; a log that is
+    a link (or a hard link to another file) is not saved and is a
+    ``FileUploadError``.
 
     Raises
     ------
@@ -307,13 +410,42 @@ def persist_task_logs(task_dir: str | os.PathLike[str], *, job_id: str, task_id:
     st = _storage(storage.url, storage.options)
     folder = f"{job_output_container_name(job_id)}/{task_id}/$TaskLog/"
     tdir = os.fspath(task_dir)
+    names = ("stdout.txt", "stderr.txt")
+    files: list[tuple[str | os.PathLike[str], str]] = [
+        (os.path.join(tdir, name), folder + name) for name in names]
+    fds: list[int] = []
+    refused: list[str] = []
     try:
-        # A log that is missing (the run never started) has nothing to save.
-        st.put_files([(os.path.join(tdir, name), folder + name)
-                      for name in ("stdout.txt", "stderr.txt")], link=True, missing_ok=True)
-    except Exception as exc:  # noqa: BLE001 - fsspec and drivers raise many kinds
-        raise TransferError(f"the task's logs could not be saved as TaskLog outputs: {exc}",
-                            code="FileUploadError") from None
+        if confine is not None:
+            files = []
+            for name in names:
+                try:
+                    fd = os.open(os.path.join(tdir, name), _READ_FLAGS)
+                except FileNotFoundError:
+                    continue
+                except OSError:  # ELOOP: a link the task put in its log's place
+                    refused.append(name)
+                    continue
+                fds.append(fd)
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                    refused.append(name)
+                    continue
+                files.append((_fd_source(fd, Path(tdir, name)), folder + name))
+        try:
+            # A log that is missing (the run never started) has nothing to save.
+            st.put_files(files, link=True, missing_ok=True)
+        except Exception as exc:  # noqa: BLE001 - fsspec and drivers raise many kinds
+            raise TransferError(f"the task's logs could not be saved as TaskLog outputs: {exc}",
+                                code="FileUploadError") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if refused:
+        raise TransferError(
+            f"The task's logs {', '.join(refused)} were not saved as TaskLog outputs: each "
+            "is a link (or another file's hard link) the task put in its place.",
+            code="FileUploadError", values={"FilePath": ", ".join(refused)})
 
 
 def prepare_job_container(job_id: str, storage: StorageRef | None) -> None:
