@@ -34,11 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from hpcbatch.api import dashboard
-from hpcbatch.api.http import Handler
+from hpcbatch.api.dashboard.routes import SHAREDKEY_SIGNED, SIGNED_ROUTES
+from hpcbatch.api.http import SERVICE, Handler
 from hpcbatch.batch import sharedkey
 from hpcbatch.batch.errors import AuthenticationError, HpcbatchError
 from hpcbatch.batch.replay import NONCE_HEADER, ReplayCache
@@ -46,6 +48,7 @@ from hpcbatch.batch.sharedkey import decode_key, generate_account_key
 from hpcbatch.batch.statedir import ACCOUNT_FILE, OPERATOR_KEY_FILE
 from hpcbatch.batch.tokens import (
     OPERATOR_HEADER,
+    check_job_incarnation,
     verify_job_token,
     verify_operator_proof,
 )
@@ -57,6 +60,7 @@ from hpcbatch.execution.pki import (
     write_private,
 )
 from hpcbatch.execution.tls import TlsFiles
+from hpcbatch.store.database import jobs
 
 __all__ = [
     "API_SECURITY",
@@ -346,9 +350,23 @@ def _check_scope(request: web.Request, job_id: str) -> None:
             values={"AuthorizationErrorDetail": f"token scoped to job {job_id}"})
 
 
+def _job_incarnation(request: web.Request, job_id: str) -> int | None:
+    """The incarnation (``jobs.seq``) of the job now stored under ``job_id``; None: no such job."""
+    store = request.app[SERVICE].ctx.store
+    with store.read() as conn:
+        seq = conn.execute(sa.select(jobs.c.seq).where(jobs.c.key == job_id.lower())
+                           ).scalar_one_or_none()
+    return None if seq is None else int(seq)
+
+
 def _authenticate(request: web.Request,
                   sec: ApiSecurity) -> tuple[Principal, sharedkey.Verified | None]:
     """Check the ``Authorization`` header (SharedKey or bearer token); say who sent the request.
+
+    A bearer token must be used on its own job, and that job must be the one it
+    was minted for: a token of a deleted job, or of a job since re-created under
+    the same ID, is refused like an expired one
+    (:func:`~hpcbatch.batch.tokens.check_job_incarnation`).
 
     Returns the principal, and the verified SharedKey signature (None for a token).
     """
@@ -357,6 +375,7 @@ def _authenticate(request: web.Request,
     if scheme.lower() == "bearer":
         claims = verify_job_token(credential, sec.key, sec.account)
         _check_scope(request, claims.job_id)
+        check_job_incarnation(claims, _job_incarnation(request, claims.job_id))
         return Principal(job_id=claims.job_id), None
     verified = sharedkey.verify(request.method, request.raw_path, None, request.headers,
                                 sec.account, sec.key,
@@ -396,10 +415,22 @@ def _check_replay(request: web.Request, sec: ApiSecurity, verified: sharedkey.Ve
             values={"AuthenticationErrorDetail": "replayed request"})
 
 
+def _exempt(request: web.Request) -> bool:
+    """``/health``, and the dashboard's routes that check its sessions instead of SharedKey.
+
+    The dashboard's SharedKey-signed routes (:data:`SIGNED_ROUTES`: minting a
+    sign-in token) are not exempt: they pass every check below, the replay and
+    clock-skew rules included, exactly as a REST request.
+    """
+    if request.path == "/health":
+        return True
+    return dashboard.owns(request) and request.match_info.route.name not in SIGNED_ROUTES
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate every request but ``/health`` and the dashboard's; bind its body to its
-    signature.
+    """Authenticate every request but ``/health`` and the dashboard's session routes; bind
+    its body to its signature.
 
     In order: a body must come with ``Content-Length`` (``411
     MissingContentLengthHeader``); the ``Authorization`` header must hold a
@@ -417,9 +448,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     HpcbatchError
         As above; answered in Batch's error format by ``errors_middleware``.
     """
-    if request.path == "/health" or dashboard.owns(request):
-        # The dashboard's routes (and only they: decided by the router, not by the
-        # path's spelling) check their own sessions instead.
+    if _exempt(request):
+        # The dashboard's session routes (and only they: decided by the router, not by
+        # the path's spelling) check their own sessions instead.
         return await handler(request)
     sec = request.app[API_SECURITY]
     _check_framing(request)
@@ -428,4 +459,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if verified is not None:  # only a request that passed every check uses up its signature
         _check_replay(request, sec, verified, body)
     request[PRINCIPAL] = who
+    if verified is not None and dashboard.owns(request):
+        request[SHAREDKEY_SIGNED] = True  # what the dashboard's signed routes look for
     return await handler(request)

@@ -9,10 +9,16 @@ it gets ``AZ_BATCH_AUTHENTICATION_TOKEN``, which authenticates REST requests
 as ``Authorization: Bearer <token>`` and allows every operation on the task's
 own job (its tasks, their files, terminate it) and nothing else. Format::
 
-    hbt1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(token key, "hbt1." + claims part))>
+    hbt2.<base64url(JSON claims)>.<base64url(HMAC-SHA256(token key, "hbt2." + claims part))>
 
-with claims ``{"acct": account, "job": job id, "access": ["job"], "exp": unix
-seconds, "jti": random}``. The token key is derived from the account key
+with claims ``{"acct": account, "job": job id, "seq": the job's incarnation,
+"access": ["job"], "exp": unix seconds, "jti": random}``. The incarnation is
+the job's creation sequence number (``jobs.seq``, new for every job created,
+also one re-created under a deleted job's ID): the service accepts a token only
+while that very job exists (:func:`check_job_incarnation`), so a token does not
+outlive its job. ``hbt1.`` tokens (no ``seq``) are refused.
+
+The token key is derived from the account key
 (HMAC-SHA256 of a fixed label), so regenerating the account key revokes every
 token, and no further secret file is kept. Holding the account key already
 allows everything a token allows, so the derivation gives an API caller
@@ -47,6 +53,7 @@ __all__ = [
     "OPERATOR_HEADER",
     "TOKEN_ENV",
     "TokenClaims",
+    "check_job_incarnation",
     "issue_job_token",
     "operator_proof",
     "verify_job_token",
@@ -66,7 +73,8 @@ service serves HTTPS: the task's client trusts it (a public certificate, not a s
 OPERATOR_HEADER = "hpcbatch-operator"
 """The request header carrying :func:`operator_proof` (not ``ocp-``: it is not itself signed)."""
 
-_PREFIX = "hbt1"
+_PREFIX = "hbt2"
+_OLD_PREFIXES = frozenset({"hbt1"})
 _TOKEN_LABEL = b"hpcbatch job token key v1"
 _OPERATOR_LABEL = b"hpcbatch-operator\n"
 
@@ -93,6 +101,9 @@ class TokenClaims:
         The account the token was issued for.
     job_id
         The job it is scoped to (Batch IDs compare case-insensitively).
+    job_seq
+        That job's incarnation: its creation sequence number (``jobs.seq``),
+        which a job re-created under the same ID does not share.
     access
         Its access scopes (``("job",)``).
     expires_at
@@ -101,6 +112,7 @@ class TokenClaims:
 
     account: str
     job_id: str
+    job_seq: int
     access: tuple[str, ...]
     expires_at: datetime
 
@@ -110,7 +122,7 @@ class TokenClaims:
 
 
 def issue_job_token(account_key_b64: str, account: str, job_id: str,
-                    access: Sequence[str], expires_at: datetime) -> str:
+                    access: Sequence[str], expires_at: datetime, *, job_seq: int) -> str:
     """Mint a token for ``authenticationTokenSettings`` (``AZ_BATCH_AUTHENTICATION_TOKEN``).
 
     Parameters
@@ -125,11 +137,14 @@ def issue_job_token(account_key_b64: str, account: str, job_id: str,
         Access scopes, each one of :data:`ACCESS_SCOPES`.
     expires_at
         Expiry (aware; naive means UTC); whole seconds.
+    job_seq
+        The job's incarnation (its ``jobs.seq``): the token is accepted only while
+        the job with this ID is that incarnation (:func:`check_job_incarnation`).
 
     Returns
     -------
     str
-        ``hbt1.<claims>.<mac>``, URL-safe, no padding.
+        ``hbt2.<claims>.<mac>``, URL-safe, no padding.
 
     Raises
     ------
@@ -141,7 +156,7 @@ def issue_job_token(account_key_b64: str, account: str, job_id: str,
         raise ValueError(f"unknown access scope(s) {unknown}; allowed: {list(ACCESS_SCOPES)}")
     if expires_at.tzinfo is None:
         expires_at = expires_at.replace(tzinfo=UTC)
-    claims = {"acct": account, "job": job_id, "access": sorted(set(access)),
+    claims = {"acct": account, "job": job_id, "seq": int(job_seq), "access": sorted(set(access)),
               "exp": int(expires_at.timestamp()), "jti": secrets.token_hex(8)}
     body = f"{_PREFIX}.{_b64url(json.dumps(claims, separators=(',', ':')).encode())}"
     mac = hmac.new(_token_key(account_key_b64), body.encode("ascii"), hashlib.sha256).digest()
@@ -181,6 +196,9 @@ def verify_job_token(token: str, account_key_b64: str, account: str, *,
     """
     prefix, _, rest = token.strip().partition(".")
     claims_part, _, mac_part = rest.partition(".")
+    if prefix in _OLD_PREFIXES:
+        raise _refuse(f"it is an {prefix} token, which names its job by ID only and is no "
+                      "longer accepted (a new run of the task gets a new one)")
     if prefix != _PREFIX or not claims_part or not mac_part:
         raise _refuse("it is not an hpcbatch job token")
     body = f"{_PREFIX}.{claims_part}"
@@ -194,6 +212,9 @@ def verify_job_token(token: str, account_key_b64: str, account: str, *,
         raise _refuse("its signature does not match this service's key")
     try:
         acct, job_id, access = str(claims["acct"]), str(claims["job"]), tuple(claims["access"])
+        job_seq = claims["seq"]
+        if not isinstance(job_seq, int) or isinstance(job_seq, bool):
+            raise TypeError("seq is not an integer")
         expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
     except (KeyError, TypeError, ValueError):
         raise _refuse("its claims are incomplete") from None
@@ -204,7 +225,30 @@ def verify_job_token(token: str, account_key_b64: str, account: str, *,
         current = current.replace(tzinfo=UTC)
     if current >= expires_at:
         raise _refuse(f"it expired at {expires_at:%Y-%m-%dT%H:%M:%SZ}")
-    return TokenClaims(acct, job_id, access, expires_at)
+    return TokenClaims(acct, job_id, job_seq, access, expires_at)
+
+
+def check_job_incarnation(claims: TokenClaims, current_seq: int | None) -> None:
+    """Refuse a token whose job is gone: deleted, or deleted and re-created under its ID.
+
+    Parameters
+    ----------
+    claims
+        A verified token's claims (:func:`verify_job_token`).
+    current_seq
+        The incarnation (``jobs.seq``) of the job now stored under ``claims.job_id``;
+        None when there is none.
+
+    Raises
+    ------
+    AuthenticationError
+        ``403 AuthenticationFailed``, as for an expired token.
+    """
+    if current_seq is None:
+        raise _refuse(f"its job {claims.job_id!r} no longer exists")
+    if current_seq != claims.job_seq:
+        raise _refuse(f"its job {claims.job_id!r} was deleted; the job now under that ID "
+                      "is another one")
 
 
 def operator_proof(operator_key_b64: str, authorization: str) -> str:

@@ -3,9 +3,10 @@
 Standard library and the SDK only. Environment: ``AZ_BATCH_ENDPOINT`` (an
 ``https://`` URL), ``AZ_BATCH_ACCOUNT``, ``AZ_BATCH_KEY``, ``REQUESTS_CA_BUNDLE``
 (the service's CA: the SDK's transport trusts it through ``requests``),
-``JOB_ID`` (a job to create) and ``JOB_TOKEN`` (a token scoped to that job,
-as a task with ``authenticationTokenSettings`` gets in
-``AZ_BATCH_AUTHENTICATION_TOKEN``). Prints one line ``COMPAT-RESULT {json}``.
+``JOB_ID`` (a job to create, unless ``JOB_EXISTS`` is set: a token is bound to
+its job's incarnation, so the caller creates the job before minting one) and
+``JOB_TOKEN`` (a token scoped to that job, as a task with
+``authenticationTokenSettings`` gets in ``AZ_BATCH_AUTHENTICATION_TOKEN``). Prints one line ``COMPAT-RESULT {json}``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def main() -> None:
     out: dict[str, object] = {}
     keyed = BatchClient(ENDPOINT, AzureNamedKeyCredential(os.environ["AZ_BATCH_ACCOUNT"],
                                                           os.environ["AZ_BATCH_KEY"]))
-    keyed.create_job(m.BatchJobCreateOptions(id=JOB_ID, pool_info=m.BatchPoolInfo(pool_id="nopool")))
+    if not os.environ.get("JOB_EXISTS"):
+        keyed.create_job(m.BatchJobCreateOptions(id=JOB_ID,
+                                                 pool_info=m.BatchPoolInfo(pool_id="nopool")))
     out["job_state"] = str(keyed.get_job(JOB_ID).state.value)
     out["pools_with_key"] = [p.id for p in keyed.list_pools()]
     tokened = BatchClient(ENDPOINT, JobToken())

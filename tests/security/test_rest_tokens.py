@@ -4,6 +4,9 @@ ever gets the account key."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import sys
 from collections.abc import Iterator
@@ -15,7 +18,12 @@ import pytest
 
 from hpcbatch.batch.errors import AuthenticationError
 from hpcbatch.batch.sharedkey import generate_account_key
-from hpcbatch.batch.tokens import TOKEN_ENV, issue_job_token, verify_job_token
+from hpcbatch.batch.tokens import (
+    TOKEN_ENV,
+    check_job_incarnation,
+    issue_job_token,
+    verify_job_token,
+)
 from hpcbatch.client.sdk import BatchClient, BatchError
 from hpcbatch.client.state import service_connection
 from tests.helpers import service_on_testbed, wait_until
@@ -125,8 +133,9 @@ def test_a_forged_or_expired_token_is_refused(bed) -> None:
     client, _, key = bed
     now = datetime.now(UTC)
     forged = issue_job_token(generate_account_key(), client.account, "own", ["job"],
-                             now + timedelta(hours=1))
-    expired = issue_job_token(key, client.account, "own", ["job"], now - timedelta(seconds=1))
+                             now + timedelta(hours=1), job_seq=1)
+    expired = issue_job_token(key, client.account, "own", ["job"], now - timedelta(seconds=1),
+                              job_seq=1)
     for token, why in ((forged, "signature"), (expired, "expired"), ("garbage", "not an")):
         with BatchClient(client.endpoint, client.account, token=token) as c, \
                 pytest.raises(BatchError) as err:
@@ -135,25 +144,75 @@ def test_a_forged_or_expired_token_is_refused(bed) -> None:
         assert why in err.value.message
 
 
+def test_a_token_does_not_outlive_its_job(bed) -> None:
+    """A token minted for job ``jt`` is refused once ``jt`` is deleted, and stays refused when
+    a new job is created under the same ID (it would otherwise act on that new job)."""
+    client, _, _ = bed
+    client.create_job({"id": "jt", "poolInfo": {"poolId": "p"}})
+    client.create_task("jt", {"id": "holder",
+                              "commandLine": f"/bin/sh -c 'printenv {TOKEN_ENV}'",
+                              "authenticationTokenSettings": {"access": ["job"]}})
+    wait_until(lambda: client.get_task("jt", "holder").state == "completed", timeout_s=180,
+               what="task holder")
+    token = client.download_task_file("jt", "holder", "stdout.txt").decode().strip()
+    assert token.startswith("hbt2."), token
+    with BatchClient(client.endpoint, client.account, token=token) as holder:
+        assert holder.get_job("jt").id == "jt"  # valid while its job lives
+        client.delete_job("jt")
+        wait_until(lambda: "jt" not in {j.id for j in client.list_jobs()}, timeout_s=120,
+                   what="jt deleted")
+        with pytest.raises(BatchError) as err:
+            holder.get_job("jt")
+        assert (err.value.status, err.value.code) == (403, "AuthenticationFailed")
+        client.create_job({"id": "jt", "poolInfo": {"poolId": "nopool"}})
+        for attempt in (lambda: holder.get_job("jt"),
+                        lambda: holder.create_task("jt", {"id": "planted",
+                                                          "commandLine": "/bin/true"}),
+                        lambda: holder.terminate_job("jt")):
+            with pytest.raises(BatchError) as err:
+                attempt()
+            assert (err.value.status, err.value.code) == (403, "AuthenticationFailed")
+            assert "jt" in err.value.message
+    # the new job is untouched
+    assert client.list_tasks("jt") == [] and client.get_job("jt").state == "active"
+
+
 # ---------------------------------------------------------------- the token format
 
 
 def test_token_claims_round_trip_and_tampering() -> None:
     key = generate_account_key()
     later = datetime.now(UTC) + timedelta(minutes=5)
-    token = issue_job_token(key, "acct", "Job-1", ["job"], later)
+    token = issue_job_token(key, "acct", "Job-1", ["job"], later, job_seq=7)
     claims = verify_job_token(token, key, "ACCT")
     assert claims.allows_job("job-1") and not claims.allows_job("job-2")
     assert claims.expires_at == later.replace(microsecond=0)
+    assert claims.job_seq == 7
+    check_job_incarnation(claims, 7)
+    for gone in (None, 8):  # the job deleted; deleted and re-created under its ID
+        with pytest.raises(AuthenticationError, match="Job-1"):
+            check_job_incarnation(claims, gone)
     prefix, body, mac = token.split(".")
-    other = issue_job_token(key, "acct", "Job-2", ["job"], later).split(".")[1]
-    for bad in (f"{prefix}.{other}.{mac}", f"{prefix}.{body}.{mac[:-2]}AA"):
+    assert prefix == "hbt2"
+    other = issue_job_token(key, "acct", "Job-2", ["job"], later, job_seq=7).split(".")[1]
+    reborn = issue_job_token(key, "acct", "Job-1", ["job"], later, job_seq=8).split(".")[1]
+    for bad in (f"{prefix}.{other}.{mac}", f"{prefix}.{reborn}.{mac}",
+                f"{prefix}.{body}.{mac[:-2]}AA"):
         with pytest.raises(AuthenticationError):
             verify_job_token(bad, key, "acct")
+    # an hbt1 token (job ID only, no incarnation), even correctly signed, is refused
+    old_body = "hbt1." + base64.urlsafe_b64encode(json.dumps(
+        {"acct": "acct", "job": "Job-1", "access": ["job"], "exp": int(later.timestamp()),
+         "jti": "00"}).encode()).rstrip(b"=").decode()
+    old_mac = hmac.new(hmac.new(base64.b64decode(key), b"hpcbatch job token key v1",
+                                hashlib.sha256).digest(), old_body.encode(), hashlib.sha256)
+    old = f"{old_body}.{base64.urlsafe_b64encode(old_mac.digest()).rstrip(b'=').decode()}"
+    with pytest.raises(AuthenticationError, match="hbt1"):
+        verify_job_token(old, key, "acct")
     with pytest.raises(AuthenticationError, match="account"):
         verify_job_token(token, key, "other")
     with pytest.raises(ValueError, match="scope"):
-        issue_job_token(key, "acct", "j", ["pool"], later)
+        issue_job_token(key, "acct", "j", ["pool"], later, job_seq=1)
     assert TOKEN_ENV == "AZ_BATCH_AUTHENTICATION_TOKEN"
 
 

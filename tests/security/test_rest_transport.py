@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -89,11 +90,16 @@ def test_official_sdk_15_over_https_with_requests_ca_bundle(tls_service) -> None
     except RuntimeError as exc:  # no network for pip: say so rather than pass
         pytest.skip(f"the azure-batch 15.x venv cannot be built here: {exc}")
     conn = service_connection(sdir)
+    # a token is bound to its job's incarnation (jobs.seq): the job first, then its token
+    with BatchClient.from_environment(sdir) as client:
+        client.create_job({"id": "sdk15-tls", "poolInfo": {"poolId": "nopool"}})
+    with sqlite3.connect(sdir / "state.db") as db:
+        [(seq,)] = db.execute("SELECT seq FROM jobs WHERE key = 'sdk15-tls'").fetchall()
     token = issue_job_token(conn.key, conn.account, "sdk15-tls", ["job"],
-                            datetime.now(UTC) + timedelta(hours=1))
+                            datetime.now(UTC) + timedelta(hours=1), job_seq=seq)
     env = {**os.environ, "AZ_BATCH_ENDPOINT": conn.endpoint, "AZ_BATCH_ACCOUNT": conn.account,
            "AZ_BATCH_KEY": conn.key, "REQUESTS_CA_BUNDLE": info["ca_file"],
-           "JOB_ID": "sdk15-tls", "JOB_TOKEN": token}
+           "JOB_ID": "sdk15-tls", "JOB_EXISTS": "1", "JOB_TOKEN": token}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run([str(python), str(HERE / "sdk15_https.py")], env=env, cwd=HERE,
                           capture_output=True, text=True, timeout=300, check=False)

@@ -3,10 +3,13 @@
 Every route but sign-in (``/dashboard/signin``, its stylesheet) and token
 minting (``/dashboard/tokens``, SharedKey-signed) needs a session
 (:mod:`hpcbatch.api.dashboard.sessions`): without one a page redirects to
-the sign-in page and anything else answers ``401`` with no data. Every action
+the sign-in page and anything else answers ``401`` with no data. Token
+minting is authenticated by the REST API's own ``auth_middleware``
+(:data:`SIGNED_ROUTES`), replay and clock-skew rules included. Every action
 is a ``POST`` that must carry the session's CSRF token (``X-CSRF-Token``) and,
-when the browser sends ``Origin``, come from the dashboard's own origin; it
-runs through the same core operation as its REST route and is recorded in
+when the browser sends ``Origin``, come from the dashboard's own origin; its
+body is checked by the same wire models as its REST operation's and it runs
+through the same core operation (:data:`ACTIONS`), and it is recorded in
 the diagnostic event log as a ``DashboardActionEvent`` (who, what, outcome).
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -25,8 +28,9 @@ from aiohttp import web
 
 from hpcbatch.api.dashboard import live, views
 from hpcbatch.api.dashboard.sessions import SESSION_TTL_S, Session, Sessions
-from hpcbatch.batch import sharedkey
-from hpcbatch.batch.errors import BadRequestError, HpcbatchError
+from hpcbatch.api.http import read_json
+from hpcbatch.batch.errors import AuthenticationError, BadRequestError, HpcbatchError
+from hpcbatch.batch.models import JobTerminate
 from hpcbatch.core.service import BatchService
 
 routes = web.RouteTableDef()
@@ -42,6 +46,15 @@ ACTION_EVENT = "DashboardActionEvent"
 
 PUBLIC = frozenset({"signin-page", "signin-form", "signin-css", "tokens"})
 """Routes that answer without a session."""
+
+SIGNED_ROUTES = frozenset({"tokens"})
+"""Routes the REST API's ``auth_middleware`` authenticates as it does every REST request
+(SharedKey, body binding, replay and clock-skew rules: one code path) instead of a session."""
+
+SHAREDKEY_SIGNED: Any = (web.RequestKey("hpcbatch_dashboard_signed", bool)
+                         if hasattr(web, "RequestKey") else "hpcbatch_dashboard_signed")
+"""Set (True) by ``auth_middleware`` on a dashboard request it authenticated with SharedKey;
+a :data:`SIGNED_ROUTES` handler refuses a request without it."""
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -64,8 +77,8 @@ class Dashboard:
     service
         The service core.
     account, key
-        The account name and base64 key (SharedKey for ``/dashboard/tokens``;
-        the key also signs in).
+        The account name and base64 key (the key signs in; ``/dashboard/tokens``
+        is SharedKey-checked by the REST API's ``auth_middleware``).
     sessions
         Sign-in tokens and sessions.
     changes
@@ -219,15 +232,23 @@ async def signin_css(request: web.Request) -> web.Response:
 async def mint_token(request: web.Request) -> web.Response:
     """Mint a one-time sign-in token: a SharedKey-signed request (the account key's holder).
 
-    Returns ``{"token", "url"}``; ``url`` is the sign-in link ``hpcbatch dashboard`` prints.
+    The REST API's ``auth_middleware`` authenticates it like any REST request
+    (:data:`SIGNED_ROUTES`): a replayed or stale request is refused before this
+    runs. Returns ``{"token", "url"}``; ``url`` is the sign-in link ``hpcbatch
+    dashboard`` prints.
 
     Raises
     ------
     AuthenticationError
-        ``403 AuthenticationFailed``: not signed with the account key.
+        ``403 AuthenticationFailed``: not signed with the account key, replayed,
+        or not authenticated by ``auth_middleware`` at all (the dashboard mounted
+        without it: refused rather than open).
     """
+    if request.get(SHAREDKEY_SIGNED) is not True:
+        raise AuthenticationError(
+            "Minting a dashboard sign-in token needs a SharedKey-signed request.",
+            values={"AuthenticationErrorDetail": "not SharedKey-authenticated"})
     d = dash(request)
-    sharedkey.verify(request.method, request.raw_path, None, request.headers, d.account, d.key)
     token = d.sessions.mint_token()
     url = f"{request.scheme}://{request.host}/dashboard/signin?token={quote(token)}"
     return _json({"token": token, "url": url}, 201)
@@ -356,89 +377,136 @@ def _field(body: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _terminate_task(svc: BatchService, b: Mapping[str, Any]) -> None:
-    svc.tasks.terminate_task(_field(b, "jobId"), _field(b, "taskId"))
+def _no_body(body: Mapping[str, Any], operation: str) -> None:
+    """Refuse properties an operation without a request body would be sent."""
+    if body:
+        name = min(body)[:256]
+        raise BadRequestError(f"{operation} takes no request body; the property {name!r} "
+                              "is not allowed.", code="InvalidRequestBody",
+                              values={"PropertyName": name})
 
 
-def _terminate_job(svc: BatchService, b: Mapping[str, Any]) -> None:
-    svc.jobs.terminate_job(_field(b, "jobId"), b.get("terminateReason") or None)
+def _terminate_task(svc: BatchService, ids: Sequence[str], b: dict[str, Any]) -> None:
+    _no_body(b, "Task - Terminate")
+    svc.tasks.terminate_task(ids[0], ids[1])
 
 
-def _resize_pool(svc: BatchService, b: Mapping[str, Any]) -> None:
-    target = b.get("targetDedicatedNodes")
-    if not isinstance(target, int) or isinstance(target, bool):
+def _terminate_job(svc: BatchService, ids: Sequence[str], b: dict[str, Any]) -> None:
+    body = JobTerminate.from_wire(b, what="job terminate")  # as POST /jobs/{job}/terminate
+    svc.jobs.terminate_job(ids[0], body.terminate_reason)
+
+
+def _resize_pool(svc: BatchService, ids: Sequence[str], b: dict[str, Any]) -> None:
+    if "targetDedicatedNodes" not in b:  # the one thing the page's resize sets
         raise BadRequestError("The action needs targetDedicatedNodes (an integer).",
-                              code="InvalidPropertyValue",
+                              code="MissingRequiredProperty",
                               values={"PropertyName": "targetDedicatedNodes"})
-    svc.pools.resize_pool(_field(b, "poolId"), {"targetDedicatedNodes": target})
+    svc.pools.resize_pool(ids[0], b)  # PoolResize, as POST /pools/{pool}/resize
 
 
-def _reboot_node(svc: BatchService, b: Mapping[str, Any]) -> None:
-    svc.nodes.reboot_node(_field(b, "poolId"), _field(b, "nodeId"))
+def _reboot_node(svc: BatchService, ids: Sequence[str], b: dict[str, Any]) -> None:
+    option = b.pop("nodeRebootOption", None)
+    _no_body(b, "Compute Node - Reboot (but nodeRebootOption)")
+    svc.nodes.reboot_node(ids[0], ids[1], option)  # the option checked as for REST
 
 
-def _remove_node(svc: BatchService, b: Mapping[str, Any]) -> None:
-    svc.nodes.remove_nodes(_field(b, "poolId"), {"nodeList": [_field(b, "nodeId")]})
+def _remove_node(svc: BatchService, ids: Sequence[str], b: dict[str, Any]) -> None:
+    if "nodeList" in b:
+        raise BadRequestError("The action removes the one node nodeId names; nodeList is not "
+                              "allowed.", code="InvalidRequestBody",
+                              values={"PropertyName": "nodeList"})
+    # NodeRemove, as POST /pools/{pool}/removenodes (nodeId is its one nodeList entry)
+    svc.nodes.remove_nodes(ids[0], {"nodeList": [_field(b, "nodeId")],
+                                    **{k: v for k, v in b.items() if k != "nodeId"}})
 
 
-def _enable_autoscale(svc: BatchService, b: Mapping[str, Any]) -> None:
-    body = {"autoScaleFormula": _field(b, "autoScaleFormula")}
-    if b.get("autoScaleEvaluationInterval"):
-        body["autoScaleEvaluationInterval"] = _field(b, "autoScaleEvaluationInterval")
-    svc.autoscaler.enable(_field(b, "poolId"), body)
+def _enable_autoscale(svc: BatchService, ids: Sequence[str], b: dict[str, Any]) -> None:
+    svc.autoscaler.enable(ids[0], b)  # PoolEnableAutoScale, as POST .../enableautoscale
 
 
-def _disable_autoscale(svc: BatchService, b: Mapping[str, Any]) -> None:
-    svc.autoscaler.disable(_field(b, "poolId"))
+def _disable_autoscale(svc: BatchService, ids: Sequence[str], b: dict[str, Any]) -> None:
+    _no_body(b, "Pool - Disable AutoScale")
+    svc.autoscaler.disable(ids[0])
 
 
-ACTIONS: Mapping[str, Callable[[BatchService, Mapping[str, Any]], None]] = {
-    "terminateTask": _terminate_task,      # Task - Terminate
-    "terminateJob": _terminate_job,        # Job - Terminate
-    "resizePool": _resize_pool,            # Pool - Resize
-    "rebootNode": _reboot_node,            # Compute Node - Reboot
-    "removeNode": _remove_node,            # Pool - Remove Nodes
-    "enableAutoScale": _enable_autoscale,  # Pool - Enable AutoScale
-    "disableAutoScale": _disable_autoscale,  # Pool - Disable AutoScale
+@dataclass(frozen=True)
+class Action:
+    """A dashboard action: the REST operation it is, in the dashboard's JSON.
+
+    Attributes
+    ----------
+    ids
+        The properties of the action's body that name its resource: the REST
+        path's parameters (``poolId`` for ``/pools/{pool}/...``), in path order.
+    run
+        Runs the operation with those IDs and the rest of the body, which is
+        the REST operation's request body and is checked by the same wire model
+        (:mod:`hpcbatch.batch.models`) and core operation as the REST route's.
+    """
+
+    ids: tuple[str, ...]
+    run: Callable[[BatchService, Sequence[str], dict[str, Any]], None]
+
+
+ACTIONS: Mapping[str, Action] = {
+    "terminateTask": Action(("jobId", "taskId"), _terminate_task),      # Task - Terminate
+    "terminateJob": Action(("jobId",), _terminate_job),                 # Job - Terminate
+    "resizePool": Action(("poolId",), _resize_pool),                    # Pool - Resize
+    "rebootNode": Action(("poolId", "nodeId"), _reboot_node),           # Compute Node - Reboot
+    "removeNode": Action(("poolId",), _remove_node),                    # Pool - Remove Nodes
+    "enableAutoScale": Action(("poolId",), _enable_autoscale),          # Pool - Enable AutoScale
+    "disableAutoScale": Action(("poolId",), _disable_autoscale),        # Pool - Disable AutoScale
 }
 """The dashboard's actions and the core operation (the REST operation's) each runs."""
 
 AUDITED_FIELDS = ("poolId", "nodeId", "jobId", "taskId", "targetDedicatedNodes",
                   "autoScaleFormula", "autoScaleEvaluationInterval", "terminateReason")
 
+AUDIT_MAX_CHARS = 8192
+"""Longest value an action's audit event records (longer ones, which the action refuses
+unless it is a formula, are cut): a refused action must not grow the event log."""
+
+
+def _audited(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= AUDIT_MAX_CHARS else text[:AUDIT_MAX_CHARS] + "…"
+
 
 @routes.post("/api/actions/{action}", name="action")
 async def action(request: web.Request) -> web.Response:
     """Run one action (:data:`ACTIONS`) and record it as a ``DashboardActionEvent``.
 
-    The body is a JSON object naming the resource (``poolId``, ``jobId`` ...).
-    The event records the action, those fields, how the session signed in, the
-    browser's address and the outcome (``accepted`` or the error code).
+    The body is a JSON object naming the resource (``poolId``, ``jobId`` ...)
+    beside the REST operation's own body properties (``terminateReason`` ...),
+    read with the REST API's JSON limits and checked by the same wire models.
+    The event records the action, those fields (cut at :data:`AUDIT_MAX_CHARS`),
+    how the session signed in, the browser's address and the outcome
+    (``accepted`` or the error code).
 
     Raises
     ------
     HpcbatchError
-        The core operation's error (``TaskNotFound``, ``PoolBeingDeleted`` ...),
-        answered as the REST API answers it.
+        The wire models' error (``400 InvalidPropertyValue`` naming the
+        property ...) or the core operation's (``TaskNotFound``,
+        ``PoolBeingDeleted`` ...), answered as the REST API answers it.
     """
     name = request.match_info["action"]
-    run = ACTIONS.get(name)
-    if run is None:
+    act = ACTIONS.get(name)
+    if act is None:
         raise BadRequestError(f"Unknown action {name!r}; one of {', '.join(ACTIONS)}.",
                               code="InvalidUri")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequestError("The action's body must be a JSON object.",
-                              code="InvalidRequestBody") from None
+    body = await read_json(request)  # the REST API's limits (UTF-8, depth, size)
     if not isinstance(body, dict):
         raise BadRequestError("The action's body must be a JSON object.",
                               code="InvalidRequestBody")
     svc = _svc(request)
-    audit = {"action": name, **{k: body[k] for k in AUDITED_FIELDS if k in body},
+    audit = {"action": name, **{k: _audited(body[k]) for k in AUDITED_FIELDS if k in body},
              "signedInWith": session_of(request).how, "remoteAddress": request.remote}
     try:
-        run(svc, body)
+        ids = [_field(body, k) for k in act.ids]
+        act.run(svc, ids, {k: v for k, v in body.items() if k not in act.ids})
     except HpcbatchError as exc:
         svc.ctx.emit(ACTION_EVENT, {**audit, "outcome": exc.code})
         raise
