@@ -17,8 +17,10 @@ nothing is fetched from the internet. Data is aggregated on the server
 Sign-in (:mod:`.sessions`): ``hpcbatch dashboard`` mints a one-time token with
 a SharedKey-signed request and prints a sign-in URL; the sign-in page also
 takes the account key. Either sets an ``HttpOnly``, ``SameSite=Strict``
-session cookie. The dashboard's routes are the only ones exempt from SharedKey
-(:func:`owns`); they check the session themselves (:mod:`.routes`).
+session cookie. The dashboard's session routes are the only ones exempt from
+SharedKey (:func:`owns`); they check the session themselves (:mod:`.routes`).
+Minting a sign-in token (``POST /dashboard/tokens``) is not exempt: the REST
+API's SharedKey check, with its clock-skew and replay rules, authenticates it.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ def make_dashboard(service: BatchService, account: str, key: str, *,
     service
         The service core the pages read and the actions change.
     account, key
-        The account name and base64 key: ``/dashboard/tokens`` checks SharedKey
-        with them, and the sign-in form accepts the key.
+        The account name and base64 key: the sign-in form accepts the key
+        (``/dashboard/tokens`` is authenticated by the REST API's SharedKey check).
     dask_dashboard_url
         The Dask dashboard's URL when the operator enabled it; the pages link to it.
 
@@ -84,6 +86,7 @@ def owns(request: web.Request) -> bool:
 
     Decided by the router, not by the path's spelling: the request's matched
     route belongs to the dashboard's sub-application. The REST API's SharedKey
-    check skips exactly these requests.
+    check skips these requests but for its signed routes (minting a sign-in
+    token; see :mod:`hpcbatch.api.security`).
     """
     return any(DASHBOARD in app for app in request.match_info.apps)
