@@ -20,8 +20,10 @@ why and tasks share the agent's identity; the service shows that on the pool.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -29,6 +31,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +39,11 @@ from typing import Any
 
 from hpcbatch.batch.identity import POOL_AUTO_USER, TASK_USER_PREFIX, RunAs
 
-__all__ = ["Credentials", "Switcher", "UserSwitchError", "group_exists", "main",
-           "run_account_tool", "setup_node", "user_exists"]
+__all__ = ["Credentials", "Switcher", "UserSwitchError", "drop_task_users_under", "group_exists",
+           "kill_uid", "main", "remove_task_user", "run_account_tool", "setup_node",
+           "sweep_ended_task_users", "user_exists"]
+
+log = logging.getLogger(__name__)
 
 NODE_CONFIG = "node.json"
 """The node process's config file, in the node root (only the agent's user reads it)."""
@@ -51,6 +57,14 @@ _DIR_MODES = {"shared": 0o1777, "secrets": 0o700, "ssh": 0o711, "dask": 0o700,
               "startup": 0o755, "workitems": 0o755, "applications": 0o755}
 """Modes of the node root's folders under user switching: ``shared`` is writable by
 every task (sticky, as ``/tmp``); the agent's own folders are closed."""
+
+
+ENDED_COMMENT = "hpcbatch task user, run ended"
+"""The comment (GECOS) of a task-scope user whose run has ended: an account still marked so
+could not be removed yet, and any agent on the host removes it
+(:func:`sweep_ended_task_users`). A running task's user never carries it."""
+KILL_TIMEOUT_S = 10.0
+"""How long :func:`kill_uid` waits for a user's processes to be gone."""
 
 
 class UserSwitchError(Exception):
@@ -344,12 +358,19 @@ class Switcher:
 
     Pool users (auto-user, accounts, root) are looked up once and cached;
     task-scope users are made by :meth:`make_task_user` and removed by
-    :meth:`drop_task_user`. Thread-safe.
+    :meth:`drop_task_user`. Making one (an agent starts) removes the task users of
+    ended runs an earlier agent could not (:func:`sweep_ended_task_users`). Thread-safe.
     """
 
     def __init__(self) -> None:
         self._cache: dict[str, Credentials] = {}
         self._lock = threading.Lock()
+        if os.geteuid() == 0:
+            # A new agent: task users an earlier one could not remove go now.
+            try:
+                sweep_ended_task_users()
+            except OSError as exc:
+                log.warning("cannot remove the task users of ended runs: %s", exc)
 
     def credentials(self, run_as: RunAs) -> Credentials:
         """Return the credentials of a pool-scope user, root or a pool account.
@@ -380,26 +401,166 @@ class Switcher:
         return _credentials(run_as.user)
 
     def drop_task_user(self, name: str, task_dir: str | os.PathLike[str]) -> bool:
-        """Remove a task-scope user; its task directory goes to root first.
-
-        Removing a user frees its uid for the next task-scope user, so the
-        task directory is handed to root (mode 0700) before: the next user
-        with that uid cannot enter it.
+        """Remove a task-scope user (:func:`remove_task_user`), then the ended task users
+        earlier removals left (:func:`sweep_ended_task_users`).
 
         Returns
         -------
         bool
-            True when the user was removed (False: it still runs processes).
+            True when the user is gone (False: it could not be removed, which is logged;
+            the next removal or the next agent on the host retries it).
         """
-        if not name.startswith(TASK_USER_PREFIX) or not user_exists(name):
+        if not name.startswith(TASK_USER_PREFIX):
             return False
-        try:
-            os.chown(task_dir, 0, 0)
-            os.chmod(task_dir, 0o700)
-        except OSError:
-            pass
-        res = subprocess.run(["userdel", "--", name], capture_output=True, check=False)
-        return res.returncode == 0
+        gone = remove_task_user(name, task_dir)
+        sweep_ended_task_users(skip=name)
+        return gone
+
+
+def kill_uid(uid: int, timeout_s: float = KILL_TIMEOUT_S) -> int:
+    """SIGKILL every process whose real, effective or saved uid is ``uid``; wait until none
+    is left.
+
+    For a task-scope user only (its uid belongs to one run): a task's process cannot hide
+    from it by leaving the process tree or clearing its environment. A zombie is not
+    waited for (it runs nothing; its parent reaps it).
+
+    Returns
+    -------
+    int
+        How many processes were killed.
+
+    Raises
+    ------
+    UserSwitchError
+        ``uid`` is root's, or processes of it are still alive after ``timeout_s``.
+    """
+    import psutil  # the node's setup (this module's main) does without it
+
+    if uid == 0:
+        raise UserSwitchError("refusing to kill every process of root")
+    me = os.getpid()
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for p in psutil.process_iter(["uids", "status"]):
+            uids = p.info["uids"]
+            if (p.pid == me or uids is None or uid not in tuple(uids)
+                    or p.info["status"] == psutil.STATUS_ZOMBIE):
+                continue
+            alive.append(p)
+            try:
+                p.kill()
+                killed.add(p.pid)
+            except psutil.Error:
+                pass
+        if not alive:
+            return len(killed)
+        if time.monotonic() > deadline:
+            raise UserSwitchError(f"{len(alive)} process(es) of uid {uid} still alive after "
+                                  f"{timeout_s:g} s: pids {sorted(p.pid for p in alive)}")
+        time.sleep(0.02)
+
+
+def _userdel(name: str) -> str | None:
+    """``userdel`` a task-scope user whose processes were killed; return why it failed, or
+    None when the account is gone. Zombies of the user (dead, not yet reaped) make plain
+    ``userdel`` refuse: then ``--force``, as nothing of the user runs any more."""
+    why = None
+    for argv in (["userdel", "--", name], ["userdel", "--force", "--", name]):
+        res = subprocess.run(argv, capture_output=True, check=False)
+        if res.returncode == 0 or not user_exists(name):
+            return None
+        why = (f"{argv[0]} failed (exit code {res.returncode}): "
+               f"{res.stderr.decode(errors='replace').strip()}")
+    return why
+
+
+def remove_task_user(name: str, task_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Remove a task-scope user: hand its task directory to root, mark it ended, kill every
+    process of its uid (:func:`kill_uid`: tags can be cleared, a uid cannot), then delete
+    the account.
+
+    Removing a user frees its uid for the next task-scope user, so the task directory is
+    handed to root (mode 0700) first: the next user with that uid cannot enter it.
+
+    Parameters
+    ----------
+    name
+        The user (:data:`~hpcbatch.batch.identity.TASK_USER_PREFIX` names only).
+    task_dir
+        Its task directory (None: its home, which is the task directory).
+
+    Returns
+    -------
+    bool
+        True when the account is gone. False when it could not be removed: logged with the
+        reason; it stays marked :data:`ENDED_COMMENT` and is retried by
+        :func:`sweep_ended_task_users`.
+    """
+    if not name.startswith(TASK_USER_PREFIX):
+        return False
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return True
+    if entry.pw_uid == 0:
+        log.warning("task user %s has uid 0: not removed", name)
+        return False
+    with contextlib.suppress(OSError):
+        folder = task_dir if task_dir is not None else entry.pw_dir
+        os.chown(folder, 0, 0)
+        os.chmod(folder, 0o700)
+    if entry.pw_gecos != ENDED_COMMENT:
+        subprocess.run(["usermod", "--comment", ENDED_COMMENT, "--", name],
+                       capture_output=True, check=False)
+    try:
+        kill_uid(entry.pw_uid)
+    except UserSwitchError as exc:
+        log.warning("task user %s cannot be removed yet (retried later): %s", name, exc)
+        return False
+    why = _userdel(name)
+    if why is not None:
+        log.warning("task user %s cannot be removed yet (retried later): %s", name, why)
+        return False
+    return True
+
+
+def _task_users(match: Callable[[pwd.struct_passwd], bool]) -> list[str]:
+    return [e.pw_name for e in pwd.getpwall()
+            if e.pw_name.startswith(TASK_USER_PREFIX) and match(e)]
+
+
+def sweep_ended_task_users(skip: str | None = None) -> int:
+    """Remove the task-scope users of ended runs that earlier removals left on this host
+    (marked :data:`ENDED_COMMENT`), whichever agent made them.
+
+    Called after each removal and when an agent starts (:class:`Switcher`): no task
+    account leaks past the next attempt.
+
+    Returns
+    -------
+    int
+        How many were removed.
+    """
+    names = _task_users(lambda e: e.pw_gecos == ENDED_COMMENT and e.pw_name != skip)
+    return sum(1 for n in names if remove_task_user(n))
+
+
+def drop_task_users_under(root_dir: str | os.PathLike[str]) -> int:
+    """Remove every task-scope user whose home (its task directory) is under ``root_dir``,
+    running or not: the node of that root leaves its pool, is reimaged or stops.
+
+    Returns
+    -------
+    int
+        How many were removed (failures are logged and retried as for
+        :func:`remove_task_user`).
+    """
+    top = os.path.realpath(root_dir).rstrip("/") + "/"
+    names = _task_users(lambda e: os.path.realpath(e.pw_dir).startswith(top))
+    return sum(1 for n in names if remove_task_user(n))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from typing import Any
 from hpcbatch.execution.environment import SECRETS_DIR
 from hpcbatch.execution.identity import (
     ADMIN_GROUPS,
+    drop_task_users_under,
     group_exists,
     run_account_tool,
     user_exists,
@@ -213,14 +214,18 @@ def delete_user(root_dir: str, name: str) -> dict[str, Any]:
 
 
 def delete_all(root_dir: str) -> int:
-    """Delete every node user of this node (the node leaves its pool or is reimaged).
+    """Delete every node user of this node (the node leaves its pool or is reimaged), and
+    every task-scope user whose task directory is in this node's root, with all their
+    processes (:func:`hpcbatch.execution.identity.drop_task_users_under`: killed by uid,
+    so a process that left the run's tree and cleared its environment goes too).
 
     Returns
     -------
     int
-        How many were deleted.
+        How many node users were deleted.
     """
     if _unavailable() is not None:
         return 0
+    drop_task_users_under(root_dir)
     names = list(_load(root_dir))
     return sum(1 for n in names if not delete_user(root_dir, n))

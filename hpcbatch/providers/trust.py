@@ -29,28 +29,52 @@ _ADDRESS = re.compile(r"[A-Za-z0-9.:_*?%-]+")
 
 # sh script: $1 the authorized_keys line to keep ('' to remove only), $2 the key's base64 body,
 # $3 the user ('' = who runs it), $4 the keys file (%h = home, leading). The file is rewritten
-# under flock: lines holding the key go, $1 comes. A file under the user's home is written by
-# the user itself (runuser, see _as): root never follows links the user may have planted.
-# sshd reads the file as the user: a new folder outside the home is left traversable.
+# under flock: lines holding the key go, $1 comes.
+# With $3 (the pool's auto-user, an account hpcbatch owns) the file is hpcbatch's alone: only
+# pool-key lines in the form authorized_line writes are kept, any other line goes. Outside
+# the user's home, root keeps the file: root-owned, 0644 (sshd accepts it under StrictModes),
+# in a folder root owns (made 0755; one the user owned is taken back), replaced by rename
+# (a link planted earlier is replaced, never followed): the user cannot add a key there.
+# A file under the user's home is written by the user itself (runuser, see _as): root never
+# follows links the user may have planted; the user owns that file (docs/security.md).
+# Without $3 (the login user's own file) every other line is kept.
 _KEYS = r'''set -e
 u=$3
 if [ -n "$u" ]; then h=$(getent passwd "$u" | cut -d: -f6); else u=$(id -un); h=$HOME; fi
 [ -n "$h" ] || { echo "user $u does not exist" >&2; exit 1; }
-case $4 in "%h"*) f=$h${4#%h};; *) f=$4;; esac
+case $4 in "%h"*) f=$h${4#%h}; home=1;; *) f=$4; home=;; esac
 case $f in *%u*) f=$(printf '%s' "$f" | sed "s/%u/$u/g");; esac
-if [ -z "$1" ] && [ ! -f "$f" ]; then exit 0; fi
+ours='^restrict,from="[A-Za-z0-9.:_*?%,-]+" ssh-ed25519 [A-Za-z0-9+/=]+ hpcbatch-pool-[A-Za-z0-9_-]+$'
+if [ -z "$1" ] && [ ! -e "$f" ] && [ ! -L "$f" ]; then exit 0; fi
 d=$(dirname -- "$f")
-if [ ! -d "$d" ]; then mkdir -p -- "$d"; case $4 in "%h"*) chmod 700 "$d";; esac; fi
+if [ -n "$3" ] && [ -z "$home" ] && [ "$(id -u)" = 0 ]; then
+  if [ ! -d "$d" ]; then (umask 022; mkdir -p -- "$d"); fi
+  if [ "$(stat -c %u -- "$d")" = "$(id -u "$u")" ]; then chown 0:0 -- "$d"; chmod 755 -- "$d"; fi
+  exec 9<"$d"
+  if command -v flock >/dev/null 2>&1; then flock 9; fi
+  t=$(mktemp -- "$d/.hpcbatch-keys.XXXXXX")
+  if [ -f "$f" ] && [ ! -L "$f" ]; then
+    { grep -E -- "$ours" "$f" || true; } | { grep -vF -- "$2" || true; } > "$t"
+  fi
+  if [ -n "$1" ]; then printf '%s\n' "$1" >> "$t"; fi
+  chmod 644 -- "$t"
+  mv -f -- "$t" "$f"
+  exit 0
+fi
+if [ ! -d "$d" ]; then mkdir -p -- "$d"; if [ -n "$home" ]; then chmod 700 "$d"; fi; fi
 umask 077
 touch -- "$f"
 exec 9>>"$f"
 if command -v flock >/dev/null 2>&1; then flock 9; fi
 t="$f.hpcbatch.$$"
-grep -vF -- "$2" "$f" > "$t" || true
+if [ -n "$3" ]; then
+  { grep -E -- "$ours" "$f" || true; } | { grep -vF -- "$2" || true; } > "$t"
+else
+  grep -vF -- "$2" "$f" > "$t" || true
+fi
 if [ -n "$1" ]; then printf '%s\n' "$1" >> "$t"; fi
 cat -- "$t" > "$f"
 rm -f -- "$t"
-if [ -n "$3" ] && [ "$(id -u)" = 0 ]; then chown -- "$u" "$f"; fi
 '''
 
 

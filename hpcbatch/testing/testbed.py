@@ -17,7 +17,9 @@ with one generated key. The testbed writes, in its directory:
 
 Each node gets its own root directory ``DIR/nodes/{name}`` (on a real cluster
 every node has the same root path), and its own authorized keys, besides the
-testbed key: ``DIR/keys/{name}/{user}`` (:func:`keys_file`).
+testbed key: ``DIR/keys/{name}/{user}`` (:func:`keys_file`). The pool's auto-user
+``_azbatch`` logs in with that file only (a ``Match User`` block), as
+docs/security.md recommends: its ``~/.ssh`` is its own, so its tasks could add keys there.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Self
 import psutil
 
 from hpcbatch.batch.errors import HpcbatchError
+from hpcbatch.batch.identity import POOL_AUTO_USER
 from hpcbatch.providers.inventory import Host, dump_inventory
 
 __all__ = ["Testbed", "down", "up"]
@@ -296,6 +299,10 @@ def _start_sshd(directory: Path, address: str, port: int) -> int:
         "MaxStartups 64:30:128\n"
         "PrintMotd no\n"
         "Subsystem sftp internal-sftp\n"
+        # The pool's auto-user: only the file hpcbatch keeps (root's, outside its home).
+        # Its home is its own, so keys it put in ~/.ssh would outlive its pool.
+        f"Match User {POOL_AUTO_USER}\n"
+        f"    AuthorizedKeysFile {keys_file(directory, address)}\n"
     )
     with open(log, "ab") as out:
         proc = subprocess.Popen(
