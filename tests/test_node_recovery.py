@@ -202,3 +202,44 @@ def test_a_host_that_cannot_be_reached_shows_it_until_it_can(tmp_path: Path) -> 
         bed.start(a)
         wait_until(lambda: not unreachable(), timeout_s=60, what="the error cleared")
         assert client.get_node("p", a).state == "idle"
+
+
+def test_a_node_whose_host_was_down_when_it_joined_recovers_then_is_replaced(tmp_path: Path
+                                                                           ) -> None:
+    """NodeConnectionFailed at join gets the lost node's recovery (D2): restarts with backoff
+    until the host answers; replaced by a free host when it stays down; and that host, known
+    unreachable, is taken last when the pool grows."""
+    with service_on_testbed(tmp_path, 3, "127.0.7.31") as (client, bed, thread):
+        manager = thread.runtime.service.pool_manager
+        manager.health.recovery_policy = RecoveryPolicy(first_delay_s=0.2, max_delay_s=1.0,
+                                                        slow_delay_s=1.0, replace_after=100)
+        a, b, c = sorted(h.name for h in bed.hosts)
+        bed.kill(a)  # sshd down when the pool takes the host (the first free one)
+
+        def retried(pool: str) -> Any:
+            errs = _errors(client, pool, a)
+            return (errs and errs[0].code == "NodeConnectionFailed"
+                    and "restart attempt" in _details(errs[0]).get("Recovery", "") and errs)
+
+        client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 1})
+        errs = wait_until(lambda: retried("p"), timeout_s=60, what="restarts of the node")
+        assert "refused" in errs[0].message.lower()
+        bed.start(a)  # the host answers again: the node joins by itself, no reboot asked
+        wait_until(lambda: client.get_node("p", a).state == "idle", timeout_s=60,
+                   what="idle by itself")
+        assert _errors(client, "p", a) == []
+        client.delete_pool("p")
+        wait_until(lambda: not client.list_pools(), timeout_s=60, what="pool p gone")
+
+        # It stays down: after replace_after attempts a free host replaces it ...
+        manager.health.recovery_policy = FAST
+        bed.kill(a)
+        client.create_pool({"id": "q", "vmSize": "any", "targetDedicatedNodes": 1})
+        wait_until(lambda: [(n.id, n.state) for n in client.list_nodes("q")] == [(b, "idle")],
+                   timeout_s=90, what=f"{a} replaced by {b}")
+        # ... and growing the pool takes the other free host, not the unreachable one.
+        wait_until(lambda: client.get_pool("q").allocation_state == "steady", what="steady")
+        client.resize_pool("q", 2)
+        nodes = client.wait_for_pool("q", timeout_s=90)
+        assert sorted((n.id, n.state) for n in nodes) == [(b, "idle"), (c, "idle")]
+        bed.start(a)

@@ -185,6 +185,9 @@ class PoolManager:
         self._unsaved: dict[tuple[str, str], tuple[NodeRuntime, bool]] = {}
         self._flush_due = False
         self._identity_noted: set[tuple[str, str | None]] = set()
+        self.unreachable_hosts: dict[str, str] = {}
+        """Per host key: the SSH error of the latest start of a node there that could not
+        reach it, until a start there succeeds; :meth:`free_hosts` offers such hosts last."""
         self.health = NodeHealth(self)
         """Lost workers and the nodes' own recovery (``auto_recover``, ``recovery_policy``)."""
         self.reachability = NodeReachability(self)
@@ -575,10 +578,13 @@ class PoolManager:
         allowed = (None, "unread") if unread else (None,)
         dedicated, low = kinds or tuple(max(0, d) for d in self.kind_deficits(pool_key))
         with self.store.read() as conn:
-            rows = conn.execute(sa.select(hosts.c.spec).where(hosts.c.pool_key.is_(None))
-                                .order_by(hosts.c.key)).scalars().all()
+            rows = conn.execute(sa.select(hosts.c.key, hosts.c.spec)
+                                .where(hosts.c.pool_key.is_(None))
+                                .order_by(hosts.c.key)).all()
+        # Hosts a node could not reach when it last started there come last: a pool takes
+        # one only when no other free host fits.
         found: list[Host] = []
-        for text in rows:
+        for _key, text in sorted(rows, key=lambda r: r[0] in self.unreachable_hosts):
             if len(found) >= limit or not (dedicated or low):
                 break
             host = Host.model_validate(loads(text))
@@ -959,18 +965,20 @@ class PoolManager:
             await asyncio.get_running_loop().run_in_executor(PROVISION_THREADS, self._launch,
                                                              node)
         except NodeConnectionError as exc:
-            self.fail(node, "NodeConnectionFailed", str(exc))
+            self.unreachable_hosts[node.host.name.lower()] = str(exc)
+            self._start_failed(node, "NodeConnectionFailed", str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - an unexpected provider failure still names the host
-            self.fail(node, "NodeStartFailed", f"host {node.host.name}: {exc}")
+            self._start_failed(node, "NodeStartFailed", f"host {node.host.name}: {exc}")
             return
+        self.unreachable_hosts.pop(node.host.name.lower(), None)
         await self.keys.sync(node.pool_key)  # the other nodes accept this one from now on
         addr = await self._wait_for_worker(node, WORKER_TIMEOUT_S)
         if gen != node.generation or node.state == ComputeNodeState.leavingpool:
             return
         if addr is None:
             running, tail = await asyncio.to_thread(self._diagnose, node)
-            self.fail(node, "NodeStartFailed",
+            self._start_failed(node, "NodeStartFailed",
                        f"host {node.host.name}: the node's worker did not connect to the "
                        f"scheduler within {WORKER_TIMEOUT_S:g} s "
                        f"({'its process is running' if running else 'its process exited'}). "
@@ -983,6 +991,14 @@ class PoolManager:
         if self.before_start_task is not None:
             await self.before_start_task(node)
         await self._run_start_task(node, gen)
+
+    def _start_failed(self, node: NodeRuntime, code: str, message: str) -> None:
+        """A node that could not start (its host unreachable, its process or worker not up):
+        ``unusable`` with ``code``, then recovered by itself as a lost node is
+        (:meth:`hpcbatch.core.node_health.NodeHealth.recover_node`: restarts with backoff,
+        replaced by a free host when its host stays unreachable; docs/architecture.md D2)."""
+        self.fail(node, code, message)
+        self.health.recover_node(node)
 
     async def _prefetch_images(self, node: NodeRuntime, gen: int) -> bool:
         """Pull the pool's ``containerImageNames`` on a node that just started (incarnation
