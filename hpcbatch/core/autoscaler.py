@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,10 @@ class Autoscaler:
         self._next_eval: dict[str, datetime] = {}
         self._network: dict[str, dict[str, tuple[float, float]]] = {}
         """Each pool's nodes' network counters at their last sample (``record_node_samples``)."""
+        self.resize: Callable[[str, int, int, str | None], None] | None = None
+        """``resize(pool_key, dedicated, low_priority, nodeDeallocationOption)``: makes a
+        result the pool's targets, as "Pool - Resize" does (its resize events included):
+        :meth:`hpcbatch.core.pools.Pools.resize_to`, set by the pools."""
 
     # ------------------------------------------------------------- operations
 
@@ -261,11 +265,9 @@ class Autoscaler:
             Store.update(conn, pools, {"key": pool_key}, status=dumps(status))
         self.ctx.emit("PoolAutoscaleEvent", events.pool_autoscale_event(
             {"id": row["id"], "autoScaleFormula": formula}, status["autoScaleRun"]))
-        if result.error is None:
-            pm = self.ctx.pool_manager
-            pm.low_priority_targets[pool_key] = result.target_low_priority_nodes or 0
-            pm.set_target(pool_key, result.target_dedicated_nodes or 0,
-                          result.node_deallocation_option)
+        if result.error is None and self.resize is not None:
+            self.resize(pool_key, result.target_dedicated_nodes or 0,
+                        result.target_low_priority_nodes or 0, result.node_deallocation_option)
 
     def forget(self, pool_key: str) -> None:
         """Drop a deleted pool's samples and schedule."""

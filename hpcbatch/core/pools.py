@@ -171,10 +171,15 @@ class Pools:
         self.applications = applications
         self.autoscaler = autoscaler
         self.inventory = inventory
-        self.resizing: dict[str, datetime] = {}
+        self.resizing: dict[str, tuple[datetime, str, tuple[int, int]]] = {}
+        """Pools being resized: the time the resize started, the ``nodeDeallocationOption``
+        its PoolResizeStartEvent gave and its (dedicated, low-priority) targets (for its
+        PoolResizeCompleteEvent)."""
         self._allocation: dict[str, str] = {}
         """Per pool: the ``allocationState`` last written to the store."""
-        """Pools being resized, with the time the resize started (for PoolResizeCompleteEvent)."""
+        # An autoscale result resizes the pool as Pool - Resize does.
+        autoscaler.resize = lambda key, target, low, option: self.resize_to(
+            key, target, low, option, autoscale=True)
 
     def add_pool(self, body: Mapping[str, Any], *, auto_pool: bool = False) -> str:
         """Add a pool (``POST /pools``, "Pool - Add").
@@ -253,7 +258,8 @@ class Pools:
         pool_json = self.get_pool(spec.id)
         self.ctx.emit("PoolCreateEvent", events.pool_create_event(pool_json,
                                                                   is_auto_pool=auto_pool))
-        self._start_resize(spec.id.lower(), pool_json)
+        if not spec.enable_auto_scale:  # an autoscale pool's first resize is its formula's
+            self._start_resize(spec.id.lower(), pool_json, current=(0, 0))
         return spec.id
 
     def pool_wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -461,10 +467,55 @@ class Pools:
             status["lastModified"] = iso(utcnow())
             status["eTag"] = new_etag()
             Store.update(conn, pools, {"key": row["key"]}, status=dumps(status))
-        self.ctx.pool_manager.low_priority_targets[row["key"]] = status["targetLowPriority"]
-        self.ctx.pool_manager.set_target(row["key"], status["target"],
-                                         resize.node_deallocation_option or "requeue")
-        self._start_resize(row["key"], self.get_pool(pool_id), resize.node_deallocation_option)
+        self.resize_to(row["key"], status["target"], status["targetLowPriority"],
+                       resize.node_deallocation_option)
+
+    def resize_to(self, pool_key: str, target: int, low_target: int,
+                  option: str | None = None, *, autoscale: bool = False) -> None:
+        """Resize a pool to new targets: the one path of "Pool - Resize" and of autoscale
+        results (in Batch both are resizes and log ``PoolResizeStartEvent``, then
+        ``PoolResizeCompleteEvent``).
+
+        The pool's stored targets are the caller's. An autoscale result equal to the
+        pool's targets is no resize (no event).
+
+        Parameters
+        ----------
+        pool_key
+            The pool (lower-cased ID).
+        target, low_target
+            ``targetDedicatedNodes`` and ``targetLowPriorityNodes``.
+        option
+            ``nodeDeallocationOption`` as given for the nodes the pool gives up. None:
+            ``requeue`` for Pool - Resize; the pool's last one for autoscale
+            (:meth:`~hpcbatch.core.pool_manager.PoolManager.set_target`).
+        autoscale
+            The targets are an autoscale result (``$NodeDeallocationOption``).
+        """
+        pm = self.ctx.pool_manager
+        spec = pm.spec(pool_key)
+        if spec is None:
+            return
+        used = option if autoscale else option or "requeue"
+        if autoscale and (pm.targets.get(pool_key, 0),
+                          pm.low_priority_targets.get(pool_key, 0)) == (target, low_target):
+            pm.set_target(pool_key, target, used)  # no resize: the option, a reconcile
+            return
+        current = self._current_nodes(pool_key)  # before the pool takes or gives back hosts
+        pm.low_priority_targets[pool_key] = low_target
+        pm.set_target(pool_key, target, used)
+        shrinking = target < current[0] or low_target < current[1]
+        # The events give the option the shrink uses (a grow without one: "invalid").
+        self._start_resize(pool_key, self.get_pool(spec.id),
+                           option or (pm.deallocation.get(pool_key, "requeue") if shrinking
+                                      else None), current=current)
+
+    def _current_nodes(self, pool_key: str) -> tuple[int, int]:
+        """The pool's dedicated and low-priority nodes now (``currentDedicatedNodes``,
+        ``currentLowPriorityNodes``: leaving nodes count until they are gone)."""
+        nodes_ = self.ctx.pool_manager.nodes_of(pool_key)
+        low = sum(1 for n in nodes_ if n.host.low_priority)
+        return len(nodes_) - low, low
 
     def stop_resize_pool(self, pool_id: str) -> None:
         """Stop a pool's resize ("Pool - Stop Resize"); a steady pool is left as it is.
@@ -499,12 +550,30 @@ class Pools:
         self.sync_allocation_states([key])
 
     def _start_resize(self, pool_key: str, pool_json: dict[str, Any],
-                      option: str | None = None) -> None:
-        """Emit PoolResizeStartEvent; PoolResizeCompleteEvent follows once allocation is steady."""
-        self.resizing[pool_key] = utcnow()
+                      option: str | None = None, *, current: tuple[int, int]) -> None:
+        """Emit PoolResizeStartEvent; PoolResizeCompleteEvent follows once allocation is steady.
+
+        ``current`` is the pool's (dedicated, low-priority) node count as the resize
+        starts: ``pool_json`` is read after the pool took its new hosts. The complete
+        event gives the start event's ``nodeDeallocationOption``. A resize still under
+        way (an autoscale result changed the targets again) completes first: each start
+        event has its complete event.
+        """
+        earlier = self.resizing.pop(pool_key, None)
+        if earlier is not None:  # it ends with the nodes the pool has now, toward its targets
+            started, earlier_option, targets = earlier
+            self.ctx.emit("PoolResizeCompleteEvent", events.pool_resize_complete_event(
+                {**{k: v for k, v in pool_json.items() if k != "resizeErrors"},
+                 "currentDedicatedNodes": current[0], "currentLowPriorityNodes": current[1],
+                 "targetDedicatedNodes": targets[0], "targetLowPriorityNodes": targets[1]},
+                start_time=started, end_time=utcnow(), node_deallocation_option=earlier_option))
+        body = events.pool_resize_start_event(
+            {**pool_json, "currentDedicatedNodes": current[0],
+             "currentLowPriorityNodes": current[1]}, node_deallocation_option=option)
+        self.resizing[pool_key] = (utcnow(), body["nodeDeallocationOption"],
+                                   (body["targetDedicatedNodes"], body["targetLowPriorityNodes"]))
         self.sync_allocation_states([pool_key])
-        self.ctx.emit("PoolResizeStartEvent",
-                  events.pool_resize_start_event(pool_json, node_deallocation_option=option))
+        self.ctx.emit("PoolResizeStartEvent", body)
 
     def sync_allocation_states(self, pool_keys: Iterable[str] | None = None) -> None:
         """Record pools' ``allocationState`` (and its transition time) where it changed.
@@ -548,7 +617,7 @@ class Pools:
         """Emit PoolResizeCompleteEvent for the resizes whose allocation became steady."""
         if self.resizing:
             self.sync_allocation_states(list(self.resizing))
-        for key, started in list(self.resizing.items()):
+        for key, (started, option, _targets) in list(self.resizing.items()):
             spec = self.ctx.pool_manager.spec(key)
             if spec is None:
                 self.resizing.pop(key)
@@ -556,7 +625,8 @@ class Pools:
                 self.resizing.pop(key)
                 pool = self.get_pool(spec.id)
                 self.ctx.emit("PoolResizeCompleteEvent", events.pool_resize_complete_event(
-                    pool, start_time=started, end_time=utcnow()))
+                    pool, start_time=started, end_time=utcnow(),
+                    node_deallocation_option=option))
 
     def delete_pool(self, pool_id: str) -> None:
         """Delete a pool ("Pool - Delete"): stop its nodes, give their hosts back.

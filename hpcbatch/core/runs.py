@@ -30,6 +30,9 @@ from hpcbatch.core.transitions import check, task_moves
 from hpcbatch.execution import agent
 from hpcbatch.store.database import (
     dumps,
+    jobs,
+    loads,
+    pools,
     subtasks,
     tasks,
 )
@@ -270,6 +273,53 @@ class Runs:
                 pool_id=run.node.pool_id))
         self.ctx.emit("TaskRequeueEvent", events.task_requeue_event(
             run.job_id, task, task_type=task_type, pool_id=run.node.pool_id))
+
+    def requeue_stored(self) -> None:
+        """Requeue the tasks the store holds as running: after a service restart.
+
+        They were running on nodes of an earlier service process: each goes back to
+        ``active`` (``requeueCount`` + 1), as Batch does when a node restarts, with a
+        ``TaskRequeueEvent`` as every counted requeue (:meth:`requeue`); their
+        subtasks end with them (audit M10). No run of this process holds them.
+        """
+        now = utcnow()
+        with self.ctx.store.begin() as conn:
+            lost = conn.execute(sa.select(
+                tasks.c.job_key, tasks.c.id, tasks.c.required_slots, tasks.c.instances,
+                tasks.c.is_manager, tasks.c.pool_key, tasks.c.node_id, tasks.c.retry_count,
+                tasks.c.requeue_count, tasks.c.spec).where(REQUEUE_FROM)).mappings().all() \
+                if self.ctx.events is not None else []
+            conn.execute(
+                tasks.update().where(REQUEUE_FROM).values(
+                    state=TaskState.active, previous_state=tasks.c.state,
+                    previous_state_transition_time=tasks.c.state_transition_time,
+                    state_transition_time=now, requeue_count=tasks.c.requeue_count + 1,
+                    last_requeue_time=now, last_modified=now, etag=new_etag(),
+                )
+            )
+            end_subtasks(conn, None, SUBTASK_REQUEUED, now)
+            job_rows = {r.key: r for r in conn.execute(
+                sa.select(jobs.c.key, jobs.c.id, jobs.c.spec)
+                .where(jobs.c.key.in_({t["job_key"] for t in lost})))} if lost else {}
+            pool_ids = dict(conn.execute(sa.select(pools.c.key, pools.c.id)).all()) \
+                if lost else {}
+        for t in lost:
+            job = job_rows.get(t["job_key"])
+            if job is None:
+                continue
+            retries = (loads(t["spec"]).get("constraints") or {}).get("maxTaskRetryCount")
+            if retries is None:
+                retries = (loads(job.spec).get("constraints") or {}).get("maxTaskRetryCount")
+            pool_id = pool_ids.get(t["pool_key"], t["pool_key"])
+            task = {"id": t["id"], "requiredSlots": t["required_slots"],
+                    "nodeInfo": {"poolId": pool_id, "nodeId": t["node_id"]},
+                    "multiInstanceSettings": {"numberOfInstances": t["instances"]},
+                    "constraints": {"maxTaskRetryCount": retries or 0},
+                    "executionInfo": {"retryCount": t["retry_count"],
+                                      "requeueCount": t["requeue_count"] + 1}}
+            self.ctx.emit("TaskRequeueEvent", events.task_requeue_event(
+                job.id, task, task_type="JobManager" if t["is_manager"] else "User",
+                pool_id=pool_id))
 
     def forget(self, run: Run) -> None:
         if self.by_key.pop(run.key, None) is not None:

@@ -34,8 +34,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from hpcbatch.batch.models import PoolSpec
-from hpcbatch.batch.states import PoolState, TaskState
-from hpcbatch.batch.wire import new_etag, utcnow
+from hpcbatch.batch.states import PoolState
 from hpcbatch.core.applications import Applications
 from hpcbatch.core.auto_pools import AutoPools
 from hpcbatch.core.autoscaler import Autoscaler
@@ -53,14 +52,14 @@ from hpcbatch.core.pool_manager import PoolManager
 from hpcbatch.core.pools import Pools
 from hpcbatch.core.preparation import JobPreparation
 from hpcbatch.core.quotas import Quotas
-from hpcbatch.core.runs import REQUEUE_FROM, SUBTASK_REQUEUED, Runs, end_subtasks
+from hpcbatch.core.runs import Runs
 from hpcbatch.core.statistics import Statistics
 from hpcbatch.core.tasks import Tasks
 from hpcbatch.execution.engine import DaskEngine
 from hpcbatch.execution.tls import TlsFiles
 from hpcbatch.execution.transfer import StorageRef
 from hpcbatch.storage.scoped import JobStorageCredentials
-from hpcbatch.store.database import Store, loads, mappings, pools, tasks
+from hpcbatch.store.database import Store, loads, mappings, pools
 from hpcbatch.store.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -169,18 +168,8 @@ class BatchService:
         are deleted; jobs left terminating, disabling or deleting are finished
         (:meth:`~hpcbatch.core.jobs.Jobs.resume`).
         """
-        now = utcnow()
-        with self.ctx.store.begin() as conn:
-            conn.execute(
-                tasks.update().where(REQUEUE_FROM).values(
-                    state=TaskState.active, previous_state=tasks.c.state,
-                    previous_state_transition_time=tasks.c.state_transition_time,
-                    state_transition_time=now, requeue_count=tasks.c.requeue_count + 1,
-                    last_requeue_time=now, last_modified=now, etag=new_etag(),
-                )
-            )
-            # Their subtasks end with them (audit M10).
-            end_subtasks(conn, None, SUBTASK_REQUEUED, now)
+        self.runs.requeue_stored()  # with their TaskRequeueEvents
+        with self.ctx.store.read() as conn:
             rows = mappings(conn.execute(sa.select(pools)))
         for row in rows:
             spec = PoolSpec.model_validate(loads(row["spec"]))
