@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import site
+import subprocess
 import sys
 import venv
 from pathlib import Path
@@ -159,3 +160,51 @@ def test_the_runtime_check_finds_a_runtime_on_the_task_path(tmp_path: Path) -> N
     checks = {c.check: c for c in preflight.check_host(host, expected)}
     assert checks["runtime"].status == "pass", checks["runtime"]
     assert checks["runtime"].detail == f"here: container runtime {bindir}/podman on the task PATH"
+
+
+def test_a_wrong_key_fix_names_its_public_key_and_the_hosts_authorized_keys(checked,
+                                                                            tmp_path: Path
+                                                                            ) -> None:
+    """The fix of a refused key: the .pub to authorise, in the file sshd reads for the user
+    (the host's ``authorized_keys``, ``%u`` filled in), not the private key and the default."""
+    _, _, bed = checked
+    good = bed.hosts[0]
+    wrong = tmp_path / "wrongkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    host = good.model_copy(update={"identity_file": str(wrong)})
+    [ssh, *_] = preflight.check_host(host, preflight.Expected("x", "y"))
+    assert ssh.status == "fail" and "authentication" in ssh.detail.lower(), ssh
+    user = host.user
+    assert user and good.authorized_keys and "%u" in good.authorized_keys
+    assert ssh.fix == (f"authorise this service's key ({wrong}.pub) in "
+                       f"{good.authorized_keys.replace('%u', user)} of {user} on {host.address}")
+    default = host.model_copy(update={"authorized_keys": None})
+    assert f"in ~{user}/.ssh/authorized_keys of {user}" in preflight._ssh_fix(
+        default, ssh.detail)
+
+
+def test_an_ssh_config_alias_reports_its_hostname_and_port(tmp_path: Path) -> None:
+    """A host reached through an ssh config alias with ``Port 2222``: hosts list, hosts
+    check, the node's ipAddress and its remote login settings give where ssh really goes."""
+    from hpcbatch.testing import testbed as tb
+    from tests.helpers import running_service
+
+    with (tb.up(1, tmp_path / "testbed", base_address="127.0.14.31", port=2222) as bed,
+          running_service(tmp_path / "state") as (client, _)):
+        [real] = bed.hosts
+        config = tmp_path / "ssh_config"
+        config.write_text(f"Host tbport\n    HostName {real.address}\n    Port 2222\n")
+        alias = {**real.model_dump(mode="json"), "name": "tbport", "address": "tbport",
+                 "port": 22, "ssh_config": str(config)}
+        client.add_hosts([alias])
+        [listed] = client.list_hosts()
+        assert (listed["address"], listed["port"]) == ("tbport", 2222)
+        result = json.loads(hosts_check(tmp_path / "state", "-o", "json", code=0).stdout)
+        ssh = next(c for c in result["value"] if c["check"] == "ssh")
+        assert ssh["status"] == "pass", ssh
+        assert ssh["detail"] == f"tbport: reached tbport ({real.address}:2222) (ssh)"
+        client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 1})
+        [node] = client.wait_for_pool("p", timeout_s=120)
+        assert node.state == "idle" and node.ip_address == real.address
+        login = client.get_remote_login_settings("p", "tbport")
+        assert (login["remoteLoginIPAddress"], login["remoteLoginPort"]) == (real.address, 2222)

@@ -26,7 +26,7 @@ from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import pool_row
 from hpcbatch.execution import containers, multiinstance
 from hpcbatch.providers import preflight
-from hpcbatch.providers.inventory import LOCAL_PATH_FIELDS, Host
+from hpcbatch.providers.inventory import LOCAL_PATH_FIELDS, Host, ssh_target
 from hpcbatch.store.database import (
     Store,
     dumps,
@@ -164,7 +164,19 @@ class Inventory:
         return {**spec, "poolId": pool_key}
 
     def list_hosts(self) -> list[dict[str, Any]]:
-        """Return the inventory: each host with the pool it belongs to (or None)."""
+        """Return the inventory as ``hosts list`` shows it: each host with the pool it belongs
+        to (or None) and its effective SSH ``port`` (the ssh config's ``Port`` for its
+        address when the inventory leaves 22: :func:`~hpcbatch.providers.inventory.ssh_target`).
+        """
+        listed = self.stored_hosts()
+        for h in listed:
+            if h.get("provider", "ssh") == "ssh" and h.get("port", 22) == 22:
+                h["port"] = ssh_target(Host.model_validate(
+                    {k: v for k, v in h.items() if k != "poolId"})).port
+        return listed
+
+    def stored_hosts(self) -> list[dict[str, Any]]:
+        """Return the inventory as stored: each host's fields with its ``poolId`` (or None)."""
         with self.ctx.store.read() as conn:
             rows = mappings(conn.execute(sa.select(hosts).order_by(hosts.c.key)))
             pool_ids = dict(conn.execute(sa.select(pools.c.key, pools.c.id)).all())
@@ -219,7 +231,7 @@ class Inventory:
             The inventory's hosts.
         """
         hosts_ = [Host.model_validate({k: v for k, v in h.items() if k != "poolId"})
-                  for h in self.list_hosts()]
+                  for h in self.stored_hosts()]
         unread = [h for h in hosts_ if h.name.lower() not in self._os_releases]
         if unread:
             found = await asyncio.to_thread(preflight.read_os_releases, unread)
@@ -239,7 +251,7 @@ class Inventory:
         if not specs:
             return
         hosts_ = [Host.model_validate({k: v for k, v in h.items() if k != "poolId"})
-                  for h in self.list_hosts() if h["poolId"] is None]
+                  for h in self.stored_hosts() if h["poolId"] is None]
         if not any(pm.host_misfit(s, h) == "unread" for s in specs for h in hosts_):
             return  # every free host's fit is known (its OS, or its inventory images)
         try:
@@ -310,7 +322,7 @@ class Inventory:
         return containers.runtime_names(cc.get("type")) if cc else ()
 
     def _hosts_to_check(self, pool_id: str | None) -> list[dict[str, Any]]:
-        listed = self.list_hosts()
+        listed = self.stored_hosts()
         if pool_id is None:
             return listed
         with self.ctx.store.read() as conn:

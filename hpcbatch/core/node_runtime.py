@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from hpcbatch.batch.states import NODE_ACCEPTS_TASKS, ComputeNodeState, SchedulingState, TaskState
 from hpcbatch.batch.wire import iso, utcnow
-from hpcbatch.providers.inventory import Host
+from hpcbatch.providers.inventory import Host, ssh_target
 
 RECENT_TASKS = 10
 """How many tasks a node's ``recentTasks`` lists: its running ones first, then the latest
@@ -130,6 +130,15 @@ class NodeRuntime:
     """The node's addresses in its pool key's ``from=`` lists (its address, resolved)."""
     trust_from: tuple[str, ...] | None = None
     """The ``from=`` addresses last written on this node (None: no key installed)."""
+    ip_address: str | None = None
+    """The node's ``ipAddress``: its host's effective SSH address (the ssh config's
+    ``HostName`` for an alias, :func:`~hpcbatch.providers.inventory.ssh_target`), read once."""
+
+    def effective_address(self) -> str:
+        """The node's ``ipAddress`` (:attr:`ip_address`, read from the ssh config once)."""
+        if self.ip_address is None:
+            self.ip_address = ssh_target(self.host).address
+        return self.ip_address
 
     @property
     def free_slots(self) -> int:
@@ -179,7 +188,7 @@ class NodeRuntime:
             "schedulingState": self.scheduling_state,
             "stateTransitionTime": iso(self.state_transition_time),
             "allocationTime": iso(self.allocation_time),
-            "ipAddress": self.host.address,
+            "ipAddress": self.effective_address(),
             "affinityId": f"TVM:{self.node_id}",
             "vmSize": self.vm_size or ",".join(self.host.labels) or "any",
             "totalTasksRun": self.total_tasks_run,

@@ -23,7 +23,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pydantic
 import yaml
@@ -31,7 +31,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from hpcbatch.batch.errors import BadRequestError, InvalidPropertyValueError
 
-__all__ = ["Host", "check_root_dir", "dump_inventory", "load_inventory", "parse_inventory"]
+__all__ = ["Host", "SshTarget", "check_root_dir", "dump_inventory", "load_inventory",
+           "parse_inventory", "ssh_target"]
 
 #: Host fields holding paths on *this* machine; relative ones are resolved
 #: against the inventory file's folder.
@@ -274,6 +275,82 @@ class Host(pydantic.BaseModel):
         """
         wanted = vm_size.lower()
         return wanted == "any" or any(label.lower() == wanted for label in self.labels)
+
+
+class SshTarget(NamedTuple):
+    """Where SSH really goes for a host: its inventory fields with its ssh config applied.
+
+    Attributes
+    ----------
+    address
+        The ``HostName`` the ssh config gives for the host's address (an alias), else
+        the address.
+    port
+        The inventory port; with the default 22, the config's ``Port`` for the address.
+    user
+        The inventory user, else the config's ``User``, else None (the current user).
+    identity_file
+        The inventory key, else the config's first ``IdentityFile``, else None.
+    """
+
+    address: str
+    port: int
+    user: str | None
+    identity_file: str | None
+
+
+_CONFIGS: dict[tuple[tuple[str, int], ...], Any] = {}
+"""Parsed ssh configs by (file, mtime) list: read again only when a file changes."""
+
+
+def ssh_target(host: Host) -> SshTarget:
+    """The effective SSH target of a host: what ``hosts list``, ``hosts check`` and a node's
+    ``ipAddress`` and remote login settings report.
+
+    The files the SSH transport honours (the host's ``ssh_config``, ``~/.ssh/config``,
+    ``/etc/ssh/ssh_config``; :mod:`hpcbatch.providers.ssh`) are read with paramiko's
+    ``SSHConfig`` (parsed once per file version). A host of another provider, or one
+    whose config cannot be read, is its inventory fields.
+
+    Parameters
+    ----------
+    host
+        The inventory host.
+    """
+    plain = SshTarget(host.address, host.port, host.user, host.identity_file)
+    if host.provider != "ssh":
+        return plain
+    import paramiko  # lazily: the inventory model is imported by light clients
+
+    stamps: list[tuple[str, int]] = []
+    for path in (host.ssh_config, "~/.ssh/config", "/etc/ssh/ssh_config"):
+        if path is not None:
+            file = Path(path).expanduser()
+            try:
+                stamps.append((str(file), file.stat().st_mtime_ns))
+            except OSError:
+                continue
+    key = tuple(stamps)
+    config = _CONFIGS.get(key)
+    if config is None:
+        config = paramiko.SSHConfig()
+        try:
+            for file_name, _ in stamps:
+                with open(file_name, encoding="utf-8") as text:
+                    config.parse(text)
+        except (OSError, UnicodeError, paramiko.ConfigParseError):
+            return plain  # the transport reports it when it connects
+        if len(_CONFIGS) > 64:
+            _CONFIGS.clear()
+        _CONFIGS[key] = config
+    found = config.lookup(host.address)
+    try:
+        port = host.port if host.port != 22 else int(found.get("port", 22))
+    except ValueError:
+        port = host.port
+    files = found.get("identityfile") or []
+    return SshTarget(found.get("hostname") or host.address, port,
+                     host.user or found.get("user"), host.identity_file or (files[0] if files else None))
 
 
 def load_inventory(path: str | os.PathLike[str]) -> list[Host]:

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from hpcbatch.batch.errors import HpcbatchError
 from hpcbatch.providers.base import CommandResult, run_parallel
-from hpcbatch.providers.inventory import Host
+from hpcbatch.providers.inventory import Host, ssh_target
 from hpcbatch.providers.registry import open_transport
 
 __all__ = ["CHECK_DIR", "MIN_FREE_BYTES", "Check", "Expected", "check_hosts", "check_peers",
@@ -182,7 +182,7 @@ def check_host(host: Host, expected: Expected) -> list[Check]:
         except HpcbatchError as exc:
             return [Check(name, "ssh", "fail", _message(exc), _ssh_fix(host, _message(exc))),
                     *(_skipped(name, c, "ssh") for c in checks)]
-        where = f"{host.address}:{host.port}" if host.provider == "ssh" else "this machine"
+        where = _where(host) if host.provider == "ssh" else "this machine"
         out = [Check(name, "ssh", "pass", f"{name}: reached {where} ({host.provider})")]
         try:
             res = transport.run([host.python, "-c", _PROBE, json.dumps(host.env), host.root_dir,
@@ -362,18 +362,43 @@ def _last_line(res: CommandResult) -> str:
     return lines[-1][:500]
 
 
+def _where(host: Host) -> str:
+    """``address:port`` where SSH goes for the host; an ssh config alias with its target."""
+    target = ssh_target(host)
+    if target.address != host.address:
+        return f"{host.address} ({target.address}:{target.port})"
+    return f"{host.address}:{target.port}"
+
+
+def _keys_file(keys_file: str | None, user: str | None) -> str:
+    """The ``authorized_keys`` file of ``user`` (None: the login user) as sshd finds it:
+    the host's ``authorized_keys`` (sshd's ``AuthorizedKeysFile``, ``%h`` and ``%u``) or
+    ``~/.ssh/authorized_keys``."""
+    path = keys_file or "%h/.ssh/authorized_keys"
+    if user is not None:
+        path = path.replace("%u", user)
+    if path.startswith("%h/"):
+        path = f"~{user or ''}/{path[3:]}"
+    return path
+
+
 def _ssh_fix(host: Host, message: str) -> str:
     text = message.lower()
+    target = ssh_target(host)
     if "host key" in text:
-        return (f"add {host.address}'s host key to {host.known_hosts or '~/.ssh/known_hosts'} "
-                f"(ssh-keyscan -p {host.port} {host.address}), after checking its fingerprint")
+        return (f"add {target.address}'s host key to {host.known_hosts or '~/.ssh/known_hosts'} "
+                f"(ssh-keyscan -p {target.port} {target.address}), after checking its "
+                "fingerprint")
     if "authentication" in text:
-        return (f"authorise this service's key ({host.identity_file or 'your default key'}) "
-                f"in ~/.ssh/authorized_keys of {host.user or 'the login user'} on {host.address}")
+        key = (f"{target.identity_file}.pub" if target.identity_file
+               else "your default public key, ~/.ssh/id_*.pub")
+        return (f"authorise this service's key ({key}) in "
+                f"{_keys_file(host.authorized_keys, target.user)} of "
+                f"{target.user or 'the login user'} on {host.address}")
     if "resolve" in text:
         return f"fix the inventory address of {host.name} ({host.address}) or your DNS"
-    return (f"start sshd on {host.address} port {host.port} (or fix the inventory's address "
-            f"and port of {host.name}), and let this machine reach it")
+    return (f"start sshd on {target.address} port {target.port} (or fix the inventory's "
+            f"address and port of {host.name}), and let this machine reach it")
 
 
 def read_os_releases(hosts: Sequence[Host]) -> dict[str, str | Exception]:

@@ -20,6 +20,7 @@ from hpcbatch.api.http import (
 from hpcbatch.api.unsupported import feature_not_supported
 from hpcbatch.batch.errors import NotFoundError
 from hpcbatch.core.nodes import node_user_request
+from hpcbatch.providers.inventory import Host, ssh_target
 
 routes = web.RouteTableDef()
 
@@ -101,16 +102,17 @@ async def remote_login_settings(request: web.Request) -> web.Response:
     """
     svc = service(request)
     node = NODES.target(request).fetch()
-    host = next((h for h in svc.inventory.list_hosts()
-                 if h.get("name") == node["id"] or h.get("address") == node.get("ipAddress")),
-                None)
+    host = next((h for h in svc.inventory.stored_hosts()
+                 if str(h.get("name")).lower() == str(node["id"]).lower()), None)
     if host is None or not svc.pool_manager.remote_login(host):
         raise feature_not_supported("Compute Node - Get Remote Login Settings",
                                     f"node {node['id']} is a process on the service's own "
                                     "machine, not an SSH host.")
+    # Where ssh really goes: an ssh config alias's HostName and Port.
+    target = ssh_target(Host.model_validate({k: v for k, v in host.items() if k != "poolId"}))
     return json_reply({"odata.metadata": metadata_url(request, "remoteloginsettings/@Element"),
-                       "remoteLoginIPAddress": host.get("address"),
-                       "remoteLoginPort": int(host.get("port") or 22)})
+                       "remoteLoginIPAddress": target.address,
+                       "remoteLoginPort": target.port})
 
 
 @routes.post("/pools/{pool}/nodes/{node}/users")
