@@ -264,20 +264,47 @@ def _install_user_key(creds: Credentials, private_key: str) -> None:
                               f"private key: {exc}") from exc
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH).decode()
-    ssh = Path(creds.home, ".ssh")
-    ssh.mkdir(mode=0o700, exist_ok=True)
     name = "id_ed25519" if public.startswith("ssh-ed25519") else "id_rsa"
-    files = {name: (private_key.rstrip("\n") + "\n", 0o600), f"{name}.pub": (public + "\n", 0o644)}
-    auth = ssh / "authorized_keys"
-    lines = auth.read_text().splitlines() if auth.exists() else []
-    if public not in lines:
-        files["authorized_keys"] = ("".join(f"{x}\n" for x in [*lines, public]), 0o600)
-    for fname, (text, mode) in files.items():
-        path = ssh / fname
-        path.write_text(text)
-        path.chmod(mode)
-        os.chown(path, creds.uid, creds.gid)
-    os.chown(ssh, creds.uid, creds.gid)
+    # Written by a process of the user itself, never by root: the home and its ``.ssh``
+    # are the user's, so a link its tasks planted there reaches only what the user may write.
+    res = subprocess.run(
+        [sys.executable, "-c", _USER_KEY_SCRIPT], input=json.dumps({
+            "ssh": str(Path(creds.home, ".ssh")), "name": name, "public": public,
+            "private": private_key.rstrip("\n") + "\n"}).encode(),
+        user=creds.uid, group=creds.gid, extra_groups=list(creds.groups), umask=0o077,
+        env={"PATH": "/usr/bin:/bin", **creds.env()}, cwd="/", capture_output=True,
+        check=False)
+    if res.returncode != 0:
+        raise UserSwitchError(f"user {creds.name}: cannot write its ~/.ssh key pair: "
+                              f"{res.stderr.decode(errors='replace').strip()[-500:]}")
+
+
+_USER_KEY_SCRIPT = """
+import json, os, sys
+a = json.load(sys.stdin)
+ssh = a["ssh"]
+os.makedirs(ssh, mode=0o700, exist_ok=True)
+auth = os.path.join(ssh, "authorized_keys")
+try:  # a link (or a file the account cannot read) is replaced, not read through
+    with os.fdopen(os.open(auth, os.O_RDONLY | os.O_NOFOLLOW)) as f:
+        lines = f.read().splitlines()
+except OSError:
+    lines = []
+files = {a["name"]: (a["private"], 0o600), a["name"] + ".pub": (a["public"] + "\\n", 0o644)}
+if a["public"] not in lines:
+    files["authorized_keys"] = ("".join(x + "\\n" for x in [*lines, a["public"]]), 0o600)
+for fname, (text, mode) in files.items():
+    path = os.path.join(ssh, fname)
+    tmp = path + ".hpcbatch-new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+"""
+"""Writes a pool account's key pair and its ``authorized_keys`` line, run as that account
+(:func:`_install_user_key`): temporary file, then rename, so no link at a final name is
+followed."""
 
 
 def setup_node(root: str | os.PathLike[str], spec: dict[str, Any]) -> dict[str, Any]:
