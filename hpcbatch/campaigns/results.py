@@ -150,7 +150,8 @@ class Check:
         if self.mean is None:
             return f"{self.benchmark} {self.figure} [{where}]: no value to check"
         dev = self.deviation
-        bound = (f"[{_num(self.lower_bound)}, {_num(self.upper_bound)}] {self.unit}")
+        bound = (f"[{_num(self.lower_bound, '-inf')}, {_num(self.upper_bound, 'inf')}] "
+                 f"{self.unit}")
         verdict = "within" if self.passed else "outside"
         return (f"{self.benchmark} {self.figure} [{where}]: {_num(self.mean)} {self.unit} is "
                 f"{verdict} {bound} (reference {_num(value)} {self.unit}, tolerance "
@@ -166,8 +167,9 @@ class Check:
                 "message": self.describe()}
 
 
-def _num(x: float | None) -> str:
-    return "-inf/inf" if x is None else f"{x:.4g}"
+def _num(x: float | None, unbounded: str = "-") -> str:
+    """``x`` to 4 significant digits; ``unbounded`` (``-inf``, ``inf``) when None."""
+    return unbounded if x is None else f"{x:.4g}"
 
 
 def check_references(campaign: Campaign, groups: Sequence[Group], pool_id: str,

@@ -158,6 +158,7 @@ class _HpcbatchJob(sched.Job):
         self.task_id = "job"
         self.out_paths: tuple[str, str] = ("", "")
         self.cancelled = False
+        self.batch_nodes = 1
 
 
 @register_scheduler("hpcbatch")
@@ -223,10 +224,30 @@ class HpcbatchJobScheduler(sched.JobScheduler):
         except HpcbatchError as exc:
             raise JobError(f"hpcbatch: {exc.code}: {exc.message}") from None
         job.batch_job_id = batch_job
+        job.batch_nodes = nodes
         job._jobid = batch_job
         job._state = "PENDING"
         job._submit_time = time.time()
         job.out_paths = (os.path.join(workdir, job.stdout), os.path.join(workdir, job.stderr))
+
+    def _nodes(self, job: _HpcbatchJob, task: Any) -> list[str]:
+        """Every node of the job's multi-instance task, master first.
+
+        The master is the task's ``nodeInfo``; the others are its subtasks'
+        (Task - List Subtasks), in instance order.
+        """
+        from hpcbatch.client.sdk import BatchError
+
+        nodes = [task.node_info.node_id] if task.node_info and task.node_info.node_id else []
+        try:
+            subtasks = self.client().list_subtasks_json(job.batch_job_id, job.task_id)
+        except BatchError:
+            return nodes
+        for sub in sorted(subtasks, key=lambda s: s.get("id", 0)):
+            node = (sub.get("nodeInfo") or {}).get("nodeId")
+            if node and node not in nodes:
+                nodes.append(node)
+        return nodes
 
     def _fetch(self, job: _HpcbatchJob, name: str) -> bytes:
         from hpcbatch.client.sdk import BatchError
@@ -244,8 +265,8 @@ class HpcbatchJobScheduler(sched.JobScheduler):
             state = getattr(task.state, "value", task.state)
             if state == "running":
                 job._state = "RUNNING"
-                if task.node_info:
-                    job._nodelist = [task.node_info.node_id]
+            if state in ("running", "completed") and len(job.nodelist or []) < job.batch_nodes:
+                job._nodelist = self._nodes(job, task)
             if state != "completed":
                 continue
             for path, name in zip(job.out_paths, ("stdout.txt", "stderr.txt")):

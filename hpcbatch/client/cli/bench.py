@@ -114,7 +114,9 @@ def bench_run(campaign: str, pool_id: str | None, job_id: str | None, sets: tupl
     the job's JobOutput summary.json, by the Batch File Conventions: `hpcbatch
     output list --job-id JOB` finds them. Exits 0 when every run passed its
     sanity checks and every figure is within its references, else 1 with a
-    table of what failed by how much.
+    table of what failed by how much. Ctrl-C, SIGTERM and SIGHUP terminate the
+    campaign's job (so its running task) and exit 130, 143, 129. --dry-run
+    lists each planned task with every parameter that varies.
 
     \b
     Example:
@@ -138,9 +140,13 @@ def bench_run(campaign: str, pool_id: str | None, job_id: str | None, sets: tupl
         if as_json():
             click.echo(json.dumps({"jobId": job, "poolId": pool, "tasks": bodies}, indent=2))
         else:
-            for b in bodies:
-                click.echo(f"{b['id']}  nodes={b['multiInstanceSettings']['numberOfInstances']}"
-                           f"  {b['commandLine']}")
+            # nodes, and every other parameter whose value is not the same in every run
+            shown = ["nodes", *[k for k in dict.fromkeys(k for r in runs for k in r.params)
+                                if k != "nodes"
+                                and len({repr(r.params.get(k)) for r in runs}) > 1]]
+            for r, b in zip(runs, bodies):
+                point = "  ".join(f"{k}={r.params[k]}" for k in shown if k in r.params)
+                click.echo(f"{b['id']}  {point}  {b['commandLine']}")
             note(f"{len(bodies)} task(s) in job {job} on pool {pool} (dry run: nothing added)")
         return
     storage = None
@@ -171,6 +177,21 @@ def bench_run(campaign: str, pool_id: str | None, job_id: str | None, sets: tupl
 
 def _run_with_progress(runner: Any, runs: list[Any], overrides: dict[str, Any], *,
                        enabled: bool) -> dict[str, Any]:
+    """Run the campaign (with a progress bar when ``enabled``); Ctrl-C, SIGTERM and
+    SIGHUP terminate its job (so its tasks) and exit 130, 143, 129."""
+    from hpcbatch.client.cli.mpi import interrupt_on_signals, interrupted_status
+
+    with interrupt_on_signals():
+        try:
+            return _run(runner, runs, overrides, enabled=enabled)
+        except KeyboardInterrupt as exc:  # the runner terminated the job on its way out
+            note(f"interrupted: terminated job {runner.job_id}")
+            click.get_current_context().exit(interrupted_status(exc))
+            raise  # unreachable
+
+
+def _run(runner: Any, runs: list[Any], overrides: dict[str, Any], *,
+         enabled: bool) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -180,9 +201,9 @@ def _run_with_progress(runner: Any, runs: list[Any], overrides: dict[str, Any], 
         TimeElapsedColumn,
     )
 
-    console = Console(stderr=True)
     if not enabled:
         return dict(runner.run(runs, overrides=overrides))
+    console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         job = bar.add_task(f"{runner.campaign.name}", total=len(runs))
@@ -198,12 +219,7 @@ def _run_with_progress(runner: Any, runs: list[Any], overrides: dict[str, Any], 
                                                         f"{run.task_id} done"
                            + (f" ({failed} failed)" if failed else ""))
 
-        try:
-            return dict(runner.run(runs, progress=progress, overrides=overrides))
-        except KeyboardInterrupt:
-            note(f"interrupted: terminated job {runner.job_id}")
-            click.get_current_context().exit(130)
-            raise  # unreachable
+        return dict(runner.run(runs, progress=progress, overrides=overrides))
 
 
 def _read_source(source: str, storage_url: str | None) -> dict[str, Any]:
