@@ -5,7 +5,7 @@ scheduler (:meth:`NodeHealth.lost`: the node goes ``unusable`` with
 ``NodeLost``, the service requeues its tasks) and then restarts the node by
 itself, or replaces it by a free inventory host, following the policy of
 :mod:`hpcbatch.core.node_recovery`. The restarts and replacements themselves
-are the pool manager's (:meth:`hpcbatch.core.pool_manager.PoolManager.restart`,
+are the pool manager's (:meth:`hpcbatch.core.node_provisioning.NodeProvisioner.restart`,
 :meth:`~hpcbatch.core.pool_manager.PoolManager.replace_node`); the SSH
 reachability checks of hosts are :mod:`hpcbatch.core.node_reachability`'s.
 """
@@ -170,7 +170,7 @@ class NodeHealth:
                 return
             log.info("node %s (pool %s): restarting it on host %s (attempt %d)", node.node_id,
                      node.pool_id, node.host.name, recovery.attempts + 1)
-            await manager.restart(node)
+            await manager.provisioning.restart(node)
             if not self._recoverable(node):  # back, or taken over by a user or another cause
                 return
             recovery.failed(unreachable=node.errors[0].get("code") == NodeConnectionError.code)

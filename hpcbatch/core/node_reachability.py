@@ -132,7 +132,7 @@ class NodeReachability:
         str or None
             The SSH error, or None when the host answered.
         """
-        provider = self.manager.provider(node.host)
+        provider = self.manager.provisioning.provider(node.host)
         if not isinstance(provider, TransportProvider):
             return None
         generation = node.generation

@@ -106,7 +106,7 @@ class Nodes:
         await self.runs.drain(node, option)
         if reimage:  # a reimaged node starts without the users added to it
             await self.drop_node_users(node)
-        await self.ctx.pool_manager.restart(node, wipe=reimage)
+        await self.ctx.pool_manager.provisioning.restart(node, wipe=reimage)
 
     def set_node_scheduling(self, pool_id: str, node_id: str, enabled: bool,
                             option: str | None = None) -> None:
@@ -232,7 +232,7 @@ class Nodes:
     async def remove_node(self, node: NodeRuntime, option: str) -> None:
         self.ctx.pool_manager.mark_removing(node)
         await self.runs.drain(node, option)
-        await self.ctx.pool_manager.remove_node(node)
+        await self.ctx.pool_manager.provisioning.remove_node(node)
 
 
 def node_user_request(body: Mapping[str, Any], *, name: str | None = None,

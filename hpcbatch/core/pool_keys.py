@@ -64,7 +64,7 @@ class PoolKeys:
     ----------
     manager
         The pool manager: its nodes (:attr:`PoolManager.pools`) and their
-        providers (:meth:`PoolManager.provider`).
+        providers (:meth:`hpcbatch.core.node_provisioning.NodeProvisioner.provider`).
 
     Attributes
     ----------
@@ -92,7 +92,7 @@ class PoolKeys:
         """Path of the pool's private key on ``node``, or None when the pool has no SSH trust."""
         if node.pool_key not in self.keys or not node.root_dir:
             return None
-        return self.manager.provider(node.host).pool_key_path(node.root_dir)
+        return self.manager.provisioning.provider(node.host).pool_key_path(node.root_dir)
 
     def spec_for(self, node: NodeRuntime) -> TrustSpec | None:
         """What a starting node installs (blocking: DNS), or None for a pool without trust.
@@ -143,7 +143,7 @@ class PoolKeys:
 
             def update(node: NodeRuntime) -> None:
                 try:
-                    self.manager.provider(node.host).update_trust(
+                    self.manager.provisioning.provider(node.host).update_trust(
                         public, allowed_from=allowed, user=node.trust_user)
                     node.trust_from = allowed
                 except HpcbatchError as exc:
@@ -161,7 +161,7 @@ class PoolKeys:
             return
         node.trust_from = None
         try:
-            self.manager.provider(node.host).revoke_trust(
+            self.manager.provisioning.provider(node.host).revoke_trust(
                 self.keys[node.pool_key][1], root_dir=node.root_dir, user=node.trust_user)
         except HpcbatchError as exc:
             log.warning("cannot revoke the pool key on host %s: %s", node.host.name, exc)

@@ -1,12 +1,15 @@
 """The pool manager: reconciles each pool's target node count against the inventory.
 
 It takes inventory hosts for a pool (``vmSize`` selects them by label), starts a
-compute node on each through the host's :class:`~hpcbatch.providers.base.NodeProvider`
-(the only way it reaches a host; :func:`hpcbatch.providers.registry.provider_for`
-picks it), waits for the node's Dask worker, runs the start task, and gives
-hosts back when a pool shrinks or is deleted. Node states are Batch's
+compute node on each, and gives hosts back when a pool shrinks or is deleted; it
+keeps the nodes' state and saves it in the store. Node states are Batch's
 (``ComputeNodeState``); every change of a node's state goes through
 :meth:`PoolManager.set_state`.
+
+The nodes' processes are started apart, in :mod:`hpcbatch.core.node_provisioning`
+(:attr:`PoolManager.provisioning`): each through its host's
+:class:`~hpcbatch.providers.base.NodeProvider` (the only way hpcbatch reaches a host),
+then the node's Dask worker, its start task, its restarts and its removal.
 
 The nodes' health is watched apart: lost workers and the nodes' own recovery
 in :mod:`hpcbatch.core.node_health` (:attr:`PoolManager.health`), the SSH
@@ -23,17 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import posixpath
-import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from hpcbatch.batch import identity, images
-from hpcbatch.batch.errors import HpcbatchError, NodeConnectionError
+from hpcbatch.batch import images
 from hpcbatch.batch.models import PoolSpec
 from hpcbatch.batch.states import (
     NODE_JOINING,
@@ -42,27 +41,18 @@ from hpcbatch.batch.states import (
     ComputeNodeState,
     Kind,
     SchedulingState,
-    StartTaskState,
-    TaskExecutionResult,
 )
 from hpcbatch.batch.wire import iso, utcnow
-from hpcbatch.core import image_prefetch, statistics
+from hpcbatch.core import statistics
 from hpcbatch.core.node_health import NodeHealth
+from hpcbatch.core.node_provisioning import NodeProvisioner
 from hpcbatch.core.node_reachability import NodeReachability
 from hpcbatch.core.node_runtime import EndedTask, NodeRuntime
 from hpcbatch.core.pool_keys import PoolKeys
 from hpcbatch.core.transitions import check
-from hpcbatch.execution import agent, containers
 from hpcbatch.execution.engine import DaskEngine
-from hpcbatch.execution.environment import NODE_TLS_DIR, NODE_TLS_FILES
-from hpcbatch.execution.pki import issue_node_credentials
 from hpcbatch.execution.tls import TlsFiles
-from hpcbatch.providers.base import (
-    LaunchSpec,
-    NodeLaunchError,
-    NodeProvider,
-    NodeRootRefusedError,
-)
+from hpcbatch.providers.base import NodeProvider
 from hpcbatch.providers.inventory import Host
 from hpcbatch.providers.registry import offers_remote_login, provider_for
 from hpcbatch.store.database import Store, dumps, hosts, loads, nodes
@@ -73,19 +63,10 @@ CLEARED_BY_ENABLE_SCHEDULING = {"name": "ClearedBy", "value": "Compute Node - En
 """The ``errorDetails`` entry of an error :meth:`PoolManager.quarantine` set: enabling the
 node's scheduling again clears it."""
 
-WORKER_TIMEOUT_S = 60.0
-"""How long a started node has to connect its Dask worker before it is unusable."""
-WORKER_POLL_S = 0.05
-"""Seconds between two queries of the scheduler's workers while nodes start."""
-PROVISION_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="hpcbatch-provision")
-"""Threads that start nodes (blocking SSH): a pool's nodes start together, not
-``asyncio``'s default few (cores + 4) at a time. Threads are made as needed."""
-
-
 
 class PoolManager:
-    """Provisions the compute nodes of every pool (and watches them through :attr:`health`
-    and :attr:`reachability`).
+    """Keeps the compute nodes of every pool at its targets: starts them through
+    :attr:`provisioning`, watches them through :attr:`health` and :attr:`reachability`.
 
     Parameters
     ----------
@@ -113,13 +94,15 @@ class PoolManager:
     shrink
         ``shrink(node, option)``: coroutine that drains a node per its
         ``nodeDeallocationOption`` and removes it (the service, which owns the
-        running tasks; default: :meth:`remove_node` at once).
+        running tasks; default:
+        :meth:`hpcbatch.core.node_provisioning.NodeProvisioner.remove_node` at once).
     core_quota
         The account's ``dedicatedCoreQuota``: most inventory cores all pools
         together may hold (None: no limit).
     provider_factory
         Makes the :class:`~hpcbatch.providers.base.NodeProvider` of a host
-        (default: :func:`hpcbatch.providers.registry.provider_for`).
+        (default: :func:`hpcbatch.providers.registry.provider_for`; kept by
+        :attr:`provisioning`).
 
     Attributes
     ----------
@@ -154,9 +137,8 @@ class PoolManager:
         self.storage = storage
         self.packages_for: Callable[[str], list[Any]] = packages_for or (lambda pool_key: [])
         self.shrink: Callable[[NodeRuntime, str], Awaitable[None]] = (
-            shrink or (lambda node, option: self.remove_node(node)))
+            shrink or (lambda node, option: self.provisioning.remove_node(node)))
         self.core_quota = core_quota
-        self.provider_factory = provider_factory
         self.deallocation: dict[str, str] = {}
         self.quota_blocked: set[str] = set()
         self.stopping: set[str] = set()
@@ -179,15 +161,14 @@ class PoolManager:
         self.before_remove: Callable[[NodeRuntime], Awaitable[None]] | None = None
         """Run on a node that leaves its pool, while its worker is up (its node users:
         :meth:`hpcbatch.core.nodes.Nodes.drop_node_users`)."""
-        self._providers: dict[str, NodeProvider] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._workers_poll: tuple[float, asyncio.Future[dict[str, str]] | None] = (0.0, None)
         self._unsaved: dict[tuple[str, str], tuple[NodeRuntime, bool]] = {}
         self._flush_due = False
-        self._identity_noted: set[tuple[str, str | None]] = set()
         self.unreachable_hosts: dict[str, str] = {}
         """Per host key: the SSH error of the latest start of a node there that could not
         reach it, until a start there succeeds; :meth:`free_hosts` offers such hosts last."""
+        self.provisioning = NodeProvisioner(self, provider_factory)
+        """The nodes' processes: launch, worker, start task, restart and removal."""
         self.health = NodeHealth(self)
         """Lost workers and the nodes' own recovery (``auto_recover``, ``recovery_policy``)."""
         self.reachability = NodeReachability(self)
@@ -326,12 +307,7 @@ class PoolManager:
                   for n in p.values() if n.worker),
                 return_exceptions=True,
             )
-        for provider in self._providers.values():
-            try:
-                provider.close()
-            except Exception:  # noqa: BLE001, S110 - at close, one provider's failure must not stop the others
-                pass
-        self._providers.clear()
+        self.provisioning.close()
 
     def spawn(self, coro: Any) -> None:
         """Run a coroutine on the event loop as a task the manager cancels when it closes."""
@@ -422,7 +398,7 @@ class PoolManager:
             else None (launchers use SSH with the pool's key,
             :meth:`hpcbatch.core.pool_keys.PoolKeys.key_path`).
         """
-        pythons = [self.provider(n.host).local_launch_python for n in nodes_]
+        pythons = [self.provisioning.provider(n.host).local_launch_python for n in nodes_]
         return pythons[0] if pythons and all(pythons) else None
 
     def remote_login(self, host: Host | Mapping[str, Any]) -> bool:
@@ -466,11 +442,11 @@ class PoolManager:
             )
             pool[node.node_id] = node
             if node.state == ComputeNodeState.leavingpool:  # its removal was under way
-                self.spawn(self.remove_node(node))
+                self.spawn(self.provisioning.remove_node(node))
                 continue
             if node.state not in NODE_JOINING:  # it had joined: restart it as a reboot
                 self.set_state(node, ComputeNodeState.rebooting, notify=False)
-            self.spawn(self._provision(node))
+            self.spawn(self.provisioning.provision(node))
         self.reconcile(pool_key)
 
     def reconcile(self, pool_key: str) -> None:
@@ -495,7 +471,7 @@ class PoolManager:
                                    vm_size=spec.vm_size)
                 pool[node.node_id] = node
                 self.persist(node, insert=True)
-                self.spawn(self._provision(node))
+                self.spawn(self.provisioning.provision(node))
         dedicated_extra, low_extra = (max(0, -d) for d in self.kind_deficits(pool_key, live))
         if dedicated_extra or low_extra:
             # Give back the least useful nodes first: broken, then idle, then busy.
@@ -847,299 +823,18 @@ class PoolManager:
         self.set_state(node, state)
         self.persist(node)
 
-    # -------------------------------------------------------------- provisioning
+    def forget_node(self, node: NodeRuntime) -> None:
+        """Forget a node that left its pool: its row goes and its host returns to the inventory.
 
-    def provider(self, host: Host) -> NodeProvider:
-        """Return the node provider of ``host`` (one per host, kept while its node lives)."""
-        provider = self._providers.get(host.name)
-        if provider is None:
-            provider = self._providers[host.name] = self.provider_factory(host)
-        return provider
+        The nodes saved and not written yet are written first (:meth:`flush`): no
+        saved state of the node may land after its row is gone. The node's core
+        time in the pool goes to the pool's statistics.
 
-    def _launch(self, node: NodeRuntime) -> None:
-        """Start the node process on its host (runs in a thread: blocking I/O).
-
-        One :meth:`~hpcbatch.providers.base.NodeProvider.launch` per start: the
-        host probe, task users, pool trust, TLS files and node process together.
+        Parameters
+        ----------
+        node
+            The node, ``leavingpool`` (:meth:`hpcbatch.core.node_provisioning.NodeProvisioner.remove_node`).
         """
-        host = node.host
-        provider = self.provider(host)
-        # The node's own identity, for this incarnation's worker name only; the
-        # service's key and the CA key stay here.
-        creds = issue_node_credentials(self.tls, node.pool_id, node.worker_name)
-        files = {}
-        remote_tls = {}
-        for name, data in (("ca_file", creds.ca_pem), ("cert_file", creds.cert_pem),
-                           ("key_file", creds.key_pem)):
-            rel = posixpath.join(NODE_TLS_DIR, NODE_TLS_FILES[name])
-            files[rel] = data
-            remote_tls[name] = rel  # under the node root, made absolute on the host
-        config = {
-            "node_id": node.node_id,
-            "worker_name": node.worker_name,
-            "pool_id": node.pool_id,
-            "is_dedicated": not host.low_priority,  # AZ_BATCH_NODE_IS_DEDICATED
-            "scheduler_address": self.engine.contact_address(host.address),
-            "nthreads": node.slots + 1,
-            "account_name": self.account_name,
-            "account_url": self.account_url,
-            "tls": remote_tls,
-            "death_timeout_s": WORKER_TIMEOUT_S,
-            "env": dict(host.env),
-        }
-        spec = self.specs[node.pool_key]
-        trust_spec = self.keys.spec_for(node)
-        try:
-            launched = provider.launch(LaunchSpec(config, files, {
-                "accounts": [a.to_wire() for a in spec.user_accounts or []],
-                "inter_node": bool(spec.enable_inter_node_communication)}, trust_spec))
-        except NodeLaunchError as exc:
-            node.root_dir = exc.root_dir or node.root_dir
-            raise
-        node.root_dir = launched.root_dir
-        self._setup_identity(node, launched.identity)
-        if trust_spec is not None:
-            self.keys.record(node, trust_spec, launched)
-
-    def _setup_identity(self, node: NodeRuntime, result: Mapping[str, Any]) -> bool:
-        """Record the host's user-switching answer on the node; return whether tasks switch users."""
-        node.user_switching = bool(result.get("switching"))
-        node.switching_note = None if node.user_switching else str(result.get("reason"))
-        if not node.user_switching:  # once per pool and reason: a pool's nodes are alike
-            noted = (node.pool_key, node.switching_note)
-            log.log(logging.DEBUG if noted in self._identity_noted else logging.WARNING,
-                    "node %s (pool %s): tasks share the node agent's identity: %s",
-                    node.node_id, node.pool_id, node.switching_note)
-            self._identity_noted.add(noted)
-        return node.user_switching
-
-    def _stop_process(self, node: NodeRuntime) -> None:
-        """End a node process whose worker is gone or never connected (runs in a thread)."""
-        if not node.root_dir:
-            return
-        try:
-            if self.provider(node.host).stop(node.root_dir):
-                log.info("node %s: stopped its node process on host %s",
-                         node.node_id, node.host.name)
-        except HpcbatchError as exc:
-            log.warning("cannot stop the node process of %s on host %s: %s",
-                        node.node_id, node.host.name, exc)
-
-    async def _wait_for_worker(self, node: NodeRuntime, timeout_s: float) -> str | None:
-        """Wait for the node's worker to register with the scheduler; its address, or None."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            addr = (await self._registered_workers()).get(node.worker_name)
-            if addr:
-                return addr
-            await asyncio.sleep(WORKER_POLL_S)
-        return None
-
-    async def _registered_workers(self) -> dict[str, str]:
-        """The scheduler's workers (name to address), one query shared by every waiting node.
-
-        A query younger than :data:`WORKER_POLL_S` (or in flight) answers all
-        nodes that wait at once, so a pool's start costs one query per poll,
-        not one per node.
-        """
-        loop = asyncio.get_running_loop()
-        at, poll = self._workers_poll
-        if poll is None or (poll.done() and loop.time() - at >= WORKER_POLL_S):
-            poll = asyncio.ensure_future(self.engine.workers())
-            self._workers_poll = (loop.time(), poll)
-        try:
-            return await asyncio.shield(poll)
-        except Exception:  # noqa: BLE001 - the scheduler is restarting: no worker known now
-            return {}
-
-    async def _provision(self, node: NodeRuntime) -> None:
-        node.generation += 1
-        gen = node.generation
-        node.worker_name = f"{node.node_id}@{secrets.token_hex(4)}"
-        node.errors = []
-        node.worker = None
-        self.set_state(node, ComputeNodeState.starting)
-        self.persist(node)
-        try:
-            await asyncio.get_running_loop().run_in_executor(PROVISION_THREADS, self._launch,
-                                                             node)
-        except NodeConnectionError as exc:
-            self.unreachable_hosts[node.host.name.lower()] = str(exc)
-            self._start_failed(node, "NodeConnectionFailed", str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - an unexpected provider failure still names the host
-            self._start_failed(node, "NodeStartFailed", f"host {node.host.name}: {exc}")
-            return
-        self.unreachable_hosts.pop(node.host.name.lower(), None)
-        await self.keys.sync(node.pool_key)  # the other nodes accept this one from now on
-        addr = await self._wait_for_worker(node, WORKER_TIMEOUT_S)
-        if gen != node.generation or node.state == ComputeNodeState.leavingpool:
-            return
-        if addr is None:
-            running, tail = await asyncio.to_thread(self._diagnose, node)
-            self._start_failed(node, "NodeStartFailed",
-                       f"host {node.host.name}: the node's worker did not connect to the "
-                       f"scheduler within {WORKER_TIMEOUT_S:g} s "
-                       f"({'its process is running' if running else 'its process exited'}). "
-                       f"Last lines of {node.root_dir}/node.log: {tail}")
-            return
-        node.worker = addr
-        node.last_boot_time = utcnow()
-        if not await self._prefetch_images(node, gen):
-            return
-        if self.before_start_task is not None:
-            await self.before_start_task(node)
-        await self._run_start_task(node, gen)
-
-    def _start_failed(self, node: NodeRuntime, code: str, message: str) -> None:
-        """A node that could not start (its host unreachable, its process or worker not up):
-        ``unusable`` with ``code``, then recovered by itself as a lost node is
-        (:meth:`hpcbatch.core.node_health.NodeHealth.recover_node`: restarts with backoff,
-        replaced by a free host when its host stays unreachable; docs/architecture.md D2)."""
-        self.fail(node, code, message)
-        self.health.recover_node(node)
-
-    async def _prefetch_images(self, node: NodeRuntime, gen: int) -> bool:
-        """Pull the pool's ``containerImageNames`` on a node that just started (incarnation
-        ``gen``), before its start task (:func:`hpcbatch.core.image_prefetch.prefetch`).
-        False when the node did not start: it failed (``unusable``), or it was restarted
-        or removed meanwhile.
-        """
-        failure = await image_prefetch.prefetch(
-            self.engine, self.specs[node.pool_key].virtual_machine_configuration, node)
-        if gen != node.generation or node.state == ComputeNodeState.leavingpool:
-            return False
-        if failure is not None:
-            self.fail(node, failure.code, failure.message, details=failure.details)
-        return failure is None
-
-    def _diagnose(self, node: NodeRuntime) -> tuple[bool, str]:
-        """Whether a node's process runs, and the tail of its log (one line), for an error."""
-        provider = self.provider(node.host)
-        root = node.root_dir or node.host.root_dir
-        try:
-            running = provider.check(root)
-            tail = provider.read_log(root, lines=5)
-            return running, tail.strip().replace("\n", " | ") or "(empty)"
-        except HpcbatchError as exc:
-            return False, str(exc)
-
-    async def _run_start_task(self, node: NodeRuntime, gen: int) -> None:
-        spec = self.specs[node.pool_key].start_task
-        if spec is None:
-            self.set_state(node, ComputeNodeState.idle, notify=False)
-            self.settle(node)
-            self.persist(node)
-            return
-        # Batch's default is true: "If false, the Batch service will not wait for the
-        # StartTask to complete ... The default is true." (REST StartTask.waitForSuccess)
-        wait = spec.wait_for_success is not False
-        retries = spec.max_task_retry_count or 0
-        if wait:
-            self.set_state(node, ComputeNodeState.waitingforstarttask)
-        else:
-            self.set_state(node, ComputeNodeState.idle, notify=False)
-            self.settle(node)
-        attempt = 0
-        while True:
-            started = utcnow()
-            node.start_task_info = {"state": StartTaskState.running, "startTime": iso(started),
-                                    "retryCount": attempt}
-            run_key = f"start-{node.pool_key}-{node.node_id}-{gen}-{attempt}"
-            launch = agent.Launch(
-                key=run_key, task_dir=agent.STARTUP_DIR, command_line=spec.command_line,
-                run_as=identity.resolve(spec.user_identity, self.specs[node.pool_key], run_key),
-                settings=[s.to_wire() for s in spec.environment_settings or []],
-                resource_files=[r.to_wire() for r in spec.resource_files or []],
-                storage=self.storage, packages=self.packages_for(node.pool_key),
-                container=containers.launch_container(
-                    spec.container_settings.to_wire() if spec.container_settings else None,
-                    self.specs[node.pool_key].virtual_machine_configuration),
-            )
-            try:
-                outcome: agent.Outcome = await self.engine.run_launch(node.worker or "", launch)
-            except Exception as exc:  # noqa: BLE001 - any launch failure is the node's StartTaskFailed
-                if gen != node.generation:
-                    return
-                self.fail(node, "StartTaskFailed",
-                           f"host {node.host.name}: the start task could not run: {exc}")
-                return
-            if gen != node.generation:
-                return
-            ok = outcome.exit_code == 0 and outcome.failure_info is None
-            info: dict[str, Any] = {
-                "state": StartTaskState.completed, "startTime": iso(outcome.start_time.replace(tzinfo=None)),
-                "endTime": iso(outcome.end_time.replace(tzinfo=None)),
-                "retryCount": attempt,
-                "result": TaskExecutionResult.success if ok else TaskExecutionResult.failure,
-            }
-            if outcome.exit_code is not None:
-                info["exitCode"] = outcome.exit_code
-            if outcome.failure_info:
-                info["failureInfo"] = outcome.failure_info
-            node.start_task_info = info
-            if ok:
-                if node.state == ComputeNodeState.waitingforstarttask:
-                    self.set_state(node, ComputeNodeState.idle, notify=False)
-                    self.settle(node)
-                self.persist(node)
-                return
-            if retries == -1 or attempt < retries:
-                attempt += 1
-                continue
-            if wait:
-                self.fail(node, "StartTaskFailed",
-                           f"the start task failed on host {node.host.name} with exit code "
-                           f"{outcome.exit_code}", state=ComputeNodeState.starttaskfailed)
-            self.persist(node)
-            return
-
-    async def restart(self, node: NodeRuntime, wipe: bool = False) -> None:
-        """Restart a node: close its worker, optionally wipe its root dir, provision it again.
-
-        The node's start task runs again, as after a Batch node reboot. A node
-        that left its pool while its tasks drained is not provisioned again.
-        """
-        if node.removing or self.node(node.pool_key, node.node_id) is not node:
-            return
-        state = ComputeNodeState.reimaging if wipe else ComputeNodeState.rebooting
-        if node.worker:
-            worker, node.worker = node.worker, None
-            node.generation += 1
-            await self.engine.close_worker(worker)
-        if wipe and node.root_dir:
-            try:
-                await asyncio.to_thread(self.provider(node.host).wipe, node.root_dir)
-            except NodeRootRefusedError as exc:  # not a folder of its own: nothing removed
-                self.fail(node, exc.code, exc.message)
-                return
-        node.scheduling_state = SchedulingState.enabled
-        node.start_task_info = None
-        self.set_state(node, state)
-        await self._provision(node)
-
-    async def remove_node(self, node: NodeRuntime) -> None:
-        """Take a node out of its pool: close its worker and give its host back.
-
-        The service requeues the node's tasks through ``on_node_lost`` first.
-        The node loses the pool's SSH key (its ``authorized_keys`` line and its
-        private key copy) and the other nodes stop accepting it (``from=``).
-        """
-        node.generation += 1
-        node.trusted = False
-        self.set_state(node, ComputeNodeState.leavingpool)
-        if node.used_slots:
-            self.on_node_lost(node)
-        if node.worker and self.before_remove is not None:
-            await self.before_remove(node)
-        if node.worker:
-            await self.engine.close_worker(node.worker)
-        elif node.root_dir:  # no worker to close: its process may still be trying to connect
-            await asyncio.to_thread(self._stop_process, node)
-        node.worker = None
-        await asyncio.to_thread(self.keys.revoke, node)
-        await self.keys.sync(node.pool_key)
         self.flush()  # no saved state of the node may land after its row is gone
         with self.store.begin() as conn:
             statistics.node_left(conn, node)  # stats helper: the node's core time in the pool
@@ -1148,21 +843,17 @@ class PoolManager:
             conn.execute(hosts.update().where(hosts.c.key == node.host.name.lower())
                          .values(pool_key=None))
         self.pools.get(node.pool_key, {}).pop(node.node_id, None)
-        provider = self._providers.pop(node.host.name, None)
-        if provider is not None:
-            await asyncio.to_thread(provider.close)
-        self.on_change()
-        for key in list(self.specs):  # the freed host may be what another pool waits for
-            self.reconcile(key)
+
+    # ------------------------------------------------------------- pool removal
 
     async def delete_pool(self, pool_key: str) -> None:
         """Remove every node of a pool and forget the pool."""
         self.targets[pool_key] = 0
         self.low_priority_targets.pop(pool_key, None)
-        await asyncio.gather(*(self.remove_node(n)
+        await asyncio.gather(*(self.provisioning.remove_node(n)
                                for n in list(self.pools.get(pool_key, {}).values())))
         self.keys.forget(pool_key)
-        self._identity_noted = {n for n in self._identity_noted if n[0] != pool_key}
+        self.provisioning.forget_pool(pool_key)
         self.stopping.discard(pool_key)
         self.pools.pop(pool_key, None)
         self.specs.pop(pool_key, None)
@@ -1190,8 +881,9 @@ class PoolManager:
         """Replace a node by a free host of its pool; return whether it was.
 
         The pool takes a new host (:meth:`reconcile`) and the node leaves the
-        pool (:meth:`remove_node`: its host goes back to the inventory). With no
-        host to take, the node stays, scheduling enabled again.
+        pool (:meth:`hpcbatch.core.node_provisioning.NodeProvisioner.remove_node`:
+        its host goes back to the inventory). With no host to take, the node
+        stays, scheduling enabled again.
 
         Parameters
         ----------
@@ -1209,5 +901,5 @@ class PoolManager:
         log.warning("node %s (pool %s): host %s stayed unreachable; the node is replaced by "
                     "another inventory host and leaves the pool", node.node_id, node.pool_id,
                     node.host.name)
-        self.spawn(self.remove_node(node))
+        self.spawn(self.provisioning.remove_node(node))
         return True

@@ -104,4 +104,4 @@ def test_the_provider_checks_the_node_process(env) -> None:
     pm = thread.runtime.service.pool_manager
     node = pm.node("agents", node_id)
     assert node is not None and node.root_dir
-    assert pm.provider(node.host).check(node.root_dir) is True
+    assert pm.provisioning.provider(node.host).check(node.root_dir) is True
