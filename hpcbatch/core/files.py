@@ -48,8 +48,8 @@ class NodeFiles:
 
         The node's secrets folder (``secrets/``) is not a node file: a listing
         never shows it and listing it gives no files, as for a folder that does
-        not exist (the agent enforces it, :meth:`NodeAgent.list_files
-        <hpcbatch.execution.agent.NodeAgent.list_files>`).
+        not exist (the agent enforces it, :meth:`NodeFiles.list_files
+        <hpcbatch.execution.node_files.NodeFiles.list_files>`).
         """
         worker = self._node_worker(pool_id, node_id)
         rel = _safe_node_rel(path) if path else ""

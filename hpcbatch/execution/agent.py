@@ -28,12 +28,10 @@ read anything that is, or resolves into, that folder.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import pickle
 import shutil
-import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -46,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from hpcbatch.batch.identity import RunAs
-from hpcbatch.execution import containers, identity, nodeops, packages
-from hpcbatch.execution.environment import SECRETS_DIR, NodeIdentity, task_environment
+from hpcbatch.execution import containers, identity, node_files, nodeops, packages
+from hpcbatch.execution.environment import NodeIdentity, task_environment
 from hpcbatch.execution.outcomes import (  # noqa: F401 - re-exported: the agent's public names
     MAX_PENDING_OUTCOMES,
     OUTCOME_HOLD_S,
@@ -111,13 +109,6 @@ more task runs than the node has slots for (:meth:`NodeAgent.enqueue`)."""
 STARTUP_DIR = "startup"
 """The start task's directory, relative to the node root (``AZ_BATCH_NODE_STARTUP_DIR``)."""
 
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-"""How a run's ``stdout.txt``/``stderr.txt`` are opened (as ``open(path, "wb")`` would, but
-never through a link: the agent runs as root, the task directory is the task's)."""
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-"""How the agent opens a folder of a task directory it is about to give away or write in."""
-AGENT_FILES = (SECRETS_DIR, "node.json", "node.log", "tls", "dask")
-"""The node agent's own entries of the node root: never served through a link."""
 
 
 @dataclass
@@ -220,18 +211,6 @@ def _is_plain(launch: Launch) -> bool:
                  or not (launch.persist_logs or launch.job_id)))
 
 
-def _chown_tree(top: Path, creds: identity.Credentials) -> None:
-    """Give a folder and everything under it (downloaded resource files) to a task's user.
-
-    Links are never followed (``lchown``; :func:`os.walk` does not descend into them):
-    the agent runs as root and a task may have planted them.
-    """
-    os.chown(top, creds.uid, creds.gid, follow_symlinks=False)
-    for folder, dirs, files in os.walk(top):
-        for name in (*dirs, *files):
-            os.chown(os.path.join(folder, name), creds.uid, creds.gid, follow_symlinks=False)
-
-
 def _confined(creds: identity.Credentials | None) -> bool:
     """Whether a run's files are confined to its task directory: it runs as a user that is
     not root (links it plants there must not lead root's uploads elsewhere)."""
@@ -268,66 +247,6 @@ def _persist(launch: Launch, tdir: str, wd: str, code: int | None,
     if errors and failure is None:
         return failure_info("usererror", errors[0].code, errors[0].message)
     return failure
-
-
-def _real_dir(parent_fd: int, name: str) -> int:
-    """Open folder ``name`` of the folder ``parent_fd``, making it; return its descriptor.
-
-    Whatever else holds that name (a link a task planted, a file) is removed first and
-    a folder made in its place: the agent, root, never follows a task's link.
-    """
-    for _ in range(3):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, dir_fd=parent_fd)
-        try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        except OSError:  # ELOOP (a link) or ENOTDIR (a file): not a folder of ours
-            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                raise
-            os.unlink(name, dir_fd=parent_fd)
-    raise OSError(f"cannot make the folder {name!r}: something keeps replacing it")
-
-
-def _write_in(top_fd: int, rel: str, data: bytes, mode: int,
-              creds: identity.Credentials | None) -> None:
-    """Write file ``rel`` under the folder ``top_fd`` (folders made on the way) without
-    following any link; give the file and its folder to ``creds`` when set."""
-    *folders, name = [p for p in rel.split("/") if p not in ("", ".")]
-    if ".." in folders or name == "..":
-        raise ValueError(f"{rel!r} leaves the task directory")
-    fd = os.dup(top_fd)
-    try:
-        for folder in folders:
-            child = _real_dir(fd, folder)
-            os.close(fd)
-            fd = child
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            if stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                os.unlink(name, dir_fd=fd)
-        out = os.open(name, _LOG_FLAGS, 0o600, dir_fd=fd)
-        try:
-            os.write(out, data)
-            os.fchmod(out, mode)
-            if creds is not None:
-                os.fchown(out, creds.uid, creds.gid)
-                if folders:
-                    os.fchown(fd, creds.uid, creds.gid)
-        finally:
-            os.close(out)
-    finally:
-        os.close(fd)
-
-
-def _served_fd(fd: int, path: Path) -> bool:
-    """Whether the file open as ``fd`` is the regular file at ``path`` (no link swapped in
-    between the check of ``path`` and the open)."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        return False
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}") == str(path)
-    except OSError:  # no /proc: the open did not follow a final link (O_NOFOLLOW)
-        return True
 
 
 @dataclass
@@ -390,6 +309,8 @@ class NodeAgent(WorkerPlugin):
         self._lock = threading.Lock()
         self.processes = Processes(node.node_id, self.base_env, Warden(node.root_dir))
         """The task processes (start, wait, kill; tied to this agent's life)."""
+        self.files = node_files.NodeFiles(node.root_dir)
+        """The node's files as the service reads and removes them (Task - Get File ...)."""
         self._job_dirs: set[str] = set()
         """Parents of task directories known to exist (one ``mkdir`` per task instead of four)."""
         self._executor: ThreadPoolExecutor | None = None
@@ -606,9 +527,9 @@ class NodeAgent(WorkerPlugin):
             self._job_dirs.add(parent)
         try:
             os.mkdir(tdir)
-            tfd = os.open(tdir, _DIR_FLAGS)
+            tfd = os.open(tdir, node_files.DIR_FLAGS)
         except FileExistsError:  # an earlier run (a retry): its logs may be stored as links
-            tfd = os.open(tdir, _DIR_FLAGS)  # its parent is the agent's: no link here
+            tfd = os.open(tdir, node_files.DIR_FLAGS)  # its parent is the agent's: no link here
             for name in (launch.stdout_name, launch.stderr_name):
                 try:
                     os.unlink(name, dir_fd=tfd)
@@ -617,7 +538,7 @@ class NodeAgent(WorkerPlugin):
                 except IsADirectoryError:  # the task made a folder of that name
                     shutil.rmtree(name, dir_fd=tfd)
         try:
-            wfd = _real_dir(tfd, "wd")
+            wfd = node_files.real_dir(tfd, "wd")
             try:
                 creds = self._credentials(launch, tdir)
                 env = task_environment(node, task_dir_rel=launch.task_dir,
@@ -625,7 +546,7 @@ class NodeAgent(WorkerPlugin):
                                        settings=launch.settings, extra=launch.extra_env)
                 env[RUN_TAG] = launch.key
                 for rel, data in launch.files.items():
-                    _write_in(tfd, rel, data, 0o700 if rel.endswith("/ssh") else 0o600, creds)
+                    node_files.write_in(tfd, rel, data, 0o700 if rel.endswith("/ssh") else 0o600, creds)
                 if creds is not None:
                     for fd in (tfd, wfd):
                         os.fchown(fd, creds.uid, creds.gid)
@@ -675,9 +596,9 @@ class NodeAgent(WorkerPlugin):
         try:
             tdir, wd, env, creds = self._prepare(launch)
             # Raw descriptors: a buffered file object costs three more system calls each.
-            out = os.open(os.path.join(tdir, launch.stdout_name), _LOG_FLAGS, 0o666)
+            out = os.open(os.path.join(tdir, launch.stdout_name), node_files.LOG_FLAGS, 0o666)
             try:
-                err = os.open(os.path.join(tdir, launch.stderr_name), _LOG_FLAGS, 0o666)
+                err = os.open(os.path.join(tdir, launch.stderr_name), node_files.LOG_FLAGS, 0o666)
                 try:
                     child, failure = self.processes.spawn(launch.key, launch.command_line, wd,
                                                           env, out, err, creds, launch.container)
@@ -786,8 +707,8 @@ class NodeAgent(WorkerPlugin):
         node = self.node
         if launch.job_id:  # the task's scoped storage reaches this container only
             transfer.prepare_job_container(launch.job_id, launch.storage)
-        with open(os.open(os.path.join(tdir, launch.stdout_name), _LOG_FLAGS, 0o666), "wb") as out, \
-                open(os.open(os.path.join(tdir, launch.stderr_name), _LOG_FLAGS, 0o666),
+        with open(os.open(os.path.join(tdir, launch.stdout_name), node_files.LOG_FLAGS, 0o666), "wb") as out, \
+                open(os.open(os.path.join(tdir, launch.stderr_name), node_files.LOG_FLAGS, 0o666),
                      "wb") as err:
             pull_failure = self._pull(launch.container)
             if pull_failure is not None:
@@ -814,7 +735,7 @@ class NodeAgent(WorkerPlugin):
                     err.write((exc.message + "\n").encode())
                     return None, failure_info("usererror", exc.code, exc.message), None
                 if creds is not None:
-                    _chown_tree(Path(tdir, launch.resource_dir), creds)
+                    node_files.chown_tree(Path(tdir, launch.resource_dir), creds)
             child, failure = self.processes.spawn(launch.key, launch.command_line, wd, env,
                                                   out, err, creds, launch.container)
         if child is None:
@@ -981,12 +902,12 @@ class NodeAgent(WorkerPlugin):
                 result = {"node_id": self.node.node_id, "pool_id": self.node.pool_id,
                           "root_dir": self.node.root_dir}
             elif op == "list_files":
-                result = await asyncio.to_thread(self.list_files, str(kwargs["rel_dir"]),
+                result = await asyncio.to_thread(self.files.list_files, str(kwargs["rel_dir"]),
                                                  bool(kwargs.get("recursive", False)))
             elif op == "read_file":
                 length = kwargs.get("length")
                 result = await asyncio.to_thread(
-                    self.read_file, str(kwargs["rel_path"]), int(kwargs.get("offset") or 0),
+                    self.files.read_file, str(kwargs["rel_path"]), int(kwargs.get("offset") or 0),
                     None if length is None else int(length))
             elif op == "pull_images":
                 from hpcbatch.execution import images  # lazy: once per node start
@@ -1001,145 +922,8 @@ class NodeAgent(WorkerPlugin):
                 result = await asyncio.to_thread(nodeops.NODE_CALLS[op], self.node.root_dir,
                                                  kwargs)
             else:
-                result = await asyncio.to_thread(self.remove_dirs,
+                result = await asyncio.to_thread(self.files.remove_dirs,
                                                  [str(d) for d in kwargs["rel_dirs"]])
         except Exception as exc:  # noqa: BLE001 - reported as plain text, never pickled
             return {"status": "error", "message": f"{type(exc).__name__}: {exc}"}
         return {"status": "OK", "result": result}
-
-    # ----------------------------------------------------------- node files
-
-    def _served(self, path: Path, lexical: Path | None = None) -> bool:
-        """Whether a resolved path may be served: inside the node root, not its secrets.
-
-        With ``lexical`` (the path asked for, ``..`` folded, links not resolved, under
-        the resolved node root), a path reached through a link must also stay inside
-        the task directory the asked path is in (``workitems/{job}/job-1/{task}``:
-        what Task - Get File and List Files read, and a task's links lead nowhere
-        else, whatever API reads them), and never reaches the agent's own files
-        (:data:`AGENT_FILES`).
-        """
-        root = Path(self.node.root_dir).resolve()
-        if not path.is_relative_to(root) or path.is_relative_to(root / SECRETS_DIR):
-            return False
-        if lexical is None or path == lexical:
-            return True
-        parts = lexical.relative_to(root).parts
-        if len(parts) >= 4 and parts[0] == "workitems":  # a task directory's file
-            return path.is_relative_to(root.joinpath(*parts[:4]))
-        rel = path.relative_to(root).parts
-        return not (rel and rel[0] in AGENT_FILES)
-
-    def _lexical(self, rel: str) -> Path:
-        """A node-root relative path under the resolved node root, ``..`` folded, no link
-        resolved (a path that leaves the root stays outside it)."""
-        root = Path(self.node.root_dir).resolve()
-        return Path(os.path.normpath(root / rel.strip("/"))) if rel.strip("/") else root
-
-    def list_files(self, rel_dir: str, recursive: bool = False) -> list[dict[str, Any]]:
-        """List files under a directory of this node ("File - List From Compute Node").
-
-        Parameters
-        ----------
-        rel_dir
-            Directory relative to the node root.
-        recursive
-            Descend into subfolders.
-
-        Returns
-        -------
-        list of dict
-            ``{"name", "isDirectory", "size_bytes", "mtime", "ctime", "mode"}``
-            (``mtime``, ``ctime``: POSIX seconds; ``mode``: ``st_mode``) with names
-            relative to ``rel_dir``; empty when the
-            directory does not exist, is outside the node root or is (in) the
-            node's secrets folder, which no listing shows. A link that leads out of
-            its task directory (or to the agent's own files) is not listed.
-        """
-        lexical = self._lexical(rel_dir)
-        base = lexical.resolve()
-        if not base.is_dir() or not self._served(base, lexical):
-            return []
-        out = []
-        stack = [base]
-        while stack:
-            folder = stack.pop()
-            try:
-                children = list(folder.iterdir())
-            except OSError:
-                continue
-            for p in children:
-                try:
-                    resolved = p.resolve()
-                    st = p.stat()
-                except OSError:  # gone meanwhile, or a dangling link
-                    continue
-                if not self._served(resolved, lexical / p.relative_to(base)):
-                    continue
-                is_dir = p.is_dir()
-                out.append({
-                    "name": p.relative_to(base).as_posix(),
-                    "isDirectory": is_dir,
-                    "size_bytes": st.st_size,
-                    "mtime": st.st_mtime,
-                    "ctime": st.st_ctime, "mode": st.st_mode,  # stats helper: file properties
-                })
-                if recursive and is_dir and not p.is_symlink():
-                    stack.append(p)
-        out.sort(key=lambda e: str(e["name"]))
-        return out
-
-    def read_file(self, rel_path: str, offset: int = 0, length: int | None = None) -> bytes | None:
-        """Read part of a file on this node ("File - Get From Compute Node").
-
-        Parameters
-        ----------
-        rel_path
-            Path relative to the node root; must stay inside it.
-        offset, length
-            Byte range (bytes); ``length`` None reads to the end.
-
-        Returns
-        -------
-        bytes or None
-            The bytes, or None when the file does not exist, is outside the root,
-            or is (or resolves into) the node's secrets folder; or is reached
-            through a link that leaves its task directory or leads to the agent's
-            own files (:meth:`_served`). The file is opened without following a
-            link, and must be the one checked.
-        """
-        lexical = self._lexical(rel_path)
-        path = lexical.resolve()
-        if not self._served(path, lexical) or not path.is_file():
-            return None
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:  # gone, or a link swapped in since
-            return None
-        with open(fd, "rb") as fh:
-            if not _served_fd(fd, path):
-                return None
-            fh.seek(offset)
-            return fh.read() if length is None else fh.read(length)
-
-    def remove_dirs(self, rel_dirs: list[str]) -> int:
-        """Remove task directories of this node (retention time elapsed).
-
-        Parameters
-        ----------
-        rel_dirs
-            Directories relative to the node root; each must stay inside it.
-
-        Returns
-        -------
-        int
-            How many of them existed (and were removed).
-        """
-        root = Path(self.node.root_dir).resolve()
-        removed = 0
-        for rel in rel_dirs:
-            path = (root / rel).resolve()
-            if self._served(path) and path != root and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
-        return removed

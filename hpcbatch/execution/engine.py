@@ -461,7 +461,7 @@ class DaskEngine:
         """List files under a directory of a node ("File - List From Compute Node").
 
         ``worker`` is the node's worker address; the other arguments and the
-        entries returned are :meth:`hpcbatch.execution.agent.NodeAgent.list_files`'s.
+        entries returned are :meth:`hpcbatch.execution.node_files.NodeFiles.list_files`'s.
         """
         entries = await self.call(worker, "list_files", rel_dir=rel_dir, recursive=recursive)
         return [dict(e) for e in entries]
@@ -472,7 +472,7 @@ class DaskEngine:
 
         ``worker`` is the node's worker address; the other arguments and the
         result (None: no such file in the node root) are
-        :meth:`hpcbatch.execution.agent.NodeAgent.read_file`'s.
+        :meth:`hpcbatch.execution.node_files.NodeFiles.read_file`'s.
         """
         data = await self.call(worker, "read_file", rel_path=rel_path, offset=offset,
                                length=length)

@@ -39,12 +39,12 @@ def test_two_agents_in_one_process_keep_apart(tmp_path: Path) -> None:
     assert not (tmp_path / "b" / "workitems").exists()
     # Outcomes wait in the agent that produced them (no worker: no stream yet).
     assert [o["key"] for o in a.pending_outcomes()] == ["k1"] and b.pending_outcomes() == []
-    assert [e["name"] for e in a.list_files("workitems/j/job-1/t")] == [
+    assert [e["name"] for e in a.files.list_files("workitems/j/job-1/t")] == [
         "stderr.txt", "stdout.txt", "wd"]
-    assert b.list_files("workitems/j/job-1/t") == []
-    assert a.read_file(f"{launch.task_dir}/stdout.txt", 7) == b"kept\n"
-    assert b.read_file(f"{launch.task_dir}/stdout.txt") is None
-    assert a.remove_dirs(["workitems/j"]) == 1 and b.remove_dirs(["workitems/j"]) == 0
+    assert b.files.list_files("workitems/j/job-1/t") == []
+    assert a.files.read_file(f"{launch.task_dir}/stdout.txt", 7) == b"kept\n"
+    assert b.files.read_file(f"{launch.task_dir}/stdout.txt") is None
+    assert a.files.remove_dirs(["workitems/j"]) == 1 and b.files.remove_dirs(["workitems/j"]) == 0
 
 
 def test_kill_task_ends_only_its_agents_run(tmp_path: Path) -> None:
