@@ -347,7 +347,9 @@ def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeed
                 container = job_output_container_name(job_id)
                 prefix = dest.get("path") or f"{task_id}/$TaskOutput"
             wildcard = any(ch in pattern for ch in "*?[")
-            root = wd.resolve() if not os.path.isabs(pattern) else Path("/")
+            # ``wd`` as given, not resolved: a ``wd`` the task replaced with a link is a link
+            # on the way to every match, and ``confine`` judges where it leads.
+            root = wd if not os.path.isabs(pattern) else Path("/")
             matches = sorted(p for p in glob.glob(pattern, root_dir=root, recursive=True)
                              if (root / p).is_file())
             base = _pattern_base(pattern)

@@ -129,6 +129,28 @@ def test_output_files_do_not_follow_links_the_task_planted(bed) -> None:
     assert os.stat(target).st_uid == 0 and (target / "secret").read_bytes() == SECRET
 
 
+def test_output_files_do_not_follow_a_wd_the_task_replaced_with_a_link(bed) -> None:
+    # The task swaps its whole working directory for a link to a root-only folder; the
+    # patterns then match inside that folder.
+    client, tmp = bed
+    target = _root_only(tmp, "wd-link-target")
+    store = tmp / "wd-link-store"
+    (store / "out").mkdir(parents=True)
+    destination = {"container": {"containerUrl": f"file://{store}/out"}}
+    task = _run(client, "wdlink", {
+        "id": "t", "commandLine": f"/bin/sh -c 'cd ..; mv wd wd.old; ln -s {target} wd'",
+        "outputFiles": [
+            {"filePattern": pattern, "destination": destination,
+             "uploadOptions": {"uploadCondition": "taskCompletion"}}
+            for pattern in ("secret", "*", "**/*")]})
+    assert task.execution_info.exit_code == 0
+    assert _files_holding_secret(store) == []
+    failure = task.execution_info.failure_info
+    assert failure is not None and failure.code == "FileUploadError", failure
+    assert "secret" in failure.message, failure.message
+    assert os.stat(target).st_uid == 0 and (target / "secret").read_bytes() == SECRET
+
+
 def test_task_file_api_does_not_follow_links_out_of_the_task_dir(bed) -> None:
     client, _tmp = bed
     victim = _run(client, "victim", {
