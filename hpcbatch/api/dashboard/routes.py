@@ -248,6 +248,11 @@ async def mint_token(request: web.Request) -> web.Response:
         raise AuthenticationError(
             "Minting a dashboard sign-in token needs a SharedKey-signed request.",
             values={"AuthenticationErrorDetail": "not SharedKey-authenticated"})
+    if request.content_length or request.body_exists:
+        # No body: a signature without Content-MD5 covers only the body's length, so a
+        # body would let a captured request be replayed with other bytes of that length.
+        raise BadRequestError("Minting a dashboard sign-in token takes no request body.",
+                              code="InvalidRequestBody")
     d = dash(request)
     token = d.sessions.mint_token()
     url = f"{request.scheme}://{request.host}/dashboard/signin?token={quote(token)}"
