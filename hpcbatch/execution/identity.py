@@ -283,6 +283,8 @@ _USER_KEY_SCRIPT = """
 import json, os, sys
 a = json.load(sys.stdin)
 ssh = a["ssh"]
+if os.path.islink(ssh) or (os.path.lexists(ssh) and not os.path.isdir(ssh)):
+    os.unlink(ssh)  # the account's own entry of its home: a link or a file is replaced
 os.makedirs(ssh, mode=0o700, exist_ok=True)
 auth = os.path.join(ssh, "authorized_keys")
 try:  # a link (or a file the account cannot read) is replaced, not read through

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,4 +66,12 @@ def test_the_key_pair_is_the_accounts_and_links_in_its_ssh_dir_are_not_followed(
         for name in ("id_ed25519.pub", "authorized_keys"):
             assert not (ssh / name).is_symlink()
             assert (ssh / name).stat().st_uid == entry.pw_uid
+        assert public in (ssh / "authorized_keys").read_text().splitlines()
+        # ... or make ~/.ssh itself a link to a folder it cannot write: the node still
+        # starts (the link is the account's to replace), and the folder is untouched.
+        shutil.rmtree(ssh)
+        ssh.symlink_to(closed)
+        identity.setup_node(tmp / "node", pool)
+        assert not ssh.is_symlink() and ssh.stat().st_uid == entry.pw_uid
+        assert sorted(os.listdir(closed)) == ["cron-job"]
         assert public in (ssh / "authorized_keys").read_text().splitlines()
