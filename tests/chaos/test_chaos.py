@@ -165,6 +165,14 @@ def _ours(tmp: Path) -> dict[str, list[psutil.Process]]:
     return found
 
 
+def _run_tag(proc: psutil.Process) -> str | None:
+    """A process's run tag, or None (also when it exited, or is a zombie, meanwhile)."""
+    try:
+        return proc.environ().get(RUN_TAG)
+    except psutil.Error:
+        return None
+
+
 @contextmanager
 def _small_disk(path: Path, size_mb: int) -> Iterator[bool]:
     """Mount a tmpfs of ``size_mb`` on ``path`` when this process may; yield whether it did."""
@@ -234,8 +242,8 @@ def test_faults_lose_nothing_run_nothing_twice_and_leave_no_orphans(tmp_path: Pa
                               timeout_s=120, what="a long task running")
             victim = task.node_info.node_id
             agent = psutil.Process(_agent_pids(bed)[victim])
-            wait_until(lambda: [p for p in agent.children(recursive=True)
-                                if p.environ().get(RUN_TAG)], timeout_s=30, what="its process")
+            wait_until(lambda: [p for p in agent.children(recursive=True) if _run_tag(p)],
+                       timeout_s=30, what="its process")
             tree = agent.children(recursive=True)
             agent.kill()
             faults["node agent SIGKILL"] += 1
