@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import site
 import subprocess
 import sys
@@ -100,10 +102,17 @@ def test_hosts_check_names_each_broken_host_its_cause_and_fix(checked) -> None:
     assert "pip install mpich" in mpi["fix"] and "inventory env" in mpi["fix"]
     assert {by[nompi, c]["status"] for c in ("ssh", "python", "versions", "disk")} == {"pass"}
 
+    # The login shell's start is measured where the probe ran (a warning at most: this
+    # machine's own ~/.bashrc decides which), and skipped where it could not run.
+    for host in (good1, good2, nopkg, nompi):
+        assert by[host, "shell"]["status"] in ("pass", "warn"), by[host, "shell"]
+        assert by[host, "shell"]["detail"].startswith(f"{host}: the login shell /")
+    assert by[down, "shell"]["status"] == "skip"
+
     # Plain output: one line per host and check, failures with their fix; exit 1.
     text = hosts_check(state_dir, code=1)
     lines = text.stdout.splitlines()
-    assert len(lines) == len(result["value"]) == 5 * 5
+    assert len(lines) == len(result["value"]) == 5 * 6
     assert any(ln.startswith(f"{down}\tssh\tfail\t") and "\tfix: start sshd" in ln for ln in lines)
     assert f"3 host(s) failed: {down}, {nopkg}, {nompi}" in text.stderr
 
@@ -120,7 +129,7 @@ def test_hosts_check_of_a_pool_passes_and_sshes_between_its_nodes(checked) -> No
     checks = {(c["host"], c["check"]): c["status"] for c in result["value"]}
     assert {h for h, _ in checks} == {good1, good2}
     assert checks[good1, f"ssh-to {good2}"] == checks[good2, f"ssh-to {good1}"] == "pass"
-    assert set(checks.values()) == {"pass"}
+    assert {s for (_, c), s in checks.items() if c != "shell"} == {"pass"}
     assert result["failed"] == []
 
 
@@ -208,3 +217,37 @@ def test_an_ssh_config_alias_reports_its_hostname_and_port(tmp_path: Path) -> No
         assert node.state == "idle" and node.ip_address == real.address
         login = client.get_remote_login_settings("p", "tbport")
         assert (login["remoteLoginIPAddress"], login["remoteLoginPort"]) == (real.address, 2222)
+
+
+def test_a_slow_login_shell_warns_with_its_cost_and_fix(tmp_path: Path) -> None:
+    """A host whose ~/.bashrc does start-up work for every command sshd runs (as a
+    ``pyenv init`` or ``conda init`` there does): ``shell`` warns, naming the time, what pays
+    it and the guard that avoids it; the host still passes. The same check of a host without
+    that work passes. The threshold is raised above this machine's own login shell."""
+    from hpcbatch.testing import testbed as tb
+
+    if Path(pwd.getpwuid(os.getuid()).pw_shell).name != "bash":
+        pytest.skip("the testbed's login user has no bash: its start-up files differ")
+    home = tmp_path / "slowhome"
+    home.mkdir()
+    (home / ".bashrc").write_text("sleep 2.5\n")
+    with tb.up(2, tmp_path / "testbed", base_address="127.0.14.41") as bed:
+        fast, slow = bed.hosts
+        bed.start(slow.name, session_env={"HOME": str(home)})
+        expected = preflight.Expected(hpcbatch=hpcbatch.__version__,
+                                      distributed=distributed.__version__, slow_shell_s=2.0)
+        checks = {h.name: {c.check: c for c in preflight.check_host(h, expected)}
+                  for h in (fast, slow)}
+    shell = checks[slow.name]["shell"]
+    assert shell.status == "warn", shell
+    ms = int(shell.detail.split(" takes ")[1].split(" ms")[0])
+    assert 2500 <= ms < 10000, shell
+    assert shell.detail == (f"{slow.name}: the login shell /bin/bash takes {ms} ms to start a "
+                            "command (median of 3): every node start and every MPI launch "
+                            "over SSH on this host pays it")
+    assert shell.fix.startswith(f"make ~/.bashrc of {slow.user} on {slow.name} return at once "
+                                "for a non-interactive shell: put `case $- in *i*) ;; *) "
+                                "return;; esac` first")
+    assert {c.status for c in checks[slow.name].values()} == {"pass", "warn"}
+    assert checks[fast.name]["shell"].status == "pass", checks[fast.name]["shell"]
+    assert {c.status for c in checks[fast.name].values()} == {"pass"}

@@ -22,11 +22,19 @@ failed is skipped):
     its type (``docker``, ``podman``, ...) is found on the task ``PATH``, where
     the node finds the one that pulls the pool's images and runs its tasks'
     containers.
+``shell``
+    For an ``ssh`` host: how long its login shell takes to start a command
+    (sshd runs every command as ``SHELL -c COMMAND``; bash then reads
+    ``~/.bashrc`` even for a non-interactive command, zsh ``~/.zshenv``).
+    Every node start and every MPI launch over SSH pays it; a set-up such as
+    ``pyenv init`` or ``conda init`` there costs 0.1-0.5 s each time. Above
+    :data:`SLOW_SHELL_S` the check warns (``warn``: the host still passes).
 ``ssh-to <peer>``
     For a pool with inter-node communication: the host reaches each other node
     of the pool with the pool's key, as its MPI launchers do.
 
-Each failed check says what is wrong on which host and how to fix it.
+Each failed check says what is wrong on which host and how to fix it; a
+warning says what it costs and how to avoid it.
 Hosts are checked in parallel (:func:`hpcbatch.providers.base.run_parallel`).
 """
 
@@ -43,11 +51,19 @@ from hpcbatch.providers.base import CommandResult, run_parallel
 from hpcbatch.providers.inventory import Host, ssh_target
 from hpcbatch.providers.registry import open_transport
 
-__all__ = ["CHECK_DIR", "MIN_FREE_BYTES", "Check", "Expected", "check_hosts", "check_peers",
-           "read_os_releases"]
+__all__ = ["CHECK_DIR", "MIN_FREE_BYTES", "SLOW_SHELL_S", "Check", "Expected", "check_hosts",
+           "check_peers", "read_os_releases"]
 
 MIN_FREE_BYTES = 1 << 30
 """Free bytes under a host's ``root_dir`` below which the ``disk`` check fails (1 GiB)."""
+
+SLOW_SHELL_S = 0.1
+"""Seconds a host's login shell may take to start a command before the ``shell`` check
+warns (a bash without start-up work takes a few milliseconds)."""
+
+SHELL_TIMEOUT_S = 10.0
+"""Seconds one start of the login shell may take in the probe (a ``~/.bashrc`` that
+waits for input never ends)."""
 
 CHECK_DIR = ".hostcheck"
 """Folder of the node root where the pair check writes its ssh config."""
@@ -55,14 +71,17 @@ CHECK_DIR = ".hostcheck"
 PROBE_TIMEOUT_S = 120.0
 """Seconds the probe may take on a host (it imports Dask, as a node does)."""
 
-Status = Literal["pass", "fail", "skip"]
+Status = Literal["pass", "warn", "fail", "skip"]
 
 # Runs under the host's python; prints one JSON line. Argv: site env (JSON), root_dir, launcher,
-# container runtimes to look for (JSON list, in order).
+# container runtimes to look for (JSON list, in order), seconds one login shell start may take.
+# The login shell starts as sshd starts it for a command: ``SHELL -c``, in the home folder, with
+# the session's variables but no SHLVL (bash reads ~/.bashrc when it is a top-level shell that
+# sshd started: SSH_CLIENT set); the median of 3 starts.
 _PROBE = r"""
-import json, os, shutil, sys
+import json, os, pwd, shutil, subprocess, sys, time
 site, root, launcher = json.loads(sys.argv[1]), os.path.expanduser(sys.argv[2]), sys.argv[3]
-runtimes = json.loads(sys.argv[4])
+runtimes, shell_timeout = json.loads(sys.argv[4]), float(sys.argv[5])
 out = {"executable": sys.executable, "python": sys.version.split()[0], "versions": {},
        "errors": {}}
 for name in ("hpcbatch", "distributed"):
@@ -83,6 +102,22 @@ try:
     out["runtime"] = next(filter(None, (shutil.which(r, path=path) for r in runtimes)), None)
 except Exception as exc:
     out["errors"]["path"] = f"{type(exc).__name__}: {exc}"
+shell = pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
+env = {k: v for k, v in os.environ.items() if k != "SHLVL"}
+env.setdefault("SSH_CLIENT", "127.0.0.1 22 22")
+took = []
+try:
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([shell, "-c", "true"], env=env, cwd=os.path.expanduser("~"),
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=shell_timeout)
+        took.append(time.perf_counter() - t0)
+    out["shell"] = {"path": shell, "seconds": sorted(took)[1]}
+except subprocess.TimeoutExpired:
+    out["shell"] = {"path": shell, "seconds": None}
+except OSError as exc:
+    out["errors"]["shell"] = f"{shell}: {exc.strerror or exc}"
 print(json.dumps(out))
 """
 
@@ -96,14 +131,15 @@ class Check:
     host
         Inventory name of the host.
     check
-        ``ssh``, ``python``, ``versions``, ``disk``, ``launcher``, ``runtime`` or
-        ``ssh-to <peer>``.
+        ``ssh``, ``python``, ``versions``, ``disk``, ``launcher``, ``runtime``,
+        ``shell`` or ``ssh-to <peer>``.
     status
-        ``pass``, ``fail``, or ``skip`` (an earlier check of the host failed).
+        ``pass``, ``warn`` (the host works, at a cost the detail names),
+        ``fail``, or ``skip`` (an earlier check of the host failed).
     detail
         What was found (the failure's cause, naming the host).
     fix
-        How to fix a failure ("" otherwise).
+        How to fix a failure or avoid a warning's cost ("" otherwise).
     """
 
     host: str
@@ -135,6 +171,8 @@ class Expected:
         ``containerConfiguration.type``:
         :func:`hpcbatch.execution.containers.runtime_names`); empty: no
         ``runtime`` check.
+    slow_shell_s
+        Seconds above which the login shell's start of a command warns.
     """
 
     hpcbatch: str
@@ -142,10 +180,11 @@ class Expected:
     launcher: str = "mpiexec"
     min_free_bytes: int = MIN_FREE_BYTES
     runtimes: tuple[str, ...] = ()
+    slow_shell_s: float = SLOW_SHELL_S
 
 
 def check_hosts(hosts: Sequence[Host], expected: Expected) -> list[Check]:
-    """Check every host in parallel (ssh, python, versions, disk, launcher).
+    """Check every host in parallel (ssh, python, versions, disk, launcher, [runtime], shell).
 
     Parameters
     ----------
@@ -174,7 +213,8 @@ def check_hosts(hosts: Sequence[Host], expected: Expected) -> list[Check]:
 def check_host(host: Host, expected: Expected) -> list[Check]:
     """Run the checks of one host; see :func:`check_hosts`."""
     name = host.name
-    checks = ["python", "versions", "disk", "launcher", *(["runtime"] if expected.runtimes else [])]
+    checks = ["python", "versions", "disk", "launcher", *(["runtime"] if expected.runtimes else []),
+              *(["shell"] if host.provider == "ssh" else [])]
     transport = open_transport(host)
     with transport:
         try:
@@ -186,8 +226,8 @@ def check_host(host: Host, expected: Expected) -> list[Check]:
         out = [Check(name, "ssh", "pass", f"{name}: reached {where} ({host.provider})")]
         try:
             res = transport.run([host.python, "-c", _PROBE, json.dumps(host.env), host.root_dir,
-                                 expected.launcher, json.dumps(list(expected.runtimes))],
-                                timeout_s=PROBE_TIMEOUT_S)
+                                 expected.launcher, json.dumps(list(expected.runtimes)),
+                                 str(SHELL_TIMEOUT_S)], timeout_s=PROBE_TIMEOUT_S)
         except HpcbatchError as exc:
             return [*out, Check(name, "python", "fail", _message(exc),
                                 "check the host's load and run hosts check again"),
@@ -317,7 +357,41 @@ def _judge(host: Host, probe: Mapping[str, Any], expected: Expected) -> list[Che
             f"inventory env of {name}"))
     if expected.runtimes:
         out.append(_judge_runtime(host, probe, expected, errors))
+    if host.provider == "ssh":  # other providers start nodes and launchers without SSH
+        out.append(_judge_shell(host, probe, expected, errors))
     return out
+
+
+def _judge_shell(host: Host, probe: Mapping[str, Any], expected: Expected,
+                 errors: Mapping[str, str]) -> Check:
+    """The ``shell`` check: the login shell's start of one command, against
+    :attr:`Expected.slow_shell_s`."""
+    name = host.name
+    if "shell" in errors:
+        return Check(name, "shell", "skip", f"{name}: cannot start the login shell "
+                                            f"{errors['shell']}")
+    shell = probe.get("shell") or {}
+    path, seconds = str(shell.get("path")), shell.get("seconds")
+    if seconds is not None and seconds <= expected.slow_shell_s:
+        return Check(name, "shell", "pass",
+                     f"{name}: the login shell {path} starts a command in {seconds * 1000:.0f} ms")
+    took = (f"takes {seconds * 1000:.0f} ms to start a command (median of 3)"
+            if seconds is not None else f"did not start a command within {SHELL_TIMEOUT_S:g} s")
+    base = posixpath.basename(path)
+    files = {"bash": "~/.bashrc", "zsh": "~/.zshenv"}.get(base)
+    user = ssh_target(host).user or "the login user"
+    if files is None:
+        fix = (f"make the start-up files of {path} for {user} on {name} do no work for a "
+               "non-interactive shell")
+    else:
+        guard = ("case $- in *i*) ;; *) return;; esac" if base == "bash"
+                 else "[[ -o interactive ]] || return")
+        fix = (f"make {files} of {user} on {name} return at once for a non-interactive shell: "
+               f"put `{guard}` first, and move set-up such as `pyenv init` or `conda init` "
+               f"after it ({base} reads {files} for every command sshd runs)")
+    return Check(name, "shell", "warn",
+                 f"{name}: the login shell {path} {took}: every node start and every MPI "
+                 "launch over SSH on this host pays it", fix)
 
 
 def _judge_runtime(host: Host, probe: Mapping[str, Any], expected: Expected,

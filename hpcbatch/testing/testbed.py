@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -110,13 +110,17 @@ class Testbed:
         self.host(name)
         _stop(self.pids[name], signal.SIGKILL, _config_path(self.directory, name))
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, *, session_env: Mapping[str, str] | None = None) -> None:
         """(Re)start one node's sshd on its address and port, and wait for it.
 
         Parameters
         ----------
         name
             Node name.
+        session_env
+            Variables sshd sets in every session of this node (its ``SetEnv``), as a
+            host's own login environment would: ``BASH_ENV``, say, gives the node a
+            login shell with start-up work. None: none.
 
         Raises
         ------
@@ -125,7 +129,8 @@ class Testbed:
         """
         host = self.host(name)
         _stop(self.pids[name], signal.SIGTERM, _config_path(self.directory, name))
-        self.pids[name] = _start_sshd(self.directory, host.address, self.ports[name])
+        self.pids[name] = _start_sshd(self.directory, host.address, self.ports[name],
+                                      session_env)
         _write_state(self)
 
     def __enter__(self) -> Self:
@@ -276,9 +281,11 @@ def _start_node(directory: Path, address: str, port: int | None) -> tuple[int, i
     raise AssertionError("unreachable")
 
 
-def _start_sshd(directory: Path, address: str, port: int) -> int:
+def _start_sshd(directory: Path, address: str, port: int,
+                session_env: Mapping[str, str] | None = None) -> int:
     """Write the node's sshd config, start sshd, wait until it accepts; return its pid."""
     config = _config_path(directory, address)
+    set_env = "".join(f'SetEnv "{k}={v}"\n' for k, v in (session_env or {}).items())
     log = directory / f"sshd-{address}.log"
     config.write_text(
         f"ListenAddress {address}:{port}\n"
@@ -299,6 +306,7 @@ def _start_sshd(directory: Path, address: str, port: int) -> int:
         "MaxStartups 64:30:128\n"
         "PrintMotd no\n"
         "Subsystem sftp internal-sftp\n"
+        f"{set_env}"
         # The pool's auto-user: only the file hpcbatch keeps (root's, outside its home).
         # Its home is its own, so keys it put in ~/.ssh would outlive its pool.
         f"Match User {POOL_AUTO_USER}\n"

@@ -73,10 +73,12 @@ def hosts_check(pool_id: str | None, launcher: str | None) -> None:
     For every host, in parallel: SSH reachability and host key, the host's
     python and its hpcbatch/distributed versions against the service's, free
     disk under root_dir, the MPI launcher on the task PATH (the python's bin
-    directory first, then the inventory env); with --pool-id, a container
-    runtime there when the pool has a containerConfiguration, and ssh between
-    each pair of the pool's nodes when it has inter-node communication. One
-    line per host and check; a failure names the host, the cause and the fix.
+    directory first, then the inventory env), and the time the login shell
+    takes to start a command (a warning above 0.1 s: every node start and MPI
+    launch over SSH pays it); with --pool-id, a container runtime there when
+    the pool has a containerConfiguration, and ssh between each pair of the
+    pool's nodes when it has inter-node communication. One line per host and
+    check; a failure names the host, the cause and the fix, a warning its cost.
     """
     result = client().check_hosts(pool_id, launcher)
     checks = result["value"]
@@ -89,9 +91,11 @@ def hosts_check(pool_id: str | None, launcher: str | None) -> None:
             line = f"{c['host']}\t{c['check']}\t{c['status']}\t{c['detail']}"
             click.echo(line + (f"\tfix: {c['fix']}" if c["fix"] else ""))
     failed = result.get("failed") or []
+    warned = list(dict.fromkeys(c["host"] for c in checks if c["status"] == "warn"))
+    warnings = f"; {len(warned)} with warnings: {', '.join(warned)}" if warned else ""
     if failed:
-        note(f"{len(failed)} host(s) failed: {', '.join(failed)}")
+        note(f"{len(failed)} host(s) failed: {', '.join(failed)}{warnings}")
         click.get_current_context().exit(1)
-    note(f"all {len({c['host'] for c in checks})} host(s) passed "
+    note(f"all {len({c['host'] for c in checks})} host(s) passed{warnings} "
          f"(service: hpcbatch {result['service']['hpcbatch']}, "
          f"distributed {result['service']['distributed']})")
