@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 # Imported where they are needed (a task's files, the service's CA), or never in a node
 # process (execution.node.UNUSED_MODULES).
 NOT_BEFORE_SERVING = ("numpy", "jinja2", "fsspec", "cryptography")
@@ -16,8 +18,9 @@ SERVING = """
 import json, sys
 from hpcbatch.execution import node
 node.forgo_unused_modules()
-from distributed import Security, Worker
-from hpcbatch.execution import agent, guard, identity
+with node.libyaml_config():
+    from distributed import Security, Worker
+    from hpcbatch.execution import agent, guard, identity
 print(json.dumps({m: sys.modules.get(m) is not None for m in sys.argv[1:]}))
 """
 
@@ -38,3 +41,34 @@ def test_forgone_modules_are_refused_and_dask_falls_back() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "bytearray"
+
+
+CONFIG = """
+import json, sys
+import yaml
+from hpcbatch.execution import node
+safe_load = yaml.safe_load
+if sys.argv[1] == "libyaml":
+    with node.libyaml_config():
+        assert yaml.safe_load is not safe_load
+        import distributed
+else:
+    import distributed
+import dask
+assert yaml.safe_load is safe_load
+print(json.dumps(dask.config.config, sort_keys=True, default=repr))
+"""
+
+
+def test_dask_config_read_with_libyaml_is_the_same_config() -> None:
+    """The node process reads Dask's YAML with LibYAML while it imports Dask: the config
+    it gets is the one PyYAML's own loader gives (defaults and this user's files), and
+    ``yaml.safe_load`` is itself again afterwards."""
+    import yaml
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML without LibYAML: the context changes nothing")
+    configs = [subprocess.run([sys.executable, "-c", CONFIG, how], capture_output=True,
+                              text=True, check=True).stdout for how in ("libyaml", "pyyaml")]
+    assert json.loads(configs[0])["distributed"]["worker"]["memory"]["target"] == 0.6
+    assert configs[0] == configs[1]
