@@ -11,7 +11,11 @@ in parallel (SSH connection set-up plus the login shell's start-up files; the
 service opens one connection per host and runs one command per node start);
 (iii) a serving node process's imports (``distributed.Worker`` and the node
 agent, what :func:`hpcbatch.execution.node.serve` imports), 8 at once, and
-(iv) Dask's worker import alone, 8 at once: the floor of any Dask node. The
+(iv) Dask's worker import alone, 8 at once: the floor of any Dask node; (v)
+the login shell's start of one command as sshd starts it, 8 at once (the login
+user's shell, ``SHELL -c true`` with ``SSH_CLIENT`` set and no ``SHLVL``: bash
+then reads ``~/.bashrc``, whose start-up work every SSH command pays; part of
+(i)-(ii), and of each node start; ``hosts check`` warns about it). The
 CPU seconds of every process of the run (service, scheduler, sshd sessions and
 login shells, node processes: :func:`own_cpu`) during each pool start are
 printed too, in total and by role (:func:`role`; ``ssh`` holds the SSH sessions,
@@ -28,6 +32,7 @@ running as its own process, with its CPU seconds; baseline: a 10-node pool.
 from __future__ import annotations
 
 import os
+import pwd
 import statistics
 import subprocess
 import sys
@@ -48,11 +53,13 @@ BASE_ADDRESS = "127.0.8.1"
 TARGET_S = 3.0
 
 
-def parallel(argvs: list[list[str]]) -> float:
+def parallel(argvs: list[list[str]], env: dict[str, str] | None = None) -> float:
     """Seconds to run every argv at once, until the last exits (each must succeed)."""
     t0 = time.perf_counter()
     with ThreadPoolExecutor(len(argvs)) as ex:
-        for proc in ex.map(lambda a: subprocess.run(a, capture_output=True, check=False), argvs):
+        for proc in ex.map(lambda a: subprocess.run(a, capture_output=True, check=False,
+                                                    env=env, cwd=env and env.get("HOME")),
+                           argvs):
             if proc.returncode != 0:
                 raise RuntimeError(f"{proc.args}: {proc.stderr.decode()[-500:]}")
     return time.perf_counter() - t0
@@ -211,16 +218,22 @@ def main() -> int:
             client.add_hosts([{**h.model_dump(mode="json"), "python": python}
                               for h in bed.hosts])
             ssh = [["ssh", "-F", str(bed.ssh_config_path), h.address, "true"] for h in bed.hosts]
-            serving = ("from distributed import Worker; import hpcbatch.execution.node, "
-                       "hpcbatch.execution.agent, hpcbatch.execution.guard")
+            serving = ("from hpcbatch.execution import node\nnode.forgo_unused_modules()\n"
+                       "with node.libyaml_config():\n    from distributed import Worker\n"
+                       "    import hpcbatch.execution.agent, hpcbatch.execution.guard")
             imports = [[python, "-c", serving]] * NODES
             dask_imports = [[python, "-c", "from distributed import Worker"]] * NODES
-            parallel(ssh), parallel(imports)  # warm caches (not timed)
+            login = [[pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh", "-c", "true"]] * NODES
+            login_env = {**{k: v for k, v in os.environ.items() if k != "SHLVL"},
+                         "SSH_CLIENT": "127.0.0.1 22 22", "HOME": os.path.expanduser("~")}
+            parallel(ssh), parallel(imports), parallel(login, login_env)  # warm caches
             base = {"ssh_true_one_s": [parallel(ssh[:1]) for _ in range(rounds)],
                     "ssh_true_parallel_s": [parallel(ssh) for _ in range(rounds)],
                     "node_imports_parallel_s": [parallel(imports) for _ in range(rounds)],
                     "dask_worker_import_parallel_s": [parallel(dask_imports)
-                                                      for _ in range(rounds)]}
+                                                      for _ in range(rounds)],
+                    "login_shell_parallel_s": [parallel(login, login_env)
+                                               for _ in range(rounds)]}
             ready, cpu, roles = [], [], []
             for i in range(rounds):
                 ready_s, by_role = one_round(client, i, bed.directory)
@@ -250,7 +263,9 @@ def main() -> int:
            row(f"baseline: node process imports, {NODES} at once",
                base["node_imports_parallel_s"]),
            row(f"baseline: Dask worker import alone, {NODES} at once",
-               base["dask_worker_import_parallel_s"])])
+               base["dask_worker_import_parallel_s"]),
+           row(f"baseline: login shell starts a command (as sshd does), {NODES} at once",
+               base["login_shell_parallel_s"])])
     print(f"target: median <= {TARGET_S:g} s -> {verdict(results['target_met'])} ({med:.2f} s)")
     write_json(args.json, results)
     return 0
