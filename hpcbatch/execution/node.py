@@ -160,6 +160,38 @@ def libyaml_config() -> Iterator[None]:
         yaml.safe_load = original
 
 
+def trust_only_pool_ca(ca_file: str) -> None:
+    """Make Tornado's default client TLS context trust the node's CA alone.
+
+    When a TLS listener accepts a connection (the worker's listener, once the
+    scheduler or the service connects), Tornado wraps the socket with the
+    listener's context, then builds an ``SSLIOStream`` without options, whose
+    constructor makes Tornado's default *client* context, once a process:
+    ``ssl.create_default_context()``, which loads the platform's whole CA store
+    (144 certificates on Debian: 30-50 ms of CPU, on every node start) for a
+    context that already-wrapped socket never uses. Dask's comms pass their own
+    context (:class:`distributed.Security`) everywhere. A node talks TLS to the
+    service's CA only, so that default context trusts that CA alone: built from
+    one certificate, and no wider trust if anything ever used it. Nothing
+    changes when Tornado has no such default (another version).
+
+    Parameters
+    ----------
+    ca_file
+        The node's CA certificate file (PEM): the service's CA.
+    """
+    import ssl
+
+    from tornado import iostream
+
+    if not callable(getattr(iostream, "_client_ssl_defaults", None)):
+        return
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    if hasattr(ssl, "OP_NO_COMPRESSION"):  # as Tornado's own default
+        context.options |= ssl.OP_NO_COMPRESSION
+    iostream._client_ssl_defaults = lambda: context  # type: ignore[assignment]
+
+
 def forgo_unused_modules() -> None:
     """Make :data:`UNUSED_MODULES` unimportable in this process (``import`` raises
     ``ImportError``, as if they were not installed), unless one is imported already."""
@@ -201,6 +233,7 @@ async def serve(config: dict[str, Any]) -> None:
     ), base_env=agent.base_environment(config.get("env") or {}),
         switcher=identity.Switcher() if config.get("user_switching") else None)
     tls = config["tls"]
+    trust_only_pool_ca(tls["ca_file"])
     security = Security(
         tls_ca_file=tls["ca_file"],
         tls_worker_cert=tls["cert_file"],
