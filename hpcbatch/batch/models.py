@@ -187,6 +187,21 @@ def _resize_timeout(value: timedelta) -> timedelta:
 ResizeTimeout = Annotated[Duration, AfterValidator(_resize_timeout)]
 """``resizeTimeout``: at least 5 minutes."""
 
+RELEASE_MAX_WALL_CLOCK = timedelta(minutes=15)
+"""A job release task's longest ``maxWallClockTime`` (Batch: 15 minutes, also its default)."""
+
+
+def _release_wall_clock(value: timedelta) -> timedelta:
+    if value > RELEASE_MAX_WALL_CLOCK:
+        raise ValueError(
+            f"must be at most 15 minutes (PT15M), not {value}; Batch rejects a longer "
+            "job release task timeout with 400 (Bad Request)")
+    return value
+
+
+ReleaseWallClock = Annotated[Duration, AfterValidator(_release_wall_clock)]
+"""A job release task's ``maxWallClockTime``: at most 15 minutes."""
+
 Time = Annotated[datetime, IsoString, Field(strict=False)]
 """A wire time: an ISO 8601 string."""
 
@@ -1132,7 +1147,7 @@ class JobReleaseTask(WireModel):
     command_line: CommandLine
     resource_files: list[ResourceFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
-    max_wall_clock_time: Duration | None = None
+    max_wall_clock_time: ReleaseWallClock | None = None
     retention_time: Duration | None = None
     user_identity: UserIdentity | None = None
     container_settings: ContainerSettings = None
