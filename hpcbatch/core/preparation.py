@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from hpcbatch.batch import events, identity
 from hpcbatch.batch.errors import ConflictError
 from hpcbatch.batch.models import (
+    RELEASE_MAX_WALL_CLOCK,
     JobPreparationTask,
     JobReleaseTask,
 )
@@ -56,6 +57,28 @@ _JOB_TASK_KINDS = {"preparation": Kind.jobpreparationtask, "release": Kind.jobre
 PREP_DIR = "jobpreparation"
 RELEASE_DIR = "jobrelease"
 """Task directory names of a job's preparation and release tasks (under the job's dir)."""
+
+
+def job_task_wall_clock(spec: JobPreparationTask | JobReleaseTask) -> timedelta | None:
+    """The longest a job preparation or release task may run on a node, from its start.
+
+    Batch (REST ``JobPreparationTask.constraints``, ``TaskConstraints.maxWallClockTime``):
+    a preparation task without a ``maxWallClockTime`` has no time limit; a release
+    task's ``maxWallClockTime`` defaults to 15 minutes (``JobReleaseTask``).
+
+    Parameters
+    ----------
+    spec
+        The job's preparation or release task.
+
+    Returns
+    -------
+    datetime.timedelta or None
+        The limit; None when unlimited.
+    """
+    if isinstance(spec, JobReleaseTask):
+        return spec.max_wall_clock_time or RELEASE_MAX_WALL_CLOCK
+    return spec.constraints.max_wall_clock_time if spec.constraints else None
 
 
 class JobPreparation:
@@ -155,8 +178,7 @@ class JobPreparation:
         job_spec = loads(job["spec"])
         constraints = getattr(spec, "constraints", None)
         retries = (constraints.max_task_retry_count if constraints else None) or 0
-        wall = (constraints.max_wall_clock_time if constraints
-                else getattr(spec, "max_wall_clock_time", None) or timedelta(minutes=15))
+        wall = job_task_wall_clock(spec)
         rel = task_dir(job["id"], dirname)
         node_url = self.ctx.node_url(node.pool_id, node.node_id)
         states = JobPreparationTaskState if column == "preparation" else JobReleaseTaskState

@@ -7,11 +7,14 @@ the Batch REST reference it checks.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
 from hpcbatch.api.server import ServiceThread
+from hpcbatch.batch.models import JobPreparationTask, JobReleaseTask
 from hpcbatch.client.sdk import BatchClient, BatchError
+from hpcbatch.core.preparation import job_task_wall_clock
 from tests.helpers import running_service
 
 
@@ -45,3 +48,20 @@ def test_job_release_task_timeout_longer_than_15_minutes_is_rejected(
     job["jobReleaseTask"]["maxWallClockTime"] = "PT15M"
     client.create_job(job)
     assert client.get_job("rel20").job_release_task.max_wall_clock_time.total_seconds() == 900
+
+
+def test_job_preparation_task_without_constraints_has_no_time_limit() -> None:
+    # JobPreparationTask.constraints -> TaskConstraints.maxWallClockTime: "If this is not
+    # specified, there is no time limit on how long the Task may run." Only the release
+    # task has a 15-minute default (JobReleaseTask.maxWallClockTime). Was: 15 minutes for
+    # both, so a preparation task that staged data for longer was killed.
+    prep = JobPreparationTask.model_validate({"commandLine": "/bin/true"})
+    assert job_task_wall_clock(prep) is None
+    prep = JobPreparationTask.model_validate(
+        {"commandLine": "/bin/true", "constraints": {"maxWallClockTime": "PT2H"}})
+    assert job_task_wall_clock(prep) == timedelta(hours=2)
+    release = JobReleaseTask.model_validate({"commandLine": "/bin/true"})
+    assert job_task_wall_clock(release) == timedelta(minutes=15)
+    release = JobReleaseTask.model_validate({"commandLine": "/bin/true",
+                                             "maxWallClockTime": "PT1M"})
+    assert job_task_wall_clock(release) == timedelta(minutes=1)
