@@ -105,6 +105,20 @@ class Autoscaler:
     def enable(self, pool_id: str, body: Mapping[str, Any]) -> None:
         """Enable autoscale on a pool ("Pool - Enable Auto Scale"); evaluates at once.
 
+        On a pool that autoscales already, a formula or an interval left out keeps
+        its current value (Batch: "If you omit either the autoscale formula or
+        evaluation interval, the Batch service continues to use the current value of
+        that setting"); on one that does not, a formula is required and the interval
+        defaults to 15 minutes.
+
+        Parameters
+        ----------
+        pool_id
+            The pool's ID.
+        body
+            ``PoolEnableAutoScaleParameter`` wire JSON (``autoScaleFormula``,
+            ``autoScaleEvaluationInterval``).
+
         Raises
         ------
         FormulaError
@@ -123,7 +137,11 @@ class Autoscaler:
             if not formula:
                 raise InvalidPropertyValueError("autoScaleFormula", None, "a formula is required")
             autoscale.parse_formula(formula)
-            interval = self._interval(spec_patch.auto_scale_evaluation_interval)
+            requested = spec_patch.auto_scale_evaluation_interval
+            if requested is None and spec.get("enableAutoScale"):
+                # Batch: on a pool that autoscales, an interval left out keeps the current one
+                requested = PoolSpec.model_validate(spec).auto_scale_evaluation_interval
+            interval = self._interval(requested)
             spec.update(enableAutoScale=True, autoScaleFormula=formula,
                         autoScaleEvaluationInterval=PoolSpec.model_validate(
                             {"id": "x", "vmSize": "x", "autoScaleEvaluationInterval": interval}

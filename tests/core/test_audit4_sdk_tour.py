@@ -65,3 +65,26 @@ def test_job_preparation_task_without_constraints_has_no_time_limit() -> None:
     release = JobReleaseTask.model_validate({"commandLine": "/bin/true",
                                              "maxWallClockTime": "PT1M"})
     assert job_task_wall_clock(release) == timedelta(minutes=1)
+
+
+def test_enable_autoscale_with_a_new_formula_keeps_the_current_interval(
+        env: tuple[BatchClient, ServiceThread]) -> None:
+    # Enable automatic scaling on an existing pool (batch-automatic-scaling, 2017):
+    # "If autoscale is currently enabled on the pool, you can specify an autoscale
+    # formula, an evaluation interval, or both ... If you omit either the autoscale
+    # formula or evaluation interval, the Batch service continues to use the current
+    # value of that setting." Was: the interval went back to the 15-minute default.
+    client, _ = env
+    client.create_pool({"id": "as", "vmSize": "any", "enableAutoScale": True,
+                        "autoScaleFormula": "$TargetDedicatedNodes = 0;",
+                        "autoScaleEvaluationInterval": "PT7M"})
+    client.enable_pool_auto_scale("as", "$TargetDedicatedNodes = 0; $x = 1;")
+    pool = client._request("GET", "/pools/as").json()
+    assert pool["autoScaleFormula"] == "$TargetDedicatedNodes = 0; $x = 1;"
+    assert pool["autoScaleEvaluationInterval"] == "PT7M"
+    client.enable_pool_auto_scale("as", "$TargetDedicatedNodes = 0;", "PT8M")
+    assert client._request("GET", "/pools/as").json()["autoScaleEvaluationInterval"] == "PT8M"
+    # on a pool that does not autoscale, the interval defaults to 15 minutes
+    client.disable_pool_auto_scale("as")
+    client.enable_pool_auto_scale("as", "$TargetDedicatedNodes = 0;")
+    assert client._request("GET", "/pools/as").json()["autoScaleEvaluationInterval"] == "PT15M"
