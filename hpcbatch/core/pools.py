@@ -217,6 +217,12 @@ class Pools:
             if spec.enable_auto_scale and value is not None:
                 raise InvalidPropertyValueError(
                     name, value, f"{name} must not be given when enableAutoScale is true")
+        for name, setting in (("autoScaleFormula", spec.auto_scale_formula),
+                              ("autoScaleEvaluationInterval", spec.auto_scale_evaluation_interval)):
+            # Batch: "This property must not be specified if enableAutoScale is set to false"
+            if not spec.enable_auto_scale and setting is not None:
+                raise InvalidPropertyValueError(
+                    name, setting, f"{name} must not be given unless enableAutoScale is true")
         target = spec.target_dedicated_nodes or 0
         low_target = spec.target_low_priority_nodes or 0
         if auto_pool and (target or low_target or spec.enable_auto_scale):

@@ -88,3 +88,23 @@ def test_enable_autoscale_with_a_new_formula_keeps_the_current_interval(
     client.disable_pool_auto_scale("as")
     client.enable_pool_auto_scale("as", "$TargetDedicatedNodes = 0;")
     assert client._request("GET", "/pools/as").json()["autoScaleEvaluationInterval"] == "PT15M"
+
+
+@pytest.mark.parametrize("setting", [{"autoScaleFormula": "$TargetDedicatedNodes = 1;"},
+                                     {"autoScaleEvaluationInterval": "PT5M"}])
+@pytest.mark.parametrize("enable", [{}, {"enableAutoScale": False}])
+def test_autoscale_settings_without_enable_auto_scale_are_rejected(
+        env: tuple[BatchClient, ServiceThread], setting: dict[str, str],
+        enable: dict[str, bool]) -> None:
+    # Pool - Add, autoScaleFormula: "This property must not be specified if
+    # enableAutoScale is set to false. It is required if enableAutoScale is set to
+    # true." autoScaleEvaluationInterval likewise ("enableAutoScale" defaults to false).
+    # Was: accepted, and the pool kept a formula it never ran.
+    client, _ = env
+    [name] = setting
+    with pytest.raises(BatchError) as info:
+        client.create_pool({"id": "noauto", "vmSize": "any", "targetDedicatedNodes": 0,
+                            **enable, **setting})
+    assert info.value.status == 400 and info.value.code == "InvalidPropertyValue"
+    assert name in info.value.message and "enableAutoScale" in info.value.message
+    assert "noauto" not in {p.id for p in client.list_pools()}
