@@ -95,7 +95,9 @@ class JobSchedules:
         """
         spec = schedules.JobScheduleSpec.from_wire(body, what="job schedule")
         job_spec = dict(spec.job_specification)
-        JobSpec.from_wire({**job_spec, "id": "validate"}, what="jobSpecification")
+        self.jobs.check_release_task(
+            JobSpec.from_wire({**job_spec, "id": "validate"}, what="jobSpecification"),
+            "jobSpecification.")
         now = self.clock.now()
         with self.ctx.store.begin() as conn:
             if Store.fetch_one(conn, job_schedules, key=spec.id.lower()) is not None:
@@ -173,8 +175,9 @@ class JobSchedules:
                 wire.pop("metadata", None)
             wire.update({k: v for k, v in body.items() if v is not None})
             spec = schedules.JobScheduleSpec.from_wire(wire, what="job schedule")
-            JobSpec.from_wire({**spec.job_specification, "id": "validate"},
-                              what="jobSpecification")
+            self.jobs.check_release_task(
+                JobSpec.from_wire({**spec.job_specification, "id": "validate"},
+                                  what="jobSpecification"), "jobSpecification.")
             status = loads(row["status"])
             now = iso(self.clock.now())
             status.update(lastModified=now, eTag=new_etag())

@@ -129,6 +129,29 @@ class Jobs:
         """Forget the active jobs the passes keep (a job was added, changed or removed)."""
         self._active.clear()
 
+    @staticmethod
+    def check_release_task(spec: JobSpec, where: str = "") -> None:
+        """Refuse a job release task without a job preparation task (Job - Add, Job
+        Schedule - Add/Patch/Update: "A Job Release Task cannot be specified without
+        also specifying a Job Preparation Task for the Job").
+
+        Parameters
+        ----------
+        spec
+            The job, or a job schedule's ``jobSpecification``.
+        where
+            The property path's prefix (``"jobSpecification."`` for a schedule).
+
+        Raises
+        ------
+        BadRequestError
+            400 ``InvalidPropertyValue`` naming ``{where}jobReleaseTask``.
+        """
+        if spec.job_release_task and not spec.job_preparation_task:
+            raise BadRequestError(
+                "A job release task cannot be specified without a job preparation task.",
+                code="InvalidPropertyValue", values={"PropertyName": f"{where}jobReleaseTask"})
+
     def add_job(self, body: Mapping[str, Any], schedule_job_id: str | None = None,
                 schedule_pool_id: str | None = None) -> str:
         """Add a job ("Job - Add"). Raises ``JobExists``, or 400 for bad properties.
@@ -173,10 +196,7 @@ class Jobs:
                 "poolInfo.autoPoolSpecification.poolLifetimeOption", "jobschedule",
                 "a job's auto pool lives as long as the job (job); jobschedule applies only "
                 "to job schedules")
-        if spec.job_release_task and not spec.job_preparation_task:
-            raise BadRequestError(
-                "A job release task cannot be specified without a job preparation task.",
-                code="InvalidPropertyValue", values={"PropertyName": "jobReleaseTask"})
+        self.check_release_task(spec)
         now = utcnow()
         owned: dict[str, Any] | None = None
         scheduling_error: dict[str, Any] | None = None

@@ -108,3 +108,25 @@ def test_autoscale_settings_without_enable_auto_scale_are_rejected(
     assert info.value.status == 400 and info.value.code == "InvalidPropertyValue"
     assert name in info.value.message and "enableAutoScale" in info.value.message
     assert "noauto" not in {p.id for p in client.list_pools()}
+
+
+def test_job_schedule_with_a_release_task_but_no_preparation_task_is_rejected(
+        env: tuple[BatchClient, ServiceThread]) -> None:
+    # JobSpecification.jobReleaseTask: "A Job Release Task cannot be specified without
+    # also specifying a Job Preparation Task for the Job." Job - Add refuses it; Job
+    # Schedule - Add accepted it, and every job it was due to create then failed (the
+    # schedule showed only an executionInfo.schedulingError).
+    client, _ = env
+    spec = {"poolInfo": {"poolId": "p"}, "jobReleaseTask": {"commandLine": "/bin/true"}}
+    with pytest.raises(BatchError) as info:
+        client.create_job_schedule({"id": "relonly", "schedule": {}, "jobSpecification": spec})
+    assert info.value.status == 400 and info.value.code == "InvalidPropertyValue"
+    assert info.value.values["PropertyName"] == "jobSpecification.jobReleaseTask"
+    assert "relonly" not in {s["id"] for s in client.list_job_schedules()}
+    client.create_job_schedule({"id": "relok",
+                                "schedule": {"doNotRunUntil": "2099-01-01T00:00:00Z"},
+                                "jobSpecification": {"poolInfo": {"poolId": "p"}}})
+    with pytest.raises(BatchError) as info:  # Job Schedule - Patch
+        client._request("PATCH", "/jobschedules/relok", body={"jobSpecification": spec})
+    assert info.value.status == 400
+    assert info.value.values["PropertyName"] == "jobSpecification.jobReleaseTask"
