@@ -263,6 +263,11 @@ aiohttp has them, 3.12 on; a plain one before)."""
 REPLAY_EXEMPT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Reads whose identical repeats are accepted (unless they carry the nonce header)."""
 
+REQUEST_ID_HEADERS = ("client-request-id", "x-ms-client-request-id")
+"""The request ID headers of the official Batch SDKs (a new UUID every call: 14.x by
+msrestazure's ``generate_client_request_id``, 15.x by azure-core's ``RequestIdPolicy``);
+unsigned, part of the replay key of a request without the nonce header."""
+
 
 def principal(request: web.Request) -> Principal:
     """The :class:`Principal` of an authenticated request (``/health``: an anonymous account one)."""
@@ -400,14 +405,22 @@ def _check_replay(request: web.Request, sec: ApiSecurity, verified: sharedkey.Ve
     official SDKs sign two different bodies of one length sent to one path in
     one second identically (adding tasks in a loop), so the signature alone
     would refuse legitimate requests. A body swapped under a used signature is
-    refused by ``Content-MD5`` (signed) when the client sends it; see
-    docs/security.md.
+    refused by ``Content-MD5`` (signed) when the client sends it. Without the
+    nonce header, the key also holds the client's request ID
+    (:data:`REQUEST_ID_HEADERS`): the official SDKs send a new one with every
+    call but sign no per-call value, so two calls of one body-less operation on
+    one resource within one second (a job schedule disabled twice) would sign
+    identically. See docs/security.md.
     """
     if request.method.upper() in REPLAY_EXEMPT_METHODS and NONCE_HEADER not in request.headers:
         return
     key = verified.signature
     if body:
         key = hashlib.sha256(key + hashlib.sha256(body).digest()).digest()
+    if NONCE_HEADER not in request.headers:
+        ids = [request.headers.get(h, "") for h in REQUEST_ID_HEADERS]
+        if any(ids):
+            key = hashlib.sha256(key + "\n".join(ids).encode()).digest()
     why = sec.replay.admit(key, verified.issued_at.timestamp(), time.time())
     if why is not None:
         raise AuthenticationError(

@@ -9,6 +9,7 @@ import http.client
 import json
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from email.utils import formatdate
 from urllib.parse import urlsplit
@@ -245,3 +246,25 @@ def test_replay_cache_stays_at_its_capacity_under_load() -> None:
     for i in range(300_000):
         cache.admit(hashlib.sha256(i.to_bytes(8, "big")).digest(), 1000.0 + i / 1000, 1300.0)
     assert len(cache) == 100_000
+
+
+def test_one_bodyless_call_twice_in_one_second_from_an_official_sdk_is_not_a_replay(svc
+                                                                                     ) -> None:
+    """The official SDKs sign no per-call value, but send a new ``client-request-id`` with
+    every call: a job schedule disabled twice (or enabled, disabled) within one second gets
+    Batch's answers, not a replay refusal; the same call sent again still is one."""
+    client, account, key = svc
+    client.create_job_schedule({"id": "twice", "schedule": {"recurrenceInterval": "P1D"},
+                                "jobSpecification": {"poolInfo": {"poolId": "nopool"}}})
+    path = "/jobschedules/twice/disable"
+    date = formatdate(usegmt=True)
+    sent = [signed(client, account, key, "POST", path, **{"ocp-date": date,
+                                                          "client-request-id": str(uuid.uuid1())})
+            for _ in range(2)]
+    assert sent[0]["Authorization"] == sent[1]["Authorization"]
+    assert send(client, "POST", path, sent[0])[0] == 204
+    status, err = send(client, "POST", path, sent[1])
+    assert status != 403, err
+    assert client.get_job_schedule("twice")["state"] == "disabled"
+    status, err = send(client, "POST", path, sent[0])  # the first call, captured and resent
+    assert (status, err["code"]) == (403, "AuthenticationFailed")
