@@ -6,6 +6,7 @@ hardening"). Each attack is tried and must change nothing."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from email.utils import formatdate
 from time import time
@@ -85,6 +86,20 @@ def test_a_replayed_sign_in_link_request_is_refused_as_the_rest_api_refuses_a_re
     # one working sign-in link, not three
     url = answers[0].json()["url"]
     assert requests.get(url, allow_redirects=False, timeout=10).status_code == 303
+
+
+def test_a_sign_in_link_request_resent_with_another_request_id_is_refused(svc: Svc) -> None:
+    """The REST API keys an official SDK's body-less call by its (unsigned) request ID too;
+    minting does not: a captured request made new by that header would mint a token."""
+    headers = {"ocp-date": formatdate(usegmt=True), "Content-Length": "0",
+               "client-request-id": str(uuid.uuid4())}
+    authorize("POST", f"{svc.endpoint}/dashboard/tokens?{API}", headers, svc.account, svc.key,
+              nonce=False)
+    assert send(svc, "POST", "/dashboard/tokens", headers).status_code == 201
+    for name in ("client-request-id", "x-ms-client-request-id"):
+        resent = send(svc, "POST", "/dashboard/tokens", {**headers, name: str(uuid.uuid4())})
+        assert resent.status_code == 403 and "token" not in resent.text, resent.text
+        assert resent.json()["code"] == "AuthenticationFailed"
 
 
 def test_a_sign_in_link_request_with_a_body_is_refused(svc: Svc) -> None:
