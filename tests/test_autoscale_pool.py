@@ -58,8 +58,11 @@ def test_evaluate_disable_and_formula_errors(env):
     assert info.value.status == 400 and info.value.code == "InvalidAutoScaleFormula"
     assert "line 1" in info.value.message and "column" in info.value.message
     with pytest.raises(BatchError) as info:
-        client.enable_pool_auto_scale("manual", "$TargetDedicatedNodes = 1;", "PT0.1S")
+        client.enable_pool_auto_scale("manual", "$TargetDedicatedNodes = 1;", "P7DT1H")
     assert "autoScaleEvaluationInterval" in info.value.message
+    # durations in the error as the wire writes them (ISO 8601), not Python's "7 days, 1:00:00"
+    assert info.value.values["PropertyValue"] == "P7DT1H", info.value.values
+    assert info.value.values["Reason"] == "must be between PT1S and P7D", info.value.values
     with pytest.raises(BatchError) as info:
         client.resize_pool("manual", 2)
     assert info.value.code == "AutoScaleEnabled"

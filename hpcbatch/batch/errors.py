@@ -14,6 +14,7 @@ Codes follow the Batch REST API "Batch status and error codes" page.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 
 class HpcbatchError(Exception):
@@ -78,9 +79,20 @@ class InvalidPropertyValueError(BadRequestError):
     def __init__(self, name: str, value: object, reason: str) -> None:
         super().__init__(
             f"The value provided for {name} is invalid: {reason}",
-            values={"PropertyName": name, "PropertyValue": str(value)[:256], "Reason": reason},
+            values={"PropertyName": name, "PropertyValue": wire_text(value)[:256],
+                    "Reason": reason},
         )
         self.property_name = name
+
+
+def wire_text(value: object) -> str:
+    """``value`` as the wire writes it: a duration (``timedelta``) in ISO 8601 (``P7DT1H``),
+    anything else as ``str``."""
+    if isinstance(value, timedelta):
+        from pydantic import TypeAdapter  # lazy: clients import this module
+
+        return str(TypeAdapter(timedelta).dump_python(value, mode="json"))
+    return str(value)
 
 
 class AuthenticationError(HpcbatchError):

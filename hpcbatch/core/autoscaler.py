@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpcbatch.batch import autoscale, events
-from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError
+from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError, wire_text
 from hpcbatch.batch.models import PoolEnableAutoScale, PoolSpec
 from hpcbatch.batch.states import JOB_LIVE, PoolState
 from hpcbatch.core import statistics
@@ -90,7 +90,7 @@ class Autoscaler:
         if not self.min_interval <= interval <= MAX_INTERVAL:
             raise InvalidPropertyValueError(
                 "autoScaleEvaluationInterval", interval,
-                f"must be between {self.min_interval} and {MAX_INTERVAL}")
+                f"must be between {wire_text(self.min_interval)} and {wire_text(MAX_INTERVAL)}")
         return interval
 
     def check(self, spec: PoolSpec) -> None:
