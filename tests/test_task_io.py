@@ -104,6 +104,24 @@ def test_output_files_glob_and_upload_conditions(batch):
     assert client.get_task("outfiles", "bad").execution_info.exit_code == 4
 
 
+def test_output_file_without_destination_path_is_a_task_output_of_its_name(batch):
+    """No ``containerUrl`` and no ``path``: each file is ``{taskId}/$TaskOutput/{name}``,
+    a single file as a wildcard's, never a blob named ``$TaskOutput`` itself."""
+    client, _, storage_url, _ = batch
+    spec = {"destination": {"container": {}},
+            "uploadOptions": {"uploadCondition": "taskCompletion"}}
+    client.create_job({"id": "nopath", "poolInfo": {"poolId": "p"}})
+    client.create_task("nopath", {
+        "id": "t", "commandLine": "/bin/sh -c 'echo r > res.txt && echo l > log.csv'",
+        "outputFiles": [{**spec, "filePattern": "res.txt"}, {**spec, "filePattern": "*.csv"}]})
+    assert client.wait_for_tasks("nopath", timeout_s=120)["succeeded"] == 1
+    assert client.get_task("nopath", "t").execution_info.failure_info is None
+    outputs = TaskOutputStorage(open_storage(storage_url), "nopath", "t")
+    assert sorted(o.path for o in outputs.list_outputs(TaskOutputKind.TaskOutput)) == [
+        "log.csv", "res.txt"]
+    assert outputs.get_bytes(TaskOutputKind.TaskOutput, "res.txt") == b"r\n"
+
+
 def test_resource_files_missing_file_and_traversal(batch):
     client, _, storage_url, root = batch
     store = open_storage(storage_url)

@@ -12,7 +12,7 @@ container (``file:///srv/store/inputs``, ``az://inputs``, ``s3://bucket``), or
 an Azure blob container URL, usually with a SAS, on any blob endpoint
 (:func:`container_location`). An ``outputFiles`` destination without
 ``containerUrl`` goes to the service's own storage, in the job's conventions
-container.
+container, as ``{taskId}/$TaskOutput/{name}`` unless ``path`` names one.
 
 Downloaded resource files get ``fileMode`` when given, else 0770: Batch's
 default for files downloaded to Linux nodes ("If this property is not
@@ -336,16 +336,19 @@ def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeed
         dest = (spec.get("destination") or {}).get("container") or {}
         pattern = spec["filePattern"]
         try:
+            # ``path`` names the blob of a single file (a folder under a wildcard);
+            # without it a file keeps its name, under the default folder if any.
+            prefix = dest.get("path") or ""
+            folder = ""
             if dest.get("containerUrl"):
                 st, container = container_location(dest["containerUrl"], storage)
-                prefix = dest.get("path") or ""
             else:
                 if storage is None:
                     raise TransferError("no containerUrl, and the service has no storage",
                                         code="FileUploadError")
                 st = _storage(storage.url, storage.options)
                 container = job_output_container_name(job_id)
-                prefix = dest.get("path") or f"{task_id}/$TaskOutput"
+                folder = "" if prefix else f"{task_id}/$TaskOutput"
             wildcard = any(ch in pattern for ch in "*?[")
             # ``wd`` as given, not resolved: a ``wd`` the task replaced with a link is a link
             # on the way to every match, and ``confine`` judges where it leads.
@@ -364,9 +367,9 @@ def upload_output_files(specs: Sequence[Mapping[str, Any]], wd: Path, *, succeed
                     continue
                 if wildcard:
                     name = posixpath.relpath(rel, base or ".")
-                    blob = posixpath.join(prefix, name) if prefix else name
+                    blob = posixpath.join(prefix or folder, name)
                 else:
-                    blob = prefix or posixpath.basename(rel)
+                    blob = prefix or posixpath.join(folder, posixpath.basename(rel))
                 try:
                     st.put_file(_fd_source(fd, real), f"{container}/{blob.lstrip('/')}")
                 finally:
