@@ -279,7 +279,7 @@ class HpcbatchJobScheduler(sched.JobScheduler):
             if job.cancelled:
                 job._state = "CANCELLED"
             elif info and info.failure_info and info.failure_info.code == "TaskEnded" \
-                    and "wall clock" in (info.failure_info.message or "").lower():
+                    and "maxWallClockTime" in (info.failure_info.message or ""):
                 job._state = "TIMEOUT"
                 job._exception = JobError("job timed out", job.jobid)
             else:
