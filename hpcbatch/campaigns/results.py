@@ -155,7 +155,7 @@ class Check:
         verdict = "within" if self.passed else "outside"
         return (f"{self.benchmark} {self.figure} [{where}]: {_num(self.mean)} {self.unit} is "
                 f"{verdict} {bound} (reference {_num(value)} {self.unit}, tolerance "
-                f"{lower}/{upper}; {'' if dev is None else f'{dev:+.1%}'})")
+                f"{lower}/{upper}{'' if dev is None else f'; {dev:+.1%}'})")
 
     def to_json(self) -> dict[str, Any]:
         """The check as JSON."""

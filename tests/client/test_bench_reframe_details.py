@@ -71,6 +71,15 @@ def test_reference_check_names_each_open_bound() -> None:
     assert "outside [5, inf] MB/s" in check.describe(), check.describe()
 
 
+def test_reference_check_of_a_zero_reference_ends_without_an_empty_deviation() -> None:
+    check = Check(benchmark="hello", figure="errors", key="errors", unit="count",
+                  params={"nodes": 1}, labels={}, mean=3.0, reference=[0, -0.1, 0.1, "count"],
+                  lower_bound=0.0, upper_bound=0.0, passed=False)
+    assert check.describe().endswith("(reference 0 count, tolerance -0.1/0.1)"), check.describe()
+    check.reference, check.upper_bound = [2, -0.1, 0.1, "count"], 2.2
+    assert check.describe().endswith("tolerance -0.1/0.1; +50.0%)"), check.describe()
+
+
 def test_dry_run_shows_every_parameter_that_varies() -> None:
     result = CliRunner().invoke(
         cli, ["bench", "run", "builtin:mpi4py-ringtest", "--pool-id", "p", "--dry-run",
