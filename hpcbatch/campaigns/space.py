@@ -44,6 +44,11 @@ MAX_RUNS = 10_000
 _MAX_VALUES = 10_000
 
 
+def _tidy(value: float) -> float:
+    """A range value without binary rounding noise (``0.30000000000000004`` -> ``0.3``)."""
+    return value if isinstance(value, int) else float(f"{value:.12g}")
+
+
 def values_of(spec: Any, name: str = "parameter") -> list[Any]:
     """The values of one parameter spec.
 
@@ -81,22 +86,24 @@ def values_of(spec: Any, name: str = "parameter") -> list[Any]:
         if isinstance(val, bool) or not isinstance(val, (int, float)):
             raise CampaignError(f"parameter {name}: range {key} must be a number, not {val!r}")
     out: list[Any] = []
+    # a float range's last value may land just past ``stop`` by rounding: allow for it
+    exact = all(isinstance(val, int) for val in spec.values())
     if "factor" in spec:
         factor = spec["factor"]
         if factor <= 1 or start <= 0:
             raise CampaignError(f"parameter {name}: a geometric range needs start > 0 and "
                                 f"factor > 1 (got start={start}, factor={factor})")
         v = start
-        while v <= stop and len(out) <= _MAX_VALUES:
-            out.append(v)
+        while v <= stop + (0 if exact else abs(stop) * 1e-9) and len(out) <= _MAX_VALUES:
+            out.append(_tidy(v))
             v = v * factor
     else:
         step = spec.get("step", 1)
         if step <= 0:
             raise CampaignError(f"parameter {name}: range step must be > 0, not {step}")
         i = 0
-        while start + i * step <= stop and len(out) <= _MAX_VALUES:
-            out.append(start + i * step)
+        while start + i * step <= stop + (0 if exact else step * 1e-9) and len(out) <= _MAX_VALUES:
+            out.append(_tidy(start + i * step))
             i += 1
     if not out:
         raise CampaignError(f"parameter {name}: range {spec} is empty (start > stop)")

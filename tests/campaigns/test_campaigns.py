@@ -115,6 +115,11 @@ def test_units_convert_within_their_kind() -> None:
 def test_ranges_and_their_errors() -> None:
     assert values_of({"start": 1, "stop": 7, "step": 3}) == [1, 4, 7]
     assert values_of({"start": 1, "stop": 1000, "factor": 10}) == [1, 10, 100, 1000]
+    # float ranges are inclusive too, and their values are the decimals written
+    assert values_of({"start": 0.1, "stop": 0.7, "step": 0.1}) == [0.1, 0.2, 0.3, 0.4, 0.5,
+                                                                    0.6, 0.7]
+    assert values_of({"start": 0.1, "stop": 0.9, "factor": 3}) == [0.1, 0.3, 0.9]
+    assert values_of({"start": 1, "stop": 2, "step": 0.5}) == [1, 1.5, 2]
     assert values_of(5) == [5]
     for spec, match in [({"start": 1}, "a range is"), ({"start": 3, "stop": 1}, "is empty"),
                         ({"start": 1, "stop": 5, "step": 0}, "step must be > 0"),
