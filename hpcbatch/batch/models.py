@@ -429,7 +429,8 @@ class ResourceFile(WireModel):
     """A file to download to a node before a task runs (``ResourceFile``).
 
     Exactly one of ``http_url``, ``storage_container_url`` or
-    ``auto_storage_container_name`` is given; ``file_path`` is relative to the
+    ``auto_storage_container_name`` is given (a request with none or several is a 400
+    ``InvalidPropertyValue``); ``file_path`` is relative to the
     task working directory.
     """
 
@@ -440,6 +441,22 @@ class ResourceFile(WireModel):
     file_path: RelativePath | None = None
     file_mode: FileMode | None = None
     identity_reference: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self, info: ValidationInfo) -> ResourceFile:
+        # checked on requests only: a stored task accepted earlier still reads back
+        if not is_request(info):
+            return self
+        given = [name for name, value in (
+            ("autoStorageContainerName", self.auto_storage_container_name),
+            ("storageContainerUrl", self.storage_container_url),
+            ("httpUrl", self.http_url)) if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "the autoStorageContainerName, storageContainerUrl and httpUrl properties are "
+                "mutually exclusive and one of them must be specified"
+                + (f" (given: {', '.join(given)})" if given else " (none given)"))
+        return self
 
 
 class TaskConstraints(WireModel):

@@ -182,6 +182,21 @@ def test_file_mode_is_octal_permission_bits(http: Http, job: str, mode: str):
     _absent(http, f"/jobs/{job}/tasks/badmode", "TaskNotFound")
 
 
+@pytest.mark.parametrize("sources", [
+    {}, {"httpUrl": "http://127.0.0.1:9/x", "storageContainerUrl": "file:///srv/in"},
+    {"autoStorageContainerName": "in", "httpUrl": "http://127.0.0.1:9/x"}])
+def test_a_resource_file_names_exactly_one_source(http: Http, job: str,
+                                                  sources: dict[str, str]):
+    """Batch: autoStorageContainerName, storageContainerUrl and httpUrl are mutually
+    exclusive and one of them must be specified (REST ``ResourceFile``)."""
+    resp = http("POST", f"/jobs/{job}/tasks", {
+        "id": "nosource", "commandLine": "true",
+        "resourceFiles": [{**sources, "filePath": "x"}]})
+    values = _invalid_property(resp, "resourceFiles[0]")
+    assert "one of them must be specified" in values["Reason"], values
+    _absent(http, f"/jobs/{job}/tasks/nosource", "TaskNotFound")
+
+
 @pytest.mark.parametrize("mode", ["0770", "644", "0600"])
 def test_file_mode_accepts_permission_bits(http: Http, job: str, mode: str):
     task = f"mode{mode}"
