@@ -516,6 +516,20 @@ def test_save_tracked_replaces_an_earlier_copy(tmp_path: Path) -> None:
     assert outputs.get_bytes(TaskOutputKind.TaskLog, "stdout.txt") == b"new attempt\n"
 
 
+def test_download_to_a_folder_names_the_folder_not_a_missing_output(tmp_path: Path) -> None:
+    outputs = TaskOutputStorage(open_storage(tmp_path / "s"), "j", "t")
+    outputs.save_text(TaskOutputKind.TaskOutput, "frame", "frame.txt")
+    (tmp_path / "existing").mkdir()
+    for folder in (tmp_path / "existing", f"{tmp_path / 'new'}/"):
+        with pytest.raises(HpcbatchError) as info:
+            outputs.download(TaskOutputKind.TaskOutput, "frame.txt", folder)
+        assert not isinstance(info.value, StorageNotFoundError), info.value
+        assert info.value.code == "InvalidLocalPath" and "is a folder" in info.value.message
+    assert list((tmp_path / "existing").iterdir()) == []
+    outputs.download(TaskOutputKind.TaskOutput, "frame.txt", tmp_path / "new" / "frame.txt")
+    assert (tmp_path / "new" / "frame.txt").read_text() == "frame"
+
+
 def test_save_tracked_reports_periodic_errors_and_retries(tmp_path: Path) -> None:
     storage = open_storage(tmp_path / "s")
     outputs = TaskOutputStorage(storage, "j", "t")

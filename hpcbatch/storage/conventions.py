@@ -527,6 +527,8 @@ class _OutputStorage(Generic[_KindT]):
         ------
         StorageNotFoundError
             There is no such output.
+        StorageError
+            Code ``InvalidLocalPath``: ``local_path`` is a folder, not a file.
         """
         self.storage.get_file(self.key_for(kind, path), local_path)
 

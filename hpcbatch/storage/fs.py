@@ -688,10 +688,18 @@ class Storage:
         ------
         StorageNotFoundError
             No object has that key.
+        StorageError
+            Code ``InvalidLocalPath``: ``local_path`` is a folder (or ends with ``/``),
+            not the file to write.
         """
         _check_key(key)
         self._in_scope(key, "download")
         target = os.fspath(local_path)
+        if target.endswith(("/", os.sep)) or os.path.isdir(target):
+            raise StorageError(
+                f"cannot download {key!r} to {target!r}: it is a folder; give the path of "
+                "the file to write", code="InvalidLocalPath", status=400,
+                values={"LocalPath": target, "Key": key})
         with self._errors("download", key):
             parent = os.path.dirname(os.path.abspath(target))
             os.makedirs(parent, exist_ok=True)
