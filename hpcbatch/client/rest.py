@@ -276,8 +276,10 @@ class RestClient:
 
     def _download(self, path: str, destination: str | Path | None,
                   headers: Mapping[str, str] | None = None) -> bytes:
-        """GET a file's bytes; also write them to ``destination`` when given."""
+        """GET a file's bytes; also write them to ``destination`` when given (its missing
+        folders are made)."""
         data = self._request("GET", path, headers=headers).content
         if destination is not None:
+            Path(destination).parent.mkdir(parents=True, exist_ok=True)
             Path(destination).write_bytes(data)
         return data

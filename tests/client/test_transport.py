@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,7 +166,7 @@ def test_cli_names_a_bad_account_key() -> None:
     assert result.stderr.startswith("error: InvalidAccountKey: AZURE_BATCH_ACCESS_KEY")
 
 
-def test_download_task_file_from_an_offset() -> None:
+def test_download_task_file_from_an_offset(tmp_path: Path) -> None:
     with LocalBatch(nodes=1) as client:
         client.create_pool({"id": "p", "vmSize": "local", "targetDedicatedNodes": 1})
         assert [n.state for n in client.wait_for_pool("p", timeout_s=120)] == ["idle"]
@@ -174,5 +175,9 @@ def test_download_task_file_from_an_offset() -> None:
         assert client.wait_for_tasks("j", timeout_s=120)["succeeded"] == 1
         assert client.download_task_file("j", "t", "stdout.txt") == b"hello world\n"
         assert client.download_task_file("j", "t", "stdout.txt", offset_bytes=6) == b"world\n"
+        # a destination's missing folders are made, as hpcbatch output/task file download do
+        saved = tmp_path / "logs" / "t" / "stdout.txt"
+        assert client.download_task_file("j", "t", "stdout.txt", saved) == b"hello world\n"
+        assert saved.read_bytes() == b"hello world\n"
         assert [t["id"] for t in client.list_tasks_json("j", select="id")] == ["t"]
         assert client.get_task("j", "t").execution_info.exit_code == 0

@@ -195,7 +195,8 @@ class TaskOperations(RestClient):
         file_path
             Path relative to the task directory (``stdout.txt``, ``wd/out.csv``).
         destination
-            When given, the bytes are also written to this local path.
+            When given, the bytes are also written to this local file (its missing
+            folders are made).
         offset_bytes
             First byte to return (``ocp-range: bytes={offset_bytes}-``): to read
             what a running task appended since the last read.
