@@ -87,3 +87,33 @@ def test_wait_for_tasks_returns_as_the_tasks_complete_and_reports_progress(
     client.terminate_task("lp-sdk", "t1")
     thread.join(30)
     assert out and out[0]["completed"] == 2 and seen[-1] == out[0]
+
+
+def test_wait_for_tasks_returns_when_the_job_completes_with_tasks_left_active(
+        client: BatchClient) -> None:
+    """Job - Terminate leaves active tasks active, never to run: the wait ends with them."""
+    _job(client, "lp-term", 2)
+    thread, out = _in_thread(lambda: client.wait_for_tasks("lp-term", timeout_s=60))
+    thread.join(1.5)
+    assert thread.is_alive()  # the job is active: its tasks may still run
+    t0 = time.monotonic()
+    client.terminate_job("lp-term")
+    thread.join(30)
+    assert out and time.monotonic() - t0 < 10, "the wait did not notice the job completed"
+    assert out[0]["active"] == 2 and out[0]["completed"] == 0
+
+
+def test_task_wait_exits_1_naming_the_tasks_a_completed_job_never_runs(
+        client: BatchClient) -> None:
+    from click.testing import CliRunner
+
+    from hpcbatch.client.cli import cli
+
+    _job(client, "lp-term-cli", 1)
+    client.terminate_job("lp-term-cli", terminate_reason="UserTerminate")
+    env = {"AZURE_BATCH_ENDPOINT": client.endpoint, "AZURE_BATCH_ACCOUNT": client.account,
+           "AZURE_BATCH_ACCESS_KEY": client._key, "HPCBATCH_STATE_DIR": None}  # its account key
+    result = CliRunner(env=env).invoke(cli, ["task", "wait", "--job-id", "lp-term-cli",
+                                             "--timeout-s", "30"], catch_exceptions=False)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "completed (UserTerminate) with 1 task(s) still active" in result.stderr

@@ -152,7 +152,8 @@ def task_wait(job_id: str, timeout_s: float) -> None:
 
     Exit 1 when any task failed, or when nothing runs and the tasks left can
     never run (blocked: a task they depend on ended with dependencyAction
-    block, and Batch leaves them active; or waiting for such tasks); 2 on
+    block, and Batch leaves them active; or waiting for such tasks; or the job
+    completed, which leaves its active tasks active, never run); 2 on
     timeout.
     """
     from rich.console import Console
@@ -199,7 +200,11 @@ def task_wait(job_id: str, timeout_s: float) -> None:
     else:
         click.echo(f"job {job_id}: {counts.get('completed', 0)} tasks completed, "
                    f"{counts.get('succeeded', 0)} succeeded, {counts.get('failed', 0)} failed")
-    if counts.get("failed"):
+    if counts.get("active"):
+        reason = (c.get_job_json(job_id).get("executionInfo") or {}).get("terminateReason")
+        note(f"job {job_id} completed" + (f" ({reason})" if reason else "")
+             + f" with {counts['active']} task(s) still active: they will never run")
+    if counts.get("failed") or counts.get("active"):
         click.get_current_context().exit(1)
 
 

@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from hpcbatch.batch.models import Job
 
 
+JOB_STATE_CHECK_S = 1.0
+"""How often :meth:`JobOperations.wait_for_tasks` looks, while no task runs and some are
+active, whether the job has completed (then its active tasks never run)."""
+
+
 class JobOperations(RestClient):
     """Job and job schedule operations (a mixin of ``BatchClient``)."""
 
@@ -161,10 +166,14 @@ class JobOperations(RestClient):
 
     def wait_for_tasks(self, job_id: str, timeout_s: float = 3600.0, poll_interval_s: float = 0.2,
                        progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
-        """Wait until every task of a job has completed.
+        """Wait until every task of a job has completed, or the job has.
 
         Each request is a long poll (:meth:`wait_task_counts`): the call returns
-        as soon as the job's last task completes, not at the next poll.
+        as soon as the job's last task completes, not at the next poll. A job
+        that completes (terminated by Job - Terminate, a task's ``jobAction``,
+        its ``maxWallClockTime`` ...) with tasks still active never runs them
+        (REST "Job - Terminate": "they will remain in the active state"): the
+        call then returns with ``active`` above 0 instead of waiting for them.
 
         Parameters
         ----------
@@ -182,14 +191,20 @@ class JobOperations(RestClient):
         Returns
         -------
         dict
-            Final task counts (``succeeded``, ``failed`` ...).
+            Final task counts (``succeeded``, ``failed`` ...); ``active`` is above
+            0 only when the job completed with tasks that will never run.
 
         Raises
         ------
         TimeoutError
             After ``timeout_s`` seconds, naming the counts.
+        BatchError
+            ``JobNotFound``.
         """
+        from hpcbatch.batch.states import JobState
+
         deadline = time.monotonic() + timeout_s
+        job_looked = -JOB_STATE_CHECK_S
         while True:
             # The service answers as the last task completes, or after one interval
             # (progress is called at least that often).
@@ -200,6 +215,11 @@ class JobOperations(RestClient):
                 progress(counts)
             if counts["active"] == 0 and counts["running"] == 0:
                 return counts
+            if counts["running"] == 0 and time.monotonic() - job_looked >= JOB_STATE_CHECK_S:
+                job_looked = time.monotonic()  # nothing runs: has the job ended?
+                job = self._get(f"/jobs/{self._q(job_id)}", {"$select": "state"})
+                if job.get("state") == JobState.completed:
+                    return counts
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id}: tasks still not complete after {timeout_s:g} s: "
                                    f"{counts}")
