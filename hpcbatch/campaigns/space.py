@@ -183,13 +183,23 @@ def parse_override(text: str) -> tuple[str, list[Any]]:
     Raises
     ------
     CampaignError
-        Not ``NAME=VALUE``.
+        Not ``NAME=VALUE``, or a value that is not valid YAML (a range such as
+        ``{start: 4, stop: 16}`` is split at its commas: give its values).
     """
     name, eq, rest = text.partition("=")
     name = name.strip()
     if not eq or not name.isidentifier():
         raise CampaignError(f"--set {text!r}: expected NAME=VALUE[,VALUE...]")
-    vals = [yaml.safe_load(v) if v.strip() else "" for v in rest.split(",")]
+    vals = []
+    for v in rest.split(","):
+        try:
+            vals.append(yaml.safe_load(v) if v.strip() else "")
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise CampaignError(
+                f"--set {text!r}: value {v!r} is not valid YAML ({problem}); values are "
+                "separated by commas, so give a range's values one by one "
+                "(--set NAME=4,8,16)") from None
     return name, vals
 
 

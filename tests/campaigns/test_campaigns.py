@@ -162,6 +162,9 @@ def test_plan_fills_words_without_a_shell_and_overrides() -> None:
     assert parse_override("python=/usr/bin/python3") == ("python", ["/usr/bin/python3"])
     with pytest.raises(CampaignError, match="NAME=VALUE"):
         parse_override("nodes")
+    # a value YAML cannot read is the user's to fix, named, not a traceback
+    with pytest.raises(CampaignError, match=r"value '\{start: 4' is not valid YAML"):
+        parse_override("max_size={start: 4, stop: 16, factor: 2}")
 
 
 def test_task_body_is_a_multi_instance_mpiexec_task() -> None:
