@@ -220,8 +220,15 @@ class HpcbatchJobScheduler(sched.JobScheduler):
         try:
             c.create_job({"id": batch_job, "poolInfo": {"poolId": opts["pool_id"]},
                           "displayName": f"ReFrame {job.name}"[:1024]})
+        except HpcbatchError as exc:
+            raise JobError(f"hpcbatch: {exc.code}: {exc.message}") from None
+        try:
             c.create_task(batch_job, body)
         except HpcbatchError as exc:
+            try:  # the job would stay active for ever, holding nothing but a name
+                c.delete_job(batch_job)
+            except HpcbatchError:
+                pass
             raise JobError(f"hpcbatch: {exc.code}: {exc.message}") from None
         job.batch_job_id = batch_job
         job.batch_nodes = nodes
