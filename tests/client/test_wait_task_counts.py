@@ -117,3 +117,34 @@ def test_task_wait_exits_1_naming_the_tasks_a_completed_job_never_runs(
                                              "--timeout-s", "30"], catch_exceptions=False)
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert "completed (UserTerminate) with 1 task(s) still active" in result.stderr
+
+
+def test_wait_for_tasks_returns_when_the_tasks_left_are_blocked(client: BatchClient) -> None:
+    """A task that ended failed blocks its dependents (dependencyAction block, the default),
+    and Batch leaves them active: with nothing running, the SDK's wait ends with them
+    (as ``hpcbatch task wait`` does) instead of waiting out its timeout. A task that may
+    still run (here: one with no dependency, on a pool without nodes) keeps it waiting."""
+    def tasks(job_id: str, free: bool) -> None:
+        client.create_job({"id": job_id, "poolInfo": {"poolId": "nonodes"},
+                           "usesTaskDependencies": True})
+        client.create_tasks(job_id, [
+            {"id": "first", "commandLine": "/bin/true"},
+            {"id": "second", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["first"]}},
+            {"id": "third", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["second"]}},
+            *([{"id": "free", "commandLine": "/bin/true"}] if free else [])])
+        client.terminate_task(job_id, "first")  # it ends failed (TaskEnded), never run
+
+    tasks("lp-blocked", free=False)
+    left = client.tasks_that_never_run("lp-blocked")
+    assert left is not None
+    assert {t["id"]: t["dependencyState"]["state"] for t in left} == {
+        "second": "blocked", "third": "waiting"}
+    t0 = time.monotonic()
+    counts = client.wait_for_tasks("lp-blocked", timeout_s=60)
+    assert time.monotonic() - t0 < 10, "the wait did not notice the tasks are blocked"
+    assert (counts["active"], counts["completed"], counts["failed"]) == (2, 1, 1)
+
+    tasks("lp-blocked-free", free=True)
+    assert client.tasks_that_never_run("lp-blocked-free") is None
+    with pytest.raises(TimeoutError):
+        client.wait_for_tasks("lp-blocked-free", timeout_s=2.5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
@@ -123,22 +122,14 @@ action_command(
     "reactivated task {task_id}", job_id_option, task_id_option)
 
 
-BLOCKED_CHECK_S = 5.0
-"""How often ``task wait`` looks, while no task runs, whether the tasks left are blocked."""
-
-
-class BlockedTasks(Exception):
-    """No task of a job runs, and those it has left are blocked by a dependency or wait
-    for such tasks: none can ever run."""
-
-    def __init__(self, job_id: str, left: list[dict[str, Any]]) -> None:
-        blocked = [t for t in left if t["dependencyState"]["state"] == "blocked"]
-        shown = ", ".join(f"{t['id']} ({t['dependencyState'].get('reason')})"
-                          for t in blocked[:5])
-        more = f" and {len(blocked) - 5} more" if len(blocked) > 5 else ""
-        waiting = len(left) - len(blocked)
-        super().__init__(
-            f"job {job_id}: the {len(left)} task(s) left can never run: blocked by their "
+def blocked_message(job_id: str, left: list[dict[str, Any]]) -> str:
+    """Say that a job's tasks ``left`` (:meth:`~hpcbatch.client.sdk.BatchClient.tasks_that_never_run`)
+    can never run, naming the first blocked ones with their reasons."""
+    blocked = [t for t in left if t["dependencyState"]["state"] == "blocked"]
+    shown = ", ".join(f"{t['id']} ({t['dependencyState'].get('reason')})" for t in blocked[:5])
+    more = f" and {len(blocked) - 5} more" if len(blocked) > 5 else ""
+    waiting = len(left) - len(blocked)
+    return (f"job {job_id}: the {len(left)} task(s) left can never run: blocked by their "
             f"dependencies: {shown}{more}"
             + (f"; {waiting} more wait for those" if waiting else ""))
 
@@ -174,27 +165,17 @@ def task_wait(job_id: str, timeout_s: float) -> None:
                   TimeElapsedColumn(), console=Console(stderr=True), disable=json_out) as bar:
         progress_id = bar.add_task(f"job {job_id}", total=None, succeeded=0, failed=0)
         c = client()
-        looked = [0.0]
 
         def update(counts: dict[str, int]) -> None:
             total = sum(counts.get(k, 0) for k in ("active", "running", "completed"))
             bar.update(progress_id, total=total, completed=counts.get("completed", 0),
                        succeeded=counts.get("succeeded", 0), failed=counts.get("failed", 0))
-            if counts.get("running", 0) or not counts.get("active", 0) \
-                    or time.monotonic() - looked[0] < BLOCKED_CHECK_S:
-                return
-            looked[0] = time.monotonic()  # nothing runs: can any task left ever run?
-            active = c.list_tasks_json(job_id, filter="state eq 'active'")
-            states = [(t.get("dependencyState") or {}).get("state") for t in active]
-            if "blocked" in states and all(x in ("blocked", "waiting") for x in states):
-                raise BlockedTasks(job_id, active)
 
-        try:
-            counts = c.wait_for_tasks(job_id, timeout_s=timeout_s, progress=update)
-        except BlockedTasks as exc:
-            bar.stop()
-            note(str(exc))
-            click.get_current_context().exit(1)
+        counts = c.wait_for_tasks(job_id, timeout_s=timeout_s, progress=update)
+    left = c.tasks_that_never_run(job_id) if counts.get("active") else None
+    if left is not None:  # blocked: no summary line, as before the job could complete
+        note(blocked_message(job_id, left))
+        click.get_current_context().exit(1)
     if json_out:
         emit(counts)
     else:

@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 
 JOB_STATE_CHECK_S = 1.0
 """How often :meth:`JobOperations.wait_for_tasks` looks, while no task runs and some are
-active, whether the job has completed (then its active tasks never run)."""
+active, whether the job has completed or its active tasks are all blocked (then they never
+run)."""
+
+NEVER_RUN_PAGE = 100
+"""Tasks a page while :meth:`JobOperations.tasks_that_never_run` reads a job's active tasks
+(it stops at the first that may still run)."""
 
 
 class JobOperations(RestClient):
@@ -164,6 +169,43 @@ class JobOperations(RestClient):
         """Delete a job schedule and its jobs ("Job Schedule - Delete")."""
         self._request("DELETE", f"/jobschedules/{self._q(job_schedule_id)}")
 
+    def tasks_that_never_run(self, job_id: str) -> list[Json] | None:
+        """A job's active tasks when none of them can ever run, else None.
+
+        Batch leaves a task ``active`` for good when a task it depends on ended
+        with ``dependencyAction`` ``block`` (its ``dependencyState`` is
+        ``blocked``), and so the tasks waiting for it (``waiting``). Call this
+        when no task of the job runs: if every active task is blocked or
+        waiting, and one at least blocked, none will ever run. The active tasks
+        are read a page of :data:`NEVER_RUN_PAGE` at a time, and the reading
+        stops at the first that may still run: a long queue costs one page.
+
+        Parameters
+        ----------
+        job_id
+            The job.
+
+        Returns
+        -------
+        list of dict or None
+            Every active task (wire JSON, with its ``dependencyState``: ``state``
+            and ``reason``); None when one of them may still run.
+
+        Raises
+        ------
+        BatchError
+            ``JobNotFound``.
+        """
+        left: list[Json] = []
+        for task in self._list(f"/jobs/{self._q(job_id)}/tasks",
+                               {"$filter": "state eq 'active'", "maxresults": NEVER_RUN_PAGE}):
+            if (task.get("dependencyState") or {}).get("state") not in ("blocked", "waiting"):
+                return None
+            left.append(task)
+        if any(t["dependencyState"]["state"] == "blocked" for t in left):
+            return left
+        return None
+
     def wait_for_tasks(self, job_id: str, timeout_s: float = 3600.0, poll_interval_s: float = 0.2,
                        progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
         """Wait until every task of a job has completed, or the job has.
@@ -173,7 +215,9 @@ class JobOperations(RestClient):
         that completes (terminated by Job - Terminate, a task's ``jobAction``,
         its ``maxWallClockTime`` ...) with tasks still active never runs them
         (REST "Job - Terminate": "they will remain in the active state"): the
-        call then returns with ``active`` above 0 instead of waiting for them.
+        call then returns with ``active`` above 0 instead of waiting for them; so
+        it does when nothing runs and every active task is blocked by a
+        dependency or waits for such tasks (:meth:`tasks_that_never_run`).
 
         Parameters
         ----------
@@ -192,7 +236,8 @@ class JobOperations(RestClient):
         -------
         dict
             Final task counts (``succeeded``, ``failed`` ...); ``active`` is above
-            0 only when the job completed with tasks that will never run.
+            0 only when those tasks will never run: the job completed, or they
+            are blocked.
 
         Raises
         ------
@@ -219,6 +264,8 @@ class JobOperations(RestClient):
                 job_looked = time.monotonic()  # nothing runs: has the job ended?
                 job = self._get(f"/jobs/{self._q(job_id)}", {"$select": "state"})
                 if job.get("state") == JobState.completed:
+                    return counts
+                if self.tasks_that_never_run(job_id) is not None:
                     return counts
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id}: tasks still not complete after {timeout_s:g} s: "
