@@ -313,7 +313,9 @@ class WireModel(BaseModel):
                 f"The request body for {what or cls.__name__} must be a JSON object."
             )
         try:
-            return cls.model_validate(data, context=REQUEST_CONTEXT)
+            # By the wire's names only: ``target_dedicated_nodes`` is an unknown property
+            # here, as in Batch (the snake_case names are this package's, for its own code).
+            return cls.model_validate(data, context=REQUEST_CONTEXT, by_alias=True, by_name=False)
         except ValidationError as exc:
             raise wire_error(exc) from None
 

@@ -94,6 +94,20 @@ def test_a_json_body_of_4_mib_is_too_large(http: Http, pool: str):
     _absent(http, "/jobs/huge", "JobNotFound")
 
 
+@pytest.mark.parametrize("body, name", [
+    ({"id": "snake", "vmSize": "any", "target_dedicated_nodes": 1}, "target_dedicated_nodes"),
+    ({"id": "snake", "vmSize": "any", "targetDedicatedNodes": 0,
+      "startTask": {"commandLine": "/bin/true", "wait_for_success": True}}, "wait_for_success"),
+])
+def test_python_attribute_names_are_unknown_properties(http: Http, body: dict[str, Any],
+                                                       name: str):
+    """The wire has Batch's camelCase names only: the models' snake_case attribute names
+    (``target_dedicated_nodes``), at any depth, are unknown properties as in Batch."""
+    err = batch_error(http("POST", "/pools", body), 400, "InvalidRequestBody")
+    assert _values(err)["PropertyName"].endswith(name), err
+    _absent(http, "/pools/snake", "PoolNotFound")
+
+
 @pytest.mark.parametrize("raw", [b"", b"{", b"[1, 2", b'{"id": }', b"\x00\x01", b"\xef\xbb\xbf{}"])
 def test_bodies_that_are_not_json_are_invalid_request_body(http: Http, raw: bytes):
     batch_error(http("POST", "/pools", raw=raw), 400, "InvalidRequestBody")
