@@ -179,8 +179,19 @@ class JobSchedules:
                 JobSpec.from_wire({**spec.job_specification, "id": "validate"},
                                   what="jobSpecification"), "jobSpecification.")
             status = loads(row["status"])
-            now = iso(self.clock.now())
-            status.update(lastModified=now, eTag=new_etag())
+            now = self.clock.now()
+            status.update(lastModified=iso(now), eTag=new_etag())
+            if row["state"] == JobScheduleState.disabled and "schedule" in body:
+                # An active schedule's next tick follows the new schedule; a disabled one
+                # has no tick until enabled, and its nextRunTime must not stay the old
+                # schedule's ("if the schedule is disabled, no Job will be created at
+                # nextRunTime unless the Job is enabled before then").
+                next_run = schedules.due(spec.schedule, self._schedule_state(conn, status),
+                                         now).next_run_time
+                if next_run is not None:
+                    status["executionInfo"]["nextRunTime"] = iso(next_run)
+                else:
+                    status["executionInfo"].pop("nextRunTime", None)
             Store.update(conn, job_schedules, {"key": row["key"]}, spec=dumps(spec.to_wire()),
                          status=dumps(status))
         self.ctx.background(self.tick())
@@ -373,19 +384,25 @@ class JobSchedules:
             except HpcbatchError as exc:
                 log.warning("job schedule %s: %s", row["id"], exc)
 
-    def _tick_one(self, row: Mapping[str, Any], now: datetime) -> None:
-        spec = schedules.JobScheduleSpec.model_validate(loads(row["spec"]))
-        status = loads(row["status"])
+    @staticmethod
+    def _schedule_state(conn: sa.Connection, status: Mapping[str, Any]) -> schedules.ScheduleState:
+        """What the service knows of a schedule's jobs (its status record, and whether its
+        most recent job is still active), for :func:`hpcbatch.batch.schedules.due`."""
         recent = status["executionInfo"].get("recentJob")
         active = False
         if recent:
-            with self.ctx.store.read() as conn:
-                job = Store.fetch_one(conn, jobs, key=recent["id"].lower())
+            job = Store.fetch_one(conn, jobs, key=recent["id"].lower())
             active = job is not None and job["state"] != JobState.completed
         last_run = status.get("lastRun")
-        state = schedules.ScheduleState(created=_parse(status["creationTime"]),
-                                        last_run=_parse(last_run) if last_run else None,
-                                        jobs_created=status["jobsCreated"], active_job=active)
+        return schedules.ScheduleState(created=_parse(status["creationTime"]),
+                                       last_run=_parse(last_run) if last_run else None,
+                                       jobs_created=status["jobsCreated"], active_job=active)
+
+    def _tick_one(self, row: Mapping[str, Any], now: datetime) -> None:
+        spec = schedules.JobScheduleSpec.model_validate(loads(row["spec"]))
+        status = loads(row["status"])
+        with self.ctx.store.read() as conn:
+            state = self._schedule_state(conn, status)
         decision = schedules.due(spec.schedule, state, now)
         if decision.action == "create" and decision.job_number is not None:
             job_id = schedules.job_id_for(spec.id, decision.job_number)

@@ -7,7 +7,7 @@ the Batch REST reference it checks.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,7 +15,7 @@ from hpcbatch.api.server import ServiceThread
 from hpcbatch.batch.models import JobPreparationTask, JobReleaseTask
 from hpcbatch.client.sdk import BatchClient, BatchError
 from hpcbatch.core.preparation import job_task_wall_clock
-from tests.helpers import running_service
+from tests.helpers import running_service, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,33 @@ def test_job_schedule_with_a_release_task_but_no_preparation_task_is_rejected(
         client._request("PATCH", "/jobschedules/relok", body={"jobSpecification": spec})
     assert info.value.status == 400
     assert info.value.values["PropertyName"] == "jobSpecification.jobReleaseTask"
+
+
+def test_updating_a_disabled_schedule_moves_its_next_run_time(
+        env: tuple[BatchClient, ServiceThread]) -> None:
+    # JobScheduleExecutionInformation.nextRunTime: "This property is meaningful only if
+    # the schedule is in the active state when the time comes around. For example, if
+    # the schedule is disabled, no Job will be created at nextRunTime unless the Job is
+    # enabled before then." A disabled schedule still shows when its next job is due,
+    # by its current schedule. Was: after Job Schedule - Patch of a disabled schedule,
+    # nextRunTime stayed the old schedule's until the schedule was enabled.
+    client, _ = env
+    now = datetime.now(UTC).replace(microsecond=0)
+    first, second = now + timedelta(hours=2), now + timedelta(hours=5)
+    client.create_job_schedule({
+        "id": "movenext", "jobSpecification": {"poolInfo": {"poolId": "p"}},
+        "schedule": {"doNotRunUntil": first.isoformat(), "recurrenceInterval": "PT1H"}})
+
+    def next_run() -> datetime:
+        info = client._request("GET", "/jobschedules/movenext").json()["executionInfo"]
+        return datetime.fromisoformat(info["nextRunTime"])
+
+    wait_until(lambda: "nextRunTime" in client._request(
+        "GET", "/jobschedules/movenext").json()["executionInfo"], what="first tick")
+    assert next_run() == first
+    client._request("POST", "/jobschedules/movenext/disable")
+    client._request("PATCH", "/jobschedules/movenext", body={
+        "schedule": {"doNotRunUntil": second.isoformat(), "recurrenceInterval": "PT1H"}})
+    assert next_run() == second
+    client._request("POST", "/jobschedules/movenext/enable")
+    wait_until(lambda: next_run() == second, what="the enabled schedule's tick")
