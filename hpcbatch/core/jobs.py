@@ -133,7 +133,11 @@ class Jobs:
     def check_release_task(spec: JobSpec, where: str = "") -> None:
         """Refuse a job release task without a job preparation task (Job - Add, Job
         Schedule - Add/Patch/Update: "A Job Release Task cannot be specified without
-        also specifying a Job Preparation Task for the Job").
+        also specifying a Job Preparation Task for the Job"), and a job manager or
+        release task with the ID of the job's preparation task, or a job manager task
+        with the release task's ("No other Task in the Job can have the same ID as
+        the Job Preparation Task", REST JobPreparationTask.id; the same for
+        JobReleaseTask.id).
 
         Parameters
         ----------
@@ -146,11 +150,34 @@ class Jobs:
         ------
         BadRequestError
             400 ``InvalidPropertyValue`` naming ``{where}jobReleaseTask``.
+        ConflictError
+            409 ``TaskIdSameAsJobPreparationTask`` / ``TaskIdSameAsJobReleaseTask``
+            naming ``{where}jobManagerTask.id`` or ``{where}jobReleaseTask.id``.
         """
         if spec.job_release_task and not spec.job_preparation_task:
             raise BadRequestError(
                 "A job release task cannot be specified without a job preparation task.",
                 code="InvalidPropertyValue", values={"PropertyName": f"{where}jobReleaseTask"})
+        prep = spec.job_preparation_task
+        release = spec.job_release_task
+        manager = spec.job_manager_task
+        specials = [(name, special, (special.id or default).lower(), code)
+                    for name, special, default, code in (
+                        ("jobPreparationTask", prep, "jobpreparation",
+                         "TaskIdSameAsJobPreparationTask"),
+                        ("jobReleaseTask", release, "jobrelease", "TaskIdSameAsJobReleaseTask"))
+                    if special is not None]
+        for name, other in (("jobManagerTask", manager), ("jobReleaseTask", release)):
+            if other is None:
+                continue
+            other_id = (other.id or "jobrelease").lower()
+            for special_name, special, special_id, code in specials:
+                if special is other or other_id != special_id:
+                    continue
+                raise ConflictError(
+                    f"The {name} has the ID {other_id!r} of the job's {special_name}; "
+                    "every task of a job needs its own ID.",
+                    code=code, values={"PropertyName": f"{where}{name}.id"})
 
     def add_job(self, body: Mapping[str, Any], schedule_job_id: str | None = None,
                 schedule_pool_id: str | None = None) -> str:

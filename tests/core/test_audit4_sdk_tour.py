@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,41 @@ def test_updating_a_disabled_schedule_moves_its_next_run_time(
     assert next_run() == second
     client._request("POST", "/jobschedules/movenext/enable")
     wait_until(lambda: next_run() == second, what="the enabled schedule's tick")
+
+
+@pytest.mark.parametrize("job, path, code", [
+    ({"jobManagerTask": {"id": "JobPreparation", "commandLine": "/bin/true"},
+      "jobPreparationTask": {"commandLine": "/bin/true"}},
+     "jobManagerTask.id", "TaskIdSameAsJobPreparationTask"),
+    ({"jobManagerTask": {"id": "stage", "commandLine": "/bin/true"},
+      "jobPreparationTask": {"id": "stage", "commandLine": "/bin/true"}},
+     "jobManagerTask.id", "TaskIdSameAsJobPreparationTask"),
+    ({"jobManagerTask": {"id": "jobrelease", "commandLine": "/bin/true"},
+      "jobPreparationTask": {"commandLine": "/bin/true"},
+      "jobReleaseTask": {"commandLine": "/bin/true"}},
+     "jobManagerTask.id", "TaskIdSameAsJobReleaseTask"),
+    ({"jobPreparationTask": {"id": "both", "commandLine": "/bin/true"},
+      "jobReleaseTask": {"id": "both", "commandLine": "/bin/true"}},
+     "jobReleaseTask.id", "TaskIdSameAsJobPreparationTask"),
+])
+def test_a_job_task_with_the_id_of_another_job_task_is_rejected(
+        env: tuple[BatchClient, ServiceThread], job: dict[str, Any], path: str,
+        code: str) -> None:
+    # JobPreparationTask.id: "No other Task in the Job can have the same ID as the Job
+    # Preparation Task. If you try to submit a Task with the same id, the Batch service
+    # rejects the request with error code TaskIdSameAsJobPreparationTask" (the same for
+    # JobReleaseTask.id). Was: Job - Add took a job manager task with the preparation
+    # task's ID, and both ran in one task folder on the node.
+    client, _ = env
+    with pytest.raises(BatchError) as info:
+        client.create_job({"id": "sameid", "poolInfo": {"poolId": "p"}, **job})
+    assert (info.value.status, info.value.code) == (409, code)
+    assert info.value.values["PropertyName"] == path
+    with pytest.raises(BatchError) as info:
+        client.create_job_schedule({"id": "sameids", "schedule": {},
+                                    "jobSpecification": {"poolInfo": {"poolId": "p"}, **job}})
+    assert info.value.values["PropertyName"] == "jobSpecification." + path
+    for absent in ("/jobs/sameid", "/jobschedules/sameids"):
+        with pytest.raises(BatchError) as info:
+            client._request("GET", absent)
+        assert info.value.status == 404
