@@ -30,6 +30,7 @@ from hpcbatch.batch.errors import ConflictError, InvalidPropertyValueError, wire
 from hpcbatch.batch.models import PoolEnableAutoScale, PoolSpec
 from hpcbatch.batch.states import JOB_LIVE, PoolState
 from hpcbatch.core import statistics
+from hpcbatch.core.pools import check_steady
 from hpcbatch.core.rows import check_not_deleting, pool_row
 from hpcbatch.execution import metrics
 from hpcbatch.store import task_counts
@@ -125,6 +126,9 @@ class Autoscaler:
             ``InvalidAutoScaleFormula`` naming line, column and token.
         InvalidPropertyValueError
             An interval outside Batch's bounds.
+        ConflictError
+            ``PoolBeingResized`` (409): autoscale is off and a resize is in progress
+            (the pool's allocation state is not ``steady``).
         """
         spec_patch = PoolEnableAutoScale.from_wire(body, what="enable autoscale")
         formula = spec_patch.auto_scale_formula
@@ -132,6 +136,10 @@ class Autoscaler:
             row = pool_row(conn, pool_id)
             check_not_deleting(row)
             spec = loads(row["spec"])
+            if not spec.get("enableAutoScale"):
+                # "You cannot enable automatic scaling on a Pool if a resize operation is
+                # in progress on the Pool" (REST Pool - Enable Auto Scale)
+                check_steady(self.ctx.pool_manager, row)
             if not formula:
                 formula = spec.get("autoScaleFormula")
             if not formula:

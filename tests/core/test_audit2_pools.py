@@ -95,6 +95,30 @@ def test_m13_resize_and_remove_nodes_need_a_steady_pool(env: tuple[BatchClient, 
 
 
 
+def test_enable_autoscale_needs_a_steady_pool(env: tuple[BatchClient, ServiceThread]) -> None:
+    # "You cannot enable automatic scaling on a Pool if a resize operation is in progress
+    # on the Pool" (REST Pool - Enable Auto Scale). Batch's code: PoolBeingResized.
+    # Was: accepted, and the formula's first evaluation replaced the resize's target.
+    client, thread = env
+    pools, autoscaler = thread.runtime.service.pools, thread.runtime.service.autoscaler
+    formula = {"autoScaleFormula": "$TargetDedicatedNodes = 0;"}
+    out = on_loop(
+        thread,
+        lambda: pools.add_pool({"id": "ea", "vmSize": "any", "targetDedicatedNodes": 1}),
+        lambda: pools.get_pool("ea")["allocationState"],
+        lambda: autoscaler.enable("ea", formula),
+        lambda: bool(pools.get_pool("ea").get("enableAutoScale")),
+    )
+    assert [code(r) for r in out] == ["ea", "resizing", (409, "PoolBeingResized"), False]
+    client.wait_for_pool("ea", timeout_s=120)
+    client.enable_pool_auto_scale("ea", formula["autoScaleFormula"])  # steady: accepted
+    wait_until(lambda: client.get_pool("ea").current_dedicated_nodes == 0, timeout_s=60,
+               what="the formula applied")
+    client.delete_pool("ea")
+    wait_until(lambda: "ea" not in [p.id for p in client.list_pools()], timeout_s=60,
+               what="pool ea gone")
+
+
 def new_pool(client: BatchClient, pool_id: str) -> dict[str, Any]:
     client.create_pool({"id": pool_id, "vmSize": "any", "targetDedicatedNodes": 1})
     client.wait_for_pool(pool_id, timeout_s=120)
