@@ -172,6 +172,22 @@ benchmarks:
     assert "sanity: boom-000-r0" in result.stderr
 
 
+def test_runs_on_more_nodes_than_the_pool_has_are_refused_before_the_job(
+        bed: dict[str, Any]) -> None:
+    """``--set nodes=1,8`` on the 4-node pool: the campaign is refused before its job is
+    created (it used to run the 1-node runs, then die adding the first 8-node task and
+    lose what had run), the message naming the pool's target, the node count and the fix."""
+    result = run(bed["env"], "bench", "run", "builtin:mpi4py-helloworld", "--pool-id", "bench",
+                 "--job-id", "too-big", "--set", PY, "--set", "nodes=1,8", "--set", "ppn=1",
+                 "--repeats", "1", code=1)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: PoolTooSmall: pool bench has a target of 4 node(s) and no autoscale formula: "
+        "a run on 8 nodes (parameter nodes) would wait for nodes forever; ask for at most 4, "
+        "or grow the pool first (hpcbatch pool resize --pool-id bench --target-dedicated-nodes "
+        "8; the inventory needs that many hosts matching its vmSize)")
+    assert "JobNotFound" in run(bed["env"], "job", "show", "--job-id", "too-big", code=1).stderr
+
+
 # ------------------------------------------------------------------------- report
 
 

@@ -219,6 +219,52 @@ def test_an_ssh_config_alias_reports_its_hostname_and_port(tmp_path: Path) -> No
         assert (login["remoteLoginIPAddress"], login["remoteLoginPort"]) == (real.address, 2222)
 
 
+def test_a_pool_of_ssh_config_aliases_runs_mpi_between_its_nodes(tmp_path: Path) -> None:
+    """Hosts named only by ssh config aliases (``HostName``, ``Port 2222``): the pool's
+    nodes reach each other at the aliases' HostName and Port, which only this machine's
+    ssh config knows. ``hosts check --pool-id`` sshes between them, and an MPI program
+    runs across both with ``AZ_BATCH_HOST_LIST`` holding their addresses (as ipAddress)."""
+    from hpcbatch.testing import testbed as tb
+    from tests.helpers import running_service
+
+    with (tb.up(2, tmp_path / "testbed", base_address="127.0.14.61", port=2222) as bed,
+          running_service(tmp_path / "state") as (client, _)):
+        config = tmp_path / "ssh_config"
+        config.write_text("".join(f"Host tbalias{i}\n    HostName {h.address}\n    Port 2222\n"
+                                  for i, h in enumerate(bed.hosts)))
+        client.add_hosts([{**h.model_dump(mode="json"), "name": f"tbalias{i}",
+                           "address": f"tbalias{i}", "port": 22, "ssh_config": str(config)}
+                          for i, h in enumerate(bed.hosts)])
+        client.create_pool({"id": "alias", "vmSize": "any", "targetDedicatedNodes": 2,
+                            "enableInterNodeCommunication": True})
+        nodes = client.wait_for_pool("alias", timeout_s=120)
+        assert [n.state for n in nodes] == ["idle", "idle"], [(n.id, n.errors) for n in nodes]
+        result = json.loads(hosts_check(tmp_path / "state", "--pool-id", "alias", "-o", "json",
+                                        code=0).stdout)
+        peers = {(c["host"], c["check"]): c for c in result["value"]
+                 if c["check"].startswith("ssh-to")}
+        assert set(peers) == {("tbalias0", "ssh-to tbalias1"), ("tbalias1", "ssh-to tbalias0")}
+        assert {c["status"] for c in peers.values()} == {"pass"}, peers
+        assert peers["tbalias0", "ssh-to tbalias1"]["detail"] == (
+            f"tbalias0 reaches tbalias1 ({bed.hosts[1].address}) with pool alias's key")
+
+        client.create_job({"id": "j", "poolInfo": {"poolId": "alias"}})
+        client.create_task("j", {
+            "id": "mpi", "multiInstanceSettings": {"numberOfInstances": 2},
+            "commandLine": "/bin/sh -c 'echo hosts=$AZ_BATCH_HOST_LIST; mpiexec -hosts "
+                           f"$AZ_BATCH_HOST_LIST -n 2 {sys.executable} -m hpcbatch.mpihello'"})
+        counts = client.wait_for_tasks("j", timeout_s=120)
+        out = client.download_task_file("j", "mpi", "stdout.txt").decode()
+        err = client.download_task_file("j", "mpi", "stderr.txt").decode()
+        assert counts["succeeded"] == 1, (counts, out, err)
+        master = client.get_task("j", "mpi").node_info.node_id
+        addresses = {n.id: n.ip_address for n in nodes}
+        other = next(a for n, a in addresses.items() if n != master)
+        assert f"hosts={addresses[master]},{other}\n" in out
+        ranks = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert sorted(r["address"] for r in ranks) == sorted(h.address for h in bed.hosts)
+
+
 def test_a_slow_login_shell_warns_with_its_cost_and_fix(tmp_path: Path) -> None:
     """A host whose ~/.bashrc does start-up work for every command sshd runs (as a
     ``pyenv init`` or ``conda init`` there does): ``shell`` warns, naming the time, what pays

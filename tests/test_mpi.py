@@ -406,11 +406,49 @@ def test_mpi_run_rejects_bad_input(env: dict[str, str]) -> None:
     shown = run(env, "-o", "json", "job", "show", "--job-id", "mpi-nosuchpool", code=1)
     assert "JobNotFound" in shown.stderr
     # a task the service rejects leaves no job behind
-    result = run(env, "mpi", "run", "--pool-id", "mpi", "--nodes", "3", "--job-id", "cli-mpi-3",
-                 "--", "prog", code=1)
-    assert "numberOfInstances" in result.stderr
+    result = run(env, "mpi", "run", "--pool-id", "mpi", "--nodes", "2", "--job-id", "cli-mpi-3",
+                 "--task-id", "not a task id", "--", "prog", code=1)
+    assert "InvalidPropertyValue" in result.stderr and "id" in result.stderr
     shown = run(env, "-o", "json", "job", "show", "--job-id", "cli-mpi-3", code=None)
     assert shown.exit_code == 1 or json.loads(shown.stdout)["state"] == "deleting"
+
+
+def test_mpi_run_refuses_more_nodes_than_the_pool_can_ever_start() -> None:
+    """A pool whose target is 1 node, with a second matching host free in the inventory:
+    the service accepts a 2-node task, which would wait for nodes forever. ``mpi run
+    --nodes 2`` is refused at once (naming the pool's target and the resize that fixes
+    it), and adds no job; so is a 2-node run on a pool without inter-node communication.
+    (Run in a subprocess: without the check the command never returns.)"""
+    local = LocalBatch(nodes=2)
+    with local as client:
+        key = json.loads((local.state_dir / "account.json").read_text())["key"]
+        client.create_pool({"id": "small", "vmSize": "any", "targetDedicatedNodes": 1,
+                            "enableInterNodeCommunication": True})
+        client.create_pool({"id": "nocomm", "vmSize": "any", "targetDedicatedNodes": 0})
+        env = {"AZURE_BATCH_ENDPOINT": client.endpoint, "AZURE_BATCH_ACCOUNT": client.account,
+               "AZURE_BATCH_ACCESS_KEY": key}
+
+        def mpi_run(pool: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "hpcbatch.client.cli", "mpi", "run", "--pool-id", pool,
+                 "--nodes", "2", "--", "prog"], check=False, capture_output=True, text=True,
+                timeout=120,
+                env={**{k: v for k, v in os.environ.items() if k not in NO_SERVICE_ENV}, **env})
+
+        small = mpi_run("small")
+        assert small.returncode == 1, (small.stdout, small.stderr)
+        assert small.stderr.strip() == (
+            "error: PoolTooSmall: pool small has a target of 1 node(s) and no autoscale "
+            "formula: a run on 2 nodes (--nodes) would wait for nodes forever; ask for at "
+            "most 1, or grow the pool first (hpcbatch pool resize --pool-id small "
+            "--target-dedicated-nodes 2; the inventory needs that many hosts matching its "
+            "vmSize)")
+        nocomm = mpi_run("nocomm")
+        assert nocomm.returncode == 1, (nocomm.stdout, nocomm.stderr)
+        assert "InterNodeCommunicationNotEnabled: pool nocomm does not enable inter-node " \
+            "communication" in nocomm.stderr
+        for job in ("mpi-small", "mpi-nocomm"):
+            assert "JobNotFound" in run(env, "job", "show", "--job-id", job, code=1).stderr
 
 
 def test_mpi_run_timeout_terminates_the_task(env: dict[str, str]) -> None:

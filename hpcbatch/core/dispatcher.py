@@ -617,10 +617,7 @@ class Dispatcher:
                                                                     launch))
         else:
             assert isinstance(spec, TaskSpec)
-            gang = [multiinstance.GangNode(
-                node_id=n.node_id, address=n.host.address, port=n.host.port, user=n.ssh_user,
-                root_dir=n.root_dir or "", worker=n.worker or "", host_key=n.host_key)
-                for n in nodes_]
+            gang = [n.gang_node() for n in nodes_]
             pool_key = self.ctx.pool_manager.keys.key_path(nodes_[0])
             local = self.ctx.pool_manager.mpi_local_launch(nodes_)
             coordination, app = multiinstance.launches(

@@ -355,10 +355,7 @@ class Inventory:
                 n.host.name, "ssh-to peers", "skip",
                 f"{n.host.name}: pool {pool_id} has {len(nodes_)} node(s) holding its SSH "
                 "key; run hosts check again when the pool is steady") for n in nodes_]
-        gang = [multiinstance.GangNode(
-            node_id=n.node_id, address=n.host.address, port=n.host.port, user=n.ssh_user,
-            root_dir=n.root_dir or "", worker=n.worker or "", host_key=n.host_key)
-            for n in nodes_]
+        gang = [n.gang_node() for n in nodes_]
 
         def one(i: int) -> list[preflight.Check]:
             node, key_path = keyed[i]

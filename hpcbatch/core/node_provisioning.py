@@ -270,7 +270,7 @@ class NodeProvisioner:
             "worker_name": node.worker_name,
             "pool_id": node.pool_id,
             "is_dedicated": not host.low_priority,  # AZ_BATCH_NODE_IS_DEDICATED
-            "scheduler_address": self.manager.engine.contact_address(host.address),
+            "scheduler_address": self.manager.engine.contact_address(node.effective_address()),
             "nthreads": node.slots + 1,
             "account_name": self.manager.account_name,
             "account_url": self.manager.account_url,

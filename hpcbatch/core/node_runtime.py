@@ -11,7 +11,8 @@ from typing import Any, NamedTuple
 
 from hpcbatch.batch.states import NODE_ACCEPTS_TASKS, ComputeNodeState, SchedulingState, TaskState
 from hpcbatch.batch.wire import iso, utcnow
-from hpcbatch.providers.inventory import Host, ssh_target
+from hpcbatch.execution.multiinstance import GangNode
+from hpcbatch.providers.inventory import Host, SshTarget, ssh_target
 
 RECENT_TASKS = 10
 """How many tasks a node's ``recentTasks`` lists: its running ones first, then the latest
@@ -130,15 +131,47 @@ class NodeRuntime:
     """The node's addresses in its pool key's ``from=`` lists (its address, resolved)."""
     trust_from: tuple[str, ...] | None = None
     """The ``from=`` addresses last written on this node (None: no key installed)."""
-    ip_address: str | None = None
-    """The node's ``ipAddress``: its host's effective SSH address (the ssh config's
-    ``HostName`` for an alias, :func:`~hpcbatch.providers.inventory.ssh_target`), read once."""
+    target: SshTarget | None = None
+    """Where SSH really goes for the node's host (the ssh config's ``HostName`` and
+    ``Port`` for an alias, :func:`~hpcbatch.providers.inventory.ssh_target`), read once:
+    :meth:`ssh_target`."""
+
+    def ssh_target(self) -> SshTarget:
+        """The node's effective SSH target (:attr:`target`, read from the ssh config once).
+
+        Its address is the node's ``ipAddress``, its ``AZ_BATCH_HOST_LIST`` entry, where
+        the pool's other nodes reach it over SSH and what its pool key's ``from=`` lists
+        name; its port is where their MPI launchers connect.
+
+        Returns
+        -------
+        SshTarget
+            Address, port, user and identity file as SSH uses them.
+        """
+        if self.target is None:
+            self.target = ssh_target(self.host)
+        return self.target
+
+    def gang_node(self) -> GangNode:
+        """What a multi-instance task's gang knows of this node: its ID, where the other
+        nodes reach its sshd (:meth:`ssh_target`'s address and port, not the inventory's
+        alias, which only this machine's ssh config knows), its user, root, worker and
+        host key.
+
+        Returns
+        -------
+        GangNode
+            The node as :func:`hpcbatch.execution.multiinstance.ssh_files` and
+            :func:`~hpcbatch.execution.multiinstance.launches` take it.
+        """
+        target = self.ssh_target()
+        return GangNode(node_id=self.node_id, address=target.address, port=target.port,
+                        user=self.ssh_user, root_dir=self.root_dir or "",
+                        worker=self.worker or "", host_key=self.host_key)
 
     def effective_address(self) -> str:
-        """The node's ``ipAddress`` (:attr:`ip_address`, read from the ssh config once)."""
-        if self.ip_address is None:
-            self.ip_address = ssh_target(self.host).address
-        return self.ip_address
+        """The node's ``ipAddress``: :meth:`ssh_target`'s address (an alias's ``HostName``)."""
+        return self.ssh_target().address
 
     @property
     def free_slots(self) -> int:

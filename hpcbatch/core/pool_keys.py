@@ -38,7 +38,8 @@ def source_addresses(address: str) -> tuple[str, ...]:
     Parameters
     ----------
     address
-        The inventory host's ``address``.
+        The node's effective SSH address (an ssh config alias's ``HostName``:
+        :meth:`NodeRuntime.effective_address`).
 
     Returns
     -------
@@ -103,7 +104,7 @@ class PoolKeys:
         if node.pool_key not in self.keys:
             return None
         private, public = self.keys[node.pool_key]
-        node.trust_addresses = source_addresses(node.host.address)
+        node.trust_addresses = source_addresses(node.effective_address())
         node.trusted = True
         return TrustSpec(private, public, self._allowed_from(node.pool_key),
                          identity.POOL_AUTO_USER)
@@ -119,7 +120,7 @@ class PoolKeys:
     def _allowed_from(self, pool_key: str) -> tuple[str, ...]:
         """The ``from=`` list of a pool's key: the addresses of its nodes that hold the key."""
         return tuple(sorted({a for n in self.manager.pools.get(pool_key, {}).values()
-                             if n.trusted for a in n.trust_addresses or (n.host.address,)}))
+                             if n.trusted for a in n.trust_addresses or (n.effective_address(),)}))
 
     async def sync(self, pool_key: str) -> None:
         """Bring every key-holding node's ``from=`` list to the pool's current membership.

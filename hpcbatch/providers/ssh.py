@@ -34,7 +34,7 @@ from hpcbatch.providers.base import (
     TrustSpec,
     decode,
 )
-from hpcbatch.providers.inventory import Host
+from hpcbatch.providers.inventory import Host, ssh_target
 
 __all__ = ["SshProvider", "SshTransport", "known_hosts_line"]
 
@@ -323,16 +323,18 @@ def known_hosts_line(transport: SshTransport) -> str:
     Returns
     -------
     str
-        ``address keytype base64`` (``[address]:port ...`` off port 22).
+        ``address keytype base64`` (``[address]:port ...`` off port 22), with the
+        address and port SSH really connects to (:func:`~hpcbatch.providers.inventory.ssh_target`:
+        an ssh config alias's ``HostName`` and ``Port``), as the other nodes name the host.
 
     Raises
     ------
     NodeConnectionError
         The host cannot be reached.
     """
-    host = transport.host
+    target = ssh_target(transport.host)
     key = transport.connection.client.get_transport().get_remote_server_key()
-    name = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    name = target.address if target.port == 22 else f"[{target.address}]:{target.port}"
     return f"{name} {key.get_name()} {key.get_base64()}"
 
 

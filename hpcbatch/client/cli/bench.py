@@ -114,7 +114,9 @@ def bench_run(campaign: str, pool_id: str | None, job_id: str | None, sets: tupl
     the job's JobOutput summary.json, by the Batch File Conventions: `hpcbatch
     output list --job-id JOB` finds them. Exits 0 when every run passed its
     sanity checks and every figure is within its references, else 1 with a
-    table of what failed by how much. Ctrl-C, SIGTERM and SIGHUP terminate the
+    table of what failed by how much. Runs the pool can never start (more
+    nodes than its target without autoscale, or more than one node without
+    inter-node communication) are refused before the job is created. Ctrl-C, SIGTERM and SIGHUP terminate the
     campaign's job (so its running task) and exit 130, 143, 129. --dry-run
     lists each planned task with every parameter that varies.
 
@@ -154,6 +156,9 @@ def bench_run(campaign: str, pool_id: str | None, job_id: str | None, sets: tupl
         storage = open_output_storage(storage_url)
     except HpcbatchError as exc:
         note(f"warning: outputs are not saved: {exc.message}")
+    from hpcbatch.client.cli.mpi import check_pool_fits
+
+    check_pool_fits(client().get_pool_json(pool), [r.nodes for r in runs], "parameter nodes")
     runner = CampaignRunner(client(), camp, pool, job, storage=storage)
     note(f"campaign {camp.name}: {len(runs)} run(s) as job {job} on pool {pool}")
     summary = _run_with_progress(runner, runs, overrides, enabled=not as_json())

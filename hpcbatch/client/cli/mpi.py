@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -181,11 +181,12 @@ def _failure_line(task_: dict[str, Any], job_id: str, nodes: int, stderr_seen: b
             f"(master node {master}, {count} node(s)): {message}")
 
 
-def _ensure_job(job_id: str, pool_id: str) -> bool:
+def _ensure_job(job_id: str, pool_id: str, nodes: int) -> bool:
     """Create job ``job_id`` on ``pool_id``, or check that the existing one is active there.
 
-    Returns True when the job was created. Raises ``PoolNotFound`` (before creating
-    anything) for a pool that does not exist: its task would wait for nodes forever.
+    Returns True when the job was created. Raises ``PoolNotFound`` for a pool that does
+    not exist, and :func:`check_pool_fits`'s errors for one that can never start a task of
+    ``nodes`` nodes, before creating anything: such a task would wait for nodes forever.
     """
     from hpcbatch.client.sdk import BatchError
 
@@ -195,7 +196,7 @@ def _ensure_job(job_id: str, pool_id: str) -> bool:
     except BatchError as exc:
         if exc.code != "JobNotFound":
             raise
-        c.get_pool_json(pool_id)
+        check_pool_fits(c.get_pool_json(pool_id), [nodes], "--nodes")
         try:
             c.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
             note(f"created job {job_id}")
@@ -211,8 +212,57 @@ def _ensure_job(job_id: str, pool_id: str) -> bool:
     if job_pool != pool_id:
         raise HpcbatchError(f"job {job_id} runs on pool {job_pool}, not {pool_id}",
                             code="JobPoolMismatch", values={"JobId": job_id})
-    c.get_pool_json(pool_id)  # deleted since the job was made
+    # deleted since the job was made, or too small
+    check_pool_fits(c.get_pool_json(pool_id), [nodes], "--nodes")
     return False
+
+
+def check_pool_fits(pool: dict[str, Any], nodes: Iterable[int], option: str) -> None:
+    """Refuse runs the pool can never start, before anything is added to it.
+
+    A multi-instance task of N nodes needs a pool with inter-node communication
+    (when N > 1) and N nodes: one asking for more than the pool's target (and no
+    autoscale formula that may grow it) would wait for nodes forever ("Pool -
+    Resize" is the operator's), as ``srun -N`` refuses a node count its
+    partition cannot give.
+
+    Parameters
+    ----------
+    pool
+        The pool's JSON ("Pool - Get").
+    nodes
+        The node counts of the runs (``numberOfInstances``).
+    option
+        The option or parameter that gave them, for the message (``--nodes``).
+
+    Raises
+    ------
+    HpcbatchError
+        ``PoolTooSmall`` (a count above the pool's target, without autoscale) or
+        ``InterNodeCommunicationNotEnabled`` (a count above 1); the message names
+        the pool, the counts and the fix.
+    """
+    pool_id = pool.get("id")
+    wanted = sorted(set(nodes))
+    multi = [n for n in wanted if n > 1]
+    if multi and not pool.get("enableInterNodeCommunication"):
+        raise HpcbatchError(
+            f"pool {pool_id} does not enable inter-node communication, which runs on "
+            f"{', '.join(map(str, multi))} nodes ({option}) need: create a pool with "
+            "--enable-inter-node-communication, or run on 1 node",
+            code="InterNodeCommunicationNotEnabled", values={"PoolId": str(pool_id)})
+    if pool.get("enableAutoScale"):
+        return
+    target = (pool.get("targetDedicatedNodes") or 0) + (pool.get("targetLowPriorityNodes") or 0)
+    over = [n for n in wanted if n > target]
+    if over:
+        raise HpcbatchError(
+            f"pool {pool_id} has a target of {target} node(s) and no autoscale formula: a "
+            f"run on {', '.join(map(str, over))} nodes ({option}) would wait for nodes "
+            f"forever; ask for at most {target}, or grow the pool first (hpcbatch pool "
+            f"resize --pool-id {pool_id} --target-dedicated-nodes {over[-1]}; the inventory "
+            "needs that many hosts matching its vmSize)",
+            code="PoolTooSmall", values={"PoolId": str(pool_id)})
 
 
 def _exit_status(code: int | None, failed: bool) -> int:
@@ -264,7 +314,10 @@ def mpi_run(pool_id: str, nodes: int, ppn: int, flavor: str, launcher: str | Non
     the pool's job ``mpi-<pool id>`` (created on first use, reused after),
     and its state is long-polled (the service answers when it changes). While
     it waits for nodes a line (a spinner on a terminal) says it is queued. A
-    failure names the task and its master node. A launcher that is not on the
+    run on more nodes than the pool's target (and no autoscale formula), or on
+    more than one node of a pool without inter-node communication, is refused
+    before anything is added (exit 1). A failure names the task and its master
+    node. A launcher that is not on the
     task's PATH fails the task (exit code 127) with a message naming the node
     and the PATH searched. Ctrl-C, SIGTERM and SIGHUP terminate the task
     (exit 130, 143, 129). With --output json, prints the task at the end
@@ -303,7 +356,7 @@ def mpi_run(pool_id: str, nodes: int, ppn: int, flavor: str, launcher: str | Non
         body["environmentSettings"] = [{"name": k, "value": v} for k, v in env.items()]
     if timeout_s is not None:
         body["constraints"] = {"maxWallClockTime": _iso_seconds(timeout_s)}
-    created = _ensure_job(job_id, pool_id)
+    created = _ensure_job(job_id, pool_id, nodes)
     try:
         etag = c.create_task(job_id, body)
     except HpcbatchError:
