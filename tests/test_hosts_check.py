@@ -205,9 +205,10 @@ def test_an_ssh_config_alias_reports_its_hostname_and_port(tmp_path: Path) -> No
         config.write_text(f"Host tbport\n    HostName {real.address}\n    Port 2222\n")
         alias = {**real.model_dump(mode="json"), "name": "tbport", "address": "tbport",
                  "port": 22, "ssh_config": str(config)}
-        client.add_hosts([alias])
+        [added] = client.add_hosts([alias])  # hosts add shows what hosts list shows
         [listed] = client.list_hosts()
         assert (listed["address"], listed["port"]) == ("tbport", 2222)
+        assert (added["address"], added["port"]) == ("tbport", 2222)
         result = json.loads(hosts_check(tmp_path / "state", "-o", "json", code=0).stdout)
         ssh = next(c for c in result["value"] if c["check"] == "ssh")
         assert ssh["status"] == "pass", ssh

@@ -157,23 +157,28 @@ class Inventory:
         for key in self.ctx.pool_manager.pool_keys():
             self.ctx.pool_manager.reconcile(key)
         self.learn_soon()
-        return [self._host_wire(h.model_dump(mode="json"), None) for h in parsed]
+        return [self._shown(self._host_wire(h.model_dump(mode="json"), None)) for h in parsed]
 
     @staticmethod
     def _host_wire(spec: dict[str, Any], pool_key: str | None) -> dict[str, Any]:
         return {**spec, "poolId": pool_key}
+
+    @staticmethod
+    def _shown(h: dict[str, Any]) -> dict[str, Any]:
+        """A host as ``hosts add`` and ``hosts list`` show it: an ssh host left at port 22
+        shows the port SSH really uses (the ssh config's ``Port`` for its address,
+        :func:`~hpcbatch.providers.inventory.ssh_target`)."""
+        if h.get("provider", "ssh") == "ssh" and h.get("port", 22) == 22:
+            h["port"] = ssh_target(Host.model_validate(
+                {k: v for k, v in h.items() if k != "poolId"})).port
+        return h
 
     def list_hosts(self) -> list[dict[str, Any]]:
         """Return the inventory as ``hosts list`` shows it: each host with the pool it belongs
         to (or None) and its effective SSH ``port`` (the ssh config's ``Port`` for its
         address when the inventory leaves 22: :func:`~hpcbatch.providers.inventory.ssh_target`).
         """
-        listed = self.stored_hosts()
-        for h in listed:
-            if h.get("provider", "ssh") == "ssh" and h.get("port", 22) == 22:
-                h["port"] = ssh_target(Host.model_validate(
-                    {k: v for k, v in h.items() if k != "poolId"})).port
-        return listed
+        return [self._shown(h) for h in self.stored_hosts()]
 
     def stored_hosts(self) -> list[dict[str, Any]]:
         """Return the inventory as stored: each host's fields with its ``poolId`` (or None)."""
