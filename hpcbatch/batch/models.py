@@ -675,8 +675,11 @@ def container_registries(cc: dict[str, Any], *, request: bool = False) -> list[C
     out = []
     for i, item in enumerate(items):
         try:
+            # A request by the wire's names only (as WireModel.from_wire): ``user_name`` is
+            # an unknown property; what the store holds reads back as it was accepted.
             out.append(ContainerRegistry.model_validate(
-                item, context=REQUEST_CONTEXT if request else None))
+                item, context=REQUEST_CONTEXT, by_alias=True, by_name=False) if request
+                else ContainerRegistry.model_validate(item))
         except ValidationError as exc:
             err = wire_error(exc)
             name = err.values.get("PropertyName", "")
@@ -828,12 +831,60 @@ class TaskDependencies(WireModel):
     task_id_ranges: list[TaskIdRange] | None = None
 
 
+UPLOAD_CONDITIONS = ("taskSuccess", "taskFailure", "taskCompletion")
+"""``OutputFileUploadCondition`` values (the node agent compares them case-insensitively)."""
+
+
+def _known_properties(value: Any, where: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """Refuse a wire object that is not an object or has a property ``known`` lacks."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be an object")  # noqa: TRY004 - pydantic: a 400
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a known property of {where} "
+                         f"(known: {', '.join(known)})")
+    return value
+
+
 class OutputFile(WireModel):
-    """A file to upload after a task ends (``OutputFile``)."""
+    """A file to upload after a task ends (``OutputFile``).
+
+    ``destination`` and ``upload_options`` are kept as wire dicts (what the node agent
+    reads); in a request they hold Batch's properties only, by their camelCase names
+    (``destination.container``: ``path``, ``containerUrl``, ``identityReference``,
+    ``uploadHeaders``; ``uploadOptions.uploadCondition``: one of
+    :data:`UPLOAD_CONDITIONS`), else a 400 ``InvalidPropertyValue`` naming the property.
+    """
 
     file_pattern: NonEmptyText
     destination: dict[str, Any]
     upload_options: dict[str, Any]
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # checked on requests only: a stored task accepted earlier still reads back
+        if is_request(info):
+            _known_properties(value, "destination", ("container",))
+            container = _known_properties(
+                value.get("container", {}), "destination.container",
+                ("path", "containerUrl", "identityReference", "uploadHeaders"))
+            for name in ("path", "containerUrl"):
+                if not isinstance(container.get(name, ""), str):  # a ValueError is a 400
+                    raise ValueError(f"destination.container.{name} must be a string")  # noqa: TRY004
+        return value
+
+    @field_validator("upload_options")
+    @classmethod
+    def _upload_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if is_request(info):
+            _known_properties(value, "uploadOptions", ("uploadCondition",))
+            condition = value.get("uploadCondition", UPLOAD_CONDITIONS[2])
+            if not (isinstance(condition, str)
+                    and condition.lower() in {c.lower() for c in UPLOAD_CONDITIONS}):
+                raise ValueError("uploadOptions.uploadCondition must be one of "
+                                 f"{', '.join(UPLOAD_CONDITIONS)}")
+        return value
 
 
 class ApplicationPackageReference(WireModel):

@@ -98,6 +98,11 @@ def test_a_json_body_of_4_mib_is_too_large(http: Http, pool: str):
     ({"id": "snake", "vmSize": "any", "target_dedicated_nodes": 1}, "target_dedicated_nodes"),
     ({"id": "snake", "vmSize": "any", "targetDedicatedNodes": 0,
       "startTask": {"commandLine": "/bin/true", "wait_for_success": True}}, "wait_for_success"),
+    ({"id": "snake", "vmSize": "any", "targetDedicatedNodes": 0,
+      "virtualMachineConfiguration": {"containerConfiguration": {
+          "type": "dockerCompatible", "containerRegistries": [
+              {"registryServer": "r.example", "user_name": "u", "password": "p"}]}}},
+     "containerRegistries[0].user_name"),
 ])
 def test_python_attribute_names_are_unknown_properties(http: Http, body: dict[str, Any],
                                                        name: str):
@@ -106,6 +111,31 @@ def test_python_attribute_names_are_unknown_properties(http: Http, body: dict[st
     err = batch_error(http("POST", "/pools", body), 400, "InvalidRequestBody")
     assert _values(err)["PropertyName"].endswith(name), err
     _absent(http, "/pools/snake", "PoolNotFound")
+
+
+@pytest.mark.parametrize("output_file, name, reason", [
+    ({"destination": {"container": {"container_url": "https://x.example/c"}}},
+     "outputFiles[0].destination", "'container_url' is not a known property"),
+    ({"destination": {"container": {}, "containr": {}}},
+     "outputFiles[0].destination", "'containr' is not a known property"),
+    ({"destination": {"container": {}}, "uploadOptions": {"upload_condition": "taskFailure"}},
+     "outputFiles[0].uploadOptions", "'upload_condition' is not a known property"),
+    ({"destination": {"container": {}}, "uploadOptions": {"uploadCondition": "never"}},
+     "outputFiles[0].uploadOptions", "must be one of taskSuccess, taskFailure, taskCompletion"),
+])
+def test_output_file_destinations_and_upload_options_hold_batchs_properties_only(
+        http: Http, job: str, output_file: dict[str, Any], name: str, reason: str):
+    """An output file's ``destination`` and ``uploadOptions`` (kept as given for the node
+    agent) take Batch's camelCase properties only: a misspelt or snake_case one (which the
+    agent would not read: the file would go to the job's own container, or on every
+    outcome) and an unknown ``uploadCondition`` are a 400 naming the property."""
+    task = {"id": "outfile", "commandLine": "/bin/true",
+            "outputFiles": [{"filePattern": "*.txt",
+                             "uploadOptions": {"uploadCondition": "taskCompletion"},
+                             **output_file}]}
+    values = _invalid_property(http("POST", f"/jobs/{job}/tasks", task), name)
+    assert reason in values["Reason"], values
+    _absent(http, f"/jobs/{job}/tasks/outfile", "TaskNotFound")
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"[1, 2", b'{"id": }', b"\x00\x01", b"\xef\xbb\xbf{}"])
