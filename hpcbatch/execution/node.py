@@ -172,8 +172,11 @@ def trust_only_pool_ca(ca_file: str) -> None:
     context that already-wrapped socket never uses. Dask's comms pass their own
     context (:class:`distributed.Security`) everywhere. A node talks TLS to the
     service's CA only, so that default context trusts that CA alone: built from
-    one certificate, and no wider trust if anything ever used it. Nothing
-    changes when Tornado has no such default (another version).
+    one certificate, and no wider trust if anything ever used it. It is replaced
+    wherever Tornado holds it: ``tornado.netutil`` (where it is defined),
+    ``tornado.iostream`` and ``tornado.simple_httpclient`` (which import it by
+    name; the latter if already imported, else its import takes the replacement).
+    Nothing changes when Tornado has no such default (another version).
 
     Parameters
     ----------
@@ -182,14 +185,20 @@ def trust_only_pool_ca(ca_file: str) -> None:
     """
     import ssl
 
-    from tornado import iostream
+    from tornado import iostream, netutil
 
-    if not callable(getattr(iostream, "_client_ssl_defaults", None)):
+    if not callable(getattr(netutil, "_client_ssl_defaults", None)):
         return
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
     if hasattr(ssl, "OP_NO_COMPRESSION"):  # as Tornado's own default
         context.options |= ssl.OP_NO_COMPRESSION
-    iostream._client_ssl_defaults = lambda: context  # type: ignore[assignment]
+
+    def pool_ca_only() -> ssl.SSLContext:
+        return context
+
+    for module in (netutil, iostream, sys.modules.get("tornado.simple_httpclient")):
+        if module is not None and hasattr(module, "_client_ssl_defaults"):
+            module._client_ssl_defaults = pool_ca_only
 
 
 def forgo_unused_modules() -> None:

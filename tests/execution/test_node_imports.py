@@ -83,6 +83,7 @@ from distributed.comm import connect, listen
 from hpcbatch.execution import node
 
 ca, cert, key = sys.argv[2:5]
+platform_default = tornado.netutil._client_ssl_defaults  # Tornado's own, before the node's
 if sys.argv[1] == "pool-ca":
     node.trust_only_pool_ca(ca)
 security = Security(tls_ca_file=ca, tls_worker_cert=cert, tls_worker_key=key,
@@ -102,7 +103,7 @@ async def main():
         await comm.write({"op": "ping"})
         message = await asyncio.wait_for(got, 10)
         await comm.close()
-    stats = tornado.netutil._client_ssl_defaults.cache_info()
+    stats = platform_default.cache_info()
     print(json.dumps({"message": message, "platform_store_loads": stats.misses}))
 
 
