@@ -268,3 +268,20 @@ def test_one_bodyless_call_twice_in_one_second_from_an_official_sdk_is_not_a_rep
     assert client.get_job_schedule("twice")["state"] == "disabled"
     status, err = send(client, "POST", path, sent[0])  # the first call, captured and resent
     assert (status, err["code"]) == (403, "AuthenticationFailed")
+
+
+def test_an_official_sdk_request_with_a_body_and_its_request_id_is_refused_when_resent(svc
+                                                                                      ) -> None:
+    """The request ID is in the replay key of a request with a body too: the captured
+    request, sent again as it was (request IDs included), is still a replay and adds
+    nothing, after the job it made was deleted."""
+    client, account, key = svc
+    body = job_body("rid-job")
+    ids = {"client-request-id": str(uuid.uuid4()), "x-ms-client-request-id": str(uuid.uuid4())}
+    headers = signed(client, account, key, "POST", "/jobs", body, **ids)
+    assert send(client, "POST", "/jobs", headers, body)[0] == 201
+    client.delete_job("rid-job")
+    status, err = send(client, "POST", "/jobs", headers, body)
+    assert (status, err["code"]) == (403, "AuthenticationFailed"), err
+    assert "replay" in err["message"]["value"]
+    assert {j.id: j.state for j in client.list_jobs()}.get("rid-job") in (None, "deleting")
