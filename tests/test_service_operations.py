@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import service_on_testbed, wait_until
+import pytest
+
+from hpcbatch.client.rest import BatchError
+from tests.helpers import running_service, service_on_testbed, wait_until
 
 BASE = "127.0.51.21"
 
@@ -16,9 +19,15 @@ def test_deleting_a_task_or_a_job_removes_its_files_on_the_nodes(tmp_path: Path)
     # retention time)"; Job - Delete deletes every task of the job.
     with service_on_testbed(tmp_path, 2, BASE) as (client, bed, _):
         roots = [Path(h.root_dir) for h in bed.hosts]
-        client.create_pool({"id": "p", "vmSize": "any", "targetDedicatedNodes": 2})
-        client.wait_for_pool("p", timeout_s=120)
-        client.create_job({"id": "j", "poolInfo": {"poolId": "p"},
+        client.create_pool({"id": "P1", "vmSize": "any", "targetDedicatedNodes": 2})
+        client.wait_for_pool("P1", timeout_s=120)
+        # A host in a pool cannot leave the inventory: the error names the pool as its ID
+        # is spelled, the node, and the command that frees the host.
+        with pytest.raises(BatchError) as refused:
+            client.remove_host(BASE)
+        assert refused.value.code == "HostInUse"
+        assert f"hpcbatch node remove --pool-id P1 --node-id {BASE}" in refused.value.message
+        client.create_job({"id": "j", "poolInfo": {"poolId": "P1"},
                            "jobPreparationTask": {"commandLine": "/bin/true"}})
         client.create_tasks("j", [{"id": f"t{i}", "commandLine": "/bin/sh -c 'echo out > f'"}
                                   for i in range(4)])
@@ -40,3 +49,15 @@ def test_deleting_a_task_or_a_job_removes_its_files_on_the_nodes(tmp_path: Path)
                    timeout_s=60, what="workitems/j removed on both nodes")
         wait_until(lambda: not client.list_jobs(), timeout_s=30, what="job j gone")
         assert all((r / "shared").is_dir() for r in roots)  # nothing else of the node
+
+
+def test_a_restarted_service_gives_its_own_url_for_a_schedules_recent_job(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with running_service(state, scheduler_host="127.0.0.1") as (client, _):
+        client.create_job_schedule({"id": "s", "schedule": {"recurrenceInterval": "PT1H"},
+                                    "jobSpecification": {"poolInfo": {"poolId": "none"}}})
+        wait_until(lambda: client.get_job_schedule("s")["executionInfo"].get("recentJob"),
+                   timeout_s=30, what="the schedule's first job")
+    with running_service(state, scheduler_host="127.0.0.1") as (client, thread):
+        recent = client.get_job_schedule("s")["executionInfo"]["recentJob"]
+        assert recent == {"id": "s:job-1", "url": f"{thread.runtime.endpoint}/jobs/s:job-1"}
