@@ -37,7 +37,7 @@ from hpcbatch.api.security import (
     ensure_tls,
 )
 from hpcbatch.batch.errors import HpcbatchError
-from hpcbatch.batch.statedir import EVENTS_FILE, SERVICE_FILE, default_state_dir
+from hpcbatch.batch.statedir import EVENTS_FILE, SERVICE_FILE, STORE_FILE, default_state_dir
 from hpcbatch.core.service import BatchService, Quotas
 from hpcbatch.core.simulated import SimulatedEngine
 from hpcbatch.execution.engine import DaskEngine
@@ -63,7 +63,8 @@ class ServiceConfig:
     host, port
         Where the REST API listens (port 0: any free port).
     database_url
-        SQLAlchemy URL; default a SQLite file ``{state_dir}/state.db``.
+        SQLAlchemy URL; default the one the state dir's service last started with
+        (:func:`database_url_for`), else a SQLite file ``{state_dir}/state.db``.
     scheduler_host
         Interface the Dask scheduler listens on (``0.0.0.0`` so remote SSH
         hosts reach it; ``127.0.0.1`` when every node is on this machine).
@@ -145,6 +146,67 @@ def _api_ssl_context(tls: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
+def database_url_for(state_dir: Path, database_url: str | None) -> str:
+    """The store a service of ``state_dir`` starts with.
+
+    A service restarted without ``--database-url`` (after a crash, a reboot, by another
+    operator) uses the store it last ran on (:func:`remember_database_url`), not a new,
+    empty SQLite file that would show no pools, jobs or hosts while the real store sits
+    unused.
+
+    Parameters
+    ----------
+    state_dir
+        The service's state dir.
+    database_url
+        The URL asked for, or None.
+
+    Returns
+    -------
+    str
+        ``database_url`` when given; else the URL in ``{state_dir}/store.json``
+        (:data:`~hpcbatch.batch.statedir.STORE_FILE`); else the SQLite file
+        ``{state_dir}/state.db``.
+
+    Raises
+    ------
+    HpcbatchError
+        ``InvalidStoreFile``: ``store.json`` does not name a store.
+    """
+    path = state_dir / STORE_FILE
+    if database_url is not None or not path.exists():
+        return database_url or sqlite_url(state_dir / "state.db")
+    try:
+        remembered = json.loads(path.read_text())["database_url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        remembered = None
+    if not isinstance(remembered, str) or not remembered:
+        raise HpcbatchError(f"{path} does not name the store; give the service --database-url, "
+                            "or delete the file to use SQLite in the state dir.",
+                            code="InvalidStoreFile")
+    log.info("store: %s (the one this state dir's service last used, from %s)",
+             hide_password(remembered), path)
+    return remembered
+
+
+def remember_database_url(state_dir: Path, database_url: str) -> None:
+    """Write ``database_url``, the store a service just opened, to ``{state_dir}/store.json``
+    (mode 0600: the URL may hold a password), for :func:`database_url_for`."""
+    fd = os.open(state_dir / STORE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({"database_url": database_url}) + "\n")
+
+
+def hide_password(url: str) -> str:
+    """``url`` (a SQLAlchemy URL) with its password as ``***``, to print or log."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("@", 1)[-1]
+
+
 class ServiceRuntime:
     """One running service: store, Dask engine, service core and REST server."""
 
@@ -173,7 +235,9 @@ class ServiceRuntime:
         # use fails at once, before the store and the Dask scheduler start.
         sock = _bind_api_socket(self.config.host, self.config.port)
         port = sock.getsockname()[1]
-        self.store = Store(self.config.database_url or sqlite_url(self.state_dir / "state.db"))
+        database_url = database_url_for(self.state_dir, self.config.database_url)
+        self.store = Store(database_url)
+        remember_database_url(self.state_dir, database_url)
         self.engine = SimulatedEngine(self.state_dir / "run", tls, self.config.scheduler_host)
         await self.engine.start()
         host = self.config.host if self.config.host not in ("0.0.0.0", "") else "127.0.0.1"
@@ -202,6 +266,7 @@ class ServiceRuntime:
             "endpoint": self.endpoint, "account": creds.account_name,
             "key_file": str(creds.key_file), "pid": os.getpid(),
             "state_dir": str(self.state_dir), "storage_url": storage.url,
+            "database": hide_password(database_url),
             "ca_file": str(tls.ca_file) if self.config.tls else None,
             "allow_api_local_hosts": self.config.allow_api_local_hosts,
         }))

@@ -16,7 +16,7 @@ STATE_DIR_ENV = "HPCBATCH_STATE_DIR"
 
 SERVICE_FILE = "service.json"
 """Written by a running service: ``endpoint``, ``account``, ``key_file``, ``pid``,
-``state_dir``, ``storage_url``."""
+``state_dir``, ``storage_url``, ``database`` (the store's URL, password hidden)."""
 
 ACCOUNT_FILE = "account.json"
 """The Batch account name and key: ``{"account_name": ..., "key": ...}``."""
@@ -27,6 +27,10 @@ the state dir (``hpcbatch-operator`` header); API callers hold only the account 
 
 EVENTS_FILE = "events.jsonl"
 """The diagnostic event log (JSON lines)."""
+
+STORE_FILE = "store.json"
+"""The store the state dir's service last started with: ``{"database_url": ...}`` (mode
+0600: the URL may hold a password). A start without a database URL uses it again."""
 
 SERVICE_LOG_FILE = "service.log"
 """Where ``hpcbatch service start --detach`` sends the service's output."""

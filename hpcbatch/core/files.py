@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -154,6 +154,42 @@ class NodeFiles:
         if not rel:
             raise not_found("File", path)
         await self._delete(worker, f"{tdir}/{rel}", path, recursive)
+
+    async def remove_dirs(self, places: Iterable[tuple[str, str, str]]) -> int:
+        """Remove directories on nodes, one call per node: task directories whose
+        ``retentionTime`` elapsed, and those of deleted tasks and jobs.
+
+        Batch: "When a Task is deleted, all of the files in its directory on the Compute
+        Node where it ran are also deleted (regardless of the retention time)" (REST
+        Task - Delete); Job - Delete deletes all the job's tasks.
+
+        Parameters
+        ----------
+        places
+            ``(pool_key, node_id, rel_dir)``: a node of a pool and a directory relative to
+            its root (``workitems/{job}`` or a task directory). A node no longer in the
+            pool, or whose worker is not connected, is skipped.
+
+        Returns
+        -------
+        int
+            How many of the directories existed and were removed. A node that fails is
+            logged (with its node ID and the error) and skipped; nothing is raised.
+        """
+        by_worker: dict[str, tuple[str, list[str]]] = {}
+        for pool_key, node_id, rel in places:
+            node = self.ctx.pool_manager.node(pool_key.lower(), node_id)
+            if node is not None and node.worker:
+                dirs = by_worker.setdefault(node.worker, (node.node_id, []))[1]
+                if rel not in dirs:
+                    dirs.append(rel)
+        removed = 0
+        for worker, (node_id, dirs) in by_worker.items():
+            try:
+                removed += await self.ctx.engine.remove_dirs(worker, dirs)
+            except Exception as exc:  # noqa: BLE001 - logged; the other nodes are cleaned up
+                log.warning("cannot remove %s on node %s: %s", ", ".join(dirs), node_id, exc)
+        return removed
 
     async def _delete(self, worker: str, rel: str, path: str, recursive: bool) -> None:
         """Delete ``rel`` (node-root relative) on the node (:func:`hpcbatch.execution.

@@ -17,6 +17,7 @@ from hpcbatch.store.database import (
 )
 
 if TYPE_CHECKING:
+    from hpcbatch.core.files import NodeFiles
     from hpcbatch.core.jobs import Jobs
     from hpcbatch.core.pools import Pools
 
@@ -34,13 +35,16 @@ class Housekeeping:
         Ends jobs past their ``maxWallClockTime``.
     pools
         Records pools' ``allocationState`` as it changes.
+    files
+        Removes task directories on the nodes.
     interval_s
         Seconds between rounds.
     """
 
-    def __init__(self, ctx: ServiceContext, jobs: Jobs, pools: Pools,
+    def __init__(self, ctx: ServiceContext, jobs: Jobs, pools: Pools, files: NodeFiles,
                  interval_s: float = 1.0) -> None:
         self.ctx = ctx
+        self.files = files
         self.jobs = jobs
         self.pools = pools
         self.interval_s = interval_s
@@ -65,17 +69,9 @@ class Housekeeping:
                                 .where(tasks.c.cleanup_at <= now).limit(500)).all()
             job_ids = dict(conn.execute(sa.select(jobs.c.key, jobs.c.id).where(
                 jobs.c.key.in_({r.job_key for r in rows}))).all()) if rows else {}
-        by_worker: dict[str, tuple[str, list[str]]] = {}
-        for r in rows:
-            node = self.ctx.pool_manager.node((r.pool_key or "").lower(), r.node_id or "")
-            if node is not None and node.worker and r.job_key in job_ids:
-                by_worker.setdefault(node.worker, (node.node_id, []))[1].append(
-                    task_dir(job_ids[r.job_key], r.id))
-        for worker, (node_id, dirs) in by_worker.items():
-            try:
-                await self.ctx.engine.remove_dirs(worker, dirs)
-            except Exception as exc:  # noqa: BLE001 - logged; the other nodes are cleaned up
-                log.warning("cannot remove task dirs on node %s: %s", node_id, exc)
+        await self.files.remove_dirs(
+            (r.pool_key or "", r.node_id or "", task_dir(job_ids[r.job_key], r.id))
+            for r in rows if r.job_key in job_ids)
         if rows:
             with self.ctx.store.begin() as conn:
                 conn.execute(tasks.update().where(tasks.c.seq.in_([r.seq for r in rows]))

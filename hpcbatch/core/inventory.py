@@ -203,8 +203,13 @@ class Inventory:
             if row is None:
                 raise not_found("Host", name)
             if row["pool_key"] is not None:
-                raise ConflictError(f"Host {name} belongs to pool {row['pool_key']}.",
-                                    code="HostInUse")
+                pool = Store.fetch_one(conn, pools, key=row["pool_key"])
+                pool_id = pool["id"] if pool is not None else row["pool_key"]
+                raise ConflictError(
+                    f"Host {row['name']} belongs to pool {pool_id} (its node {row['name']}); "
+                    f"remove the node first (hpcbatch node remove --pool-id {pool_id} "
+                    f"--node-id {row['name']}, or shrink the pool), then the host.",
+                    code="HostInUse", values={"PoolId": pool_id, "NodeId": row["name"]})
             conn.execute(hosts.delete().where(hosts.c.key == name.lower()))
         self._os_releases.pop(name.lower(), None)
 

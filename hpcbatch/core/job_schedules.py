@@ -201,6 +201,9 @@ class JobSchedules:
         if isinstance(out.get("jobSpecification"), dict):  # Batch's defaults filled in
             defaults.fill_job(out["jobSpecification"])
         status = loads(row["status"])
+        recent = status["executionInfo"].get("recentJob")
+        if recent:  # the service's URL now: a restart may have moved it (another port)
+            recent["url"] = f"{self.ctx.base_url}/jobs/{recent['id']}"
         out.update({"url": f"{self.ctx.base_url}/jobschedules/{row['id']}",
                     "eTag": status["eTag"], "lastModified": status["lastModified"],
                     "creationTime": status["creationTime"], "state": row["state"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import posixpath
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ from hpcbatch.store.database import (
 
 if TYPE_CHECKING:
     from hpcbatch.core.auto_pools import AutoPools
+    from hpcbatch.core.files import NodeFiles
     from hpcbatch.core.preparation import JobPreparation
     from hpcbatch.core.runs import Runs
     from hpcbatch.core.tasks import Tasks
@@ -101,11 +103,14 @@ class Jobs:
     auto_pools
         Creates the pools of jobs with an ``autoPoolSpecification`` and deletes them
         when the job ends.
+    files
+        Removes a deleted job's directory (``workitems/{jobId}``) on the nodes.
     """
 
     def __init__(self, ctx: ServiceContext, runs: Runs, tasks: Tasks,
-                 preparation: JobPreparation, auto_pools: AutoPools) -> None:
+                 preparation: JobPreparation, auto_pools: AutoPools, files: NodeFiles) -> None:
         self.ctx = ctx
+        self.files = files
         self.auto_pools = auto_pools
         self.runs = runs
         self.tasks = tasks
@@ -599,9 +604,38 @@ class Jobs:
         self.ctx.background(self.finish_delete(row["key"]))
 
     async def finish_delete(self, job_key: str) -> None:
+        """Finish Job - Delete: end the job's runs, run its release task, remove the job's
+        directory (``workitems/{jobId}``) on the nodes, then its records.
+
+        The directory goes from every node of the job's pool and every node one of its
+        tasks, subtasks or preparation tasks last ran on (Batch: deleting a job deletes
+        its tasks, and "When a Task is deleted, all of the files in its directory on the
+        Compute Node where it ran are also deleted"). Nodes whose worker is not
+        connected keep it.
+
+        Parameters
+        ----------
+        job_key
+            The job's key (its lower-cased ID).
+        """
         await self.runs.end_job_runs(job_key)
         # Nodes where the release task ran at Job - Terminate are skipped (audit M6).
         await self.preparation.run_releases(job_key)
+        with self.ctx.store.read() as conn:
+            job = Store.fetch_one(conn, jobs, key=job_key)
+            nodes = {(p or "", n) for p, n in conn.execute(
+                sa.select(tasks.c.pool_key, tasks.c.node_id).distinct().where(
+                    tasks.c.job_key == job_key, tasks.c.node_id.is_not(None)))}
+            for table in (subtasks, job_nodes):
+                nodes.update((p, n) for p, n in conn.execute(
+                    sa.select(table.c.pool_id, table.c.node_id).distinct().where(
+                        table.c.job_key == job_key)))
+        if job is not None:
+            if job["pool_key"]:
+                nodes.update((job["pool_key"], n.node_id)
+                             for n in self.ctx.pool_manager.nodes_of(job["pool_key"]))
+            rel = posixpath.join("workitems", job["id"])
+            await self.files.remove_dirs((p, n, rel) for p, n in sorted(nodes))
         with self.ctx.store.begin() as conn:
             row = Store.fetch_one(conn, jobs, key=job_key)
             for table in (tasks, task_deps, task_dep_ranges, subtasks):

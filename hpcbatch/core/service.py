@@ -115,18 +115,18 @@ class BatchService:
         self.inventory = Inventory(ctx)
         self.files = NodeFiles(ctx)
         self.preparation = JobPreparation(ctx, self.runs)
-        self.tasks = Tasks(ctx, self.runs, self.applications)
+        self.tasks = Tasks(ctx, self.runs, self.applications, self.files)
         self.autoscaler = Autoscaler(ctx, sample_interval_s=metrics_interval_s,
                                      min_interval_s=min_autoscale_interval_s)
         self.pools = Pools(ctx, self.applications, self.autoscaler, self.inventory)
         self.jobs = Jobs(ctx, self.runs, self.tasks, self.preparation,
-                         AutoPools(ctx, self.pools))
+                         AutoPools(ctx, self.pools), self.files)
         # Task - Terminate of an active task completes it through the jobs' completion path.
         self.tasks.after_completions = self.jobs.after_completions
         self.nodes = Nodes(ctx, self.runs)
         self.dispatcher = Dispatcher(ctx, self.runs, self.jobs, self.tasks, self.preparation,
                                      self.applications, self.pools)
-        self.housekeeping = Housekeeping(ctx, self.jobs, self.pools)
+        self.housekeeping = Housekeeping(ctx, self.jobs, self.pools, self.files)
         self.schedules = JobSchedules(ctx, self.jobs)
         self.statistics = Statistics(ctx)
         ctx.pool_manager = PoolManager(

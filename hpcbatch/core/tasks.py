@@ -35,7 +35,7 @@ from hpcbatch.batch.wire import iso, new_etag, utcnow
 from hpcbatch.core.changes import VersionWatch
 from hpcbatch.core.context import ServiceContext
 from hpcbatch.core.rows import check_job_open, job_row, node_info, returned_spec, task_row
-from hpcbatch.core.runs import DEFAULT_RETENTION_S, Completion
+from hpcbatch.core.runs import DEFAULT_RETENTION_S, Completion, Run
 from hpcbatch.core.transitions import check
 from hpcbatch.execution import multiinstance
 from hpcbatch.execution.environment import task_dir
@@ -53,6 +53,7 @@ from hpcbatch.store.database import (
 
 if TYPE_CHECKING:
     from hpcbatch.core.applications import Applications
+    from hpcbatch.core.files import NodeFiles
     from hpcbatch.core.runs import Runs
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class Tasks:
         The runs in flight (a running task is ended through its run).
     applications
         Resolves ``applicationPackageReferences``.
+    files
+        Removes a deleted task's directory on the nodes where it ran.
 
     Attributes
     ----------
@@ -116,10 +119,12 @@ class Tasks:
         while active; set by the service to ``Jobs.after_completions``.
     """
 
-    def __init__(self, ctx: ServiceContext, runs: Runs, applications: Applications) -> None:
+    def __init__(self, ctx: ServiceContext, runs: Runs, applications: Applications,
+                 files: NodeFiles) -> None:
         self.ctx = ctx
         self.runs = runs
         self.applications = applications
+        self.files = files
         self.watch: VersionWatch[tuple[str, str], dict[str, Any], str] = VersionWatch(
             ctx.changes, self.task_etags, operator.itemgetter("eTag"))
         self.after_completions: Callable[
@@ -640,14 +645,42 @@ class Tasks:
         self.ctx.kick()
 
     def delete_task(self, job_id: str, task_id: str) -> None:
-        """Delete a task ("Task - Delete"); a running task is ended first."""
+        """Delete a task ("Task - Delete"); a running task is ended first.
+
+        Then its directory is removed from the nodes where it (or, for a multi-instance
+        task, its subtasks) last ran, whatever its ``retentionTime``, as Batch does:
+        "When a Task is deleted, all of the files in its directory on the Compute Node
+        where it ran are also deleted (regardless of the retention time)".
+
+        Parameters
+        ----------
+        job_id, task_id
+            The task.
+
+        Raises
+        ------
+        NotFoundError
+            ``JobNotFound`` or ``TaskNotFound``.
+        """
         with self.ctx.store.begin() as conn:
             job = job_row(conn, job_id)
             row = task_row(conn, job["key"], task_id)
+            nodes = {(p, n) for p, n in conn.execute(sa.select(subtasks.c.pool_id,
+                                                               subtasks.c.node_id).where(
+                subtasks.c.job_key == job["key"], subtasks.c.task_key == row["key"]))}
             conn.execute(tasks.delete().where(tasks.c.seq == row["seq"]))
+        if row["node_id"]:
+            nodes.add((row["pool_key"] or "", row["node_id"]))
         run = self.runs.of_task(job["key"], row["key"])
+        self.ctx.background(self._remove_task_files(run, job["id"], row["id"], nodes))
+
+    async def _remove_task_files(self, run: Run | None, job_id: str, task_id: str,
+                                 nodes: set[tuple[str, str]]) -> None:
+        """End a deleted task's run, then remove its directory on ``nodes``."""
         if run is not None:
-            self.ctx.background(self.runs.kill(run))
+            await self.runs.kill(run)
+        rel = task_dir(job_id, task_id)
+        await self.files.remove_dirs((pool, node, rel) for pool, node in sorted(nodes))
 
     def list_subtasks(self, job_id: str, task_id: str) -> list[dict[str, Any]]:
         """List the subtasks of a multi-instance task ("Task - List Subtasks").

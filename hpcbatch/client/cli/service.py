@@ -76,7 +76,8 @@ def _log_tail(log: Path, lines: int = 30) -> str:
               help="REST API port (default 8600; 0: any free port).")
 @click.option("--host", default=None, help="Interface of the REST API (default 127.0.0.1).")
 @click.option("--database-url", default=None,
-              help="SQLAlchemy URL of the store (default: SQLite in the state dir).")
+              help="SQLAlchemy URL of the store (default: the store this state dir's service "
+                   "last used, else SQLite in the state dir).")
 @click.option("--scheduler-host", default=None,
               help="Interface of the Dask scheduler (default 0.0.0.0; 127.0.0.1 for local nodes).")
 @click.option("--tls", is_flag=True,
@@ -146,7 +147,7 @@ def service_start(detach: bool, port: int | None, host: str | None, database_url
     assert info is not None
     emit({"endpoint": info["endpoint"], "account": info["account"],
           "key_file": info["key_file"], "pid": info["pid"], "state_dir": str(sdir),
-          "ca_file": info.get("ca_file")})
+          "database": info.get("database"), "ca_file": info.get("ca_file")})
 
 
 def _is_service_process(pid: int) -> bool:
@@ -203,6 +204,6 @@ def service_status() -> None:
     info = _running(sdir) or {}
     up = bool(info) and _healthy(str(info.get("endpoint")), info.get("ca_file"))
     emit({"running": up, "endpoint": info.get("endpoint"), "account": info.get("account"),
-          "pid": info.get("pid"), "state_dir": str(sdir)})
+          "pid": info.get("pid"), "state_dir": str(sdir), "database": info.get("database")})
     if not up:
         click.get_current_context().exit(1)
