@@ -185,7 +185,7 @@ def database_url_for(state_dir: Path, database_url: str | None) -> str:
                             "or delete the file to use SQLite in the state dir.",
                             code="InvalidStoreFile")
     log.info("store: %s (the one this state dir's service last used, from %s)",
-             hide_password(remembered), path)
+             url_without_password(remembered), path)
     return remembered
 
 
@@ -197,7 +197,7 @@ def remember_database_url(state_dir: Path, database_url: str) -> None:
         fh.write(json.dumps({"database_url": database_url}) + "\n")
 
 
-def hide_password(url: str) -> str:
+def url_without_password(url: str) -> str:
     """``url`` (a SQLAlchemy URL) with its password as ``***``, to print or log."""
     import sqlalchemy as sa
 
@@ -266,7 +266,7 @@ class ServiceRuntime:
             "endpoint": self.endpoint, "account": creds.account_name,
             "key_file": str(creds.key_file), "pid": os.getpid(),
             "state_dir": str(self.state_dir), "storage_url": storage.url,
-            "database": hide_password(database_url),
+            "database": url_without_password(database_url),
             "ca_file": str(tls.ca_file) if self.config.tls else None,
             "allow_api_local_hosts": self.config.allow_api_local_hosts,
         }))

@@ -163,26 +163,23 @@ class Jobs:
             raise BadRequestError(
                 "A job release task cannot be specified without a job preparation task.",
                 code="InvalidPropertyValue", values={"PropertyName": f"{where}jobReleaseTask"})
-        prep = spec.job_preparation_task
-        release = spec.job_release_task
-        manager = spec.job_manager_task
-        specials = [(name, special, (special.id or default).lower(), code)
-                    for name, special, default, code in (
-                        ("jobPreparationTask", prep, "jobpreparation",
-                         "TaskIdSameAsJobPreparationTask"),
-                        ("jobReleaseTask", release, "jobrelease", "TaskIdSameAsJobReleaseTask"))
-                    if special is not None]
-        for name, other in (("jobManagerTask", manager), ("jobReleaseTask", release)):
-            if other is None:
-                continue
-            other_id = (other.id or "jobrelease").lower()
-            for special_name, special, special_id, code in specials:
-                if special is other or other_id != special_id:
-                    continue
-                raise ConflictError(
-                    f"The {name} has the ID {other_id!r} of the job's {special_name}; "
-                    "every task of a job needs its own ID.",
-                    code=code, values={"PropertyName": f"{where}{name}.id"})
+        prep, release, manager = (spec.job_preparation_task, spec.job_release_task,
+                                  spec.job_manager_task)
+        prep_id = (prep.id or defaults.JOB_PREPARATION_TASK["id"]).lower() if prep else None
+        release_id = (release.id or defaults.JOB_RELEASE_TASK["id"]).lower() if release else None
+        clash: tuple[str, str, str] | None = None  # (property, its ID, error code)
+        if manager is not None and manager.id.lower() == prep_id:
+            clash = ("jobManagerTask", manager.id, "TaskIdSameAsJobPreparationTask")
+        elif manager is not None and manager.id.lower() == release_id:
+            clash = ("jobManagerTask", manager.id, "TaskIdSameAsJobReleaseTask")
+        elif release_id is not None and release_id == prep_id:
+            clash = ("jobReleaseTask", release_id, "TaskIdSameAsJobPreparationTask")
+        if clash is not None:
+            name, task_id, code = clash
+            special = "jobPreparationTask" if code.endswith("PreparationTask") else "jobReleaseTask"
+            raise ConflictError(f"The {name} has the ID {task_id!r} of the job's {special}; "
+                                "every task of a job needs its own ID.",
+                                code=code, values={"PropertyName": f"{where}{name}.id"})
 
     def add_job(self, body: Mapping[str, Any], schedule_job_id: str | None = None,
                 schedule_pool_id: str | None = None) -> str:

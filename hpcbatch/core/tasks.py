@@ -137,9 +137,10 @@ class Tasks:
                     job_spec: Mapping[str, Any]) -> None:
         """Reject a task its job can never run: its ID, dependencies, exit conditions and
         multi-instance rules (``job_spec``: the job's stored specification)."""
-        for special, default, code in (("jobPreparationTask", "jobpreparation",
+        for special, default, code in (("jobPreparationTask",
+                                        defaults.JOB_PREPARATION_TASK["id"],
                                         "TaskIdSameAsJobPreparationTask"),
-                                       ("jobReleaseTask", "jobrelease",
+                                       ("jobReleaseTask", defaults.JOB_RELEASE_TASK["id"],
                                         "TaskIdSameAsJobReleaseTask")):
             if job_spec.get(special) is not None and spec.id.lower() == str(
                     job_spec[special].get("id") or default).lower():

@@ -77,7 +77,7 @@ def test_a_restart_without_database_url_uses_the_store_of_the_last_start(
 
 
 def test_the_remembered_store_url_hides_its_password() -> None:
-    from hpcbatch.api.server import hide_password
+    from hpcbatch.api.server import url_without_password
 
-    assert hide_password("postgresql+psycopg://u:s3cret@db:5432/x") == \
+    assert url_without_password("postgresql+psycopg://u:s3cret@db:5432/x") == \
         "postgresql+psycopg://u:***@db:5432/x"
